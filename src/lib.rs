@@ -1,0 +1,52 @@
+//! hashi-supervisor: one node agent that installs, configures and supervises
+//! HashiCorp Consul and Nomad.
+//!
+//! # Architecture
+//!
+//! ```text
+//! node.toml ──► role ──► plan ──┬─► release: resolve ► download ► verify ► install
+//! (--role)       (validated)    ├─► render: consul.json / nomad.hcl (atomic, 0640)
+//!                               ├─► supervise: consul ─(ready)─► nomad
+//!                               └─► health: /health /v1/status /metrics
+//! ```
+//!
+//! * [`role`] parses and validates the TOML role file into a [`role::NodeRole`].
+//! * [`plan`] turns a `NodeRole` into a pure [`plan::Plan`]: which agents run,
+//!   their argv, users, files, start order, stop signals and timeouts.
+//! * [`render`] turns a `Plan` into the agents' config files; `render::write`
+//!   is the only place that writes them (atomically).
+//! * [`release`] resolves, downloads, verifies (OpenPGP + SHA-256) and installs
+//!   the agents' binaries.
+//! * [`supervise`] runs one actor per agent: spawn, restart policy, graceful
+//!   stop, reload.
+//! * [`health`] serves pure functions of a snapshot over HTTP.
+//!
+//! Dependencies point one way: role → plan → render/release → supervise →
+//! health. Nothing below `main` calls `exit`.
+//!
+//! # Shutdown order
+//!
+//! Mark not ready → stop pollers → stop Nomad (its leave signal, grace, then
+//! SIGKILL to its main pid) → stop Consul (same) → stop health, all under one
+//! overall deadline.
+
+pub mod agent_api;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod health;
+pub mod paths;
+pub mod plan;
+pub mod release;
+pub mod render;
+pub mod role;
+pub mod shutdown;
+pub mod supervise;
+pub mod telemetry;
+pub mod version;
+
+pub use error::Error;
+
+/// The supervisor's own version, as reported by `--version`, `/v1/status`
+/// and the `build_info` metric.
+pub const SUPERVISOR_VERSION: &str = env!("CARGO_PKG_VERSION");

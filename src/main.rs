@@ -1,0 +1,43 @@
+//! `supervisor`: parse the command line, set up logging, run the command,
+//! map its error to an exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hashi_supervisor::cli::Cli;
+use hashi_supervisor::{commands, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(&cli.global.log_level, cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&hashi_supervisor::Error::io("start the async runtime", e));
+            return ExitCode::from(hashi_supervisor::error::EXIT_INTERNAL);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints `error: <top>` and one `  caused by: <source>` line per level.
+fn report(err: &hashi_supervisor::Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let _ = writeln!(stderr, "  caused by: {s}");
+        source = s.source();
+    }
+}

@@ -1,0 +1,94 @@
+//! Version requests as written in the role file: an exact version, `latest`
+//! (newest stable), or a semver requirement such as `~1.20` or
+//! `>=1.19, <1.21`.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What the operator asked for in `version = "..."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionSpec {
+    /// Newest stable release: no pre-release, no `+ent` build.
+    Latest,
+    /// Exactly this version (pre-release and build metadata allowed).
+    Exact(semver::Version),
+    /// Newest stable release matching this requirement.
+    Req(semver::VersionReq),
+}
+
+/// Why a version string was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("`{input}` is neither an exact version, `latest`, nor a semver requirement")]
+pub struct VersionSpecError {
+    /// The string as written.
+    pub input: String,
+}
+
+impl FromStr for VersionSpec {
+    type Err = VersionSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("latest") {
+            return Ok(Self::Latest);
+        }
+        let bare = t.strip_prefix('v').unwrap_or(t);
+        if let Ok(v) = semver::Version::parse(bare) {
+            return Ok(Self::Exact(v));
+        }
+        // A requirement must carry an operator or be a partial version
+        // (`1.20` means `^1.20` in semver; we accept it as such).
+        match semver::VersionReq::parse(t) {
+            Ok(r) if !t.is_empty() => Ok(Self::Req(r)),
+            _ => Err(VersionSpecError {
+                input: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for VersionSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::Exact(v) => write!(f, "{v}"),
+            Self::Req(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(
+            "latest".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Latest
+        );
+        assert!(matches!(
+            "1.20.1".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Exact(v) if v == semver::Version::new(1, 20, 1)
+        ));
+        assert!(matches!(
+            "v1.9.3".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Exact(_)
+        ));
+        assert!(matches!(
+            "~1.20".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Req(_)
+        ));
+        assert!(matches!(
+            ">=1.19, <1.21".parse::<VersionSpec>().unwrap(),
+            VersionSpec::Req(_)
+        ));
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        for bad in ["", "newest", "1.x.y", ">>1", "1.2.3.4"] {
+            assert!(bad.parse::<VersionSpec>().is_err(), "{bad} accepted");
+        }
+    }
+}

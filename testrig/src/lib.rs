@@ -1,0 +1,2 @@
+//! Test rig: a signed local release mirror and network-namespace nodes.
+//! SKELETON: replaced by the test-rig work.

@@ -1,0 +1,12 @@
+//! Integration tests of hashi-supervisor, one file per component. They drive
+//! the real `supervisor` binary and the library against real files, real
+//! HTTP on loopback, real processes (the test-only stand-in agent) and real
+//! network namespaces.
+
+mod support;
+
+mod health;
+mod release;
+mod render;
+mod role;
+mod supervise;
