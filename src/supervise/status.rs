@@ -1,0 +1,98 @@
+//! The supervisor's published state: one [`AgentStatus`] per agent inside a
+//! [`SupervisorStatus`], sent on a `tokio::sync::watch` channel. The health
+//! endpoint only reads this; it never talks to the supervise actors.
+//!
+//! CONTRACT between supervise (writer) and health (reader): fields may be
+//! added, not renamed or removed.
+
+use std::time::SystemTime;
+
+use crate::plan::Product;
+
+/// Lifecycle state of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentState {
+    /// Not running and not supposed to be (before start, after stop).
+    Stopped,
+    /// Spawned, not yet ready.
+    Starting,
+    /// Running (see `AgentStatus::ready` for readiness).
+    Running,
+    /// Stop signal sent, waiting for exit.
+    Stopping,
+    /// Crashed; waiting before the next restart.
+    Backoff,
+    /// Gave up (restart mode `fail`) or could not be started.
+    Failed,
+}
+
+/// How an agent's last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExitInfo {
+    /// Exit status, when it exited.
+    pub code: Option<i32>,
+    /// Signal name (e.g. `SIGKILL`), when a signal killed it.
+    pub signal: Option<String>,
+    /// When it ended.
+    pub at: SystemTime,
+    /// Whether the supervisor asked for it (a stop, not a crash).
+    pub expected: bool,
+}
+
+/// Everything the supervisor knows about one agent process.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AgentStatus {
+    /// Which agent.
+    pub product: Product,
+    /// Current state.
+    pub state: AgentState,
+    /// Why it is in that state, when that needs saying (e.g. "consul not
+    /// ready after 60s, started anyway", "restart mode fail: 3 failures").
+    pub reason: Option<String>,
+    /// Main pid while running.
+    pub pid: Option<u32>,
+    /// Version installed and running (e.g. `1.20.1`).
+    pub version: Option<String>,
+    /// Start of the current run.
+    pub since: Option<SystemTime>,
+    /// Restarts since the supervisor started.
+    pub restarts: u64,
+    /// How the previous run ended.
+    pub last_exit: Option<ExitInfo>,
+    /// Ready: sd_notify READY=1 from the agent and/or its own HTTP check.
+    pub ready: bool,
+    /// The agent's last log lines (oldest first), bounded.
+    pub last_lines: Vec<String>,
+}
+
+impl AgentStatus {
+    /// The initial status of an agent the plan runs.
+    pub fn new(product: Product) -> Self {
+        Self {
+            product,
+            state: AgentState::Stopped,
+            reason: None,
+            pid: None,
+            version: None,
+            since: None,
+            restarts: 0,
+            last_exit: None,
+            ready: false,
+            last_lines: Vec::new(),
+        }
+    }
+}
+
+/// The whole supervisor's state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SupervisorStatus {
+    /// One entry per agent of the plan, in start order.
+    pub agents: Vec<AgentStatus>,
+    /// SHA-256 (hex) of the role file content in force.
+    pub config_hash: String,
+    /// The last reload's error, if the last reload was refused.
+    pub reload_error: Option<String>,
+    /// Set once shutdown has begun (the node is then not ready).
+    pub stopping: bool,
+}
