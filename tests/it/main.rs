@@ -6,6 +6,7 @@
 mod support;
 
 mod health;
+mod netns;
 mod release;
 mod render;
 mod role;
