@@ -259,8 +259,12 @@ pub struct NomadConfig {
     pub log_level: String,
     /// `bind_addr`.
     pub bind_addr: IpAddr,
-    /// Address in `advertise { http rpc serf }`.
+    /// Address in `advertise { rpc serf }` (public for servers spanning
+    /// datacenters).
     pub advertise: IpAddr,
+    /// Address in `advertise { http }`: always the private one, so the
+    /// datacenter's Consul checks Nomad over the LAN.
+    pub advertise_http: IpAddr,
     /// `server.enabled`.
     pub server: bool,
     /// `server.bootstrap_expect` (servers only).
@@ -395,6 +399,7 @@ impl Plan {
                 log_level,
                 bind_addr: addrs.bind,
                 advertise,
+                advertise_http: addrs.private,
                 server,
                 bootstrap_expect: server.then_some(role.nomad.bootstrap_expect),
                 encrypt: if server {

@@ -26,7 +26,7 @@ pub fn redact_line(line: &str) -> String {
     };
     let key = line[..idx].to_ascii_lowercase();
     if SECRET_KEYS.iter().any(|s| key.contains(s)) {
-        let end = idx + sep.len();
+        let end = idx + sep.trim_end().len();
         let comma = if line.trim_end().ends_with(',') { "," } else { "" };
         format!("{} \"{}\"{comma}", &line[..end], crate::role::REDACTED)
     } else {
@@ -54,12 +54,12 @@ fn ops<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Op, &'a str)> {
             out.push((Op::Same, a[i]));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push((Op::Add, b[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1]) {
             out.push((Op::Del, a[i]));
             i += 1;
+        } else {
+            out.push((Op::Add, b[j]));
+            j += 1;
         }
     }
     out

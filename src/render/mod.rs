@@ -309,7 +309,11 @@ pub fn render_nomad(n: &NomadConfig) -> Result<String, RenderError> {
     let adv = s(n.advertise);
     root.insert(
         "advertise".into(),
-        toml::Value::Table(table(vec![("http", adv.clone()), ("rpc", adv.clone()), ("serf", adv)])),
+        toml::Value::Table(table(vec![
+            ("http", s(n.advertise_http)),
+            ("rpc", adv.clone()),
+            ("serf", adv),
+        ])),
     );
     let join = |v: &[String]| {
         toml::Value::Table(table(vec![("retry_join", list(v))]))

@@ -99,3 +99,46 @@ impl Host for SystemHost {
         Ok(())
     }
 }
+
+/// A host described by value: for tests, and for checking a role file
+/// meant for another machine.
+#[derive(Debug, Clone, Default)]
+pub struct StaticHost {
+    /// Hostname.
+    pub hostname: Option<String>,
+    /// `(interface, IPv4)` pairs, in order.
+    pub interfaces: Vec<(String, Ipv4Addr)>,
+    /// Readable files and their contents.
+    pub files: std::collections::BTreeMap<std::path::PathBuf, String>,
+}
+
+impl Host for StaticHost {
+    fn hostname(&self) -> Option<String> {
+        self.hostname.clone()
+    }
+
+    fn interface_ipv4(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let ips: Vec<Ipv4Addr> = self
+            .interfaces
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, ip)| *ip)
+            .collect();
+        (!ips.is_empty()).then_some(ips)
+    }
+
+    fn all_ipv4(&self) -> Vec<Ipv4Addr> {
+        self.interfaces.iter().map(|(_, ip)| *ip).collect()
+    }
+
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn check_readable(&self, path: &Path) -> io::Result<()> {
+        self.read_to_string(path).map(|_| ())
+    }
+}

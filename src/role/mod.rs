@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diag::Problem;
-pub use host::{Host, SystemHost};
+pub use host::{Host, StaticHost, SystemHost};
 
 use crate::plan::RestartPolicy;
 use crate::version::VersionSpec;
