@@ -60,7 +60,18 @@ pub fn describe_toml_error(message: &str) -> String {
             };
         }
     }
-    message.to_string()
+    // serde names Rust types; the role file speaks TOML.
+    let mut m = message.to_string();
+    for (rust, toml_name) in [
+        ("expected i64", "expected an integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected a sequence", "expected an array"),
+        ("expected a boolean", "expected `true` or `false`"),
+    ] {
+        m = m.replace(rust, toml_name);
+    }
+    m
 }
 
 struct Checker<'a> {
@@ -342,11 +353,14 @@ fn is_gossip_key(key: &str) -> bool {
 
 /// Parses `--role` / `roles` entries into a [`RoleSet`], reporting unknown,
 /// duplicate and conflicting roles.
+/// Also returns whether every name was known (later checks about the
+/// combination are skipped otherwise, to avoid follow-on noise).
 fn roles(
     c: &mut Checker<'_>,
     names: &[(String, Location)],
     list_loc: Location,
-) -> (RoleSet, Vec<String>) {
+) -> (RoleSet, Vec<String>, bool) {
+    let mut all_known = true;
     let mut set = RoleSet::default();
     let mut seen: Vec<String> = Vec::new();
     for (name, loc) in names {
@@ -367,6 +381,7 @@ fn roles(
                     None => format!("unknown role `{n}`, expected one of: {}", ROLE_NAMES.join(", ")),
                 };
                 c.at(loc.clone(), msg);
+                all_known = false;
                 continue;
             }
         }
@@ -397,7 +412,7 @@ fn roles(
         set.nomad_client = true;
     }
     seen.sort();
-    (set, seen)
+    (set, seen, all_known)
 }
 
 /// Validates a parsed role file. `path` is `None` when no file was read.
@@ -460,7 +475,7 @@ pub fn validate(
     } else {
         (Vec::new(), Location::Flag("--role"))
     };
-    let (set, role_names) = roles(&mut c, &names, list_loc.clone());
+    let (set, role_names, roles_known) = roles(&mut c, &names, list_loc.clone());
 
     let region = c.name(&raw.region, DEFAULT_REGION, "region");
     let datacenter = c.name(&raw.datacenter, DEFAULT_DATACENTER, "datacenter");
@@ -652,7 +667,8 @@ pub fn validate(
             c.span(first, "only Consul servers join the WAN: `consul_retry_join_wan` needs the consul-server role");
         }
     }
-    if set.is_nomad()
+    if roles_known
+        && set.is_nomad()
         && !set.is_consul()
         && rd.consul_address.is_none()
         && discovery.nomad_retry_join.is_empty()
