@@ -313,7 +313,11 @@ impl Plan {
             let config_dir = role.config_dir.join("consul.d");
             let data_dir = data_root.join("consul");
             // Servers keep Raft membership unless told to leave; clients leave.
-            let leave = if server { role.consul.leave_on_stop } else { true };
+            let leave = if server {
+                role.consul.leave_on_stop
+            } else {
+                true
+            };
             let mut client_addrs = vec![loopback];
             // A server also serves the HTTP API of nodes without a local
             // Consul (the seed's ams2-server-03 and clients).
@@ -377,7 +381,11 @@ impl Plan {
             let client = roles.nomad_client;
             let config_dir = role.config_dir.join("nomad.d");
             let data_dir = data_root.join("nomad");
-            let leave = if server { role.nomad.leave_on_stop } else { true };
+            let leave = if server {
+                role.nomad.leave_on_stop
+            } else {
+                true
+            };
             let user = if client { ROOT_USER } else { NOMAD_USER };
             let advertise = match role.nomad.advertise {
                 crate::role::AdvertiseScope::Public => addrs.public.unwrap_or(addrs.private),
@@ -388,7 +396,11 @@ impl Plan {
             } else {
                 role.discovery.consul_address.clone()
             };
-            let drain_deadline = if client { role.nomad.drain_deadline } else { None };
+            let drain_deadline = if client {
+                role.nomad.drain_deadline
+            } else {
+                None
+            };
             render.nomad = Some(NomadConfig {
                 file: config_dir.join(NOMAD_CONFIG_FILE),
                 owner: user.to_string(),

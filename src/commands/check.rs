@@ -46,10 +46,10 @@ pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
 /// The human summary of a plan.
 pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
     let mut s = String::new();
-    let source = role
-        .source
-        .as_ref()
-        .map_or_else(|| "none (defaults and --role)".to_string(), |p| p.display().to_string());
+    let source = role.source.as_ref().map_or_else(
+        || "none (defaults and --role)".to_string(),
+        |p| p.display().to_string(),
+    );
     s.push_str(&format!("role file:  {source}\n"));
     s.push_str(&format!(
         "node:       {} (region {}, datacenter {})\n",

@@ -50,7 +50,11 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8, Error> {
     } else {
         let changed = write::write_files(&files)?;
         for f in &files {
-            let verb = if changed.contains(&f.path) { "wrote" } else { "unchanged" };
+            let verb = if changed.contains(&f.path) {
+                "wrote"
+            } else {
+                "unchanged"
+            };
             report.push_str(&format!("{verb}: {}\n", f.path.display()));
         }
     }

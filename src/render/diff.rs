@@ -27,7 +27,11 @@ pub fn redact_line(line: &str) -> String {
     let key = line[..idx].to_ascii_lowercase();
     if SECRET_KEYS.iter().any(|s| key.contains(s)) {
         let end = idx + sep.trim_end().len();
-        let comma = if line.trim_end().ends_with(',') { "," } else { "" };
+        let comma = if line.trim_end().ends_with(',') {
+            ","
+        } else {
+            ""
+        };
         format!("{} \"{}\"{comma}", &line[..end], crate::role::REDACTED)
     } else {
         line.to_string()
@@ -119,13 +123,22 @@ mod tests {
     #[test]
     fn changed_line_shows_as_removed_and_added_with_context() {
         let d = unified("a\nb\nc\n", "a\nB\nc\n", "disk", "rendered");
-        assert_eq!(d, "--- disk\n+++ rendered\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
+        assert_eq!(
+            d,
+            "--- disk\n+++ rendered\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+        );
     }
 
     #[test]
     fn secrets_are_masked_in_both_formats() {
-        assert_eq!(redact_line("  \"encrypt\": \"abc=\","), "  \"encrypt\": \"<redacted>\",");
-        assert_eq!(redact_line("  encrypt = \"abc=\""), "  encrypt = \"<redacted>\"");
+        assert_eq!(
+            redact_line("  \"encrypt\": \"abc=\","),
+            "  \"encrypt\": \"<redacted>\","
+        );
+        assert_eq!(
+            redact_line("  encrypt = \"abc=\""),
+            "  encrypt = \"<redacted>\""
+        );
         assert_eq!(redact_line("  region = \"eu\""), "  region = \"eu\"");
     }
 }

@@ -30,7 +30,12 @@ fn is_block_list(v: &toml::Value) -> bool {
     matches!(v, toml::Value::Array(a) if !a.is_empty() && a.iter().all(toml::Value::is_table))
 }
 
-fn write_table(out: &mut String, t: &toml::Table, depth: usize, path: &str) -> Result<(), HclError> {
+fn write_table(
+    out: &mut String,
+    t: &toml::Table,
+    depth: usize,
+    path: &str,
+) -> Result<(), HclError> {
     let pad = INDENT.repeat(depth);
     let mut keys: Vec<&String> = t.keys().collect();
     keys.sort();
@@ -105,7 +110,11 @@ fn value(v: &toml::Value, path: &str) -> Result<String, HclError> {
         toml::Value::Integer(i) => i.to_string(),
         toml::Value::Float(f) => {
             let s = f.to_string();
-            if s.contains(['.', 'e', 'E']) || !f.is_finite() { s } else { format!("{s}.0") }
+            if s.contains(['.', 'e', 'E']) || !f.is_finite() {
+                s
+            } else {
+                format!("{s}.0")
+            }
         }
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => quote(&d.to_string()),
@@ -113,13 +122,19 @@ fn value(v: &toml::Value, path: &str) -> Result<String, HclError> {
             let items: Result<Vec<String>, HclError> = a
                 .iter()
                 .map(|x| match x {
-                    toml::Value::Table(_) => Err(HclError { path: path.to_string() }),
+                    toml::Value::Table(_) => Err(HclError {
+                        path: path.to_string(),
+                    }),
                     other => value(other, path),
                 })
                 .collect();
             format!("[{}]", items?.join(", "))
         }
-        toml::Value::Table(_) => return Err(HclError { path: path.to_string() }),
+        toml::Value::Table(_) => {
+            return Err(HclError {
+                path: path.to_string(),
+            });
+        }
     })
 }
 
@@ -141,7 +156,9 @@ pub fn flatten(text: &str) -> Option<BTreeMap<String, String>> {
         }
         if let Some(name) = l.strip_suffix('{') {
             let name = name.trim().trim_matches('"');
-            let mut full = stack.last().map_or(name.to_string(), |p| format!("{p}.{name}"));
+            let mut full = stack
+                .last()
+                .map_or(name.to_string(), |p| format!("{p}.{name}"));
             let n = seen_blocks.entry(full.clone()).or_insert(0);
             *n += 1;
             if *n > 1 {
@@ -182,7 +199,10 @@ mod tests {
     fn strings_are_escaped_and_odd_keys_quoted() {
         let mut t = toml::Table::new();
         t.insert("odd key".into(), toml::Value::String("a\"b\\c\n".into()));
-        assert_eq!(write_body(&t).unwrap(), "\"odd key\" = \"a\\\"b\\\\c\\n\"\n");
+        assert_eq!(
+            write_body(&t).unwrap(),
+            "\"odd key\" = \"a\\\"b\\\\c\\n\"\n"
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ use crate::plan::{ConsulConfig, NomadConfig, Plan, Product};
 pub const CONFIG_FILE_MODE: u32 = 0o640;
 
 /// First line of the Nomad file (JSON has no comments).
-const HCL_HEADER: &str = "# Rendered by hashi-supervisor from the role file; edits are overwritten.\n";
+const HCL_HEADER: &str =
+    "# Rendered by hashi-supervisor from the role file; edits are overwritten.\n";
 
 /// Nomad's Consul service names (agent-facts.md §5; today's defaults, set
 /// explicitly so the meaning never depends on the version).
@@ -145,14 +146,21 @@ pub fn render_plan(plan: &Plan) -> Result<Vec<RenderedFile>, RenderError> {
 
 /// Moves files from under `from` to the same place under `to` (for
 /// `render --out DIR`). Files elsewhere are an error.
-pub fn relocate(files: &[RenderedFile], from: &Path, to: &Path) -> Result<Vec<RenderedFile>, RenderError> {
+pub fn relocate(
+    files: &[RenderedFile],
+    from: &Path,
+    to: &Path,
+) -> Result<Vec<RenderedFile>, RenderError> {
     files
         .iter()
         .map(|f| {
-            let rel = f.path.strip_prefix(from).map_err(|_| RenderError::Relocate {
-                path: f.path.clone(),
-                dir: from.to_path_buf(),
-            })?;
+            let rel = f
+                .path
+                .strip_prefix(from)
+                .map_err(|_| RenderError::Relocate {
+                    path: f.path.clone(),
+                    dir: from.to_path_buf(),
+                })?;
             Ok(RenderedFile {
                 path: to.join(rel),
                 ..f.clone()
@@ -211,14 +219,18 @@ pub fn render_consul(c: &ConsulConfig) -> Result<String, RenderError> {
         );
     }
     m.insert("leave_on_terminate".into(), json!(c.leave_on_terminate));
-    m.insert("skip_leave_on_interrupt".into(), json!(c.skip_leave_on_interrupt));
+    m.insert(
+        "skip_leave_on_interrupt".into(),
+        json!(c.skip_leave_on_interrupt),
+    );
     let mut root = Value::Object(m);
     let extra = toml_to_json(&toml::Value::Table(c.extra.clone()), "")?;
     merge_json(&mut root, extra);
-    let mut s = serde_json::to_string_pretty(&sorted(root)).map_err(|source| RenderError::Encode {
-        product: Product::Consul,
-        source,
-    })?;
+    let mut s =
+        serde_json::to_string_pretty(&sorted(root)).map_err(|source| RenderError::Encode {
+            product: Product::Consul,
+            source,
+        })?;
     s.push('\n');
     Ok(s)
 }
@@ -227,12 +239,14 @@ fn toml_to_json(v: &toml::Value, path: &str) -> Result<Value, RenderError> {
     Ok(match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => json!(i),
-        toml::Value::Float(f) => Value::Number(serde_json::Number::from_f64(*f).ok_or_else(|| {
-            RenderError::ExtraNumber {
-                product: Product::Consul,
-                path: path.to_string(),
-            }
-        })?),
+        toml::Value::Float(f) => {
+            Value::Number(serde_json::Number::from_f64(*f).ok_or_else(|| {
+                RenderError::ExtraNumber {
+                    product: Product::Consul,
+                    path: path.to_string(),
+                }
+            })?)
+        }
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(
@@ -243,7 +257,11 @@ fn toml_to_json(v: &toml::Value, path: &str) -> Result<Value, RenderError> {
         toml::Value::Table(t) => {
             let mut m = Map::new();
             for (k, x) in t {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 m.insert(k.clone(), toml_to_json(x, &p)?);
             }
             Value::Object(m)
@@ -315,13 +333,14 @@ pub fn render_nomad(n: &NomadConfig) -> Result<String, RenderError> {
             ("serf", adv),
         ])),
     );
-    let join = |v: &[String]| {
-        toml::Value::Table(table(vec![("retry_join", list(v))]))
-    };
+    let join = |v: &[String]| toml::Value::Table(table(vec![("retry_join", list(v))]));
     if n.server {
         let mut server = table(vec![("enabled", b(true))]);
         if let Some(e) = n.bootstrap_expect {
-            server.insert("bootstrap_expect".into(), toml::Value::Integer(i64::from(e)));
+            server.insert(
+                "bootstrap_expect".into(),
+                toml::Value::Integer(i64::from(e)),
+            );
         }
         if let Some(k) = &n.encrypt {
             server.insert("encrypt".into(), s(k.expose()));
@@ -445,7 +464,11 @@ pub fn classify_change(product: Product, old: &str, new: &str) -> ChangeKind {
         Product::Nomad => (hcl::flatten(old), hcl::flatten(new), NOMAD_RELOADABLE),
     };
     let (Some(a), Some(b)) = (flat_old, flat_new) else {
-        return if old == new { ChangeKind::Unchanged } else { ChangeKind::Restart };
+        return if old == new {
+            ChangeKind::Unchanged
+        } else {
+            ChangeKind::Restart
+        };
     };
     let changed: Vec<&String> = a
         .keys()
@@ -473,7 +496,11 @@ fn flatten_json(text: &str) -> Option<BTreeMap<String, String>> {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 for (k, x) in m {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     walk(x, &p, out);
                 }
             }

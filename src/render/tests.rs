@@ -8,7 +8,10 @@ const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 fn host() -> StaticHost {
     let mut h = StaticHost {
         hostname: Some("box".into()),
-        interfaces: vec![("lo".into(), "127.0.0.1".parse().unwrap()), ("eth1".into(), "10.0.1.5".parse().unwrap())],
+        interfaces: vec![
+            ("lo".into(), "127.0.0.1".parse().unwrap()),
+            ("eth1".into(), "10.0.1.5".parse().unwrap()),
+        ],
         ..StaticHost::default()
     };
     for f in ["/k/gossip.key", "/t/ca.pem", "/t/cert.pem", "/t/key.pem"] {
@@ -82,12 +85,18 @@ fn nomad_hcl_has_server_client_tls_drain_and_extra_blocks() {
     assert_eq!(flat["client.drain_on_shutdown.deadline"], "\"30s\"");
     assert_eq!(flat["tls.http"], "true");
     assert_eq!(flat["plugin.docker.config.allow_privileged"], "false");
-    assert_eq!(files[1].owner.as_deref(), Some("root"), "a Nomad client runs as root");
+    assert_eq!(
+        files[1].owner.as_deref(),
+        Some("root"),
+        "a Nomad client runs as root"
+    );
 }
 
 #[test]
 fn nomad_without_consul_switches_consul_integration_off() {
-    let p = plan("schema = 1\nroles = [\"nomad-server\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery]\nnomad_retry_join = [\"10.0.1.6\"]\n");
+    let p = plan(
+        "schema = 1\nroles = [\"nomad-server\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery]\nnomad_retry_join = [\"10.0.1.6\"]\n",
+    );
     let flat = hcl::flatten(&render_plan(&p).unwrap()[0].contents).unwrap();
     assert_eq!(flat["consul.server_auto_join"], "false");
     assert!(!flat.contains_key("consul.address"));
@@ -97,13 +106,31 @@ fn nomad_without_consul_switches_consul_integration_off() {
 #[test]
 fn log_level_change_is_a_reload_and_address_change_a_restart() {
     let a = render_plan(&plan(SERVER)).unwrap();
-    let b = render_plan(&plan(&SERVER.replace("datacenter = \"ams2\"", "datacenter = \"ams2\"\nlog_level = \"debug\""))).unwrap();
-    let c = render_plan(&plan(&SERVER.replace("private = \"eth1\"", "private = \"10.0.1.9\""))).unwrap();
+    let b = render_plan(&plan(&SERVER.replace(
+        "datacenter = \"ams2\"",
+        "datacenter = \"ams2\"\nlog_level = \"debug\"",
+    )))
+    .unwrap();
+    let c = render_plan(&plan(
+        &SERVER.replace("private = \"eth1\"", "private = \"10.0.1.9\""),
+    ))
+    .unwrap();
     for i in 0..2 {
         let p = a[i].product;
-        assert_eq!(classify_change(p, &a[i].contents, &a[i].contents), ChangeKind::Unchanged);
-        assert_eq!(classify_change(p, &a[i].contents, &b[i].contents), ChangeKind::Reload, "{p}");
-        assert_eq!(classify_change(p, &a[i].contents, &c[i].contents), ChangeKind::Restart, "{p}");
+        assert_eq!(
+            classify_change(p, &a[i].contents, &a[i].contents),
+            ChangeKind::Unchanged
+        );
+        assert_eq!(
+            classify_change(p, &a[i].contents, &b[i].contents),
+            ChangeKind::Reload,
+            "{p}"
+        );
+        assert_eq!(
+            classify_change(p, &a[i].contents, &c[i].contents),
+            ChangeKind::Restart,
+            "{p}"
+        );
     }
 }
 
@@ -111,15 +138,29 @@ fn log_level_change_is_a_reload_and_address_change_a_restart() {
 fn tls_path_change_is_a_reload_and_unreadable_text_a_restart() {
     let old = "{\"tls\":{\"defaults\":{\"cert_file\":\"/a\"}},\"server\":true}";
     let new = "{\"tls\":{\"defaults\":{\"cert_file\":\"/b\"}},\"server\":true}";
-    assert_eq!(classify_change(Product::Consul, old, new), ChangeKind::Reload);
-    assert_eq!(classify_change(Product::Consul, old, "garbage"), ChangeKind::Restart);
-    assert_eq!(classify_change(Product::Nomad, "a = 1\n", "a = 1\n"), ChangeKind::Unchanged);
+    assert_eq!(
+        classify_change(Product::Consul, old, new),
+        ChangeKind::Reload
+    );
+    assert_eq!(
+        classify_change(Product::Consul, old, "garbage"),
+        ChangeKind::Restart
+    );
+    assert_eq!(
+        classify_change(Product::Nomad, "a = 1\n", "a = 1\n"),
+        ChangeKind::Unchanged
+    );
 }
 
 #[test]
 fn relocate_keeps_the_layout_under_the_new_root() {
     let files = render_plan(&plan(SERVER)).unwrap();
-    let moved = relocate(&files, Path::new("/etc/hashi-supervisor"), Path::new("/tmp/out")).unwrap();
+    let moved = relocate(
+        &files,
+        Path::new("/etc/hashi-supervisor"),
+        Path::new("/tmp/out"),
+    )
+    .unwrap();
     assert_eq!(moved[0].path, Path::new("/tmp/out/consul.d/consul.json"));
     assert_eq!(moved[1].path, Path::new("/tmp/out/nomad.d/nomad.hcl"));
 }

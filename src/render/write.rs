@@ -95,7 +95,8 @@ fn write_atomic(f: &RenderedFile) -> Result<(), RenderError> {
                 Err(e) => return Err(io("change the owner of", &tmp)(e.into())),
             }
         }
-        file.write_all(f.contents.as_bytes()).map_err(io("write", &tmp))?;
+        file.write_all(f.contents.as_bytes())
+            .map_err(io("write", &tmp))?;
         file.sync_all().map_err(io("sync", &tmp))?;
         fs::rename(&tmp, &f.path).map_err(io("rename into place", &f.path))?;
         File::open(dir)
@@ -130,7 +131,10 @@ mod tests {
         let changed = write_files(&[file(p.clone(), "{}\n")]).unwrap();
         assert_eq!(changed, vec![p.clone()]);
         assert_eq!(fs::read_to_string(&p).unwrap(), "{}\n");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o640);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
     }
 
     #[test]
@@ -141,7 +145,10 @@ mod tests {
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         let changed = write_files(&[file(p.clone(), "x")]).unwrap();
         assert!(changed.is_empty());
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o640);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
     }
 
     #[test]
@@ -152,7 +159,10 @@ mod tests {
         let changed = write_files(&[file(p.clone(), "new")]).unwrap();
         assert_eq!(changed, vec![p.clone()]);
         assert_eq!(fs::read_to_string(&p).unwrap(), "new");
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.hcl")]);
     }
 

@@ -100,7 +100,10 @@ fn span_width(line: &str, col: usize, span: &Range<usize>) -> usize {
 }
 
 /// The candidate closest to `input`, if it is close enough to suggest.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(input, c), c))
@@ -118,7 +121,10 @@ mod tests {
         let src = "schema = 1\nregion = 42\n";
         let at = src.find("42").unwrap();
         let p = Problem::new("n.toml", src, &Location::Span(at..at + 2), "bad".into());
-        assert_eq!(p.to_string(), "n.toml:2:10: bad\n  | region = 42\n  |          ^^");
+        assert_eq!(
+            p.to_string(),
+            "n.toml:2:10: bad\n  | region = 42\n  |          ^^"
+        );
     }
 
     #[test]

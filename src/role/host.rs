@@ -46,9 +46,7 @@ impl SystemHost {
         addrs
             .filter_map(|a| {
                 let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
-                let up = a
-                    .flags
-                    .contains(nix::net::if_::InterfaceFlags::IFF_UP);
+                let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP);
                 Some((a.interface_name, ip, up))
             })
             .collect()
@@ -94,7 +92,10 @@ impl Host for SystemHost {
     fn check_readable(&self, path: &Path) -> io::Result<()> {
         let f = std::fs::File::open(path)?;
         if f.metadata()?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "is a directory",
+            ));
         }
         Ok(())
     }

@@ -337,9 +337,7 @@ pub fn parse(
     let raw: raw::RawRole = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let location = e
-                .span()
-                .map_or(diag::Location::File, diag::Location::Span);
+            let location = e.span().map_or(diag::Location::File, diag::Location::Span);
             let problem = Problem::new(
                 &path.display().to_string(),
                 text,
@@ -357,4 +355,150 @@ pub fn parse(
 
 fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> StaticHost {
+        StaticHost {
+            hostname: Some("node-7".into()),
+            interfaces: vec![
+                ("lo".into(), "127.0.0.1".parse().unwrap()),
+                ("eth0".into(), "203.0.113.7".parse().unwrap()),
+                ("eth1".into(), "10.0.2.7".parse().unwrap()),
+            ],
+            ..StaticHost::default()
+        }
+    }
+
+    fn load_text(text: &str, roles: &[&str]) -> Result<NodeRole, RoleError> {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            text,
+            &roles,
+            &host(),
+        )
+    }
+
+    #[test]
+    fn role_flag_without_a_file_uses_defaults_hostname_and_auto_address() {
+        let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
+        let r = load_with(
+            &dir.join("node.toml"),
+            false,
+            &["consul-client".into()],
+            &host(),
+        )
+        .unwrap();
+        assert_eq!(r.source, None);
+        assert_eq!(r.node_name, "node-7");
+        assert_eq!(r.datacenter, "dc1");
+        assert_eq!(r.region, "global");
+        assert_eq!(
+            r.addresses.private.to_string(),
+            "10.0.2.7",
+            "first private IPv4"
+        );
+        assert_eq!(r.consul.version, VersionSpec::Latest);
+    }
+
+    #[test]
+    fn missing_file_named_explicitly_is_an_error() {
+        let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
+        let e = load_with(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();
+        assert!(matches!(e, RoleError::Read { .. }));
+    }
+
+    #[test]
+    fn dev_runs_everything_on_loopback_with_single_node_clusters() {
+        let r = load_text("schema = 1\nroles = [\"dev\"]\n", &[]).unwrap();
+        assert!(r.roles.consul_server && r.roles.nomad_server && r.roles.nomad_client);
+        assert!(!r.roles.consul_client);
+        assert_eq!(r.consul.bootstrap_expect, 1);
+        assert_eq!(r.nomad.bootstrap_expect, 1);
+        assert_eq!(r.addresses.private.to_string(), "127.0.0.1");
+        assert_eq!(r.addresses.bind.to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn interface_names_resolve_to_their_first_ipv4() {
+        let r = load_text(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"eth1\"\npublic = \"eth0\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.addresses.private.to_string(), "10.0.2.7");
+        assert_eq!(
+            r.addresses.public.map(|a| a.to_string()).as_deref(),
+            Some("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let e = load_text(
+            "schema = 1\nroles = [\"nomad-server\"]\n[consul]\nversion = \"newest\"\n[nomad]\nbootstrap_expect = 0\n",
+            &[],
+        )
+        .unwrap_err();
+        let RoleError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(problems.len(), 3, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid role file /etc/hashi-supervisor/node.toml (3 problems)\n")
+        );
+        assert!(text.contains("/etc/hashi-supervisor/node.toml:4:11: `newest` is neither"));
+    }
+
+    #[test]
+    fn relative_key_files_resolve_beside_the_role_file() {
+        let mut h = host();
+        h.files.insert(
+            PathBuf::from("/etc/hashi-supervisor/k.key"),
+            "AAAAAAAAAAAAAAAAAAAAAA==\n".into(),
+        );
+        let r = parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n",
+            &[],
+            &h,
+        )
+        .unwrap();
+        let k = r.consul.encrypt.unwrap();
+        assert_eq!(k.file, Path::new("/etc/hashi-supervisor/k.key"));
+        assert_eq!(k.key.expose(), "AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(format!("{:?}", k.key), REDACTED);
+    }
+
+    #[test]
+    fn default_role_file_documents_only_real_keys() {
+        let text = include_str!("../../config/node.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                let t = l.strip_prefix("# ").unwrap_or(l);
+                let is_setting = t.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                }) || (t.starts_with('[') && t.ends_with(']') && !t.contains(' '));
+                if is_setting {
+                    t.to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            uncommented.contains("\nroles = ["),
+            "settings were uncommented"
+        );
+        if let Err(e) = toml::from_str::<raw::RawRole>(&uncommented) {
+            panic!("config/node.toml documents a key the role file does not have: {e}");
+        }
+    }
 }

@@ -11,7 +11,7 @@ use super::diag::{Location, Problem, did_you_mean};
 use super::host::{Host, first_private_ipv4};
 use super::raw::{RawRestart, RawRole, SpStr};
 use super::{
-    AdvertiseScope, Addresses, ConsulRole, Discovery, GossipKey, NodeRole, NomadRole, ROLE_NAMES,
+    Addresses, AdvertiseScope, ConsulRole, Discovery, GossipKey, NodeRole, NomadRole, ROLE_NAMES,
     ReleaseRole, RoleError, RoleSet, SCHEMA_VERSION, TlsFiles,
 };
 use crate::paths::{DEFAULT_CONFIG_DIR, DEFAULT_HEALTH_PORT, DEFAULT_MIRROR, DEFAULT_STATE_DIR};
@@ -121,8 +121,7 @@ impl Checker<'_> {
             return default.to_string();
         };
         let ok = !s.get_ref().is_empty()
-            && s
-                .get_ref()
+            && s.get_ref()
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
         if !ok {
@@ -160,7 +159,9 @@ impl Checker<'_> {
         if dev && n != 1 {
             self.span(
                 s,
-                format!("the dev role runs a single-node {product} cluster: bootstrap_expect must be 1"),
+                format!(
+                    "the dev role runs a single-node {product} cluster: bootstrap_expect must be 1"
+                ),
             );
         }
         u32::try_from(n).unwrap_or(u32::MAX)
@@ -175,7 +176,10 @@ impl Checker<'_> {
         if text == AUTO {
             let found = first_private_ipv4(self.host);
             if found.is_none() {
-                self.span(s, format!("`{key}` is `auto` but this host has no private IPv4 address"));
+                self.span(
+                    s,
+                    format!("`{key}` is `auto` but this host has no private IPv4 address"),
+                );
             }
             return found;
         }
@@ -190,7 +194,9 @@ impl Checker<'_> {
             None => {
                 self.span(
                     s,
-                    format!("`{text}` is neither an IP address, `auto`, nor an interface of this host"),
+                    format!(
+                        "`{text}` is neither an IP address, `auto`, nor an interface of this host"
+                    ),
                 );
                 None
             }
@@ -219,7 +225,10 @@ impl Checker<'_> {
                 })
             }
             Err(e) => {
-                self.span(s, format!("failed to read gossip key file {}: {e}", file.display()));
+                self.span(
+                    s,
+                    format!("failed to read gossip key file {}: {e}", file.display()),
+                );
                 None
             }
         }
@@ -268,7 +277,10 @@ impl Checker<'_> {
                 "delay" => RestartMode::Delay,
                 "fail" => RestartMode::Fail,
                 other => {
-                    self.span(s, format!("unknown restart mode `{other}`, expected `delay` or `fail`"));
+                    self.span(
+                        s,
+                        format!("unknown restart mode `{other}`, expected `delay` or `fail`"),
+                    );
                     RestartMode::Delay
                 }
             },
@@ -284,7 +296,10 @@ impl Checker<'_> {
         let delay = r.delay_secs.unwrap_or(DEFAULT_RESTART_DELAY_SECS);
         let max_delay = match &r.max_delay_secs {
             Some(s) if *s.get_ref() < delay => {
-                self.span(s, format!("max_delay_secs must not be less than delay_secs ({delay})"));
+                self.span(
+                    s,
+                    format!("max_delay_secs must not be less than delay_secs ({delay})"),
+                );
                 delay
             }
             Some(s) => *s.get_ref(),
@@ -297,7 +312,8 @@ impl Checker<'_> {
             mode,
             max_delay: Duration::from_secs(max_delay),
             stable_after: Duration::from_secs(
-                r.stable_after_secs.unwrap_or(DEFAULT_RESTART_STABLE_AFTER_SECS),
+                r.stable_after_secs
+                    .unwrap_or(DEFAULT_RESTART_STABLE_AFTER_SECS),
             ),
         }
     }
@@ -378,7 +394,10 @@ fn roles(
             _ => {
                 let msg = match did_you_mean(n, ROLE_NAMES) {
                     Some(s) => format!("unknown role `{n}`, did you mean `{s}`?"),
-                    None => format!("unknown role `{n}`, expected one of: {}", ROLE_NAMES.join(", ")),
+                    None => format!(
+                        "unknown role `{n}`, expected one of: {}",
+                        ROLE_NAMES.join(", ")
+                    ),
                 };
                 c.at(loc.clone(), msg);
                 all_known = false;
@@ -390,7 +409,10 @@ fn roles(
     if names.is_empty() {
         c.at(
             list_loc.clone(),
-            format!("no roles: set `roles` to some of {} or pass --role", ROLE_NAMES.join(", ")),
+            format!(
+                "no roles: set `roles` to some of {} or pass --role",
+                ROLE_NAMES.join(", ")
+            ),
         );
     }
     if set.dev && seen.len() > 1 {
@@ -499,7 +521,11 @@ pub fn validate(
             if !LOG_LEVELS.contains(&l.as_str()) {
                 c.span(
                     s,
-                    format!("unknown log level `{}`, expected one of: {}", s.get_ref(), LOG_LEVELS.join(", ")),
+                    format!(
+                        "unknown log level `{}`, expected one of: {}",
+                        s.get_ref(),
+                        LOG_LEVELS.join(", ")
+                    ),
                 );
             }
             l
@@ -544,11 +570,20 @@ pub fn validate(
         bootstrap_expect: c.bootstrap_expect(&rc.bootstrap_expect, set.dev, "consul"),
         encrypt: c.gossip_key(&rc.encrypt_key_file),
         ui: rc.ui.unwrap_or(consul_server),
-        tls: c.tls(&rc.tls.ca_file, &rc.tls.cert_file, &rc.tls.key_file, "consul.tls"),
+        tls: c.tls(
+            &rc.tls.ca_file,
+            &rc.tls.cert_file,
+            &rc.tls.key_file,
+            "consul.tls",
+        ),
         restart: c.restart(&rc.restart),
         stop_timeout: c.positive_secs(&rc.stop_timeout_secs, "stop_timeout_secs"),
         leave_on_stop: c.leave_on_stop(&rc.leave_on_stop, consul_server, "consul"),
-        extra: rc.extra.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+        extra: rc
+            .extra
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default(),
     };
 
     // Nomad.
@@ -564,7 +599,10 @@ pub fn validate(
                 AdvertiseScope::Public
             }
             other => {
-                c.span(s, format!("unknown advertise scope `{other}`, expected `private` or `public`"));
+                c.span(
+                    s,
+                    format!("unknown advertise scope `{other}`, expected `private` or `public`"),
+                );
                 AdvertiseScope::Private
             }
         },
@@ -574,13 +612,22 @@ pub fn validate(
         bootstrap_expect: c.bootstrap_expect(&rn.bootstrap_expect, set.dev, "nomad"),
         encrypt: c.gossip_key(&rn.encrypt_key_file),
         advertise,
-        tls: c.tls(&rn.tls.ca_file, &rn.tls.cert_file, &rn.tls.key_file, "nomad.tls"),
+        tls: c.tls(
+            &rn.tls.ca_file,
+            &rn.tls.cert_file,
+            &rn.tls.key_file,
+            "nomad.tls",
+        ),
         tls_http: rn.tls.http.unwrap_or(false),
         restart: c.restart(&rn.restart),
         stop_timeout: c.positive_secs(&rn.stop_timeout_secs, "stop_timeout_secs"),
         leave_on_stop: c.leave_on_stop(&rn.leave_on_stop, set.nomad_server, "nomad"),
         drain_deadline: c.positive_secs(&rn.drain_deadline_secs, "drain_deadline_secs"),
-        extra: rn.extra.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+        extra: rn
+            .extra
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default(),
     };
 
     // Release.
@@ -609,7 +656,10 @@ pub fn validate(
         .map(|s| {
             let p = c.resolve_path(s.get_ref());
             if let Err(e) = host.check_readable(&p) {
-                c.span(s, format!("failed to read trusted key file {}: {e}", p.display()));
+                c.span(
+                    s,
+                    format!("failed to read trusted key file {}: {e}", p.display()),
+                );
             }
             p
         })
@@ -680,7 +730,10 @@ pub fn validate(
     }
     if rd.consul_address.is_some() && set.is_consul() {
         if let Some(s) = &rd.consul_address {
-            c.span(s, "`consul_address` is for nodes without a local Consul; this node runs one");
+            c.span(
+                s,
+                "`consul_address` is for nodes without a local Consul; this node runs one",
+            );
         }
     }
 
@@ -694,7 +747,11 @@ pub fn validate(
             }
         },
     };
-    let config_dir = c.absolute_dir(&raw.paths.config_dir, DEFAULT_CONFIG_DIR, "paths.config_dir");
+    let config_dir = c.absolute_dir(
+        &raw.paths.config_dir,
+        DEFAULT_CONFIG_DIR,
+        "paths.config_dir",
+    );
     let state_dir = c.absolute_dir(&raw.paths.state_dir, DEFAULT_STATE_DIR, "paths.state_dir");
 
     if !c.problems.is_empty() {
@@ -756,7 +813,9 @@ mod tests {
 
     #[test]
     fn gossip_keys_of_accepted_lengths_pass() {
-        assert!(is_gossip_key("pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="));
+        assert!(is_gossip_key(
+            "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+        ));
         assert!(is_gossip_key("AAAAAAAAAAAAAAAAAAAAAA=="));
         assert!(!is_gossip_key("not a key"));
         assert!(!is_gossip_key("AAAA"));
@@ -764,15 +823,23 @@ mod tests {
 
     #[test]
     fn consul_address_gets_default_port() {
-        assert_eq!(normalise_host_port("10.0.1.11", 8500).as_deref(), Some("10.0.1.11:8500"));
-        assert_eq!(normalise_host_port("consul.lan:8501", 8500).as_deref(), Some("consul.lan:8501"));
+        assert_eq!(
+            normalise_host_port("10.0.1.11", 8500).as_deref(),
+            Some("10.0.1.11:8500")
+        );
+        assert_eq!(
+            normalise_host_port("consul.lan:8501", 8500).as_deref(),
+            Some("consul.lan:8501")
+        );
         assert_eq!(normalise_host_port("http://x", 8500), None);
         assert_eq!(normalise_host_port("a b", 8500), None);
     }
 
     #[test]
     fn unknown_key_message_suggests_near_miss() {
-        let m = describe_toml_error("unknown field `datacentre`, expected one of `region`, `datacenter`");
+        let m = describe_toml_error(
+            "unknown field `datacentre`, expected one of `region`, `datacenter`",
+        );
         assert_eq!(m, "unknown key `datacentre`, did you mean `datacenter`?");
         let m = describe_toml_error("unknown field `zzz`, expected `listen`");
         assert_eq!(m, "unknown key `zzz`, expected one of: listen");

@@ -2,6 +2,7 @@
 //! `UPDATE_GOLDEN=1`) for the five reference examples and every role
 //! combination; `supervisor render` and `render --check` through the real
 //! binary.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -77,7 +78,10 @@ fn check_golden(files: &[RenderedFile], golden_dir: &Path) -> Vec<String> {
             for e in dir {
                 let n = e.unwrap().file_name().to_string_lossy().into_owned();
                 if !expected_names.contains(&n) {
-                    bad.push(format!("{}: golden file {n} is not rendered any more", golden_dir.display()));
+                    bad.push(format!(
+                        "{}: golden file {n} is not rendered any more",
+                        golden_dir.display()
+                    ));
                 }
             }
         }
@@ -90,7 +94,10 @@ fn reference_examples_render_byte_for_byte_to_their_golden_files() {
     let mut bad = Vec::new();
     for node in EXAMPLES {
         let files = render_file(&root().join(format!("config/examples/{node}.toml")), &[]);
-        bad.extend(check_golden(&files, &root().join("tests/golden/examples").join(node)));
+        bad.extend(check_golden(
+            &files,
+            &root().join("tests/golden/examples").join(node),
+        ));
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
@@ -103,10 +110,16 @@ fn every_role_combination_renders_byte_for_byte_to_its_golden_files() {
         let files = render_file(&root().join("tests/fixtures/role/combo.toml"), &roles);
         let consul = combo.contains("consul");
         let nomad = combo.contains("nomad");
-        assert_eq!(files.len(), usize::from(consul) + usize::from(nomad), "{combo}");
+        assert_eq!(
+            files.len(),
+            usize::from(consul) + usize::from(nomad),
+            "{combo}"
+        );
         bad.extend(check_golden(
             &files,
-            &root().join("tests/golden/roles").join(combo.replace(',', "+")),
+            &root()
+                .join("tests/golden/roles")
+                .join(combo.replace(',', "+")),
         ));
     }
     let files = render_file(&root().join("tests/fixtures/role/dev.toml"), &[]);
@@ -141,20 +154,56 @@ fn supervisor(args: &[&str]) -> std::process::Output {
 fn render_writes_mode_0640_files_and_check_then_finds_no_drift() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().to_str().unwrap();
-    let out = supervisor(&["render", "--config", "ams2-server-01.toml", "--out", out_dir]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = supervisor(&[
+        "render",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for rel in ["consul.d/consul.json", "nomad.d/nomad.hcl"] {
         let p = tmp.path().join(rel);
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o640, "{rel}");
-        let golden = root().join("tests/golden/examples/ams2-server-01").join(p.file_name().unwrap());
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), std::fs::read_to_string(golden).unwrap());
+        let golden = root()
+            .join("tests/golden/examples/ams2-server-01")
+            .join(p.file_name().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            std::fs::read_to_string(golden).unwrap()
+        );
     }
-    let out = supervisor(&["render", "--check", "--config", "ams2-server-01.toml", "--out", out_dir]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let again = supervisor(&["render", "--config", "ams2-server-01.toml", "--out", out_dir]);
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
     assert_eq!(
-        String::from_utf8_lossy(&again.stdout).matches("unchanged: ").count(),
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let again = supervisor(&[
+        "render",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("unchanged: ")
+            .count(),
         2,
         "a second render changes nothing"
     );
@@ -164,24 +213,51 @@ fn render_writes_mode_0640_files_and_check_then_finds_no_drift() {
 fn render_check_reports_drift_with_a_diff_exit_1_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().to_str().unwrap();
-    supervisor(&["render", "--config", "lon1-server-01.toml", "--out", out_dir]);
+    supervisor(&[
+        "render",
+        "--config",
+        "lon1-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
     let hcl = tmp.path().join("nomad.d/nomad.hcl");
     let edited = std::fs::read_to_string(&hcl)
         .unwrap()
         .replace("bootstrap_expect = 3", "bootstrap_expect = 5");
     std::fs::write(&hcl, &edited).unwrap();
-    let out = supervisor(&["render", "--check", "--config", "lon1-server-01.toml", "--out", out_dir]);
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "lon1-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("-  bootstrap_expect = 5\n+  bootstrap_expect = 3\n"), "{stdout}");
+    assert!(
+        stdout.contains("-  bootstrap_expect = 5\n+  bootstrap_expect = 3\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("up to date: "), "{stdout}");
-    assert_eq!(std::fs::read_to_string(&hcl).unwrap(), edited, "--check wrote");
+    assert_eq!(
+        std::fs::read_to_string(&hcl).unwrap(),
+        edited,
+        "--check wrote"
+    );
 }
 
 #[test]
 fn render_check_on_an_empty_dir_is_drift_and_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = supervisor(&["render", "--check", "--config", "ams2-client-01.toml", "--out", tmp.path().to_str().unwrap()]);
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "ams2-client-01.toml",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
@@ -192,7 +268,14 @@ fn render_check_diff_never_shows_a_gossip_key() {
     let out = Command::new(supervisor_bin())
         .current_dir(root().join("tests/fixtures/role"))
         .env_remove("HASHI_SUPERVISOR_CONFIG")
-        .args(["render", "--check", "--config", "combo.toml", "--role", "consul-server,nomad-server"])
+        .args([
+            "render",
+            "--check",
+            "--config",
+            "combo.toml",
+            "--role",
+            "consul-server,nomad-server",
+        ])
         .args(["--out", tmp.path().to_str().unwrap()])
         .output()
         .unwrap();

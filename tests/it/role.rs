@@ -2,6 +2,7 @@
 //! `tests/fixtures/role/invalid/` is refused by the real binary with its
 //! exact expected message (`NAME.expected`) and exit 78, and nothing is
 //! written.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +40,11 @@ fn every_invalid_role_file_fails_with_its_exact_message_exit_78_and_writes_nothi
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     cases.sort();
-    assert!(cases.len() >= MIN_INVALID_FIXTURES, "only {} invalid fixtures", cases.len());
+    assert!(
+        cases.len() >= MIN_INVALID_FIXTURES,
+        "only {} invalid fixtures",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_str().unwrap();
@@ -54,9 +59,22 @@ fn every_invalid_role_file_fails_with_its_exact_message_exit_78_and_writes_nothi
             ));
         }
         let tmp = tempfile::tempdir().unwrap();
-        let out = supervisor(&dir, &["render", "--config", name, "--out", tmp.path().to_str().unwrap()]);
+        let out = supervisor(
+            &dir,
+            &[
+                "render",
+                "--config",
+                name,
+                "--out",
+                tmp.path().to_str().unwrap(),
+            ],
+        );
         assert_eq!(out.status.code(), Some(EXIT_CONFIG), "render of {name}");
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "render of {name} wrote files");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "render of {name} wrote files"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -67,16 +85,31 @@ fn missing_role_file_named_explicitly_is_exit_78() {
     let out = supervisor(tmp.path(), &["check", "--config", "nowhere.toml"]);
     assert_eq!(out.status.code(), Some(EXIT_CONFIG));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("error: failed to read role file nowhere.toml\n  caused by: "), "{stderr}");
+    assert!(
+        stderr.starts_with("error: failed to read role file nowhere.toml\n  caused by: "),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn role_flag_overrides_the_roles_of_the_file() {
     let out = supervisor(
         &examples(),
-        &["check", "--json", "--config", "ams2-server-01.toml", "--role", "consul-server"],
+        &[
+            "check",
+            "--json",
+            "--config",
+            "ams2-server-01.toml",
+            "--role",
+            "consul-server",
+        ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["plan"]["roles"], serde_json::json!(["consul-server"]));
     assert_eq!(v["plan"]["agents"].as_array().unwrap().len(), 1);
@@ -84,7 +117,16 @@ fn role_flag_overrides_the_roles_of_the_file() {
 
 #[test]
 fn unknown_role_on_the_command_line_points_at_the_flag() {
-    let out = supervisor(&examples(), &["check", "--config", "ams2-server-01.toml", "--role", "nomad-clinet"]);
+    let out = supervisor(
+        &examples(),
+        &[
+            "check",
+            "--config",
+            "ams2-server-01.toml",
+            "--role",
+            "nomad-clinet",
+        ],
+    );
     assert_eq!(out.status.code(), Some(EXIT_CONFIG));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -101,7 +143,12 @@ fn role_flag_alone_works_without_a_role_file() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = supervisor(tmp.path(), &["check", "--json", "--role", "dev"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["role_file"], serde_json::Value::Null);
     let agents = v["plan"]["agents"].as_array().unwrap();
@@ -111,8 +158,16 @@ fn role_flag_alone_works_without_a_role_file() {
 
 #[test]
 fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
-    let out = supervisor(&examples(), &["check", "--json", "--config", "ams2-server-01.toml"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = supervisor(
+        &examples(),
+        &["check", "--json", "--config", "ams2-server-01.toml"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let consul = &v["plan"]["agents"][0];
     let nomad = &v["plan"]["agents"][1];
@@ -130,7 +185,10 @@ fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
     assert_eq!(consul["http_addr"], "127.0.0.1:8500");
     assert_eq!(nomad["product"], "nomad");
     assert_eq!(nomad["user"], "nomad", "a server-only Nomad is not root");
-    assert_eq!(nomad["args"], serde_json::json!(["agent", "-config=/etc/hashi-supervisor/nomad.d"]));
+    assert_eq!(
+        nomad["args"],
+        serde_json::json!(["agent", "-config=/etc/hashi-supervisor/nomad.d"])
+    );
     assert_eq!(nomad["stop_signal"], "SIGINT");
 }
 
@@ -139,15 +197,33 @@ fn check_prints_a_human_summary() {
     let out = supervisor(&examples(), &["check", "--config", "ams2-client-01.toml"]);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("node:       ams2-client-01 (region eu, datacenter ams2)"), "{stdout}");
+    assert!(
+        stdout.contains("node:       ams2-client-01 (region eu, datacenter ams2)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("  user:     root"), "{stdout}");
     assert!(stdout.ends_with("role file is valid\n"), "{stdout}");
 }
 
 #[test]
 fn check_json_never_shows_a_gossip_key() {
-    let out = supervisor(&fixtures(), &["check", "--json", "--config", "combo.toml", "--role", "consul-server,nomad-server"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = supervisor(
+        &fixtures(),
+        &[
+            "check",
+            "--json",
+            "--config",
+            "combo.toml",
+            "--role",
+            "consul-server,nomad-server",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let key = std::fs::read_to_string(fixtures().join("keys/consul-gossip.key")).unwrap();
     assert!(!stdout.contains(key.trim()));
