@@ -341,6 +341,18 @@ impl Checker<'_> {
         }
     }
 
+    /// Pass-through values must be expressible in the agent's format:
+    /// HCL has no list mixing blocks and plain values, JSON no NaN or
+    /// infinity.
+    fn extra(&mut self, v: &Option<Spanned<toml::Table>>, product: &str) {
+        let Some(t) = v else {
+            return;
+        };
+        if let Some((path, why)) = bad_extra_value(t.get_ref(), "") {
+            self.span(t, format!("`{product}.extra.{path}` {why}"));
+        }
+    }
+
     fn list(&mut self, v: &Option<Vec<SpStr>>, key: &str) -> Vec<String> {
         let mut out = Vec::new();
         for s in v.iter().flatten() {
@@ -352,6 +364,49 @@ impl Checker<'_> {
         }
         out
     }
+}
+
+/// The first value of a pass-through table that neither JSON nor HCL can
+/// hold, and why.
+fn bad_extra_value(t: &toml::Table, prefix: &str) -> Option<(String, &'static str)> {
+    let mut keys: Vec<&String> = t.keys().collect();
+    keys.sort();
+    for k in keys {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match &t[k.as_str()] {
+            toml::Value::Float(f) if !f.is_finite() => {
+                return Some((path, "is not a finite number"));
+            }
+            toml::Value::Table(inner) => {
+                if let Some(found) = bad_extra_value(inner, &path) {
+                    return Some(found);
+                }
+            }
+            toml::Value::Array(a) => {
+                let tables = a.iter().filter(|x| x.is_table()).count();
+                if tables > 0 && tables < a.len() {
+                    return Some((path, "mixes tables and plain values in one list"));
+                }
+                for x in a {
+                    if let toml::Value::Table(inner) = x {
+                        if let Some(found) = bad_extra_value(inner, &path) {
+                            return Some(found);
+                        }
+                    } else if let toml::Value::Float(f) = x {
+                        if !f.is_finite() {
+                            return Some((path, "is not a finite number"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Whether `key` is base64 (standard alphabet, padded) of 16, 24 or 32 bytes.
@@ -579,11 +634,13 @@ pub fn validate(
         restart: c.restart(&rc.restart),
         stop_timeout: c.positive_secs(&rc.stop_timeout_secs, "stop_timeout_secs"),
         leave_on_stop: c.leave_on_stop(&rc.leave_on_stop, consul_server, "consul"),
-        extra: rc
-            .extra
-            .as_ref()
-            .map(|e| e.get_ref().clone())
-            .unwrap_or_default(),
+        extra: {
+            c.extra(&rc.extra, "consul");
+            rc.extra
+                .as_ref()
+                .map(|e| e.get_ref().clone())
+                .unwrap_or_default()
+        },
     };
 
     // Nomad.
@@ -623,11 +680,13 @@ pub fn validate(
         stop_timeout: c.positive_secs(&rn.stop_timeout_secs, "stop_timeout_secs"),
         leave_on_stop: c.leave_on_stop(&rn.leave_on_stop, set.nomad_server, "nomad"),
         drain_deadline: c.positive_secs(&rn.drain_deadline_secs, "drain_deadline_secs"),
-        extra: rn
-            .extra
-            .as_ref()
-            .map(|e| e.get_ref().clone())
-            .unwrap_or_default(),
+        extra: {
+            c.extra(&rn.extra, "nomad");
+            rn.extra
+                .as_ref()
+                .map(|e| e.get_ref().clone())
+                .unwrap_or_default()
+        },
     };
 
     // Release.

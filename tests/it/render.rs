@@ -140,6 +140,33 @@ fn rendered_consul_files_are_valid_json() {
     }
 }
 
+#[test]
+fn rendered_nomad_files_parse_as_hcl() {
+    let mut files = Vec::new();
+    for node in EXAMPLES {
+        files.extend(render_file(
+            &root().join(format!("config/examples/{node}.toml")),
+            &[],
+        ));
+    }
+    for combo in COMBINATIONS {
+        let roles: Vec<String> = combo.split(',').map(String::from).collect();
+        files.extend(render_file(
+            &root().join("tests/fixtures/role/combo.toml"),
+            &roles,
+        ));
+    }
+    for f in files
+        .iter()
+        .filter(|f| f.path.extension().is_some_and(|e| e == "hcl"))
+    {
+        let body: hcl::Body = hcl::from_str(&f.contents)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", f.path.display(), f.contents));
+        assert!(body.attributes().any(|a| a.key.as_str() == "region"));
+        assert!(body.blocks().any(|b| b.identifier.as_str() == "consul"));
+    }
+}
+
 fn supervisor(args: &[&str]) -> std::process::Output {
     Command::new(supervisor_bin())
         .current_dir(root().join("config/examples"))
