@@ -498,3 +498,101 @@ fn ser_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Resul
 fn ser_signal<S: serde::Serializer>(v: &Signal, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::{self, StaticHost};
+
+    fn plan(text: &str, roles: &[&str]) -> Plan {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let host = StaticHost {
+            hostname: Some("h".into()),
+            interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 5))],
+            ..StaticHost::default()
+        };
+        let role = role::parse(Path::new("/r/node.toml"), text, &roles, &host)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Plan::from_role(&role)
+    }
+
+    const BASE: &str = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.6\"]\n";
+
+    #[test]
+    fn consul_starts_before_nomad() {
+        let p = plan(BASE, &["nomad-client", "consul-client"]);
+        let order: Vec<Product> = p.agents.iter().map(|a| a.product).collect();
+        assert_eq!(order, vec![Product::Consul, Product::Nomad]);
+    }
+
+    #[test]
+    fn users_follow_the_roles() {
+        let p = plan(BASE, &["consul-server", "nomad-server"]);
+        assert_eq!(p.agent(Product::Consul).unwrap().user, "consul");
+        assert_eq!(p.agent(Product::Nomad).unwrap().user, "nomad");
+        let p = plan(BASE, &["nomad-server", "nomad-client"]);
+        assert_eq!(p.agent(Product::Nomad).unwrap().user, "root");
+    }
+
+    #[test]
+    fn servers_keep_membership_and_clients_leave_by_default() {
+        let p = plan(BASE, &["consul-server", "nomad-server"]);
+        let c = p.render.consul.as_ref().unwrap();
+        let n = p.render.nomad.as_ref().unwrap();
+        assert!(!c.leave_on_terminate && c.skip_leave_on_interrupt);
+        assert!(!n.leave_on_terminate && !n.leave_on_interrupt);
+        let p = plan(BASE, &["consul-client", "nomad-client"]);
+        let c = p.render.consul.as_ref().unwrap();
+        let n = p.render.nomad.as_ref().unwrap();
+        assert!(c.leave_on_terminate && !c.skip_leave_on_interrupt);
+        assert!(n.leave_on_terminate && n.leave_on_interrupt);
+    }
+
+    #[test]
+    fn servers_told_to_leave_do_leave() {
+        let text = "schema = 1\n[consul]\nleave_on_stop = true\n[nomad]\nleave_on_stop = true\n";
+        let p = plan(text, &["consul-server", "nomad-server"]);
+        assert!(p.render.consul.as_ref().unwrap().leave_on_terminate);
+        assert!(p.render.nomad.as_ref().unwrap().leave_on_interrupt);
+    }
+
+    #[test]
+    fn default_stop_timeouts_outlast_the_agents_own_leave_timeouts() {
+        let text = "schema = 1\n[nomad]\ndrain_deadline_secs = 60\n";
+        let p = plan(text, &["consul-client", "nomad-client"]);
+        let consul = p.agent(Product::Consul).unwrap();
+        let nomad = p.agent(Product::Nomad).unwrap();
+        assert!(consul.stop_timeout > CONSUL_LEAVE_TIMEOUT);
+        assert_eq!(consul.stop_signal, Signal::SIGTERM);
+        assert!(nomad.stop_timeout > NOMAD_GRACEFUL_TIMEOUT + Duration::from_secs(60));
+        assert_eq!(nomad.stop_signal, Signal::SIGINT);
+        let text = "schema = 1\n[consul]\nstop_timeout_secs = 7\n";
+        let p = plan(text, &["consul-client"]);
+        assert_eq!(p.agents[0].stop_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn paths_follow_config_and_state_dirs() {
+        let text = "schema = 1\n[paths]\nconfig_dir = \"/c\"\nstate_dir = \"/s\"\n";
+        let p = plan(text, &["consul-client", "nomad-client"]);
+        let c = &p.agents[0];
+        assert_eq!(c.binary, Path::new("/s/releases/consul/current/consul"));
+        assert_eq!(c.args, vec!["agent", "-config-dir=/c/consul.d"]);
+        assert_eq!(c.data_dir, Path::new("/s/data/consul"));
+        assert_eq!(p.agents[1].args, vec!["agent", "-config=/c/nomad.d"]);
+        assert_eq!(p.release.releases_dir, Path::new("/s/releases"));
+        assert_eq!(
+            p.render.nomad.as_ref().unwrap().file,
+            Path::new("/c/nomad.d/nomad.hcl")
+        );
+    }
+
+    #[test]
+    fn nomad_http_is_reached_on_loopback_when_bound_to_all_addresses() {
+        let p = plan(BASE, &["nomad-server"]);
+        assert_eq!(p.agents[0].http_addr.to_string(), "127.0.0.1:4646");
+        let text = "schema = 1\n[addresses]\nbind = \"10.0.1.5\"\n[discovery]\nnomad_retry_join = [\"x\"]\n";
+        let p = plan(text, &["nomad-server"]);
+        assert_eq!(p.agents[0].http_addr.to_string(), "10.0.1.5:4646");
+    }
+}
