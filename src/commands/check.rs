@@ -62,8 +62,23 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
             (true, false) => "server",
             _ => "client",
         };
+        let leaves = match a.product {
+            crate::plan::Product::Consul => {
+                plan.render.consul.as_ref().map(|c| c.leave_on_terminate)
+            }
+            crate::plan::Product::Nomad => plan.render.nomad.as_ref().map(|n| n.leave_on_terminate),
+        };
+        let leave = if leaves == Some(true) {
+            "leaves the cluster"
+        } else {
+            "keeps its cluster membership"
+        };
+        let then = match a.restart.mode {
+            crate::plan::RestartMode::Delay => "keep retrying",
+            crate::plan::RestartMode::Fail => "give up",
+        };
         s.push_str(&format!(
-            "{}:\n  version:  {}\n  mode:     {mode}\n  user:     {}\n  command:  {} {}\n  stop:     {} then SIGKILL after {}s\n  restart:  {} attempts in {}s, delay {}s (max {}s), then {:?}\n  http:     {}\n",
+            "{}:\n  version:  {}\n  mode:     {mode}\n  user:     {}\n  command:  {} {}\n  stop:     {} ({leave}), SIGKILL after {}s\n  restart:  {} attempts in {}s, delay {}s (max {}s), then {then}\n  http:     {}\n",
             a.product,
             a.version,
             a.user,
@@ -75,7 +90,6 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
             a.restart.interval.as_secs(),
             a.restart.delay.as_secs(),
             a.restart.max_delay.as_secs(),
-            a.restart.mode,
             a.http_addr,
         ));
     }
