@@ -1,4 +1,4 @@
-//! The role file: TOML → [`raw::RawRole`] (a serde mirror that denies
+//! The role file: TOML → `RawRole` (a serde mirror that denies
 //! unknown keys) → validated [`NodeRole`].
 //!
 //! This module owns reading and checking the role file, including the few
