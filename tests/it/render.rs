@@ -314,3 +314,32 @@ fn render_check_diff_never_shows_a_gossip_key() {
     }
     assert!(stdout.contains("<redacted>"), "{stdout}");
 }
+
+#[test]
+fn render_without_out_writes_into_the_role_files_config_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc");
+    let role = tmp.path().join("node.toml");
+    let text = std::fs::read_to_string(root().join("config/examples/ams2-server-03.toml")).unwrap();
+    std::fs::write(
+        &role,
+        format!(
+            "{text}\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            etc.display(),
+            tmp.path().join("var").display()
+        ),
+    )
+    .unwrap();
+    let out = supervisor(&["render", "--config", role.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hcl = std::fs::read_to_string(etc.join("nomad.d/nomad.hcl")).unwrap();
+    assert!(hcl.contains("address = \"10.0.1.11:8500\""), "{hcl}");
+    assert!(!etc.join("consul.d").exists(), "no Consul on this node");
+    let out = supervisor(&["render", "--check", "--config", role.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}
