@@ -3,17 +3,59 @@
 //! signals and timeouts, restart policies. Every side effect reads the plan;
 //! building one touches nothing on the system.
 //!
-//! OWNER NOTE (skeleton): the role/plan/render work fills in `Plan::from_role`
-//! and may add fields; the fields below are the contract other modules use.
+//! Stop behaviour (agent-facts.md §1): servers keep their Raft membership on
+//! a stop unless the role file says `leave_on_stop = true`; clients leave.
+//! The choice is written into the rendered config (Consul
+//! `leave_on_terminate` / `skip_leave_on_interrupt`, Nomad
+//! `leave_on_terminate` / `leave_on_interrupt`) for both signals, so the stop
+//! signal alone never decides it. An agent told not to leave exits at once
+//! with status 1 ("graceful shutdown disabled"); that exit is expected.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::role::NodeRole;
+use crate::paths::RELEASES_SUBDIR;
+use crate::role::{NodeRole, Secret, TlsFiles};
 use crate::version::VersionSpec;
+
+/// Consul's HTTP API port (agent-facts.md §6).
+pub const CONSUL_HTTP_PORT: u16 = 8500;
+/// Nomad's HTTP API port (agent-facts.md §6).
+pub const NOMAD_HTTP_PORT: u16 = 4646;
+/// Nomad's RPC port (agent-facts.md §6).
+pub const NOMAD_RPC_PORT: u16 = 4647;
+/// Nomad's Serf port (agent-facts.md §6).
+pub const NOMAD_SERF_PORT: u16 = 4648;
+/// Consul gives a graceful leave this long before giving up
+/// (consul `command/agent/agent.go`, agent-facts.md §1).
+pub const CONSUL_LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Nomad's `gracefulTimeout` (nomad `command/agent/command.go`,
+/// agent-facts.md §1); the client drain deadline comes on top.
+pub const NOMAD_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Slack on top of an agent's own leave timeout before we send SIGKILL, so
+/// the agent's own timer fires first.
+pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// Consul's stop signal. SIGTERM, as in HashiCorp's packaged unit
+/// (`KillSignal=SIGTERM`); whether it leaves is set in the config.
+pub const CONSUL_STOP_SIGNAL: Signal = Signal::SIGTERM;
+/// Nomad's stop signal. SIGINT, as in HashiCorp's packaged unit
+/// (`KillSignal=SIGINT`); whether it leaves is set in the config.
+pub const NOMAD_STOP_SIGNAL: Signal = Signal::SIGINT;
+/// Unix user of Consul.
+pub const CONSUL_USER: &str = "consul";
+/// Unix user of a server-only Nomad.
+pub const NOMAD_USER: &str = "nomad";
+/// Unix user of a Nomad client: it runs task drivers, which need root.
+pub const ROOT_USER: &str = "root";
+/// Sub-directory of the state dir holding the agents' data dirs.
+pub const DATA_SUBDIR: &str = "data";
+/// Name of Consul's rendered config file inside its config dir.
+pub const CONSUL_CONFIG_FILE: &str = "consul.json";
+/// Name of Nomad's rendered config file inside its config dir.
+pub const NOMAD_CONFIG_FILE: &str = "nomad.hcl";
 
 /// One of the two HashiCorp products we supervise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -140,14 +182,299 @@ pub struct Plan {
     pub state_dir: PathBuf,
     /// Config dir (`/etc/hashi-supervisor`).
     pub config_dir: PathBuf,
+    /// What the renderer turns into the agents' config files.
+    pub render: RenderPlan,
+}
+
+/// Inputs of the config renderer: every decision already made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RenderPlan {
+    /// Consul's config, when Consul runs here.
+    pub consul: Option<ConsulConfig>,
+    /// Nomad's config, when Nomad runs here.
+    pub nomad: Option<NomadConfig>,
+}
+
+/// What goes into Consul's config file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConsulConfig {
+    /// The rendered file.
+    pub file: PathBuf,
+    /// Unix user that owns the file.
+    pub owner: String,
+    /// `datacenter`.
+    pub datacenter: String,
+    /// `node_name`.
+    pub node_name: String,
+    /// `data_dir`.
+    pub data_dir: PathBuf,
+    /// `log_level` (upper case, as Consul prints it).
+    pub log_level: String,
+    /// `server`.
+    pub server: bool,
+    /// `bootstrap_expect` (servers only).
+    pub bootstrap_expect: Option<u32>,
+    /// `bind_addr`.
+    pub bind_addr: IpAddr,
+    /// `advertise_addr`.
+    pub advertise_addr: IpAddr,
+    /// `advertise_addr_wan` (servers with a public address).
+    pub advertise_addr_wan: Option<IpAddr>,
+    /// `client_addr` (space-separated list).
+    pub client_addrs: Vec<IpAddr>,
+    /// `retry_join` (static peers, then cloud auto-join strings).
+    pub retry_join: Vec<String>,
+    /// `retry_join_wan` (servers only).
+    pub retry_join_wan: Vec<String>,
+    /// `ui_config.enabled`.
+    pub ui: bool,
+    /// `encrypt`.
+    pub encrypt: Option<Secret>,
+    /// `tls.defaults.*`.
+    pub tls: Option<TlsFiles>,
+    /// `leave_on_terminate`.
+    pub leave_on_terminate: bool,
+    /// `skip_leave_on_interrupt`.
+    pub skip_leave_on_interrupt: bool,
+    /// `[consul.extra]`, merged last.
+    pub extra: toml::Table,
+}
+
+/// What goes into Nomad's config file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NomadConfig {
+    /// The rendered file.
+    pub file: PathBuf,
+    /// Unix user that owns the file.
+    pub owner: String,
+    /// `region`.
+    pub region: String,
+    /// `datacenter`.
+    pub datacenter: String,
+    /// `name`.
+    pub name: String,
+    /// `data_dir`.
+    pub data_dir: PathBuf,
+    /// `log_level` (upper case).
+    pub log_level: String,
+    /// `bind_addr`.
+    pub bind_addr: IpAddr,
+    /// Address in `advertise { rpc serf }` (public for servers spanning
+    /// datacenters).
+    pub advertise: IpAddr,
+    /// Address in `advertise { http }`: always the private one, so the
+    /// datacenter's Consul checks Nomad over the LAN.
+    pub advertise_http: IpAddr,
+    /// `server.enabled`.
+    pub server: bool,
+    /// `server.bootstrap_expect` (servers only).
+    pub bootstrap_expect: Option<u32>,
+    /// `server.encrypt` (servers only).
+    pub encrypt: Option<Secret>,
+    /// `client.enabled`.
+    pub client: bool,
+    /// `server_join.retry_join` (in `server {}` and/or `client {}`).
+    pub retry_join: Vec<String>,
+    /// `consul.address`; `None` when no Consul is reachable, and then the
+    /// Consul integration (auto-advertise, auto-join) is switched off.
+    pub consul_address: Option<String>,
+    /// `tls.*`.
+    pub tls: Option<TlsFiles>,
+    /// `tls.http`.
+    pub tls_http: bool,
+    /// `leave_on_terminate`.
+    pub leave_on_terminate: bool,
+    /// `leave_on_interrupt`.
+    pub leave_on_interrupt: bool,
+    /// `client.drain_on_shutdown.deadline`.
+    pub drain_deadline: Option<Duration>,
+    /// `[nomad.extra]`, merged last.
+    pub extra: toml::Table,
 }
 
 impl Plan {
     /// Computes the plan of a validated role. Pure: reads nothing, writes
     /// nothing.
     pub fn from_role(role: &NodeRole) -> Plan {
-        let _ = role;
-        unimplemented!("skeleton: filled in by the role/plan/render work")
+        let roles = role.roles;
+        let releases_dir = role.state_dir.join(RELEASES_SUBDIR);
+        let data_root = role.state_dir.join(DATA_SUBDIR);
+        let log_level = role.log_level.to_ascii_uppercase();
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let addrs = &role.addresses;
+        let mut agents = Vec::new();
+        let mut render = RenderPlan {
+            consul: None,
+            nomad: None,
+        };
+
+        if roles.is_consul() {
+            let server = roles.consul_server;
+            let config_dir = role.config_dir.join("consul.d");
+            let data_dir = data_root.join("consul");
+            // Servers keep Raft membership unless told to leave; clients leave.
+            let leave = if server {
+                role.consul.leave_on_stop
+            } else {
+                true
+            };
+            let mut client_addrs = vec![loopback];
+            // A server also serves the HTTP API of nodes without a local
+            // Consul (the seed's ams2-server-03 and clients).
+            if server && !client_addrs.contains(&addrs.private) {
+                client_addrs.push(addrs.private);
+            }
+            let mut retry_join = role.discovery.consul_retry_join.clone();
+            retry_join.extend(role.discovery.cloud_auto_join.iter().cloned());
+            render.consul = Some(ConsulConfig {
+                file: config_dir.join(CONSUL_CONFIG_FILE),
+                owner: CONSUL_USER.to_string(),
+                datacenter: role.datacenter.clone(),
+                node_name: role.node_name.clone(),
+                data_dir: data_dir.clone(),
+                log_level: log_level.clone(),
+                server,
+                bootstrap_expect: server.then_some(role.consul.bootstrap_expect),
+                bind_addr: addrs.bind,
+                advertise_addr: addrs.private,
+                advertise_addr_wan: if server { addrs.public } else { None },
+                client_addrs,
+                retry_join,
+                retry_join_wan: if server {
+                    role.discovery.consul_retry_join_wan.clone()
+                } else {
+                    Vec::new()
+                },
+                ui: role.consul.ui,
+                encrypt: role.consul.encrypt.as_ref().map(|k| k.key.clone()),
+                tls: role.consul.tls.clone(),
+                leave_on_terminate: leave,
+                skip_leave_on_interrupt: !leave,
+                extra: role.consul.extra.clone(),
+            });
+            agents.push(AgentPlan {
+                product: Product::Consul,
+                version: role.consul.version.clone(),
+                server,
+                client: !server,
+                user: CONSUL_USER.to_string(),
+                binary: binary_path(&releases_dir, Product::Consul),
+                args: vec![
+                    "agent".to_string(),
+                    format!("-config-dir={}", config_dir.display()),
+                ],
+                config_dir,
+                data_dir,
+                stop_signal: CONSUL_STOP_SIGNAL,
+                // A leave may take Consul's full leave timeout.
+                stop_timeout: role
+                    .consul
+                    .stop_timeout
+                    .unwrap_or(CONSUL_LEAVE_TIMEOUT + STOP_MARGIN),
+                restart: role.consul.restart.clone(),
+                http_addr: SocketAddr::new(loopback, CONSUL_HTTP_PORT),
+            });
+        }
+
+        if roles.is_nomad() {
+            let server = roles.nomad_server;
+            let client = roles.nomad_client;
+            let config_dir = role.config_dir.join("nomad.d");
+            let data_dir = data_root.join("nomad");
+            let leave = if server {
+                role.nomad.leave_on_stop
+            } else {
+                true
+            };
+            let user = if client { ROOT_USER } else { NOMAD_USER };
+            let advertise = match role.nomad.advertise {
+                crate::role::AdvertiseScope::Public => addrs.public.unwrap_or(addrs.private),
+                crate::role::AdvertiseScope::Private => addrs.private,
+            };
+            let consul_address = if roles.is_consul() {
+                Some(SocketAddr::new(loopback, CONSUL_HTTP_PORT).to_string())
+            } else {
+                role.discovery.consul_address.clone()
+            };
+            let drain_deadline = if client {
+                role.nomad.drain_deadline
+            } else {
+                None
+            };
+            render.nomad = Some(NomadConfig {
+                file: config_dir.join(NOMAD_CONFIG_FILE),
+                owner: user.to_string(),
+                region: role.region.clone(),
+                datacenter: role.datacenter.clone(),
+                name: role.node_name.clone(),
+                data_dir: data_dir.clone(),
+                log_level,
+                bind_addr: addrs.bind,
+                advertise,
+                advertise_http: addrs.private,
+                server,
+                bootstrap_expect: server.then_some(role.nomad.bootstrap_expect),
+                encrypt: if server {
+                    role.nomad.encrypt.as_ref().map(|k| k.key.clone())
+                } else {
+                    None
+                },
+                client,
+                retry_join: role.discovery.nomad_retry_join.clone(),
+                consul_address,
+                tls: role.nomad.tls.clone(),
+                tls_http: role.nomad.tls_http,
+                leave_on_terminate: leave,
+                leave_on_interrupt: leave,
+                drain_deadline,
+                extra: role.nomad.extra.clone(),
+            });
+            // Nomad's own graceful timeout plus the drain deadline it adds.
+            let own = NOMAD_GRACEFUL_TIMEOUT + drain_deadline.unwrap_or_default();
+            let http_ip = if addrs.bind.is_unspecified() {
+                loopback
+            } else {
+                addrs.bind
+            };
+            agents.push(AgentPlan {
+                product: Product::Nomad,
+                version: role.nomad.version.clone(),
+                server,
+                client,
+                user: user.to_string(),
+                binary: binary_path(&releases_dir, Product::Nomad),
+                args: vec![
+                    "agent".to_string(),
+                    format!("-config={}", config_dir.display()),
+                ],
+                config_dir,
+                data_dir,
+                stop_signal: NOMAD_STOP_SIGNAL,
+                stop_timeout: role.nomad.stop_timeout.unwrap_or(own + STOP_MARGIN),
+                restart: role.nomad.restart.clone(),
+                http_addr: SocketAddr::new(http_ip, NOMAD_HTTP_PORT),
+            });
+        }
+
+        Plan {
+            node_name: role.node_name.clone(),
+            region: role.region.clone(),
+            datacenter: role.datacenter.clone(),
+            roles: role.role_names.clone(),
+            agents,
+            release: ReleasePlan {
+                mirror: role.release.mirror.clone(),
+                trust_hashicorp_key: role.release.trust_hashicorp_key,
+                extra_trusted_keys: role.release.trusted_key_files.clone(),
+                releases_dir,
+                keep_versions: role.release.keep_versions,
+                max_download_bytes: role.release.max_download_bytes,
+            },
+            health_listen: role.health_listen,
+            state_dir: role.state_dir.clone(),
+            config_dir: role.config_dir.clone(),
+            render,
+        }
     }
 
     /// The agent of a product, if the plan runs it.
@@ -156,10 +483,116 @@ impl Plan {
     }
 }
 
+/// `<releases>/<product>/current/<product>`.
+fn binary_path(releases_dir: &Path, product: Product) -> PathBuf {
+    releases_dir
+        .join(product.as_str())
+        .join("current")
+        .join(product.as_str())
+}
+
 fn ser_display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
 fn ser_signal<S: serde::Serializer>(v: &Signal, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::{self, StaticHost};
+
+    fn plan(text: &str, roles: &[&str]) -> Plan {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let host = StaticHost {
+            hostname: Some("h".into()),
+            interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 5))],
+            ..StaticHost::default()
+        };
+        let role = role::parse(Path::new("/r/node.toml"), text, &roles, &host)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Plan::from_role(&role)
+    }
+
+    const BASE: &str = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.6\"]\n";
+
+    #[test]
+    fn consul_starts_before_nomad() {
+        let p = plan(BASE, &["nomad-client", "consul-client"]);
+        let order: Vec<Product> = p.agents.iter().map(|a| a.product).collect();
+        assert_eq!(order, vec![Product::Consul, Product::Nomad]);
+    }
+
+    #[test]
+    fn users_follow_the_roles() {
+        let p = plan(BASE, &["consul-server", "nomad-server"]);
+        assert_eq!(p.agent(Product::Consul).unwrap().user, "consul");
+        assert_eq!(p.agent(Product::Nomad).unwrap().user, "nomad");
+        let p = plan(BASE, &["nomad-server", "nomad-client"]);
+        assert_eq!(p.agent(Product::Nomad).unwrap().user, "root");
+    }
+
+    #[test]
+    fn servers_keep_membership_and_clients_leave_by_default() {
+        let p = plan(BASE, &["consul-server", "nomad-server"]);
+        let c = p.render.consul.as_ref().unwrap();
+        let n = p.render.nomad.as_ref().unwrap();
+        assert!(!c.leave_on_terminate && c.skip_leave_on_interrupt);
+        assert!(!n.leave_on_terminate && !n.leave_on_interrupt);
+        let p = plan(BASE, &["consul-client", "nomad-client"]);
+        let c = p.render.consul.as_ref().unwrap();
+        let n = p.render.nomad.as_ref().unwrap();
+        assert!(c.leave_on_terminate && !c.skip_leave_on_interrupt);
+        assert!(n.leave_on_terminate && n.leave_on_interrupt);
+    }
+
+    #[test]
+    fn servers_told_to_leave_do_leave() {
+        let text = "schema = 1\n[consul]\nleave_on_stop = true\n[nomad]\nleave_on_stop = true\n";
+        let p = plan(text, &["consul-server", "nomad-server"]);
+        assert!(p.render.consul.as_ref().unwrap().leave_on_terminate);
+        assert!(p.render.nomad.as_ref().unwrap().leave_on_interrupt);
+    }
+
+    #[test]
+    fn default_stop_timeouts_outlast_the_agents_own_leave_timeouts() {
+        let text = "schema = 1\n[nomad]\ndrain_deadline_secs = 60\n";
+        let p = plan(text, &["consul-client", "nomad-client"]);
+        let consul = p.agent(Product::Consul).unwrap();
+        let nomad = p.agent(Product::Nomad).unwrap();
+        assert!(consul.stop_timeout > CONSUL_LEAVE_TIMEOUT);
+        assert_eq!(consul.stop_signal, Signal::SIGTERM);
+        assert!(nomad.stop_timeout > NOMAD_GRACEFUL_TIMEOUT + Duration::from_secs(60));
+        assert_eq!(nomad.stop_signal, Signal::SIGINT);
+        let text = "schema = 1\n[consul]\nstop_timeout_secs = 7\n";
+        let p = plan(text, &["consul-client"]);
+        assert_eq!(p.agents[0].stop_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn paths_follow_config_and_state_dirs() {
+        let text = "schema = 1\n[paths]\nconfig_dir = \"/c\"\nstate_dir = \"/s\"\n";
+        let p = plan(text, &["consul-client", "nomad-client"]);
+        let c = &p.agents[0];
+        assert_eq!(c.binary, Path::new("/s/releases/consul/current/consul"));
+        assert_eq!(c.args, vec!["agent", "-config-dir=/c/consul.d"]);
+        assert_eq!(c.data_dir, Path::new("/s/data/consul"));
+        assert_eq!(p.agents[1].args, vec!["agent", "-config=/c/nomad.d"]);
+        assert_eq!(p.release.releases_dir, Path::new("/s/releases"));
+        assert_eq!(
+            p.render.nomad.as_ref().unwrap().file,
+            Path::new("/c/nomad.d/nomad.hcl")
+        );
+    }
+
+    #[test]
+    fn nomad_http_is_reached_on_loopback_when_bound_to_all_addresses() {
+        let p = plan(BASE, &["nomad-server"]);
+        assert_eq!(p.agents[0].http_addr.to_string(), "127.0.0.1:4646");
+        let text = "schema = 1\n[addresses]\nbind = \"10.0.1.5\"\n[discovery]\nnomad_retry_join = [\"x\"]\n";
+        let p = plan(text, &["nomad-server"]);
+        assert_eq!(p.agents[0].http_addr.to_string(), "10.0.1.5:4646");
+    }
 }

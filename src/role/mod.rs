@@ -1,19 +1,296 @@
-//! The role file: TOML → `RawRole` (serde mirror) → validated [`NodeRole`].
+//! The role file: TOML → `RawRole` (a serde mirror that denies
+//! unknown keys) → validated [`NodeRole`].
 //!
-//! SKELETON: replaced by the role/plan/render work.
+//! This module owns reading and checking the role file, including the few
+//! facts it needs from the machine (hostname, interface addresses, key
+//! files), all behind [`Host`]. It must not write anything, and it never
+//! prints a secret: gossip keys are held in [`Secret`].
 
-use std::path::Path;
+mod diag;
+mod host;
+mod raw;
+mod validate;
 
-/// A validated role file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeRole {}
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diag::Problem;
+pub use host::{Host, StaticHost, SystemHost};
+
+use crate::plan::RestartPolicy;
+use crate::version::VersionSpec;
+
+/// The only role file format version this supervisor reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Role names as written in the role file and on `--role`.
+pub const ROLE_NAMES: [&str; 5] = [
+    "consul-server",
+    "consul-client",
+    "nomad-server",
+    "nomad-client",
+    "dev",
+];
+
+/// Which agents run on this node, and in which mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RoleSet {
+    /// Consul in server mode.
+    pub consul_server: bool,
+    /// Consul in client mode.
+    pub consul_client: bool,
+    /// Nomad with `server.enabled`.
+    pub nomad_server: bool,
+    /// Nomad with `client.enabled`.
+    pub nomad_client: bool,
+    /// `dev`: all of the above on one node, single-node clusters.
+    pub dev: bool,
+}
+
+impl RoleSet {
+    /// Whether a Consul agent runs here.
+    pub fn is_consul(&self) -> bool {
+        self.consul_server || self.consul_client
+    }
+
+    /// Whether a Nomad agent runs here.
+    pub fn is_nomad(&self) -> bool {
+        self.nomad_server || self.nomad_client
+    }
+}
+
+/// A secret read from a file (a gossip key). Its `Debug`, `Display` and
+/// `Serialize` never show the value; only the renderer reads it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+/// What a [`Secret`] shows instead of its value.
+pub const REDACTED: &str = "<redacted>";
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value. Call only to put it into a rendered file.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// A gossip encryption key and the file it came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GossipKey {
+    /// Where the key was read from.
+    pub file: PathBuf,
+    /// The base64 key.
+    pub key: Secret,
+}
+
+/// TLS files of one agent (all three or none).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TlsFiles {
+    /// CA certificate.
+    pub ca_file: PathBuf,
+    /// This agent's certificate.
+    pub cert_file: PathBuf,
+    /// This agent's private key.
+    pub key_file: PathBuf,
+}
+
+/// Which of the node's addresses Nomad advertises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvertiseScope {
+    /// The private (LAN) address.
+    Private,
+    /// The public (WAN) address: for Nomad servers that span datacenters.
+    Public,
+}
+
+/// The node's addresses, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Addresses {
+    /// Address the agents bind to (`0.0.0.0` = all).
+    pub bind: IpAddr,
+    /// Private (LAN) address: advertised to the datacenter.
+    pub private: IpAddr,
+    /// Public (WAN) address, if the node has one.
+    pub public: Option<IpAddr>,
+}
+
+/// Consul settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConsulRole {
+    /// Version to run.
+    #[serde(serialize_with = "ser_display")]
+    pub version: VersionSpec,
+    /// Servers expected before bootstrapping (servers only).
+    pub bootstrap_expect: u32,
+    /// Gossip key.
+    pub encrypt: Option<GossipKey>,
+    /// Whether the web UI is served.
+    pub ui: bool,
+    /// TLS files.
+    pub tls: Option<TlsFiles>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Grace before SIGKILL, if overridden.
+    pub stop_timeout: Option<Duration>,
+    /// Whether a server leaves the cluster on stop (clients always leave).
+    pub leave_on_stop: bool,
+    /// `[consul.extra]`, merged last into the rendered config.
+    pub extra: toml::Table,
+}
+
+/// Nomad settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NomadRole {
+    /// Version to run.
+    #[serde(serialize_with = "ser_display")]
+    pub version: VersionSpec,
+    /// Servers expected before bootstrapping (servers only).
+    pub bootstrap_expect: u32,
+    /// Gossip key (servers).
+    pub encrypt: Option<GossipKey>,
+    /// Which address is advertised.
+    pub advertise: AdvertiseScope,
+    /// TLS files.
+    pub tls: Option<TlsFiles>,
+    /// Whether Nomad's HTTP API uses TLS too.
+    pub tls_http: bool,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Grace before SIGKILL, if overridden.
+    pub stop_timeout: Option<Duration>,
+    /// Whether a server leaves the cluster on stop (clients always leave).
+    pub leave_on_stop: bool,
+    /// Client drain deadline on stop (`client.drain_on_shutdown`).
+    pub drain_deadline: Option<Duration>,
+    /// `[nomad.extra]`, merged last into the rendered config.
+    pub extra: toml::Table,
+}
+
+/// Release settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseRole {
+    /// Mirror URL or absolute directory.
+    pub mirror: String,
+    /// Whether HashiCorp's embedded key is trusted.
+    pub trust_hashicorp_key: bool,
+    /// Extra trusted OpenPGP key files.
+    pub trusted_key_files: Vec<PathBuf>,
+    /// Installed versions kept per product.
+    pub keep_versions: usize,
+    /// Upper bound on one download.
+    pub max_download_bytes: u64,
+}
+
+/// Static discovery settings (until discovery providers replace them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Discovery {
+    /// Consul LAN peers (`retry_join`).
+    pub consul_retry_join: Vec<String>,
+    /// Consul WAN peers (`retry_join_wan`, servers only).
+    pub consul_retry_join_wan: Vec<String>,
+    /// Nomad servers to join (`server_join.retry_join`).
+    pub nomad_retry_join: Vec<String>,
+    /// Consul HTTP address for a node without a local Consul (`host:port`).
+    pub consul_address: Option<String>,
+    /// Cloud auto-join strings, passed to Consul's `retry_join` as written.
+    pub cloud_auto_join: Vec<String>,
+}
+
+/// A validated role file with everything it names resolved.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NodeRole {
+    /// The file it came from (`None`: defaults and `--role` only).
+    pub source: Option<PathBuf>,
+    /// Role names, sorted and deduplicated.
+    pub role_names: Vec<String>,
+    /// The roles.
+    pub roles: RoleSet,
+    /// Nomad region.
+    pub region: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Node name.
+    pub node_name: String,
+    /// Agents' log level (`INFO`, ...).
+    pub log_level: String,
+    /// Addresses.
+    pub addresses: Addresses,
+    /// Consul settings.
+    pub consul: ConsulRole,
+    /// Nomad settings.
+    pub nomad: NomadRole,
+    /// Release settings.
+    pub release: ReleaseRole,
+    /// Discovery settings.
+    pub discovery: Discovery,
+    /// Health endpoint listen address.
+    pub health_listen: SocketAddr,
+    /// Where rendered configs go.
+    pub config_dir: PathBuf,
+    /// Where releases and data go.
+    pub state_dir: PathBuf,
+}
 
 /// Why a role file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
-    /// Placeholder.
-    #[error("role file support is not built yet")]
-    NotBuilt,
+    /// The role file could not be read.
+    #[error("failed to read role file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The role file has problems (syntax, keys, types or meaning).
+    #[error("{}", format_invalid(path, problems))]
+    Invalid {
+        /// The file (or `--role` when no file was read).
+        path: PathBuf,
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_invalid(path: &Path, problems: &[Problem]) -> String {
+    let n = problems.len();
+    let mut s = format!(
+        "invalid role file {} ({n} problem{})",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push('\n');
+        s.push_str(&p.to_string());
+    }
+    s
 }
 
 /// Loads and validates the role file at `path` (a missing file is allowed
@@ -23,6 +300,205 @@ pub fn load(
     must_exist: bool,
     roles_override: &[String],
 ) -> Result<NodeRole, RoleError> {
-    let _ = (path, must_exist, roles_override);
-    Err(RoleError::NotBuilt)
+    load_with(path, must_exist, roles_override, &SystemHost)
+}
+
+/// [`load`] against a given [`Host`].
+pub fn load_with(
+    path: &Path,
+    must_exist: bool,
+    roles_override: &[String],
+    host: &dyn Host,
+) -> Result<NodeRole, RoleError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => None,
+        Err(source) => {
+            return Err(RoleError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    match text {
+        Some(t) => parse(path, &t, roles_override, host),
+        None => validate::validate(None, "", raw::RawRole::default(), roles_override, host),
+    }
+}
+
+/// Validates role file text as if read from `path` (relative key file paths
+/// resolve against `path`'s directory).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    roles_override: &[String],
+    host: &dyn Host,
+) -> Result<NodeRole, RoleError> {
+    let raw: raw::RawRole = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let location = e.span().map_or(diag::Location::File, diag::Location::Span);
+            let problem = Problem::new(
+                &path.display().to_string(),
+                text,
+                &location,
+                validate::describe_toml_error(e.message()),
+            );
+            return Err(RoleError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![problem],
+            });
+        }
+    };
+    validate::validate(Some(path), text, raw, roles_override, host)
+}
+
+fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> StaticHost {
+        StaticHost {
+            hostname: Some("node-7".into()),
+            interfaces: vec![
+                ("lo".into(), "127.0.0.1".parse().unwrap()),
+                ("eth0".into(), "203.0.113.7".parse().unwrap()),
+                ("eth1".into(), "10.0.2.7".parse().unwrap()),
+            ],
+            ..StaticHost::default()
+        }
+    }
+
+    fn load_text(text: &str, roles: &[&str]) -> Result<NodeRole, RoleError> {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            text,
+            &roles,
+            &host(),
+        )
+    }
+
+    #[test]
+    fn role_flag_without_a_file_uses_defaults_hostname_and_auto_address() {
+        let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
+        let r = load_with(
+            &dir.join("node.toml"),
+            false,
+            &["consul-client".into()],
+            &host(),
+        )
+        .unwrap();
+        assert_eq!(r.source, None);
+        assert_eq!(r.node_name, "node-7");
+        assert_eq!(r.datacenter, "dc1");
+        assert_eq!(r.region, "global");
+        assert_eq!(
+            r.addresses.private.to_string(),
+            "10.0.2.7",
+            "first private IPv4"
+        );
+        assert_eq!(r.consul.version, VersionSpec::Latest);
+    }
+
+    #[test]
+    fn missing_file_named_explicitly_is_an_error() {
+        let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
+        let e = load_with(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();
+        assert!(matches!(e, RoleError::Read { .. }));
+    }
+
+    #[test]
+    fn dev_runs_everything_on_loopback_with_single_node_clusters() {
+        let r = load_text("schema = 1\nroles = [\"dev\"]\n", &[]).unwrap();
+        assert!(r.roles.consul_server && r.roles.nomad_server && r.roles.nomad_client);
+        assert!(!r.roles.consul_client);
+        assert_eq!(r.consul.bootstrap_expect, 1);
+        assert_eq!(r.nomad.bootstrap_expect, 1);
+        assert_eq!(r.addresses.private.to_string(), "127.0.0.1");
+        assert_eq!(r.addresses.bind.to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn interface_names_resolve_to_their_first_ipv4() {
+        let r = load_text(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"eth1\"\npublic = \"eth0\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.addresses.private.to_string(), "10.0.2.7");
+        assert_eq!(
+            r.addresses.public.map(|a| a.to_string()).as_deref(),
+            Some("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let e = load_text(
+            "schema = 1\nroles = [\"nomad-server\"]\n[consul]\nversion = \"newest\"\n[nomad]\nbootstrap_expect = 0\n",
+            &[],
+        )
+        .unwrap_err();
+        let RoleError::Invalid { problems, .. } = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(problems.len(), 3, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("invalid role file /etc/hashi-supervisor/node.toml (3 problems)\n")
+        );
+        assert!(text.contains("/etc/hashi-supervisor/node.toml:4:11: `newest` is neither"));
+    }
+
+    #[test]
+    fn relative_key_files_resolve_beside_the_role_file() {
+        let mut h = host();
+        h.files.insert(
+            PathBuf::from("/etc/hashi-supervisor/k.key"),
+            "AAAAAAAAAAAAAAAAAAAAAA==\n".into(),
+        );
+        let r = parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n",
+            &[],
+            &h,
+        )
+        .unwrap();
+        let k = r.consul.encrypt.unwrap();
+        assert_eq!(k.file, Path::new("/etc/hashi-supervisor/k.key"));
+        assert_eq!(k.key.expose(), "AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(format!("{:?}", k.key), REDACTED);
+    }
+
+    #[test]
+    fn default_role_file_documents_only_real_keys() {
+        let text = include_str!("../../config/node.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                let t = l.strip_prefix("# ").unwrap_or(l);
+                let is_setting = t.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                }) || (t.starts_with('[') && t.ends_with(']') && !t.contains(' '));
+                if is_setting {
+                    t.to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            uncommented.contains("\nroles = ["),
+            "settings were uncommented"
+        );
+        if let Err(e) = toml::from_str::<raw::RawRole>(&uncommented) {
+            panic!("config/node.toml documents a key the role file does not have: {e}");
+        }
+    }
 }

@@ -1,1 +1,345 @@
-//! Integration tests: render.
+//! Integration tests: render. Golden files (`tests/golden/`, refreshed with
+//! `UPDATE_GOLDEN=1`) for the five reference examples and every role
+//! combination; `supervisor render` and `render --check` through the real
+//! binary.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hashi_supervisor::plan::Plan;
+use hashi_supervisor::render::{self, RenderedFile};
+use hashi_supervisor::role;
+
+use crate::support::supervisor_bin;
+
+/// The five nodes of the reference scenario.
+const EXAMPLES: [&str; 5] = [
+    "ams2-server-01",
+    "ams2-server-03",
+    "ams2-client-01",
+    "lon1-server-01",
+    "lon1-client-01",
+];
+
+/// Every valid combination of roles (`dev` has its own fixture).
+const COMBINATIONS: [&str; 11] = [
+    "consul-server",
+    "consul-client",
+    "nomad-server",
+    "nomad-client",
+    "nomad-server,nomad-client",
+    "consul-server,nomad-server",
+    "consul-server,nomad-client",
+    "consul-server,nomad-server,nomad-client",
+    "consul-client,nomad-server",
+    "consul-client,nomad-client",
+    "consul-client,nomad-server,nomad-client",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn render_file(path: &Path, roles: &[String]) -> Vec<RenderedFile> {
+    let role = role::load(path, true, roles).unwrap_or_else(|e| panic!("{e}"));
+    render::render_plan(&Plan::from_role(&role)).unwrap()
+}
+
+/// Compares each file with `golden_dir/<file name>`, or rewrites the golden
+/// files when `UPDATE_GOLDEN=1`. Returns mismatches.
+fn check_golden(files: &[RenderedFile], golden_dir: &Path) -> Vec<String> {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let mut bad = Vec::new();
+    let mut expected_names: Vec<String> = Vec::new();
+    for f in files {
+        let name = f.path.file_name().unwrap().to_str().unwrap().to_string();
+        let golden = golden_dir.join(&name);
+        expected_names.push(name);
+        if update {
+            std::fs::create_dir_all(golden_dir).unwrap();
+            std::fs::write(&golden, &f.contents).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&golden) {
+            Ok(g) if g == f.contents => {}
+            Ok(g) => bad.push(format!(
+                "{} differs from its golden file:\n{}",
+                golden.display(),
+                render::diff::unified(&g, &f.contents, "golden", "rendered")
+            )),
+            Err(e) => bad.push(format!("{}: {e}", golden.display())),
+        }
+    }
+    // No stale golden file for an agent that no longer renders.
+    if !update {
+        if let Ok(dir) = std::fs::read_dir(golden_dir) {
+            for e in dir {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                if !expected_names.contains(&n) {
+                    bad.push(format!(
+                        "{}: golden file {n} is not rendered any more",
+                        golden_dir.display()
+                    ));
+                }
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn reference_examples_render_byte_for_byte_to_their_golden_files() {
+    let mut bad = Vec::new();
+    for node in EXAMPLES {
+        let files = render_file(&root().join(format!("config/examples/{node}.toml")), &[]);
+        bad.extend(check_golden(
+            &files,
+            &root().join("tests/golden/examples").join(node),
+        ));
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn every_role_combination_renders_byte_for_byte_to_its_golden_files() {
+    let mut bad = Vec::new();
+    for combo in COMBINATIONS {
+        let roles: Vec<String> = combo.split(',').map(String::from).collect();
+        let files = render_file(&root().join("tests/fixtures/role/combo.toml"), &roles);
+        let consul = combo.contains("consul");
+        let nomad = combo.contains("nomad");
+        assert_eq!(
+            files.len(),
+            usize::from(consul) + usize::from(nomad),
+            "{combo}"
+        );
+        bad.extend(check_golden(
+            &files,
+            &root()
+                .join("tests/golden/roles")
+                .join(combo.replace(',', "+")),
+        ));
+    }
+    let files = render_file(&root().join("tests/fixtures/role/dev.toml"), &[]);
+    assert_eq!(files.len(), 2);
+    bad.extend(check_golden(&files, &root().join("tests/golden/roles/dev")));
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn rendered_consul_files_are_valid_json() {
+    for node in EXAMPLES {
+        for f in render_file(&root().join(format!("config/examples/{node}.toml")), &[]) {
+            if f.path.extension().is_some_and(|e| e == "json") {
+                serde_json::from_str::<serde_json::Value>(&f.contents)
+                    .unwrap_or_else(|e| panic!("{node}: {e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn rendered_nomad_files_parse_as_hcl() {
+    let mut files = Vec::new();
+    for node in EXAMPLES {
+        files.extend(render_file(
+            &root().join(format!("config/examples/{node}.toml")),
+            &[],
+        ));
+    }
+    for combo in COMBINATIONS {
+        let roles: Vec<String> = combo.split(',').map(String::from).collect();
+        files.extend(render_file(
+            &root().join("tests/fixtures/role/combo.toml"),
+            &roles,
+        ));
+    }
+    for f in files
+        .iter()
+        .filter(|f| f.path.extension().is_some_and(|e| e == "hcl"))
+    {
+        let body: hcl::Body = hcl::from_str(&f.contents)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", f.path.display(), f.contents));
+        assert!(body.attributes().any(|a| a.key.as_str() == "region"));
+        assert!(body.blocks().any(|b| b.identifier.as_str() == "consul"));
+    }
+}
+
+fn supervisor(args: &[&str]) -> std::process::Output {
+    Command::new(supervisor_bin())
+        .current_dir(root().join("config/examples"))
+        .env_remove("HASHI_SUPERVISOR_CONFIG")
+        .env_remove("HASHI_SUPERVISOR_ROLE")
+        .args(args)
+        .output()
+        .expect("the supervisor binary runs")
+}
+
+#[test]
+fn render_writes_mode_0640_files_and_check_then_finds_no_drift() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().to_str().unwrap();
+    let out = supervisor(&[
+        "render",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for rel in ["consul.d/consul.json", "nomad.d/nomad.hcl"] {
+        let p = tmp.path().join(rel);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640, "{rel}");
+        let golden = root()
+            .join("tests/golden/examples/ams2-server-01")
+            .join(p.file_name().unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            std::fs::read_to_string(golden).unwrap()
+        );
+    }
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let again = supervisor(&[
+        "render",
+        "--config",
+        "ams2-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .matches("unchanged: ")
+            .count(),
+        2,
+        "a second render changes nothing"
+    );
+}
+
+#[test]
+fn render_check_reports_drift_with_a_diff_exit_1_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().to_str().unwrap();
+    supervisor(&[
+        "render",
+        "--config",
+        "lon1-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    let hcl = tmp.path().join("nomad.d/nomad.hcl");
+    let edited = std::fs::read_to_string(&hcl)
+        .unwrap()
+        .replace("bootstrap_expect = 3", "bootstrap_expect = 5");
+    std::fs::write(&hcl, &edited).unwrap();
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "lon1-server-01.toml",
+        "--out",
+        out_dir,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("-  bootstrap_expect = 5\n+  bootstrap_expect = 3\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("up to date: "), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&hcl).unwrap(),
+        edited,
+        "--check wrote"
+    );
+}
+
+#[test]
+fn render_check_on_an_empty_dir_is_drift_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = supervisor(&[
+        "render",
+        "--check",
+        "--config",
+        "ams2-client-01.toml",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn render_check_diff_never_shows_a_gossip_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(supervisor_bin())
+        .current_dir(root().join("tests/fixtures/role"))
+        .env_remove("HASHI_SUPERVISOR_CONFIG")
+        .args([
+            "render",
+            "--check",
+            "--config",
+            "combo.toml",
+            "--role",
+            "consul-server,nomad-server",
+        ])
+        .args(["--out", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for key in ["keys/consul-gossip.key", "keys/nomad-gossip.key"] {
+        let k = std::fs::read_to_string(root().join("tests/fixtures/role").join(key)).unwrap();
+        assert!(!stdout.contains(k.trim()), "{key} leaked");
+    }
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+}
+
+#[test]
+fn render_without_out_writes_into_the_role_files_config_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let etc = tmp.path().join("etc");
+    let role = tmp.path().join("node.toml");
+    let text = std::fs::read_to_string(root().join("config/examples/ams2-server-03.toml")).unwrap();
+    std::fs::write(
+        &role,
+        format!(
+            "{text}\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            etc.display(),
+            tmp.path().join("var").display()
+        ),
+    )
+    .unwrap();
+    let out = supervisor(&["render", "--config", role.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hcl = std::fs::read_to_string(etc.join("nomad.d/nomad.hcl")).unwrap();
+    assert!(hcl.contains("address = \"10.0.1.11:8500\""), "{hcl}");
+    assert!(!etc.join("consul.d").exists(), "no Consul on this node");
+    let out = supervisor(&["render", "--check", "--config", role.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}
