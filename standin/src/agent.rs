@@ -217,9 +217,13 @@ fn spawn_child(pidfile: &str) {
         Ok(child) => {
             let pid = child.id();
             if let Err(e) = std::fs::write(pidfile, format!("{pid}\n")) {
-                log(&format!("stand-in: failed to write child pid file {pidfile}: {e}"));
+                log(&format!(
+                    "stand-in: failed to write child pid file {pidfile}: {e}"
+                ));
             }
-            log(&format!("    [INFO] stand-in: spawned executor-like child pid={pid}"));
+            log(&format!(
+                "    [INFO] stand-in: spawned executor-like child pid={pid}"
+            ));
             // Not waited for: it must survive us (reaped by init/subreaper).
             std::mem::forget(child);
         }
@@ -289,7 +293,12 @@ impl Signals {
     }
 }
 
-async fn run(product: Product, version: VersionInfo, sources: Vec<PathBuf>, cfg: AgentConfig) -> i32 {
+async fn run(
+    product: Product,
+    version: VersionInfo,
+    sources: Vec<PathBuf>,
+    cfg: AgentConfig,
+) -> i32 {
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
@@ -370,7 +379,8 @@ async fn run(product: Product, version: VersionInfo, sources: Vec<PathBuf>, cfg:
         }
     }
     print_banner(&cfg, &version);
-    let election = Duration::from_millis(env_u64("STANDIN_ELECTION_MS").unwrap_or(DEFAULT_ELECTION_MS));
+    let election =
+        Duration::from_millis(env_u64("STANDIN_ELECTION_MS").unwrap_or(DEFAULT_ELECTION_MS));
     {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -381,7 +391,11 @@ async fn run(product: Product, version: VersionInfo, sources: Vec<PathBuf>, cfg:
     tokio::spawn(gossip::run_push_pull(shared.clone()));
     match product {
         Product::Consul => {
-            tokio::spawn(gossip::run_retry_join(shared.clone(), Pool::Lan, cfg.retry_join.clone()));
+            tokio::spawn(gossip::run_retry_join(
+                shared.clone(),
+                Pool::Lan,
+                cfg.retry_join.clone(),
+            ));
             if cfg.server {
                 tokio::spawn(gossip::run_retry_join(
                     shared.clone(),
@@ -392,7 +406,11 @@ async fn run(product: Product, version: VersionInfo, sources: Vec<PathBuf>, cfg:
         }
         Product::Nomad => {
             let pool = if cfg.server { Pool::Lan } else { Pool::Client };
-            tokio::spawn(gossip::run_retry_join(shared.clone(), pool, cfg.retry_join.clone()));
+            tokio::spawn(gossip::run_retry_join(
+                shared.clone(),
+                pool,
+                cfg.retry_join.clone(),
+            ));
             // Nomad: READY=1 once the signal handlers are set up.
             shared.ready();
         }
@@ -462,9 +480,8 @@ async fn leave(shared: &Arc<Shared>, signals: &mut Signals) -> i32 {
         st.me.status = LEFT;
         st.me.incarnation += 1;
     }
-    let delay = Duration::from_millis(
-        env_u64("STANDIN_LEAVE_DELAY_MS").unwrap_or(DEFAULT_LEAVE_DELAY_MS),
-    );
+    let delay =
+        Duration::from_millis(env_u64("STANDIN_LEAVE_DELAY_MS").unwrap_or(DEFAULT_LEAVE_DELAY_MS));
     let work = async {
         let announce = tokio::time::timeout(LEAVE_ANNOUNCE_TIMEOUT, gossip::push_all(shared));
         let _ = tokio::join!(announce, tokio::time::sleep(delay));

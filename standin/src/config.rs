@@ -478,7 +478,10 @@ fn check_table(
             }
             return Err(ConfigError(match product {
                 Product::Consul => {
-                    format!("failed to parse {}: invalid config key {full}", file.display())
+                    format!(
+                        "failed to parse {}: invalid config key {full}",
+                        file.display()
+                    )
                 }
                 Product::Nomad => {
                     format!("failed to parse {}: unexpected keys {full}", file.display())
@@ -667,15 +670,13 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
         Product::Consul => {
             let server = get_bool(v, "server").unwrap_or(false);
             let bind_ip = get_str(v, "bind_addr").unwrap_or_else(|| "0.0.0.0".to_string());
-            let client_addr = first_addr(
-                &get_str(v, "client_addr").unwrap_or_else(|| "127.0.0.1".to_string()),
-            );
+            let client_addr =
+                first_addr(&get_str(v, "client_addr").unwrap_or_else(|| "127.0.0.1".to_string()));
             let http_ip = get_str(v, "addresses.http")
                 .map(|s| first_addr(&s))
                 .unwrap_or(client_addr);
-            let advertise_ip = get_str(v, "advertise_addr").unwrap_or_else(|| {
-                pick_concrete(&[bind_ip.as_str(), http_ip.as_str()])
-            });
+            let advertise_ip = get_str(v, "advertise_addr")
+                .unwrap_or_else(|| pick_concrete(&[bind_ip.as_str(), http_ip.as_str()]));
             let bootstrap_expect = if get_bool(v, "bootstrap").unwrap_or(false) {
                 1
             } else {
@@ -735,8 +736,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 region: get_str(v, "region").unwrap_or_else(|| "global".to_string()),
                 server,
                 client,
-                bootstrap_expect: get_int(v, "server.bootstrap_expect").unwrap_or(0).max(0)
-                    as u64,
+                bootstrap_expect: get_int(v, "server.bootstrap_expect").unwrap_or(0).max(0) as u64,
                 http_ip,
                 http_port: port(v, "ports.http", DEFAULT_NOMAD_HTTP_PORT),
                 advertise_ip,
@@ -815,8 +815,12 @@ mod tests {
 
     #[test]
     fn consul_wrong_type_is_refused() {
-        let e = check_keys(Product::Consul, Path::new("x.json"), &json!({"server": "true"}))
-            .unwrap_err();
+        let e = check_keys(
+            Product::Consul,
+            Path::new("x.json"),
+            &json!({"server": "true"}),
+        )
+        .unwrap_err();
         assert!(e.0.contains("'server' expected type 'bool'"), "{}", e.0);
     }
 

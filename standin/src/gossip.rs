@@ -144,7 +144,11 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
         .unwrap_or_default();
     let mut st = shared.lock();
     // A Nomad client keeps the servers it learns in its LAN map.
-    let target = if pool == Pool::Client { Pool::Lan } else { pool };
+    let target = if pool == Pool::Client {
+        Pool::Lan
+    } else {
+        pool
+    };
     st.merge(target, from, members);
     st.merge_nodes(nodes);
 }

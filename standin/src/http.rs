@@ -209,7 +209,14 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             method == Method::GET
         };
         (!ok).then(|| {
-            consul_method_not_allowed(&method, if allow_put { "OPTIONS,PUT" } else { "GET,OPTIONS" })
+            consul_method_not_allowed(
+                &method,
+                if allow_put {
+                    "OPTIONS,PUT"
+                } else {
+                    "GET,OPTIONS"
+                },
+            )
         })
     };
     // RPC-backed endpoints on a client without servers.
@@ -225,7 +232,11 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             if let Some(r) = get_only(false) {
                 return r;
             }
-            let leader = shared.lock().leader().map(|m| m.rpc_addr()).unwrap_or_default();
+            let leader = shared
+                .lock()
+                .leader()
+                .map(|m| m.rpc_addr())
+                .unwrap_or_default();
             json_resp(200, &json!(leader))
         }
         "/v1/status/peers" => {
@@ -234,7 +245,14 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             }
             let peers = shared.lock().peers();
             // A nil slice before bootstrap encodes as null.
-            json_resp(200, &if peers.is_empty() { Value::Null } else { json!(peers) })
+            json_resp(
+                200,
+                &if peers.is_empty() {
+                    Value::Null
+                } else {
+                    json!(peers)
+                },
+            )
         }
         "/v1/agent/self" => {
             if let Some(r) = get_only(false) {
@@ -376,7 +394,9 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 let id = percent_decode(id);
                 let mut st = shared.lock();
                 let before = st.me.services.len();
-                st.me.services.retain(|s| s["ID"].as_str() != Some(id.as_str()));
+                st.me
+                    .services
+                    .retain(|s| s["ID"].as_str() != Some(id.as_str()));
                 if st.me.services.len() == before {
                     return text(
                         404,
@@ -392,7 +412,10 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 if let Some(r) = get_only(false) {
                     return r;
                 }
-                return with_index(json_resp(200, &catalog_service(&shared, &percent_decode(name))));
+                return with_index(json_resp(
+                    200,
+                    &catalog_service(&shared, &percent_decode(name)),
+                ));
             }
             if let Some(name) = path.strip_prefix("/v1/health/service/") {
                 if let Some(r) = get_only(false) {
@@ -427,7 +450,10 @@ fn register_service(shared: &Shared, body: &[u8]) -> Resp {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return text(400, "Request decode failed: invalid JSON");
     };
-    let Some(name) = field(&v, "Name").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+    let Some(name) = field(&v, "Name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
         return text(400, "Missing service name");
     };
     let mut checks: Vec<Value> = Vec::new();
@@ -502,7 +528,9 @@ fn register_service(shared: &Shared, body: &[u8]) -> Resp {
         "Checks": norm_checks,
     });
     let mut st = shared.lock();
-    st.me.services.retain(|s| s["ID"].as_str() != Some(id.as_str()));
+    st.me
+        .services
+        .retain(|s| s["ID"].as_str() != Some(id.as_str()));
     st.me.services.push(service);
     st.me.incarnation += 1;
     empty()
@@ -558,7 +586,11 @@ fn health_service(shared: &Shared, name: &str, passing_only: bool) -> Value {
             if s["Service"].as_str() != Some(name) {
                 continue;
             }
-            let serf_status = if m.status == ALIVE { "passing" } else { "critical" };
+            let serf_status = if m.status == ALIVE {
+                "passing"
+            } else {
+                "critical"
+            };
             let mut checks = vec![json!({
                 "Node": m.node, "CheckID": "serfHealth", "Name": "Serf Health Status",
                 "Status": serf_status,
@@ -640,7 +672,12 @@ fn autopilot(shared: &Shared, product: Product) -> Resp {
     });
     if product == Product::Nomad {
         body["Leader"] = json!(leader.node_id);
-        body["Voters"] = json!(servers.iter().map(|m| m.node_id.clone()).collect::<Vec<_>>());
+        body["Voters"] = json!(
+            servers
+                .iter()
+                .map(|m| m.node_id.clone())
+                .collect::<Vec<_>>()
+        );
     }
     json_resp(if healthy { 200 } else { 429 }, &body)
 }
@@ -730,7 +767,13 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
                        "ProtocolMin": 0, "ProtocolMax": 0, "ProtocolCur": 0,
                        "DelegateMin": 0, "DelegateMax": 0, "DelegateCur": 0})
             };
-            let ip = |a: &str| if a.is_empty() { cfg.bind_ip.clone() } else { a.to_string() };
+            let ip = |a: &str| {
+                if a.is_empty() {
+                    cfg.bind_ip.clone()
+                } else {
+                    a.to_string()
+                }
+            };
             json_resp(
                 200,
                 &json!({
@@ -806,7 +849,10 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
                     Err(e) => errors.push(e),
                 }
             }
-            json_resp(200, &json!({"error": errors.join("; "), "num_joined": joined}))
+            json_resp(
+                200,
+                &json!({"error": errors.join("; "), "num_joined": joined}),
+            )
         }
         "/v1/agent/servers" => {
             if !cfg.client {

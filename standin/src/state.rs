@@ -263,7 +263,10 @@ impl State {
 
     /// Merge records learnt from a peer. `direct` is the sender's own record.
     pub fn merge(&mut self, pool: Pool, direct: Option<Member>, others: Vec<Member>) {
-        let my_names = [self.me.name.clone(), format!("{}.{}", self.me.node, self.me.dc)];
+        let my_names = [
+            self.me.name.clone(),
+            format!("{}.{}", self.me.node, self.me.dc),
+        ];
         if let Some(m) = direct {
             self.fails.remove(&(pool, m.name.clone()));
             if !my_names.contains(&m.name) {
