@@ -88,7 +88,7 @@ fn compare(sample: &Value, actual: &Value, path: &str, devs: &[String], errors: 
                 } else {
                     format!("{path}.{k}")
                 };
-                if devs.iter().any(|d| *d == p) {
+                if devs.contains(&p) {
                     continue;
                 }
                 match a.get(k) {
