@@ -411,6 +411,7 @@ async fn run(
                 pool,
                 cfg.retry_join.clone(),
             ));
+            tokio::spawn(crate::consul_link::run(shared.clone()));
             // Nomad: READY=1 once the signal handlers are set up.
             shared.ready();
         }

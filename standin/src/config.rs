@@ -63,10 +63,37 @@ pub struct AgentConfig {
     pub leave_on_interrupt: bool,
     pub enable_script_checks: bool,
     pub log_level: String,
-    /// Nomad `consul.address` (used for nothing yet but reported).
-    pub consul_address: Option<String>,
+    /// Nomad `consul {}` block (agent-facts §5 defaults).
+    pub consul: NomadConsul,
     /// Files read, in merge order.
     pub files: Vec<PathBuf>,
+}
+
+/// Nomad's default Consul address (consul/api DefaultConfig, agent-facts §5).
+pub const DEFAULT_NOMAD_CONSUL_ADDRESS: &str = "localhost:8500";
+
+/// Nomad's `consul {}` settings the stand-in acts on.
+#[derive(Debug, Clone)]
+pub struct NomadConsul {
+    pub address: String,
+    pub auto_advertise: bool,
+    pub server_auto_join: bool,
+    pub client_auto_join: bool,
+    pub server_service_name: String,
+    pub client_service_name: String,
+}
+
+impl Default for NomadConsul {
+    fn default() -> Self {
+        NomadConsul {
+            address: DEFAULT_NOMAD_CONSUL_ADDRESS.to_string(),
+            auto_advertise: true,
+            server_auto_join: true,
+            client_auto_join: true,
+            server_service_name: "nomad".to_string(),
+            client_service_name: "nomad-client".to_string(),
+        }
+    }
 }
 
 /// Load and check every config source, then reduce it.
@@ -704,7 +731,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 leave_on_interrupt: !get_bool(v, "skip_leave_on_interrupt").unwrap_or(server),
                 enable_script_checks: get_bool(v, "enable_script_checks").unwrap_or(false),
                 log_level: get_str(v, "log_level").unwrap_or_else(|| "INFO".to_string()),
-                consul_address: None,
+                consul: NomadConsul::default(),
                 files,
             }
         }
@@ -751,7 +778,17 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 leave_on_interrupt: get_bool(v, "leave_on_interrupt").unwrap_or(false),
                 enable_script_checks: false,
                 log_level: get_str(v, "log_level").unwrap_or_else(|| "INFO".to_string()),
-                consul_address: get_str(v, "consul.address"),
+                consul: NomadConsul {
+                    address: get_str(v, "consul.address")
+                        .unwrap_or_else(|| DEFAULT_NOMAD_CONSUL_ADDRESS.to_string()),
+                    auto_advertise: get_bool(v, "consul.auto_advertise").unwrap_or(true),
+                    server_auto_join: get_bool(v, "consul.server_auto_join").unwrap_or(true),
+                    client_auto_join: get_bool(v, "consul.client_auto_join").unwrap_or(true),
+                    server_service_name: get_str(v, "consul.server_service_name")
+                        .unwrap_or_else(|| "nomad".to_string()),
+                    client_service_name: get_str(v, "consul.client_service_name")
+                        .unwrap_or_else(|| "nomad-client".to_string()),
+                },
                 files,
             }
         }

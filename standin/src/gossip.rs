@@ -43,6 +43,17 @@ pub async fn http_request(
     path: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
+    http_request_with(addr, method, path, body, EXCHANGE_TIMEOUT).await
+}
+
+/// [`http_request`] with a chosen timeout.
+pub async fn http_request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let fut = async {
         let mut s = TcpStream::connect(addr)
             .await
@@ -75,7 +86,7 @@ pub async fn http_request(
         };
         Ok((status, body))
     };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, fut)
+    tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("i/o timeout talking to {addr}"))?
 }

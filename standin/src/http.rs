@@ -227,6 +227,41 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
     if rpc_backed && !cfg.server && !shared.lock().knows_servers() {
         return text(500, NO_SERVERS);
     }
+    // Requests for another datacenter go over the WAN to one of its servers;
+    // a client hands them (and the datacenter list) to a server of its own.
+    let dc = query_param(&req, "dc").filter(|d| !d.is_empty() && *d != cfg.datacenter);
+    let forward_dc =
+        dc.is_some() && (path.starts_with("/v1/catalog/") || path.starts_with("/v1/health/"));
+    let forward_list = path == "/v1/catalog/datacenters" && !cfg.server;
+    if (forward_dc || forward_list) && method == Method::GET {
+        let target = {
+            let st = shared.lock();
+            if cfg.server {
+                st.wan
+                    .values()
+                    .find(|m| m.status == ALIVE && Some(&m.dc) == dc.as_ref())
+                    .map(|m| m.gossip.clone())
+            } else {
+                st.servers()
+                    .iter()
+                    .find(|m| m.status == ALIVE)
+                    .map(|m| m.gossip.clone())
+            }
+        };
+        let Some(target) = target else {
+            return text(500, "No path to datacenter");
+        };
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| path.to_string());
+        return match gossip::http_request(&target, "GET", &pq, "").await {
+            Ok((200, body)) => with_index(resp(200, Some(JSON), body)),
+            Ok((code, body)) => text(code, &body),
+            Err(e) => text(500, &e),
+        };
+    }
     match path {
         "/v1/status/leader" => {
             if let Some(r) = get_only(false) {
@@ -328,6 +363,7 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 let mut s = s.clone();
                 if let Some(o) = s.as_object_mut() {
                     o.remove("Checks");
+                    o.remove("Generation");
                     o.insert("Datacenter".into(), json!(cfg.datacenter));
                 }
                 out.insert(id, s);
@@ -343,6 +379,28 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 Err(e) => return text(400, &e.to_string()),
             };
             register_service(&shared, &body)
+        }
+        "/v1/agent/checks" => {
+            if let Some(r) = get_only(false) {
+                return r;
+            }
+            let st = shared.lock();
+            let mut out = Map::new();
+            for s in &st.me.services {
+                for c in s["Checks"].as_array().into_iter().flatten() {
+                    let id = c["CheckID"].as_str().unwrap_or_default().to_string();
+                    out.insert(
+                        id,
+                        json!({
+                            "Node": cfg.node_name, "CheckID": c["CheckID"], "Name": c["Name"],
+                            "Status": c["Status"], "Notes": c["Notes"], "Output": c["Output"],
+                            "ServiceID": s["ID"], "ServiceName": s["Service"],
+                            "ServiceTags": s["Tags"], "Type": c["Type"],
+                        }),
+                    );
+                }
+            }
+            json_resp(200, &Value::Object(out))
         }
         "/v1/catalog/datacenters" => {
             if let Some(r) = get_only(false) {
@@ -387,6 +445,21 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                     Err(e) => text(500, &e),
                 };
             }
+            if let Some(rest) = path.strip_prefix("/v1/agent/check/") {
+                if let Some((kind, id)) = rest.split_once('/') {
+                    if matches!(kind, "pass" | "warn" | "fail" | "update") {
+                        if let Some(r) = get_only(true) {
+                            return r;
+                        }
+                        let note = query_param(&req, "note");
+                        let body = match req.into_body().collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(e) => return text(400, &e.to_string()),
+                        };
+                        return update_check(&shared, kind, &percent_decode(id), note, &body);
+                    }
+                }
+            }
             if let Some(id) = path.strip_prefix("/v1/agent/service/deregister/") {
                 if let Some(r) = get_only(true) {
                     return r;
@@ -412,9 +485,10 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 if let Some(r) = get_only(false) {
                     return r;
                 }
+                let tag = query_param(&req, "tag");
                 return with_index(json_resp(
                     200,
-                    &catalog_service(&shared, &percent_decode(name)),
+                    &catalog_service(&shared, &percent_decode(name), tag.as_deref()),
                 ));
             }
             if let Some(name) = path.strip_prefix("/v1/health/service/") {
@@ -422,9 +496,10 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                     return r;
                 }
                 let passing = query_param(&req, "passing").is_some();
+                let tag = query_param(&req, "tag");
                 return with_index(json_resp(
                     200,
-                    &health_service(&shared, &percent_decode(name), passing),
+                    &health_service(&shared, &percent_decode(name), passing, tag.as_deref()),
                 ));
             }
             not_found()
@@ -446,7 +521,11 @@ fn with_index(mut r: Resp) -> Resp {
     r
 }
 
-fn register_service(shared: &Shared, body: &[u8]) -> Resp {
+/// Distinguishes successive registrations of one service ID (check runners
+/// of an older registration stop).
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn register_service(shared: &Arc<Shared>, body: &[u8]) -> Resp {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return text(400, "Request decode failed: invalid JSON");
     };
@@ -509,9 +588,13 @@ fn register_service(shared: &Shared, body: &[u8]) -> Resp {
                     .unwrap_or_else(|| format!("Service '{name}' check")),
                 "Status": field(c, "Status").and_then(Value::as_str).unwrap_or("critical"),
                 "Notes": field(c, "Notes").and_then(Value::as_str).unwrap_or(""),
+                "Output": "",
                 "Type": ty,
                 "HTTP": field(c, "HTTP").cloned().unwrap_or(Value::Null),
+                "Method": field(c, "Method").cloned().unwrap_or(Value::Null),
+                "TCP": field(c, "TCP").cloned().unwrap_or(Value::Null),
                 "Interval": field(c, "Interval").cloned().unwrap_or(Value::Null),
+                "Timeout": field(c, "Timeout").cloned().unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -526,13 +609,53 @@ fn register_service(shared: &Shared, body: &[u8]) -> Resp {
         "Weights": field(&v, "Weights").cloned().filter(Value::is_object)
             .unwrap_or(json!({"Passing": 1, "Warning": 1})),
         "Checks": norm_checks,
+        "Generation": GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     });
-    let mut st = shared.lock();
-    st.me
-        .services
-        .retain(|s| s["ID"].as_str() != Some(id.as_str()));
-    st.me.services.push(service);
-    st.me.incarnation += 1;
+    {
+        let mut st = shared.lock();
+        st.me
+            .services
+            .retain(|s| s["ID"].as_str() != Some(id.as_str()));
+        st.me.services.push(service.clone());
+        st.me.incarnation += 1;
+    }
+    crate::checks::start(shared, &service);
+    empty()
+}
+
+/// `PUT /v1/agent/check/{pass,warn,fail,update}/<id>` (TTL checks).
+fn update_check(shared: &Shared, kind: &str, id: &str, note: Option<String>, body: &[u8]) -> Resp {
+    let Some(sid) = crate::checks::find(shared, id) else {
+        return text(
+            404,
+            &format!(
+                "Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."
+            ),
+        );
+    };
+    let (status, output) = match kind {
+        "pass" => ("passing".to_string(), note.unwrap_or_default()),
+        "warn" => ("warning".to_string(), note.unwrap_or_default()),
+        "fail" => ("critical".to_string(), note.unwrap_or_default()),
+        _ => {
+            let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let status = field(&v, "Status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !matches!(status.as_str(), "passing" | "warning" | "critical") {
+                return text(400, &format!("Invalid check status: {status:?}"));
+            }
+            (
+                status,
+                field(&v, "Output")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        }
+    };
+    crate::checks::set_status(shared, &sid, None, id, &status, &output);
     empty()
 }
 
@@ -555,11 +678,19 @@ fn tagged(m: &Member) -> Value {
     json!({"lan": m.addr, "lan_ipv4": m.addr, "wan": m.addr, "wan_ipv4": m.addr})
 }
 
-fn catalog_service(shared: &Shared, name: &str) -> Value {
+fn has_tag(s: &Value, tag: Option<&str>) -> bool {
+    tag.is_none_or(|t| {
+        s["Tags"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(t)))
+    })
+}
+
+fn catalog_service(shared: &Shared, name: &str, tag: Option<&str>) -> Value {
     let mut out = Vec::new();
     for m in dc_agents(shared) {
         for s in &m.services {
-            if s["Service"].as_str() != Some(name) {
+            if s["Service"].as_str() != Some(name) || !has_tag(s, tag) {
                 continue;
             }
             let addr = s["Address"].as_str().unwrap_or("");
@@ -579,11 +710,11 @@ fn catalog_service(shared: &Shared, name: &str) -> Value {
     Value::Array(out)
 }
 
-fn health_service(shared: &Shared, name: &str, passing_only: bool) -> Value {
+fn health_service(shared: &Shared, name: &str, passing_only: bool, tag: Option<&str>) -> Value {
     let mut out = Vec::new();
     for m in dc_agents(shared) {
         for s in &m.services {
-            if s["Service"].as_str() != Some(name) {
+            if s["Service"].as_str() != Some(name) || !has_tag(s, tag) {
                 continue;
             }
             let serf_status = if m.status == ALIVE {
@@ -601,7 +732,7 @@ fn health_service(shared: &Shared, name: &str, passing_only: bool) -> Value {
             for c in s["Checks"].as_array().into_iter().flatten() {
                 checks.push(json!({
                     "Node": m.node, "CheckID": c["CheckID"], "Name": c["Name"],
-                    "Status": c["Status"], "Notes": c["Notes"], "Output": "",
+                    "Status": c["Status"], "Notes": c["Notes"], "Output": c["Output"],
                     "ServiceID": s["ID"], "ServiceName": s["Service"], "ServiceTags": s["Tags"],
                     "Type": c["Type"], "Definition": {}, "CreateIndex": 10, "ModifyIndex": 10,
                 }));
@@ -719,12 +850,13 @@ fn nomad_member_json(m: &Member) -> Value {
     })
 }
 
-fn nomad_health(shared: &Shared) -> (bool, Value) {
+/// `/v1/agent/health`, optionally only for `?type=client|server`.
+fn nomad_health(shared: &Shared, only: Option<&str>) -> (bool, Value) {
     let cfg = shared.cfg();
     let mut st = shared.lock();
     let mut body = Map::new();
     let mut ok_all = true;
-    if cfg.client {
+    if cfg.client && only != Some("server") {
         let known = st.knows_servers() || cfg.server;
         ok_all &= known;
         body.insert(
@@ -732,7 +864,7 @@ fn nomad_health(shared: &Shared) -> (bool, Value) {
             json!({"ok": known, "message": if known { "ok" } else { "no known servers" }}),
         );
     }
-    if cfg.server {
+    if cfg.server && only != Some("client") {
         let leader = st.leader().is_some();
         ok_all &= leader;
         body.insert(
@@ -749,7 +881,7 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
     let is_get = method == Method::GET;
     match path {
         "/v1/agent/health" => {
-            let (ok, body) = nomad_health(&shared);
+            let (ok, body) = nomad_health(&shared, query_param(&req, "type").as_deref());
             if ok {
                 json_resp(200, &body)
             } else {
@@ -786,7 +918,7 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
                         },
                         "BindAddr": cfg.bind_ip,
                         "Client": {"Enabled": cfg.client, "Servers": if cfg.client { json!(cfg.retry_join) } else { Value::Null }},
-                        "Consuls": [{"Name": "default", "Addr": cfg.consul_address.clone().unwrap_or_else(|| "localhost:8500".into())}],
+                        "Consuls": [{"Name": "default", "Addr": cfg.consul.address}],
                         "DataDir": "", "Datacenter": cfg.datacenter, "DevMode": false,
                         "DisableAnonymousSignature": false, "DisableUpdateCheck": false,
                         "EnableDebug": false, "EnableSyslog": false,

@@ -10,7 +10,9 @@
 //! See `README.md` beside this crate for the whole env/CLI contract.
 
 mod agent;
+mod checks;
 mod config;
+mod consul_link;
 mod events;
 mod gossip;
 mod hcl;

@@ -141,11 +141,12 @@ fn consul_register_refuses_script_check_of_the_doc_sample() {
 fn consul_registered_service_is_in_catalog_and_health_with_sample_shapes() {
     let s = consul_server();
     wait_leader(&s);
-    let r = s.put(
-        "/v1/agent/service/register",
-        r#"{"ID": "web1", "Name": "web", "Tags": ["prod"], "Address": "127.0.0.1", "Port": 5000,
-            "Meta": {"a": "b"}, "Check": {"HTTP": "http://127.0.0.1:5000/health", "Interval": "10s", "Status": "passing"}}"#,
+    let payload = format!(
+        r#"{{"ID": "web1", "Name": "web", "Tags": ["prod"], "Address": "127.0.0.1", "Port": 5000,
+            "Meta": {{"a": "b"}}, "Check": {{"HTTP": "{}/v1/agent/self", "Interval": "100ms"}}}}"#,
+        s.url()
     );
+    let r = s.put("/v1/agent/service/register", &payload);
     assert_eq!((r.status, r.body.as_str()), (200, ""));
     assert_eq!(r.header("content-type"), None);
     let cat = s.get("/v1/catalog/service/web");
@@ -154,7 +155,11 @@ fn consul_registered_service_is_in_catalog_and_health_with_sample_shapes() {
     assert_shape("consul", "catalog_service", &cat);
     assert_eq!(cat[0]["ServiceID"], "web1");
     assert_eq!(cat[0]["Node"], "ams2-server-01");
-    let health = s.get("/v1/health/service/web?passing").json();
+    let health = wait_for(DEADLINE, || {
+        let v = s.get("/v1/health/service/web?passing").json();
+        (v.as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+    })
+    .expect("service passes its check");
     assert_shape("consul", "health_service", &health);
     let checks: Vec<&str> = health[0]["Checks"]
         .as_array()
@@ -313,4 +318,85 @@ fn nomad_client_registers_with_server_and_shows_in_nodes() {
 fn unknown_paths_are_404() {
     let s = consul_server();
     assert_eq!(s.get("/v1/nope").status, 404);
+}
+
+#[test]
+fn consul_http_and_tcp_checks_are_run() {
+    let s = consul_server();
+    wait_leader(&s);
+    let dead = crate::support::free_port();
+    let body = format!(
+        r#"{{"Name": "web", "Port": 1, "Checks": [
+            {{"CheckID": "ok", "HTTP": "{}/v1/agent/self", "Interval": "100ms"}},
+            {{"CheckID": "down", "HTTP": "http://127.0.0.1:{dead}/", "Interval": "100ms"}},
+            {{"CheckID": "tcp", "TCP": "{}", "Interval": "100ms"}}]}}"#,
+        s.url(),
+        s.addr()
+    );
+    assert_eq!(s.put("/v1/agent/service/register", &body).status, 200);
+    let checks = wait_for(DEADLINE, || {
+        let v = s.get("/v1/agent/checks").json();
+        (v["ok"]["Status"] == "passing" && v["tcp"]["Status"] == "passing").then_some(v)
+    })
+    .expect("checks pass");
+    assert_eq!(checks["down"]["Status"], "critical");
+    assert!(checks["ok"]["Output"].as_str().unwrap().contains("200"));
+    // ?passing drops the instance because one check is critical
+    assert_eq!(s.get("/v1/health/service/web?passing").json(), json!([]));
+    assert_eq!(
+        s.get("/v1/health/service/web")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn consul_ttl_check_follows_pass_and_fail() {
+    let s = consul_server();
+    wait_leader(&s);
+    let body = r#"{"Name": "job", "Check": {"CheckID": "job-ttl", "TTL": "30s"}}"#;
+    assert_eq!(s.put("/v1/agent/service/register", body).status, 200);
+    assert_eq!(
+        s.get("/v1/agent/checks").json()["job-ttl"]["Status"],
+        "critical"
+    );
+    assert_eq!(
+        s.put("/v1/agent/check/pass/job-ttl?note=fine", "").status,
+        200
+    );
+    let c = s.get("/v1/agent/checks").json();
+    assert_eq!(
+        (
+            c["job-ttl"]["Status"].as_str(),
+            c["job-ttl"]["Output"].as_str()
+        ),
+        (Some("passing"), Some("fine"))
+    );
+    assert_eq!(s.put("/v1/agent/check/fail/job-ttl", "").status, 200);
+    assert_eq!(
+        s.get("/v1/agent/checks").json()["job-ttl"]["Status"],
+        "critical"
+    );
+    assert_eq!(s.put("/v1/agent/check/pass/nope", "").status, 404);
+    assert_eq!(s.get("/v1/agent/check/pass/job-ttl").status, 405);
+}
+
+#[test]
+fn consul_catalog_filters_by_tag() {
+    let s = consul_server();
+    wait_leader(&s);
+    s.put(
+        "/v1/agent/service/register",
+        r#"{"ID": "a", "Name": "n", "Tags": ["rpc"], "Port": 1}"#,
+    );
+    s.put(
+        "/v1/agent/service/register",
+        r#"{"ID": "b", "Name": "n", "Tags": ["serf"], "Port": 2}"#,
+    );
+    let v = s.get("/v1/catalog/service/n?tag=serf").json();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["ServiceID"], "b");
 }

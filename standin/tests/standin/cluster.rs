@@ -203,3 +203,72 @@ fn three_nomad_servers_elect_the_lowest_name_once_bootstrap_expect_is_met() {
         );
     }
 }
+
+/// The reference scenario's shape: one Consul server per DC joined over the
+/// WAN, three Nomad servers (two in ams2, one in lon1) and a client finding
+/// each other only through Consul (no join addresses in their configs).
+#[test]
+fn nomad_agents_find_each_other_through_consul_across_datacenters() {
+    let ams = StandIn::consul()
+        .server(1)
+        .node_name("ams2-server-01")
+        .datacenter("ams2")
+        .start();
+    let lon = StandIn::consul()
+        .server(1)
+        .node_name("lon1-server-01")
+        .datacenter("lon1")
+        .set("retry_join_wan", json!([ams.wan_join_addr()]))
+        .start();
+    wait_members(
+        &ams,
+        "/v1/agent/members?wan=1",
+        &["ams2-server-01.ams2", "lon1-server-01.lon1"],
+    );
+    let nomad = |name: &str, dc: &str, consul: &StandIn| {
+        StandIn::nomad()
+            .server(3)
+            .region("eu")
+            .datacenter(dc)
+            .node_name(name)
+            .consul(&consul.addr())
+            .start()
+    };
+    let s1 = nomad("ams2-server-01", "ams2", &ams);
+    let s3 = nomad("ams2-server-03", "ams2", &ams);
+    let l1 = nomad("lon1-server-01", "lon1", &lon);
+    let client = StandIn::nomad()
+        .client()
+        .region("eu")
+        .datacenter("ams2")
+        .node_name("ams2-client-01")
+        .consul(&ams.addr())
+        .start();
+    let want = [
+        "ams2-server-01.eu",
+        "ams2-server-03.eu",
+        "lon1-server-01.eu",
+    ];
+    for s in [&s1, &s3, &l1] {
+        wait_members(s, "/v1/agent/members", &want);
+    }
+    let leader = wait_for(DEADLINE, || {
+        let r = client.get("/v1/status/leader");
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(leader, Some(json!(s1.rpc_addr())));
+    // Nomad registered itself in Consul: 3 tags per server, http per client.
+    let serf = ams.get("/v1/catalog/service/nomad?tag=serf").json();
+    assert_eq!(serf.as_array().unwrap().len(), 2, "{serf}");
+    let clients = wait_for(DEADLINE, || {
+        let v = ams.get("/v1/catalog/service/nomad-client").json();
+        (v.as_array().map(Vec::len) == Some(1)).then_some(v)
+    });
+    assert!(clients.is_some());
+    let nodes = wait_for(DEADLINE, || {
+        let v = l1.get("/v1/nodes").json();
+        (v.as_array().map(Vec::len) == Some(1)).then_some(v)
+    })
+    .expect("the client's node reaches every server");
+    assert_eq!(nodes[0]["Name"], "ams2-client-01");
+}

@@ -193,6 +193,8 @@ pub struct StandInBuilder {
     env: Vec<(String, String)>,
     wait_http: bool,
     bin: Option<PathBuf>,
+    /// Nomad: Consul HTTP address (None: Consul integration switched off).
+    consul: Option<String>,
 }
 
 /// A running stand-in; killed (SIGKILL) and reaped on drop.
@@ -240,6 +242,7 @@ impl StandInBuilder {
             env: Vec::new(),
             wait_http: true,
             bin: None,
+            consul: None,
         }
     }
 
@@ -303,6 +306,14 @@ impl StandInBuilder {
         self
     }
 
+    /// Nomad: use the Consul agent at `addr` (auto_advertise, server and
+    /// client auto-join on). Without it the builder switches them off, so
+    /// that a test's Nomad stand-in never talks to a stray `localhost:8500`.
+    pub fn consul(mut self, addr: &str) -> Self {
+        self.consul = Some(addr.into());
+        self
+    }
+
     /// Do not wait for HTTP (for instances expected to fail at start).
     pub fn no_wait(mut self) -> Self {
         self.wait_http = false;
@@ -357,6 +368,12 @@ impl StandInBuilder {
                 }
                 if self.client {
                     hcl.push_str("client {\n  enabled = true\n}\n");
+                }
+                match &self.consul {
+                    Some(addr) => hcl.push_str(&format!("consul {{\n  address = \"{addr}\"\n}}\n")),
+                    None => hcl.push_str(
+                        "consul {\n  auto_advertise = false\n  server_auto_join = false\n  client_auto_join = false\n}\n",
+                    ),
                 }
                 hcl.push_str(&self.extra_hcl);
                 std::fs::write(cfg_dir.join("00-standin.hcl"), hcl).expect("write config");
