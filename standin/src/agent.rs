@@ -68,7 +68,11 @@ impl Shared {
     pub fn reload(&self) -> Result<(), String> {
         log("==> Reloading configuration...");
         if self.product == Product::Nomad {
-            notify("RELOADING=1");
+            // sd_notify RELOADING=1 with MONOTONIC_USEC, as Nomad sends it.
+            let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+                .map(|t| t.tv_sec() as i128 * 1_000_000 + t.tv_nsec() as i128 / 1_000)
+                .unwrap_or(0);
+            notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
         }
         let res = match config::load(self.product, &self.sources) {
             Ok(new) => {
@@ -178,6 +182,17 @@ pub fn main(product: Product, args: &[String]) -> u8 {
             exit(1);
         }
     };
+    if cfg.data_dir.is_empty() {
+        // consul: "data_dir cannot be empty"; nomad: "Must specify data directory".
+        match product {
+            Product::Consul => eprintln!("==> data_dir cannot be empty"),
+            Product::Nomad => eprintln!("==> Must specify data directory"),
+        }
+        exit(1);
+    }
+    if product == Product::Consul && cfg.server && cfg.bootstrap_expect == 1 {
+        log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
+    }
     if let Some(code) = env_u64("STANDIN_EXIT_AT_START") {
         log(&format!(
             "==> stand-in: exiting with {code} at start (STANDIN_EXIT_AT_START)"

@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub leave_on_interrupt: bool,
     pub enable_script_checks: bool,
     pub log_level: String,
+    /// `data_dir` ("" when unset; `agent` refuses that like the real ones).
+    pub data_dir: String,
     /// Nomad `consul {}` block (agent-facts §5 defaults).
     pub consul: NomadConsul,
     /// Files read, in merge order.
@@ -731,6 +733,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 leave_on_interrupt: !get_bool(v, "skip_leave_on_interrupt").unwrap_or(server),
                 enable_script_checks: get_bool(v, "enable_script_checks").unwrap_or(false),
                 log_level: get_str(v, "log_level").unwrap_or_else(|| "INFO".to_string()),
+                data_dir: get_str(v, "data_dir").unwrap_or_default(),
                 consul: NomadConsul::default(),
                 files,
             }
@@ -778,6 +781,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 leave_on_interrupt: get_bool(v, "leave_on_interrupt").unwrap_or(false),
                 enable_script_checks: false,
                 log_level: get_str(v, "log_level").unwrap_or_else(|| "INFO".to_string()),
+                data_dir: get_str(v, "data_dir").unwrap_or_default(),
                 consul: NomadConsul {
                     address: get_str(v, "consul.address")
                         .unwrap_or_else(|| DEFAULT_NOMAD_CONSUL_ADDRESS.to_string()),

@@ -244,3 +244,71 @@ fn unknown_agent_flag_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn agent_without_data_dir_is_refused() {
+    let d = config_dir(&[("a.json", r#"{"server": true}"#)]);
+    let (code, _, err) = run(
+        "consul",
+        &["agent", &format!("-config-dir={}", d.path().display())],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("data_dir cannot be empty"), "{err}");
+    let d = config_dir(&[("a.hcl", "server { enabled = true }\n")]);
+    let (code, _, err) = run(
+        "nomad",
+        &["agent", "-config", d.path().to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("Must specify data directory"), "{err}");
+}
+
+#[test]
+fn consul_config_file_with_unknown_extension_is_refused() {
+    let d = config_dir(&[("a.conf", "{}")]);
+    let f = d.path().join("a.conf");
+    let (code, _, err) = run("consul", &["validate", f.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has unknown extension"), "{err}");
+}
+
+#[test]
+fn consul_files_merge_in_name_order_with_lists_appended() {
+    let s = crate::support::StandIn::consul()
+        .client()
+        .file(
+            "20-b.json",
+            r#"{"retry_join": ["127.0.0.1:1"], "log_level": "WARN"}"#,
+        )
+        .file(
+            "10-a.json",
+            r#"{"retry_join": ["127.0.0.1:2"], "log_level": "DEBUG"}"#,
+        )
+        .start();
+    let dc = &s.get("/v1/agent/self").json()["DebugConfig"];
+    assert_eq!(
+        dc["RetryJoinLAN"],
+        serde_json::json!(["127.0.0.1:2", "127.0.0.1:1"])
+    );
+    assert_eq!(dc["LogLevel"], "WARN");
+}
+
+#[test]
+fn nomad_skips_editor_files_and_subdirectories() {
+    let d = config_dir(&[
+        ("a.hcl", "server { enabled = true }\n"),
+        ("a.hcl~", "bogus = 1\n"),
+        (".#a.hcl", "bogus = 1\n"),
+    ]);
+    std::fs::create_dir(d.path().join("sub.hcl")).unwrap();
+    std::fs::write(d.path().join("sub.hcl/x.hcl"), "bogus = 1\n").unwrap();
+    let (code, out, err) = run(
+        "nomad",
+        &["config", "validate", d.path().to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "Configuration is valid!");
+}
