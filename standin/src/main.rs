@@ -54,8 +54,8 @@ impl Product {
     }
 }
 
-/// Default versions when neither `STANDIN_VERSION` at run time nor at build
-/// time is set.
+/// Default versions when no version is set (run-time `STANDIN_VERSION`, then
+/// the patched version slot, then `STANDIN_VERSION` at build time).
 const DEFAULT_CONSUL_VERSION: &str = "1.20.1";
 const DEFAULT_NOMAD_VERSION: &str = "1.9.3";
 /// Revision and build date printed by `version` (the stand-in has no real ones).
@@ -73,12 +73,45 @@ pub struct VersionInfo {
     pub build_date: String,
 }
 
+/// Marker of the patchable version slot. A release mirror can stamp a version
+/// into a copy of the binary by writing it (NUL-padded) right after this
+/// marker, without rebuilding: see `patch_version` in
+/// `tests/it/support/standin.rs`.
+pub const VERSION_SLOT_MARKER: &[u8; 21] = b"STANDIN_VERSION_SLOT:";
+/// Total size of the slot, marker included.
+const VERSION_SLOT_LEN: usize = 64;
+
+const fn version_slot() -> [u8; VERSION_SLOT_LEN] {
+    let mut slot = [0u8; VERSION_SLOT_LEN];
+    let mut i = 0;
+    while i < VERSION_SLOT_MARKER.len() {
+        slot[i] = VERSION_SLOT_MARKER[i];
+        i += 1;
+    }
+    slot
+}
+
+/// The slot itself; kept in the binary and read through `black_box` so the
+/// compiler cannot fold the (unpatched) contents.
+#[used]
+static VERSION_SLOT: [u8; VERSION_SLOT_LEN] = version_slot();
+
+/// Version stamped into the slot, if any.
+fn slot_version() -> Option<String> {
+    let slot: &[u8; VERSION_SLOT_LEN] = std::hint::black_box(&VERSION_SLOT);
+    let rest = &slot[VERSION_SLOT_MARKER.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    let v = std::str::from_utf8(&rest[..end]).ok()?.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
 impl VersionInfo {
     fn for_product(p: Product) -> VersionInfo {
         let baked = option_env!("STANDIN_VERSION");
         let full = std::env::var("STANDIN_VERSION")
             .ok()
             .filter(|v| !v.is_empty())
+            .or_else(slot_version)
             .or_else(|| baked.filter(|v| !v.is_empty()).map(str::to_string))
             .unwrap_or_else(|| {
                 match p {

@@ -312,3 +312,26 @@ fn nomad_skips_editor_files_and_subdirectories() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "Configuration is valid!");
 }
+
+#[test]
+fn patched_copy_reports_the_stamped_version() {
+    let d = tempfile::tempdir().unwrap();
+    for (product, version, want) in [
+        ("consul", "1.19.2", "Consul v1.19.2"),
+        ("nomad", "1.8.4+ent", "Nomad v1.8.4+ent"),
+    ] {
+        let path = d.path().join(product);
+        std::fs::write(&path, crate::support::standin_bytes_with_version(version)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = Command::new(&path)
+            .arg("version")
+            .env_remove("STANDIN_VERSION")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().next(),
+            Some(want)
+        );
+    }
+}

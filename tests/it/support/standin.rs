@@ -46,6 +46,46 @@ pub fn install_as(dir: &Path, product: &str) -> PathBuf {
     dest
 }
 
+/// Marker of the stand-in's patchable version slot (see `standin/src/main.rs`).
+pub const VERSION_SLOT_MARKER: &[u8] = b"STANDIN_VERSION_SLOT:";
+/// Size of the slot, marker included.
+pub const VERSION_SLOT_LEN: usize = 64;
+
+/// Stamp `version` into a copy of the stand-in binary's bytes, so that the
+/// copy reports it (`consul version`, `/v1/agent/self`) without a rebuild and
+/// without env vars. Run-time `STANDIN_VERSION` still wins over the stamp.
+pub fn patch_version(bin: &mut [u8], version: &str) {
+    let room = VERSION_SLOT_LEN - VERSION_SLOT_MARKER.len();
+    assert!(
+        !version.is_empty() && version.len() < room,
+        "version {version:?} does not fit the stand-in's slot ({} bytes)",
+        room - 1
+    );
+    let hits: Vec<usize> = bin
+        .windows(VERSION_SLOT_MARKER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == VERSION_SLOT_MARKER)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "the stand-in binary must hold exactly one version slot"
+    );
+    let at = hits[0];
+    let start = at + VERSION_SLOT_MARKER.len();
+    let slot = &mut bin[start..start + room];
+    slot.fill(0);
+    slot[..version.len()].copy_from_slice(version.as_bytes());
+}
+
+/// The stand-in's bytes with `version` stamped in (for release mirrors).
+pub fn standin_bytes_with_version(version: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(standin_bin()).expect("read stand-in binary");
+    patch_version(&mut bytes, version);
+    bytes
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
