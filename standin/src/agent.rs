@@ -353,7 +353,7 @@ async fn run(
             }
         }
     }
-    let http_addr = format!("{}:{}", cfg.http_ip, cfg.http_port);
+    let http_addr = crate::state::host_port(&cfg.http_ip, cfg.http_port);
     let listener = match TcpListener::bind(&http_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -385,7 +385,7 @@ async fn run(
         if port == 0 || port == cfg.http_port {
             continue;
         }
-        let addr = format!("{}:{port}", cfg.bind_ip);
+        let addr = crate::state::host_port(&cfg.bind_ip, port);
         match TcpListener::bind(&addr).await {
             Ok(l) => crate::http::serve(shared.clone(), l),
             Err(e) => log(&format!(

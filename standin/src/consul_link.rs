@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::agent::Shared;
 use crate::events::log;
 use crate::gossip::{self, http_request};
-use crate::state::{ALIVE, Pool, is_wildcard};
+use crate::state::{ALIVE, Pool, host_port, is_wildcard};
 
 /// Default period of the Consul sync loop (`STANDIN_RETRY_INTERVAL_MS`).
 const DEFAULT_PERIOD_MS: u64 = 300;
@@ -37,19 +37,19 @@ fn services(shared: &Shared) -> Vec<Value> {
             "ID": format!("_nomad-server-{id}-http"), "Name": name, "Tags": ["http"],
             "Address": ip, "Port": cfg.http_port,
             "Check": {"Name": "Nomad Server HTTP Check", "Interval": "10s", "Timeout": "3s",
-                      "HTTP": format!("http://{ip}:{}/v1/agent/health?type=server", cfg.http_port)},
+                      "HTTP": format!("http://{}/v1/agent/health?type=server", host_port(&ip, cfg.http_port))},
         }));
         out.push(json!({
             "ID": format!("_nomad-server-{id}-rpc"), "Name": name, "Tags": ["rpc"],
             "Address": cfg.advertise_ip, "Port": cfg.rpc_port,
             "Check": {"Name": "Nomad Server RPC Check", "Interval": "10s", "Timeout": "3s",
-                      "TCP": format!("{}:{}", cfg.advertise_ip, cfg.rpc_port)},
+                      "TCP": host_port(&cfg.advertise_ip, cfg.rpc_port)},
         }));
         out.push(json!({
             "ID": format!("_nomad-server-{id}-serf"), "Name": name, "Tags": ["serf"],
             "Address": cfg.advertise_ip, "Port": cfg.serf_port,
             "Check": {"Name": "Nomad Server Serf Check", "Interval": "10s", "Timeout": "3s",
-                      "TCP": format!("{}:{}", cfg.advertise_ip, cfg.serf_port)},
+                      "TCP": host_port(&cfg.advertise_ip, cfg.serf_port)},
         }));
     }
     if cfg.client {
@@ -57,7 +57,7 @@ fn services(shared: &Shared) -> Vec<Value> {
             "ID": format!("_nomad-client-{id}-http"), "Name": cfg.consul.client_service_name,
             "Tags": ["http"], "Address": ip, "Port": cfg.http_port,
             "Check": {"Name": "Nomad Client HTTP Check", "Interval": "10s", "Timeout": "3s",
-                      "HTTP": format!("http://{ip}:{}/v1/agent/health?type=client", cfg.http_port)},
+                      "HTTP": format!("http://{}/v1/agent/health?type=client", host_port(&ip, cfg.http_port))},
         }));
     }
     out
@@ -117,8 +117,11 @@ async fn discover(consul: &str, name: &str, tag: &str) -> Result<Vec<String>, St
                 .filter(|a| !a.is_empty())
                 .or(e["Address"].as_str())
                 .unwrap_or("");
-            if let Some(port) = e["ServicePort"].as_u64() {
-                out.push(format!("{addr}:{port}"));
+            if let Some(port) = e["ServicePort"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+            {
+                out.push(host_port(addr, port));
             }
         }
     }
@@ -197,15 +200,10 @@ async fn join_found(shared: &Arc<Shared>, consul: &str, name: &str, tag: &str, p
             .lan
             .values()
             .filter(|m| m.status == ALIVE)
-            .flat_map(|m| {
-                [
-                    format!("{}:{}", m.addr, m.port),
-                    format!("{}:{}", m.addr, m.rpc_port),
-                ]
-            })
+            .flat_map(|m| [host_port(&m.addr, m.port), host_port(&m.addr, m.rpc_port)])
             .collect();
-        k.push(format!("{}:{}", st.me.addr, st.me.port));
-        k.push(format!("{}:{}", st.me.addr, st.me.rpc_port));
+        k.push(host_port(&st.me.addr, st.me.port));
+        k.push(host_port(&st.me.addr, st.me.rpc_port));
         k
     };
     for a in addrs.into_iter().filter(|a| !known.contains(a)) {

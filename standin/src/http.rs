@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::Product;
 use crate::agent::Shared;
 use crate::gossip;
-use crate::state::{ALIVE, FAILED, LEAVING, LEFT, Member, Pool, now_ms};
+use crate::state::{ALIVE, FAILED, LEAVING, LEFT, Member, Pool, host_port, now_ms};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -912,9 +912,9 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
                     "config": {
                         "Addresses": {"HTTP": cfg.http_ip, "RPC": ip(""), "Serf": cfg.bind_ip},
                         "AdvertiseAddrs": {
-                            "HTTP": format!("{}:{}", cfg.advertise_ip, cfg.http_port),
-                            "RPC": format!("{}:{}", cfg.advertise_ip, cfg.rpc_port),
-                            "Serf": format!("{}:{}", cfg.advertise_ip, cfg.serf_port),
+                            "HTTP": host_port(&cfg.advertise_ip, cfg.http_port),
+                            "RPC": host_port(&cfg.advertise_ip, cfg.rpc_port),
+                            "Serf": host_port(&cfg.advertise_ip, cfg.serf_port),
                         },
                         "BindAddr": cfg.bind_ip,
                         "Client": {"Enabled": cfg.client, "Servers": if cfg.client { json!(cfg.retry_join) } else { Value::Null }},

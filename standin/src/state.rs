@@ -111,7 +111,7 @@ impl Member {
     }
 
     pub fn rpc_addr(&self) -> String {
-        format!("{}:{}", self.addr, self.rpc_port)
+        host_port(&self.addr, self.rpc_port)
     }
 }
 
@@ -220,7 +220,7 @@ impl State {
             expect: cfg.bootstrap_expect,
             status: ALIVE,
             incarnation: now_ms(),
-            gossip: format!("{gossip_ip}:{}", cfg.http_port),
+            gossip: host_port(&gossip_ip, cfg.http_port),
             version: version.to_string(),
             services: Vec::new(),
         };
@@ -397,6 +397,15 @@ impl State {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+pub fn host_port(ip: &str, port: u16) -> String {
+    if ip.contains(':') && !ip.starts_with('[') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     }
 }
 
