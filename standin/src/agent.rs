@@ -175,10 +175,7 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     let cfg = match config::load(product, &sources) {
         Ok(c) => c,
         Err(e) => {
-            match product {
-                Product::Consul => eprintln!("==> {e}"),
-                Product::Nomad => eprintln!("==> Error loading configuration: {e}"),
-            }
+            eprintln!("==> {e}");
             exit(1);
         }
     };

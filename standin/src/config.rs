@@ -103,9 +103,18 @@ pub fn load(product: Product, sources: &[PathBuf]) -> Result<AgentConfig, Config
     let mut merged = Value::Object(Map::new());
     let mut files = Vec::new();
     for src in sources {
-        for file in expand(product, src)? {
-            let v = read_file(product, &file)?;
-            check_keys(product, &file, &v)?;
+        // Nomad names the -config argument that failed (LoadConfig caller).
+        let wrap = |e: ConfigError| match product {
+            Product::Consul => e,
+            Product::Nomad => ConfigError(format!(
+                "Error loading configuration from {}: {}",
+                src.display(),
+                e.0
+            )),
+        };
+        for file in expand(product, src).map_err(wrap)? {
+            let v = read_file(product, &file).map_err(wrap)?;
+            check_keys(product, &file, &v).map_err(wrap)?;
             merge(product, &mut merged, v, "");
             files.push(file);
         }

@@ -289,7 +289,9 @@ fn validate(product: Product, paths: &[String]) -> u8 {
         Err(e) => {
             match product {
                 Product::Consul => eprintln!("Config validation failed: {e}"),
-                Product::Nomad => eprintln!("Error loading configuration: {e}"),
+                Product::Nomad if e.0.starts_with("Error loading") => eprintln!("{e}"),
+                // nomad:command/config_validate.go after IsValidConfig fails.
+                Product::Nomad => eprintln!("{e}\nConfiguration is invalid"),
             }
             1
         }

@@ -210,6 +210,13 @@ fn nomad_refuses_unknown_key_and_wrong_type() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("unexpected keys bogus"), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "Error loading configuration from {}: ",
+            d.path().display()
+        )),
+        "{err}"
+    );
     let d = config_dir(&[("a.hcl", "server { enabled = \"yes\" }\n")]);
     let (code, _, err) = run(
         "nomad",
