@@ -384,7 +384,19 @@ async fn run(
         }
         let addr = crate::state::host_port(&cfg.bind_ip, port);
         match TcpListener::bind(&addr).await {
-            Ok(l) => crate::http::serve(shared.clone(), l),
+            Ok(l) => {
+                crate::http::serve(shared.clone(), l);
+                if port == cfg.serf_port {
+                    // Peers push to the serf address, reachable like the real
+                    // agent's serf port even when HTTP is on loopback.
+                    let ip = if crate::state::is_wildcard(&cfg.bind_ip) {
+                        &cfg.advertise_ip
+                    } else {
+                        &cfg.bind_ip
+                    };
+                    shared.lock().me.gossip = crate::state::host_port(ip, port);
+                }
+            }
             Err(e) => log(&format!(
                 "    [WARN] stand-in: gossip listener {addr} not started: {e}"
             )),

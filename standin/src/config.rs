@@ -713,8 +713,8 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
             let http_ip = get_str(v, "addresses.http")
                 .map(|s| first_addr(&s))
                 .unwrap_or(client_addr);
-            let advertise_ip = get_str(v, "advertise_addr")
-                .unwrap_or_else(|| pick_concrete(&[bind_ip.as_str(), http_ip.as_str()]));
+            let advertise_ip =
+                get_str(v, "advertise_addr").unwrap_or_else(|| default_advertise(&bind_ip));
             let bootstrap_expect = if get_bool(v, "bootstrap").unwrap_or(false) {
                 1
             } else {
@@ -756,7 +756,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
             let advertise_ip = get_str(v, "advertise.serf")
                 .or_else(|| get_str(v, "advertise.rpc"))
                 .map(|a| a.split(':').next().unwrap_or("").to_string())
-                .unwrap_or_else(|| pick_concrete(&[serf_ip.as_str(), http_ip.as_str()]));
+                .unwrap_or_else(|| default_advertise(&serf_ip));
             let mut client_servers = get_list(v, "client.servers");
             client_servers.extend(get_list(v, "client.server_join.retry_join"));
             let mut join = Vec::new();
@@ -814,13 +814,31 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
     Ok(cfg)
 }
 
-/// The first address that is not a wildcard, else loopback.
-fn pick_concrete(candidates: &[&str]) -> String {
-    candidates
-        .iter()
-        .find(|a| !a.is_empty() && **a != "0.0.0.0" && **a != "::" && **a != "[::]")
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "127.0.0.1".to_string())
+/// The advertised address when none is configured: the bind address, or
+/// for a wildcard bind the host's private IPv4 address (Consul's and Nomad's
+/// `GetPrivateIP` default), else loopback.
+fn default_advertise(bind: &str) -> String {
+    if !crate::state::is_wildcard(bind) {
+        return bind.to_string();
+    }
+    private_ipv4().unwrap_or_else(|| "127.0.0.1".to_string())
+}
+
+/// First private (RFC 1918 or shared 100.64/10) IPv4 address of an interface.
+fn private_ipv4() -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(sin) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()) else {
+            continue;
+        };
+        let ip = sin.ip();
+        let o = ip.octets();
+        let shared = o[0] == 100 && (64..128).contains(&o[1]);
+        if !ip.is_loopback() && (ip.is_private() || shared) {
+            return Some(ip.to_string());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

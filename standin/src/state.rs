@@ -65,7 +65,7 @@ pub struct Member {
     pub status: u8,
     /// Owner-set version: start time in ms, bumped on every change.
     pub incarnation: u64,
-    /// `ip:port` of the member's HTTP listener (where gossip is pushed).
+    /// `ip:port` where gossip is pushed: the serf listener, else HTTP.
     pub gossip: String,
     pub version: String,
     /// Consul services registered on that agent (normalised JSON).
