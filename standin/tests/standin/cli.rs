@@ -327,10 +327,7 @@ fn patched_copy_reports_the_stamped_version() {
         ("consul", "1.19.2", "Consul v1.19.2"),
         ("nomad", "1.8.4+ent", "Nomad v1.8.4+ent"),
     ] {
-        let path = d.path().join(product);
-        std::fs::write(&path, crate::support::standin_bytes_with_version(version)).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = crate::support::install_copy_as(d.path(), product, Some(version));
         let out = Command::new(&path)
             .arg("version")
             .env_remove("STANDIN_VERSION")
@@ -339,6 +336,16 @@ fn patched_copy_reports_the_stamped_version() {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).lines().next(),
             Some(want)
+        );
+        // run-time STANDIN_VERSION still wins over the stamp
+        let out = Command::new(&path)
+            .arg("version")
+            .env("STANDIN_VERSION", "9.9.9")
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .starts_with(&format!("{} v9.9.9", want.split(' ').next().unwrap()))
         );
     }
 }

@@ -86,6 +86,27 @@ pub fn standin_bytes_with_version(version: &str) -> Vec<u8> {
     bytes
 }
 
+/// Install a real copy (mode 0755) of the stand-in into `dir` as `product`,
+/// with `version` stamped in when given (see [`patch_version`]).
+pub fn install_copy_as(dir: &Path, product: &str, version: Option<&str>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        product == "consul" || product == "nomad",
+        "the stand-in plays consul or nomad, not {product}"
+    );
+    std::fs::create_dir_all(dir).expect("create install dir");
+    let mut bytes = std::fs::read(standin_bin()).expect("read stand-in binary");
+    if let Some(v) = version {
+        patch_version(&mut bytes, v);
+    }
+    let dest = dir.join(product);
+    let _ = std::fs::remove_file(&dest);
+    std::fs::write(&dest, bytes).expect("write stand-in copy");
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod stand-in copy");
+    dest
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
