@@ -21,6 +21,10 @@ use crate::{CHILD_ARG, Product, VersionInfo};
 const DEFAULT_LEAVE_DELAY_MS: u64 = 200;
 /// Default `STANDIN_ELECTION_MS`: delay before a server may report a leader.
 const DEFAULT_ELECTION_MS: u64 = 200;
+/// Graceful leave timeouts: Consul 15 s (command/agent/agent.go), Nomad 5 s
+/// (`gracefulTimeout`); `STANDIN_GRACEFUL_TIMEOUT_MS` overrides for tests.
+const CONSUL_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(15);
+const NOMAD_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on announcing a leave to peers.
 const LEAVE_ANNOUNCE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -511,10 +515,20 @@ async fn leave(shared: &Arc<Shared>, signals: &mut Signals) -> i32 {
         let announce = tokio::time::timeout(LEAVE_ANNOUNCE_TIMEOUT, gossip::push_all(shared));
         let _ = tokio::join!(announce, tokio::time::sleep(delay));
     };
+    let timeout = env_u64("STANDIN_GRACEFUL_TIMEOUT_MS")
+        .map(Duration::from_millis)
+        .unwrap_or(match shared.product {
+            Product::Consul => CONSUL_GRACEFUL_TIMEOUT,
+            Product::Nomad => NOMAD_GRACEFUL_TIMEOUT,
+        });
     tokio::select! {
         _ = work => {
             log("    [INFO] agent: (stand-in) graceful leave complete");
             0
+        }
+        _ = tokio::time::sleep(timeout) => {
+            log("    [WARN] agent: (stand-in) timeout leaving: exiting");
+            1
         }
         _ = signals.next() => {
             log("    [WARN] agent: (stand-in) second signal during leave: exiting now");

@@ -260,3 +260,18 @@ fn consul_retry_join_to_itself_makes_it_ready() {
     assert_eq!(recv(&sock), "READY=1");
     assert!(s.wait_event("ready", DEADLINE));
 }
+
+#[test]
+fn leave_longer_than_the_graceful_timeout_exits_1() {
+    let mut s = StandIn::nomad()
+        .hcl("leave_on_terminate = true")
+        .env("STANDIN_LEAVE_DELAY_MS", "60000")
+        .env("STANDIN_GRACEFUL_TIMEOUT_MS", "200")
+        .start();
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(DEADLINE).unwrap().code(), Some(1));
+    assert_eq!(
+        s.event_lines(),
+        vec!["start", "ready", "signal SIGTERM", "leave", "exit 1"]
+    );
+}
