@@ -172,22 +172,22 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     let sources = match parse_flags(product, args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            crate::events::log_err(&e);
             exit(1);
         }
     };
     let cfg = match config::load(product, &sources) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("==> {e}");
+            crate::events::log_err(&format!("==> {e}"));
             exit(1);
         }
     };
     if cfg.data_dir.is_empty() {
         // consul: "data_dir cannot be empty"; nomad: "Must specify data directory".
         match product {
-            Product::Consul => eprintln!("==> data_dir cannot be empty"),
-            Product::Nomad => eprintln!("==> Must specify data directory"),
+            Product::Consul => crate::events::log_err("==> data_dir cannot be empty"),
+            Product::Nomad => crate::events::log_err("==> Must specify data directory"),
         }
         exit(1);
     }
@@ -211,7 +211,7 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("stand-in: failed to build runtime: {e}");
+            crate::events::log_err(&format!("stand-in: failed to build runtime: {e}"));
             exit(1);
         }
     };

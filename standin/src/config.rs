@@ -153,10 +153,10 @@ fn expand(product: Product, src: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         }
         if !has_config_ext(&p) {
             if product == Product::Consul {
-                eprintln!(
+                crate::events::log_err(&format!(
                     "    [WARN] agent: skipping file {}, extension must be .hcl or .json, or config format must be set",
                     p.display()
-                );
+                ));
             }
             continue;
         }

@@ -18,13 +18,21 @@ pub fn event(line: &str) {
         .open(&path)
         .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
     if let Err(e) = res {
-        eprintln!("stand-in: failed to write event log {path}: {e}");
+        log_err(&format!("stand-in: failed to write event log {path}: {e}"));
     }
 }
 
-/// Log a line the way the agents do (stderr keeps stdout for command output).
+/// Write an error line to stderr, ignoring write errors (a closed pipe).
+pub fn log_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Log a line to stdout, where the agents write their banner and log;
+/// write errors (a closed pipe) are ignored, as the agents' loggers do.
 pub fn log(line: &str) {
-    eprintln!("{line}");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Send an sd_notify datagram to `$NOTIFY_SOCKET` (path or `@abstract`).
@@ -47,6 +55,6 @@ pub fn notify(msg: &str) {
         Ok(())
     })();
     if let Err(e) = res {
-        eprintln!("stand-in: failed to notify {addr}: {e}");
+        log_err(&format!("stand-in: failed to notify {addr}: {e}"));
     }
 }

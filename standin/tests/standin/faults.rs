@@ -120,3 +120,49 @@ fn spawned_child_is_in_its_own_session_and_survives_the_stand_in() {
     );
     nix::sys::signal::kill(child, Signal::SIGKILL).unwrap();
 }
+
+#[test]
+fn closed_output_pipes_do_not_crash_the_stand_in() {
+    let d = tempfile::tempdir().unwrap();
+    let port = crate::support::free_port();
+    let serf = crate::support::free_port();
+    std::fs::write(
+        d.path().join("a.json"),
+        format!(
+            r#"{{"data_dir": "/tmp/standin-pipe", "bind_addr": "127.0.0.1", "ports": {{"http": {port}, "serf_lan": {serf}, "dns": -1}}}}"#
+        ),
+    )
+    .unwrap();
+    let events = d.path().join("events.log");
+    let bin = crate::support::install_as(&d.path().join("bin"), "consul");
+    let mut child = std::process::Command::new(bin)
+        .arg("agent")
+        .arg(format!("-config-dir={}", d.path().display()))
+        .env("STANDIN_EVENT_LOG", &events)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(DEADLINE, || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .ok())
+        .is_some()
+    );
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+    // a client leaves on SIGTERM: exit 0, not a panic on the closed pipe
+    assert!(
+        wait_for(DEADLINE, || std::fs::read_to_string(&events)
+            .ok()
+            .filter(|t| t.contains("reload ok")))
+        .is_some()
+    );
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let status = wait_for(DEADLINE, || child.try_wait().ok().flatten()).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
