@@ -117,6 +117,35 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Count this start in `STANDIN_RUN_COUNTER` (a file holding the number of
+/// starts so far); returns this start's number (1-based).
+fn next_run() -> Option<u64> {
+    let path = std::env::var("STANDIN_RUN_COUNTER")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let n = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    if let Err(e) = std::fs::write(&path, format!("{n}\n")) {
+        crate::events::log_err(&format!(
+            "stand-in: failed to write run counter {path}: {e}"
+        ));
+    }
+    Some(n)
+}
+
+/// Whether the crash knobs (`STANDIN_EXIT_AT_START`, `STANDIN_CRASH_AFTER_MS`)
+/// apply to this start: always, or with `STANDIN_FAULT_RUNS=N` only for the
+/// first N starts counted by `STANDIN_RUN_COUNTER`.
+fn crash_faults_active(run: Option<u64>) -> bool {
+    match (env_u64("STANDIN_FAULT_RUNS"), run) {
+        (Some(limit), Some(n)) => n <= limit,
+        _ => true,
+    }
+}
+
 /// Parse the agent flags into config sources.
 fn parse_flags(product: Product, args: &[String]) -> Result<Vec<PathBuf>, String> {
     let names: &[&str] = match product {
@@ -163,12 +192,15 @@ fn parse_flags(product: Product, args: &[String]) -> Result<Vec<PathBuf>, String
 /// Entry of `agent`: returns the exit code on early failures, else never returns.
 pub fn main(product: Product, args: &[String]) -> u8 {
     let version = VersionInfo::for_product(product);
+    let run_no = next_run();
     event(&format!(
-        "start pid={} product={} version={}",
+        "start pid={} product={} version={}{}",
         std::process::id(),
         product.name(),
-        version.full
+        version.full,
+        run_no.map(|n| format!(" run={n}")).unwrap_or_default()
     ));
+    let faults = crash_faults_active(run_no);
     let sources = match parse_flags(product, args) {
         Ok(s) => s,
         Err(e) => {
@@ -194,7 +226,7 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     if product == Product::Consul && cfg.server && cfg.bootstrap_expect == 1 {
         log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
     }
-    if let Some(code) = env_u64("STANDIN_EXIT_AT_START") {
+    if let Some(code) = env_u64("STANDIN_EXIT_AT_START").filter(|_| faults) {
         log(&format!(
             "==> stand-in: exiting with {code} at start (STANDIN_EXIT_AT_START)"
         ));
@@ -215,7 +247,7 @@ pub fn main(product: Product, args: &[String]) -> u8 {
             exit(1);
         }
     };
-    let code = rt.block_on(run(product, version, sources, cfg));
+    let code = rt.block_on(run(product, version, sources, cfg, faults));
     exit(code)
 }
 
@@ -314,6 +346,7 @@ async fn run(
     version: VersionInfo,
     sources: Vec<PathBuf>,
     cfg: AgentConfig,
+    faults: bool,
 ) -> i32 {
     let mut signals = match Signals::new() {
         Ok(s) => s,
@@ -324,7 +357,7 @@ async fn run(
     };
     let ignore_stop = std::env::var("STANDIN_IGNORE_STOP").is_ok_and(|v| v == "1");
 
-    if let Some(ms) = env_u64("STANDIN_CRASH_AFTER_MS") {
+    if let Some(ms) = env_u64("STANDIN_CRASH_AFTER_MS").filter(|_| faults) {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             log("==> stand-in: crashing (STANDIN_CRASH_AFTER_MS)");

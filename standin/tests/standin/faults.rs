@@ -166,3 +166,29 @@ fn closed_output_pipes_do_not_crash_the_stand_in() {
     let status = wait_for(DEADLINE, || child.try_wait().ok().flatten()).expect("exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn fault_runs_limit_crashes_to_the_first_starts() {
+    let d = tempfile::tempdir().unwrap();
+    let counter = d.path().join("runs");
+    let start = || {
+        StandIn::consul()
+            .client()
+            .env("STANDIN_EXIT_AT_START", "3")
+            .env("STANDIN_FAULT_RUNS", "2")
+            .env("STANDIN_RUN_COUNTER", counter.to_str().unwrap())
+            .no_wait()
+            .start()
+    };
+    for run in 1..=2 {
+        let mut s = start();
+        assert_eq!(s.wait_exit(DEADLINE).unwrap().code(), Some(3), "run {run}");
+        assert!(s.events()[0].detail.ends_with(&format!(" run={run}")));
+    }
+    let s = start();
+    assert!(
+        wait_for(DEADLINE, || std::net::TcpStream::connect(s.addr()).ok()).is_some(),
+        "third start runs normally"
+    );
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+}
