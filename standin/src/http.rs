@@ -132,6 +132,12 @@ fn percent_decode(s: &str) -> String {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+    // STANDIN_HANG_FILE: while the file exists, requests are never answered.
+    if let Ok(f) = std::env::var("STANDIN_HANG_FILE") {
+        if !f.is_empty() && std::path::Path::new(&f).exists() {
+            std::future::pending::<()>().await;
+        }
+    }
     let path = req.uri().path().to_string();
     if path == gossip::GOSSIP_PATH {
         let body = match req.into_body().collect().await {

@@ -192,3 +192,28 @@ fn fault_runs_limit_crashes_to_the_first_starts() {
     );
     assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
 }
+
+#[test]
+fn hang_file_makes_a_running_agent_stop_answering_and_recover() {
+    let d = tempfile::tempdir().unwrap();
+    let flag = d.path().join("hang");
+    let s = StandIn::consul()
+        .client()
+        .env("STANDIN_HANG_FILE", flag.to_str().unwrap())
+        .start();
+    assert_eq!(s.get("/v1/agent/self").status, 200);
+    std::fs::write(&flag, "").unwrap();
+    let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "no answer while the hang file exists"
+    );
+    std::fs::remove_file(&flag).unwrap();
+    assert_eq!(s.get("/v1/agent/self").status, 200);
+}
