@@ -24,7 +24,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
             i.version,
             i.binary.display(),
             i.sha256,
-            if i.downloaded { "" } else { " (already installed)" }
+            if i.downloaded {
+                ""
+            } else {
+                " (already installed)"
+            }
         )
         .map_err(|e| Error::io("write to stdout", e))?;
     }

@@ -85,7 +85,11 @@ impl ProductIndex {
                     .map(|version| Release { version, entry })
             })
             .collect();
-        out.sort_by(|a, b| b.version.cmp_precedence(&a.version).then(b.version.cmp(&a.version)));
+        out.sort_by(|a, b| {
+            b.version
+                .cmp_precedence(&a.version)
+                .then(b.version.cmp(&a.version))
+        });
         out
     }
 
@@ -172,7 +176,9 @@ mod tests {
             .collect();
         assert_eq!(v[0], "1.21.0+ent");
         assert_eq!(v.last().map(String::as_str), Some("1.9.0"));
-        assert!(is_enterprise(&semver::Version::parse("1.21.0+ent.fips1402").expect("v")));
+        assert!(is_enterprise(
+            &semver::Version::parse("1.21.0+ent.fips1402").expect("v")
+        ));
     }
 
     #[test]

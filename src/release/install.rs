@@ -112,7 +112,8 @@ pub fn cached(
 ) -> Option<String> {
     let dir = version_dir(releases_dir, product, version);
     let binary = dir.join(product.as_str());
-    let text = std::fs::read_to_string(dir.join(format!("{}{RECORD_SUFFIX}", product.as_str()))).ok()?;
+    let text =
+        std::fs::read_to_string(dir.join(format!("{}{RECORD_SUFFIX}", product.as_str()))).ok()?;
     let rec = Record::parse(&text, product)?;
     if rec.zip_sha256 != zip_sha256 {
         return None;
@@ -168,7 +169,8 @@ pub fn place(
     // its replacement is in place.
     let aside = if std::fs::symlink_metadata(&vdir).is_ok() {
         let aside = TempPath::new(temp_name(&pdir, "old"));
-        std::fs::rename(&vdir, aside.path()).map_err(io("move aside the old version dir", &vdir))?;
+        std::fs::rename(&vdir, aside.path())
+            .map_err(io("move aside the old version dir", &vdir))?;
         Some(aside)
     } else {
         None
@@ -218,10 +220,7 @@ fn extract(
         if name.contains('/') || name.contains('\\') || name == ".." || name.is_empty() {
             return Err(bad(format!("entry `{name}` is not a plain file name")));
         }
-        if entry
-            .unix_mode()
-            .is_some_and(|m| m & S_IFMT == S_IFLNK)
-        {
+        if entry.unix_mode().is_some_and(|m| m & S_IFMT == S_IFLNK) {
             return Err(bad(format!("entry `{name}` is a symlink")));
         }
         if entry.is_dir() {
@@ -390,7 +389,11 @@ pub fn activate(
 
 /// Removes versions beyond `keep` (never `current` or `previous`; newest
 /// first otherwise) and stale temp entries.
-pub fn prune(releases_dir: &Path, product: Product, keep: usize) -> Result<Vec<String>, ReleaseError> {
+pub fn prune(
+    releases_dir: &Path,
+    product: Product,
+    keep: usize,
+) -> Result<Vec<String>, ReleaseError> {
     let pdir = product_dir(releases_dir, product);
     remove_stale_temps(&pdir);
     let protected: Vec<String> = [CURRENT_LINK, PREVIOUS_LINK]
@@ -433,7 +436,8 @@ pub fn rollback(releases_dir: &Path, product: Product) -> Result<semver::Version
     let prev = read_link_version(&pdir.join(PREVIOUS_LINK))
         .filter(|v| pdir.join(v).join(product.as_str()).is_file())
         .ok_or(ReleaseError::NoPrevious { product })?;
-    let version = semver::Version::parse(&prev).map_err(|_| ReleaseError::NoPrevious { product })?;
+    let version =
+        semver::Version::parse(&prev).map_err(|_| ReleaseError::NoPrevious { product })?;
     activate(releases_dir, product, &version)?;
     Ok(version)
 }

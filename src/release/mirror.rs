@@ -5,9 +5,11 @@
 //!
 //! It never interprets what it fetches.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -121,7 +123,9 @@ impl Mirror {
     /// The URL (or path) a mirror-relative path resolves to, for messages.
     pub fn url_of(&self, rel: &str) -> String {
         match &self.base {
-            Base::Http(u) => u.join(rel).map_or_else(|_| format!("{u}{rel}"), |u| u.to_string()),
+            Base::Http(u) => u
+                .join(rel)
+                .map_or_else(|_| format!("{u}{rel}"), |u| u.to_string()),
             Base::Dir(d) => d.join(rel).display().to_string(),
         }
     }
@@ -168,10 +172,7 @@ impl Mirror {
                         Err(SmallErr::Retry(cause)) => {
                             attempt += 1;
                             if attempt > self.opts.retry.retries || !cause.is_retryable() {
-                                return Err(ReleaseError::Fetch {
-                                    url,
-                                    source: cause,
-                                });
+                                return Err(ReleaseError::Fetch { url, source: cause });
                             }
                             let d = self.backoff(attempt);
                             warn!(url = %url, attempt, delay_ms = d.as_millis() as u64, cause = %cause, "retrying");
@@ -282,7 +283,7 @@ impl Mirror {
             url: url.to_string(),
             source: source.into(),
         };
-        let mut f = std::fs::File::open(path).map_err(|e| {
+        let mut f = tokio::fs::File::open(path).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 ReleaseError::NotFound {
                     url: url.to_string(),
@@ -294,7 +295,7 @@ impl Mirror {
         let mut total = 0u64;
         loop {
             let mut buf = vec![0u8; FILE_CHUNK];
-            let n = tokio::task::block_in_place(|| f.read(&mut buf)).map_err(fetch_err)?;
+            let n = f.read(&mut buf).await.map_err(fetch_err)?;
             if n == 0 {
                 return Ok(());
             }
@@ -322,7 +323,10 @@ impl Mirror {
         let mut written = 0u64;
         let mut attempt = 0u32;
         loop {
-            match self.try_download(url, tx, limit, &mut written, &progress).await {
+            match self
+                .try_download(url, tx, limit, &mut written, &progress)
+                .await
+            {
                 Ok(()) => {
                     progress.finish(written);
                     return Ok(());
@@ -467,7 +471,8 @@ fn write_loop(
         match chunk {
             Chunk::Data(b) => {
                 hasher.update(&b);
-                out.write_all(&b).map_err(io_err("write the download file"))?;
+                out.write_all(&b)
+                    .map_err(io_err("write the download file"))?;
                 len += b.len() as u64;
             }
             Chunk::Reset => {

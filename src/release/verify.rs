@@ -352,11 +352,7 @@ impl Keyring {
                 issuer: if issuers.is_empty() {
                     "(none named)".to_string()
                 } else {
-                    issuers
-                        .iter()
-                        .map(key_hex)
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    issuers.iter().map(key_hex).collect::<Vec<_>>().join(",")
                 },
             })?;
         let key_name = key_hex(&signer.key.key_id());
@@ -380,10 +376,7 @@ impl Keyring {
             Some(other) => return Err(VerifyError::WeakHash(other)),
             None => return Err(VerifyError::WrongType(None)),
         }
-        let created = sig
-            .created()
-            .ok_or(VerifyError::NoCreationTime)?
-            .as_secs();
+        let created = sig.created().ok_or(VerifyError::NoCreationTime)?.as_secs();
         let until = match (signer.expires, signer.primary_expires) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -522,9 +515,8 @@ fn check_mpi_encoding(bytes: &[u8]) -> Result<(), VerifyError> {
     let bin: &[u8] = if bytes.starts_with(b"-----BEGIN") {
         let mut d = pgp::armor::Dearmor::new(std::io::BufReader::new(bytes));
         let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut d, &mut out).map_err(|e| {
-            VerifyError::ParseSignature(pgp::errors::Error::from(e))
-        })?;
+        std::io::Read::read_to_end(&mut d, &mut out)
+            .map_err(|e| VerifyError::ParseSignature(pgp::errors::Error::from(e)))?;
         raw = out;
         &raw
     } else {
@@ -555,7 +547,9 @@ fn check_mpi_encoding(bytes: &[u8]) -> Result<(), VerifyError> {
         };
         i += 2 + area_len(i)?;
         let unhashed_len = area_len(i)?;
-        let unhashed = body.get(i + 2..i + 2 + unhashed_len).ok_or_else(malformed)?;
+        let unhashed = body
+            .get(i + 2..i + 2 + unhashed_len)
+            .ok_or_else(malformed)?;
         check_unhashed(unhashed).ok_or_else(malformed)?;
         i += 2 + unhashed_len;
         i += 2; // left 16 bits of the hash
@@ -569,10 +563,9 @@ fn check_mpi_encoding(bytes: &[u8]) -> Result<(), VerifyError> {
             ]));
             let len = bits.div_ceil(8);
             let value = body.get(i + 2..i + 2 + len).ok_or_else(malformed)?;
-            let actual = value
-                .iter()
-                .position(|b| *b != 0)
-                .map_or(0, |p| (len - p - 1) * 8 + (8 - value[p].leading_zeros() as usize));
+            let actual = value.iter().position(|b| *b != 0).map_or(0, |p| {
+                (len - p - 1) * 8 + (8 - value[p].leading_zeros() as usize)
+            });
             if bits != actual && bits != len * 8 {
                 return Err(malformed());
             }
@@ -634,7 +627,11 @@ fn split_packet(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         let tag = (h >> 2) & 0x0f;
         match h & 0x03 {
             0 => (tag, 2, usize::from(*b.get(1)?)),
-            1 => (tag, 3, usize::from(u16::from_be_bytes([*b.get(1)?, *b.get(2)?]))),
+            1 => (
+                tag,
+                3,
+                usize::from(u16::from_be_bytes([*b.get(1)?, *b.get(2)?])),
+            ),
             2 => {
                 let l = u32::from_be_bytes([*b.get(1)?, *b.get(2)?, *b.get(3)?, *b.get(4)?]);
                 (tag, 5, usize::try_from(l).ok()?)
@@ -680,8 +677,7 @@ impl Sha256Sums {
             let bad = VerifyError::MalformedSums { line: i + 1 };
             let (hash, rest) = line.split_once(' ').ok_or(bad)?;
             let name = rest.trim_start_matches(' ').trim_start_matches('*');
-            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || name.is_empty()
-            {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) || name.is_empty() {
                 return Err(VerifyError::MalformedSums { line: i + 1 });
             }
             entries.insert(name.to_string(), hash.to_ascii_lowercase());

@@ -94,7 +94,8 @@ impl TestKey {
             data,
         )
         .map_err(|e| err("sign", e))?;
-        sig.to_bytes().map_err(|e| err("serialize the signature", e))
+        sig.to_bytes()
+            .map_err(|e| err("serialize the signature", e))
     }
 }
 
@@ -218,7 +219,10 @@ impl MirrorBuilder {
         if self.products.is_empty() {
             self = self.and_product("consul");
         }
-        let p = self.products.last_mut().expect("a product was just ensured");
+        let p = self
+            .products
+            .last_mut()
+            .expect("a product was just ensured");
         let binary = p
             .versions
             .last()
@@ -347,8 +351,7 @@ impl MirrorBuilder {
                 sums.push_str(&format!("{hash}  {name}\n"));
             }
             let sums_name = format!("{}_{}_SHA256SUMS", p.name, v.version);
-            std::fs::write(vdir.join(&sums_name), &sums)
-                .map_err(|e| err("write SHA256SUMS", e))?;
+            std::fs::write(vdir.join(&sums_name), &sums).map_err(|e| err("write SHA256SUMS", e))?;
             let sig = key.sign(sums.as_bytes())?;
             let mut sig_names = Vec::new();
             if self.plain_sig {
@@ -385,7 +388,8 @@ pub fn make_zip(product: &str, binary: &[u8], extra: &[ZipEntry]) -> Result<Vec<
     };
     w.start_file(product, opts().unix_permissions(0o755))
         .map_err(|e| err("start a zip entry", e))?;
-    w.write_all(binary).map_err(|e| err("write a zip entry", e))?;
+    w.write_all(binary)
+        .map_err(|e| err("write a zip entry", e))?;
     for e in extra {
         match e {
             ZipEntry::File { name, data, mode } => {
@@ -470,7 +474,10 @@ impl MirrorServer {
 
     /// Adds a fault for a path (e.g. `/consul/1.20.1/consul_1.20.1_linux_amd64.zip`).
     pub fn set_fault(&self, path: &str, fault: Fault) {
-        let mut s = self.state.lock().expect("mirror state lock is never poisoned");
+        let mut s = self
+            .state
+            .lock()
+            .expect("mirror state lock is never poisoned");
         s.faults.entry(path.to_string()).or_default().push(fault);
     }
 
@@ -533,7 +540,9 @@ pub async fn serve_on(root: impl Into<PathBuf>, listen: &str) -> Result<MirrorSe
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| err("bind the mirror server", e))?;
-    let addr = listener.local_addr().map_err(|e| err("read the bound address", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| err("read the bound address", e))?;
     let state = Arc::new(Mutex::new(State::default()));
     let st = state.clone();
     let task = tokio::spawn(async move {
@@ -564,7 +573,10 @@ fn plan_for(state: &Mutex<State>, path: &str, range: Option<&str>) -> Plan {
     let mut s = state.lock().expect("mirror state lock is never poisoned");
     *s.requests.entry(path.to_string()).or_default() += 1;
     if let Some(r) = range {
-        s.ranges.entry(path.to_string()).or_default().push(r.to_string());
+        s.ranges
+            .entry(path.to_string())
+            .or_default()
+            .push(r.to_string());
     }
     let mut plan = Plan {
         status: None,
@@ -637,8 +649,14 @@ async fn handle(
         return wr.shutdown().await;
     }
     let rel = path.trim_start_matches('/');
-    let safe = !rel.split('/').any(|c| c == ".." || c.is_empty() && !rel.is_empty());
-    let file = if safe { root.join(rel) } else { root.join("\0") };
+    let safe = !rel
+        .split('/')
+        .any(|c| c == ".." || c.is_empty() && !rel.is_empty());
+    let file = if safe {
+        root.join(rel)
+    } else {
+        root.join("\0")
+    };
     let data = match tokio::fs::read(&file).await {
         Ok(d) if file.is_file() => d,
         _ => {
@@ -671,17 +689,26 @@ async fn handle(
     let len = plan.wrong_length.unwrap_or(body.len() as u64);
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n",
-        if status == 206 { "Partial Content" } else { "OK" }
+        if status == 206 {
+            "Partial Content"
+        } else {
+            "OK"
+        }
     );
     if status == 206 {
-        head.push_str(&format!("Content-Range: bytes {start}-{}/{total}\r\n", end - 1));
+        head.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{total}\r\n",
+            end - 1
+        ));
     }
     head.push_str("\r\n");
     wr.write_all(head.as_bytes()).await?;
     if method.eq_ignore_ascii_case("HEAD") {
         return wr.shutdown().await;
     }
-    let limit = plan.drop_after.map_or(body.len(), |n| (n as usize).min(body.len()));
+    let limit = plan
+        .drop_after
+        .map_or(body.len(), |n| (n as usize).min(body.len()));
     let body = &body[..limit];
     match plan.slow {
         Some((chunk, delay)) => {

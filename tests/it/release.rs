@@ -13,11 +13,26 @@ fn vector(name: &str) -> Vec<u8> {
 /// (SHA256SUMS, signature) pairs the README marks valid.
 const VALID_VECTORS: &[(&str, &str)] = &[
     ("consul_1.8.7_SHA256SUMS", "consul_1.8.7_SHA256SUMS.sig"),
-    ("terraform_0.13.1_SHA256SUMS", "terraform_0.13.1_SHA256SUMS.72D7468F.sig"),
-    ("terraform_0.15.1_SHA256SUMS", "terraform_0.15.1_SHA256SUMS.sig"),
-    ("terraform_1.12.2_SHA256SUMS", "terraform_1.12.2_SHA256SUMS.72D7468F.sig"),
-    ("terraform_1.14.9_SHA256SUMS", "terraform_1.14.9_SHA256SUMS.72D7468F.sig"),
-    ("terraform_1.15.8_SHA256SUMS", "terraform_1.15.8_SHA256SUMS.sig"),
+    (
+        "terraform_0.13.1_SHA256SUMS",
+        "terraform_0.13.1_SHA256SUMS.72D7468F.sig",
+    ),
+    (
+        "terraform_0.15.1_SHA256SUMS",
+        "terraform_0.15.1_SHA256SUMS.sig",
+    ),
+    (
+        "terraform_1.12.2_SHA256SUMS",
+        "terraform_1.12.2_SHA256SUMS.72D7468F.sig",
+    ),
+    (
+        "terraform_1.14.9_SHA256SUMS",
+        "terraform_1.14.9_SHA256SUMS.72D7468F.sig",
+    ),
+    (
+        "terraform_1.15.8_SHA256SUMS",
+        "terraform_1.15.8_SHA256SUMS.sig",
+    ),
 ];
 
 #[test]
@@ -51,12 +66,18 @@ fn any_flipped_byte_in_sums_or_signature_is_refused() {
         for i in 0..data.len() {
             let mut d = data.clone();
             d[i] ^= 0x01;
-            assert!(ring.verify_detached(&d, &sigb).is_err(), "{sums} byte {i} flipped accepted");
+            assert!(
+                ring.verify_detached(&d, &sigb).is_err(),
+                "{sums} byte {i} flipped accepted"
+            );
         }
         for i in 0..sigb.len() {
             let mut s = sigb.clone();
             s[i] ^= 0x01;
-            assert!(ring.verify_detached(&data, &s).is_err(), "{sig} byte {i} flipped accepted");
+            assert!(
+                ring.verify_detached(&data, &s).is_err(),
+                "{sig} byte {i} flipped accepted"
+            );
         }
     }
 }
@@ -101,7 +122,10 @@ mod fetch {
             Some(v(want)),
             "current of {product}"
         );
-        let bin = releases.join(product.as_str()).join("current").join(product.as_str());
+        let bin = releases
+            .join(product.as_str())
+            .join("current")
+            .join(product.as_str());
         assert!(bin.is_file(), "{} missing", bin.display());
     }
 
@@ -120,7 +144,10 @@ mod fetch {
         assert!(got.downloaded);
         let releases = m.releases_dir();
         assert_eq!(got.binary, releases.join("consul/1.20.1/consul"));
-        let mode = std::fs::metadata(&got.binary).expect("binary").permissions().mode();
+        let mode = std::fs::metadata(&got.binary)
+            .expect("binary")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         assert_eq!(
             release::sha256_file(&got.binary).expect("hash"),
@@ -141,9 +168,14 @@ mod fetch {
     #[tokio::test]
     async fn latest_skips_release_candidates() {
         let m = TestMirror::start(three_versions()).await;
-        let got = ensure_installed_with(&m.plan(), Product::Consul, &VersionSpec::Latest, &quick_opts())
-            .await
-            .expect("install latest");
+        let got = ensure_installed_with(
+            &m.plan(),
+            Product::Consul,
+            &VersionSpec::Latest,
+            &quick_opts(),
+        )
+        .await
+        .expect("install latest");
         assert_eq!(got.version, v("1.20.1"));
     }
 
@@ -159,7 +191,10 @@ mod fetch {
         let err = ensure_installed_with(&m.plan(), Product::Consul, &spec, &quick_opts())
             .await
             .expect_err("no release matches");
-        assert!(matches!(err, ReleaseError::NoMatchingVersion { .. }), "{err:?}");
+        assert!(
+            matches!(err, ReleaseError::NoMatchingVersion { .. }),
+            "{err:?}"
+        );
         assert_eq!(err.exit_code(), 69);
     }
 
@@ -173,9 +208,10 @@ mod fetch {
             .expect("install from file://");
         assert!(got.downloaded);
         let plan = m.plan_for(m.built.root.display().to_string(), m.tmp.path().join("r2"));
-        let got = ensure_installed_with(&plan, Product::Consul, &VersionSpec::Latest, &quick_opts())
-            .await
-            .expect("install from a directory");
+        let got =
+            ensure_installed_with(&plan, Product::Consul, &VersionSpec::Latest, &quick_opts())
+                .await
+                .expect("install from a directory");
         assert_eq!(got.version, v("1.20.1"));
         assert_eq!(m.server.total_requests(), 0, "nothing went over HTTP");
     }
@@ -240,16 +276,21 @@ mod fetch {
             .await
             .expect("install with only the .72D7468F.sig name");
         let sig = TestMirror::url_path("consul", "1.20.1", "consul_1.20.1_SHA256SUMS.sig");
-        assert_eq!(m.server.requests(&sig), 0, "fallback asked although preferred exists");
+        assert_eq!(
+            m.server.requests(&sig),
+            0,
+            "fallback asked although preferred exists"
+        );
     }
 
     /// Installs 1.19.2 first so that every failure test can check the old
     /// version stays current and intact.
     async fn with_old_version(builder: MirrorBuilder) -> (TestMirror, String) {
         let m = TestMirror::start(builder).await;
-        let old = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.19.2"), &quick_opts())
-            .await
-            .expect("install the old version");
+        let old =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.19.2"), &quick_opts())
+                .await
+                .expect("install the old version");
         (m, old.sha256)
     }
 
@@ -257,7 +298,10 @@ mod fetch {
         let releases = m.releases_dir();
         assert_current(&releases, Product::Consul, "1.19.2");
         let bin = releases.join("consul/current/consul");
-        assert_eq!(release::sha256_file(&bin).expect("hash old binary"), old_sha);
+        assert_eq!(
+            release::sha256_file(&bin).expect("hash old binary"),
+            old_sha
+        );
         assert!(
             !releases.join("consul/1.20.1").exists(),
             "a failed version left its dir"
@@ -268,12 +312,19 @@ mod fetch {
     #[tokio::test]
     async fn tampered_zip_is_refused_and_old_version_stays() {
         let (m, old) = with_old_version(three_versions()).await;
-        m.server.set_fault(&TestMirror::zip_path("consul", "1.20.1"), Fault::Tamper { offset: 100 });
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("tampered zip");
+        m.server.set_fault(
+            &TestMirror::zip_path("consul", "1.20.1"),
+            Fault::Tamper { offset: 100 },
+        );
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("tampered zip");
         assert!(matches!(err, ReleaseError::HashMismatch { .. }), "{err:?}");
-        assert!(err.to_string().contains("consul_1.20.1_linux_amd64.zip"), "{err}");
+        assert!(
+            err.to_string().contains("consul_1.20.1_linux_amd64.zip"),
+            "{err}"
+        );
         assert_eq!(err.exit_code(), 69);
         assert_untouched(&m, &old);
     }
@@ -285,11 +336,18 @@ mod fetch {
         let mut text = std::fs::read(&sums).expect("read sums");
         text[0] = if text[0] == b'a' { b'b' } else { b'a' };
         std::fs::write(&sums, text).expect("tamper sums");
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("tampered SHA256SUMS");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("tampered SHA256SUMS");
         assert!(
-            matches!(err, ReleaseError::Verify { source: VerifyError::BadSignature { .. }, .. }),
+            matches!(
+                err,
+                ReleaseError::Verify {
+                    source: VerifyError::BadSignature { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert_untouched(&m, &old);
@@ -307,11 +365,18 @@ mod fetch {
             intruder.sign(&sums).expect("sign"),
         )
         .expect("write intruder signature");
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("unknown key");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("unknown key");
         assert!(
-            matches!(err, ReleaseError::Verify { source: VerifyError::UnknownKey { .. }, .. }),
+            matches!(
+                err,
+                ReleaseError::Verify {
+                    source: VerifyError::UnknownKey { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert_untouched(&m, &old);
@@ -327,7 +392,13 @@ mod fetch {
             .await
             .expect_err("test key not trusted");
         assert!(
-            matches!(err, ReleaseError::Verify { source: VerifyError::UnknownKey { .. }, .. }),
+            matches!(
+                err,
+                ReleaseError::Verify {
+                    source: VerifyError::UnknownKey { .. },
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }
@@ -337,10 +408,14 @@ mod fetch {
         let (m, old) = with_old_version(three_versions()).await;
         std::fs::remove_file(m.file("consul", "1.20.1", "consul_1.20.1_SHA256SUMS.sig"))
             .expect("remove sig");
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("no signature");
-        assert!(matches!(err, ReleaseError::MissingSignature { .. }), "{err:?}");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("no signature");
+        assert!(
+            matches!(err, ReleaseError::MissingSignature { .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("72D7468F.sig"), "{err}");
         assert_untouched(&m, &old);
     }
@@ -349,12 +424,19 @@ mod fetch {
     async fn body_cut_short_every_time_is_refused_after_the_retry_budget() {
         let (m, old) = with_old_version(three_versions()).await;
         let zip = TestMirror::zip_path("consul", "1.20.1");
-        m.server.set_fault(&zip, Fault::DropAfter { bytes: 50, times: u32::MAX });
+        m.server.set_fault(
+            &zip,
+            Fault::DropAfter {
+                bytes: 50,
+                times: u32::MAX,
+            },
+        );
         // With resume, each attempt would make progress; refuse Range too.
         m.server.set_fault(&zip, Fault::IgnoreRange);
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("truncated body");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("truncated body");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
         assert!(err.to_string().contains(&zip), "{err}");
         assert_eq!(m.server.requests(&zip), 4, "1 attempt + 3 retries");
@@ -368,10 +450,16 @@ mod fetch {
         let real = std::fs::metadata(m.file("consul", "1.20.1", "consul_1.20.1_linux_amd64.zip"))
             .expect("zip")
             .len();
-        m.server.set_fault(&zip, Fault::WrongLength { declared: real + 100 });
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("short body");
+        m.server.set_fault(
+            &zip,
+            Fault::WrongLength {
+                declared: real + 100,
+            },
+        );
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("short body");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
         assert_untouched(&m, &old);
     }
@@ -385,10 +473,17 @@ mod fetch {
         )
         .await;
         let zip = TestMirror::zip_path("consul", "1.20.1");
-        m.server.set_fault(&zip, Fault::DropAfter { bytes: 4096, times: 1 });
-        let got = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect("resumed download");
+        m.server.set_fault(
+            &zip,
+            Fault::DropAfter {
+                bytes: 4096,
+                times: 1,
+            },
+        );
+        let got =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect("resumed download");
         assert!(got.downloaded);
         assert_eq!(m.server.requests(&zip), 2);
         assert_eq!(m.server.ranges(&zip), vec!["bytes=4096-".to_string()]);
@@ -399,12 +494,25 @@ mod fetch {
     async fn endless_500s_give_up_after_the_retry_budget() {
         let (m, old) = with_old_version(three_versions()).await;
         let zip = TestMirror::zip_path("consul", "1.20.1");
-        m.server.set_fault(&zip, Fault::Status { code: 500, times: u32::MAX });
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("endless 500");
+        m.server.set_fault(
+            &zip,
+            Fault::Status {
+                code: 500,
+                times: u32::MAX,
+            },
+        );
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("endless 500");
         assert!(
-            matches!(err, ReleaseError::Fetch { source: FetchCause::Status(500), .. }),
+            matches!(
+                err,
+                ReleaseError::Fetch {
+                    source: FetchCause::Status(500),
+                    ..
+                }
+            ),
             "{err:?}"
         );
         assert_eq!(m.server.requests(&zip), 4);
@@ -416,7 +524,13 @@ mod fetch {
     async fn a_few_500s_then_ok_succeeds() {
         let m = TestMirror::start(three_versions()).await;
         let idx = "/consul/index.json";
-        m.server.set_fault(idx, Fault::Status { code: 503, times: 2 });
+        m.server.set_fault(
+            idx,
+            Fault::Status {
+                code: 503,
+                times: 2,
+            },
+        );
         ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
             .await
             .expect("retries succeed");
@@ -427,13 +541,27 @@ mod fetch {
     async fn unreachable_mirror_names_the_url() {
         let m = TestMirror::start(three_versions()).await;
         let port = m.server.addr().port();
-        drop(m.server);
-        let plan = m.plan_for(format!("http://127.0.0.1:{port}"), m.tmp.path().join("r"));
+        let TestMirror { tmp, built, server } = m;
+        drop(server);
+        // Let the aborted accept loop release the port before connecting.
+        tokio::task::yield_now().await;
+        let plan = hashi_supervisor::plan::ReleasePlan {
+            mirror: format!("http://127.0.0.1:{port}"),
+            trust_hashicorp_key: false,
+            extra_trusted_keys: vec![built.public_key.clone()],
+            releases_dir: tmp.path().join("r"),
+            keep_versions: 2,
+            max_download_bytes: 1 << 20,
+        };
         let err = ensure_installed_with(&plan, Product::Consul, &exact("1.20.1"), &quick_opts())
             .await
             .expect_err("unreachable");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}/consul/index.json")), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("127.0.0.1:{port}/consul/index.json")),
+            "{err}"
+        );
         assert_eq!(err.exit_code(), 69);
     }
 
@@ -446,10 +574,14 @@ mod fetch {
                 .binary_bytes(version_script("consul", "9.9.9")),
         )
         .await;
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("wrong version");
-        assert!(matches!(err, ReleaseError::VersionMismatch { .. }), "{err:?}");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("wrong version");
+        assert!(
+            matches!(err, ReleaseError::VersionMismatch { .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("Consul v9.9.9"), "{err}");
         assert_untouched(&m, &old);
     }
@@ -467,9 +599,10 @@ mod fetch {
                 }),
         )
         .await;
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("zip slip");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("zip slip");
         assert!(matches!(err, ReleaseError::BadArchive { .. }), "{err:?}");
         assert!(err.to_string().contains("../../evil"), "{err}");
         assert!(!m.tmp.path().join("evil").exists());
@@ -488,9 +621,10 @@ mod fetch {
                 }),
         )
         .await;
-        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect_err("symlink");
+        let err =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect_err("symlink");
         assert!(err.to_string().contains("symlink"), "{err}");
         assert_untouched(&m, &old);
     }
@@ -514,14 +648,18 @@ mod fetch {
                 }),
         )
         .await;
-        let got = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-            .await
-            .expect("LICENSE.txt beside the binary is fine");
+        let got =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect("LICENSE.txt beside the binary is fine");
         assert!(!got.binary.with_file_name("LICENSE.txt").exists());
         let err = ensure_installed_with(&m.plan(), Product::Nomad, &exact("1.9.3"), &quick_opts())
             .await
             .expect_err("extra entry");
-        assert!(err.to_string().contains("unexpected entry `helper`"), "{err}");
+        assert!(
+            err.to_string().contains("unexpected entry `helper`"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -580,8 +718,14 @@ mod fetch {
                 .await
                 .expect("install");
         }
-        assert!(!releases.join("consul/1.18.0").exists(), "pruned past keep_versions");
-        assert!(releases.join("consul/1.19.2/consul").is_file(), "previous kept");
+        assert!(
+            !releases.join("consul/1.18.0").exists(),
+            "pruned past keep_versions"
+        );
+        assert!(
+            releases.join("consul/1.19.2/consul").is_file(),
+            "previous kept"
+        );
         let back = release::rollback(&releases, Product::Consul).expect("rollback");
         assert_eq!(back, v("1.19.2"));
         assert_current(&releases, Product::Consul, "1.19.2");
@@ -693,12 +837,21 @@ async fn versions_command_lists_newest_first_and_marks_prereleases() {
     })
     .await
     .expect("join");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
-        ["1.21.0-rc1  (prerelease)", "1.20.1+ent  (enterprise)", "1.20.1", "1.9.0"]
+        [
+            "1.21.0-rc1  (prerelease)",
+            "1.20.1+ent  (enterprise)",
+            "1.20.1",
+            "1.9.0"
+        ]
     );
 }
 
@@ -710,7 +863,10 @@ fn versions_command_exits_69_when_the_mirror_is_unreachable() {
         .expect("run supervisor versions");
     assert_eq!(out.status.code(), Some(69));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("http://127.0.0.1:9/consul/index.json"), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:9/consul/index.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -721,10 +877,9 @@ fn mirror_builder_lays_out_the_releases_hashicorp_com_format() {
         .key_id_signature(true)
         .build(tmp.path())
         .expect("build");
-    let idx: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(tmp.path().join("nomad/index.json")).expect("index"),
-    )
-    .expect("json");
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("nomad/index.json")).expect("index"))
+            .expect("json");
     assert_eq!(idx["name"], "nomad");
     let v = &idx["versions"]["1.9.3"];
     assert_eq!(v["shasums"], "nomad_1.9.3_SHA256SUMS");
@@ -743,7 +898,8 @@ fn mirror_builder_lays_out_the_releases_hashicorp_com_format() {
     let mut ring = Keyring::default();
     ring.add_file(&built.public_key).expect("load test key");
     let sums = std::fs::read(tmp.path().join("nomad/1.9.3/nomad_1.9.3_SHA256SUMS")).expect("sums");
-    let sig = std::fs::read(tmp.path().join("nomad/1.9.3/nomad_1.9.3_SHA256SUMS.sig")).expect("sig");
+    let sig =
+        std::fs::read(tmp.path().join("nomad/1.9.3/nomad_1.9.3_SHA256SUMS.sig")).expect("sig");
     assert_eq!(
         ring.verify_detached(&sums, &sig).expect("verifies"),
         built.key.fingerprint()

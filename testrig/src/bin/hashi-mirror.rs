@@ -100,7 +100,12 @@ fn build(
     }
     let mut so = std::io::stdout().lock();
     let _ = writeln!(so, "mirror: {}", built.root.display());
-    let _ = writeln!(so, "key: {} ({})", built.public_key.display(), built.key.fingerprint());
+    let _ = writeln!(
+        so,
+        "key: {} ({})",
+        built.public_key.display(),
+        built.key.fingerprint()
+    );
     Ok(())
 }
 

@@ -60,7 +60,11 @@ impl TestMirror {
 
     /// Path of the linux/amd64 zip of a release, as the server sees it.
     pub fn zip_path(product: &str, version: &str) -> String {
-        Self::url_path(product, version, &format!("{product}_{version}_linux_amd64.zip"))
+        Self::url_path(
+            product,
+            version,
+            &format!("{product}_{version}_linux_amd64.zip"),
+        )
     }
 
     /// On-disk path of a mirror file.
