@@ -66,14 +66,14 @@ pub enum VerifyError {
         origin: String,
         /// The cause.
         #[source]
-        source: pgp::errors::Error,
+        source: Box<pgp::errors::Error>,
     },
     /// No key is trusted at all.
     #[error("no trusted key: the HashiCorp key is disabled and no extra key is configured")]
     NoTrustedKey,
     /// The signature file holds no OpenPGP signature.
     #[error("failed to parse the OpenPGP signature")]
-    ParseSignature(#[source] pgp::errors::Error),
+    ParseSignature(#[source] Box<pgp::errors::Error>),
     /// The signature file holds no signature packet.
     #[error("the signature file holds no signature")]
     EmptySignature,
@@ -119,7 +119,7 @@ pub enum VerifyError {
         key: String,
         /// The cause.
         #[source]
-        source: pgp::errors::Error,
+        source: Box<pgp::errors::Error>,
     },
     /// The embedded HashiCorp key does not carry the pinned fingerprint.
     #[error("embedded HashiCorp key has fingerprint {0}, not the pinned one")]
@@ -395,7 +395,7 @@ impl Keyring {
             .verify(sig, data)
             .map_err(|source| VerifyError::BadSignature {
                 key: key_name,
-                source,
+                source: Box::new(source),
             })?;
         Ok(signer.key.fingerprint_hex())
     }
@@ -486,7 +486,7 @@ fn parse_keys(armored: &str, origin: &str) -> Result<Vec<SignedPublicKey>, Verif
 fn parse_key_bytes(bytes: &[u8], origin: &str) -> Result<Vec<SignedPublicKey>, VerifyError> {
     let err = |source| VerifyError::ParseKey {
         origin: origin.to_string(),
-        source,
+        source: Box::new(source),
     };
     let iter = SignedPublicKey::from_reader_many(bytes).map_err(err)?.0;
     let mut out = Vec::new();
@@ -496,10 +496,10 @@ fn parse_key_bytes(bytes: &[u8], origin: &str) -> Result<Vec<SignedPublicKey>, V
     if out.is_empty() {
         return Err(VerifyError::ParseKey {
             origin: origin.to_string(),
-            source: pgp::errors::Error::from(std::io::Error::new(
+            source: Box::new(pgp::errors::Error::from(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "no public key in the file",
-            )),
+            ))),
         });
     }
     Ok(out)
@@ -516,17 +516,17 @@ fn check_mpi_encoding(bytes: &[u8]) -> Result<(), VerifyError> {
         let mut d = pgp::armor::Dearmor::new(std::io::BufReader::new(bytes));
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut out)
-            .map_err(|e| VerifyError::ParseSignature(pgp::errors::Error::from(e)))?;
+            .map_err(|e| VerifyError::ParseSignature(Box::new(pgp::errors::Error::from(e))))?;
         raw = out;
         &raw
     } else {
         bytes
     };
     let malformed = || {
-        VerifyError::ParseSignature(pgp::errors::Error::from(std::io::Error::new(
+        VerifyError::ParseSignature(Box::new(pgp::errors::Error::from(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "malformed signature packet encoding",
-        )))
+        ))))
     };
     let mut rest = bin;
     while !rest.is_empty() {
@@ -646,11 +646,14 @@ fn split_packet(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 fn parse_signatures(bytes: &[u8]) -> Result<Vec<Signature>, VerifyError> {
     check_mpi_encoding(bytes)?;
     let iter = DetachedSignature::from_reader_many(bytes)
-        .map_err(VerifyError::ParseSignature)?
+        .map_err(|e| VerifyError::ParseSignature(Box::new(e)))?
         .0;
     let mut out = Vec::new();
     for s in iter {
-        out.push(s.map_err(VerifyError::ParseSignature)?.signature);
+        out.push(
+            s.map_err(|e| VerifyError::ParseSignature(Box::new(e)))?
+                .signature,
+        );
     }
     if out.is_empty() {
         return Err(VerifyError::EmptySignature);

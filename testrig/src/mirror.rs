@@ -636,6 +636,13 @@ async fn handle(
             range = Some(v.trim().to_string());
         }
     }
+    // Absolute-form targets arrive when a client uses us as its HTTP proxy.
+    let target = match target.strip_prefix("http://") {
+        Some(rest) => rest
+            .find('/')
+            .map_or("/".to_string(), |i| rest[i..].to_string()),
+        None => target,
+    };
     let path = target.split('?').next().unwrap_or("/").to_string();
     let plan = plan_for(state, &path, range.as_deref());
     if let Some(code) = plan.status {

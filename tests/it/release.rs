@@ -855,6 +855,50 @@ async fn versions_command_lists_newest_first_and_marks_prereleases() {
     );
 }
 
+#[tokio::test]
+async fn http_proxy_and_no_proxy_from_the_environment_are_honoured() {
+    use crate::support::mirror::TestMirror;
+    use hashi_testrig::mirror::MirrorBuilder;
+    let m = TestMirror::start(MirrorBuilder::product("consul").version("1.20.1")).await;
+    let proxy = m.server.url();
+    let run = move |no_proxy: &str| {
+        std::process::Command::new(crate::support::supervisor_bin())
+            .args([
+                "versions",
+                "consul",
+                "--mirror",
+                "http://releases.example.invalid",
+            ])
+            .env_remove("http_proxy")
+            .env_remove("no_proxy")
+            .env("HTTP_PROXY", &proxy)
+            .env("NO_PROXY", no_proxy)
+            .output()
+            .expect("run supervisor versions")
+    };
+    let (via_proxy, bypassed) =
+        tokio::task::spawn_blocking(move || (run(""), run("example.invalid")))
+            .await
+            .expect("join");
+    assert!(
+        via_proxy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_proxy.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&via_proxy.stdout).trim(), "1.20.1");
+    assert_eq!(
+        m.server.requests("/consul/index.json"),
+        1,
+        "the proxy saw the request"
+    );
+    assert_eq!(
+        bypassed.status.code(),
+        Some(69),
+        "NO_PROXY host went direct and failed"
+    );
+    assert_eq!(m.server.requests("/consul/index.json"), 1);
+}
+
 #[test]
 fn versions_command_exits_69_when_the_mirror_is_unreachable() {
     let out = std::process::Command::new(crate::support::supervisor_bin())
