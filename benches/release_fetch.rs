@@ -191,7 +191,11 @@ unzip -oq {zip_name}
         .arg(&built.public_key)
         .output()
         .unwrap();
-    assert!(child.status.success(), "{}", String::from_utf8_lossy(&child.stderr));
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
     let hwm: u64 = String::from_utf8_lossy(&child.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM_KiB "))

@@ -1,7 +1,7 @@
 //! Integration tests: release (verification against HashiCorp's real signed
 //! files, and fetch/verify/install through a real HTTP mirror).
 
-use hashi_supervisor::release::{Keyring, VerifyError};
+use hashi_supervisor::release::{Keyring, Sha256Sums, VerifyError};
 
 use crate::support::shared_dir;
 
@@ -54,6 +54,63 @@ fn signature_by_the_old_2014_key_is_refused_as_unknown() {
     match r {
         Err(VerifyError::UnknownKey { issuer }) => assert_eq!(issuer, "51852D87348FFC4C"),
         other => panic!("expected UnknownKey, got {other:?}"),
+    }
+}
+
+#[test]
+fn legacy_copy_alone_refuses_signatures_made_after_its_expiry() {
+    // The legacy copy says the primary and C820C6D5 expire in April 2026;
+    // 1.14.9 was signed on 2026-04-20 18:14Z, after that.
+    let mut legacy = Keyring::default();
+    legacy
+        .add_file(
+            &shared_dir()
+                .join("hashicorp-release")
+                .join("hashicorp-release-key-legacy-expired-2026-04-18.asc"),
+        )
+        .expect("legacy copy loads");
+    let r = legacy.verify_detached(
+        &vector("terraform_1.14.9_SHA256SUMS"),
+        &vector("terraform_1.14.9_SHA256SUMS.72D7468F.sig"),
+    );
+    assert!(
+        matches!(r, Err(VerifyError::OutsideValidity { .. })),
+        "{r:?}"
+    );
+    // Signatures made while the legacy bindings were valid still verify,
+    // whatever the date today.
+    for (sums, sig) in &VALID_VECTORS[..4] {
+        let r = legacy.verify_detached(&vector(sums), &vector(sig));
+        assert!(r.is_ok(), "{sig}: {r:?}");
+    }
+}
+
+#[test]
+fn renewed_copy_alone_accepts_old_signatures_within_the_renewed_validity() {
+    // The policy does not require the self-signature to predate the
+    // signature: the 2026 renewal covers the 2023 re-signature of 1.8.7.
+    let mut renewed = Keyring::default();
+    renewed
+        .add_file(
+            &shared_dir()
+                .join("hashicorp-release")
+                .join("hashicorp-release-key.asc"),
+        )
+        .expect("renewed copy loads");
+    for (sums, sig) in VALID_VECTORS {
+        let r = renewed.verify_detached(&vector(sums), &vector(sig));
+        assert!(r.is_ok(), "{sig}: {r:?}");
+    }
+}
+
+#[test]
+fn sha256sums_of_the_real_vectors_parse() {
+    for (sums, _) in VALID_VECTORS {
+        let parsed = Sha256Sums::parse(&vector(sums)).expect("parses");
+        let text = String::from_utf8(vector(sums)).expect("utf8");
+        let first = text.lines().next().expect("a line");
+        let (hash, name) = first.split_once("  ").expect("two spaces");
+        assert_eq!(parsed.get(name), Some(hash), "{sums}");
     }
 }
 
