@@ -21,7 +21,8 @@ use hashi_supervisor::version::VersionSpec;
 use hashi_testrig::mirror::{MirrorBuilder, serve, version_script};
 
 const VERSION: &str = "1.20.1";
-const PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// Payload size in MiB; `RELEASE_BENCH_MIB` overrides the default 64.
+const DEFAULT_PAYLOAD_MIB: usize = 64;
 const ROUNDS: usize = 3;
 
 fn plan(mirror: &str, releases: PathBuf, key: &Path) -> ReleasePlan {
@@ -86,7 +87,11 @@ fn main() {
     let root = tmp.path().join("mirror");
     let mut binary = version_script("consul", VERSION);
     binary.extend_from_slice(b"exit 0\n");
-    let mut noise = vec![0u8; PAYLOAD_BYTES];
+    let payload_mib = std::env::var("RELEASE_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_PAYLOAD_MIB);
+    let mut noise = vec![0u8; payload_mib * 1024 * 1024];
     rand::fill(&mut noise[..]);
     binary.extend_from_slice(&noise);
     drop(noise);
@@ -204,7 +209,7 @@ unzip -oq {zip_name}
 
     println!("## release fetch benchmark");
     println!("cpu sha extensions (SHA-NI): {}", has_sha_ni());
-    println!("mirror build (64 MiB payload, signed): {build_time:?}");
+    println!("mirror build ({payload_mib} MiB payload, signed): {build_time:?}");
     println!("zip size: {zip_len} bytes ({mib:.1} MiB)");
     println!("fetch+verify+install, ours   (median of {ROUNDS}): {o:?}  all: {ours:?}");
     println!("shell curl x3+gpg+sha256sum+unzip (median): {s:?}  all: {shell:?}");

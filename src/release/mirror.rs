@@ -21,7 +21,7 @@ use super::{FetchOptions, ReleaseError};
 /// Bytes per chunk read from a local mirror.
 const FILE_CHUNK: usize = 256 * 1024;
 /// Chunks queued between the network and the writer thread (bounds memory).
-const WRITE_QUEUE: usize = 32;
+const WRITE_QUEUE: usize = 4;
 
 /// Why one request failed.
 #[derive(Debug, thiserror::Error)]
