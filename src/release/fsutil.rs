@@ -22,8 +22,8 @@ pub fn temp_name(dir: &Path, stem: &str) -> PathBuf {
     ))
 }
 
-/// A file or directory that is removed when dropped, unless [`keep`]
-/// (`TempPath::keep`) was called.
+/// A file or directory that is removed when dropped, unless
+/// [`TempPath::keep`] was called.
 #[derive(Debug)]
 pub struct TempPath {
     path: PathBuf,

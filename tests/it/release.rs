@@ -548,6 +548,64 @@ mod fetch {
     }
 
     #[tokio::test]
+    async fn slow_body_within_the_read_timeout_succeeds() {
+        let m = TestMirror::start(three_versions()).await;
+        let zip = TestMirror::zip_path("consul", "1.20.1");
+        m.server.set_fault(
+            &zip,
+            Fault::SlowBody {
+                chunk: 64,
+                delay: std::time::Duration::from_millis(5),
+            },
+        );
+        let got =
+            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
+                .await
+                .expect("slow but steady download");
+        assert!(got.downloaded);
+        assert_eq!(m.server.requests(&zip), 1);
+    }
+
+    #[tokio::test]
+    async fn stalled_body_hits_the_read_timeout_and_gives_up() {
+        let (m, old) = with_old_version(three_versions()).await;
+        let zip = TestMirror::zip_path("consul", "1.20.1");
+        m.server.set_fault(
+            &zip,
+            Fault::SlowBody {
+                chunk: 16,
+                delay: std::time::Duration::from_secs(30),
+            },
+        );
+        let mut opts = quick_opts();
+        opts.read_timeout = std::time::Duration::from_millis(200);
+        let err = ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &opts)
+            .await
+            .expect_err("stalled");
+        assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
+        // Either our per-chunk timeout or reqwest's read timeout (both set
+        // from `read_timeout`) ends each attempt.
+        let timed_out = match &err {
+            ReleaseError::Fetch {
+                source: FetchCause::ReadTimeout(_),
+                ..
+            } => true,
+            ReleaseError::Fetch {
+                source: FetchCause::Http(e),
+                ..
+            } => e.is_timeout(),
+            _ => false,
+        };
+        assert!(timed_out, "{err:?}");
+        assert_eq!(
+            m.server.requests(&zip),
+            4,
+            "1 attempt + 3 retries, each resuming"
+        );
+        assert_untouched(&m, &old);
+    }
+
+    #[tokio::test]
     async fn endless_500s_give_up_after_the_retry_budget() {
         let (m, old) = with_old_version(three_versions()).await;
         let zip = TestMirror::zip_path("consul", "1.20.1");
