@@ -749,3 +749,117 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
     };
     Some((s, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn get(addr: SocketAddr, path: &str, extra: &str) -> (String, Vec<u8>) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        let split = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header block");
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        (head, buf[split + 4..].to_vec())
+    }
+
+    fn root_with_file() -> (tempfile::TempDir, Vec<u8>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        std::fs::create_dir_all(dir.path().join("consul")).expect("mkdir");
+        std::fs::write(dir.path().join("consul/f.bin"), &data).expect("write");
+        (dir, data)
+    }
+
+    #[tokio::test]
+    async fn serves_files_ranges_and_404() {
+        let (dir, data) = root_with_file();
+        let srv = serve(dir.path()).await.expect("serve");
+        let (head, body) = get(srv.addr(), "/consul/f.bin", "").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(body, data);
+        let (head, body) = get(srv.addr(), "/consul/f.bin", "Range: bytes=9000-\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+        assert!(
+            head.contains("Content-Range: bytes 9000-9999/10000"),
+            "{head}"
+        );
+        assert_eq!(body, data[9000..]);
+        let (head, _) = get(srv.addr(), "/consul/../consul/f.bin", "").await;
+        assert!(head.starts_with("HTTP/1.1 404"), "traversal served: {head}");
+        let (head, _) = get(srv.addr(), "/nope", "").await;
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        assert_eq!(srv.requests("/consul/f.bin"), 2);
+        assert_eq!(srv.ranges("/consul/f.bin"), vec!["bytes=9000-".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn injects_status_drop_tamper_and_wrong_length() {
+        let (dir, data) = root_with_file();
+        let srv = serve(dir.path()).await.expect("serve");
+        let p = "/consul/f.bin";
+        srv.set_fault(
+            p,
+            Fault::Status {
+                code: 500,
+                times: 1,
+            },
+        );
+        assert!(get(srv.addr(), p, "").await.0.starts_with("HTTP/1.1 500"));
+        assert!(get(srv.addr(), p, "").await.0.starts_with("HTTP/1.1 200"));
+        srv.clear_faults();
+        srv.set_fault(
+            p,
+            Fault::DropAfter {
+                bytes: 100,
+                times: 1,
+            },
+        );
+        let (head, body) = get(srv.addr(), p, "").await;
+        assert!(head.contains("Content-Length: 10000"), "{head}");
+        assert_eq!(body.len(), 100);
+        assert_eq!(get(srv.addr(), p, "").await.1.len(), 10_000, "only once");
+        srv.clear_faults();
+        srv.set_fault(p, Fault::Tamper { offset: 5 });
+        let body = get(srv.addr(), p, "").await.1;
+        assert_eq!(body[5], data[5] ^ 0xff);
+        assert_eq!(body[6..], data[6..]);
+        srv.clear_faults();
+        srv.set_fault(p, Fault::WrongLength { declared: 20_000 });
+        let (head, body) = get(srv.addr(), p, "").await;
+        assert!(head.contains("Content-Length: 20000"), "{head}");
+        assert_eq!(body.len(), 10_000);
+    }
+
+    #[test]
+    fn builds_a_signed_mirror_with_a_version_script() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let built = MirrorBuilder::product("consul")
+            .version("1.20.1")
+            .build(dir.path())
+            .expect("build");
+        let zip = std::fs::read(
+            dir.path()
+                .join("consul/1.20.1/consul_1.20.1_linux_amd64.zip"),
+        )
+        .expect("zip");
+        let sums =
+            std::fs::read_to_string(dir.path().join("consul/1.20.1/consul_1.20.1_SHA256SUMS"))
+                .expect("sums");
+        let hash = hex::encode(Sha256::digest(&zip));
+        assert!(sums.contains(&format!("{hash}  consul_1.20.1_linux_amd64.zip\n")));
+        assert!(built.public_key.is_file());
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("zip opens");
+        let mut e = z.by_name("consul").expect("consul entry");
+        assert_eq!(e.unix_mode().map(|m| m & 0o777), Some(0o755));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).expect("read");
+        assert!(text.contains("echo \"Consul v1.20.1\""), "{text}");
+    }
+}
