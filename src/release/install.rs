@@ -34,6 +34,16 @@ const S_IFLNK: u32 = 0o120000;
 /// Mask of the file-type bits.
 const S_IFMT: u32 = 0o170000;
 
+/// Held while a binary is open for writing and while a binary is spawned:
+/// a fork that happens while another thread holds a write descriptor makes
+/// the child inherit it until exec, and exec of that binary then fails with
+/// ETXTBSY ("text file busy"). Consul and Nomad install concurrently.
+static EXEC_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Attempts of `<binary> version` when a fork elsewhere in the process still
+/// holds the binary open (ETXTBSY), and the pause between them.
+const TEXT_BUSY_ATTEMPTS: u32 = 5;
+const TEXT_BUSY_PAUSE: Duration = Duration::from_millis(50);
+
 /// The record written beside an installed binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -250,6 +260,7 @@ fn extract(
         let path = dest.to_path_buf();
         move |source| ReleaseError::Io { what, path, source }
     };
+    let _exec_guard = EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -303,13 +314,29 @@ pub fn check_version(
         binary: binary.to_path_buf(),
         source,
     };
-    let mut child = std::process::Command::new(binary)
-        .arg("version")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(run_err)?;
+    let mut attempt = 1;
+    let mut child = loop {
+        let spawned = {
+            let _exec_guard = EXEC_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            std::process::Command::new(binary)
+                .arg("version")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        };
+        match spawned {
+            Ok(c) => break c,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && attempt < TEXT_BUSY_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(TEXT_BUSY_PAUSE);
+            }
+            Err(e) => return Err(run_err(e)),
+        }
+    };
     let stdout = child.stdout.take();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
