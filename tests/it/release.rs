@@ -320,6 +320,68 @@ mod fetch {
         assert_current(&m.releases_dir(), Product::Nomad, "1.9.3");
     }
 
+    fn agent(product: Product, version: VersionSpec) -> hashi_supervisor::plan::AgentPlan {
+        use hashi_supervisor::plan::{AgentPlan, RestartMode, RestartPolicy};
+        use std::time::Duration;
+        AgentPlan {
+            product,
+            version,
+            server: true,
+            client: false,
+            user: "root".into(),
+            binary: format!("/nonexistent/{product}").into(),
+            args: vec!["agent".into()],
+            config_dir: "/nonexistent/config".into(),
+            data_dir: "/nonexistent/data".into(),
+            stop_signal: nix::sys::signal::Signal::SIGINT,
+            stop_timeout: Duration::from_secs(5),
+            restart: RestartPolicy {
+                attempts: 3,
+                interval: Duration::from_secs(60),
+                delay: Duration::from_secs(1),
+                mode: RestartMode::Delay,
+                max_delay: Duration::from_secs(30),
+                stable_after: Duration::from_secs(60),
+            },
+            http_addr: "127.0.0.1:8500".parse().expect("addr"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_plan_installs_every_agent_of_the_plan() {
+        let m = TestMirror::start(three_versions()).await;
+        let plan = hashi_supervisor::plan::Plan {
+            node_name: "ams2-server-01".into(),
+            region: "eu".into(),
+            datacenter: "ams2".into(),
+            roles: vec!["consul-server".into(), "nomad-server".into()],
+            agents: vec![
+                agent(Product::Consul, ">=1.19, <1.21".parse().expect("spec")),
+                agent(Product::Nomad, exact("1.9.3")),
+            ],
+            release: m.plan(),
+            health_listen: "127.0.0.1:0".parse().expect("addr"),
+            state_dir: m.tmp.path().to_path_buf(),
+            config_dir: m.tmp.path().join("etc"),
+        };
+        let got = release::fetch_plan_with(&plan, &quick_opts())
+            .await
+            .expect("fetch plan");
+        let versions: Vec<(Product, String)> = got
+            .iter()
+            .map(|i| (i.product, i.version.to_string()))
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                (Product::Consul, "1.20.1".to_string()),
+                (Product::Nomad, "1.9.3".to_string())
+            ]
+        );
+        assert_current(&m.releases_dir(), Product::Consul, "1.20.1");
+        assert_current(&m.releases_dir(), Product::Nomad, "1.9.3");
+    }
+
     #[tokio::test]
     async fn key_id_signature_name_is_preferred_and_plain_name_is_fallback() {
         let m = TestMirror::start(
