@@ -244,7 +244,8 @@ impl MirrorBuilder {
         p.versions.last_mut().expect("checked above")
     }
 
-    /// The binary file zipped for the last added version (and later ones).
+    /// The binary file zipped for the last added version (and later ones). A
+    /// stand-in binary gets each version stamped into its version slot.
     pub fn binary(mut self, path: impl Into<PathBuf>) -> MirrorBuilder {
         self.last_version().binary = BinarySource::Path(path.into());
         self
@@ -324,6 +325,8 @@ impl MirrorBuilder {
                 BinarySource::Bytes(b) => b.clone(),
                 BinarySource::Script => version_script(&p.name, &v.version),
             };
+            let mut binary = binary;
+            stamp_standin_version(&mut binary, &v.version);
             let zip_bytes = make_zip(&p.name, &binary, &v.extra)?;
             let mut sums = String::new();
             let mut builds = Vec::new();
@@ -377,6 +380,37 @@ impl MirrorBuilder {
         let text = serde_json::to_vec_pretty(&index).map_err(|e| err("encode index.json", e))?;
         std::fs::write(pdir.join("index.json"), text).map_err(|e| err("write index.json", e))
     }
+}
+
+/// Marker of the stand-in agent's patchable version slot (the stand-in's
+/// own contract, `standin/src/main.rs`): the version, NUL-padded, follows it.
+pub const STANDIN_VERSION_SLOT_MARKER: &[u8] = b"STANDIN_VERSION_SLOT:";
+/// Size of the stand-in's version slot, marker included.
+pub const STANDIN_VERSION_SLOT_LEN: usize = 64;
+
+/// Stamps `version` into a stand-in binary's version slot so one stand-in
+/// build can serve every version of a mirror. Binaries without exactly one
+/// slot (scripts, anything else) are left alone; returns whether it stamped.
+pub fn stamp_standin_version(bin: &mut [u8], version: &str) -> bool {
+    let room = STANDIN_VERSION_SLOT_LEN - STANDIN_VERSION_SLOT_MARKER.len();
+    if version.is_empty() || version.len() >= room {
+        return false;
+    }
+    let mut hits = bin
+        .windows(STANDIN_VERSION_SLOT_MARKER.len())
+        .enumerate()
+        .filter(|(_, w)| *w == STANDIN_VERSION_SLOT_MARKER)
+        .map(|(i, _)| i);
+    let (Some(at), None) = (hits.next(), hits.next()) else {
+        return false;
+    };
+    let start = at + STANDIN_VERSION_SLOT_MARKER.len();
+    let Some(slot) = bin.get_mut(start..start + room) else {
+        return false;
+    };
+    slot.fill(0);
+    slot[..version.len()].copy_from_slice(version.as_bytes());
+    true
 }
 
 /// A zip with `<product>` (mode 0755) and `extra` entries.
@@ -835,6 +869,41 @@ mod tests {
         let (head, body) = get(srv.addr(), p, "").await;
         assert!(head.contains("Content-Length: 20000"), "{head}");
         assert_eq!(body.len(), 10_000);
+    }
+
+    #[test]
+    fn stamps_each_version_into_a_standin_binary() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut fake = b"ELF...".to_vec();
+        fake.extend_from_slice(STANDIN_VERSION_SLOT_MARKER);
+        fake.resize(
+            fake.len() + STANDIN_VERSION_SLOT_LEN - STANDIN_VERSION_SLOT_MARKER.len(),
+            0,
+        );
+        fake.extend_from_slice(b"...tail");
+        let bin = dir.path().join("standin");
+        std::fs::write(&bin, &fake).expect("write");
+        MirrorBuilder::product("consul")
+            .version("1.19.2")
+            .binary(&bin)
+            .version("1.20.1")
+            .build(&dir.path().join("m"))
+            .expect("build");
+        for v in ["1.19.2", "1.20.1"] {
+            let zip = std::fs::read(
+                dir.path()
+                    .join(format!("m/consul/{v}/consul_{v}_linux_amd64.zip")),
+            )
+            .expect("zip");
+            let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("zip opens");
+            let mut e = z.by_name("consul").expect("entry");
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut got).expect("read");
+            let mut want = fake.clone();
+            assert!(stamp_standin_version(&mut want, v));
+            assert_eq!(got, want, "{v}");
+            assert!(got.windows(v.len()).any(|w| w == v.as_bytes()));
+        }
     }
 
     #[test]
