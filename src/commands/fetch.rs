@@ -1,10 +1,36 @@
-//! `supervisor fetch`. SKELETON: replaced by the release work.
+//! `supervisor fetch`: resolve, download, verify and install the releases the
+//! plan needs (consul and nomad concurrently); start nothing. For image
+//! baking and package post-install.
+
+use std::io::Write;
 
 use crate::cli::GlobalArgs;
 use crate::error::Error;
+use crate::plan::Plan;
+use crate::release;
 
 /// Runs `supervisor fetch`.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
-    let _ = global;
-    Err(Error::Internal("`fetch` is not built yet".into()))
+    let (path, explicit) = global.role_file();
+    let role = crate::role::load(&path, explicit, &global.role)?;
+    let plan = Plan::from_role(&role);
+    let installed = release::fetch_plan(&plan).await?;
+    let mut out = std::io::stdout().lock();
+    for i in installed {
+        writeln!(
+            out,
+            "{} {} {} sha256:{}{}",
+            i.product,
+            i.version,
+            i.binary.display(),
+            i.sha256,
+            if i.downloaded {
+                ""
+            } else {
+                " (already installed)"
+            }
+        )
+        .map_err(|e| Error::io("write to stdout", e))?;
+    }
+    Ok(0)
 }

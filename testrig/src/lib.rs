@@ -1,4 +1,10 @@
-//! Test rig: a signed local release mirror and network-namespace nodes.
-//! SKELETON: replaced by the test-rig work.
+//! Test rig of hashi-supervisor: a signed local release mirror laid out like
+//! releases.hashicorp.com (built at test time with a test key, never
+//! HashiCorp's) and a small HTTP server for it with fault injection, and
+//! network-namespace nodes for multi-node tests.
+//!
+//! Binaries zipped into the mirror are stand-ins (the `hashi-standin` test
+//! agent or a script), never the real Consul or Nomad.
 
+pub mod mirror;
 pub mod netns;
