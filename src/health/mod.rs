@@ -105,3 +105,6 @@ impl HealthError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
