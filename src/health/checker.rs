@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -89,8 +90,11 @@ impl Checker {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let targets = self.tx.borrow().node.agents.clone();
+        let bound = self.config.request_timeout * ROUND_TIMEOUT_FACTOR;
         let mut status_open = true;
-        let mut round: Option<tokio::task::JoinHandle<Vec<AgentReport>>> = None;
+        // One task per agent and round; a report is published as soon as
+        // its agent answers (or times out), independently of the others.
+        let mut queries: JoinSet<AgentReport> = JoinSet::new();
         loop {
             tokio::select! {
                 biased;
@@ -104,53 +108,32 @@ impl Checker {
                     let st = self.status.borrow_and_update().clone();
                     self.tx.send_modify(|s| s.set_supervisor(st));
                 }
-                done = async { round.as_mut().expect("guarded by round.is_some()").await }, if round.is_some() => {
-                    round = None;
-                    match done {
-                        Ok(reports) => self.tx.send_modify(|s| {
-                            for r in reports {
-                                s.set_report(r);
+                Some(done) = queries.join_next(), if !queries.is_empty() => match done {
+                    Ok(report) => self.tx.send_modify(|s| s.set_report(report)),
+                    Err(e) => warn!(error = %e, "agent query task ended abnormally"),
+                },
+                _ = tick.tick(), if queries.is_empty() => {
+                    for t in &targets {
+                        let http = self.http.clone();
+                        let t = t.clone();
+                        queries.spawn(async move {
+                            match tokio::time::timeout(bound, query_one(http, &t)).await {
+                                Ok(r) => r,
+                                Err(_) => timed_out(&t, bound),
                             }
-                        }),
-                        Err(e) => warn!(error = %e, "agent query round ended abnormally"),
+                        });
                     }
-                }
-                _ = tick.tick(), if round.is_none() => {
-                    let http = self.http.clone();
-                    let targets = targets.clone();
-                    let bound = self.config.request_timeout * ROUND_TIMEOUT_FACTOR;
-                    round = Some(tokio::spawn(async move { query_all(http, targets, bound).await }));
                 }
             }
         }
-        if let Some(r) = round {
-            r.abort();
-        }
+        queries.abort_all();
         Ok(())
     }
 }
 
-/// A round is bounded by this many request timeouts (requests run
-/// concurrently, so one timeout is the normal worst case).
+/// A round of one agent is bounded by this many request timeouts (its
+/// requests run concurrently, so one timeout is the normal worst case).
 const ROUND_TIMEOUT_FACTOR: u32 = 3;
-
-async fn query_all(
-    http: reqwest::Client,
-    targets: Vec<AgentTarget>,
-    bound: Duration,
-) -> Vec<AgentReport> {
-    let rounds = targets.iter().map(|t| {
-        let http = http.clone();
-        async move {
-            let fut = query_one(http, t);
-            match tokio::time::timeout(bound, fut).await {
-                Ok(r) => r,
-                Err(_) => timed_out(t, bound),
-            }
-        }
-    });
-    futures_util::future::join_all(rounds).await
-}
 
 fn timed_out(t: &AgentTarget, bound: Duration) -> AgentReport {
     let msg = format!("agent queries did not finish within {}s", bound.as_secs());

@@ -145,9 +145,15 @@ fn crashed_agent_makes_ready_503_with_its_state_and_exit() {
     let (code, body) = get(&s, "/ready");
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.starts_with("unhealthy: 2 failing checks\n"), "{body}");
-    assert!(body.contains("nomad.process: backoff: last exit code 1"), "{body}");
+    assert!(
+        body.contains("nomad.process: backoff: last exit code 1"),
+        "{body}"
+    );
     assert!(body.contains("nomad.ready: not ready"), "{body}");
-    assert!(!body.contains("consul."), "only failing checks without ?verbose: {body}");
+    assert!(
+        !body.contains("consul."),
+        "only failing checks without ?verbose: {body}"
+    );
 }
 
 #[test]
@@ -181,7 +187,10 @@ fn unhealthy_nomad_half_is_reported_with_its_message() {
     });
     let (code, body) = get(&s, "/ready");
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(body.contains("nomad.api: client: no known servers"), "{body}");
+    assert!(
+        body.contains("nomad.api: client: no known servers"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -209,10 +218,26 @@ fn stopping_supervisor_is_not_ready_but_still_live() {
 fn verbose_lists_every_check_and_accept_json_gives_json() {
     let s = healthy();
     let (_, body) = get(&s, "/ready?verbose");
-    for name in ["supervisor", "consul.process", "consul.ready", "consul.api", "nomad.process", "nomad.ready", "nomad.api"] {
-        assert!(body.contains(&format!(" {name}: ")), "{name} missing: {body}");
+    for name in [
+        "supervisor",
+        "consul.process",
+        "consul.ready",
+        "consul.api",
+        "nomad.process",
+        "nomad.ready",
+        "nomad.api",
+    ] {
+        assert!(
+            body.contains(&format!(" {name}: ")),
+            "{name} missing: {body}"
+        );
     }
-    let (code, body) = call(&s, Method::GET, "/ready?verbose=1", Some("application/json"));
+    let (code, body) = call(
+        &s,
+        Method::GET,
+        "/ready?verbose=1",
+        Some("application/json"),
+    );
     assert_eq!(code, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["healthy"], true);
@@ -230,9 +255,16 @@ fn head_answers_headers_with_length_and_no_body() {
     assert_eq!(code, StatusCode::OK);
     assert!(body.is_empty());
     let h = handle(&req(Method::HEAD, "/v1/status", None), &s);
-    let len: usize = h.headers()[header::CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+    let len: usize = h.headers()[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(len > 100);
-    assert_eq!(h.headers()[header::CONTENT_TYPE], g.headers()[header::CONTENT_TYPE]);
+    assert_eq!(
+        h.headers()[header::CONTENT_TYPE],
+        g.headers()[header::CONTENT_TYPE]
+    );
 }
 
 #[test]
@@ -261,11 +293,17 @@ fn status_json_has_node_agents_and_agent_reports() {
     assert!(doc.healthy);
     assert_eq!(doc.agents.len(), 2);
     let c = &doc.agents[0];
-    assert_eq!((c.agent.as_str(), c.state.as_str(), c.pid), ("consul", "running", Some(100)));
+    assert_eq!(
+        (c.agent.as_str(), c.state.as_str(), c.pid),
+        ("consul", "running", Some(100))
+    );
     assert!(c.uptime_secs.unwrap() >= 90);
     let cr = c.consul.as_ref().unwrap();
     assert_eq!(cr.leader.as_deref(), Some("10.0.0.1:8300"));
-    assert_eq!((cr.lan_members, cr.wan_members, cr.failure_tolerance), (Some(3), Some(2), Some(0)));
+    assert_eq!(
+        (cr.lan_members, cr.wan_members, cr.failure_tolerance),
+        (Some(3), Some(2), Some(0))
+    );
     let n = doc.agents[1].nomad.as_ref().unwrap();
     assert!(n.health_server.as_ref().unwrap().ok);
 }
@@ -280,10 +318,17 @@ fn metrics_have_one_hot_state_and_counters() {
     assert!(body.contains("hashi_supervisor_agent_up{agent=\"consul\"} 1\n"));
     assert!(body.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"running\"} 1\n"));
     assert!(body.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"backoff\"} 0\n"));
-    assert_eq!(body.matches("hashi_supervisor_agent_state{agent=\"consul\"").count(), 6);
+    assert_eq!(
+        body.matches("hashi_supervisor_agent_state{agent=\"consul\"")
+            .count(),
+        6
+    );
     assert!(body.contains("hashi_supervisor_fetch_total{agent=\"consul\",outcome=\"ok\"} 1\n"));
     assert!(body.contains("hashi_supervisor_verify_total{agent=\"nomad\",outcome=\"error\"} 1\n"));
-    assert!(body.contains(&format!("hashi_supervisor_build_info{{version=\"{}\"", crate::SUPERVISOR_VERSION)));
+    assert!(body.contains(&format!(
+        "hashi_supervisor_build_info{{version=\"{}\"",
+        crate::SUPERVISOR_VERSION
+    )));
 }
 
 #[test]
@@ -298,7 +343,10 @@ fn page_shows_each_agent_state_escaped() {
     assert!(body.contains("id=\"agent-consul\" data-state=\"failed\""));
     assert!(body.contains("id=\"agent-nomad\" data-state=\"running\""));
     assert!(!body.contains("<script>"));
-    assert!(!body.contains("http://") && !body.contains("https://"), "no external assets");
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external assets"
+    );
 }
 
 #[test]
@@ -325,7 +373,14 @@ fn secrets_never_appear_in_any_response() {
         nomad: None,
     });
     let mut seen = 0;
-    for path in ["/", "/live", "/ready?verbose", "/health", "/v1/status", "/metrics"] {
+    for path in [
+        "/",
+        "/live",
+        "/ready?verbose",
+        "/health",
+        "/v1/status",
+        "/metrics",
+    ] {
         for accept in [None, Some("application/json")] {
             let (_, body) = call(&s, Method::GET, path, accept);
             assert!(!body.contains(GOSSIP_KEY), "{path}: {body}");
@@ -333,5 +388,8 @@ fn secrets_never_appear_in_any_response() {
             seen += body.matches(redact::REDACTED).count();
         }
     }
-    assert!(seen > 0, "the redacted lines are shown (redacted), not dropped");
+    assert!(
+        seen > 0,
+        "the redacted lines are shown (redacted), not dropped"
+    );
 }
