@@ -89,7 +89,7 @@ impl Checker {
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), HealthError> {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let targets = self.tx.borrow().node.agents.clone();
+        let targets = self.tx.borrow().node().agents.clone();
         let bound = self.config.request_timeout * ROUND_TIMEOUT_FACTOR;
         let mut status_open = true;
         // One task per agent and round; a report is published as soon as

@@ -53,14 +53,14 @@ pub fn state_name(s: AgentState) -> &'static str {
 
 /// All checks of a snapshot, in a stable order.
 pub fn evaluate(s: &HealthSnapshot) -> Vec<Check> {
-    let mut out = Vec::with_capacity(1 + 3 * s.node.agents.len());
+    let mut out = Vec::with_capacity(1 + 3 * s.node().agents.len());
     let sup = s.supervisor();
     out.push(if sup.stopping {
         Check::new("supervisor".into(), false, "shutting down")
     } else {
         Check::new("supervisor".into(), true, "running")
     });
-    for target in &s.node.agents {
+    for target in &s.node().agents {
         let status = sup.agents.iter().find(|a| a.product == target.product);
         agent_checks(s, target, status, &mut out);
     }

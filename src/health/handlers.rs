@@ -13,7 +13,7 @@ use hyper::{Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::checks::{self, Check, state_name};
-use super::snapshot::{ConsulReport, HealthSnapshot, NomadReport};
+use super::snapshot::{ConsulReport, HealthSnapshot, NomadReport, Timed};
 use crate::plan::Product;
 use crate::supervise::AgentState;
 
@@ -125,10 +125,10 @@ fn unix(t: SystemTime) -> u64 {
 
 /// Builds the `/v1/status` document.
 pub fn status_doc(s: &HealthSnapshot, now: SystemTime) -> StatusDoc {
-    let checks = checks::evaluate(s);
+    let checks = s.derived().checks.clone();
     let sup = s.supervisor();
     let agents = s
-        .node
+        .node()
         .agents
         .iter()
         .map(|t| {
@@ -164,10 +164,10 @@ pub fn status_doc(s: &HealthSnapshot, now: SystemTime) -> StatusDoc {
         })
         .collect();
     StatusDoc {
-        node: s.node.node_name.clone(),
-        region: s.node.region.clone(),
-        datacenter: s.node.datacenter.clone(),
-        roles: s.node.roles.clone(),
+        node: s.node().node_name.clone(),
+        region: s.node().region.clone(),
+        datacenter: s.node().datacenter.clone(),
+        roles: s.node().roles.clone(),
         supervisor_version: crate::SUPERVISOR_VERSION.to_string(),
         config_hash: sup.config_hash.clone(),
         healthy: checks::is_healthy(&checks),
@@ -231,8 +231,7 @@ pub fn handle(parts: &Parts, s: &HealthSnapshot) -> HealthResponse {
     } else if parts.method == Method::HEAD {
         let r = route(parts, s);
         let (mut head, body) = r.into_parts();
-        let len = http_body_util::BodyExt::boxed(body);
-        let size = hyper::body::Body::size_hint(&len).exact().unwrap_or(0);
+        let size = hyper::body::Body::size_hint(&body).exact().unwrap_or(0);
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         Response::from_parts(head, Full::new(Bytes::new()))
@@ -249,16 +248,24 @@ fn live(_: &Parts, _: &HealthSnapshot) -> HealthResponse {
 }
 
 fn ready(parts: &Parts, s: &HealthSnapshot) -> HealthResponse {
-    let all = checks::evaluate(s);
-    let healthy = checks::is_healthy(&all);
+    let d = s.derived();
     let verbose = has_query_flag(parts, "verbose");
-    let shown: Vec<&Check> = all.iter().filter(|c| verbose || !c.ok).collect();
-    let code = if healthy {
+    let json = wants_json(parts);
+    let code = if d.healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    if wants_json(parts) {
+    let body = d.ready[usize::from(verbose) + 2 * usize::from(json)].clone();
+    respond(code, if json { JSON } else { TEXT }, body)
+}
+
+/// Renders a `/ready` body: the failing checks (all with `verbose`), as
+/// text or JSON.
+pub(crate) fn render_ready(all: &[Check], verbose: bool, json: bool) -> Bytes {
+    let healthy = checks::is_healthy(all);
+    let shown: Vec<&Check> = all.iter().filter(|c| verbose || !c.ok).collect();
+    if json {
         #[derive(Serialize)]
         struct Body<'a> {
             healthy: bool,
@@ -269,7 +276,7 @@ fn ready(parts: &Parts, s: &HealthSnapshot) -> HealthResponse {
             checks: shown,
         })
         .unwrap_or_default();
-        return respond(code, JSON, body);
+        return Bytes::from(body);
     }
     let mut out = String::new();
     if healthy {
@@ -291,19 +298,19 @@ fn ready(parts: &Parts, s: &HealthSnapshot) -> HealthResponse {
             c.reason
         );
     }
-    respond(code, TEXT, out)
+    Bytes::from(out)
 }
 
 fn status(_: &Parts, s: &HealthSnapshot) -> HealthResponse {
-    let doc = status_doc(s, SystemTime::now());
-    match serde_json::to_vec(&doc) {
-        Ok(body) => respond(StatusCode::OK, JSON, body),
-        Err(_) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            TEXT,
-            "failed to encode the status\n",
-        ),
-    }
+    let now = SystemTime::now();
+    let body = s.timed(Timed::Status, now, || {
+        let doc = status_doc(s, now);
+        Bytes::from(
+            serde_json::to_vec(&doc)
+                .expect("a StatusDoc serialises: string keys and plain values only"),
+        )
+    });
+    respond(StatusCode::OK, JSON, body)
 }
 
 /// Escapes a Prometheus label value.
@@ -317,7 +324,7 @@ fn label(v: &str) -> String {
 pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
     let mut o = String::with_capacity(2048);
     let sup = s.supervisor();
-    let checks = checks::evaluate(s);
+    let checks = &s.derived().checks;
     let _ = writeln!(
         o,
         "# HELP hashi_supervisor_build_info Build information of the supervisor."
@@ -327,9 +334,9 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
         o,
         "hashi_supervisor_build_info{{version=\"{}\",node=\"{}\",datacenter=\"{}\",region=\"{}\"}} 1",
         label(crate::SUPERVISOR_VERSION),
-        label(&s.node.node_name),
-        label(&s.node.datacenter),
-        label(&s.node.region)
+        label(&s.node().node_name),
+        label(&s.node().datacenter),
+        label(&s.node().region)
     );
     let _ = writeln!(
         o,
@@ -339,7 +346,7 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
     let _ = writeln!(
         o,
         "hashi_supervisor_healthy {}",
-        u8::from(checks::is_healthy(&checks))
+        u8::from(checks::is_healthy(checks))
     );
 
     type Row<'a> = (
@@ -387,7 +394,7 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
     for (name, kind, help, value) in &rows {
         let _ = writeln!(o, "# HELP {name} {help}");
         let _ = writeln!(o, "# TYPE {name} {kind}");
-        for t in &s.node.agents {
+        for t in &s.node().agents {
             let _ = writeln!(o, "{name}{{agent=\"{}\"}} {}", t.product, value(t.product));
         }
     }
@@ -396,7 +403,7 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
         "# HELP hashi_supervisor_agent_state The agent's state (one-hot)."
     );
     let _ = writeln!(o, "# TYPE hashi_supervisor_agent_state gauge");
-    for t in &s.node.agents {
+    for t in &s.node().agents {
         let cur = find(t.product).map_or(AgentState::Stopped, |a| a.state);
         for st in ALL_STATES {
             let _ = writeln!(
@@ -437,11 +444,9 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
 }
 
 fn metrics(_: &Parts, s: &HealthSnapshot) -> HealthResponse {
-    respond(
-        StatusCode::OK,
-        PROMETHEUS,
-        render_metrics(s, SystemTime::now()),
-    )
+    let now = SystemTime::now();
+    let body = s.timed(Timed::Metrics, now, || Bytes::from(render_metrics(s, now)));
+    respond(StatusCode::OK, PROMETHEUS, body)
 }
 
 /// Escapes text for HTML.
@@ -553,5 +558,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 }
 
 fn page(_: &Parts, s: &HealthSnapshot) -> HealthResponse {
-    respond(StatusCode::OK, HTML, render_page(s, SystemTime::now()))
+    let now = SystemTime::now();
+    let body = s.timed(Timed::Page, now, || Bytes::from(render_page(s, now)));
+    respond(StatusCode::OK, HTML, body)
 }

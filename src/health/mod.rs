@@ -34,7 +34,7 @@ pub use checks::Check;
 pub use handlers::{StatusDoc, handle};
 pub use metrics::Metrics;
 pub use register::{deregister_self, register_self, run_registration};
-pub use server::{ServerLimits, bind, serve, serve_with};
+pub use server::{ServerLimits, bind, default_listen, serve, serve_with};
 pub use snapshot::{AgentReport, ConsulReport, HealthSnapshot, NodeInfo, NomadReport};
 
 use crate::agent_api::AgentApiError;

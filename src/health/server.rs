@@ -155,22 +155,19 @@ async fn serve_connection(
     limits: ServerLimits,
 ) {
     let svc = service_fn(move |req: Request<Incoming>| {
-        let rx = rx.clone();
-        async move {
-            let resp = if too_large(&req, limits.max_body_bytes) {
-                let mut r =
-                    Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
-                *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                r
-            } else {
-                let (parts, _body) = req.into_parts();
-                let snap = rx.borrow();
-                handle(&parts, &snap)
-            };
-            Ok::<_, Infallible>(resp)
-        }
+        // Answered synchronously: the snapshot is read, never awaited on.
+        let resp = if too_large(&req, limits.max_body_bytes) {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        } else {
+            let (parts, _body) = req.into_parts();
+            let snap = rx.borrow();
+            handle(&parts, &snap)
+        };
+        std::future::ready(Ok::<_, Infallible>(resp))
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -190,4 +187,10 @@ async fn serve_connection(
             let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
         }
     }
+}
+
+/// The default listen address of a node whose private address is `ip`:
+/// that address and [`crate::paths::DEFAULT_HEALTH_PORT`].
+pub fn default_listen(ip: std::net::IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, crate::paths::DEFAULT_HEALTH_PORT)
 }

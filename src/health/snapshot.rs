@@ -3,11 +3,15 @@
 //! handler can show a secret.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::{self, Check};
+use super::handlers;
 use super::metrics::Metrics;
 use super::redact::redact;
 use crate::agent_api::NomadHealthItem;
@@ -123,23 +127,54 @@ pub struct AgentReport {
     pub nomad: Option<NomadReport>,
 }
 
+/// What depends only on the snapshot's content: computed once per change
+/// instead of once per request.
+#[derive(Debug, Clone)]
+pub(crate) struct Derived {
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// Whether every check passes.
+    pub healthy: bool,
+    /// `/ready` bodies: `[text, text verbose, json, json verbose]`.
+    pub ready: [Bytes; 4],
+}
+
+/// Answers that also depend on the clock (uptimes), by kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Timed {
+    /// `/v1/status`.
+    Status = 0,
+    /// `/metrics`.
+    Metrics = 1,
+    /// `/`.
+    Page = 2,
+}
+
+/// Rendered clock-dependent answers, each with the second it was made in.
+type TimedCache = [Option<(u64, Bytes)>; 3];
+
 /// Everything the endpoint answers from.
 #[derive(Debug, Clone)]
 pub struct HealthSnapshot {
     /// The node, from the plan.
-    pub node: NodeInfo,
+    node: NodeInfo,
     /// The supervisor's status, redacted.
     supervisor: SupervisorStatus,
     /// Last reports, one per agent queried so far.
     pub reports: Vec<AgentReport>,
     /// Live outcome counters.
     pub metrics: Arc<Metrics>,
+    /// Checks and `/ready` bodies of this content.
+    derived: Arc<Derived>,
+    /// Clock-dependent answers of this content, re-rendered at most once a
+    /// second (so counters and uptimes may lag by up to a second).
+    timed: Arc<Mutex<TimedCache>>,
 }
 
 impl HealthSnapshot {
     /// A snapshot with no agent status or report yet.
     pub fn new(node: NodeInfo, metrics: Arc<Metrics>) -> Self {
-        Self {
+        let mut s = Self {
             node,
             supervisor: SupervisorStatus {
                 agents: Vec::new(),
@@ -149,7 +184,62 @@ impl HealthSnapshot {
             },
             reports: Vec::new(),
             metrics,
+            derived: Arc::new(Derived {
+                checks: Vec::new(),
+                healthy: false,
+                ready: Default::default(),
+            }),
+            timed: Arc::default(),
+        };
+        s.refresh();
+        s
+    }
+
+    /// The node, from the plan.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Recomputes what derives from the content; called by every mutator.
+    fn refresh(&mut self) {
+        let checks = checks::evaluate(self);
+        let healthy = checks::is_healthy(&checks);
+        let ready = [
+            handlers::render_ready(&checks, false, false),
+            handlers::render_ready(&checks, true, false),
+            handlers::render_ready(&checks, false, true),
+            handlers::render_ready(&checks, true, true),
+        ];
+        self.derived = Arc::new(Derived {
+            checks,
+            healthy,
+            ready,
+        });
+        self.timed = Arc::default();
+    }
+
+    pub(crate) fn derived(&self) -> &Derived {
+        &self.derived
+    }
+
+    /// The answer of `kind` rendered in the current second, or `render`'s.
+    pub(crate) fn timed(
+        &self,
+        kind: Timed,
+        now: SystemTime,
+        render: impl FnOnce() -> Bytes,
+    ) -> Bytes {
+        let sec = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut cache = self.timed.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut cache[kind as usize];
+        if let Some((at, body)) = slot {
+            if *at == sec {
+                return body.clone();
+            }
         }
+        let body = render();
+        *slot = Some((sec, body.clone()));
+        body
     }
 
     /// The supervisor's status (already redacted).
@@ -167,6 +257,7 @@ impl HealthSnapshot {
             }
         }
         self.supervisor = status;
+        self.refresh();
     }
 
     /// Replaces the report of one agent, redacting its error texts.
@@ -187,6 +278,7 @@ impl HealthSnapshot {
             Some(r) => *r = report,
             None => self.reports.push(report),
         }
+        self.refresh();
     }
 
     /// The last report of an agent.

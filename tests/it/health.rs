@@ -812,3 +812,92 @@ async fn snapshot_channel_keeps_last_status_when_supervisor_is_gone() {
     n.cancel.cancel();
     n.server.await.unwrap().unwrap();
 }
+
+/// A free loopback port (Prometheus cannot report a port-0 listener's port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child on drop.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_server_scrapes_the_metrics() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: prometheus not installed (Debian package prometheus)");
+        return;
+    }
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hashi-supervisor\n    static_configs:\n      - targets: ['{}']\n",
+            n.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prom = Reap(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query=hashi_supervisor_agent_up");
+    let end = Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        if let Ok(r) = client().get(&url).send().await {
+            if let Ok(v) =
+                serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default())
+            {
+                let res = v["data"]["result"].as_array().cloned().unwrap_or_default();
+                if res.len() == 2 {
+                    break res;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "prometheus never scraped the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for series in &result {
+        assert_eq!(series["metric"]["job"], "hashi-supervisor");
+        assert_eq!(series["value"][1], "1", "{series}");
+    }
+    let agents: Vec<&str> = result
+        .iter()
+        .filter_map(|s| s["metric"]["agent"].as_str())
+        .collect();
+    assert!(
+        agents.contains(&"consul") && agents.contains(&"nomad"),
+        "{agents:?}"
+    );
+    n.cancel.cancel();
+}
