@@ -38,6 +38,9 @@ enum Mode {
     NoLeader,
     /// Accept, read, never answer.
     Hung,
+    /// Consul client that knows no server: every RPC-backed endpoint is
+    /// `500 No known Consul servers` in text (self and members are local).
+    NoServers,
 }
 
 #[derive(Clone)]
@@ -94,6 +97,16 @@ impl FakeAgent {
         };
         let path = target.split('?').next().unwrap_or("");
         let (code, ctype, body) = match (product, path) {
+            (Product::Consul, p)
+                if mode == Mode::NoServers
+                    && !matches!(p, "/v1/agent/self" | "/v1/agent/members") =>
+            {
+                (
+                    500,
+                    "text/plain; charset=utf-8",
+                    "No known Consul servers".to_string(),
+                )
+            }
             (Product::Consul, "/v1/status/leader") if mode == Mode::NoLeader => {
                 (200, "application/json", "\"\"".to_string())
             }
@@ -900,4 +913,52 @@ async fn a_real_prometheus_server_scrapes_the_metrics() {
         "{agents:?}"
     );
     n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn consul_client_without_servers_is_reported_with_the_agents_words() {
+    let n = start_node(ServerLimits::default()).await;
+    n.consul.set(Mode::NoServers);
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("No known Consul servers")
+    })
+    .await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("[FAIL] consul.api:") && l.contains("status 500")),
+        "{body}"
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_ends_serve_despite_open_idle_connections() {
+    let n = start_node(ServerLimits {
+        shutdown_grace: Duration::from_millis(500),
+        ..ServerLimits::default()
+    })
+    .await;
+    // One keep-alive connection that has been served and now idles, one
+    // that never sent anything.
+    let mut served = TcpStream::connect(n.addr).await.unwrap();
+    served
+        .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    let k = served.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 200"));
+    let _silent = TcpStream::connect(n.addr).await.unwrap();
+    n.cancel.cancel();
+    tokio::time::timeout(DEADLINE, n.server)
+        .await
+        .expect("serve returns after cancel")
+        .unwrap()
+        .unwrap();
+    // The served connection was closed by the server.
+    let k = tokio::time::timeout(DEADLINE, served.read(&mut buf))
+        .await
+        .expect("the server closes idle connections at shutdown")
+        .unwrap_or(0);
+    assert_eq!(k, 0);
 }
