@@ -28,6 +28,11 @@ pub mod server;
 pub mod snapshot;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use checker::{Checker, CheckerConfig};
 pub use checks::Check;
@@ -39,6 +44,48 @@ pub use snapshot::{AgentReport, ConsulReport, HealthSnapshot, NodeInfo, NomadRep
 
 use crate::agent_api::AgentApiError;
 use crate::error::{EXIT_FAILURE, EXIT_UNAVAILABLE};
+use crate::plan::Plan;
+use crate::supervise::SupervisorStatus;
+
+/// What [`start`] spawned.
+#[derive(Debug)]
+pub struct Started {
+    /// The address the endpoint listens on (the real port when the plan
+    /// asked for port 0).
+    pub addr: SocketAddr,
+    /// The snapshots the endpoint serves (for other readers, e.g. sd_notify
+    /// or tests).
+    pub snapshot: watch::Receiver<HealthSnapshot>,
+}
+
+/// Binds the plan's `health_listen`, then spawns the checker, the server
+/// and (when `register_with` names a Consul agent's HTTP address) the
+/// Consul registration on `tracker`. All three stop on `cancel`, which the
+/// daemon cancels last (after the agents are stopped) so the node stays
+/// observable while it shuts down. A bind failure is returned at once.
+pub async fn start(
+    plan: &Plan,
+    status: watch::Receiver<SupervisorStatus>,
+    metrics: Arc<Metrics>,
+    register_with: Option<SocketAddr>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<Started, HealthError> {
+    let listener = bind(plan.health_listen).await?;
+    let addr = listener.local_addr().map_err(HealthError::LocalAddr)?;
+    let (checker, snapshot) = Checker::new(plan, status, metrics, CheckerConfig::default())?;
+    tracker.spawn(checker.run(cancel.clone()));
+    tracker.spawn(serve(listener, snapshot.clone(), cancel.clone()));
+    if let Some(consul) = register_with {
+        tracker.spawn(run_registration(
+            consul,
+            plan.node_name.clone(),
+            addr,
+            cancel,
+        ));
+    }
+    Ok(Started { addr, snapshot })
+}
 
 /// Why the health endpoint (or a client of it) failed.
 #[derive(Debug, thiserror::Error)]

@@ -962,3 +962,91 @@ async fn shutdown_ends_serve_despite_open_idle_connections() {
         .unwrap_or(0);
     assert_eq!(k, 0);
 }
+
+fn plan(consul: SocketAddr, nomad: SocketAddr) -> hashi_supervisor::plan::Plan {
+    use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan, RestartMode, RestartPolicy};
+    let agent = |product, http_addr| AgentPlan {
+        product,
+        version: "latest".parse().unwrap(),
+        server: true,
+        client: false,
+        user: "root".into(),
+        binary: PathBuf::from("/nonexistent"),
+        args: vec![],
+        config_dir: PathBuf::from("/nonexistent"),
+        data_dir: PathBuf::from("/nonexistent"),
+        stop_signal: nix::sys::signal::Signal::SIGINT,
+        stop_timeout: Duration::from_secs(1),
+        restart: RestartPolicy {
+            attempts: 1,
+            interval: Duration::from_secs(1),
+            delay: Duration::ZERO,
+            mode: RestartMode::Delay,
+            max_delay: Duration::from_secs(1),
+            stable_after: Duration::from_secs(1),
+        },
+        http_addr,
+    };
+    Plan {
+        node_name: "lon1-server-01".into(),
+        region: "eu".into(),
+        datacenter: "lon1".into(),
+        roles: vec!["consul-server".into(), "nomad-server".into()],
+        agents: vec![agent(Product::Consul, consul), agent(Product::Nomad, nomad)],
+        release: ReleasePlan {
+            mirror: "file:///nonexistent".into(),
+            trust_hashicorp_key: true,
+            extra_trusted_keys: vec![],
+            releases_dir: PathBuf::from("/nonexistent"),
+            keep_versions: 2,
+            max_download_bytes: 1,
+        },
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: PathBuf::from("/nonexistent"),
+        config_dir: PathBuf::from("/nonexistent"),
+    }
+}
+
+#[tokio::test]
+async fn start_serves_the_plans_node_and_registers_then_deregisters() {
+    let consul = FakeAgent::start(Product::Consul).await;
+    let nomad = FakeAgent::start(Product::Nomad).await;
+    let (status, rx) = watch::channel(all_running());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let started = health::start(
+        &plan(consul.addr, nomad.addr),
+        rx,
+        Arc::new(Metrics::default()),
+        Some(consul.addr),
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let (_, body) = wait_for(started.addr, "/ready", |c, _| c == 200).await;
+    assert_eq!(body, "ok\n");
+    let doc: StatusDoc = serde_json::from_str(&get(started.addr, "/v1/status").await.1).unwrap();
+    assert_eq!(
+        (doc.node.as_str(), doc.datacenter.as_str()),
+        ("lon1-server-01", "lon1")
+    );
+    let end = Instant::now() + DEADLINE;
+    while !consul
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PUT /v1/agent/service/register"))
+    {
+        assert!(Instant::now() < end, "not registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(DEADLINE, tracker.wait())
+        .await
+        .expect("every health task stops on cancel");
+    assert!(consul.requests().iter().any(|r| {
+        r.starts_with("PUT /v1/agent/service/deregister/hashi-supervisor-lon1-server-01 ")
+    }));
+    drop(status);
+}
