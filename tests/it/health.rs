@@ -41,6 +41,8 @@ enum Mode {
     /// Consul client that knows no server: every RPC-backed endpoint is
     /// `500 No known Consul servers` in text (self and members are local).
     NoServers,
+    /// Every answer is a 500 whose text quotes a secret.
+    Leaky,
 }
 
 #[derive(Clone)]
@@ -97,6 +99,11 @@ impl FakeAgent {
         };
         let path = target.split('?').next().unwrap_or("");
         let (code, ctype, body) = match (product, path) {
+            _ if mode == Mode::Leaky => (
+                500,
+                "text/plain; charset=utf-8",
+                format!("rpc error: config has encrypt = \"{GOSSIP_KEY}\" and key {GOSSIP_KEY}"),
+            ),
             (Product::Consul, p)
                 if mode == Mode::NoServers
                     && !matches!(p, "/v1/agent/self" | "/v1/agent/members") =>
@@ -1049,4 +1056,72 @@ async fn start_serves_the_plans_node_and_registers_then_deregisters() {
         r.starts_with("PUT /v1/agent/service/deregister/hashi-supervisor-lon1-server-01 ")
     }));
     drop(status);
+}
+
+/// A `MakeWriter` collecting log output in memory.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under the
+// thread's default subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_in_agent_error_answers_reach_neither_responses_nor_logs() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let n = start_node(ServerLimits::default()).await;
+    n.consul.set(Mode::Leaky);
+    n.nomad.set(Mode::Leaky);
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("consul.api") && b.contains("nomad.api") && b.contains("[redacted]")
+    })
+    .await;
+    assert!(!body.contains(GOSSIP_KEY), "{body}");
+    // Registration fails against the leaky agent and logs why.
+    let reg_cancel = CancellationToken::new();
+    let reg = tokio::spawn(health::run_registration(
+        n.consul.addr,
+        "ams2-server-01".into(),
+        n.addr,
+        reg_cancel.clone(),
+    ));
+    let end = Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("registration failed") {
+        assert!(Instant::now() < end, "no registration failure logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reg_cancel.cancel();
+    reg.await.unwrap().unwrap();
+    for path in ["/", "/ready?verbose", "/v1/status", "/metrics"] {
+        let (_, body) = get(n.addr, path).await;
+        assert!(!body.contains(GOSSIP_KEY), "{path} leaks: {body}");
+    }
+    n.cancel.cancel();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("health endpoint listening"),
+        "logs were captured: {text}"
+    );
+    assert!(!text.contains(GOSSIP_KEY), "a log line leaks: {text}");
 }
