@@ -58,7 +58,8 @@ impl Error {
             Self::Role(_) => EXIT_CONFIG,
             Self::Render(e) => e.exit_code(),
             Self::Release(e) => e.exit_code(),
-            Self::Supervise(_) | Self::Health(_) | Self::Io { .. } => EXIT_FAILURE,
+            Self::Health(e) => e.exit_code(),
+            Self::Supervise(_) | Self::Io { .. } => EXIT_FAILURE,
             Self::Internal(_) => EXIT_INTERNAL,
         }
     }

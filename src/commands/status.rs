@@ -1,10 +1,157 @@
-//! `supervisor status`. SKELETON: replaced by the health work.
+//! `supervisor status`: reads a node's `/v1/status` and prints a summary.
+//! Exit 0 healthy, 1 unhealthy, 69 unreachable.
 
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::agent_api::{self, AgentApiError};
 use crate::cli::{GlobalArgs, StatusArgs};
-use crate::error::Error;
+use crate::error::{EXIT_FAILURE, Error};
+use crate::health::{HealthError, StatusDoc};
+use crate::paths::DEFAULT_HEALTH_PORT;
+use crate::plan::Plan;
+use crate::role;
+
+/// Timeout of the status request.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `supervisor status`.
 pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, Error> {
-    let _ = (global, args);
-    Err(Error::Internal("`status` is not built yet".into()))
+    let addr = args.addr.unwrap_or_else(|| default_addr(global));
+    let (doc, raw) = fetch_status(addr).await?;
+    let mut out = std::io::stdout().lock();
+    let text = if args.json {
+        let mut s = String::from_utf8_lossy(&raw).into_owned();
+        s.push('\n');
+        s
+    } else {
+        summary(&doc)
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write the status to stdout", e))?;
+    Ok(if doc.healthy { 0 } else { EXIT_FAILURE })
+}
+
+/// The address to ask without `--addr`: the role file's health listen
+/// address (loopback when it listens on every address), else the default.
+fn default_addr(global: &GlobalArgs) -> SocketAddr {
+    let fallback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_HEALTH_PORT);
+    let (path, explicit) = global.role_file();
+    let Ok(node) = role::load(&path, explicit, &global.role) else {
+        return fallback;
+    };
+    let mut a = Plan::from_role(&node).health_listen;
+    if a.ip().is_unspecified() {
+        a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    a
+}
+
+/// GETs `http://addr/v1/status`; returns the parsed document and the raw body.
+pub async fn fetch_status(addr: SocketAddr) -> Result<(StatusDoc, bytes::Bytes), HealthError> {
+    let http = agent_api::http_client(STATUS_TIMEOUT).map_err(HealthError::Client)?;
+    let url = format!("http://{addr}/v1/status");
+    let resp = http
+        .get(&url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|source| HealthError::Unreachable {
+            addr,
+            source: AgentApiError::Request {
+                url: url.clone(),
+                source,
+            },
+        })?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|source| HealthError::Unreachable {
+            addr,
+            source: AgentApiError::Request {
+                url: url.clone(),
+                source,
+            },
+        })?;
+    if status != 200 {
+        return Err(HealthError::BadStatus {
+            addr,
+            source: AgentApiError::Status {
+                url,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            },
+        });
+    }
+    let doc = serde_json::from_slice(&body).map_err(|source| HealthError::BadStatus {
+        addr,
+        source: AgentApiError::Decode { url, source },
+    })?;
+    Ok((doc, body))
+}
+
+/// The readable summary of a status document.
+pub fn summary(doc: &StatusDoc) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{} ({}/{}) roles: {}  {}",
+        doc.node,
+        doc.region,
+        doc.datacenter,
+        doc.roles.join(","),
+        if doc.healthy { "HEALTHY" } else { "UNHEALTHY" }
+    );
+    let _ = writeln!(
+        o,
+        "supervisor {}  config {}",
+        doc.supervisor_version,
+        doc.config_hash.get(..12).unwrap_or(&doc.config_hash)
+    );
+    if doc.stopping {
+        let _ = writeln!(o, "shutting down");
+    }
+    if let Some(e) = &doc.reload_error {
+        let _ = writeln!(o, "last reload refused: {e}");
+    }
+    for a in &doc.agents {
+        let _ = write!(
+            o,
+            "  {:<6} {:<8} pid {:<7} version {:<10} uptime {:<8} restarts {:<3} ready {}",
+            a.agent,
+            a.state,
+            a.pid.map_or("-".into(), |p| p.to_string()),
+            a.version.as_deref().unwrap_or("-"),
+            a.uptime_secs.map_or("-".into(), |u| format!("{u}s")),
+            a.restarts,
+            if a.ready { "yes" } else { "no" }
+        );
+        if let Some(c) = &a.consul {
+            let _ = write!(
+                o,
+                "  leader {} lan {} wan {} tolerance {}",
+                c.leader.as_deref().unwrap_or("none"),
+                c.lan_members.map_or("?".into(), |n| n.to_string()),
+                c.wan_members.map_or("-".into(), |n| n.to_string()),
+                c.failure_tolerance.map_or("-".into(), |n| n.to_string())
+            );
+        }
+        if let Some(n) = &a.nomad {
+            let _ = write!(
+                o,
+                "  leader {} known servers {}",
+                n.leader.as_deref().unwrap_or("none"),
+                n.known_servers.len()
+            );
+        }
+        o.push('\n');
+    }
+    let failing: Vec<_> = doc.checks.iter().filter(|c| !c.ok).collect();
+    for c in failing {
+        let _ = writeln!(o, "  FAIL {}: {}", c.name, c.reason);
+    }
+    o
 }

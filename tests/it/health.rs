@@ -1,1 +1,1127 @@
-//! Integration tests: health.
+//! Integration tests: health. The endpoint over real sockets on port 0,
+//! fed by the real checker querying fake agents: small HTTP servers in this
+//! file that answer with the documented sample bodies of
+//! `../shared/agent-api/` (they are fakes of the agents' HTTP API, not the
+//! stand-in agent, and can hang or lose their leader on demand).
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use hashi_supervisor::health::snapshot::AgentTarget;
+use hashi_supervisor::health::{
+    self, Checker, CheckerConfig, Metrics, NodeInfo, ServerLimits, StatusDoc,
+};
+use hashi_supervisor::plan::Product;
+use hashi_supervisor::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::support;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+
+// ------------------------------------------------------------ fake agents ---
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Healthy,
+    /// Consul: `""` leader; Nomad: unhealthy 500 text/plain health.
+    NoLeader,
+    /// Accept, read, never answer.
+    Hung,
+    /// Consul client that knows no server: every RPC-backed endpoint is
+    /// `500 No known Consul servers` in text (self and members are local).
+    NoServers,
+    /// Every answer is a 500 whose text quotes a secret.
+    Leaky,
+}
+
+#[derive(Clone)]
+struct FakeAgent {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    /// `METHOD path body` of every request.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeAgent {
+    async fn start(product: Product) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = Self {
+            addr: l.local_addr().unwrap(),
+            mode: Arc::new(Mutex::new(Mode::Healthy)),
+            log: Arc::default(),
+        };
+        let m = me.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let m = m.clone();
+                tokio::spawn(async move { m.serve(product, s).await });
+            }
+        });
+        me
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    async fn serve(&self, product: Product, mut s: TcpStream) {
+        let Some((method, target, body)) = read_request(&mut s).await else {
+            return;
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{method} {target} {body}"));
+        let mode = *self.mode.lock().unwrap();
+        if mode == Mode::Hung {
+            // Hold the connection open without answering.
+            let mut buf = [0u8; 1];
+            let _ = s.read(&mut buf).await;
+            std::future::pending::<()>().await;
+        }
+        let sample = |p: &str| {
+            std::fs::read_to_string(support::shared_dir().join("agent-api").join(p)).unwrap()
+        };
+        let path = target.split('?').next().unwrap_or("");
+        let (code, ctype, body) = match (product, path) {
+            _ if mode == Mode::Leaky => (
+                500,
+                "text/plain; charset=utf-8",
+                format!("rpc error: config has encrypt = \"{GOSSIP_KEY}\" and key {GOSSIP_KEY}"),
+            ),
+            (Product::Consul, p)
+                if mode == Mode::NoServers
+                    && !matches!(p, "/v1/agent/self" | "/v1/agent/members") =>
+            {
+                (
+                    500,
+                    "text/plain; charset=utf-8",
+                    "No known Consul servers".to_string(),
+                )
+            }
+            (Product::Consul, "/v1/status/leader") if mode == Mode::NoLeader => {
+                (200, "application/json", "\"\"".to_string())
+            }
+            (Product::Consul, "/v1/status/leader") => {
+                (200, "application/json", sample("consul/status_leader.json"))
+            }
+            (Product::Consul, "/v1/agent/members") => {
+                (200, "application/json", sample("consul/agent_members.json"))
+            }
+            (Product::Consul, "/v1/agent/self") => {
+                (200, "application/json", sample("consul/agent_self.json"))
+            }
+            (Product::Consul, "/v1/operator/autopilot/health") if mode == Mode::NoLeader => (
+                429,
+                "application/json",
+                sample("consul/operator_autopilot_health.json").replacen(
+                    "\"Healthy\": true",
+                    "\"Healthy\": false",
+                    1,
+                ),
+            ),
+            (Product::Consul, "/v1/operator/autopilot/health") => (
+                200,
+                "application/json",
+                sample("consul/operator_autopilot_health.json"),
+            ),
+            (Product::Consul, "/v1/agent/service/register") => (200, "", String::new()),
+            (Product::Consul, p) if p.starts_with("/v1/agent/service/deregister/") => {
+                (200, "", String::new())
+            }
+            (Product::Nomad, "/v1/agent/health") if mode == Mode::NoLeader => (
+                500,
+                "text/plain; charset=utf-8",
+                r#"{"server":{"ok":false,"message":"No cluster leader"}}"#.to_string(),
+            ),
+            (Product::Nomad, "/v1/agent/health") => {
+                (200, "application/json", sample("nomad/agent_health.json"))
+            }
+            (Product::Nomad, "/v1/status/leader") => {
+                (200, "application/json", sample("nomad/status_leader.json"))
+            }
+            (Product::Nomad, "/v1/agent/self") => {
+                (200, "application/json", sample("nomad/agent_self.json"))
+            }
+            (Product::Nomad, "/v1/agent/members") => {
+                (200, "application/json", sample("nomad/agent_members.json"))
+            }
+            _ => (
+                404,
+                "text/plain; charset=utf-8",
+                "404 page not found".to_string(),
+            ),
+        };
+        let ct = if ctype.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: {ctype}\r\n")
+        };
+        let head = format!(
+            "HTTP/1.1 {code} X\r\n{ct}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes()).await;
+        let _ = s.write_all(body.as_bytes()).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+/// Reads one request: method, target, body (by Content-Length).
+async fn read_request(s: &mut TcpStream) -> Option<(String, String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut first = head.lines().next()?.split(' ');
+    let method = first.next()?.to_string();
+    let target = first.next()?.to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((
+        method,
+        target,
+        String::from_utf8_lossy(&buf[head_end..]).to_string(),
+    ))
+}
+
+// ------------------------------------------------------------------ node ---
+
+struct Node {
+    addr: SocketAddr,
+    status: watch::Sender<SupervisorStatus>,
+    cancel: CancellationToken,
+    consul: FakeAgent,
+    nomad: FakeAgent,
+    server: tokio::task::JoinHandle<Result<(), health::HealthError>>,
+}
+
+fn running(product: Product, pid: u32) -> AgentStatus {
+    AgentStatus {
+        state: AgentState::Running,
+        pid: Some(pid),
+        version: Some(
+            if product == Product::Consul {
+                "1.20.1"
+            } else {
+                "1.9.3"
+            }
+            .into(),
+        ),
+        since: Some(SystemTime::now()),
+        ready: true,
+        ..AgentStatus::new(product)
+    }
+}
+
+fn all_running() -> SupervisorStatus {
+    SupervisorStatus {
+        agents: vec![
+            running(Product::Consul, 4242),
+            running(Product::Nomad, 4343),
+        ],
+        config_hash: "c0ffee".repeat(10),
+        reload_error: None,
+        stopping: false,
+    }
+}
+
+fn fast_checks() -> CheckerConfig {
+    CheckerConfig {
+        interval: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(500),
+    }
+}
+
+async fn start_node(limits: ServerLimits) -> Node {
+    let consul = FakeAgent::start(Product::Consul).await;
+    let nomad = FakeAgent::start(Product::Nomad).await;
+    let node = NodeInfo {
+        node_name: "ams2-server-01".into(),
+        region: "eu".into(),
+        datacenter: "ams2".into(),
+        roles: vec!["consul-server".into(), "nomad-server".into()],
+        agents: vec![
+            AgentTarget {
+                product: Product::Consul,
+                server: true,
+                client: false,
+                http_addr: consul.addr,
+            },
+            AgentTarget {
+                product: Product::Nomad,
+                server: true,
+                client: false,
+                http_addr: nomad.addr,
+            },
+        ],
+    };
+    let (status, status_rx) = watch::channel(all_running());
+    let cancel = CancellationToken::new();
+    let (checker, snap) =
+        Checker::for_node(node, status_rx, Arc::new(Metrics::default()), fast_checks()).unwrap();
+    tokio::spawn(checker.run(cancel.clone()));
+    let listener = health::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(health::serve_with(listener, snap, cancel.clone(), limits));
+    Node {
+        addr,
+        status,
+        cancel,
+        consul,
+        nomad,
+        server,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Polls `path` until `pred(status, body)` holds; panics with the last answer
+/// after the deadline.
+async fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = get(addr, path).await;
+        if pred(code, &body) {
+            return (code, body);
+        }
+        assert!(
+            Instant::now() < end,
+            "condition not met on {path}: last answer {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ----------------------------------------------------------------- tests ---
+
+#[tokio::test]
+async fn healthy_node_is_ready_and_reports_what_agents_say() {
+    let n = start_node(ServerLimits::default()).await;
+    assert_eq!(get(n.addr, "/live").await.0, 200);
+    let (_, body) = wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    assert_eq!(body, "ok\n");
+    let (code, body) = get(n.addr, "/v1/status").await;
+    assert_eq!(code, 200);
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    assert!(doc.healthy);
+    assert_eq!(doc.node, "ams2-server-01");
+    let c = doc.agents[0].consul.as_ref().unwrap();
+    assert_eq!(c.leader.as_deref(), Some("10.1.10.12:8300"));
+    assert_eq!(
+        (c.lan_members, c.wan_members, c.failure_tolerance),
+        (Some(1), Some(1), Some(0))
+    );
+    assert_eq!(c.autopilot_healthy, Some(true));
+    assert_eq!(doc.agents[0].pid, Some(4242));
+    let nm = doc.agents[1].nomad.as_ref().unwrap();
+    assert_eq!(nm.leader.as_deref(), Some("127.0.0.1:4647"));
+    assert!(nm.health_server.as_ref().unwrap().ok);
+    assert_eq!(nm.version.as_deref(), Some("0.5.5-dev"));
+    assert_eq!(nm.known_servers, vec!["127.0.0.1:4647".to_string()]);
+    assert_eq!(nm.members, Some(1));
+    // The checker asked Consul's WAN pool with ?wan=1 and Nomad's leader with ?stale.
+    assert!(
+        n.consul
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/agent/members?wan=1 "))
+    );
+    assert!(
+        n.nomad
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/status/leader?stale "))
+    );
+    n.cancel.cancel();
+    n.server.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn crashed_agent_makes_ready_503_with_its_state() {
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    n.status.send_modify(|s| {
+        s.agents[1] = AgentStatus {
+            state: AgentState::Backoff,
+            restarts: 1,
+            last_exit: Some(ExitInfo {
+                code: None,
+                signal: Some("SIGKILL".into()),
+                at: SystemTime::now(),
+                expected: false,
+            }),
+            ..AgentStatus::new(Product::Nomad)
+        }
+    });
+    let (_, body) = wait_for(n.addr, "/health", |c, _| c == 503).await;
+    assert!(
+        body.contains("nomad.process: backoff: last exit by SIGKILL"),
+        "{body}"
+    );
+    let (_, m) = get(n.addr, "/metrics").await;
+    assert!(
+        m.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"backoff\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hashi_supervisor_agent_restarts_total{agent=\"nomad\"} 1"),
+        "{m}"
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn hung_agent_does_not_hang_the_endpoint() {
+    let n = start_node(ServerLimits::default()).await;
+    n.consul.set(Mode::Hung);
+    // The endpoint keeps answering while every query to Consul hangs, and
+    // the check turns to failing once the queries time out.
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503
+            && b.lines()
+                .any(|l| l.contains("consul.api") && l.contains("timed out"))
+    })
+    .await;
+    // Nomad's report is not held back by the hung Consul.
+    assert!(!body.contains("nomad."), "{body}");
+    assert_eq!(get(n.addr, "/live").await.0, 200);
+    assert_eq!(get(n.addr, "/v1/status").await.0, 200);
+    // And it recovers when the agent does.
+    n.consul.set(Mode::Healthy);
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn consul_without_leader_and_unhealthy_nomad_are_reported() {
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    n.consul.set(Mode::NoLeader);
+    n.nomad.set(Mode::NoLeader);
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("consul.api") && b.contains("nomad.api")
+    })
+    .await;
+    assert!(body.contains("consul.api: no raft leader"), "{body}");
+    // Nomad's unhealthy answer is a 500 with JSON in text/plain.
+    assert!(
+        body.contains("nomad.api: server: No cluster leader"),
+        "{body}"
+    );
+    let doc: StatusDoc = serde_json::from_str(&get(n.addr, "/v1/status").await.1).unwrap();
+    // 429 from autopilot is an answer, not an error.
+    assert_eq!(
+        doc.agents[0].consul.as_ref().unwrap().autopilot_healthy,
+        Some(false)
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn secrets_in_agent_output_never_reach_any_response() {
+    let n = start_node(ServerLimits::default()).await;
+    n.status.send_modify(|s| {
+        s.agents[0].last_lines = vec![
+            format!("==> config: encrypt = \"{GOSSIP_KEY}\""),
+            format!("key {GOSSIP_KEY}"),
+        ];
+        s.reload_error = Some(format!("invalid: \"encrypt\": \"{GOSSIP_KEY}\""));
+    });
+    wait_for(n.addr, "/v1/status", |_, b| b.contains("[redacted]")).await;
+    for path in [
+        "/",
+        "/ready?verbose",
+        "/health",
+        "/v1/status",
+        "/metrics",
+        "/live",
+    ] {
+        let (_, body) = get(n.addr, path).await;
+        assert!(!body.contains(GOSSIP_KEY), "{path} leaks: {body}");
+    }
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn head_and_other_methods_over_the_wire() {
+    let n = start_node(ServerLimits::default()).await;
+    let c = client();
+    let r = c
+        .head(format!("http://{}/v1/status", n.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let len: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(len > 0);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = c
+        .post(format!("http://{}/ready", n.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(get(n.addr, "/etc/passwd").await.0, 404);
+    // A body beyond the limit is refused without being read.
+    let mut s = TcpStream::connect(n.addr).await.unwrap();
+    s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64];
+    let k = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&buf[..k])
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn slowloris_clients_do_not_stop_others_being_served() {
+    let limits = ServerLimits {
+        max_connections: 16,
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let n = start_node(limits).await;
+    let stop = CancellationToken::new();
+    // Four times as many slow clients as connection slots, each trickling
+    // a header line now and then and never finishing its request head.
+    for _ in 0..64 {
+        let addr = n.addr;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return;
+            };
+            let _ = s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n").await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+                if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let (code, _) = get(n.addr, "/live").await;
+    assert_eq!(code, 200);
+    let (code, _) = get(n.addr, "/v1/status").await;
+    assert_eq!(code, 200);
+    stop.cancel();
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn connection_flood_does_not_stop_others_being_served() {
+    let limits = ServerLimits {
+        max_connections: 32,
+        header_read_timeout: Duration::from_secs(1),
+        ..ServerLimits::default()
+    };
+    let n = start_node(limits).await;
+    // Many more idle connections than slots, sending nothing at all.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        if let Ok(s) = TcpStream::connect(n.addr).await {
+            idle.push(s);
+        }
+    }
+    assert!(idle.len() > 32);
+    let (code, _) = get(n.addr, "/live").await;
+    assert_eq!(code, 200);
+    let (code, _) = get(n.addr, "/ready?verbose").await;
+    assert!(code == 200 || code == 503);
+    drop(idle);
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let Ok(out) = Command::new("promtool").arg("--version").output() else {
+        eprintln!("SKIPPED: promtool not installed (Debian package prometheus)");
+        return;
+    };
+    assert!(out.status.success());
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    let (code, body) = get(n.addr, "/metrics").await;
+    assert_eq!(code, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("metrics.txt");
+    std::fs::write(&f, &body).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", f.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    n.cancel.cancel();
+}
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn chromium_cmd(bin: &str, profile: &std::path::Path) -> Command {
+    let mut c = Command::new(bin);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[tokio::test]
+async fn page_renders_in_headless_chromium_with_agent_states() {
+    let Some(bin) = chromium() else {
+        eprintln!("SKIPPED: chromium not installed (Debian package chromium)");
+        return;
+    };
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    n.status.send_modify(|s| {
+        s.agents[1].state = AgentState::Failed;
+        s.agents[1].reason = Some("restart mode fail: 3 failures".into());
+    });
+    wait_for(n.addr, "/ready", |c, _| c == 503).await;
+    let url = format!("http://{}/", n.addr);
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let p = profile.path().to_path_buf();
+        move || {
+            chromium_cmd(bin, &p)
+                .arg("--dump-dom")
+                .arg(url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(r#"id="agent-consul" data-state="running""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"id="agent-nomad" data-state="failed""#),
+        "{dom}"
+    );
+    assert!(dom.contains("ams2-server-01: unhealthy"), "{dom}");
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("health-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile2 = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let shot = shot.clone();
+        let p = profile2.path().to_path_buf();
+        move || {
+            chromium_cmd(bin, &p)
+                .arg("--window-size=1100,700")
+                .arg(format!("--screenshot={}", shot.display()))
+                .arg(url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let png = std::fs::read(&shot).unwrap_or_else(|e| {
+        panic!(
+            "no screenshot at {}: {e}; {}",
+            shot.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    eprintln!("screenshot: {}", shot.display());
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn registration_puts_an_http_check_on_ready_and_deregisters_on_stop() {
+    let consul = FakeAgent::start(Product::Consul).await;
+    let cancel = CancellationToken::new();
+    let health_addr: SocketAddr = "10.0.0.7:4680".parse().unwrap();
+    let task = tokio::spawn(health::run_registration(
+        consul.addr,
+        "ams2-client-01".into(),
+        health_addr,
+        cancel.clone(),
+    ));
+    let end = Instant::now() + DEADLINE;
+    while !consul
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PUT /v1/agent/service/register"))
+    {
+        assert!(
+            Instant::now() < end,
+            "no registration: {:?}",
+            consul.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reg = consul.requests()[0].clone();
+    let body: serde_json::Value = serde_json::from_str(reg.splitn(3, ' ').nth(2).unwrap()).unwrap();
+    assert_eq!(body["Name"], "hashi-supervisor");
+    assert_eq!(body["ID"], "hashi-supervisor-ams2-client-01");
+    assert_eq!(body["Port"], 4680);
+    assert_eq!(body["Check"]["HTTP"], "http://10.0.0.7:4680/ready");
+    assert!(body["Check"].get("Args").is_none(), "no script check");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert!(
+        consul
+            .requests()
+            .iter()
+            .any(|r| r
+                .starts_with("PUT /v1/agent/service/deregister/hashi-supervisor-ams2-client-01 ")),
+        "{:?}",
+        consul.requests()
+    );
+}
+
+fn status_cmd(addr: SocketAddr, json: bool) -> std::process::Output {
+    let mut c = Command::new(support::supervisor_bin());
+    c.arg("status").arg("--addr").arg(addr.to_string());
+    if json {
+        c.arg("--json");
+    }
+    c.env("HASHI_SUPERVISOR_CONFIG", "/nonexistent/node.toml")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn status_command_exits_0_healthy_1_unhealthy_69_unreachable() {
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    let addr = n.addr;
+    let out = tokio::task::spawn_blocking(move || status_cmd(addr, false))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ams2-server-01 (eu/ams2)") && text.contains("HEALTHY"),
+        "{text}"
+    );
+    assert!(text.contains("leader 10.1.10.12:8300"), "{text}");
+    n.consul.set(Mode::NoLeader);
+    wait_for(n.addr, "/ready", |c, _| c == 503).await;
+    let out = tokio::task::spawn_blocking(move || status_cmd(addr, true))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: StatusDoc = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!doc.healthy);
+    n.cancel.cancel();
+    n.server.await.unwrap().unwrap();
+    // Nothing listens there any more.
+    let out = tokio::task::spawn_blocking(move || status_cmd(addr, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn snapshot_channel_keeps_last_status_when_supervisor_is_gone() {
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    drop(n.status);
+    // The endpoint keeps answering from the last status.
+    let (code, _) = get(n.addr, "/ready").await;
+    assert_eq!(code, 200);
+    n.cancel.cancel();
+    n.server.await.unwrap().unwrap();
+}
+
+/// A free loopback port (Prometheus cannot report a port-0 listener's port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills the child on drop.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_server_scrapes_the_metrics() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: prometheus not installed (Debian package prometheus)");
+        return;
+    }
+    let n = start_node(ServerLimits::default()).await;
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: hashi-supervisor\n    static_configs:\n      - targets: ['{}']\n",
+            n.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prom = Reap(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query=hashi_supervisor_agent_up");
+    let end = Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        if let Ok(r) = client().get(&url).send().await {
+            if let Ok(v) =
+                serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default())
+            {
+                let res = v["data"]["result"].as_array().cloned().unwrap_or_default();
+                if res.len() == 2 {
+                    break res;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "prometheus never scraped the endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for series in &result {
+        assert_eq!(series["metric"]["job"], "hashi-supervisor");
+        assert_eq!(series["value"][1], "1", "{series}");
+    }
+    let agents: Vec<&str> = result
+        .iter()
+        .filter_map(|s| s["metric"]["agent"].as_str())
+        .collect();
+    assert!(
+        agents.contains(&"consul") && agents.contains(&"nomad"),
+        "{agents:?}"
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn consul_client_without_servers_is_reported_with_the_agents_words() {
+    let n = start_node(ServerLimits::default()).await;
+    n.consul.set(Mode::NoServers);
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("No known Consul servers")
+    })
+    .await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("[FAIL] consul.api:") && l.contains("status 500")),
+        "{body}"
+    );
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn shutdown_ends_serve_despite_open_idle_connections() {
+    let n = start_node(ServerLimits {
+        shutdown_grace: Duration::from_millis(500),
+        ..ServerLimits::default()
+    })
+    .await;
+    // One keep-alive connection that has been served and now idles, one
+    // that never sent anything.
+    let mut served = TcpStream::connect(n.addr).await.unwrap();
+    served
+        .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 256];
+    let k = served.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 200"));
+    let _silent = TcpStream::connect(n.addr).await.unwrap();
+    n.cancel.cancel();
+    tokio::time::timeout(DEADLINE, n.server)
+        .await
+        .expect("serve returns after cancel")
+        .unwrap()
+        .unwrap();
+    // The served connection was closed by the server.
+    let k = tokio::time::timeout(DEADLINE, served.read(&mut buf))
+        .await
+        .expect("the server closes idle connections at shutdown")
+        .unwrap_or(0);
+    assert_eq!(k, 0);
+}
+
+fn plan(consul: SocketAddr, nomad: SocketAddr) -> hashi_supervisor::plan::Plan {
+    use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan, RestartMode, RestartPolicy};
+    let agent = |product, http_addr| AgentPlan {
+        product,
+        version: "latest".parse().unwrap(),
+        server: true,
+        client: false,
+        user: "root".into(),
+        binary: PathBuf::from("/nonexistent"),
+        args: vec![],
+        config_dir: PathBuf::from("/nonexistent"),
+        data_dir: PathBuf::from("/nonexistent"),
+        stop_signal: nix::sys::signal::Signal::SIGINT,
+        stop_timeout: Duration::from_secs(1),
+        restart: RestartPolicy {
+            attempts: 1,
+            interval: Duration::from_secs(1),
+            delay: Duration::ZERO,
+            mode: RestartMode::Delay,
+            max_delay: Duration::from_secs(1),
+            stable_after: Duration::from_secs(1),
+        },
+        http_addr,
+    };
+    Plan {
+        node_name: "lon1-server-01".into(),
+        region: "eu".into(),
+        datacenter: "lon1".into(),
+        roles: vec!["consul-server".into(), "nomad-server".into()],
+        agents: vec![agent(Product::Consul, consul), agent(Product::Nomad, nomad)],
+        release: ReleasePlan {
+            mirror: "file:///nonexistent".into(),
+            trust_hashicorp_key: true,
+            extra_trusted_keys: vec![],
+            releases_dir: PathBuf::from("/nonexistent"),
+            keep_versions: 2,
+            max_download_bytes: 1,
+        },
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: PathBuf::from("/nonexistent"),
+        config_dir: PathBuf::from("/nonexistent"),
+    }
+}
+
+#[tokio::test]
+async fn start_serves_the_plans_node_and_registers_then_deregisters() {
+    let consul = FakeAgent::start(Product::Consul).await;
+    let nomad = FakeAgent::start(Product::Nomad).await;
+    let (status, rx) = watch::channel(all_running());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let started = health::start(
+        &plan(consul.addr, nomad.addr),
+        rx,
+        Arc::new(Metrics::default()),
+        Some(consul.addr),
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let (_, body) = wait_for(started.addr, "/ready", |c, _| c == 200).await;
+    assert_eq!(body, "ok\n");
+    let doc: StatusDoc = serde_json::from_str(&get(started.addr, "/v1/status").await.1).unwrap();
+    assert_eq!(
+        (doc.node.as_str(), doc.datacenter.as_str()),
+        ("lon1-server-01", "lon1")
+    );
+    let end = Instant::now() + DEADLINE;
+    while !consul
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("PUT /v1/agent/service/register"))
+    {
+        assert!(Instant::now() < end, "not registered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(DEADLINE, tracker.wait())
+        .await
+        .expect("every health task stops on cancel");
+    assert!(consul.requests().iter().any(|r| {
+        r.starts_with("PUT /v1/agent/service/deregister/hashi-supervisor-lon1-server-01 ")
+    }));
+    drop(status);
+}
+
+/// A `MakeWriter` collecting log output in memory.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+// Current-thread runtime: every task runs on this thread, under the
+// thread's default subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_in_agent_error_answers_reach_neither_responses_nor_logs() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let n = start_node(ServerLimits::default()).await;
+    n.consul.set(Mode::Leaky);
+    n.nomad.set(Mode::Leaky);
+    let (_, body) = wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("consul.api") && b.contains("nomad.api") && b.contains("[redacted]")
+    })
+    .await;
+    assert!(!body.contains(GOSSIP_KEY), "{body}");
+    // Registration fails against the leaky agent and logs why.
+    let reg_cancel = CancellationToken::new();
+    let reg = tokio::spawn(health::run_registration(
+        n.consul.addr,
+        "ams2-server-01".into(),
+        n.addr,
+        reg_cancel.clone(),
+    ));
+    let end = Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("registration failed") {
+        assert!(Instant::now() < end, "no registration failure logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reg_cancel.cancel();
+    reg.await.unwrap().unwrap();
+    for path in ["/", "/ready?verbose", "/v1/status", "/metrics"] {
+        let (_, body) = get(n.addr, path).await;
+        assert!(!body.contains(GOSSIP_KEY), "{path} leaks: {body}");
+    }
+    n.cancel.cancel();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("health endpoint listening"),
+        "logs were captured: {text}"
+    );
+    assert!(!text.contains(GOSSIP_KEY), "a log line leaks: {text}");
+}

@@ -1,0 +1,127 @@
+//! Registration of the supervisor itself in the Consul catalog as the
+//! `hashi-supervisor` service, with an HTTP check on `/ready` (never a
+//! script check: a default Consul agent refuses those over HTTP), so the
+//! fleet can be listed from the catalog.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::HealthError;
+use crate::agent_api::{self, ConsulClient, HttpCheck, ServiceRegistration};
+
+/// Consul service name of every supervisor.
+pub const SERVICE_NAME: &str = "hashi-supervisor";
+/// How often Consul polls `/ready`.
+const CHECK_INTERVAL: &str = "10s";
+/// Timeout of Consul's poll.
+const CHECK_TIMEOUT: &str = "2s";
+/// A node gone this long leaves the catalog by itself.
+const DEREGISTER_CRITICAL_AFTER: &str = "30m";
+/// Timeout of a (de)registration request.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Delay between registration attempts while Consul is not there yet.
+const REGISTER_RETRY: Duration = Duration::from_secs(10);
+
+/// The service ID: unique per node, since nodes without a local Consul
+/// register through a shared agent.
+pub fn service_id(node_name: &str) -> String {
+    format!("{SERVICE_NAME}-{node_name}")
+}
+
+/// The registration payload for a node whose endpoint listens on `health`.
+/// An unspecified listen address (0.0.0.0) is advertised as loopback, which
+/// only a local Consul agent can check: listen on the private address.
+pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration {
+    let ip = if health.ip().is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        health.ip()
+    };
+    let addr = SocketAddr::new(ip, health.port());
+    let mut meta = BTreeMap::new();
+    meta.insert("node".to_string(), node_name.to_string());
+    meta.insert("version".to_string(), crate::SUPERVISOR_VERSION.to_string());
+    ServiceRegistration {
+        id: service_id(node_name),
+        name: SERVICE_NAME.to_string(),
+        tags: Vec::new(),
+        address: ip.to_string(),
+        port: health.port(),
+        meta,
+        check: HttpCheck {
+            http: format!("http://{addr}/ready"),
+            method: "GET".to_string(),
+            interval: CHECK_INTERVAL.to_string(),
+            timeout: CHECK_TIMEOUT.to_string(),
+            deregister_critical_service_after: DEREGISTER_CRITICAL_AFTER.to_string(),
+        },
+    }
+}
+
+fn client(consul_http: SocketAddr) -> Result<ConsulClient, HealthError> {
+    let http = agent_api::http_client(REGISTER_TIMEOUT).map_err(HealthError::Client)?;
+    Ok(ConsulClient::new(http, consul_http))
+}
+
+/// Registers the node's supervisor with the Consul agent at `consul_http`;
+/// returns the service ID.
+pub async fn register_self(
+    consul_http: SocketAddr,
+    node_name: &str,
+    health: SocketAddr,
+) -> Result<String, HealthError> {
+    let reg = registration(node_name, health);
+    client(consul_http)?
+        .register_service(&reg)
+        .await
+        .map_err(|source| HealthError::Register {
+            consul: consul_http,
+            source,
+        })?;
+    Ok(reg.id)
+}
+
+/// Deregisters a service ID registered by [`register_self`].
+pub async fn deregister_self(consul_http: SocketAddr, service_id: &str) -> Result<(), HealthError> {
+    client(consul_http)?
+        .deregister_service(service_id)
+        .await
+        .map_err(|source| HealthError::Deregister {
+            consul: consul_http,
+            source,
+        })
+}
+
+/// Registers (retrying while Consul is not reachable yet), waits for
+/// `cancel`, then deregisters. Failures are logged, not returned.
+pub async fn run_registration(
+    consul_http: SocketAddr,
+    node_name: String,
+    health: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<(), HealthError> {
+    let id = loop {
+        match register_self(consul_http, &node_name, health).await {
+            Ok(id) => {
+                info!(service = %id, consul = %consul_http, "registered in consul");
+                break id;
+            }
+            Err(e) => warn!(error = %e, consul = %consul_http, "registration failed, will retry"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(REGISTER_RETRY) => {}
+        }
+    };
+    cancel.cancelled().await;
+    if let Err(e) = deregister_self(consul_http, &id).await {
+        warn!(error = %e, service = %id, "deregistration failed");
+    } else {
+        info!(service = %id, "deregistered from consul");
+    }
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! Pure tests of the handlers and checks: no sockets.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::header;
+use hyper::{Method, Request, StatusCode};
+
+use super::snapshot::AgentTarget;
+use super::*;
+use crate::agent_api::NomadHealthItem;
+use crate::plan::Product;
+use crate::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+
+const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const TOKEN: &str = "b1gs3cr3t-t0ken-value";
+
+fn node() -> NodeInfo {
+    let addr = |p: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], p)) };
+    NodeInfo {
+        node_name: "ams2-server-01".into(),
+        region: "eu".into(),
+        datacenter: "ams2".into(),
+        roles: vec!["consul-server".into(), "nomad-server".into()],
+        agents: vec![
+            AgentTarget {
+                product: Product::Consul,
+                server: true,
+                client: false,
+                http_addr: addr(8500),
+            },
+            AgentTarget {
+                product: Product::Nomad,
+                server: true,
+                client: false,
+                http_addr: addr(4646),
+            },
+        ],
+    }
+}
+
+fn running(product: Product, pid: u32) -> AgentStatus {
+    AgentStatus {
+        state: AgentState::Running,
+        pid: Some(pid),
+        version: Some("1.20.1".into()),
+        since: Some(SystemTime::now() - Duration::from_secs(90)),
+        ready: true,
+        ..AgentStatus::new(product)
+    }
+}
+
+fn healthy() -> HealthSnapshot {
+    let mut s = HealthSnapshot::new(node(), Arc::new(Metrics::default()));
+    s.set_supervisor(SupervisorStatus {
+        agents: vec![running(Product::Consul, 100), running(Product::Nomad, 200)],
+        config_hash: "ab".repeat(32),
+        reload_error: None,
+        stopping: false,
+    });
+    s.set_report(AgentReport {
+        product: Product::Consul,
+        checked_at: SystemTime::now(),
+        consul: Some(ConsulReport {
+            leader: Some("10.0.0.1:8300".into()),
+            lan_members: Some(3),
+            lan_members_alive: Some(3),
+            wan_members: Some(2),
+            failure_tolerance: Some(0),
+            autopilot_healthy: Some(true),
+            version: Some("1.20.1".into()),
+            ..Default::default()
+        }),
+        nomad: None,
+    });
+    s.set_report(AgentReport {
+        product: Product::Nomad,
+        checked_at: SystemTime::now(),
+        consul: None,
+        nomad: Some(NomadReport {
+            health_server: Some(NomadHealthItem {
+                ok: true,
+                message: "ok".into(),
+            }),
+            leader: Some("10.0.0.1:4647".into()),
+            members: Some(3),
+            members_alive: Some(3),
+            ..Default::default()
+        }),
+    });
+    s
+}
+
+fn req(method: Method, uri: &str, accept: Option<&str>) -> hyper::http::request::Parts {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(a) = accept {
+        b = b.header(header::ACCEPT, a);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn get(s: &HealthSnapshot, uri: &str) -> (StatusCode, String) {
+    call(s, Method::GET, uri, None)
+}
+
+fn call(s: &HealthSnapshot, m: Method, uri: &str, accept: Option<&str>) -> (StatusCode, String) {
+    let r = handle(&req(m, uri, accept), s);
+    let status = r.status();
+    let body = r.into_body();
+    let bytes = futures_util::FutureExt::now_or_never(http_body_util::BodyExt::collect(body))
+        .expect("a Full body is ready at once")
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[test]
+fn ready_is_200_when_every_agent_runs_is_ready_and_passes_its_check() {
+    let s = healthy();
+    for path in ["/ready", "/health"] {
+        let (code, body) = get(&s, path);
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body, "ok\n");
+    }
+    assert_eq!(get(&s, "/live").0, StatusCode::OK);
+}
+
+#[test]
+fn crashed_agent_makes_ready_503_with_its_state_and_exit() {
+    let mut s = healthy();
+    let mut st = s.supervisor().clone();
+    st.agents[1] = AgentStatus {
+        state: AgentState::Backoff,
+        restarts: 2,
+        last_exit: Some(ExitInfo {
+            code: Some(1),
+            signal: None,
+            at: SystemTime::now(),
+            expected: false,
+        }),
+        ..AgentStatus::new(Product::Nomad)
+    };
+    s.set_supervisor(st);
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.starts_with("unhealthy: 2 failing checks\n"), "{body}");
+    assert!(
+        body.contains("nomad.process: backoff: last exit code 1"),
+        "{body}"
+    );
+    assert!(body.contains("nomad.ready: not ready"), "{body}");
+    assert!(
+        !body.contains("consul."),
+        "only failing checks without ?verbose: {body}"
+    );
+}
+
+#[test]
+fn consul_without_leader_fails_its_api_check() {
+    let mut s = healthy();
+    s.set_report(AgentReport {
+        product: Product::Consul,
+        checked_at: SystemTime::now(),
+        consul: Some(ConsulReport::default()),
+        nomad: None,
+    });
+    let (code, body) = get(&s, "/health");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("consul.api: no raft leader"), "{body}");
+}
+
+#[test]
+fn unhealthy_nomad_half_is_reported_with_its_message() {
+    let mut s = healthy();
+    s.set_report(AgentReport {
+        product: Product::Nomad,
+        checked_at: SystemTime::now(),
+        consul: None,
+        nomad: Some(NomadReport {
+            health_client: Some(NomadHealthItem {
+                ok: false,
+                message: "no known servers".into(),
+            }),
+            ..Default::default()
+        }),
+    });
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains("nomad.api: client: no known servers"),
+        "{body}"
+    );
+}
+
+#[test]
+fn agents_never_checked_or_started_are_not_ready() {
+    let s = HealthSnapshot::new(node(), Arc::new(Metrics::default()));
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("consul.process: not started yet"), "{body}");
+    assert!(body.contains("nomad.api: not started yet"), "{body}");
+}
+
+#[test]
+fn stopping_supervisor_is_not_ready_but_still_live() {
+    let mut s = healthy();
+    let mut st = s.supervisor().clone();
+    st.stopping = true;
+    s.set_supervisor(st);
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("supervisor: shutting down"));
+    assert_eq!(get(&s, "/live").0, StatusCode::OK);
+}
+
+#[test]
+fn verbose_lists_every_check_and_accept_json_gives_json() {
+    let s = healthy();
+    let (_, body) = get(&s, "/ready?verbose");
+    for name in [
+        "supervisor",
+        "consul.process",
+        "consul.ready",
+        "consul.api",
+        "nomad.process",
+        "nomad.ready",
+        "nomad.api",
+    ] {
+        assert!(
+            body.contains(&format!(" {name}: ")),
+            "{name} missing: {body}"
+        );
+    }
+    let (code, body) = call(
+        &s,
+        Method::GET,
+        "/ready?verbose=1",
+        Some("application/json"),
+    );
+    assert_eq!(code, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["checks"].as_array().unwrap().len(), 7);
+    let (_, body) = call(&s, Method::GET, "/ready", Some("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["checks"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn head_answers_headers_with_length_and_no_body() {
+    let s = healthy();
+    let g = handle(&req(Method::GET, "/v1/status", None), &s);
+    let (code, body) = call(&s, Method::HEAD, "/v1/status", None);
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.is_empty());
+    let h = handle(&req(Method::HEAD, "/v1/status", None), &s);
+    let len: usize = h.headers()[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(len > 100);
+    assert_eq!(
+        h.headers()[header::CONTENT_TYPE],
+        g.headers()[header::CONTENT_TYPE]
+    );
+}
+
+#[test]
+fn other_methods_get_405_with_allow_and_unknown_paths_404() {
+    let s = healthy();
+    for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        let r = handle(&req(m.clone(), "/health", None), &s);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{m}");
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+    }
+    assert_eq!(get(&s, "/nope").0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&s, "/v1/status/extra").0, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn status_json_has_node_agents_and_agent_reports() {
+    let s = healthy();
+    let (code, body) = get(&s, "/v1/status");
+    assert_eq!(code, StatusCode::OK);
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc.node, "ams2-server-01");
+    assert_eq!(doc.region, "eu");
+    assert_eq!(doc.datacenter, "ams2");
+    assert_eq!(doc.roles, vec!["consul-server", "nomad-server"]);
+    assert_eq!(doc.supervisor_version, crate::SUPERVISOR_VERSION);
+    assert!(doc.healthy);
+    assert_eq!(doc.agents.len(), 2);
+    let c = &doc.agents[0];
+    assert_eq!(
+        (c.agent.as_str(), c.state.as_str(), c.pid),
+        ("consul", "running", Some(100))
+    );
+    assert!(c.uptime_secs.unwrap() >= 90);
+    let cr = c.consul.as_ref().unwrap();
+    assert_eq!(cr.leader.as_deref(), Some("10.0.0.1:8300"));
+    assert_eq!(
+        (cr.lan_members, cr.wan_members, cr.failure_tolerance),
+        (Some(3), Some(2), Some(0))
+    );
+    let n = doc.agents[1].nomad.as_ref().unwrap();
+    assert!(n.health_server.as_ref().unwrap().ok);
+}
+
+#[test]
+fn metrics_have_one_hot_state_and_counters() {
+    let s = healthy();
+    s.metrics.record_fetch(Product::Consul, true);
+    s.metrics.record_verify(Product::Nomad, false);
+    let (code, body) = get(&s, "/metrics");
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("hashi_supervisor_agent_up{agent=\"consul\"} 1\n"));
+    assert!(body.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"running\"} 1\n"));
+    assert!(body.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"backoff\"} 0\n"));
+    assert_eq!(
+        body.matches("hashi_supervisor_agent_state{agent=\"consul\"")
+            .count(),
+        6
+    );
+    assert!(body.contains("hashi_supervisor_fetch_total{agent=\"consul\",outcome=\"ok\"} 1\n"));
+    assert!(body.contains("hashi_supervisor_verify_total{agent=\"nomad\",outcome=\"error\"} 1\n"));
+    assert!(body.contains(&format!(
+        "hashi_supervisor_build_info{{version=\"{}\"",
+        crate::SUPERVISOR_VERSION
+    )));
+}
+
+#[test]
+fn page_shows_each_agent_state_escaped() {
+    let mut s = healthy();
+    let mut st = s.supervisor().clone();
+    st.agents[0].state = AgentState::Failed;
+    st.agents[0].reason = Some("<script>alert(1)</script>".into());
+    s.set_supervisor(st);
+    let (code, body) = get(&s, "/");
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("id=\"agent-consul\" data-state=\"failed\""));
+    assert!(body.contains("id=\"agent-nomad\" data-state=\"running\""));
+    assert!(!body.contains("<script>"));
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external assets"
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_any_response() {
+    let mut s = healthy();
+    let mut st = s.supervisor().clone();
+    st.agents[0].last_lines = vec![
+        format!("==> loaded config: encrypt = \"{GOSSIP_KEY}\""),
+        format!("acl token: {TOKEN}"),
+        format!("gossip key {GOSSIP_KEY}"),
+    ];
+    st.agents[1].state = AgentState::Failed;
+    st.agents[1].reason = Some(format!("config refused: \"encrypt\": \"{GOSSIP_KEY}\""));
+    st.reload_error = Some(format!("line 12: token = \"{TOKEN}\""));
+    s.set_supervisor(st);
+    s.set_report(AgentReport {
+        product: Product::Consul,
+        checked_at: SystemTime::now(),
+        consul: Some(ConsulReport {
+            leader_error: Some(format!("status 403: ACL not found for token={TOKEN}")),
+            errors: vec![format!("{GOSSIP_KEY}")],
+            ..Default::default()
+        }),
+        nomad: None,
+    });
+    let mut seen = 0;
+    for path in [
+        "/",
+        "/live",
+        "/ready?verbose",
+        "/health",
+        "/v1/status",
+        "/metrics",
+    ] {
+        for accept in [None, Some("application/json")] {
+            let (_, body) = call(&s, Method::GET, path, accept);
+            assert!(!body.contains(GOSSIP_KEY), "{path}: {body}");
+            assert!(!body.contains(TOKEN), "{path}: {body}");
+            seen += body.matches(redact::REDACTED).count();
+        }
+    }
+    assert!(
+        seen > 0,
+        "the redacted lines are shown (redacted), not dropped"
+    );
+}
