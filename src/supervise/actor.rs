@@ -455,6 +455,9 @@ impl Actor {
                 if let Err(e) = write_pidfile(&pidfile_path(&self.cfg.run_dir, agent), pid) {
                     tracing::warn!(agent = %agent, error = %e, "failed to write pidfile");
                 }
+                if self.reason.as_deref().is_some_and(|r| r.starts_with("failed to spawn")) {
+                    self.reason = None;
+                }
                 self.child = Some(child);
                 self.since_wall = Some(SystemTime::now());
                 self.ready = false;
@@ -464,11 +467,9 @@ impl Actor {
             }
             Err(e) => {
                 tracing::error!(agent = %agent, binary = %self.cfg.plan.binary.display(), error = %e, "failed to spawn agent");
-                self.last_exit = None;
-                Event::SpawnFailed {
-                    reason: format!("failed to spawn {}: {e}", self.cfg.plan.binary.display()),
-                    at: now,
-                }
+                let reason = format!("failed to spawn {}: {e}", self.cfg.plan.binary.display());
+                self.reason = Some(reason.clone());
+                Event::SpawnFailed { reason, at: now }
             }
         }
     }

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nix::unistd::{Gid, Uid, User, getgrouplist, setgid, setgroups, setuid};
 use tokio::process::{Child, Command};
 
@@ -104,7 +104,6 @@ pub fn spawn_agent(
         cmd.env(k, v);
     }
     let unlimited_nproc = plan.product == Product::Nomad;
-    let is_root = Uid::effective().is_root();
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and only makes
     // raw syscalls through nix (setrlimit, setgroups, setgid, setuid), which
@@ -112,12 +111,11 @@ pub fn spawn_agent(
     // before fork and is only borrowed).
     unsafe {
         cmd.pre_exec(move || {
-            // Raising the hard limit needs root; as non-root keep what we have.
-            if is_root {
-                setrlimit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT, NOFILE_LIMIT)?;
-                if unlimited_nproc {
-                    setrlimit(Resource::RLIMIT_NPROC, RLIM_INFINITY, RLIM_INFINITY)?;
-                }
+            // Best effort: raising a hard limit needs CAP_SYS_RESOURCE, which
+            // containers often drop; then take the soft limit up to the hard.
+            raise_limit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT);
+            if unlimited_nproc {
+                raise_limit(Resource::RLIMIT_NPROC, RLIM_INFINITY);
             }
             if let Some(id) = &ident {
                 setgroups(&id.groups)?;
@@ -134,6 +132,20 @@ pub fn spawn_agent(
         }
     }
     Ok(child)
+}
+
+/// Sets `resource` to `target` (soft and hard), or failing that lifts the
+/// soft limit to the hard one. Async-signal-safe: raw syscalls only.
+fn raise_limit(resource: Resource, target: u64) {
+    if setrlimit(resource, target, target).is_ok() {
+        return;
+    }
+    if let Ok((soft, hard)) = getrlimit(resource) {
+        let want = target.min(hard);
+        if want > soft {
+            let _ = setrlimit(resource, want, hard);
+        }
+    }
 }
 
 /// Writes `/proc/<pid>/oom_score_adj`; a failure is only a warning.
