@@ -19,13 +19,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::SuperviseError;
 use super::check::{BoxFuture, CHECK_TIMEOUT, ReadyCheck};
 use super::machine::{Effect, Event, State, transition};
-use super::notify::{AgentNotice, MAX_NOTIFY_DATAGRAM, bind_agent_socket, parse_notify, socket_path};
+use super::notify::{
+    AgentNotice, MAX_NOTIFY_DATAGRAM, bind_agent_socket, parse_notify, socket_path,
+};
 use super::policy::RestartTracker;
 use super::spawn::{agent_uid, pidfile_path, spawn_agent, write_pidfile};
 use super::status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
-use super::SuperviseError;
 use crate::plan::{AgentPlan, Product};
 
 /// How many of an agent's last log lines the status keeps.
@@ -334,9 +336,9 @@ impl Actor {
 
     fn main_pid(&self) -> Option<u32> {
         match self.state {
-            State::Starting { pid, .. } | State::Running { pid, .. } | State::Stopping { pid, .. } => {
-                Some(pid)
-            }
+            State::Starting { pid, .. }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. } => Some(pid),
             _ => None,
         }
     }
@@ -359,8 +361,9 @@ impl Actor {
                 use std::os::unix::process::ExitStatusExt;
                 (
                     st.code(),
-                    st.signal()
-                        .map(|s| Signal::try_from(s).map_or(s.to_string(), |s| s.as_str().to_string())),
+                    st.signal().map(|s| {
+                        Signal::try_from(s).map_or(s.to_string(), |s| s.as_str().to_string())
+                    }),
                 )
             }
             Err(_) => (None, None),
@@ -447,15 +450,31 @@ impl Actor {
                 }
                 tracing::info!(agent = %agent, pid, binary = %self.cfg.plan.binary.display(), restart, "started");
                 if let Some(out) = child.stdout.take() {
-                    pump_lines(out, agent, "stdout", self.cfg.index, self.cfg.status.clone());
+                    pump_lines(
+                        out,
+                        agent,
+                        "stdout",
+                        self.cfg.index,
+                        self.cfg.status.clone(),
+                    );
                 }
                 if let Some(err) = child.stderr.take() {
-                    pump_lines(err, agent, "stderr", self.cfg.index, self.cfg.status.clone());
+                    pump_lines(
+                        err,
+                        agent,
+                        "stderr",
+                        self.cfg.index,
+                        self.cfg.status.clone(),
+                    );
                 }
                 if let Err(e) = write_pidfile(&pidfile_path(&self.cfg.run_dir, agent), pid) {
                     tracing::warn!(agent = %agent, error = %e, "failed to write pidfile");
                 }
-                if self.reason.as_deref().is_some_and(|r| r.starts_with("failed to spawn")) {
+                if self
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("failed to spawn"))
+                {
                     self.reason = None;
                 }
                 self.child = Some(child);
@@ -487,7 +506,16 @@ impl Actor {
         let i = self.cfg.index;
         self.cfg.status.send_if_modified(|s| {
             let a = &mut s.agents[i];
-            let before = (a.state, a.pid, a.ready, a.restarts, a.reason.clone(), a.last_exit.clone(), a.version.clone(), a.since);
+            let before = (
+                a.state,
+                a.pid,
+                a.ready,
+                a.restarts,
+                a.reason.clone(),
+                a.last_exit.clone(),
+                a.version.clone(),
+                a.since,
+            );
             a.state = state;
             a.pid = pid;
             a.ready = ready;
@@ -496,7 +524,17 @@ impl Actor {
             a.last_exit = self.last_exit.clone();
             a.version = self.cfg.version.clone();
             a.since = self.since_wall;
-            before != (a.state, a.pid, a.ready, a.restarts, a.reason.clone(), a.last_exit.clone(), a.version.clone(), a.since)
+            before
+                != (
+                    a.state,
+                    a.pid,
+                    a.ready,
+                    a.restarts,
+                    a.reason.clone(),
+                    a.last_exit.clone(),
+                    a.version.clone(),
+                    a.since,
+                )
         });
     }
 }
@@ -507,7 +545,9 @@ fn send_signal(agent: Product, pid: u32, sig: Signal) {
     match kill(Pid::from_raw(raw), sig) {
         Ok(()) => tracing::debug!(agent = %agent, pid, signal = sig.as_str(), "signal sent"),
         Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => tracing::warn!(agent = %agent, pid, signal = sig.as_str(), error = %e, "failed to send signal"),
+        Err(e) => {
+            tracing::warn!(agent = %agent, pid, signal = sig.as_str(), error = %e, "failed to send signal")
+        }
     }
 }
 

@@ -79,8 +79,10 @@ pub trait Preparer: Send + Sync {
     /// file's SHA-256 (hex).
     fn load(&self) -> BoxFuture<'_, Result<(Plan, String), crate::Error>>;
     /// Fetches, verifies and installs the agent's release, making it current.
-    fn install<'a>(&'a self, agent: &'a AgentPlan)
-    -> BoxFuture<'a, Result<Installed, crate::Error>>;
+    fn install<'a>(
+        &'a self,
+        agent: &'a AgentPlan,
+    ) -> BoxFuture<'a, Result<Installed, crate::Error>>;
     /// Makes `previous` the current release of the agent's product again.
     fn rollback<'a>(
         &'a self,
@@ -150,7 +152,11 @@ pub enum DaemonEvent {
 /// A status channel for `plan`, to share with the health endpoint.
 pub fn status_channel(plan: &Plan) -> Arc<watch::Sender<SupervisorStatus>> {
     let (tx, _rx) = watch::channel(SupervisorStatus {
-        agents: plan.agents.iter().map(|a| AgentStatus::new(a.product)).collect(),
+        agents: plan
+            .agents
+            .iter()
+            .map(|a| AgentStatus::new(a.product))
+            .collect(),
         config_hash: String::new(),
         reload_error: None,
         stopping: false,
@@ -396,7 +402,11 @@ impl Daemon {
                 continue;
             }
             let mut a = agent.clone();
-            if let Some(bin) = self.installed.get(&a.product).and_then(|i| i.binary.clone()) {
+            if let Some(bin) = self
+                .installed
+                .get(&a.product)
+                .and_then(|i| i.binary.clone())
+            {
                 a.binary = bin;
             }
             let _ = h.send(Control::UpdatePlan(Box::new(a), None));
@@ -432,14 +442,21 @@ impl Daemon {
 
     /// Installs `new`'s version, restarts on it, and rolls back to `old`'s if
     /// it does not become ready within the window.
-    async fn upgrade(&mut self, h: &AgentHandle, old: &AgentPlan, new: &AgentPlan) -> Result<(), String> {
+    async fn upgrade(
+        &mut self,
+        h: &AgentHandle,
+        old: &AgentPlan,
+        new: &AgentPlan,
+    ) -> Result<(), String> {
         let product = new.product;
         tracing::info!(agent = %product, from = %old.version, to = %new.version, "upgrading");
-        let inst = self
-            .preparer
-            .install(new)
-            .await
-            .map_err(|e| format!("failed to install {product} {}: {}", new.version, error_chain(&e)))?;
+        let inst = self.preparer.install(new).await.map_err(|e| {
+            format!(
+                "failed to install {product} {}: {}",
+                new.version,
+                error_chain(&e)
+            )
+        })?;
         let previous = self.installed.get(&product).cloned();
         let before = h.status();
         let mut a = new.clone();
@@ -492,13 +509,18 @@ impl Daemon {
             let Some(h) = self.handle(agent.product).cloned() else {
                 continue;
             };
-            let grace = if self.hurry { Duration::ZERO } else { agent.stop_timeout };
+            let grace = if self.hurry {
+                Duration::ZERO
+            } else {
+                agent.stop_timeout
+            };
             let _ = h.send(Control::Stop {
                 signal: agent.stop_signal,
                 grace,
             });
             let bound = grace + AFTER_KILL_WAIT;
-            let stopped = h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
+            let stopped =
+                h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
             tokio::pin!(stopped);
             let deadline = tokio::time::sleep(bound);
             tokio::pin!(deadline);
@@ -554,7 +576,12 @@ fn status_line(s: &SupervisorStatus) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            format!("{} {}{}", a.product, st, if a.ready { " ready" } else { "" })
+            format!(
+                "{} {}{}",
+                a.product,
+                st,
+                if a.ready { " ready" } else { "" }
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")

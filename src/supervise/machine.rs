@@ -167,9 +167,7 @@ pub fn transition(
             },
             vec![],
         ),
-        (s @ (S::Starting { .. } | S::Running { .. } | S::Backoff { .. }), E::Start) => {
-            (s, vec![])
-        }
+        (s @ (S::Starting { .. } | S::Running { .. } | S::Backoff { .. }), E::Start) => (s, vec![]),
 
         // Stop and restart of a live process.
         (S::Starting { pid, .. } | S::Running { pid, .. }, E::Stop { signal, deadline }) => (
@@ -282,7 +280,9 @@ pub fn transition(
             vec![Effect::Kill { pid }],
         ),
         (s, E::GraceExpired) => (s, vec![]),
-        (S::Backoff { .. }, E::BackoffElapsed) => (S::Stopped, vec![Effect::Spawn { restart: true }]),
+        (S::Backoff { .. }, E::BackoffElapsed) => {
+            (S::Stopped, vec![Effect::Spawn { restart: true }])
+        }
         (s, E::BackoffElapsed) => (s, vec![]),
     }
 }
@@ -568,7 +568,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn late_ready_or_exit_events_are_ignored_when_stopped() {
         let mut t = tracker(RestartMode::Delay, 0);
-        assert_eq!(step(State::Stopped, Event::Ready, &mut t), (State::Stopped, vec![]));
+        assert_eq!(
+            step(State::Stopped, Event::Ready, &mut t),
+            (State::Stopped, vec![])
+        );
         assert_eq!(
             step(State::Stopped, Event::Exited { at: Instant::now() }, &mut t),
             (State::Stopped, vec![])

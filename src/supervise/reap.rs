@@ -52,7 +52,9 @@ pub fn reap_strays(agent_pids: &Mutex<HashSet<u32>>) -> usize {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut n = 0;
     for pid in stray_zombies(me, &guard) {
-        let Ok(raw) = i32::try_from(pid) else { continue };
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
         if waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)).is_ok() {
             tracing::debug!(pid, "reaped adopted orphan");
             n += 1;

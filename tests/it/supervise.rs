@@ -2,6 +2,8 @@
 //! in for the agents), real signals, real pidfiles and notify sockets; the
 //! preparation steps (role file, release, render) are fakes.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -141,14 +143,18 @@ impl Rig {
                 .iter()
                 .find(|(q, _)| *q == p)
                 .map(|(_, s)| s.to_string())
-                .unwrap_or_else(|| format!("touch \"$DIR/{p}.ready\"; echo \"{p} ready\" >> \"$LOG\""));
+                .unwrap_or_else(|| {
+                    format!("touch \"$DIR/{p}.ready\"; echo \"{p} ready\" >> \"$LOG\"")
+                });
             extra_env.push((p, "PRE".into(), body));
         }
         let checks_dir = dir.clone();
         RunOptions {
             checks: Arc::new(move |a: &AgentPlan| {
-                Some(Arc::new(FileCheck(checks_dir.join(format!("{}.ready", a.product))))
-                    as Arc<dyn ReadyCheck>)
+                Some(
+                    Arc::new(FileCheck(checks_dir.join(format!("{}.ready", a.product))))
+                        as Arc<dyn ReadyCheck>,
+                )
             }),
             extra_env,
             check_interval: None,
@@ -210,7 +216,10 @@ impl Preparer for FakePreparer {
         previous: &'a Installed,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            self.rollbacks.lock().unwrap().push(previous.version.clone());
+            self.rollbacks
+                .lock()
+                .unwrap()
+                .push(previous.version.clone());
             Ok(())
         })
     }
@@ -280,7 +289,10 @@ fn all_ready(s: &SupervisorStatus) -> bool {
 async fn poll(what: &str, cond: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -288,7 +300,11 @@ async fn poll(what: &str, cond: impl Fn() -> bool) {
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -302,7 +318,11 @@ async fn consul_is_ready_before_nomad_starts() {
     let d = start(plan, Arc::default(), rig.opts(&[]));
     d.wait("both ready", all_ready).await;
     let ev = rig.events();
-    assert_eq!(&ev[..3], ["consul start", "consul ready", "nomad start"], "{ev:?}");
+    assert_eq!(
+        &ev[..3],
+        ["consul start", "consul ready", "nomad start"],
+        "{ev:?}"
+    );
     let s = d.stop().await;
     assert!(agent(&s, Product::Nomad).reason.is_none());
 }
@@ -330,10 +350,7 @@ async fn nomad_starts_anyway_when_consul_is_not_ready_in_time() {
 async fn agent_ready_by_sd_notify_on_the_supervisors_socket() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)]);
-    let mut opts = rig.opts(&[(
-        Product::Nomad,
-        "/usr/bin/systemd-notify --ready --no-block",
-    )]);
+    let mut opts = rig.opts(&[(Product::Nomad, "/usr/bin/systemd-notify --ready --no-block")]);
     opts.checks = Arc::new(|_: &AgentPlan| None);
     let d = start(plan, Arc::default(), opts);
     let s = d.wait("nomad ready", all_ready).await;
@@ -361,7 +378,10 @@ async fn sigterm_stops_nomad_before_consul_with_their_own_signals() {
         assert_eq!(a.restarts, 0);
     }
     // Nomad's script exits 1 after SIGTERM: still a clean stop.
-    assert_eq!(agent(&s, Product::Nomad).last_exit.as_ref().unwrap().code, Some(1));
+    assert_eq!(
+        agent(&s, Product::Nomad).last_exit.as_ref().unwrap().code,
+        Some(1)
+    );
     assert!(s.stopping);
 }
 
@@ -377,7 +397,10 @@ touch "$DIR/consul.ready""#;
     let s = d.wait("consul ready", all_ready).await;
     let a = agent(&s, Product::Consul);
     assert_eq!(a.restarts, 2);
-    assert_eq!(rig.events().iter().filter(|l| *l == "consul start").count(), 3);
+    assert_eq!(
+        rig.events().iter().filter(|l| *l == "consul start").count(),
+        3
+    );
     let exit = a.last_exit.as_ref().unwrap();
     assert_eq!((exit.code, exit.expected), (Some(3), false));
     d.stop().await;
@@ -390,9 +413,15 @@ async fn crash_loop_in_fail_mode_ends_failed_after_the_attempts() {
     a.restart.mode = RestartMode::Fail;
     a.restart.attempts = 2;
     let plan = rig.plan(vec![a]);
-    let d = start(plan, Arc::default(), rig.opts(&[(Product::Consul, "exit 2")]));
+    let d = start(
+        plan,
+        Arc::default(),
+        rig.opts(&[(Product::Consul, "exit 2")]),
+    );
     let s = d
-        .wait("failed", |s| agent(s, Product::Consul).state == AgentState::Failed)
+        .wait("failed", |s| {
+            agent(s, Product::Consul).state == AgentState::Failed
+        })
         .await;
     let a = agent(&s, Product::Consul);
     assert_eq!(a.restarts, 2);
@@ -408,7 +437,11 @@ async fn crash_loop_in_delay_mode_keeps_restarting_past_the_attempts() {
     a.restart.attempts = 2;
     a.restart.delay = Duration::from_millis(5);
     let plan = rig.plan(vec![a]);
-    let d = start(plan, Arc::default(), rig.opts(&[(Product::Consul, "exit 2")]));
+    let d = start(
+        plan,
+        Arc::default(),
+        rig.opts(&[(Product::Consul, "exit 2")]),
+    );
     let s = d
         .wait("8 restarts", |s| {
             let a = agent(s, Product::Consul);
@@ -464,11 +497,9 @@ async fn nomads_child_processes_survive_a_nomad_restart() {
     let pre = r#"if [ ! -f "$DIR/task.pid" ]; then setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $! > "$DIR/task.pid"; fi
 touch "$DIR/nomad.ready""#;
     let preparer = Arc::new(FakePreparer::default());
-    preparer
-        .loads
-        .lock()
-        .unwrap()
-        .push(Ok(rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)])));
+    preparer.loads.lock().unwrap().push(Ok(
+        rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)])
+    ));
     *preparer.changes.lock().unwrap() = vec![(Product::Nomad, Change::Restart)];
     let d = start(plan, preparer, rig.opts(&[(Product::Nomad, pre)]));
     let s = d.wait("ready", all_ready).await;
@@ -503,7 +534,10 @@ async fn reload_with_a_reloadable_change_sends_sighup() {
     let s = d.wait("ready", all_ready).await;
     let pid = agent(&s, Product::Consul).pid;
     d.events.send(DaemonEvent::Reload).unwrap();
-    poll("SIGHUP", || rig.events().contains(&"consul signal HUP".to_string())).await;
+    poll("SIGHUP", || {
+        rig.events().contains(&"consul signal HUP".to_string())
+    })
+    .await;
     let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
     assert_eq!(agent(&s, Product::Consul).pid, pid);
     assert_eq!(s.reload_error, None);
@@ -603,13 +637,22 @@ async fn new_version_that_fails_to_start_is_rolled_back() {
             s.reload_error.is_some() && all_ready(s)
         })
         .await;
-    assert!(s.reload_error.as_deref().unwrap().contains("rolled back to 1.0.0"));
+    assert!(
+        s.reload_error
+            .as_deref()
+            .unwrap()
+            .contains("rolled back to 1.0.0")
+    );
     let a = agent(&s, Product::Consul);
     assert_eq!(a.version.as_deref(), Some("1.0.0"));
     assert_eq!(*preparer.rollbacks.lock().unwrap(), ["1.0.0"]);
     assert!(rig.events().contains(&"consul-1.1.0 start".to_string()));
     let ev = rig.events();
-    assert_eq!(ev.last().map(String::as_str), Some("consul ready"), "{ev:?}");
+    assert_eq!(
+        ev.last().map(String::as_str),
+        Some("consul ready"),
+        "{ev:?}"
+    );
     d.stop().await;
 }
 
@@ -629,14 +672,21 @@ async fn agent_left_by_a_killed_supervisor_is_replaced_on_next_start() {
         .spawn()
         .unwrap();
     let old_pid = old.id();
-    poll("old agent up", || rig.events().contains(&"old-consul start".to_string())).await;
+    poll("old agent up", || {
+        rig.events().contains(&"old-consul start".to_string())
+    })
+    .await;
     hashi_supervisor::supervise::spawn::write_pidfile(&run_dir.join("consul.pid"), old_pid)
         .unwrap();
     let d = start(plan, Arc::default(), rig.opts(&[]));
     let s = d.wait("ready", all_ready).await;
     // The old one got its stop signal and is gone before ours started.
     let ev = rig.events();
-    assert_eq!(&ev[..3], ["old-consul start", "old-consul signal INT", "consul start"], "{ev:?}");
+    assert_eq!(
+        &ev[..3],
+        ["old-consul start", "old-consul signal INT", "consul start"],
+        "{ev:?}"
+    );
     let status = old.wait().unwrap();
     assert!(status.success());
     assert_ne!(agent(&s, Product::Consul).pid, Some(old_pid));
@@ -655,15 +705,23 @@ async fn pid1_reaper_helper() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
     // The agent leaves orphans that exit at once: they become our zombies.
-    let pre = r#"for i in 1 2 3 4 5; do sh -c 'sleep 0.01 &' ; done; touch "$DIR/consul.ready""#;
+    let pre = r#"for i in 1 2 3 4 5; do sh -c 'sleep 0.01 & echo $! >> "$DIR/orphans"'; done; touch "$DIR/consul.ready""#;
     let mut opts = rig.opts(&[(Product::Consul, pre)]);
     opts.become_subreaper = true;
     let d = start(plan, Arc::default(), opts);
     let s = d.wait("ready", all_ready).await;
-    let me = std::process::id();
-    let agents: std::collections::HashSet<u32> = s.agents.iter().filter_map(|a| a.pid).collect();
-    poll("no stray zombies", || {
-        hashi_supervisor::supervise::reap::stray_zombies(me, &agents).is_empty()
+    assert!(agent(&s, Product::Consul).pid.is_some());
+    let orphans: Vec<u32> = std::fs::read_to_string(rig.path("orphans"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(orphans.len(), 5);
+    // Adopted by us (PID 1); a zombie stays in /proc until someone reaps it.
+    poll("orphans reaped", || {
+        orphans
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
     })
     .await;
     let s = d.stop().await;
