@@ -1,0 +1,30 @@
+//! Tests of the stand-in agent (a test-only imitation of consul/nomad):
+//! its CLI, config refusal, HTTP shapes against `../shared/agent-api`,
+//! signals, sd_notify, membership between instances, and fault knobs. They
+//! drive the real binary through the same helper the main crate's
+//! integration tests use (`tests/it/support/standin.rs`).
+
+#[path = "../../../tests/it/support/standin.rs"]
+#[allow(dead_code)]
+mod support;
+
+mod api;
+mod cli;
+mod cluster;
+mod faults;
+mod shape;
+mod signals;
+
+use std::path::PathBuf;
+
+/// Directory of the stand-in binary under test.
+pub fn target_profile_dir() -> PathBuf {
+    let mut p = PathBuf::from(env!("CARGO_BIN_EXE_hashi-standin"));
+    p.pop();
+    p
+}
+
+/// `../shared/agent-api` beside the checkout.
+pub fn agent_api_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/agent-api")
+}
