@@ -761,3 +761,139 @@ fn zombies_are_reaped_as_pid_1_without_stealing_agent_exits() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("1 passed"), "{text}");
 }
+
+/// The stand-in agents (test-only `hashi-standin`) under the real daemon,
+/// with the default HTTP readiness checks and sd_notify.
+mod with_standin {
+    use super::*;
+    use crate::support::standin::{free_port, install_as, read_events};
+
+    /// An agent plan running the stand-in as `product`, its config written
+    /// into the rig; returns the plan and its event log.
+    fn standin_agent(rig: &Rig, product: Product, stop_signal: Signal) -> (AgentPlan, PathBuf) {
+        let base = rig.path(product.as_str());
+        let cfg = base.join("config");
+        std::fs::create_dir_all(&cfg).unwrap();
+        let data = base.join("data");
+        let (http, serf, wan, rpc) = (free_port(), free_port(), free_port(), free_port());
+        let args = match product {
+            Product::Consul => {
+                let c = serde_json::json!({
+                    "node_name": "ams2-server-01", "datacenter": "ams2",
+                    "data_dir": data, "server": true, "bootstrap_expect": 1,
+                    "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
+                    "ports": {"http": http, "serf_lan": serf, "serf_wan": wan, "server": rpc, "dns": -1},
+                });
+                std::fs::write(cfg.join("consul.json"), c.to_string()).unwrap();
+                vec![
+                    "agent".to_string(),
+                    format!("-config-dir={}", cfg.display()),
+                ]
+            }
+            Product::Nomad => {
+                let hcl = format!(
+                    "name = \"ams2-server-01\"\nregion = \"eu\"\ndatacenter = \"ams2\"\ndata_dir = \"{}\"\nbind_addr = \"127.0.0.1\"\nports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 1\n}}\nconsul {{\n  auto_advertise = false\n  server_auto_join = false\n  client_auto_join = false\n}}\n",
+                    data.display()
+                );
+                std::fs::write(cfg.join("nomad.hcl"), hcl).unwrap();
+                vec!["agent".to_string(), format!("-config={}", cfg.display())]
+            }
+        };
+        let mut a = rig.agent(product, stop_signal);
+        a.binary = install_as(&base.join("bin"), product.as_str());
+        a.args = args;
+        a.config_dir = cfg;
+        a.data_dir = data;
+        a.http_addr = format!("127.0.0.1:{http}").parse().unwrap();
+        (a, base.join("events.log"))
+    }
+
+    fn opts(logs: &[(Product, &Path)], extra: &[(Product, &str, String)]) -> RunOptions {
+        let mut extra_env: Vec<(Product, String, String)> = logs
+            .iter()
+            .map(|(p, l)| (*p, "STANDIN_EVENT_LOG".to_string(), l.display().to_string()))
+            .collect();
+        extra_env.extend(extra.iter().map(|(p, k, v)| (*p, k.to_string(), v.clone())));
+        RunOptions {
+            extra_env,
+            check_interval: None,
+            become_subreaper: false,
+            ..RunOptions::default()
+        }
+    }
+
+    fn lines(log: &Path) -> Vec<String> {
+        read_events(log).iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn standins_start_in_order_and_stop_nomad_first_with_their_signals() {
+        let rig = Rig::new();
+        let (consul, clog) = standin_agent(&rig, Product::Consul, Signal::SIGTERM);
+        let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
+        let plan = rig.plan(vec![consul, nomad]);
+        let d = start(
+            plan,
+            Arc::default(),
+            opts(&[(Product::Consul, &clog), (Product::Nomad, &nlog)], &[]),
+        );
+        d.wait("both ready", all_ready).await;
+        let s = d.stop().await;
+        let (c, n) = (lines(&clog), lines(&nlog));
+        // Consul server on SIGTERM: no leave, exit 1 (agent-facts §1), a clean stop.
+        assert!(c.contains(&"signal SIGTERM".to_string()), "{c:?}");
+        assert!(!c.contains(&"leave".to_string()), "{c:?}");
+        assert!(n.contains(&"signal SIGINT".to_string()), "{n:?}");
+        for a in &s.agents {
+            assert!(a.last_exit.as_ref().unwrap().expected);
+            assert_eq!(a.restarts, 0);
+        }
+        // Nomad had exited (its last event written) before Consul's exit was recorded.
+        let nomad_exit = std::fs::metadata(&nlog).unwrap().modified().unwrap();
+        let consul_sig = s.agents[0].last_exit.as_ref().unwrap().at;
+        assert!(nomad_exit <= consul_sig);
+        assert!(n.last().unwrap().starts_with("exit"), "{n:?}");
+    }
+
+    #[tokio::test]
+    async fn standin_nomads_child_survives_a_crash_and_restart() {
+        let rig = Rig::new();
+        let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
+        let child_pidfile = rig.path("task.pid");
+        let plan = rig.plan(vec![nomad]);
+        let d = start(
+            plan,
+            Arc::default(),
+            opts(
+                &[(Product::Nomad, &nlog)],
+                &[(
+                    Product::Nomad,
+                    "STANDIN_SPAWN_CHILD",
+                    child_pidfile.display().to_string(),
+                )],
+            ),
+        );
+        let s = d.wait("ready", all_ready).await;
+        let pid = agent(&s, Product::Nomad).pid.unwrap();
+        poll("child pidfile", || {
+            std::fs::read_to_string(&child_pidfile).is_ok_and(|s| !s.trim().is_empty())
+        })
+        .await;
+        let task: i32 = std::fs::read_to_string(&child_pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // A crash (SIGKILL of the main pid only) and the restart.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        d.wait("restarted and ready", |s| {
+            let a = agent(s, Product::Nomad);
+            a.restarts == 1 && a.ready
+        })
+        .await;
+        assert!(alive(task), "the stand-in's child died with the agent");
+        d.stop().await;
+        assert!(alive(task), "the stand-in's child died with the agent stop");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(task), Signal::SIGKILL);
+    }
+}
