@@ -308,6 +308,10 @@ def main():
     if daemon:
         systems.append(Ours(work, child, daemon))
     for cls, tool in [(Runit, "runsvdir"), (S6, "s6-svscan"), (Supervisord, "supervisord")]:
+        if cls is S6 and os.environ.get("BENCH_S6") != "1":
+            # Known problem: the harness's s6 stop/cleanup hangs on this host.
+            print("skipped s6: set BENCH_S6=1 (its stop/cleanup hangs here)", file=sys.stderr)
+            continue
         if shutil.which(tool):
             systems.append(cls(work, child))
         else:
