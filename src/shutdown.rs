@@ -4,6 +4,9 @@
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervise::DaemonEvent;
 
 /// What a signal to the supervisor asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +45,53 @@ pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<SignalEvent>> {
     Ok(rx)
 }
 
+/// Turns signal meanings into the daemon's inputs: the first Shutdown
+/// cancels `shutdown`; a second one (or Quit) also sends
+/// [`DaemonEvent::Hurry`] (skip the remaining grace); Reload sends
+/// [`DaemonEvent::Reload`]. Ends when the signal channel closes.
+pub async fn forward(
+    mut signals: mpsc::UnboundedReceiver<SignalEvent>,
+    shutdown: CancellationToken,
+    events: mpsc::UnboundedSender<DaemonEvent>,
+) {
+    while let Some(ev) = signals.recv().await {
+        match ev {
+            SignalEvent::Shutdown if !shutdown.is_cancelled() => {
+                tracing::info!("shutdown requested");
+                shutdown.cancel();
+            }
+            SignalEvent::Shutdown | SignalEvent::Quit => {
+                tracing::warn!("stop now requested, skipping the remaining grace");
+                shutdown.cancel();
+                let _ = events.send(DaemonEvent::Hurry);
+            }
+            SignalEvent::Reload => {
+                let _ = events.send(DaemonEvent::Reload);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn second_shutdown_hurries_and_reload_is_forwarded() {
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(forward(sig_rx, token.clone(), ev_tx));
+        sig_tx.send(SignalEvent::Reload).unwrap();
+        assert_eq!(ev_rx.recv().await, Some(DaemonEvent::Reload));
+        assert!(!token.is_cancelled());
+        sig_tx.send(SignalEvent::Shutdown).unwrap();
+        token.cancelled().await;
+        sig_tx.send(SignalEvent::Shutdown).unwrap();
+        assert_eq!(ev_rx.recv().await, Some(DaemonEvent::Hurry));
+        drop(sig_tx);
+        task.await.unwrap();
+    }
 
     #[test]
     fn signals_map_to_their_meaning() {

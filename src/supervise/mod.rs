@@ -1,15 +1,46 @@
-//! Supervision of the agents.
+//! Supervision of the agents: one actor per agent (spawn, readiness, restart
+//! policy, graceful stop, reload), the daemon that orders them, and reaping.
 //!
-//! SKELETON: replaced by the supervise work.
+//! * [`machine`]: the pure state machine; [`policy`]: restart bookkeeping.
+//! * [`actor`]: the task owning one child; [`AgentHandle`] sends [`Control`]s.
+//! * [`spawn`]: process creation, pidfiles, `/proc` identity.
+//! * [`notify`]: the agents' `NOTIFY_SOCKET` and our own sd_notify.
+//! * [`check`]: pluggable readiness checks of the agents' HTTP APIs.
+//! * [`reap`]: adopted orphans as PID 1 or subreaper.
+//! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
+//!
+//! This module must not read the role file, download, or render by itself:
+//! those steps are injected through [`Preparer`] so tests can fake them.
 
+pub mod actor;
+pub mod check;
+pub mod daemon;
+pub mod machine;
+pub mod notify;
+pub mod policy;
+pub mod reap;
+pub mod spawn;
 pub mod status;
 
+pub use actor::{AgentHandle, Control};
+pub use daemon::{Change, DaemonEvent, Installed, Preparer, RunOptions, run};
 pub use status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+
+use crate::plan::Product;
 
 /// Why supervision failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    /// Placeholder.
-    #[error("supervision is not built yet")]
-    NotBuilt,
+    /// An agent's actor ended while still needed.
+    #[error("failed to reach the {0} actor")]
+    ActorGone(Product),
+    /// The run directory could not be created.
+    #[error("failed to create run directory {path}")]
+    RunDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }

@@ -1,1 +1,899 @@
-//! Integration tests: supervise.
+//! Integration tests: supervise. Real processes (small `sh` scripts standing
+//! in for the agents), real signals, real pidfiles and notify sockets; the
+//! preparation steps (role file, release, render) are fakes.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hashi_supervisor::Error;
+use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
+use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
+use hashi_supervisor::supervise::daemon::status_channel;
+use hashi_supervisor::supervise::{
+    AgentState, Change, DaemonEvent, Installed, Preparer, RunOptions, SupervisorStatus, run,
+};
+use hashi_supervisor::version::VersionSpec;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound of any wait in these tests (a hang fails, slowness does not).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The body every fake agent runs: log start and signals to `$LOG`, then
+/// idle until stopped. `$PRE` runs first (crash, spawn a child...).
+const AGENT_SCRIPT: &str = r#"#!/bin/sh
+rm -f "$DIR/$NAME.ready"
+echo "$NAME start $$" >> "$LOG"
+SLEEP=
+trap 'echo "$NAME signal TERM" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP; exit 1' TERM
+trap 'echo "$NAME signal INT" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP; exit 0' INT
+trap 'echo "$NAME signal HUP" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP' HUP
+eval "$PRE"
+while :; do sleep 1000 & SLEEP=$!; wait $SLEEP; done
+"#;
+
+struct Rig {
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn log(&self) -> PathBuf {
+        self.path("events.log")
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                // Drop the pid of "start" lines.
+                let mut w: Vec<&str> = l.split_whitespace().collect();
+                if w.get(1) == Some(&"start") {
+                    w.truncate(2);
+                }
+                w.join(" ")
+            })
+            .collect()
+    }
+
+    /// Writes an executable script at `name`.
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn agent(&self, product: Product, stop_signal: Signal) -> AgentPlan {
+        let binary = self.script(&format!("{product}-agent"), AGENT_SCRIPT);
+        AgentPlan {
+            product,
+            version: "1.0.0".parse::<VersionSpec>().unwrap(),
+            server: true,
+            client: false,
+            user: whoami(),
+            binary,
+            args: vec![],
+            config_dir: self.path("etc"),
+            data_dir: self.path("data"),
+            stop_signal,
+            stop_timeout: Duration::from_secs(30),
+            restart: RestartPolicy {
+                attempts: 3,
+                interval: Duration::from_secs(600),
+                delay: Duration::ZERO,
+                mode: RestartMode::Delay,
+                max_delay: Duration::from_millis(50),
+                stable_after: Duration::from_secs(600),
+            },
+            http_addr: "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
+        }
+    }
+
+    fn plan(&self, agents: Vec<AgentPlan>) -> Plan {
+        Plan {
+            node_name: "ams2-server-01".into(),
+            region: "eu".into(),
+            datacenter: "ams2".into(),
+            roles: vec!["consul-server".into(), "nomad-server".into()],
+            agents,
+            release: ReleasePlan {
+                mirror: "file:///nonexistent".into(),
+                trust_hashicorp_key: true,
+                extra_trusted_keys: vec![],
+                releases_dir: self.path("releases"),
+                keep_versions: 2,
+                max_download_bytes: 1,
+            },
+            health_listen: "127.0.0.1:0".parse().unwrap(),
+            state_dir: self.path("state"),
+            config_dir: self.path("etc"),
+        }
+    }
+
+    /// Options: ready when `<product>.ready` exists in the rig, env for the
+    /// script, `pre` per product.
+    fn opts(&self, pre: &[(Product, &str)]) -> RunOptions {
+        let dir = self.dir.path().to_path_buf();
+        let mut extra_env = Vec::new();
+        for p in [Product::Consul, Product::Nomad] {
+            extra_env.push((p, "NAME".into(), p.to_string()));
+            extra_env.push((p, "LOG".into(), self.log().display().to_string()));
+            extra_env.push((p, "DIR".into(), dir.display().to_string()));
+            let body = pre
+                .iter()
+                .find(|(q, _)| *q == p)
+                .map(|(_, s)| s.to_string())
+                .unwrap_or_else(|| {
+                    format!("touch \"$DIR/{p}.ready\"; echo \"{p} ready\" >> \"$LOG\"")
+                });
+            extra_env.push((p, "PRE".into(), body));
+        }
+        let checks_dir = dir.clone();
+        RunOptions {
+            checks: Arc::new(move |a: &AgentPlan| {
+                Some(
+                    Arc::new(FileCheck(checks_dir.join(format!("{}.ready", a.product))))
+                        as Arc<dyn ReadyCheck>,
+                )
+            }),
+            extra_env,
+            check_interval: None,
+            become_subreaper: false,
+            ..RunOptions::default()
+        }
+    }
+}
+
+fn whoami() -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
+}
+
+/// Ready once a file exists (the script creates it when it means to be
+/// ready); a pass consumes the file so a later process cannot pass on a
+/// predecessor's file.
+struct FileCheck(PathBuf);
+
+impl ReadyCheck for FileCheck {
+    fn check(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move { std::fs::remove_file(&self.0).is_ok() })
+    }
+}
+
+/// A fake [`Preparer`]: `load` pops the next prepared result.
+#[derive(Default)]
+struct FakePreparer {
+    loads: Mutex<Vec<Result<Plan, String>>>,
+    changes: Mutex<Vec<(Product, Change)>>,
+    installs: Mutex<HashMap<String, Installed>>,
+    rollbacks: Mutex<Vec<String>>,
+}
+
+impl Preparer for FakePreparer {
+    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
+        Box::pin(async move {
+            match self.loads.lock().unwrap().remove(0) {
+                Ok(p) => Ok((p, "hash2".into())),
+                Err(e) => Err(Error::Usage(e)),
+            }
+        })
+    }
+    fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
+        Box::pin(async move {
+            self.installs
+                .lock()
+                .unwrap()
+                .get(&agent.version.to_string())
+                .cloned()
+                .ok_or_else(|| Error::Internal("no such version".into()))
+        })
+    }
+    fn rollback<'a>(
+        &'a self,
+        _agent: &'a AgentPlan,
+        previous: &'a Installed,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            self.rollbacks
+                .lock()
+                .unwrap()
+                .push(previous.version.clone());
+            Ok(())
+        })
+    }
+    fn render<'a>(
+        &'a self,
+        _old: &'a Plan,
+        _new: &'a Plan,
+    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, Error>> {
+        Box::pin(async move { Ok(self.changes.lock().unwrap().clone()) })
+    }
+}
+
+struct Running {
+    status: watch::Receiver<SupervisorStatus>,
+    events: mpsc::UnboundedSender<DaemonEvent>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), hashi_supervisor::supervise::SuperviseError>>,
+}
+
+fn start(plan: Plan, preparer: Arc<FakePreparer>, opts: RunOptions) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("hashi_supervisor=debug")
+        .try_init();
+    let status = status_channel(&plan);
+    let rx = status.subscribe();
+    let (tx, ev_rx) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(plan, preparer, opts, status, ev_rx, shutdown.clone()));
+    Running {
+        status: rx,
+        events: tx,
+        shutdown,
+        task,
+    }
+}
+
+impl Running {
+    async fn wait(&self, what: &str, pred: impl Fn(&SupervisorStatus) -> bool) -> SupervisorStatus {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s))).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!("timed out waiting for {what}: {:#?}", self.status.borrow()),
+        }
+    }
+
+    async fn stop(self) -> SupervisorStatus {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("daemon did not stop")
+            .unwrap()
+            .unwrap();
+        self.status.borrow().clone()
+    }
+}
+
+fn agent(s: &SupervisorStatus, p: Product) -> &hashi_supervisor::supervise::AgentStatus {
+    s.agents.iter().find(|a| a.product == p).unwrap()
+}
+
+fn all_ready(s: &SupervisorStatus) -> bool {
+    s.agents.iter().all(|a| a.ready)
+}
+
+/// Polls `cond` until true or [`WAIT`] passes.
+async fn poll(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn consul_is_ready_before_nomad_starts() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGTERM),
+    ]);
+    let d = start(plan, Arc::default(), rig.opts(&[]));
+    d.wait("both ready", all_ready).await;
+    let ev = rig.events();
+    assert_eq!(
+        &ev[..3],
+        ["consul start", "consul ready", "nomad start"],
+        "{ev:?}"
+    );
+    let s = d.stop().await;
+    assert!(agent(&s, Product::Nomad).reason.is_none());
+}
+
+#[tokio::test]
+async fn nomad_starts_anyway_when_consul_is_not_ready_in_time() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGTERM),
+    ]);
+    let mut opts = rig.opts(&[(Product::Consul, ":")]);
+    opts.consul_wait = Duration::from_millis(200);
+    let d = start(plan, Arc::default(), opts);
+    let s = d
+        .wait("nomad ready", |s| agent(s, Product::Nomad).ready)
+        .await;
+    assert!(!agent(&s, Product::Consul).ready);
+    let reason = agent(&s, Product::Nomad).reason.clone().unwrap();
+    assert!(reason.contains("consul not ready"), "{reason}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn agent_ready_by_sd_notify_on_the_supervisors_socket() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)]);
+    let mut opts = rig.opts(&[(Product::Nomad, "/usr/bin/systemd-notify --ready --no-block")]);
+    opts.checks = Arc::new(|_: &AgentPlan| None);
+    let d = start(plan, Arc::default(), opts);
+    let s = d.wait("nomad ready", all_ready).await;
+    assert_eq!(agent(&s, Product::Nomad).state, AgentState::Running);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_nomad_before_consul_with_their_own_signals() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGTERM),
+    ]);
+    let d = start(plan, Arc::default(), rig.opts(&[]));
+    d.wait("both ready", all_ready).await;
+    let s = d.stop().await;
+    let ev = rig.events();
+    let stops: Vec<&String> = ev.iter().filter(|l| l.contains("signal")).collect();
+    assert_eq!(stops, ["nomad signal TERM", "consul signal INT"], "{ev:?}");
+    for a in &s.agents {
+        assert_eq!(a.state, AgentState::Stopped);
+        let exit = a.last_exit.as_ref().unwrap();
+        assert!(exit.expected, "{exit:?}");
+        assert_eq!(a.restarts, 0);
+    }
+    // Nomad's script exits 1 after SIGTERM: still a clean stop.
+    assert_eq!(
+        agent(&s, Product::Nomad).last_exit.as_ref().unwrap().code,
+        Some(1)
+    );
+    assert!(s.stopping);
+}
+
+#[tokio::test]
+async fn crashed_agent_is_restarted_and_counted() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    // Crash on the first two runs, then stay up and be ready.
+    let pre = r#"n=$(cat "$DIR/count" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$DIR/count"
+if [ $n -le 2 ]; then echo "consul crash" >> "$LOG"; exit 3; fi
+touch "$DIR/consul.ready""#;
+    let d = start(plan, Arc::default(), rig.opts(&[(Product::Consul, pre)]));
+    let s = d.wait("consul ready", all_ready).await;
+    let a = agent(&s, Product::Consul);
+    assert_eq!(a.restarts, 2);
+    assert_eq!(
+        rig.events().iter().filter(|l| *l == "consul start").count(),
+        3
+    );
+    let exit = a.last_exit.as_ref().unwrap();
+    assert_eq!((exit.code, exit.expected), (Some(3), false));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn crash_loop_in_fail_mode_ends_failed_after_the_attempts() {
+    let rig = Rig::new();
+    let mut a = rig.agent(Product::Consul, Signal::SIGINT);
+    a.restart.mode = RestartMode::Fail;
+    a.restart.attempts = 2;
+    let plan = rig.plan(vec![a]);
+    let d = start(
+        plan,
+        Arc::default(),
+        rig.opts(&[(Product::Consul, "exit 2")]),
+    );
+    let s = d
+        .wait("failed", |s| {
+            agent(s, Product::Consul).state == AgentState::Failed
+        })
+        .await;
+    let a = agent(&s, Product::Consul);
+    assert_eq!(a.restarts, 2);
+    assert!(a.reason.as_deref().unwrap().contains("restart mode fail"));
+    assert_eq!(rig.events().len(), 3);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn crash_loop_in_delay_mode_keeps_restarting_past_the_attempts() {
+    let rig = Rig::new();
+    let mut a = rig.agent(Product::Consul, Signal::SIGINT);
+    a.restart.attempts = 2;
+    a.restart.delay = Duration::from_millis(5);
+    let plan = rig.plan(vec![a]);
+    let d = start(
+        plan,
+        Arc::default(),
+        rig.opts(&[(Product::Consul, "exit 2")]),
+    );
+    let s = d
+        .wait("8 restarts", |s| {
+            let a = agent(s, Product::Consul);
+            a.restarts >= 8 || a.state == AgentState::Failed
+        })
+        .await;
+    assert_ne!(agent(&s, Product::Consul).state, AgentState::Failed);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn hung_agent_is_sigkilled_after_its_stop_timeout() {
+    let rig = Rig::new();
+    let mut a = rig.agent(Product::Consul, Signal::SIGINT);
+    a.stop_timeout = Duration::from_millis(300);
+    let plan = rig.plan(vec![a]);
+    let pre = r#"trap 'echo "consul ignored INT" >> "$LOG"' INT; touch "$DIR/consul.ready""#;
+    let d = start(plan, Arc::default(), rig.opts(&[(Product::Consul, pre)]));
+    d.wait("ready", all_ready).await;
+    let s = d.stop().await;
+    let exit = agent(&s, Product::Consul).last_exit.clone().unwrap();
+    assert_eq!(exit.signal.as_deref(), Some("SIGKILL"));
+    assert!(exit.expected);
+    assert!(rig.events().contains(&"consul ignored INT".to_string()));
+}
+
+#[tokio::test]
+async fn second_stop_request_skips_the_remaining_grace() {
+    let rig = Rig::new();
+    let mut a = rig.agent(Product::Consul, Signal::SIGINT);
+    // Far longer than the test's own bound: only the hurry can end it.
+    a.stop_timeout = Duration::from_secs(3600);
+    let plan = rig.plan(vec![a]);
+    let pre = r#"trap 'echo "consul ignored INT" >> "$LOG"' INT; touch "$DIR/consul.ready""#;
+    let d = start(plan, Arc::default(), rig.opts(&[(Product::Consul, pre)]));
+    d.wait("ready", all_ready).await;
+    d.shutdown.cancel();
+    poll("stop signal delivered", || {
+        rig.events().contains(&"consul ignored INT".to_string())
+    })
+    .await;
+    d.events.send(DaemonEvent::Hurry).unwrap();
+    let s = d.stop().await;
+    let exit = agent(&s, Product::Consul).last_exit.clone().unwrap();
+    assert_eq!(exit.signal.as_deref(), Some("SIGKILL"));
+}
+
+#[tokio::test]
+async fn nomads_child_processes_survive_a_nomad_restart() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)]);
+    // Like an executor: its own session, outliving the agent.
+    let pre = r#"if [ ! -f "$DIR/task.pid" ]; then setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $! > "$DIR/task.pid"; fi
+touch "$DIR/nomad.ready""#;
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(
+        rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)])
+    ));
+    *preparer.changes.lock().unwrap() = vec![(Product::Nomad, Change::Restart)];
+    let d = start(plan, preparer, rig.opts(&[(Product::Nomad, pre)]));
+    let s = d.wait("ready", all_ready).await;
+    let first_pid = agent(&s, Product::Nomad).pid.unwrap();
+    let task: i32 = std::fs::read_to_string(rig.path("task.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d
+        .wait("restarted and ready", |s| {
+            let a = agent(s, Product::Nomad);
+            a.restarts == 1 && a.ready
+        })
+        .await;
+    assert_ne!(agent(&s, Product::Nomad).pid, Some(first_pid));
+    assert!(alive(task), "the task process died with the agent restart");
+    d.stop().await;
+    assert!(alive(task), "the task process died with the agent stop");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(task), Signal::SIGKILL);
+}
+
+#[tokio::test]
+async fn reload_with_a_reloadable_change_sends_sighup() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(plan.clone()));
+    *preparer.changes.lock().unwrap() = vec![(Product::Consul, Change::Reload)];
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pid = agent(&s, Product::Consul).pid;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    poll("SIGHUP", || {
+        rig.events().contains(&"consul signal HUP".to_string())
+    })
+    .await;
+    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    assert_eq!(agent(&s, Product::Consul).pid, pid);
+    assert_eq!(s.reload_error, None);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn reload_with_an_invalid_role_file_keeps_everything_and_reports() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let preparer = Arc::new(FakePreparer::default());
+    preparer
+        .loads
+        .lock()
+        .unwrap()
+        .push(Err("node.toml:3:1: unknown key".into()));
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pid = agent(&s, Product::Consul).pid;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d.wait("reload error", |s| s.reload_error.is_some()).await;
+    assert!(s.reload_error.as_deref().unwrap().contains("unknown key"));
+    assert_eq!(agent(&s, Product::Consul).pid, pid);
+    assert!(!rig.events().iter().any(|l| l.contains("signal")));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn version_change_restarts_on_the_new_release() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut new = plan.clone();
+    new.agents[0].version = "1.1.0".parse().unwrap();
+    let v2 = rig.script("consul-1.1.0", AGENT_SCRIPT);
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(new));
+    preparer.installs.lock().unwrap().insert(
+        "1.1.0".into(),
+        Installed {
+            binary: Some(v2),
+            version: "1.1.0".into(),
+        },
+    );
+    let mut opts = rig.opts(&[]);
+    opts.installed.insert(
+        Product::Consul,
+        Installed {
+            binary: None,
+            version: "1.0.0".into(),
+        },
+    );
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let a = agent(&s, Product::Consul);
+    assert_eq!(a.version.as_deref(), Some("1.1.0"));
+    assert_eq!((a.restarts, a.ready), (1, true));
+    assert_eq!(s.reload_error, None);
+    assert!(preparer.rollbacks.lock().unwrap().is_empty());
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn new_version_that_fails_to_start_is_rolled_back() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut new = plan.clone();
+    new.agents[0].version = "1.1.0".parse().unwrap();
+    let broken = rig.script(
+        "consul-1.1.0",
+        "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\necho \"consul-1.1.0 start $$\" >> \"$LOG\"\nexit 1\n",
+    );
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(new));
+    preparer.installs.lock().unwrap().insert(
+        "1.1.0".into(),
+        Installed {
+            binary: Some(broken),
+            version: "1.1.0".into(),
+        },
+    );
+    let mut opts = rig.opts(&[]);
+    opts.rollback_window = Duration::from_secs(30);
+    opts.installed.insert(
+        Product::Consul,
+        Installed {
+            binary: None,
+            version: "1.0.0".into(),
+        },
+    );
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d
+        .wait("rolled back and ready", |s| {
+            s.reload_error.is_some() && all_ready(s)
+        })
+        .await;
+    assert!(
+        s.reload_error
+            .as_deref()
+            .unwrap()
+            .contains("rolled back to 1.0.0")
+    );
+    let a = agent(&s, Product::Consul);
+    assert_eq!(a.version.as_deref(), Some("1.0.0"));
+    assert_eq!(*preparer.rollbacks.lock().unwrap(), ["1.0.0"]);
+    assert!(rig.events().contains(&"consul-1.1.0 start".to_string()));
+    let ev = rig.events();
+    assert_eq!(
+        ev.last().map(String::as_str),
+        Some("consul ready"),
+        "{ev:?}"
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn agent_left_by_a_killed_supervisor_is_replaced_on_next_start() {
+    let rig = Rig::new();
+    let a = rig.agent(Product::Consul, Signal::SIGINT);
+    let plan = rig.plan(vec![a.clone()]);
+    // What a SIGKILLed supervisor leaves: a running agent and its pidfile.
+    let run_dir = plan.state_dir.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let mut old = std::process::Command::new(&a.binary)
+        .env("NAME", "old-consul")
+        .env("LOG", rig.log())
+        .env("PRE", ":")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let old_pid = old.id();
+    poll("old agent up", || {
+        rig.events().contains(&"old-consul start".to_string())
+    })
+    .await;
+    hashi_supervisor::supervise::spawn::write_pidfile(&run_dir.join("consul.pid"), old_pid)
+        .unwrap();
+    let d = start(plan, Arc::default(), rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    // The old one got its stop signal and is gone before ours started.
+    let ev = rig.events();
+    assert_eq!(
+        &ev[..3],
+        ["old-consul start", "old-consul signal INT", "consul start"],
+        "{ev:?}"
+    );
+    let status = old.wait().unwrap();
+    assert!(status.success());
+    assert_ne!(agent(&s, Product::Consul).pid, Some(old_pid));
+    d.stop().await;
+}
+
+/// Run as PID 1 of a new pid namespace by
+/// `zombies_are_reaped_as_pid_1_without_stealing_agent_exits`.
+#[tokio::test]
+#[ignore = "helper: runs only inside unshare, started by another test"]
+async fn pid1_reaper_helper() {
+    if std::env::var_os("HASHI_PID1_HELPER").is_none() {
+        return;
+    }
+    assert_eq!(std::process::id(), 1);
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    // The agent leaves orphans that exit at once: they become our zombies.
+    let pre = r#"for i in 1 2 3 4 5; do sh -c 'sleep 0.01 & echo $! >> "$DIR/orphans"'; done; touch "$DIR/consul.ready""#;
+    let mut opts = rig.opts(&[(Product::Consul, pre)]);
+    opts.become_subreaper = true;
+    let d = start(plan, Arc::default(), opts);
+    let s = d.wait("ready", all_ready).await;
+    assert!(agent(&s, Product::Consul).pid.is_some());
+    let orphans: Vec<u32> = std::fs::read_to_string(rig.path("orphans"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(orphans.len(), 5);
+    // Adopted by us (PID 1); a zombie stays in /proc until someone reaps it.
+    poll("orphans reaped", || {
+        orphans
+            .iter()
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    })
+    .await;
+    let s = d.stop().await;
+    // The agent's own exit status still reached its actor.
+    let exit = agent(&s, Product::Consul).last_exit.clone().unwrap();
+    assert_eq!((exit.code, exit.expected), (Some(0), true));
+}
+
+#[test]
+fn zombies_are_reaped_as_pid_1_without_stealing_agent_exits() {
+    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/unshare").exists() {
+        eprintln!("skipped: needs root and unshare");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("/usr/bin/unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(exe)
+        .args([
+            "supervise::pid1_reaper_helper",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("HASHI_PID1_HELPER", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() && text.contains("unshare failed") {
+        eprintln!("skipped: {text}");
+        return;
+    }
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// The stand-in agents (test-only `hashi-standin`) under the real daemon,
+/// with the default HTTP readiness checks and sd_notify.
+mod with_standin {
+    use super::*;
+    use crate::support::standin::{free_port, install_as, read_events};
+
+    /// An agent plan running the stand-in as `product`, its config written
+    /// into the rig; returns the plan and its event log.
+    fn standin_agent(rig: &Rig, product: Product, stop_signal: Signal) -> (AgentPlan, PathBuf) {
+        let base = rig.path(product.as_str());
+        let cfg = base.join("config");
+        std::fs::create_dir_all(&cfg).unwrap();
+        let data = base.join("data");
+        let (http, serf, wan, rpc) = (free_port(), free_port(), free_port(), free_port());
+        let args = match product {
+            Product::Consul => {
+                let c = serde_json::json!({
+                    "node_name": "ams2-server-01", "datacenter": "ams2",
+                    "data_dir": data, "server": true, "bootstrap_expect": 1,
+                    "bind_addr": "127.0.0.1", "client_addr": "127.0.0.1",
+                    "ports": {"http": http, "serf_lan": serf, "serf_wan": wan, "server": rpc, "dns": -1},
+                });
+                std::fs::write(cfg.join("consul.json"), c.to_string()).unwrap();
+                vec![
+                    "agent".to_string(),
+                    format!("-config-dir={}", cfg.display()),
+                ]
+            }
+            Product::Nomad => {
+                let hcl = format!(
+                    "name = \"ams2-server-01\"\nregion = \"eu\"\ndatacenter = \"ams2\"\ndata_dir = \"{}\"\nbind_addr = \"127.0.0.1\"\nports {{\n  http = {http}\n  rpc = {rpc}\n  serf = {serf}\n}}\nserver {{\n  enabled = true\n  bootstrap_expect = 1\n}}\nconsul {{\n  auto_advertise = false\n  server_auto_join = false\n  client_auto_join = false\n}}\n",
+                    data.display()
+                );
+                std::fs::write(cfg.join("nomad.hcl"), hcl).unwrap();
+                vec!["agent".to_string(), format!("-config={}", cfg.display())]
+            }
+        };
+        let mut a = rig.agent(product, stop_signal);
+        a.binary = install_as(&base.join("bin"), product.as_str());
+        a.args = args;
+        a.config_dir = cfg;
+        a.data_dir = data;
+        a.http_addr = format!("127.0.0.1:{http}").parse().unwrap();
+        (a, base.join("events.log"))
+    }
+
+    fn opts(logs: &[(Product, &Path)], extra: &[(Product, &str, String)]) -> RunOptions {
+        let mut extra_env: Vec<(Product, String, String)> = logs
+            .iter()
+            .map(|(p, l)| (*p, "STANDIN_EVENT_LOG".to_string(), l.display().to_string()))
+            .collect();
+        extra_env.extend(extra.iter().map(|(p, k, v)| (*p, k.to_string(), v.clone())));
+        RunOptions {
+            extra_env,
+            check_interval: None,
+            become_subreaper: false,
+            ..RunOptions::default()
+        }
+    }
+
+    fn lines(log: &Path) -> Vec<String> {
+        read_events(log).iter().map(ToString::to_string).collect()
+    }
+
+    #[tokio::test]
+    async fn standins_start_in_order_and_stop_nomad_first_with_their_signals() {
+        let rig = Rig::new();
+        let (consul, clog) = standin_agent(&rig, Product::Consul, Signal::SIGTERM);
+        let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
+        let plan = rig.plan(vec![consul, nomad]);
+        let d = start(
+            plan,
+            Arc::default(),
+            opts(&[(Product::Consul, &clog), (Product::Nomad, &nlog)], &[]),
+        );
+        d.wait("both ready", all_ready).await;
+        let s = d.stop().await;
+        let (c, n) = (lines(&clog), lines(&nlog));
+        // Consul server on SIGTERM: no leave, exit 1 (agent-facts §1), a clean stop.
+        assert!(c.contains(&"signal SIGTERM".to_string()), "{c:?}");
+        assert!(!c.contains(&"leave".to_string()), "{c:?}");
+        assert!(n.contains(&"signal SIGINT".to_string()), "{n:?}");
+        for a in &s.agents {
+            assert!(a.last_exit.as_ref().unwrap().expected);
+            assert_eq!(a.restarts, 0);
+        }
+        // Nomad had exited (its last event written) before Consul's exit was recorded.
+        let nomad_exit = std::fs::metadata(&nlog).unwrap().modified().unwrap();
+        let consul_sig = s.agents[0].last_exit.as_ref().unwrap().at;
+        assert!(nomad_exit <= consul_sig);
+        assert!(n.last().unwrap().starts_with("exit"), "{n:?}");
+    }
+
+    #[tokio::test]
+    async fn standin_nomads_child_survives_a_crash_and_restart() {
+        let rig = Rig::new();
+        let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
+        let child_pidfile = rig.path("task.pid");
+        let plan = rig.plan(vec![nomad]);
+        let d = start(
+            plan,
+            Arc::default(),
+            opts(
+                &[(Product::Nomad, &nlog)],
+                &[(
+                    Product::Nomad,
+                    "STANDIN_SPAWN_CHILD",
+                    child_pidfile.display().to_string(),
+                )],
+            ),
+        );
+        let s = d.wait("ready", all_ready).await;
+        let pid = agent(&s, Product::Nomad).pid.unwrap();
+        poll("child pidfile", || {
+            std::fs::read_to_string(&child_pidfile).is_ok_and(|s| !s.trim().is_empty())
+        })
+        .await;
+        let task: i32 = std::fs::read_to_string(&child_pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // A crash (SIGKILL of the main pid only) and the restart.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        d.wait("restarted and ready", |s| {
+            let a = agent(s, Product::Nomad);
+            a.restarts == 1 && a.ready
+        })
+        .await;
+        assert!(alive(task), "the stand-in's child died with the agent");
+        d.stop().await;
+        assert!(alive(task), "the stand-in's child died with the agent stop");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(task), Signal::SIGKILL);
+    }
+}

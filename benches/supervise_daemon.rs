@@ -1,0 +1,129 @@
+//! Benchmark helper, not a benchmark by itself: runs the real supervision
+//! daemon (`supervise::run`) over the benchmark child as both agents, so
+//! `benches/supervise/bench.py` can measure it as a process beside
+//! supervisord, runit, s6 and a fork/exec floor.
+//!
+//! Usage: `supervise_daemon <child binary> <state dir>`; SIGTERM stops it.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashi_supervisor::Error;
+use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
+use hashi_supervisor::supervise::check::BoxFuture;
+use hashi_supervisor::supervise::daemon::status_channel;
+use hashi_supervisor::supervise::{Change, Installed, Preparer, RunOptions, run};
+use nix::sys::signal::Signal;
+use tokio_util::sync::CancellationToken;
+
+struct NoPrep;
+
+impl Preparer for NoPrep {
+    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
+        Box::pin(async { Err(Error::Internal("benchmark: no role file".into())) })
+    }
+    fn install<'a>(&'a self, _: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
+        Box::pin(async { Err(Error::Internal("benchmark: no release".into())) })
+    }
+    fn rollback<'a>(
+        &'a self,
+        _: &'a AgentPlan,
+        _: &'a Installed,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn render<'a>(
+        &'a self,
+        _: &'a Plan,
+        _: &'a Plan,
+    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, Error>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 || args.iter().any(|a| a == "--bench") {
+        // `cargo bench` runs every bench target: nothing to do here.
+        return;
+    }
+    let child = std::path::PathBuf::from(&args[1]);
+    let state = std::path::PathBuf::from(&args[2]);
+    let agent = |product| AgentPlan {
+        product,
+        version: "1.0.0".parse().unwrap(),
+        server: false,
+        client: false,
+        user: "root".into(),
+        binary: child.clone(),
+        args: vec![],
+        config_dir: state.clone(),
+        data_dir: state.clone(),
+        stop_signal: Signal::SIGTERM,
+        stop_timeout: Duration::from_secs(10),
+        restart: RestartPolicy {
+            attempts: 1_000_000,
+            interval: Duration::from_secs(1),
+            delay: Duration::ZERO,
+            mode: RestartMode::Delay,
+            max_delay: Duration::ZERO,
+            stable_after: Duration::from_secs(1),
+        },
+        http_addr: "127.0.0.1:1".parse().unwrap(),
+    };
+    let plan = Plan {
+        node_name: "bench".into(),
+        region: "eu".into(),
+        datacenter: "ams2".into(),
+        roles: vec![],
+        agents: vec![agent(Product::Consul), agent(Product::Nomad)],
+        release: ReleasePlan {
+            mirror: String::new(),
+            trust_hashicorp_key: true,
+            extra_trusted_keys: vec![],
+            releases_dir: state.clone(),
+            keep_versions: 1,
+            max_download_bytes: 0,
+        },
+        health_listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: state.clone(),
+        config_dir: state,
+    };
+    let mut extra_env = Vec::new();
+    for p in [Product::Consul, Product::Nomad] {
+        extra_env.push((p, "BENCH_NAME".into(), p.to_string()));
+        if let Ok(log) = std::env::var("BENCH_LOG") {
+            extra_env.push((p, "BENCH_LOG".into(), log));
+        }
+    }
+    let opts = RunOptions {
+        // The children have no API: ready at spawn is not measured here.
+        checks: Arc::new(|_: &AgentPlan| None),
+        check_interval: None,
+        consul_wait: Duration::ZERO,
+        extra_env,
+        become_subreaper: false,
+        ..RunOptions::default()
+    };
+    // Same runtime shape as `main.rs`.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let token = CancellationToken::new();
+        let signals = hashi_supervisor::shutdown::listen().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(hashi_supervisor::shutdown::forward(
+            signals,
+            token.clone(),
+            tx,
+        ));
+        let status = status_channel(&plan);
+        run(plan, Arc::new(NoPrep), opts, status, rx, token)
+            .await
+            .unwrap();
+    });
+}

@@ -1,0 +1,653 @@
+//! The daemon: takes over leftovers of a previous supervisor, starts the
+//! agents in order (Consul, then Nomad once Consul is ready or a bounded wait
+//! passed), applies SIGHUP reloads, and stops them in reverse order.
+//!
+//! Reading the role file, fetching releases and rendering are injected
+//! through [`Preparer`]; this module never does them itself.
+//!
+//! # Orphans: replace, not adopt, and no `PR_SET_PDEATHSIG`
+//!
+//! Every spawned agent's pid and start time (from `/proc/<pid>/stat`) go to
+//! `<state_dir>/run/<product>.pid`. If the supervisor is SIGKILLed, the agents
+//! keep running (and keep serving): the next supervisor start finds each
+//! recorded, still-live agent (same pid *and* start time, so a reused pid is
+//! never signalled), stops it gracefully with its stop signal, SIGKILLs it
+//! after its stop timeout, and only then starts its own. Adopting a running
+//! agent was rejected: we could not collect its exit status nor read its
+//! output. `PR_SET_PDEATHSIG` was rejected too: it fires when the *thread*
+//! that forked exits (tokio threads come and go), and it would take the
+//! agents down on a supervisor upgrade-restart, which must not cost a Consul
+//! server its leadership.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
+use super::check::{BoxFuture, HttpCheck, ReadyCheck};
+use super::notify::notify_systemd;
+use super::spawn::{live_recorded_pid, pidfile_path};
+use super::status::{AgentState, AgentStatus, SupervisorStatus};
+use super::{SuperviseError, reap};
+use crate::plan::{AgentPlan, Plan, Product};
+
+/// Default bound on waiting for Consul before starting Nomad anyway.
+pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(60);
+/// Default window in which a new version must become ready, or be rolled back.
+pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
+/// Default re-check period of a ready agent's API.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Poll period while waiting for a leftover agent (not our child) to exit.
+const LEFTOVER_POLL: Duration = Duration::from_millis(20);
+/// How long to wait for a process to vanish after SIGKILL.
+const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// An installed release of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// Binary to run, when it differs from the plan's `binary`
+    /// (`None`: the plan's `current` link already points at it).
+    pub binary: Option<PathBuf>,
+    /// The version, e.g. `1.20.1`.
+    pub version: String,
+}
+
+/// How an agent's rendered config changed on reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to do.
+    Unchanged,
+    /// Only keys the agent reloads on SIGHUP changed.
+    Reload,
+    /// Something that needs a restart changed.
+    Restart,
+}
+
+/// The steps of preparing a plan, injected so tests can fake them.
+/// `commands::run` wires them to `role`, `release` and `render`.
+pub trait Preparer: Send + Sync {
+    /// Re-reads the role file and computes its plan; also returns the role
+    /// file's SHA-256 (hex).
+    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), crate::Error>>;
+    /// Fetches, verifies and installs the agent's release, making it current.
+    fn install<'a>(
+        &'a self,
+        agent: &'a AgentPlan,
+    ) -> BoxFuture<'a, Result<Installed, crate::Error>>;
+    /// Makes `previous` the current release of the agent's product again.
+    fn rollback<'a>(
+        &'a self,
+        agent: &'a AgentPlan,
+        previous: &'a Installed,
+    ) -> BoxFuture<'a, Result<(), crate::Error>>;
+    /// Renders and writes `new`'s config files and says, per agent, how they
+    /// changed from `old`'s.
+    fn render<'a>(
+        &'a self,
+        old: &'a Plan,
+        new: &'a Plan,
+    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, crate::Error>>;
+}
+
+/// Builds the readiness check of an agent.
+pub type CheckFactory = Arc<dyn Fn(&AgentPlan) -> Option<Arc<dyn ReadyCheck>> + Send + Sync>;
+
+/// Knobs of [`run`].
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Bound on waiting for Consul to be ready before starting Nomad.
+    pub consul_wait: Duration,
+    /// Window in which a new version must be ready, else it is rolled back.
+    pub rollback_window: Duration,
+    /// Re-check period of a ready agent's API (`None`: only while starting).
+    pub check_interval: Option<Duration>,
+    /// Readiness check per agent (default: [`HttpCheck::for_agent`]).
+    pub checks: CheckFactory,
+    /// Extra environment per agent, on top of the clean one.
+    pub extra_env: Vec<(Product, String, String)>,
+    /// Become a child subreaper (PID 1 reaps anyway).
+    pub become_subreaper: bool,
+    /// The releases installed before start, per product.
+    pub installed: HashMap<Product, Installed>,
+    /// SHA-256 of the role file in force.
+    pub config_hash: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            consul_wait: DEFAULT_CONSUL_WAIT,
+            rollback_window: DEFAULT_ROLLBACK_WINDOW,
+            check_interval: Some(DEFAULT_CHECK_INTERVAL),
+            checks: Arc::new(|a: &AgentPlan| {
+                Some(Arc::new(HttpCheck::for_agent(a)) as Arc<dyn ReadyCheck>)
+            }),
+            extra_env: Vec::new(),
+            become_subreaper: true,
+            installed: HashMap::new(),
+            config_hash: String::new(),
+        }
+    }
+}
+
+/// What the signal layer asks of a running daemon (shutdown itself is the
+/// `CancellationToken`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonEvent {
+    /// SIGHUP: re-read the role file and apply what changed.
+    Reload,
+    /// A second SIGTERM/SIGINT (or SIGQUIT): skip the remaining grace.
+    Hurry,
+}
+
+/// A status channel for `plan`, to share with the health endpoint.
+pub fn status_channel(plan: &Plan) -> Arc<watch::Sender<SupervisorStatus>> {
+    let (tx, _rx) = watch::channel(SupervisorStatus {
+        agents: plan
+            .agents
+            .iter()
+            .map(|a| AgentStatus::new(a.product))
+            .collect(),
+        config_hash: String::new(),
+        reload_error: None,
+        stopping: false,
+    });
+    Arc::new(tx)
+}
+
+/// Runs the node's agents until `shutdown`, then stops them (Nomad first)
+/// and returns `Ok` after a clean stop.
+///
+/// `plan` must be prepared (installed and rendered) already. `status` must
+/// come from [`status_channel`] of the same plan.
+pub async fn run(
+    plan: Plan,
+    preparer: Arc<dyn Preparer>,
+    opts: RunOptions,
+    status: Arc<watch::Sender<SupervisorStatus>>,
+    mut events: mpsc::UnboundedReceiver<DaemonEvent>,
+    shutdown: CancellationToken,
+) -> Result<(), SuperviseError> {
+    let run_dir = plan.state_dir.join("run");
+    std::fs::create_dir_all(&run_dir).map_err(|source| SuperviseError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let tasks = TaskTracker::new();
+    let agent_pids = Arc::new(Mutex::new(HashSet::new()));
+    let reaper_cancel = CancellationToken::new();
+    if reap::becomes_reaper(opts.become_subreaper) {
+        tasks.spawn(reap::run(agent_pids.clone(), reaper_cancel.clone()));
+    }
+
+    for agent in &plan.agents {
+        stop_leftover(agent, &run_dir).await;
+    }
+
+    status.send_modify(|s| {
+        s.config_hash = opts.config_hash.clone();
+        s.stopping = false;
+    });
+    let handles: Vec<AgentHandle> = plan
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let mut agent = a.clone();
+            let installed = opts.installed.get(&a.product);
+            if let Some(bin) = installed.and_then(|i| i.binary.clone()) {
+                agent.binary = bin;
+            }
+            let cfg = ActorConfig {
+                index,
+                version: installed.map(|i| i.version.clone()),
+                run_dir: run_dir.clone(),
+                extra_env: opts
+                    .extra_env
+                    .iter()
+                    .filter(|(p, _, _)| *p == a.product)
+                    .map(|(_, k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                check: (opts.checks)(a),
+                check_interval: opts.check_interval,
+                status: status.clone(),
+                agent_pids: agent_pids.clone(),
+                plan: agent,
+            };
+            spawn_actor(cfg, &tasks)
+        })
+        .collect();
+
+    let mut daemon = Daemon {
+        plan,
+        installed: opts.installed.clone(),
+        preparer,
+        opts,
+        status,
+        handles,
+        hurry: false,
+    };
+    if daemon.start_in_order(&shutdown).await {
+        daemon.serve(&mut events, &shutdown).await;
+    }
+    daemon.stop_all(&mut events).await;
+    let Daemon { handles, .. } = daemon;
+    drop(handles);
+    reaper_cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
+    Ok(())
+}
+
+struct Daemon {
+    plan: Plan,
+    installed: HashMap<Product, Installed>,
+    preparer: Arc<dyn Preparer>,
+    opts: RunOptions,
+    status: Arc<watch::Sender<SupervisorStatus>>,
+    handles: Vec<AgentHandle>,
+    hurry: bool,
+}
+
+impl Daemon {
+    fn handle(&self, product: Product) -> Option<&AgentHandle> {
+        self.handles.iter().find(|h| h.product() == product)
+    }
+
+    /// Starts Consul, then Nomad once Consul is ready (bounded). `false` if
+    /// shutdown came first.
+    async fn start_in_order(&self, shutdown: &CancellationToken) -> bool {
+        for h in &self.handles {
+            if shutdown.is_cancelled() {
+                return false;
+            }
+            if h.product() == Product::Nomad {
+                if let Some(consul) = self.handle(Product::Consul) {
+                    let ready = tokio::select! {
+                        () = shutdown.cancelled() => return false,
+                        r = tokio::time::timeout(
+                            self.opts.consul_wait,
+                            consul.wait_for(|s| s.ready || s.state == AgentState::Failed),
+                        ) => r,
+                    };
+                    let why = match ready {
+                        Ok(_) if consul.status().ready => None,
+                        Ok(_) => Some("consul failed, nomad started anyway".to_string()),
+                        Err(_) => Some(format!(
+                            "consul not ready after {}s, nomad started anyway",
+                            self.opts.consul_wait.as_secs()
+                        )),
+                    };
+                    if let Some(why) = &why {
+                        tracing::warn!(agent = "nomad", reason = %why, "starting without a ready consul");
+                    }
+                    let _ = h.send(Control::Note(why));
+                }
+            }
+            if let Err(e) = h.send(Control::Start) {
+                tracing::error!(error = %e, "failed to start agent");
+            }
+        }
+        true
+    }
+
+    /// Until shutdown: reloads on request, keeps systemd informed.
+    async fn serve(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut rx = self.status.subscribe();
+        let mut told_ready = false;
+        let mut last_status_line = String::new();
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                let line = status_line(&s);
+                let all_ready = !s.agents.is_empty() && s.agents.iter().all(|a| a.ready);
+                drop(s);
+                if line != last_status_line {
+                    notify_systemd(&[NotifyState::Status(&line)]);
+                    last_status_line = line;
+                }
+                if all_ready && !told_ready {
+                    tracing::info!("all agents ready");
+                    notify_systemd(&[NotifyState::Ready]);
+                    told_ready = true;
+                }
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                ev = events.recv() => match ev {
+                    Some(DaemonEvent::Reload) => self.reload(shutdown).await,
+                    Some(DaemonEvent::Hurry) => self.hurry = true,
+                    None => {}
+                },
+                r = rx.changed() => if r.is_err() { return },
+                () = async {
+                    match next_watchdog {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    notify_systemd(&[NotifyState::Watchdog]);
+                    next_watchdog = watchdog.map(|d| Instant::now() + d);
+                }
+            }
+        }
+    }
+
+    fn set_reload_error(&self, err: Option<String>) {
+        self.status.send_modify(|s| s.reload_error = err);
+    }
+
+    /// SIGHUP: re-read, re-render, then per agent reload, restart (one at a
+    /// time), or upgrade with rollback.
+    async fn reload(&mut self, shutdown: &CancellationToken) {
+        notify_systemd(&[NotifyState::Reloading]);
+        tracing::info!("reloading role file");
+        let outcome = self.try_reload(shutdown).await;
+        if let Err(msg) = &outcome {
+            tracing::error!(error = %msg, "reload refused, keeping the running configuration");
+        }
+        self.set_reload_error(outcome.err());
+        notify_systemd(&[NotifyState::Ready]);
+    }
+
+    async fn try_reload(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        let (new, hash) = self.preparer.load().await.map_err(|e| error_chain(&e))?;
+        let old_set: Vec<Product> = self.plan.agents.iter().map(|a| a.product).collect();
+        let new_set: Vec<Product> = new.agents.iter().map(|a| a.product).collect();
+        if old_set != new_set {
+            return Err(format!(
+                "failed to apply reload: the agent set changed ({old_set:?} to {new_set:?}), restart the supervisor"
+            ));
+        }
+        let changes = self
+            .preparer
+            .render(&self.plan, &new)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let mut errors = Vec::new();
+        for agent in &new.agents {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let Some(h) = self.handle(agent.product).cloned() else {
+                continue;
+            };
+            let Some(old) = self.plan.agent(agent.product).cloned() else {
+                continue;
+            };
+            let change = changes
+                .iter()
+                .find(|(p, _)| *p == agent.product)
+                .map_or(Change::Restart, |(_, c)| *c);
+            if agent.version != old.version {
+                if let Err(e) = self.upgrade(&h, &old, agent).await {
+                    errors.push(e);
+                }
+                continue;
+            }
+            let mut a = agent.clone();
+            if let Some(bin) = self
+                .installed
+                .get(&a.product)
+                .and_then(|i| i.binary.clone())
+            {
+                a.binary = bin;
+            }
+            let _ = h.send(Control::UpdatePlan(Box::new(a), None));
+            match change {
+                Change::Unchanged => {}
+                Change::Reload => {
+                    let _ = h.send(Control::Reload);
+                }
+                Change::Restart => {
+                    tracing::info!(agent = %agent.product, "config change needs a restart");
+                    let r0 = h.status().restarts;
+                    let _ = h.send(Control::Restart);
+                    // One at a time: wait for this one before the next.
+                    let _ = tokio::time::timeout(
+                        self.opts.rollback_window,
+                        h.wait_for(|s| {
+                            (s.restarts > r0 && s.ready)
+                                || matches!(s.state, AgentState::Failed | AgentState::Backoff)
+                        }),
+                    )
+                    .await;
+                }
+            }
+        }
+        self.plan = new;
+        self.status.send_modify(|s| s.config_hash = hash);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Installs `new`'s version, restarts on it, and rolls back to `old`'s if
+    /// it does not become ready within the window.
+    async fn upgrade(
+        &mut self,
+        h: &AgentHandle,
+        old: &AgentPlan,
+        new: &AgentPlan,
+    ) -> Result<(), String> {
+        let product = new.product;
+        tracing::info!(agent = %product, from = %old.version, to = %new.version, "upgrading");
+        let inst = self.preparer.install(new).await.map_err(|e| {
+            format!(
+                "failed to install {product} {}: {}",
+                new.version,
+                error_chain(&e)
+            )
+        })?;
+        let previous = self.installed.get(&product).cloned();
+        let before = h.status();
+        let mut a = new.clone();
+        if let Some(bin) = &inst.binary {
+            a.binary = bin.clone();
+        }
+        let _ = h.send(Control::UpdatePlan(Box::new(a), Some(inst.version.clone())));
+        let _ = h.send(Control::Restart);
+        if started_ok(h, &before, self.opts.rollback_window).await {
+            tracing::info!(agent = %product, version = %inst.version, "upgrade done");
+            self.installed.insert(product, inst);
+            return Ok(());
+        }
+        let Some(prev) = previous else {
+            return Err(format!(
+                "{product} {} failed to start and no previous release is known",
+                inst.version
+            ));
+        };
+        tracing::error!(agent = %product, version = %inst.version, previous = %prev.version, "new version failed to start, rolling back");
+        if let Err(e) = self.preparer.rollback(old, &prev).await {
+            return Err(format!(
+                "{product} {} failed to start, and rollback failed: {}",
+                inst.version,
+                error_chain(&e)
+            ));
+        }
+        let mut a = old.clone();
+        if let Some(bin) = &prev.binary {
+            a.binary = bin.clone();
+        }
+        let why = format!(
+            "version {} failed to start, rolled back to {}",
+            inst.version, prev.version
+        );
+        let _ = h.send(Control::UpdatePlan(Box::new(a), Some(prev.version.clone())));
+        let _ = h.send(Control::Note(Some(why.clone())));
+        let _ = h.send(Control::Restart);
+        Err(why)
+    }
+
+    /// Stops agents in reverse start order, each with its signal and grace;
+    /// a `Hurry` event cuts the grace of the current and later ones.
+    async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<DaemonEvent>) {
+        self.status.send_modify(|s| s.stopping = true);
+        notify_systemd(&[NotifyState::Stopping]);
+        tracing::info!("stopping agents");
+        let plans: Vec<AgentPlan> = self.plan.agents.iter().rev().cloned().collect();
+        for agent in plans {
+            let Some(h) = self.handle(agent.product).cloned() else {
+                continue;
+            };
+            let grace = if self.hurry {
+                Duration::ZERO
+            } else {
+                agent.stop_timeout
+            };
+            let _ = h.send(Control::Stop {
+                signal: agent.stop_signal,
+                grace,
+            });
+            let bound = grace + AFTER_KILL_WAIT;
+            let stopped =
+                h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
+            tokio::pin!(stopped);
+            let deadline = tokio::time::sleep(bound);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = &mut deadline => {
+                        tracing::error!(agent = %agent.product, "agent did not stop, leaving it");
+                        break;
+                    }
+                    ev = events.recv() => if let Some(DaemonEvent::Hurry) = ev {
+                        if !self.hurry {
+                            tracing::warn!("second stop request, skipping the remaining grace");
+                        }
+                        self.hurry = true;
+                        let _ = h.send(Control::Stop { signal: agent.stop_signal, grace: Duration::ZERO });
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Whether the agent, restarted after `before`, became ready without a crash
+/// within `window`. A still-starting process at the end of the window counts
+/// as started (slow, not failed).
+async fn started_ok(h: &AgentHandle, before: &AgentStatus, window: Duration) -> bool {
+    let r0 = before.restarts;
+    let was_live = matches!(before.state, AgentState::Starting | AgentState::Running);
+    let failed = move |s: &AgentStatus| {
+        s.state == AgentState::Failed
+            || s.restarts > r0 + 1
+            || (s.state == AgentState::Backoff && (s.restarts > r0 || was_live))
+    };
+    let outcome = tokio::time::timeout(
+        window,
+        h.wait_for(|s| failed(s) || (s.restarts > r0 && s.ready)),
+    )
+    .await;
+    let s = h.status();
+    match outcome {
+        Ok(_) => !failed(&s),
+        Err(_) => !failed(&s) && s.pid.is_some(),
+    }
+}
+
+/// `STATUS=` line for systemd: `consul running ready, nomad starting`.
+fn status_line(s: &SupervisorStatus) -> String {
+    s.agents
+        .iter()
+        .map(|a| {
+            let st = serde_json::to_value(a.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!(
+                "{} {}{}",
+                a.product,
+                st,
+                if a.ready { " ready" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Stops an agent a previous supervisor left running (see the module docs).
+pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
+    let path = pidfile_path(run_dir, agent.product);
+    let Some(pid) = live_recorded_pid(&path) else {
+        let _ = std::fs::remove_file(&path);
+        return;
+    };
+    let Ok(raw) = i32::try_from(pid) else { return };
+    tracing::warn!(agent = %agent.product, pid, "agent left running by a previous supervisor, stopping it");
+    let _ = kill(Pid::from_raw(raw), agent.stop_signal);
+    if !wait_gone(&path, agent.stop_timeout).await {
+        tracing::warn!(agent = %agent.product, pid, "leftover agent did not stop in time, sending SIGKILL");
+        let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        if !wait_gone(&path, AFTER_KILL_WAIT).await {
+            tracing::error!(agent = %agent.product, pid, "leftover agent survived SIGKILL");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn wait_gone(pidfile: &Path, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if live_recorded_pid(pidfile).is_none() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_names_each_agent_and_readiness() {
+        let mut a = AgentStatus::new(Product::Consul);
+        a.state = AgentState::Running;
+        a.ready = true;
+        let b = AgentStatus::new(Product::Nomad);
+        let s = SupervisorStatus {
+            agents: vec![a, b],
+            config_hash: String::new(),
+            reload_error: None,
+            stopping: false,
+        };
+        assert_eq!(status_line(&s), "consul running ready, nomad stopped");
+    }
+}

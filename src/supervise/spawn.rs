@@ -1,0 +1,243 @@
+//! Spawning one agent process, its pidfile, and reading `/proc` for process
+//! identity.
+//!
+//! The child gets its own process group, a clean environment, the plan's user
+//! (when we are root and the user exists), `RLIMIT_NOFILE` 65536, and for
+//! Nomad an unlimited `RLIMIT_NPROC`. Servers get a lower OOM score written
+//! after spawn, so that a Nomad client's tasks never inherit it.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+use nix::unistd::{Gid, Uid, User, getgrouplist, setgid, setgroups, setuid};
+use tokio::process::{Child, Command};
+
+use crate::plan::{AgentPlan, Product};
+
+/// `LimitNOFILE` of HashiCorp's packaged units.
+pub const NOFILE_LIMIT: u64 = 65536;
+/// OOM score adjustment of server agents (never of a Nomad client, whose
+/// tasks would inherit it).
+pub const SERVER_OOM_SCORE_ADJ: i32 = -500;
+/// `PATH` of the agents' clean environment.
+pub const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `LANG` when the supervisor has none.
+pub const DEFAULT_LANG: &str = "C.UTF-8";
+
+/// The identity an agent runs as.
+#[derive(Debug, Clone)]
+struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<Gid>,
+    home: PathBuf,
+}
+
+/// Resolves the plan's user when we are root; `None` (run as ourselves) when
+/// not root or the user is unknown, with a warning.
+fn identity(plan: &AgentPlan) -> Option<Identity> {
+    let user = match User::from_name(&plan.user) {
+        Ok(Some(u)) => u,
+        Ok(None) | Err(_) => {
+            tracing::warn!(agent = %plan.product, user = %plan.user, "user not found, running as the supervisor's user");
+            return None;
+        }
+    };
+    if !Uid::effective().is_root() {
+        if user.uid != Uid::effective() {
+            tracing::warn!(agent = %plan.product, user = %plan.user, "not root, running as the supervisor's user");
+        }
+        return None;
+    }
+    let groups = CString::new(plan.user.as_bytes())
+        .ok()
+        .and_then(|name| getgrouplist(&name, user.gid).ok())
+        .unwrap_or_else(|| vec![user.gid]);
+    Some(Identity {
+        uid: user.uid,
+        gid: user.gid,
+        groups,
+        home: user.dir,
+    })
+}
+
+/// The uid an agent will run as (for chowning its notify socket).
+pub fn agent_uid(plan: &AgentPlan) -> Option<Uid> {
+    identity(plan).map(|i| i.uid)
+}
+
+/// Spawns the agent: own process group, clean env plus `extra_env`, piped
+/// stdout/stderr, the plan's user and limits.
+pub fn spawn_agent(
+    plan: &AgentPlan,
+    notify_socket: Option<&Path>,
+    extra_env: &[(String, String)],
+) -> std::io::Result<Child> {
+    let ident = identity(plan);
+    let mut cmd = Command::new(&plan.binary);
+    cmd.args(&plan.args)
+        .env_clear()
+        .env("PATH", AGENT_PATH)
+        .env(
+            "HOME",
+            ident
+                .as_ref()
+                .map(|i| i.home.clone())
+                .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("/")),
+        )
+        .env(
+            "LANG",
+            std::env::var("LANG").unwrap_or_else(|_| DEFAULT_LANG.to_string()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(sock) = notify_socket {
+        cmd.env("NOTIFY_SOCKET", sock);
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let unlimited_nproc = plan.product == Product::Nomad;
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // raw syscalls through nix (setrlimit, setgroups, setgid, setuid), which
+    // are async-signal-safe; it allocates nothing (the group list was built
+    // before fork and is only borrowed).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Best effort: raising a hard limit needs CAP_SYS_RESOURCE, which
+            // containers often drop; then take the soft limit up to the hard.
+            raise_limit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT);
+            if unlimited_nproc {
+                raise_limit(Resource::RLIMIT_NPROC, RLIM_INFINITY);
+            }
+            if let Some(id) = &ident {
+                setgroups(&id.groups)?;
+                setgid(id.gid)?;
+                setuid(id.uid)?;
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    if let Some(pid) = child.id() {
+        if plan.server && !plan.client {
+            set_oom_score_adj(plan.product, pid, SERVER_OOM_SCORE_ADJ);
+        }
+    }
+    Ok(child)
+}
+
+/// Sets `resource` to `target` (soft and hard), or failing that lifts the
+/// soft limit to the hard one. Async-signal-safe: raw syscalls only.
+fn raise_limit(resource: Resource, target: u64) {
+    if setrlimit(resource, target, target).is_ok() {
+        return;
+    }
+    if let Ok((soft, hard)) = getrlimit(resource) {
+        let want = target.min(hard);
+        if want > soft {
+            let _ = setrlimit(resource, want, hard);
+        }
+    }
+}
+
+/// Writes `/proc/<pid>/oom_score_adj`; a failure is only a warning.
+fn set_oom_score_adj(product: Product, pid: u32, value: i32) {
+    let path = format!("/proc/{pid}/oom_score_adj");
+    if let Err(e) = std::fs::write(&path, value.to_string()) {
+        tracing::warn!(agent = %product, pid, error = %e, "failed to set oom_score_adj");
+    }
+}
+
+/// What `/proc/<pid>/stat` tells about a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStat {
+    /// State letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: u32,
+    /// Start time in clock ticks since boot (identity against pid reuse).
+    pub start_time: u64,
+}
+
+/// Parses the content of `/proc/<pid>/stat`.
+pub fn parse_stat(content: &str) -> Option<ProcStat> {
+    // The command name may hold spaces and parentheses: split after the last ')'.
+    let rest = &content[content.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); field 4 is ppid; field 22 is starttime.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Reads `/proc/<pid>/stat`, `None` when the process is gone.
+pub fn read_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Path of an agent's pidfile under `run_dir`.
+pub fn pidfile_path(run_dir: &Path, product: Product) -> PathBuf {
+    run_dir.join(format!("{product}.pid"))
+}
+
+/// Records `pid` and its start time (`"<pid> <starttime>\n"`).
+pub fn write_pidfile(path: &Path, pid: u32) -> std::io::Result<()> {
+    let start = read_stat(pid).map(|s| s.start_time).unwrap_or(0);
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, format!("{pid} {start}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a pidfile: `(pid, start_time)`.
+pub fn read_pidfile(path: &Path) -> Option<(u32, u64)> {
+    let content = std::fs::read_to_string(path).ok()?;
+    let mut it = content.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The pid recorded in `path` if that very process (same start time) still
+/// runs (a zombie does not count).
+pub fn live_recorded_pid(path: &Path) -> Option<u32> {
+    let (pid, start) = read_pidfile(path)?;
+    let stat = read_stat(pid)?;
+    (stat.start_time == start && stat.state != 'Z').then_some(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parens_in_the_name_parses() {
+        let line = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615";
+        assert_eq!(
+            parse_stat(line),
+            Some(ProcStat {
+                state: 'S',
+                ppid: 1,
+                start_time: 987654
+            })
+        );
+    }
+
+    #[test]
+    fn own_process_is_live_in_its_pidfile_and_not_with_another_start_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pid");
+        write_pidfile(&p, std::process::id()).unwrap();
+        assert_eq!(live_recorded_pid(&p), Some(std::process::id()));
+        let (pid, start) = read_pidfile(&p).unwrap();
+        std::fs::write(&p, format!("{pid} {}\n", start + 1)).unwrap();
+        assert_eq!(live_recorded_pid(&p), None);
+    }
+}
