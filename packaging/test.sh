@@ -115,8 +115,7 @@ files=$(rq -l)
 for f in /usr/bin/supervisor /usr/lib/systemd/system/hashi-supervisor.service \
     /etc/hashi-supervisor/node.toml /etc/sysconfig/hashi-supervisor \
     /usr/share/bash-completion/completions/supervisor /usr/share/zsh/site-functions/_supervisor \
-    /usr/share/fish/vendor_completions.d/supervisor.fish /usr/share/man/man1/supervisor.1.gz \
-    /var/lib/hashi-supervisor /var/lib/hashi-supervisor/releases; do
+    /usr/share/fish/vendor_completions.d/supervisor.fish /usr/share/man/man1/supervisor.1.gz; do
     if grep -qx "$f" <<<"$files"; then pass "rpm lists $f"; else flunk "rpm lists $f" "$files"; fi
 done
 configs=$(rq --configfiles)
@@ -126,7 +125,7 @@ done
 noreplace=$(rq --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' | grep '^/etc/hashi-supervisor/node.toml ')
 if [[ "$noreplace" == *n* ]]; then pass "rpm node.toml is %config(noreplace)"; else flunk "rpm node.toml is %config(noreplace)" "$noreplace"; fi
 scripts=$(rq --scripts)
-for want in 'useradd -r' 'groupadd -r' 'try-restart hashi-supervisor.service' \
+for want in 'useradd -r' 'install -d -m 0755 -o root -g root /var/lib/hashi-supervisor' 'groupadd -r' 'try-restart hashi-supervisor.service' \
     'systemctl stop hashi-supervisor.service' '[ -d /run/systemd/system ]'; do
     if grep -qF -- "$want" <<<"$scripts"; then pass "rpm scriptlets contain '$want'"; else flunk "rpm scriptlets contain '$want'" "$scripts"; fi
 done
@@ -157,7 +156,6 @@ for f in usr/bin/supervisor usr/lib/systemd/system/hashi-supervisor.service etc/
 done
 check_stat "755 root root" "$scratch/usr/bin/supervisor"
 check_stat "640 root root" "$scratch/etc/hashi-supervisor/node.toml"
-check_stat "755 root root" "$scratch/var/lib/hashi-supervisor"
 check "rpm unit reads /etc/sysconfig/hashi-supervisor" \
     grep -qx 'EnvironmentFile=-/etc/sysconfig/hashi-supervisor' "$scratch/usr/lib/systemd/system/hashi-supervisor.service"
 check "rpm payload binary runs" "$scratch/usr/bin/supervisor" --version
