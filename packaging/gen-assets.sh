@@ -46,3 +46,16 @@ chmod 0755 "$out/supervisor"
 gzip -9n -f "$out/man/supervisor.1"
 
 cp "$node_toml" "$out/node.toml"
+
+# Debian changelog for this version (cargo-deb gzips it into the deb); dated
+# by the last commit so rebuilding the same commit gives the same file.
+version=$("$gen" --version | sed -n 's/^supervisor //p')
+[ -n "$version" ] || { echo "error: cannot read the version from $gen --version" >&2; exit 1; }
+date=$(git -C "$here" log -1 --format=%cD 2>/dev/null || date -R)
+cat >"$out/changelog.Debian" <<CHANGELOG
+hashi-supervisor ($version-1) unstable; urgency=medium
+
+  * Release $version, built from the hashi-supervisor sources.
+
+ -- hashi-supervisor maintainers <maintainers@hashi-supervisor.example.org>  $date
+CHANGELOG
