@@ -219,6 +219,59 @@ else
     flunk "systemd-analyze verify accepts the unit" "$verify_out"
 fi
 
+# --- maintainer scripts: which systemctl calls, with and without systemd ---
+# Each script from the built packages runs in a private mount namespace with
+# an empty /run (plus /run/systemd/system when "systemd" is up), with
+# systemctl and deb-systemd-invoke replaced by fakes that log their args.
+fake=$scratch/fakebin
+mkdir -p "$fake" "$scratch/deb-control"
+for tool in systemctl deb-systemd-invoke; do
+    printf '#!/bin/sh\necho "%s $*" >>"$FAKE_LOG"\n' "$tool" >"$fake/$tool"
+    chmod 755 "$fake/$tool"
+done
+dpkg-deb -e "$deb" "$scratch/deb-control"
+for tag in PREIN POSTIN PREUN POSTUN; do
+    rpm -qp --nosignature --qf "%{$tag}" "$rpmf" >"$scratch/rpm-$tag" 2>/dev/null
+done
+# calls SYSTEMD(up|down) SCRIPT ARGS...: prints the logged calls, one a line,
+# then "exit N" when the script failed.
+calls() {
+    local up=$1 log=$scratch/calls rc=0
+    shift
+    : >"$log"
+    FAKE_LOG=$log PATH=$fake:$PATH SYSTEMD_UP=$up unshare --mount --propagation private sh -c '
+        mount -t tmpfs tmpfs /run || exit 99
+        [ "$SYSTEMD_UP" = up ] && mkdir -p /run/systemd/system
+        exec sh "$@"' sh "$@" >/dev/null 2>&1 || rc=$?
+    cat "$log"
+    [ "$rc" -eq 0 ] || echo "exit $rc"
+}
+# expect_calls DESCRIPTION EXPECTED SYSTEMD SCRIPT ARGS...
+expect_calls() {
+    local desc=$1 want=$2 got
+    shift 2
+    got=$(calls "$@")
+    if [ "$got" = "$want" ]; then pass "$desc"; else flunk "$desc" "want: [$want]"$'\n'"got:  [$got]"; fi
+}
+U=hashi-supervisor.service
+dc=$scratch/deb-control
+expect_calls "deb postinst first install only reloads units" "systemctl daemon-reload" up "$dc/postinst" configure ""
+expect_calls "deb postinst upgrade try-restarts" "systemctl daemon-reload"$'\n'"deb-systemd-invoke try-restart $U" up "$dc/postinst" configure 0.0.1
+expect_calls "deb postinst without systemd calls nothing" "" down "$dc/postinst" configure 0.0.1
+expect_calls "deb prerm remove stops the service" "deb-systemd-invoke stop $U" up "$dc/prerm" remove
+expect_calls "deb prerm upgrade leaves it running" "" up "$dc/prerm" upgrade 0.2.0
+expect_calls "deb prerm without systemd calls nothing" "" down "$dc/prerm" remove
+expect_calls "deb postrm remove reloads units" "systemctl daemon-reload" up "$dc/postrm" remove
+expect_calls "rpm %pre with existing users succeeds" "" up "$scratch/rpm-PREIN" 1
+expect_calls "rpm %post install only reloads units" "systemctl daemon-reload" up "$scratch/rpm-POSTIN" 1
+expect_calls "rpm %post without systemd calls nothing" "" down "$scratch/rpm-POSTIN" 1
+expect_calls "rpm %preun upgrade leaves it running" "" up "$scratch/rpm-PREUN" 1
+expect_calls "rpm %preun erase disables and stops" "systemctl --no-reload disable $U"$'\n'"systemctl stop $U" up "$scratch/rpm-PREUN" 0
+expect_calls "rpm %preun without systemd calls nothing" "" down "$scratch/rpm-PREUN" 0
+expect_calls "rpm %postun upgrade try-restarts" "systemctl daemon-reload"$'\n'"systemctl try-restart $U" up "$scratch/rpm-POSTUN" 1
+expect_calls "rpm %postun erase only reloads units" "systemctl daemon-reload" up "$scratch/rpm-POSTUN" 0
+expect_calls "rpm %postun without systemd calls nothing" "" down "$scratch/rpm-POSTUN" 1
+
 # A second install is an upgrade: users exist, the scripts must not fail.
 check "reinstalling the deb (upgrade path) succeeds" dpkg -i "$deb"
 
