@@ -60,7 +60,9 @@ mod tests {
     fn bash_completions_register_the_supervisor_binary_and_its_commands() {
         let text = render("bash");
         assert!(text.contains("complete -F _supervisor"), "{text}");
-        for sub in ["run", "check", "render", "fetch", "versions", "status", "keygen"] {
+        for sub in [
+            "run", "check", "render", "fetch", "versions", "status", "keygen",
+        ] {
             assert!(text.contains(sub), "missing {sub}");
         }
     }
