@@ -272,6 +272,16 @@ expect_calls "rpm %postun upgrade try-restarts" "systemctl daemon-reload"$'\n'"s
 expect_calls "rpm %postun erase only reloads units" "systemctl daemon-reload" up "$scratch/rpm-POSTUN" 0
 expect_calls "rpm %postun without systemd calls nothing" "" down "$scratch/rpm-POSTUN" 1
 
+check "bash completion parses" bash -n /usr/share/bash-completion/completions/supervisor
+# The rpm's unit differs only in its EnvironmentFile; the binary it names
+# exists now that the deb is installed.
+rpm_unit_out=$(systemd-analyze verify "$scratch/usr/lib/systemd/system/hashi-supervisor.service" 2>&1)
+if [ $? -eq 0 ] && ! grep -q 'hashi-supervisor.service' <<<"$rpm_unit_out"; then
+    pass "systemd-analyze verify accepts the rpm's unit"
+else
+    flunk "systemd-analyze verify accepts the rpm's unit" "$rpm_unit_out"
+fi
+
 # A second install is an upgrade: users exist, the scripts must not fail.
 check "reinstalling the deb (upgrade path) succeeds" dpkg -i "$deb"
 
