@@ -187,7 +187,7 @@ pub struct Plan {
 }
 
 /// Inputs of the config renderer: every decision already made.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct RenderPlan {
     /// Consul's config, when Consul runs here.
     pub consul: Option<ConsulConfig>,
@@ -474,7 +474,7 @@ impl Plan {
             state_dir: role.state_dir.clone(),
             config_dir: role.config_dir.clone(),
             render,
-        }
+}
     }
 
     /// The agent of a product, if the plan runs it.
