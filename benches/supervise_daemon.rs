@@ -89,8 +89,8 @@ fn main() {
         health_listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: state.clone(),
         config_dir: state,
-            render: Default::default(),
-};
+        render: Default::default(),
+    };
     let mut extra_env = Vec::new();
     for p in [Product::Consul, Product::Nomad] {
         extra_env.push((p, "BENCH_NAME".into(), p.to_string()));

@@ -474,7 +474,7 @@ impl Plan {
             state_dir: role.state_dir.clone(),
             config_dir: role.config_dir.clone(),
             render,
-}
+        }
     }
 
     /// The agent of a product, if the plan runs it.

@@ -17,7 +17,7 @@ use crate::plan::{AgentPlan, Plan};
 use crate::supervise::check::BoxFuture;
 use crate::supervise::daemon::status_channel;
 use crate::supervise::{self, Change, Installed, Preparer, RunOptions};
-use crate::{role, shutdown};
+use crate::{health, release, render, role, shutdown};
 
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
@@ -26,13 +26,31 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         global: global.clone(),
     });
     let (plan, config_hash) = preparer.load().await?;
+    // The health endpoint comes up first, so the node is observable while it
+    // fetches and starts its agents.
+    let status = status_channel(&plan);
+    let tracker = tokio_util::task::TaskTracker::new();
+    let health_cancel = CancellationToken::new();
+    let consul_http = plan
+        .agents
+        .iter()
+        .find(|a| a.product == crate::plan::Product::Consul)
+        .map(|a| a.http_addr);
+    let started = health::start(
+        &plan,
+        status.subscribe(),
+        Arc::new(health::Metrics::default()),
+        consul_http,
+        &tracker,
+        health_cancel.clone(),
+    )
+    .await?;
+    tracing::info!(addr = %started.addr, "health endpoint listening");
     let mut installed = HashMap::new();
     for agent in &plan.agents {
         installed.insert(agent.product, preparer.install(agent).await?);
     }
     preparer.render(&plan, &plan).await?;
-    let status = status_channel(&plan);
-    // The health endpoint subscribes here: `status.subscribe()`.
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     tokio::spawn(shutdown::forward(signals, token.clone(), ev_tx));
@@ -41,7 +59,12 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         config_hash,
         ..RunOptions::default()
     };
-    supervise::run(plan, preparer, opts, status, ev_rx, token).await?;
+    let result = supervise::run(plan, preparer, opts, status, ev_rx, token).await;
+    // Health goes last, after the agents have stopped.
+    health_cancel.cancel();
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+    result?;
     Ok(0)
 }
 
@@ -66,13 +89,13 @@ impl Preparer for RolePreparer {
 
     fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
         Box::pin(async move {
-            // WIRING (lead): `release::ensure_installed(&plan.release, agent.product,
-            // &agent.version)` once the release branch is merged; map its
-            // `Installed` to `supervise::Installed { binary: None, version }`.
-            Err(Error::Internal(format!(
-                "release install of {} is not wired into `run` yet",
-                agent.product
-            )))
+            let (plan, _) = self.load().await?;
+            let done =
+                release::ensure_installed(&plan.release, agent.product, &agent.version).await?;
+            Ok(Installed {
+                binary: None,
+                version: done.version.to_string(),
+            })
         })
     }
 
@@ -82,11 +105,10 @@ impl Preparer for RolePreparer {
         previous: &'a Installed,
     ) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            // WIRING (lead): `release::rollback(..)` to `previous.version`.
-            Err(Error::Internal(format!(
-                "release rollback of {} to {} is not wired into `run` yet",
-                agent.product, previous.version
-            )))
+            let (plan, _) = self.load().await?;
+            let back = release::rollback(&plan.release.releases_dir, agent.product)?;
+            tracing::warn!(agent = %agent.product, version = %back, expected = %previous.version, "rolled back");
+            Ok(())
         })
     }
 
@@ -96,14 +118,33 @@ impl Preparer for RolePreparer {
         new: &'a Plan,
     ) -> BoxFuture<'a, Result<Vec<(crate::plan::Product, Change)>, Error>> {
         Box::pin(async move {
-            // WIRING (lead): `render::render_plan(new)`, compare each file with
-            // `render::classify_change(product, old, new)` (Unchanged/Reload/
-            // Restart map 1:1 to `Change`), then `render::write::write_files`.
             let _ = old;
-            Err(Error::Internal(format!(
-                "rendering for node {} is not wired into `run` yet",
-                new.node_name
-            )))
+            let files = render::render_plan(new)?;
+            let mut changes: Vec<(crate::plan::Product, Change)> = Vec::new();
+            for f in &files {
+                // What is on disk is what the running agent loaded.
+                let on_disk = std::fs::read_to_string(&f.path).unwrap_or_default();
+                let kind = match render::classify_change(f.product, &on_disk, &f.contents) {
+                    render::ChangeKind::Unchanged => Change::Unchanged,
+                    render::ChangeKind::Reload => Change::Reload,
+                    render::ChangeKind::Restart => Change::Restart,
+                };
+                match changes.iter_mut().find(|(p, _)| *p == f.product) {
+                    Some((_, c)) => *c = stronger(*c, kind),
+                    None => changes.push((f.product, kind)),
+                }
+            }
+            render::write::write_files(&files)?;
+            Ok(changes)
         })
+    }
+}
+
+/// The change that asks for more of two (restart > reload > unchanged).
+fn stronger(a: Change, b: Change) -> Change {
+    match (a, b) {
+        (Change::Restart, _) | (_, Change::Restart) => Change::Restart,
+        (Change::Reload, _) | (_, Change::Reload) => Change::Reload,
+        _ => Change::Unchanged,
     }
 }

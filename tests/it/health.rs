@@ -1011,8 +1011,8 @@ fn plan(consul: SocketAddr, nomad: SocketAddr) -> hashi_supervisor::plan::Plan {
         health_listen: "127.0.0.1:0".parse().unwrap(),
         state_dir: PathBuf::from("/nonexistent"),
         config_dir: PathBuf::from("/nonexistent"),
-            render: Default::default(),
-}
+        render: Default::default(),
+    }
 }
 
 #[tokio::test]

@@ -363,8 +363,8 @@ mod fetch {
             health_listen: "127.0.0.1:0".parse().expect("addr"),
             state_dir: m.tmp.path().to_path_buf(),
             config_dir: m.tmp.path().join("etc"),
-                    render: Default::default(),
-};
+            render: Default::default(),
+        };
         let got = release::fetch_plan_with(&plan, &quick_opts())
             .await
             .expect("fetch plan");

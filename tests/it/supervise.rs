@@ -127,8 +127,8 @@ impl Rig {
             health_listen: "127.0.0.1:0".parse().unwrap(),
             state_dir: self.path("state"),
             config_dir: self.path("etc"),
-                    render: Default::default(),
-}
+            render: Default::default(),
+        }
     }
 
     /// Options: ready when `<product>.ready` exists in the rig, env for the
