@@ -135,9 +135,32 @@ impl Preparer for RolePreparer {
                 }
             }
             render::write::write_files(&files)?;
+            for agent in &new.agents {
+                prepare_data_dir(agent)?;
+            }
             Ok(changes)
         })
     }
+}
+
+/// Creates the agent's data dir (0750), owned by the agent's user when we
+/// are root and the user exists, so a non-root agent can write its state.
+fn prepare_data_dir(agent: &AgentPlan) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &agent.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create data dir {}", dir.display()), e))?;
+    if nix::unistd::Uid::effective().is_root() {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(&agent.user) {
+            nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| {
+                Error::io(format!("change the owner of {}", dir.display()), e.into())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The change that asks for more of two (restart > reload > unchanged).

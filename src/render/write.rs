@@ -67,11 +67,26 @@ fn write_atomic(f: &RenderedFile) -> Result<(), RenderError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !dir.as_os_str().is_empty() {
+        // Ancestors stay traversable (0755) for the agents' users; the
+        // agent's own directory is 0750 with the agent's group.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(io("create directory", parent))?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(DIR_MODE)
             .create(dir)
             .map_err(io("create directory", dir))?;
+        if let Some((_, gid)) = f.owner.as_deref().and_then(owner_ids) {
+            if Uid::effective().is_root() {
+                nix::unistd::chown(dir, None, Some(gid))
+                    .map_err(|e| io("change the group of", dir)(e.into()))?;
+            }
+        }
     }
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
