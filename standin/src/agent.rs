@@ -407,6 +407,18 @@ async fn run(
         ready_sent: AtomicBool::new(false),
     });
     crate::http::serve(shared.clone(), listener);
+    for ip in &cfg.http_extra_ips {
+        let addr = crate::state::host_port(ip, cfg.http_port);
+        match TcpListener::bind(&addr).await {
+            Ok(l) => crate::http::serve(shared.clone(), l),
+            Err(e) => {
+                log(&format!(
+                    "==> Error starting agent: Failed to start HTTP listener on {addr}: listen tcp {addr}: {e}"
+                ));
+                return 1;
+            }
+        }
+    }
     // The gossip endpoint is also served on the serf/RPC ports so that
     // join addresses work as with the real agents; best effort.
     let mut extra = vec![cfg.serf_port];

@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub client: bool,
     pub bootstrap_expect: u64,
     pub http_ip: String,
+    /// Further HTTP addresses (Consul's `client_addr` may list several,
+    /// space-separated; the agent listens on each).
+    pub http_extra_ips: Vec<String>,
     pub http_port: u16,
     /// Address advertised to peers (member Addr).
     pub advertise_ip: String,
@@ -708,11 +711,15 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
         Product::Consul => {
             let server = get_bool(v, "server").unwrap_or(false);
             let bind_ip = get_str(v, "bind_addr").unwrap_or_else(|| "0.0.0.0".to_string());
-            let client_addr =
-                first_addr(&get_str(v, "client_addr").unwrap_or_else(|| "127.0.0.1".to_string()));
-            let http_ip = get_str(v, "addresses.http")
-                .map(|s| first_addr(&s))
-                .unwrap_or(client_addr);
+            let client_addr = get_str(v, "client_addr").unwrap_or_else(|| "127.0.0.1".to_string());
+            // `addresses.http` overrides `client_addr` for the HTTP API.
+            let http_list = get_str(v, "addresses.http").unwrap_or(client_addr);
+            let http_ip = first_addr(&http_list);
+            let http_extra_ips: Vec<String> = http_list
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect();
             let advertise_ip =
                 get_str(v, "advertise_addr").unwrap_or_else(|| default_advertise(&bind_ip));
             let bootstrap_expect = if get_bool(v, "bootstrap").unwrap_or(false) {
@@ -729,6 +736,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 client: !server,
                 bootstrap_expect,
                 http_ip,
+                http_extra_ips,
                 http_port: port(v, "ports.http", DEFAULT_CONSUL_HTTP_PORT),
                 advertise_ip,
                 bind_ip,
@@ -777,6 +785,7 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 client,
                 bootstrap_expect: get_int(v, "server.bootstrap_expect").unwrap_or(0).max(0) as u64,
                 http_ip,
+                http_extra_ips: Vec::new(),
                 http_port: port(v, "ports.http", DEFAULT_NOMAD_HTTP_PORT),
                 advertise_ip,
                 bind_ip: serf_ip,

@@ -1,10 +1,12 @@
 //! Test rig of hashi-supervisor: a signed local release mirror laid out like
 //! releases.hashicorp.com (built at test time with a test key, never
 //! HashiCorp's) and a small HTTP server for it with fault injection, and
-//! network-namespace nodes for multi-node tests.
+//! network-namespace nodes for multi-node tests, and the offline five-node
+//! demo built from them.
 //!
 //! Binaries zipped into the mirror are stand-ins (the `hashi-standin` test
 //! agent or a script), never the real Consul or Nomad.
 
+pub mod demo;
 pub mod mirror;
 pub mod netns;

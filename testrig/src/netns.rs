@@ -4,9 +4,9 @@
 //! bridge (the DC's LAN, `10.0.<n>.0/24`, router at `.1`) and, per node, a
 //! namespace whose `eth0` is a veth plugged into that bridge. Routers of
 //! different datacenters are joined by one veth pair each (the "WAN link"),
-//! so the link between two DCs can be cut and healed. Every node also gets a
+//! so the link between two DCs can be cut and healed. A node may also get a
 //! "public" `/32` address (`203.0.113.<k>`) on its `eth0`, routed through the
-//! routers, for WAN gossip. Everything is deleted on drop, and namespaces left
+//! routers, for WAN gossip (servers have one, clients need none). Everything is deleted on drop, and namespaces left
 //! behind by a crashed earlier run (same prefix, dead owner pid) are removed
 //! when a new topology is built.
 //!
@@ -73,8 +73,9 @@ pub struct NodeSpec {
     pub datacenter: String,
     /// Last octet of the private address (`10.0.<dc>.<host>`).
     pub host: u8,
-    /// Last octet of the public address (`203.0.113.<public_host>`).
-    pub public_host: u8,
+    /// Last octet of the public address (`203.0.113.<public_host>`), if the
+    /// node has one.
+    pub public_host: Option<u8>,
 }
 
 /// A built node.
@@ -88,8 +89,8 @@ pub struct Node {
     pub netns: String,
     /// Private (LAN) address on `eth0`.
     pub private_ip: Ipv4Addr,
-    /// "Public" (WAN) address on `eth0`.
-    pub public_ip: Ipv4Addr,
+    /// "Public" (WAN) address on `eth0`, if the node has one.
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 impl Node {
@@ -347,15 +348,17 @@ impl Topology {
             run_in(&dc.router_ns, &["link", "set", &host_if, "master", "br0"])?;
             run_in(&dc.router_ns, &["link", "set", &host_if, "up"])?;
             let private_ip = lan_address(dc.index, spec.host);
-            let public_ip = public_address(spec.public_host);
             run_in(
                 &ns,
                 &["addr", "add", &format!("{private_ip}/24"), "dev", "eth0"],
             )?;
-            run_in(
-                &ns,
-                &["addr", "add", &format!("{public_ip}/32"), "dev", "eth0"],
-            )?;
+            let public_ip = spec.public_host.map(public_address);
+            if let Some(public_ip) = public_ip {
+                run_in(
+                    &ns,
+                    &["addr", "add", &format!("{public_ip}/32"), "dev", "eth0"],
+                )?;
+            }
             run_in(&ns, &["link", "set", "eth0", "up"])?;
             run_in(
                 &ns,
@@ -367,34 +370,8 @@ impl Topology {
                     &lan_address(dc.index, 1).to_string(),
                 ],
             )?;
-            // Public address reachable from every router.
-            for r in &dcs_built {
-                if r.index == dc.index {
-                    run_in(
-                        &r.router_ns,
-                        &[
-                            "route",
-                            "add",
-                            &format!("{public_ip}/32"),
-                            "via",
-                            &private_ip.to_string(),
-                        ],
-                    )?;
-                } else {
-                    let (ip_lo, ip_hi) =
-                        wan_link_addresses(r.index.min(dc.index), r.index.max(dc.index));
-                    let via = if dc.index < r.index { ip_lo } else { ip_hi };
-                    run_in(
-                        &r.router_ns,
-                        &[
-                            "route",
-                            "add",
-                            &format!("{public_ip}/32"),
-                            "via",
-                            &via.to_string(),
-                        ],
-                    )?;
-                }
+            if let Some(public_ip) = public_ip {
+                self.route_public(&dcs_built, dc.index, public_ip, private_ip)?;
             }
             self.nodes.push(Node {
                 name: spec.name.clone(),
@@ -407,6 +384,35 @@ impl Topology {
         Ok(())
     }
 
+    /// Makes a node's public address reachable from every router.
+    fn route_public(
+        &self,
+        dcs: &[Dc],
+        node_dc: u8,
+        public_ip: Ipv4Addr,
+        private_ip: Ipv4Addr,
+    ) -> Result<(), NetnsError> {
+        for r in dcs {
+            let via = if r.index == node_dc {
+                private_ip
+            } else {
+                let (ip_lo, ip_hi) = wan_link_addresses(r.index.min(node_dc), r.index.max(node_dc));
+                if node_dc < r.index { ip_lo } else { ip_hi }
+            };
+            run_in(
+                &r.router_ns,
+                &[
+                    "route",
+                    "add",
+                    &format!("{public_ip}/32"),
+                    "via",
+                    &via.to_string(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// The built nodes, in the order given.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
@@ -415,6 +421,15 @@ impl Topology {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The router namespace of datacenter `dc` and its LAN gateway address
+    /// (`10.0.<dc>.1`, reachable from every node of every datacenter).
+    pub fn router(&self, dc: &str) -> Option<(&str, Ipv4Addr)> {
+        self.dcs
+            .iter()
+            .find(|d| d.name == dc)
+            .map(|d| (d.router_ns.as_str(), lan_address(d.index, 1)))
     }
 
     /// The router namespace of datacenter `a` and its interface towards `b`.
@@ -460,13 +475,18 @@ impl Topology {
                     &via.to_string(),
                 ],
             );
-            for n in self.nodes.iter().filter(|n| n.datacenter == db.name) {
+            for public_ip in self
+                .nodes
+                .iter()
+                .filter(|n| n.datacenter == db.name)
+                .filter_map(|n| n.public_ip)
+            {
                 let _ = run_in(
                     &da.router_ns,
                     &[
                         "route",
                         "replace",
-                        &format!("{}/32", n.public_ip),
+                        &format!("{public_ip}/32"),
                         "via",
                         &via.to_string(),
                     ],
@@ -530,8 +550,9 @@ impl Drop for Topology {
     }
 }
 
-/// The five nodes of the reference scenario (DESIGN.md): `ams2` is DC 1
-/// (10.0.1.0/24), `lon1` DC 2 (10.0.2.0/24).
+/// The five nodes of the reference scenario (DESIGN.md) with the addresses
+/// of `config/examples/`: `ams2` is DC 1 (10.0.1.0/24), `lon1` DC 2
+/// (10.0.2.0/24); the three servers have public addresses, the clients none.
 pub fn reference_nodes() -> Vec<NodeSpec> {
     let n = |name: &str, dc: &str, host, public_host| NodeSpec {
         name: name.into(),
@@ -540,10 +561,10 @@ pub fn reference_nodes() -> Vec<NodeSpec> {
         public_host,
     };
     vec![
-        n("ams2-server-01", "ams2", 11, 11),
-        n("ams2-server-03", "ams2", 13, 13),
-        n("ams2-client-01", "ams2", 21, 21),
-        n("lon1-server-01", "lon1", 11, 111),
-        n("lon1-client-01", "lon1", 21, 121),
+        n("ams2-server-01", "ams2", 11, Some(11)),
+        n("ams2-server-03", "ams2", 13, Some(13)),
+        n("ams2-client-01", "ams2", 21, None),
+        n("lon1-server-01", "lon1", 11, Some(21)),
+        n("lon1-client-01", "lon1", 21, None),
     ]
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cluster;
 mod health;
 mod netns;
 mod release;

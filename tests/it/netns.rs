@@ -42,11 +42,19 @@ fn reference_nodes_reach_each_other_within_and_across_datacenters() {
         "cross-DC ping failed"
     );
     assert!(
-        ping(&topo, "ams2-server-01", lon1.public_ip),
+        ping(
+            &topo,
+            "ams2-server-01",
+            lon1.public_ip.expect("lon1 server has a public address")
+        ),
         "public ping failed"
     );
     assert!(
-        ping(&topo, "lon1-client-01", ams2.public_ip),
+        ping(
+            &topo,
+            "lon1-client-01",
+            ams2.public_ip.expect("ams2 server has a public address")
+        ),
         "public ping back failed"
     );
 }
@@ -56,7 +64,10 @@ fn cutting_the_wan_link_isolates_datacenters_until_healed() {
     let Some(topo) = reference_topology("cutting_the_wan_link") else {
         return;
     };
-    let lon1 = topo.node("lon1-server-01").expect("lon1 server").public_ip;
+    let lon1 = topo
+        .node("lon1-server-01")
+        .and_then(|n| n.public_ip)
+        .expect("lon1 server public address");
     let ams2_peer = topo.node("ams2-server-03").expect("ams2 peer").private_ip;
     topo.cut("ams2", "lon1").expect("cut");
     assert!(

@@ -1,0 +1,197 @@
+//! `hashi-demo`: the offline five-node reference scenario (DESIGN.md) in
+//! network namespaces, each node run by the real `supervisor` binary with
+//! its `config/examples/<node>.toml`, installing stand-in agents (test
+//! support, not HashiCorp's binaries) from a signed mirror served inside the
+//! test network. Needs root. Ctrl-C stops every node gracefully and removes
+//! the namespaces.
+//!
+//! ```text
+//! hashi-demo [--work /tmp/hashi-demo] [--base-port 4681] [--for SECS]
+//! ```
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use hashi_testrig::demo::{Demo, DemoOptions, HEALTH_PORT};
+
+/// Runs the five-node reference scenario offline, with stand-in agents.
+#[derive(Debug, Parser)]
+#[command(name = "hashi-demo", about)]
+struct Cli {
+    /// The supervisor binary (default: `supervisor` next to this program).
+    #[arg(long)]
+    supervisor: Option<PathBuf>,
+    /// The stand-in agent binary (default: `hashi-standin` next to this program).
+    #[arg(long)]
+    standin: Option<PathBuf>,
+    /// Directory of the example role files.
+    #[arg(long, default_value = "config/examples")]
+    examples: PathBuf,
+    /// Work directory (cleared first): mirror, role files, state, logs.
+    #[arg(long, default_value = "/tmp/hashi-demo")]
+    work: PathBuf,
+    /// Host port forwarded to the first node's health endpoint; the others
+    /// follow (0: any free ports).
+    #[arg(long, default_value_t = 4681)]
+    base_port: u16,
+    /// Seconds to wait for every node to be ready.
+    #[arg(long, default_value_t = 120)]
+    ready_timeout: u64,
+    /// Stop after this many seconds once ready, instead of waiting for Ctrl-C.
+    #[arg(long = "for")]
+    run_for: Option<u64>,
+}
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let opts = DemoOptions {
+        supervisor: cli.supervisor.unwrap_or_else(|| sibling("supervisor")),
+        standin: cli.standin.unwrap_or_else(|| sibling("hashi-standin")),
+        examples_dir: cli.examples,
+        work_dir: cli.work,
+        forward_base_port: cli.base_port,
+    };
+    // Signals are caught before anything starts, so Ctrl-C during start-up
+    // still tears down.
+    let signals = match signal_hook_flag() {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    say(&format!(
+        "hashi-demo: five-node reference scenario with STAND-IN agents (not the real Consul/Nomad), work dir {}",
+        opts.work_dir.display()
+    ));
+    let mut demo = match Demo::start(&opts) {
+        Ok(d) => d,
+        Err(e) => {
+            say(&format!("error: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    say(&format!(
+        "mirror: {} (signed by the test key {}, trusted through release.trusted_key_files)",
+        demo.mirror_url(),
+        demo.key_file().display()
+    ));
+    say("");
+    say(&format!(
+        "{:<16} {:<10} {:<24} {:<26} role file / log",
+        "node", "private", "health (from this host)", "health (in the network)"
+    ));
+    for n in demo.nodes() {
+        say(&format!(
+            "{:<16} {:<10} {:<24} {:<26} {}",
+            n.name,
+            n.private_ip.to_string(),
+            n.host_url(),
+            n.health_url(),
+            n.role_file.display()
+        ));
+        say(&format!("{:<79} {}", "", n.log_file.display()));
+    }
+    say("");
+    say(&format!(
+        "inside a node: ip netns exec {} curl -s http://{}:{HEALTH_PORT}/v1/status",
+        demo.nodes().first().map(|n| n.netns.as_str()).unwrap_or(""),
+        demo.nodes()
+            .first()
+            .map(|n| n.private_ip.to_string())
+            .unwrap_or_default()
+    ));
+    say("waiting for every node's /ready ...");
+    let code = match demo.wait_ready(Duration::from_secs(cli.ready_timeout)) {
+        Ok(took) => {
+            say(&format!(
+                "all five nodes ready after {:.1} s:",
+                took.as_secs_f64()
+            ));
+            for n in demo.nodes() {
+                let line = demo
+                    .get(&n.name, "/health?verbose", "text/plain")
+                    .map(|(_, body)| body.lines().collect::<Vec<_>>().join(" | "))
+                    .unwrap_or_else(|e| e.to_string());
+                say(&format!("  {:<16} {line}", n.name));
+            }
+            match cli.run_for {
+                Some(secs) => say(&format!("running for {secs} s, then stopping")),
+                None => say("Ctrl-C stops every node gracefully and removes the namespaces"),
+            }
+            wait_for_stop(&signals, cli.run_for.map(Duration::from_secs), &mut demo)
+        }
+        Err(e) => {
+            say(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    };
+    say("stopping: SIGTERM to every supervisor (clients first) ...");
+    let mut clean = true;
+    for (node, status) in demo.stop(Duration::from_secs(60)) {
+        match status {
+            Some(st) if st.success() => say(&format!("  {node:<16} stopped cleanly")),
+            Some(st) => {
+                clean = false;
+                say(&format!("  {node:<16} exited: {st}"));
+            }
+            None => {
+                clean = false;
+                say(&format!("  {node:<16} did not stop in time, killed"));
+            }
+        }
+    }
+    drop(demo);
+    say("namespaces removed");
+    if clean { code } else { ExitCode::FAILURE }
+}
+
+/// Flag set by SIGINT or SIGTERM.
+fn signal_hook_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, String> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        signal_hook::flag::register(sig as i32, flag.clone())
+            .map_err(|e| format!("failed to catch {sig}: {e}"))?;
+    }
+    Ok(flag)
+}
+
+fn wait_for_stop(
+    flag: &std::sync::atomic::AtomicBool,
+    run_for: Option<Duration>,
+    demo: &mut Demo,
+) -> ExitCode {
+    let start = std::time::Instant::now();
+    loop {
+        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+            return ExitCode::SUCCESS;
+        }
+        if run_for.is_some_and(|d| start.elapsed() >= d) {
+            return ExitCode::SUCCESS;
+        }
+        if let Some((node, st)) = demo.exited() {
+            say(&format!("error: supervisor on {node} exited ({st})"));
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

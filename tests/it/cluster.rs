@@ -1,0 +1,150 @@
+//! The five-node reference scenario end to end: the offline demo
+//! (`hashi_testrig::demo`) run by the real `supervisor` binary in network
+//! namespaces, each node with its unchanged `config/examples/<node>.toml`
+//! role (only `[release]` and `[paths]` differ), installing stand-in agents
+//! from a signed mirror served over HTTP inside the test network. Asserts
+//! who sees whom through each node's health endpoint, then a graceful stop
+//! that leaves no process behind. Needs root (CI runs as root).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use hashi_testrig::demo::{Demo, DemoOptions};
+use serde_json::Value;
+
+use crate::support::{standin::standin_bin, supervisor_bin};
+
+/// Debug builds of five supervisors fetching, verifying and starting on two
+/// cores: generous.
+const READY_WITHIN: Duration = Duration::from_secs(300);
+const STOP_WITHIN: Duration = Duration::from_secs(60);
+
+fn status(demo: &Demo, node: &str) -> Value {
+    let (code, body) = demo
+        .get(node, "/v1/status", "application/json")
+        .unwrap_or_else(|e| panic!("status of {node}: {e}"));
+    assert_eq!(code, 200, "{node} /v1/status: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{node} status is JSON: {e}: {body}"))
+}
+
+fn agent<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["agent"] == name))
+        .unwrap_or_else(|| panic!("no {name} in {status}"))
+}
+
+/// Processes left in a namespace.
+fn pids_in(netns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .expect("ip netns pids");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
+    if let Err(why) = hashi_testrig::netns::is_available() {
+        eprintln!("SKIP reference_cluster: network namespaces unavailable: {why}");
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let opts = DemoOptions {
+        supervisor: supervisor_bin(),
+        standin: standin_bin(),
+        examples_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples"),
+        work_dir: work.path().join("demo"),
+        forward_base_port: 0,
+    };
+    let mut demo = Demo::start(&opts).expect("start the demo");
+    if let Err(e) = demo.wait_ready(READY_WITHIN) {
+        let logs: Vec<String> = demo
+            .nodes()
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(&n.log_file).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!(
+                    "--- {}:\n{}",
+                    n.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect();
+        panic!("cluster not ready: {e}\n{}", logs.join("\n"));
+    }
+
+    // Every node installed the versions its example asks for, from the mirror.
+    for n in demo.nodes() {
+        let st = status(&demo, &n.name);
+        assert_eq!(st["node"], n.name.as_str());
+        assert_eq!(st["region"], "eu");
+        assert_eq!(st["datacenter"], n.datacenter.as_str());
+        assert_eq!(st["healthy"], true, "{}: {st}", n.name);
+        assert_eq!(agent(&st, "nomad")["version"], "1.10.4", "{}", n.name);
+    }
+
+    // Consul: one server per datacenter, each its own leader, joined over
+    // the WAN (the public addresses of config/examples).
+    for server in ["ams2-server-01", "lon1-server-01"] {
+        let st = status(&demo, server);
+        let consul = agent(&st, "consul");
+        assert_eq!(consul["version"], "1.21.4");
+        let report = &consul["consul"];
+        let leader = report["leader"].as_str().unwrap_or("");
+        assert!(!leader.is_empty(), "{server} consul has a leader: {report}");
+        assert_eq!(report["wan_members"], 2, "{server} sees both DCs: {report}");
+    }
+    let ams2_leader = status(&demo, "ams2-server-01");
+    let lon1_leader = status(&demo, "lon1-server-01");
+    assert_ne!(
+        agent(&ams2_leader, "consul")["consul"]["leader"],
+        agent(&lon1_leader, "consul")["consul"]["leader"],
+        "each datacenter has its own Consul leader"
+    );
+
+    // Nomad: one three-server cluster across both datacenters, found through
+    // Consul (ams2-server-03 uses ams2's Consul over the LAN).
+    for server in ["ams2-server-01", "ams2-server-03", "lon1-server-01"] {
+        let st = status(&demo, server);
+        let nomad = &agent(&st, "nomad")["nomad"];
+        assert_eq!(nomad["members_alive"], 3, "{server}: {nomad}");
+        assert_eq!(nomad["health_server"]["ok"], true, "{server}: {nomad}");
+    }
+    // Clients found the servers through their datacenter's Consul server.
+    for client in ["ams2-client-01", "lon1-client-01"] {
+        let st = status(&demo, client);
+        let nomad = &agent(&st, "nomad")["nomad"];
+        assert_eq!(nomad["health_client"]["ok"], true, "{client}: {nomad}");
+        assert!(
+            st["agents"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|x| x["agent"] != "consul")),
+            "{client} runs no Consul"
+        );
+    }
+
+    // Graceful stop: every supervisor exits 0 and nothing is left running
+    // in any node's namespace.
+    let namespaces: Vec<(String, String)> = demo
+        .nodes()
+        .iter()
+        .map(|n| (n.name.clone(), n.netns.clone()))
+        .collect();
+    for (node, st) in demo.stop(STOP_WITHIN) {
+        let st = st.unwrap_or_else(|| panic!("{node} did not stop within {STOP_WITHIN:?}"));
+        assert!(st.success(), "{node} supervisor exited {st}");
+    }
+    for (node, ns) in &namespaces {
+        assert_eq!(
+            pids_in(ns),
+            Vec::<String>::new(),
+            "processes left on {node}"
+        );
+    }
+}
