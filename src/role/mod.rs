@@ -406,6 +406,24 @@ mod tests {
     }
 
     #[test]
+    fn health_listens_on_the_private_address_by_default() {
+        let r = load_text(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"eth1\"\npublic = \"eth0\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.health_listen.to_string(), "10.0.2.7:4680");
+        let dev = load_text("schema = 1\nroles = [\"dev\"]\n", &[]).unwrap();
+        assert_eq!(dev.health_listen.to_string(), "127.0.0.1:4680");
+        let every = load_text(
+            "schema = 1\nroles = [\"dev\"]\n[health]\nlisten = \"0.0.0.0:9999\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(every.health_listen.to_string(), "0.0.0.0:9999");
+    }
+
+    #[test]
     fn missing_file_named_explicitly_is_an_error() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
         let e = load_with(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();

@@ -796,13 +796,14 @@ pub fn validate(
         }
     }
 
+    // Default: the private address only (not the public one), port 4680.
     let health_listen = match &raw.health.listen {
-        None => SocketAddr::new(unspecified, DEFAULT_HEALTH_PORT),
+        None => SocketAddr::new(private, DEFAULT_HEALTH_PORT),
         Some(s) => match s.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
                 c.span(s, format!("`{}` is not an ip:port address", s.get_ref()));
-                SocketAddr::new(unspecified, DEFAULT_HEALTH_PORT)
+                SocketAddr::new(private, DEFAULT_HEALTH_PORT)
             }
         },
     };
