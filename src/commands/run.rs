@@ -46,14 +46,29 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     )
     .await?;
     tracing::info!(addr = %started.addr, "health endpoint listening");
-    let mut installed = HashMap::new();
-    for agent in &plan.agents {
-        installed.insert(agent.product, preparer.install(agent).await?);
-    }
-    preparer.render(&plan, &plan).await?;
+    // Signals count from here: a stop during a slow download ends the run
+    // (the download's temp file is removed; nothing half-installed stays).
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     tokio::spawn(shutdown::forward(signals, token.clone(), ev_tx));
+    let prepare = async {
+        let mut installed = HashMap::new();
+        for agent in &plan.agents {
+            installed.insert(agent.product, preparer.install(agent).await?);
+        }
+        preparer.render(&plan, &plan).await?;
+        Ok::<_, Error>(installed)
+    };
+    let installed = tokio::select! {
+        r = prepare => r?,
+        () = token.cancelled() => {
+            tracing::info!("stopped before any agent was started");
+            health_cancel.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+            return Ok(0);
+        }
+    };
     let opts = RunOptions {
         installed,
         config_hash,

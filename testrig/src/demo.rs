@@ -524,8 +524,21 @@ impl Demo {
     /// Waits until every node's `/ready` answers 200, or `within` passes.
     /// `Ok` holds the time it took; `Err` the nodes not ready and why.
     pub fn wait_ready(&mut self, within: Duration) -> Result<Duration, DemoError> {
+        self.wait_ready_unless(within, || false)
+    }
+
+    /// [`Demo::wait_ready`], giving up early when `give_up()` turns true
+    /// (e.g. Ctrl-C).
+    pub fn wait_ready_unless(
+        &mut self,
+        within: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Duration, DemoError> {
         let start = Instant::now();
         loop {
+            if give_up() {
+                return Err(DemoError("interrupted while waiting for the nodes".into()));
+            }
             if let Some((node, st)) = self.exited() {
                 return Err(DemoError(format!(
                     "supervisor on {node} exited ({st}); see {}",

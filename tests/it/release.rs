@@ -1127,3 +1127,97 @@ fn mirror_builder_lays_out_the_releases_hashicorp_com_format() {
         built.key.fingerprint()
     );
 }
+
+#[tokio::test]
+async fn run_stopped_during_a_slow_download_exits_0_and_leaves_nothing_half_installed() {
+    use crate::support::mirror::TestMirror;
+    use hashi_testrig::mirror::{Fault, MirrorBuilder};
+    use std::time::{Duration, Instant};
+    let m = TestMirror::start(MirrorBuilder::product("consul").version("1.20.1")).await;
+    // The zip trickles: 64 bytes every 200 ms.
+    let zip = TestMirror::url_path("consul", "1.20.1", "consul_1.20.1_linux_amd64.zip");
+    m.server.set_fault(
+        &zip,
+        Fault::SlowBody {
+            chunk: 64,
+            delay: Duration::from_millis(200),
+        },
+    );
+    let dir = m.tmp.path().join("node");
+    std::fs::create_dir_all(&dir).expect("node dir");
+    let health = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let health_addr = health.local_addr().expect("addr");
+    drop(health);
+    let role = dir.join("node.toml");
+    std::fs::write(
+        &role,
+        format!(
+            "schema = 1\nroles = [\"consul-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n\
+             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nversion = \"1.20.1\"\nbootstrap_expect = 1\n\
+             [release]\nmirror = \"{}\"\ntrust_hashicorp_key = false\ntrusted_key_files = [\"{}\"]\n\
+             [health]\nlisten = \"{health_addr}\"\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            m.server.url(),
+            m.built.public_key.display(),
+            dir.join("etc").display(),
+            dir.join("state").display(),
+        ),
+    )
+    .expect("write role");
+    let mut child = std::process::Command::new(crate::support::supervisor_bin())
+        .args(["run", "-c"])
+        .arg(&role)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start supervisor");
+    // Wait until the download is under way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.server.requests(&zip) == 0 {
+        assert!(Instant::now() < deadline, "download never started");
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "supervisor exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "clean exit: {err}");
+    assert!(
+        err.contains("stopped before any agent was started"),
+        "{err}"
+    );
+    // Nothing half-installed: no version dir with a binary, no `current`,
+    // no temp file left anywhere under the releases dir.
+    let releases = dir.join("state/releases/consul");
+    assert!(!releases.join("current").exists(), "no current link");
+    assert!(
+        !releases.join("1.20.1/consul").exists(),
+        "no installed binary"
+    );
+    let mut left = Vec::new();
+    let mut stack = vec![dir.join("state")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            {
+                left.push(p);
+            }
+        }
+    }
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}

@@ -118,7 +118,9 @@ fn main() -> ExitCode {
             .unwrap_or_default()
     ));
     say("waiting for every node's /ready ...");
-    let code = match demo.wait_ready(Duration::from_secs(cli.ready_timeout)) {
+    let interrupted = || signals.load(std::sync::atomic::Ordering::Relaxed);
+    let waited = demo.wait_ready_unless(Duration::from_secs(cli.ready_timeout), interrupted);
+    let code = match waited {
         Ok(took) => {
             say(&format!(
                 "all five nodes ready after {:.1} s:",
