@@ -120,20 +120,29 @@ pub fn cached(
     version: &semver::Version,
     zip_sha256: &str,
 ) -> Option<String> {
+    let (rec, actual) = recorded_binary(releases_dir, product, version)?;
+    (rec.zip_sha256 == zip_sha256).then_some(actual)
+}
+
+/// The record of `<ver>/` and its binary's hash, when the binary is a
+/// regular file whose hash matches the record (written at install time,
+/// after the zip's hash matched a signed `SHA256SUMS`).
+pub fn recorded_binary(
+    releases_dir: &Path,
+    product: Product,
+    version: &semver::Version,
+) -> Option<(Record, String)> {
     let dir = version_dir(releases_dir, product, version);
     let binary = dir.join(product.as_str());
     let text =
         std::fs::read_to_string(dir.join(format!("{}{RECORD_SUFFIX}", product.as_str()))).ok()?;
     let rec = Record::parse(&text, product)?;
-    if rec.zip_sha256 != zip_sha256 {
-        return None;
-    }
     let meta = std::fs::symlink_metadata(&binary).ok()?;
     if !meta.is_file() {
         return None;
     }
     let actual = sha256_file(&binary).ok()?;
-    (actual == rec.binary_sha256).then_some(actual)
+    (actual == rec.binary_sha256).then_some((rec, actual))
 }
 
 /// Install limits.

@@ -343,8 +343,29 @@ pub async fn ensure_installed_with(
             .to_string(),
     };
 
-    // 1. Resolve.
-    let idx = fetch_index(&mirror, product).await?;
+    // 1. Resolve. A mirror that cannot be reached at all (after retries)
+    //    must not keep a node's agents down when a verified release that
+    //    satisfies the spec is already installed (a reboot during a mirror
+    //    outage): that one is used, with a warning. Answers from the mirror
+    //    (not found, bad signature, no such version) are never bypassed.
+    let idx = match fetch_index(&mirror, product).await {
+        Ok(idx) => idx,
+        Err(e @ ReleaseError::Fetch { .. }) => {
+            let (rd, s) = (plan.releases_dir.clone(), spec.clone());
+            let offline = tokio::task::spawn_blocking(move || installed_offline(&rd, product, &s))
+                .await
+                .map_err(|e| ReleaseError::Internal(format!("offline check task: {e}")))?;
+            return match offline {
+                Some(found) => {
+                    tracing::warn!(product = %product, version = %found.version, mirror = %plan.mirror, error = %e,
+                        "mirror unreachable; using the installed, verified release");
+                    Ok(found)
+                }
+                None => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let release = idx
         .resolve(spec)
         .ok_or_else(|| ReleaseError::NoMatchingVersion {
@@ -485,6 +506,33 @@ pub async fn ensure_installed_with(
         binary,
         sha256,
         downloaded: true,
+    })
+}
+
+/// The release `current` points at, when it satisfies `spec` (`latest`:
+/// any, since the newest cannot be known offline) and its binary still
+/// matches the hash recorded when it was verified and installed.
+pub fn installed_offline(
+    releases_dir: &Path,
+    product: Product,
+    spec: &VersionSpec,
+) -> Option<Installed> {
+    let version = install::current_version(releases_dir, product)?;
+    let fits = match spec {
+        VersionSpec::Latest => true,
+        VersionSpec::Exact(v) => *v == version,
+        VersionSpec::Req(r) => r.matches(&version),
+    };
+    if !fits {
+        return None;
+    }
+    let (_, sha256) = install::recorded_binary(releases_dir, product, &version)?;
+    Some(Installed {
+        product,
+        binary: install::version_dir(releases_dir, product, &version).join(product.as_str()),
+        version,
+        sha256,
+        downloaded: false,
     })
 }
 

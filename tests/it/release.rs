@@ -223,6 +223,70 @@ mod fetch {
     }
 
     #[tokio::test]
+    async fn unreachable_mirror_falls_back_to_the_installed_verified_release_only() {
+        let m = TestMirror::start(three_versions()).await;
+        let mut plan = m.plan();
+        ensure_installed_with(&plan, Product::Consul, &exact("1.20.1"), &quick_opts())
+            .await
+            .expect("install while the mirror is up");
+        // The mirror goes away (nothing listens on port 9).
+        plan.mirror = "http://127.0.0.1:9".into();
+        for spec in [
+            exact("1.20.1"),
+            VersionSpec::Latest,
+            "~1.20".parse().expect("spec"),
+        ] {
+            let got = ensure_installed_with(&plan, Product::Consul, &spec, &quick_opts())
+                .await
+                .unwrap_or_else(|e| panic!("{spec}: offline fallback: {e}"));
+            assert_eq!(got.version, v("1.20.1"));
+            assert!(!got.downloaded);
+            assert_eq!(got.binary, m.releases_dir().join("consul/1.20.1/consul"));
+        }
+        // A version that is not the installed one cannot be had offline.
+        let err = ensure_installed_with(&plan, Product::Consul, &exact("1.19.2"), &quick_opts())
+            .await
+            .expect_err("1.19.2 is not installed");
+        assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
+        // Nor a binary that no longer matches its recorded hash.
+        let bin = m.releases_dir().join("consul/1.20.1/consul");
+        let mut bytes = std::fs::read(&bin).expect("read binary");
+        bytes.push(b'\n');
+        std::fs::write(&bin, bytes).expect("tamper");
+        let err = ensure_installed_with(&plan, Product::Consul, &exact("1.20.1"), &quick_opts())
+            .await
+            .expect_err("tampered binary is not used");
+        assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
+        assert_eq!(err.exit_code(), 69);
+    }
+
+    #[tokio::test]
+    async fn a_mirror_that_answers_is_never_bypassed() {
+        let m = TestMirror::start(three_versions()).await;
+        let plan = m.plan();
+        ensure_installed_with(&plan, Product::Consul, &exact("1.20.1"), &quick_opts())
+            .await
+            .expect("install");
+        // The mirror answers, but its signature no longer verifies: no
+        // fallback to what is installed.
+        let sig = m.file("consul", "1.20.1", "consul_1.20.1_SHA256SUMS.sig");
+        let mut bytes = std::fs::read(&sig).expect("read sig");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&sig, bytes).expect("tamper sig");
+        let err = ensure_installed_with(&plan, Product::Consul, &exact("1.20.1"), &quick_opts())
+            .await
+            .expect_err("bad signature is an error even with an install present");
+        assert!(
+            matches!(
+                err,
+                ReleaseError::Verify { .. } | ReleaseError::MissingSignature { .. }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn latest_skips_release_candidates() {
         let m = TestMirror::start(three_versions()).await;
         let got = ensure_installed_with(
@@ -1204,20 +1268,6 @@ async fn run_stopped_during_a_slow_download_exits_0_and_leaves_nothing_half_inst
         !releases.join("1.20.1/consul").exists(),
         "no installed binary"
     );
-    let mut left = Vec::new();
-    let mut stack = vec![dir.join("state")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
-            {
-                left.push(p);
-            }
-        }
-    }
+    let left = crate::support::mirror::temp_leftovers(&dir.join("state"));
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
