@@ -18,10 +18,21 @@ pub enum VersionSpec {
 
 /// Why a version string was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("`{input}` is neither an exact version, `latest`, nor a semver requirement")]
-pub struct VersionSpecError {
-    /// The string as written.
-    pub input: String,
+pub enum VersionSpecError {
+    /// Not a version, `latest` or a requirement.
+    #[error(
+        "`{input}` is neither an exact version, `latest`, nor a semver requirement (like `~1.20` or `>=1.9, <1.11`)"
+    )]
+    Invalid {
+        /// The string as written.
+        input: String,
+    },
+    /// A bare wildcard.
+    #[error("`{input}` would match any version: write `latest` for the newest stable release")]
+    Wildcard {
+        /// The string as written.
+        input: String,
+    },
 }
 
 impl FromStr for VersionSpec {
@@ -37,10 +48,16 @@ impl FromStr for VersionSpec {
             return Ok(Self::Exact(v));
         }
         // A requirement must carry an operator or be a partial version
-        // (`1.20` means `^1.20` in semver; we accept it as such).
+        // (`1.20` means `^1.20` in semver; we accept it as such). A bare
+        // wildcard (`*`, `x`) would silently mean "any version, pre-releases
+        // aside": refused, `latest` says that on purpose.
+        let wildcard_only = t.chars().all(|c| matches!(c, '*' | 'x' | 'X' | '.' | ' '));
         match semver::VersionReq::parse(t) {
+            Ok(_) if !t.is_empty() && wildcard_only => Err(VersionSpecError::Wildcard {
+                input: s.to_string(),
+            }),
             Ok(r) if !t.is_empty() => Ok(Self::Req(r)),
-            _ => Err(VersionSpecError {
+            _ => Err(VersionSpecError::Invalid {
                 input: s.to_string(),
             }),
         }
@@ -87,7 +104,9 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for bad in ["", "newest", "1.x.y", ">>1", "1.2.3.4"] {
+        for bad in [
+            "", "newest", "1.x.y", ">>1", "1.2.3.4", "x", "*", "X.x", "*.*.*",
+        ] {
             assert!(bad.parse::<VersionSpec>().is_err(), "{bad} accepted");
         }
     }
