@@ -396,11 +396,7 @@ pub fn stamp_standin_version(bin: &mut [u8], version: &str) -> bool {
     if version.is_empty() || version.len() >= room {
         return false;
     }
-    let mut hits = bin
-        .windows(STANDIN_VERSION_SLOT_MARKER.len())
-        .enumerate()
-        .filter(|(_, w)| *w == STANDIN_VERSION_SLOT_MARKER)
-        .map(|(i, _)| i);
+    let mut hits = memchr::memmem::find_iter(bin, STANDIN_VERSION_SLOT_MARKER);
     let (Some(at), None) = (hits.next(), hits.next()) else {
         return false;
     };
@@ -417,8 +413,11 @@ pub fn stamp_standin_version(bin: &mut [u8], version: &str) -> bool {
 pub fn make_zip(product: &str, binary: &[u8], extra: &[ZipEntry]) -> Result<Vec<u8>, MirrorError> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = || {
+        // Deflate like HashiCorp's zips; level 1 because test mirrors are
+        // built often and the level does not change the format.
         zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
     };
     w.start_file(product, opts().unix_permissions(0o755))
         .map_err(|e| err("start a zip entry", e))?;

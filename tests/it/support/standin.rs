@@ -46,37 +46,15 @@ pub fn install_as(dir: &Path, product: &str) -> PathBuf {
     dest
 }
 
-/// Marker of the stand-in's patchable version slot (see `standin/src/main.rs`).
-pub const VERSION_SLOT_MARKER: &[u8] = b"STANDIN_VERSION_SLOT:";
-/// Size of the slot, marker included.
-pub const VERSION_SLOT_LEN: usize = 64;
-
 /// Stamp `version` into a copy of the stand-in binary's bytes, so that the
 /// copy reports it (`consul version`, `/v1/agent/self`) without a rebuild and
 /// without env vars. Run-time `STANDIN_VERSION` still wins over the stamp.
+/// Same slot contract as the mirror builder (`stamp_standin_version`).
 pub fn patch_version(bin: &mut [u8], version: &str) {
-    let room = VERSION_SLOT_LEN - VERSION_SLOT_MARKER.len();
     assert!(
-        !version.is_empty() && version.len() < room,
-        "version {version:?} does not fit the stand-in's slot ({} bytes)",
-        room - 1
+        hashi_testrig::mirror::stamp_standin_version(bin, version),
+        "version {version:?} does not fit, or the stand-in binary does not hold exactly one version slot"
     );
-    let hits: Vec<usize> = bin
-        .windows(VERSION_SLOT_MARKER.len())
-        .enumerate()
-        .filter(|(_, w)| *w == VERSION_SLOT_MARKER)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        hits.len(),
-        1,
-        "the stand-in binary must hold exactly one version slot"
-    );
-    let at = hits[0];
-    let start = at + VERSION_SLOT_MARKER.len();
-    let slot = &mut bin[start..start + room];
-    slot.fill(0);
-    slot[..version.len()].copy_from_slice(version.as_bytes());
 }
 
 /// The stand-in's bytes with `version` stamped in (for release mirrors).
