@@ -337,20 +337,107 @@ pub fn parse(
     let raw: raw::RawRole = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let location = e.span().map_or(diag::Location::File, diag::Location::Span);
-            let problem = Problem::new(
-                &path.display().to_string(),
-                text,
-                &location,
-                validate::describe_toml_error(e.message()),
-            );
             return Err(RoleError::Invalid {
                 path: path.to_path_buf(),
-                problems: vec![problem],
+                problems: shape_problems(path, text, &e),
             });
         }
     };
     validate::validate(Some(path), text, raw, roles_override, host)
+}
+
+/// At most this many key/type problems are collected from one file.
+const MAX_SHAPE_PROBLEMS: usize = 20;
+
+/// Every key or type problem of `text`, starting with `first` (the parser
+/// stops at one): the offending line is blanked (offsets kept) and the text
+/// parsed again, as long as each problem sits on a plain `key = value` line
+/// and blanking it leaves valid TOML. Syntax errors, table headers and
+/// problems without a position end the collection, so nothing reported is a
+/// consequence of the blanking.
+fn shape_problems(path: &Path, text: &str, first: &toml::de::Error) -> Vec<Problem> {
+    let file = path.display().to_string();
+    let problem = |e: &toml::de::Error| {
+        let location = e.span().map_or(diag::Location::File, diag::Location::Span);
+        Problem::new(
+            &file,
+            text,
+            &location,
+            validate::describe_toml_error(e.message()),
+        )
+    };
+    let at = |e: &toml::de::Error| e.span().map_or(0, |s| s.start);
+    let mut problems = vec![(at(first), problem(first))];
+    let mut work = text.to_string();
+    let mut span = first.span();
+    while let Some(sp) = span.take() {
+        if problems.len() >= MAX_SHAPE_PROBLEMS || !blank_key_line(&mut work, sp.start) {
+            break;
+        }
+        // Only a key or type error is worth going on for: a syntax error now
+        // would be of our own making.
+        if toml::from_str::<toml::Table>(&work).is_err() {
+            break;
+        }
+        match toml::from_str::<raw::RawRole>(&work) {
+            Ok(_) => break,
+            Err(e) => {
+                problems.push((at(&e), problem(&e)));
+                span = e.span();
+            }
+        }
+    }
+    // In file order, as the semantic problems are.
+    problems.sort_by_key(|(at, _)| *at);
+    problems.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Replaces with spaces (byte offsets kept) the line holding byte `at` when
+/// it is a plain `key = value` line, or the whole table when it is a table
+/// header (up to the next header: an unknown table's keys cannot be checked
+/// anyway). False, and nothing changed, for anything else (a multi-line
+/// value's first line).
+fn blank_key_line(text: &mut String, at: usize) -> bool {
+    let Some(head) = text.get(..at) else {
+        return false;
+    };
+    let start = head.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = |from: usize| text[from..].find('\n').map_or(text.len(), |i| from + i);
+    let end = line_end(start);
+    let line = text[start..end].trim();
+    let end = if line.starts_with('[') {
+        // Through the line before the next header.
+        let mut cur = end;
+        while cur < text.len() {
+            let next = cur + 1;
+            if text[next..]
+                .trim_start_matches([' ', '\t'])
+                .starts_with('[')
+            {
+                break;
+            }
+            cur = line_end(next);
+        }
+        cur
+    } else {
+        let opens = |c: char| line.matches(c).count();
+        let plain = line.contains('=')
+            && opens('[') == opens(']')
+            && opens('{') == opens('}')
+            && !line.contains("\"\"\"")
+            && !line.contains("\'\'\'");
+        if !plain {
+            return false;
+        }
+        end
+    };
+    // Byte for byte, so every later span keeps its offset.
+    let blank: String = text[start..end]
+        .bytes()
+        .map(|b| if b == b'\n' { '\n' } else { ' ' })
+        .collect();
+    text.replace_range(start..end, &blank);
+    true
 }
 
 fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -421,6 +508,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(every.health_listen.to_string(), "0.0.0.0:9999");
+    }
+
+    fn problem_count(text: &str) -> usize {
+        match load_text(text, &[]) {
+            Err(RoleError::Invalid { problems, .. }) => problems.len(),
+            other => panic!("expected an invalid role, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn key_and_type_problems_are_all_reported_but_never_made_up() {
+        let base = "schema = 1\nroles = [\"consul-server\"]\n";
+        // Three plain lines: all three.
+        assert_eq!(
+            problem_count(&format!(
+                "{base}node_nmae = \"a\"\nlog_levle = \"info\"\n[consul]\nbootstrap_expect = \"one\"\n"
+            )),
+            3
+        );
+        // An unknown table goes whole (its keys cannot be checked, and
+        // must not land in another table).
+        assert_eq!(
+            problem_count(&format!(
+                "{base}node_nmae = \"a\"\n[consull]\nversion = \"1.0.0\"\nbootstrap = 1\n[consul]\nbootstrap_expect = \"x\"\n"
+            )),
+            3
+        );
+        // A multi-line value cannot be blanked line-wise: collection stops
+        // at it (keys are visited in name order: `zz_key` is not reached).
+        assert_eq!(
+            problem_count(&format!(
+                "{base}retry_jion = [\n  \"a\",\n]\nnode_nmae = \"a\"\nzz_key = 1\n"
+            )),
+            2
+        );
     }
 
     #[test]
