@@ -19,6 +19,9 @@ use crate::supervise::daemon::status_channel;
 use crate::supervise::{self, Change, Installed, Preparer, RunOptions};
 use crate::{health, release, render, role, shutdown};
 
+/// Longest wait for the Consul deregistration before the agents stop.
+const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
@@ -31,11 +34,7 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let status = status_channel(&plan);
     let tracker = tokio_util::task::TaskTracker::new();
     let health_cancel = CancellationToken::new();
-    let consul_http = plan
-        .agents
-        .iter()
-        .find(|a| a.product == crate::plan::Product::Consul)
-        .map(|a| a.http_addr);
+    let consul_http = health::registration_target(&plan);
     let started = health::start(
         &plan,
         status.subscribe(),
@@ -50,7 +49,21 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // (the download's temp file is removed; nothing half-installed stays).
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(shutdown::forward(signals, token.clone(), ev_tx));
+    // A stop request first takes the node out of the Consul catalog (while
+    // Consul still runs), then stops the agents.
+    let requested = CancellationToken::new();
+    tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
+    tokio::spawn({
+        let token = token.clone();
+        let registration = started.registration;
+        async move {
+            requested.cancelled().await;
+            if let Some(r) = registration {
+                r.deregister(DEREGISTER_GRACE).await;
+            }
+            token.cancel();
+        }
+    });
     let prepare = async {
         let mut installed = HashMap::new();
         for agent in &plan.agents {
