@@ -33,6 +33,10 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// Versions of the reference scenario, stamped into the stand-ins.
 const CONSUL_VERSION: &str = "1.21.4";
 const NOMAD_VERSION: &str = "1.10.4";
+/// Gossip keys of the healthy node: they must appear in no answer and no
+/// log line.
+const CONSUL_GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const NOMAD_GOSSIP_KEY: &str = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhmb29iYXJiYXoxMjM=";
 
 /// One signed mirror of stand-ins for every test (built once).
 fn mirror() -> &'static BuiltMirror {
@@ -42,12 +46,19 @@ fn mirror() -> &'static BuiltMirror {
             let tmp = tempfile::tempdir().unwrap();
             std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
             let standin = crate::support::standin::standin_bin();
+            // Only this machine's architecture: zipping a debug stand-in
+            // takes a while.
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
             let built = MirrorBuilder::product("consul")
                 .version(CONSUL_VERSION)
                 .binary(&standin)
                 .and_product("nomad")
                 .version(NOMAD_VERSION)
                 .binary(&standin)
+                .arches(&[arch])
                 .build(&tmp.path().join("mirror"))
                 .unwrap();
             (tmp, built)
@@ -97,6 +108,8 @@ struct NodeSpec {
     /// Knob files (`standin.env`) per agent.
     consul_knobs: String,
     nomad_knobs: String,
+    /// Give both agents gossip key files.
+    gossip_keys: bool,
 }
 
 impl NodeSpec {
@@ -113,6 +126,7 @@ impl NodeSpec {
             nomad_restart: "",
             consul_knobs: String::new(),
             nomad_knobs: String::new(),
+            gossip_keys: false,
         }
     }
 }
@@ -146,6 +160,19 @@ impl Node {
             std::fs::write(&f, knobs).unwrap();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
+        let mut consul_key = String::new();
+        let mut nomad_key = String::new();
+        if spec.gossip_keys {
+            for (agent, key, line) in [
+                ("consul", CONSUL_GOSSIP_KEY, &mut consul_key),
+                ("nomad", NOMAD_GOSSIP_KEY, &mut nomad_key),
+            ] {
+                let f = root.path().join(format!("{agent}-gossip.key"));
+                std::fs::write(&f, format!("{key}\n")).unwrap();
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+                *line = format!("encrypt_key_file = \"{}\"", f.display());
+            }
+        }
         let roles: Vec<String> = spec.roles.iter().map(|r| format!("\"{r}\"")).collect();
         let discovery = match &spec.consul_address {
             Some(a) => format!("[discovery]\nconsul_address = \"{a}\"\n"),
@@ -166,6 +193,7 @@ private = "127.0.0.1"
 version = "{cv}"
 bootstrap_expect = {cbe}
 stop_timeout_secs = 10
+{consul_key}
 
 [consul.extra.ports]
 http = {ch}
@@ -177,6 +205,7 @@ server = {cs}
 version = "{nv}"
 bootstrap_expect = {nbe}
 stop_timeout_secs = 10
+{nomad_key}
 
 [nomad.restart]
 {restart}
@@ -332,7 +361,10 @@ fn status_cmd(node: &Node, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
-    let mut n = Node::start(NodeSpec::ams2_server_01());
+    let mut n = Node::start(NodeSpec {
+        gossip_keys: true,
+        ..NodeSpec::ams2_server_01()
+    });
     let ready = n.wait("/ready", |r| r.status == 200);
     assert_eq!(ready.body, "ok\n");
     assert_eq!(n.get("/live").unwrap().status, 200);
@@ -432,9 +464,26 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     assert_eq!(svc["ID"], "hashi-supervisor-ams2-server-01");
     assert_eq!(svc["Port"], n.ports.health);
 
+    // The agents got their gossip keys; no answer shows them.
+    let rendered =
+        std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
+    assert!(rendered.contains(CONSUL_GOSSIP_KEY));
+    for path in ["/", "/ready?verbose", "/health", "/v1/status", "/metrics", "/live"] {
+        let body = n.get(path).unwrap().body;
+        for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
+            assert!(!body.contains(key), "{path} shows a gossip key: {body}");
+        }
+    }
+
     let st = n.stop();
     assert_eq!(st.code(), Some(0), "log:\n{}", n.log());
-    assert!(n.log().contains("deregistered from consul"), "{}", n.log());
+    let log = n.log();
+    assert!(log.contains("deregistered from consul"), "{log}");
+    for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
+        assert!(!log.contains(key), "the log shows a gossip key: {log}");
+    }
+    // Nothing answers any more: `supervisor status` exits 69.
+    assert_eq!(status_cmd(&n, &[]).status.code(), Some(69));
 }
 
 #[test]
@@ -515,7 +564,7 @@ fn consul_server_without_a_leader_is_reported() {
         r.body
     );
     // The process runs, and the supervisor holds it as starting: it never
-    // became ready (no leader, no READY=1 from a lone server).
+    // became ready (its readiness check needs a leader).
     let doc = n.status();
     let c = agent(&doc, "consul");
     assert_eq!((c.state.as_str(), c.ready), ("starting", false), "{c:?}");
@@ -567,6 +616,7 @@ fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_o
         nomad_restart: "",
         consul_knobs: String::new(),
         nomad_knobs: String::new(),
+        gossip_keys: false,
     };
     let mut n = Node::start(spec);
     let listed = |consul: &StandIn| -> Option<serde_json::Value> {
