@@ -615,7 +615,8 @@ mod tests {
 
     #[test]
     fn http_ports_moved_by_extra_are_where_checks_and_nomad_go() {
-        let text = "schema = 1\n[consul.extra.ports]\nhttp = 18500\n[nomad.extra.ports]\nhttp = 14646\n";
+        let text =
+            "schema = 1\n[consul.extra.ports]\nhttp = 18500\n[nomad.extra.ports]\nhttp = 14646\n";
         let p = plan(text, &["consul-server", "nomad-server"]);
         assert_eq!(p.agents[0].http_addr.to_string(), "127.0.0.1:18500");
         assert_eq!(p.agents[1].http_addr.to_string(), "127.0.0.1:14646");

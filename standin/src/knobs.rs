@@ -59,7 +59,9 @@ mod tests {
 
     #[test]
     fn knob_file_lines_are_parsed_and_only_standin_keys_kept() {
-        let m = parse("# faults\nSTANDIN_CRASH_AFTER_MS = 500\n\nPATH=/x\nSTANDIN_HANG_FILE=/tmp/h\nnonsense\n");
+        let m = parse(
+            "# faults\nSTANDIN_CRASH_AFTER_MS = 500\n\nPATH=/x\nSTANDIN_HANG_FILE=/tmp/h\nnonsense\n",
+        );
         assert_eq!(m.len(), 2);
         assert_eq!(m["STANDIN_CRASH_AFTER_MS"], "500");
         assert_eq!(m["STANDIN_HANG_FILE"], "/tmp/h");

@@ -384,7 +384,11 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     });
     let doc = n.status();
     assert_eq!(
-        (doc.node.as_str(), doc.region.as_str(), doc.datacenter.as_str()),
+        (
+            doc.node.as_str(),
+            doc.region.as_str(),
+            doc.datacenter.as_str()
+        ),
         ("ams2-server-01", "eu", "ams2")
     );
     assert_eq!(doc.roles, ["consul-server", "nomad-server"]);
@@ -476,10 +480,16 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     assert_eq!(svc["Port"], n.ports.health);
 
     // The agents got their gossip keys; no answer shows them.
-    let rendered =
-        std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
+    let rendered = std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
     assert!(rendered.contains(CONSUL_GOSSIP_KEY));
-    for path in ["/", "/ready?verbose", "/health", "/v1/status", "/metrics", "/live"] {
+    for path in [
+        "/",
+        "/ready?verbose",
+        "/health",
+        "/v1/status",
+        "/metrics",
+        "/live",
+    ] {
         let body = n.get(path).unwrap().body;
         for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
             assert!(!body.contains(key), "{path} shows a gossip key: {body}");
@@ -594,10 +604,7 @@ fn consul_server_without_a_leader_is_reported() {
     s.read_to_string(&mut buf).unwrap();
     let body = buf.split_once("\r\n\r\n").unwrap().1;
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert!(
-        v.to_string().contains("no raft leader"),
-        "{v}"
-    );
+    assert!(v.to_string().contains("no raft leader"), "{v}");
     assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
 }
 
@@ -646,7 +653,16 @@ fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_o
     n.wait("/ready", |r| r.status == 200);
     let doc = n.status();
     assert_eq!(doc.agents.len(), 1);
-    assert!(agent(&doc, "nomad").nomad.as_ref().unwrap().health_client.as_ref().unwrap().ok);
+    assert!(
+        agent(&doc, "nomad")
+            .nomad
+            .as_ref()
+            .unwrap()
+            .health_client
+            .as_ref()
+            .unwrap()
+            .ok
+    );
     assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
     assert!(
         listed(&consul).is_none(),
