@@ -25,8 +25,10 @@ const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
+    let metrics = Arc::new(health::Metrics::default());
     let preparer = Arc::new(RolePreparer {
         global: global.clone(),
+        metrics: metrics.clone(),
     });
     let (plan, config_hash) = preparer.load().await?;
     // The health endpoint comes up first, so the node is observable while it
@@ -38,7 +40,7 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let started = health::start(
         &plan,
         status.subscribe(),
-        Arc::new(health::Metrics::default()),
+        metrics,
         consul_http,
         &tracker,
         health_cancel.clone(),
@@ -100,6 +102,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
 #[derive(Debug, Clone)]
 pub struct RolePreparer {
     global: GlobalArgs,
+    /// Where release fetch and verify outcomes are counted (`/metrics`).
+    metrics: Arc<health::Metrics>,
 }
 
 impl Preparer for RolePreparer {
@@ -118,8 +122,10 @@ impl Preparer for RolePreparer {
     fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
         Box::pin(async move {
             let (plan, _) = self.load().await?;
-            let done =
-                release::ensure_installed(&plan.release, agent.product, &agent.version).await?;
+            let outcome =
+                release::ensure_installed(&plan.release, agent.product, &agent.version).await;
+            self.metrics.record_release(agent.product, &outcome);
+            let done = outcome?;
             Ok(Installed {
                 binary: None,
                 version: done.version.to_string(),

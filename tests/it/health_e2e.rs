@@ -441,6 +441,13 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
         "{}",
         metrics.body
     );
+    // One download and one verification per agent, both good.
+    for agent in ["consul", "nomad"] {
+        for total in ["fetch_total", "verify_total"] {
+            let line = format!("hashi_supervisor_{total}{{agent=\"{agent}\",outcome=\"ok\"}} 1");
+            assert!(metrics.body.contains(&line), "{line}\n{}", metrics.body);
+        }
+    }
     match Command::new("promtool").arg("--version").output() {
         Err(_) => eprintln!("SKIPPED promtool check: promtool not installed (Debian prometheus)"),
         Ok(_) => {
