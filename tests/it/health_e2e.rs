@@ -425,6 +425,22 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     assert_eq!(nr.members, Some(1));
     assert!(nr.errors.is_empty(), "{nr:?}");
 
+    // ?verbose lists the passing checks with what the agents answered.
+    let verbose = n.get("/ready?verbose").unwrap().body;
+    for line in [
+        format!("consul.api: leader 127.0.0.1:{}", n.ports.consul_server),
+        "nomad.api: agent health ok".to_string(),
+        "consul.process: running, pid".to_string(),
+    ] {
+        assert!(verbose.contains(&line), "{line}\n{verbose}");
+    }
+    // The HTML page shows each agent's state.
+    let page = n.get("/").unwrap().body;
+    for agent in ["consul", "nomad"] {
+        let el = format!(r#"id="agent-{agent}" data-state="running""#);
+        assert!(page.contains(&el), "{el}\n{page}");
+    }
+
     // `supervisor status` without --addr finds the endpoint in the role file.
     let out = status_cmd(&n, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
