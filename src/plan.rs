@@ -297,6 +297,9 @@ impl Plan {
     /// nothing.
     pub fn from_role(role: &NodeRole) -> Plan {
         let roles = role.roles;
+        // `[consul.extra] ports.http` moves Consul's API; the checks and a
+        // local Nomad's `consul.address` follow it.
+        let consul_http_port = extra_http_port(&role.consul.extra).unwrap_or(CONSUL_HTTP_PORT);
         let releases_dir = role.state_dir.join(RELEASES_SUBDIR);
         let data_root = role.state_dir.join(DATA_SUBDIR);
         let log_level = role.log_level.to_ascii_uppercase();
@@ -372,7 +375,7 @@ impl Plan {
                     .stop_timeout
                     .unwrap_or(CONSUL_LEAVE_TIMEOUT + STOP_MARGIN),
                 restart: role.consul.restart.clone(),
-                http_addr: SocketAddr::new(loopback, CONSUL_HTTP_PORT),
+                http_addr: SocketAddr::new(loopback, consul_http_port),
             });
         }
 
@@ -392,7 +395,7 @@ impl Plan {
                 crate::role::AdvertiseScope::Private => addrs.private,
             };
             let consul_address = if roles.is_consul() {
-                Some(SocketAddr::new(loopback, CONSUL_HTTP_PORT).to_string())
+                Some(SocketAddr::new(loopback, consul_http_port).to_string())
             } else {
                 role.discovery.consul_address.clone()
             };
@@ -452,7 +455,10 @@ impl Plan {
                 stop_signal: NOMAD_STOP_SIGNAL,
                 stop_timeout: role.nomad.stop_timeout.unwrap_or(own + STOP_MARGIN),
                 restart: role.nomad.restart.clone(),
-                http_addr: SocketAddr::new(http_ip, NOMAD_HTTP_PORT),
+                http_addr: SocketAddr::new(
+                    http_ip,
+                    extra_http_port(&role.nomad.extra).unwrap_or(NOMAD_HTTP_PORT),
+                ),
             });
         }
 
@@ -484,6 +490,17 @@ impl Plan {
 }
 
 /// `<releases>/<product>/current/<product>`.
+/// The HTTP port an `[<product>.extra]` table sets (`ports.http`), if any:
+/// the agent listens there, so its checks must go there too.
+fn extra_http_port(extra: &toml::Table) -> Option<u16> {
+    extra
+        .get("ports")?
+        .as_table()?
+        .get("http")?
+        .as_integer()
+        .and_then(|p| u16::try_from(p).ok())
+}
+
 fn binary_path(releases_dir: &Path, product: Product) -> PathBuf {
     releases_dir
         .join(product.as_str())
@@ -594,5 +611,18 @@ mod tests {
         let text = "schema = 1\n[addresses]\nbind = \"10.0.1.5\"\n[discovery]\nnomad_retry_join = [\"x\"]\n";
         let p = plan(text, &["nomad-server"]);
         assert_eq!(p.agents[0].http_addr.to_string(), "10.0.1.5:4646");
+    }
+
+    #[test]
+    fn http_ports_moved_by_extra_are_where_checks_and_nomad_go() {
+        let text =
+            "schema = 1\n[consul.extra.ports]\nhttp = 18500\n[nomad.extra.ports]\nhttp = 14646\n";
+        let p = plan(text, &["consul-server", "nomad-server"]);
+        assert_eq!(p.agents[0].http_addr.to_string(), "127.0.0.1:18500");
+        assert_eq!(p.agents[1].http_addr.to_string(), "127.0.0.1:14646");
+        assert_eq!(
+            p.render.nomad.as_ref().unwrap().consul_address.as_deref(),
+            Some("127.0.0.1:18500")
+        );
     }
 }

@@ -19,11 +19,16 @@ use crate::supervise::daemon::status_channel;
 use crate::supervise::{self, Change, Installed, Preparer, RunOptions};
 use crate::{health, release, render, role, shutdown};
 
+/// Longest wait for the Consul deregistration before the agents stop.
+const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
+    let metrics = Arc::new(health::Metrics::default());
     let preparer = Arc::new(RolePreparer {
         global: global.clone(),
+        metrics: metrics.clone(),
     });
     let (plan, config_hash) = preparer.load().await?;
     // The health endpoint comes up first, so the node is observable while it
@@ -31,15 +36,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let status = status_channel(&plan);
     let tracker = tokio_util::task::TaskTracker::new();
     let health_cancel = CancellationToken::new();
-    let consul_http = plan
-        .agents
-        .iter()
-        .find(|a| a.product == crate::plan::Product::Consul)
-        .map(|a| a.http_addr);
+    let consul_http = health::registration_target(&plan);
     let started = health::start(
         &plan,
         status.subscribe(),
-        Arc::new(health::Metrics::default()),
+        metrics,
         consul_http,
         &tracker,
         health_cancel.clone(),
@@ -50,7 +51,21 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // (the download's temp file is removed; nothing half-installed stays).
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(shutdown::forward(signals, token.clone(), ev_tx));
+    // A stop request first takes the node out of the Consul catalog (while
+    // Consul still runs), then stops the agents.
+    let requested = CancellationToken::new();
+    tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
+    tokio::spawn({
+        let token = token.clone();
+        let registration = started.registration;
+        async move {
+            requested.cancelled().await;
+            if let Some(r) = registration {
+                r.deregister(DEREGISTER_GRACE).await;
+            }
+            token.cancel();
+        }
+    });
     let prepare = async {
         let mut installed = HashMap::new();
         for agent in &plan.agents {
@@ -87,6 +102,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
 #[derive(Debug, Clone)]
 pub struct RolePreparer {
     global: GlobalArgs,
+    /// Where release fetch and verify outcomes are counted (`/metrics`).
+    metrics: Arc<health::Metrics>,
 }
 
 impl Preparer for RolePreparer {
@@ -105,8 +122,10 @@ impl Preparer for RolePreparer {
     fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
         Box::pin(async move {
             let (plan, _) = self.load().await?;
-            let done =
-                release::ensure_installed(&plan.release, agent.product, &agent.version).await?;
+            let outcome =
+                release::ensure_installed(&plan.release, agent.product, &agent.version).await;
+            self.metrics.record_release(agent.product, &outcome);
+            let done = outcome?;
             Ok(Installed {
                 binary: None,
                 version: done.version.to_string(),

@@ -56,6 +56,29 @@ pub struct Started {
     /// The snapshots the endpoint serves (for other readers, e.g. sd_notify
     /// or tests).
     pub snapshot: watch::Receiver<HealthSnapshot>,
+    /// The Consul registration, when one was started.
+    pub registration: Option<Registration>,
+}
+
+/// Handle on the running Consul registration.
+#[derive(Debug)]
+pub struct Registration {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), HealthError>>,
+}
+
+impl Registration {
+    /// Deregisters now and waits (at most `within`) until it is done, so a
+    /// caller can do it before the Consul agent stops.
+    pub async fn deregister(self, within: std::time::Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(within, self.task).await.is_err() {
+            tracing::warn!(
+                within_ms = within.as_millis() as u64,
+                "deregistration from consul did not finish in time"
+            );
+        }
+    }
 }
 
 /// Binds the plan's `health_listen`, then spawns the checker, the server
@@ -73,18 +96,84 @@ pub async fn start(
 ) -> Result<Started, HealthError> {
     let listener = bind(plan.health_listen).await?;
     let addr = listener.local_addr().map_err(HealthError::LocalAddr)?;
-    let (checker, snapshot) = Checker::new(plan, status, metrics, CheckerConfig::default())?;
+    let (checker, snapshot) =
+        Checker::new(plan, status.clone(), metrics, CheckerConfig::default())?;
     tracker.spawn(checker.run(cancel.clone()));
     tracker.spawn(serve(listener, snapshot.clone(), cancel.clone()));
-    if let Some(consul) = register_with {
-        tracker.spawn(run_registration(
+    let registration = register_with.map(|consul| {
+        // Deregister when told to (see [`Registration::deregister`]), or at
+        // the latest as soon as the supervisor starts stopping its agents.
+        let stop = cancel.child_token();
+        tracker.spawn(cancel_when_stopping(status, stop.clone()));
+        let task = tracker.spawn(run_registration(
             consul,
             plan.node_name.clone(),
-            addr,
-            cancel,
+            advertised_addr(plan, addr),
+            stop.clone(),
         ));
+        Registration { stop, task }
+    });
+    Ok(Started {
+        addr,
+        snapshot,
+        registration,
+    })
+}
+
+/// The Consul agent a node registers with: its own Consul, else the one
+/// the role file names for a node without a local Consul
+/// (`discovery.consul_address`, when it is an IP address and port).
+pub fn registration_target(plan: &Plan) -> Option<SocketAddr> {
+    if let Some(consul) = plan
+        .agents
+        .iter()
+        .find(|a| a.product == crate::plan::Product::Consul)
+    {
+        return Some(consul.http_addr);
     }
-    Ok(Started { addr, snapshot })
+    let remote = plan.render.nomad.as_ref()?.consul_address.as_ref()?;
+    match remote.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            tracing::warn!(consul = %remote, "not registering in consul: its address is not an ip address and port");
+            None
+        }
+    }
+}
+
+/// The address Consul checks `/ready` on: the listen address, or for a
+/// wildcard listen the node's private address (a remote Consul agent
+/// cannot reach this node's loopback).
+pub fn advertised_addr(plan: &Plan, listen: SocketAddr) -> SocketAddr {
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let private = plan
+        .render
+        .consul
+        .as_ref()
+        .map(|c| c.advertise_addr)
+        .or_else(|| plan.render.nomad.as_ref().map(|n| n.advertise_http));
+    match private {
+        Some(ip) if !ip.is_unspecified() => SocketAddr::new(ip, listen.port()),
+        _ => listen,
+    }
+}
+
+/// Cancels `token` once the supervisor reports it is stopping (or the
+/// status channel closes); returns early when `token` is cancelled.
+async fn cancel_when_stopping(
+    mut status: watch::Receiver<SupervisorStatus>,
+    token: CancellationToken,
+) {
+    tokio::select! {
+        _ = token.cancelled() => {}
+        r = status.wait_for(|s| s.stopping) => {
+            if r.is_ok() {
+                token.cancel();
+            }
+        }
+    }
 }
 
 /// Why the health endpoint (or a client of it) failed.

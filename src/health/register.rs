@@ -23,8 +23,11 @@ const CHECK_TIMEOUT: &str = "2s";
 const DEREGISTER_CRITICAL_AFTER: &str = "30m";
 /// Timeout of a (de)registration request.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Delay between registration attempts while Consul is not there yet.
-const REGISTER_RETRY: Duration = Duration::from_secs(10);
+/// First delay between registration attempts while Consul is not there
+/// yet (it starts after the endpoint); doubled up to [`REGISTER_RETRY_MAX`].
+const REGISTER_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest delay between registration attempts.
+const REGISTER_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The service ID: unique per node, since nodes without a local Consul
 /// register through a shared agent.
@@ -74,8 +77,17 @@ pub async fn register_self(
     node_name: &str,
     health: SocketAddr,
 ) -> Result<String, HealthError> {
+    register_with(&client(consul_http)?, consul_http, node_name, health).await
+}
+
+async fn register_with(
+    consul: &ConsulClient,
+    consul_http: SocketAddr,
+    node_name: &str,
+    health: SocketAddr,
+) -> Result<String, HealthError> {
     let reg = registration(node_name, health);
-    client(consul_http)?
+    consul
         .register_service(&reg)
         .await
         .map_err(|source| HealthError::Register {
@@ -87,7 +99,15 @@ pub async fn register_self(
 
 /// Deregisters a service ID registered by [`register_self`].
 pub async fn deregister_self(consul_http: SocketAddr, service_id: &str) -> Result<(), HealthError> {
-    client(consul_http)?
+    deregister_with(&client(consul_http)?, consul_http, service_id).await
+}
+
+async fn deregister_with(
+    consul: &ConsulClient,
+    consul_http: SocketAddr,
+    service_id: &str,
+) -> Result<(), HealthError> {
+    consul
         .deregister_service(service_id)
         .await
         .map_err(|source| HealthError::Deregister {
@@ -96,29 +116,39 @@ pub async fn deregister_self(consul_http: SocketAddr, service_id: &str) -> Resul
         })
 }
 
-/// Registers (retrying while Consul is not reachable yet), waits for
-/// `cancel`, then deregisters. Failures are logged, not returned.
+/// Registers (retrying with a growing delay while Consul is not reachable
+/// yet), waits for `cancel`, then deregisters. Failures are logged, not
+/// returned; only a failure to build the HTTP client is.
 pub async fn run_registration(
     consul_http: SocketAddr,
     node_name: String,
     health: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<(), HealthError> {
+    // One client for both ends, so deregistering at shutdown costs one
+    // request and no client set-up.
+    let consul = client(consul_http)?;
+    let mut delay = REGISTER_RETRY_MIN;
     let id = loop {
-        match register_self(consul_http, &node_name, health).await {
+        match register_with(&consul, consul_http, &node_name, health).await {
             Ok(id) => {
                 info!(service = %id, consul = %consul_http, "registered in consul");
                 break id;
+            }
+            // Expected while the local Consul starts: not a warning yet.
+            Err(e) if delay < REGISTER_RETRY_MAX => {
+                tracing::debug!(error = %e, consul = %consul_http, "registration failed, will retry")
             }
             Err(e) => warn!(error = %e, consul = %consul_http, "registration failed, will retry"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(REGISTER_RETRY) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
+        delay = (delay * 2).min(REGISTER_RETRY_MAX);
     };
     cancel.cancelled().await;
-    if let Err(e) = deregister_self(consul_http, &id).await {
+    if let Err(e) = deregister_with(&consul, consul_http, &id).await {
         warn!(error = %e, service = %id, "deregistration failed");
     } else {
         info!(service = %id, "deregistered from consul");

@@ -3,7 +3,7 @@
 //! between a graceful leave (exit 0) and an immediate exit 1 exactly as
 //! agent-facts.md §1 describes the real agents.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -114,7 +114,7 @@ pub fn exit(code: i32) -> ! {
 }
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+    crate::knobs::var(name).and_then(|v| v.trim().parse().ok())
 }
 
 /// Count this start in `STANDIN_RUN_COUNTER` (a file holding the number of
@@ -226,13 +226,14 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     if product == Product::Consul && cfg.server && cfg.bootstrap_expect == 1 {
         log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
     }
+    crate::knobs::load(Path::new(&cfg.data_dir));
     if let Some(code) = env_u64("STANDIN_EXIT_AT_START").filter(|_| faults) {
         log(&format!(
             "==> stand-in: exiting with {code} at start (STANDIN_EXIT_AT_START)"
         ));
         exit(i32::try_from(code).unwrap_or(1));
     }
-    if let Ok(pidfile) = std::env::var("STANDIN_SPAWN_CHILD") {
+    if let Some(pidfile) = crate::knobs::var("STANDIN_SPAWN_CHILD") {
         if !pidfile.is_empty() {
             spawn_child(&pidfile);
         }
@@ -355,7 +356,7 @@ async fn run(
             return 1;
         }
     };
-    let ignore_stop = std::env::var("STANDIN_IGNORE_STOP").is_ok_and(|v| v == "1");
+    let ignore_stop = crate::knobs::var("STANDIN_IGNORE_STOP").is_some_and(|v| v == "1");
 
     if let Some(ms) = env_u64("STANDIN_CRASH_AFTER_MS").filter(|_| faults) {
         tokio::spawn(async move {

@@ -137,8 +137,7 @@ pub async fn run(shared: Arc<Shared>) {
     }
     let consul = consul_addr(&c.address);
     let period = Duration::from_millis(
-        std::env::var("STANDIN_RETRY_INTERVAL_MS")
-            .ok()
+        crate::knobs::var("STANDIN_RETRY_INTERVAL_MS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_PERIOD_MS),
     );

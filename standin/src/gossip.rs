@@ -29,8 +29,7 @@ const FAIL_LIMIT: u32 = 3;
 
 fn env_ms(name: &str, default: u64) -> Duration {
     Duration::from_millis(
-        std::env::var(name)
-            .ok()
+        crate::knobs::var(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or(default),
     )

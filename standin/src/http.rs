@@ -26,7 +26,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Accept connections forever on `listener`.
 pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let hang = std::env::var("STANDIN_HTTP_HANG").is_ok_and(|v| v == "1");
+    let hang = crate::knobs::var("STANDIN_HTTP_HANG").is_some_and(|v| v == "1");
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -133,7 +133,7 @@ fn percent_decode(s: &str) -> String {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     // STANDIN_HANG_FILE: while the file exists, requests are never answered.
-    if let Ok(f) = std::env::var("STANDIN_HANG_FILE") {
+    if let Some(f) = crate::knobs::var("STANDIN_HANG_FILE") {
         if !f.is_empty() && std::path::Path::new(&f).exists() {
             std::future::pending::<()>().await;
         }

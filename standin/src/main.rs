@@ -17,6 +17,7 @@ mod events;
 mod gossip;
 mod hcl;
 mod http;
+mod knobs;
 mod state;
 
 use std::process::ExitCode;

@@ -3,6 +3,17 @@
 //! file that answer with the documented sample bodies of
 //! `../shared/agent-api/` (they are fakes of the agents' HTTP API, not the
 //! stand-in agent, and can hang or lose their leader on demand).
+//!
+//! The end-to-end tests with the real `supervisor run` and stand-in agents
+//! are in `health_e2e.rs`. The fakes stay here for what the stand-ins cannot
+//! do or where the agents' processes do not matter: the exact sample bodies
+//! with their quirks (including the real Nomad's `0.5.5-dev` sample), agent
+//! error answers quoting a secret (`Mode::Leaky`), a Consul client's
+//! `No known Consul servers` text answers, supervisor states set directly
+//! (backoff after SIGKILL, failed) and the server-level tests (HEAD/405/404
+//! over the wire, body limit, slowloris, connection flood, shutdown with
+//! idle connections, promtool, a real Prometheus, headless Chromium), which
+//! need an endpoint but no particular agent.
 
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used)]

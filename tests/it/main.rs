@@ -7,6 +7,7 @@ mod support;
 
 mod cluster;
 mod health;
+mod health_e2e;
 mod netns;
 mod release;
 mod render;

@@ -1,0 +1,695 @@
+//! Integration tests: the health endpoint end to end. The real `supervisor
+//! run` binary installs stand-in agents (the test-only `hashi-standin`,
+//! never HashiCorp's agents) from a signed `file://` mirror trusting only a
+//! test key, renders their configs, supervises them, and the tests poll its
+//! endpoint over real HTTP on loopback: a healthy node, a crashed agent, a
+//! hung agent, Consul without a leader, and the `hashi-supervisor` service
+//! in a stand-in Consul's catalog.
+//!
+//! Every port comes from the role file (`[consul.extra.ports]`,
+//! `[nomad.extra.ports]`, `health.listen`), so these tests run side by side.
+//! Faults reach the stand-ins through the knob file `standin.env` in their
+//! data dir (`standin/README.md`): the supervisor starts agents with a clean
+//! environment.
+
+// Test helpers outside #[test] functions may unwrap too.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hashi_supervisor::health::StatusDoc;
+use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+
+use crate::support::standin::{HttpReply, StandIn, free_port, http, wait_for};
+use crate::support::supervisor_bin;
+
+/// Long enough for a debug build to fetch, verify, install and start both
+/// stand-ins on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(90);
+/// Versions of the reference scenario, stamped into the stand-ins.
+const CONSUL_VERSION: &str = "1.21.4";
+const NOMAD_VERSION: &str = "1.10.4";
+/// Gossip keys of the healthy node: they must appear in no answer and no
+/// log line.
+const CONSUL_GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const NOMAD_GOSSIP_KEY: &str = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhmb29iYXJiYXoxMjM=";
+
+/// One signed mirror of stand-ins for every test (built once).
+fn mirror() -> &'static BuiltMirror {
+    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
+    &MIRROR
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            // A stripped copy when `strip` is there (a tenth of the size:
+            // quicker to zip, hash and unzip); the version slot survives.
+            let standin = tmp.path().join("hashi-standin");
+            std::fs::copy(crate::support::standin::standin_bin(), &standin).unwrap();
+            let _ = Command::new("strip").arg(&standin).status();
+            // Only this machine's architecture: zipping a debug stand-in
+            // takes a while.
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let built = MirrorBuilder::product("consul")
+                .version(CONSUL_VERSION)
+                .binary(&standin)
+                .and_product("nomad")
+                .version(NOMAD_VERSION)
+                .binary(&standin)
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .unwrap();
+            (tmp, built)
+        })
+        .1
+}
+
+/// Ports of one node's agents.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    consul_http: u16,
+    consul_serf_lan: u16,
+    consul_serf_wan: u16,
+    consul_server: u16,
+    nomad_http: u16,
+    nomad_rpc: u16,
+    nomad_serf: u16,
+    health: u16,
+}
+
+impl Ports {
+    fn free() -> Self {
+        Ports {
+            consul_http: free_port(),
+            consul_serf_lan: free_port(),
+            consul_serf_wan: free_port(),
+            consul_server: free_port(),
+            nomad_http: free_port(),
+            nomad_rpc: free_port(),
+            nomad_serf: free_port(),
+            health: free_port(),
+        }
+    }
+}
+
+/// What a test node looks like.
+struct NodeSpec {
+    name: &'static str,
+    datacenter: &'static str,
+    roles: &'static [&'static str],
+    consul_bootstrap_expect: u32,
+    nomad_bootstrap_expect: u32,
+    /// `discovery.consul_address` (a node without a local Consul).
+    consul_address: Option<String>,
+    /// `[nomad.restart]` body.
+    nomad_restart: &'static str,
+    /// Knob files (`standin.env`) per agent.
+    consul_knobs: String,
+    nomad_knobs: String,
+    /// Give both agents gossip key files.
+    gossip_keys: bool,
+}
+
+impl NodeSpec {
+    /// ams2-server-01 alone: Consul and Nomad servers, each a single-server
+    /// cluster (bootstrap_expect 1) so that it elects itself.
+    fn ams2_server_01() -> Self {
+        NodeSpec {
+            name: "ams2-server-01",
+            datacenter: "ams2",
+            roles: &["consul-server", "nomad-server"],
+            consul_bootstrap_expect: 1,
+            nomad_bootstrap_expect: 1,
+            consul_address: None,
+            nomad_restart: "",
+            consul_knobs: String::new(),
+            nomad_knobs: String::new(),
+            gossip_keys: false,
+        }
+    }
+}
+
+/// A running `supervisor run` and its temp root; stopped on drop.
+struct Node {
+    root: tempfile::TempDir,
+    child: Child,
+    ports: Ports,
+    role_file: PathBuf,
+    stderr: PathBuf,
+    name: &'static str,
+}
+
+impl Node {
+    fn start(spec: NodeSpec) -> Node {
+        let m = mirror();
+        let root = tempfile::tempdir().unwrap();
+        // The agents run as the consul and nomad users: they must reach
+        // their dirs under the root.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ports = Ports::free();
+        let state = root.path().join("state");
+        for (agent, knobs) in [("consul", &spec.consul_knobs), ("nomad", &spec.nomad_knobs)] {
+            if knobs.is_empty() {
+                continue;
+            }
+            let data = state.join("data").join(agent);
+            std::fs::create_dir_all(&data).unwrap();
+            let f = data.join("standin.env");
+            std::fs::write(&f, knobs).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let mut consul_key = String::new();
+        let mut nomad_key = String::new();
+        if spec.gossip_keys {
+            for (agent, key, line) in [
+                ("consul", CONSUL_GOSSIP_KEY, &mut consul_key),
+                ("nomad", NOMAD_GOSSIP_KEY, &mut nomad_key),
+            ] {
+                let f = root.path().join(format!("{agent}-gossip.key"));
+                std::fs::write(&f, format!("{key}\n")).unwrap();
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+                *line = format!("encrypt_key_file = \"{}\"", f.display());
+            }
+        }
+        let roles: Vec<String> = spec.roles.iter().map(|r| format!("\"{r}\"")).collect();
+        let discovery = match &spec.consul_address {
+            Some(a) => format!("[discovery]\nconsul_address = \"{a}\"\n"),
+            None => String::new(),
+        };
+        let role = format!(
+            r#"schema = 1
+roles = [{roles}]
+region = "eu"
+datacenter = "{dc}"
+node_name = "{name}"
+
+[addresses]
+bind = "127.0.0.1"
+private = "127.0.0.1"
+
+[consul]
+version = "{cv}"
+bootstrap_expect = {cbe}
+stop_timeout_secs = 10
+{consul_key}
+
+[consul.extra.ports]
+http = {ch}
+serf_lan = {csl}
+serf_wan = {csw}
+server = {cs}
+
+[nomad]
+version = "{nv}"
+bootstrap_expect = {nbe}
+stop_timeout_secs = 10
+{nomad_key}
+
+[nomad.restart]
+{restart}
+
+[nomad.extra.ports]
+http = {nh}
+rpc = {nr}
+serf = {ns}
+
+[release]
+mirror = "file://{mirror}"
+trust_hashicorp_key = false
+trusted_key_files = ["{key}"]
+
+{discovery}
+[health]
+listen = "127.0.0.1:{hp}"
+
+[paths]
+config_dir = "{etc}"
+state_dir = "{state}"
+"#,
+            roles = roles.join(", "),
+            dc = spec.datacenter,
+            name = spec.name,
+            cv = CONSUL_VERSION,
+            cbe = spec.consul_bootstrap_expect,
+            ch = ports.consul_http,
+            csl = ports.consul_serf_lan,
+            csw = ports.consul_serf_wan,
+            cs = ports.consul_server,
+            nv = NOMAD_VERSION,
+            nbe = spec.nomad_bootstrap_expect,
+            restart = spec.nomad_restart,
+            nh = ports.nomad_http,
+            nr = ports.nomad_rpc,
+            ns = ports.nomad_serf,
+            mirror = m.root.display(),
+            key = m.public_key.display(),
+            hp = ports.health,
+            etc = root.path().join("etc").display(),
+            state = state.display(),
+        );
+        let role_file = root.path().join("node.toml");
+        std::fs::write(&role_file, role).unwrap();
+        let stderr = root.path().join("supervisor.log");
+        let child = Command::new(supervisor_bin())
+            .arg("--config")
+            .arg(&role_file)
+            .arg("run")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Node {
+            root,
+            child,
+            ports,
+            role_file,
+            stderr,
+            name: spec.name,
+        }
+    }
+
+    fn health(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.health)
+    }
+
+    fn get(&self, path: &str) -> Option<HttpReply> {
+        http(&self.health(), "GET", path, "").ok()
+    }
+
+    /// The supervisor's log so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Polls `path` until `pred` holds; panics with the last answer and the
+    /// supervisor's log after the deadline.
+    fn wait(&mut self, path: &str, pred: impl Fn(&HttpReply) -> bool) -> HttpReply {
+        let mut last = None;
+        let got = wait_for(DEADLINE, || {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("supervisor exited with {st}; log:\n{}", self.log());
+            }
+            let r = self.get(path)?;
+            let ok = pred(&r);
+            last = Some(r.clone());
+            ok.then_some(r)
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "{}: condition on {path} not met; last answer: {last:?}\nlog:\n{}",
+                self.name,
+                self.log()
+            )
+        })
+    }
+
+    fn status(&self) -> StatusDoc {
+        let r = self.get("/v1/status").expect("status answers");
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    /// SIGTERM, then wait for the supervisor's exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let child = &mut self.child;
+        wait_for(DEADLINE, || child.try_wait().ok().flatten())
+            .unwrap_or_else(|| panic!("supervisor did not stop; log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Agents live in their own process groups: a clean stop takes
+            // them down; SIGKILL only when that does not end in time.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let child = &mut self.child;
+            if wait_for(DEADLINE, || child.try_wait().ok().flatten()).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+fn agent<'a>(doc: &'a StatusDoc, name: &str) -> &'a hashi_supervisor::health::handlers::AgentDoc {
+    doc.agents
+        .iter()
+        .find(|a| a.agent == name)
+        .unwrap_or_else(|| panic!("no {name} in {doc:?}"))
+}
+
+fn status_cmd(node: &Node, extra: &[&str]) -> std::process::Output {
+    Command::new(supervisor_bin())
+        .arg("--config")
+        .arg(&node.role_file)
+        .arg("status")
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+// ----------------------------------------------------------------- tests ---
+
+#[test]
+fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
+    let mut n = Node::start(NodeSpec {
+        gossip_keys: true,
+        ..NodeSpec::ams2_server_01()
+    });
+    let ready = n.wait("/ready", |r| r.status == 200);
+    assert_eq!(ready.body, "ok\n");
+    assert_eq!(n.get("/live").unwrap().status, 200);
+    // Wait until the checker has seen both agents' own reports.
+    n.wait("/v1/status", |r| {
+        let d: StatusDoc = serde_json::from_str(&r.body).unwrap();
+        d.healthy
+            && agent(&d, "consul").consul.is_some()
+            && agent(&d, "nomad")
+                .nomad
+                .as_ref()
+                .is_some_and(|x| x.leader.is_some())
+    });
+    let doc = n.status();
+    assert_eq!(
+        (
+            doc.node.as_str(),
+            doc.region.as_str(),
+            doc.datacenter.as_str()
+        ),
+        ("ams2-server-01", "eu", "ams2")
+    );
+    assert_eq!(doc.roles, ["consul-server", "nomad-server"]);
+    assert!(!doc.config_hash.is_empty());
+    let c = agent(&doc, "consul");
+    assert_eq!(c.state, "running");
+    assert!(c.pid.is_some() && c.ready);
+    assert_eq!(c.version.as_deref(), Some(CONSUL_VERSION));
+    assert_eq!(c.restarts, 0);
+    let cr = c.consul.as_ref().unwrap();
+    // What the stand-in Consul itself reports: it leads its one-server
+    // cluster, at its server RPC port.
+    assert_eq!(
+        cr.leader.as_deref(),
+        Some(format!("127.0.0.1:{}", n.ports.consul_server).as_str())
+    );
+    assert_eq!((cr.lan_members, cr.wan_members), (Some(1), Some(1)));
+    assert_eq!(
+        (cr.failure_tolerance, cr.autopilot_healthy),
+        (Some(0), Some(true))
+    );
+    assert!(cr.errors.is_empty(), "{cr:?}");
+    assert_eq!(cr.version.as_deref(), Some(CONSUL_VERSION));
+    let nm = agent(&doc, "nomad");
+    assert_eq!(nm.state, "running");
+    assert_eq!(nm.version.as_deref(), Some(NOMAD_VERSION));
+    let nr = nm.nomad.as_ref().unwrap();
+    assert_eq!(
+        nr.leader.as_deref(),
+        Some(format!("127.0.0.1:{}", n.ports.nomad_rpc).as_str())
+    );
+    assert!(nr.health_server.as_ref().unwrap().ok);
+    assert_eq!(nr.version.as_deref(), Some(NOMAD_VERSION));
+    assert_eq!(nr.members, Some(1));
+    assert!(nr.errors.is_empty(), "{nr:?}");
+
+    // ?verbose lists the passing checks with what the agents answered.
+    let verbose = n.get("/ready?verbose").unwrap().body;
+    for line in [
+        format!("consul.api: leader 127.0.0.1:{}", n.ports.consul_server),
+        "nomad.api: agent health ok".to_string(),
+        "consul.process: running, pid".to_string(),
+    ] {
+        assert!(verbose.contains(&line), "{line}\n{verbose}");
+    }
+    // The HTML page shows each agent's state.
+    let page = n.get("/").unwrap().body;
+    for agent in ["consul", "nomad"] {
+        let el = format!(r#"id="agent-{agent}" data-state="running""#);
+        assert!(page.contains(&el), "{el}\n{page}");
+    }
+
+    // `supervisor status` without --addr finds the endpoint in the role file.
+    let out = status_cmd(&n, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ams2-server-01 (eu/ams2)"), "{text}");
+
+    // Prometheus exposition passes promtool when it is installed.
+    let metrics = n.get("/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains("hashi_supervisor_agent_up{agent=\"consul\"} 1"),
+        "{}",
+        metrics.body
+    );
+    // One download and one verification per agent, both good.
+    for agent in ["consul", "nomad"] {
+        for total in ["fetch_total", "verify_total"] {
+            let line = format!("hashi_supervisor_{total}{{agent=\"{agent}\",outcome=\"ok\"}} 1");
+            assert!(metrics.body.contains(&line), "{line}\n{}", metrics.body);
+        }
+    }
+    match Command::new("promtool").arg("--version").output() {
+        Err(_) => eprintln!("SKIPPED promtool check: promtool not installed (Debian prometheus)"),
+        Ok(_) => {
+            let f = n.root.path().join("metrics.txt");
+            std::fs::write(&f, &metrics.body).unwrap();
+            let out = Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(std::fs::File::open(&f).unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    // The supervisor is in the stand-in Consul's catalog, and Consul's own
+    // HTTP check of /ready passes.
+    let consul = format!("127.0.0.1:{}", n.ports.consul_http);
+    let entries = wait_for(DEADLINE, || {
+        let r = http(&consul, "GET", "/v1/health/service/hashi-supervisor", "").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        let passing = v.as_array()?.iter().any(|e| {
+            e["Checks"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["ServiceID"] != "" && c["Status"] == "passing")
+            })
+        });
+        passing.then_some(v)
+    })
+    .unwrap_or_else(|| panic!("not registered with a passing check; log:\n{}", n.log()));
+    let svc = &entries[0]["Service"];
+    assert_eq!(svc["ID"], "hashi-supervisor-ams2-server-01");
+    assert_eq!(svc["Port"], n.ports.health);
+
+    // The agents got their gossip keys; no answer shows them.
+    let rendered = std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
+    assert!(rendered.contains(CONSUL_GOSSIP_KEY));
+    for path in [
+        "/",
+        "/ready?verbose",
+        "/health",
+        "/v1/status",
+        "/metrics",
+        "/live",
+    ] {
+        let body = n.get(path).unwrap().body;
+        for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
+            assert!(!body.contains(key), "{path} shows a gossip key: {body}");
+        }
+    }
+
+    let st = n.stop();
+    assert_eq!(st.code(), Some(0), "log:\n{}", n.log());
+    let log = n.log();
+    assert!(log.contains("deregistered from consul"), "{log}");
+    for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
+        assert!(!log.contains(key), "the log shows a gossip key: {log}");
+    }
+    // Nothing answers any more: `supervisor status` exits 69.
+    assert_eq!(status_cmd(&n, &[]).status.code(), Some(69));
+}
+
+#[test]
+fn crashing_agent_makes_ready_503_with_the_reason_and_counts_restarts() {
+    let mut spec = NodeSpec::ams2_server_01();
+    // Nomad crashes (exit 2) a while after each start; two restarts, then
+    // the policy gives up.
+    spec.nomad_knobs = "STANDIN_CRASH_AFTER_MS=1500\n".into();
+    spec.nomad_restart = "attempts = 2\ninterval_secs = 600\ndelay_secs = 0\nmode = \"fail\"";
+    let mut n = Node::start(spec);
+    let r = n.wait("/ready", |r| {
+        r.status == 503 && r.body.contains("nomad.process: failed")
+    });
+    // Consul is fine and not listed among the failures.
+    assert!(!r.body.contains("consul."), "{}", r.body);
+    let doc = n.status();
+    assert!(!doc.healthy);
+    let nm = agent(&doc, "nomad");
+    assert_eq!(nm.state, "failed");
+    assert_eq!(nm.restarts, 2, "{nm:?}");
+    let exit = nm.last_exit.as_ref().unwrap();
+    assert_eq!((exit.code, exit.expected), (Some(2), false), "{exit:?}");
+    let m = n.get("/metrics").unwrap().body;
+    assert!(
+        m.contains("hashi_supervisor_agent_restarts_total{agent=\"nomad\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("hashi_supervisor_agent_state{agent=\"nomad\",state=\"failed\"} 1"),
+        "{m}"
+    );
+    // `supervisor status` says unhealthy with exit 1.
+    assert_eq!(status_cmd(&n, &["--json"]).status.code(), Some(1));
+    assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
+}
+
+#[test]
+fn hung_agent_does_not_hang_the_endpoint_which_says_why() {
+    let mut spec = NodeSpec::ams2_server_01();
+    let hang_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(hang_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hang_file = hang_dir.path().join("consul-hangs");
+    spec.consul_knobs = format!("STANDIN_HANG_FILE={}\n", hang_file.display());
+    let mut n = Node::start(spec);
+    n.wait("/ready", |r| r.status == 200);
+    // From now on the stand-in Consul accepts requests and never answers.
+    std::fs::write(&hang_file, "").unwrap();
+    let r = n.wait("/health", |r| {
+        r.status == 503
+            && r.body
+                .lines()
+                .any(|l| l.contains("consul.api") && l.contains("timed out"))
+    });
+    assert!(!r.body.contains("nomad."), "{}", r.body);
+    // Every route keeps answering while Consul hangs.
+    for path in ["/live", "/v1/status", "/metrics", "/"] {
+        assert_eq!(n.get(path).map(|r| r.status), Some(200), "{path}");
+    }
+    // Consul answers again: the node is ready again.
+    std::fs::remove_file(&hang_file).unwrap();
+    n.wait("/ready", |r| r.status == 200);
+    assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
+}
+
+#[test]
+fn consul_server_without_a_leader_is_reported() {
+    let mut spec = NodeSpec::ams2_server_01();
+    // A Consul server expecting three servers, alone: it never elects a
+    // leader and its /v1/status/leader answers "".
+    spec.consul_bootstrap_expect = 3;
+    let mut n = Node::start(spec);
+    let r = n.wait("/ready", |r| {
+        r.status == 503 && r.body.contains("consul.api: no raft leader")
+    });
+    assert!(
+        r.body.contains("[FAIL] consul.api: no raft leader"),
+        "{}",
+        r.body
+    );
+    // The process runs, and the supervisor holds it as starting: it never
+    // became ready (its readiness check needs a leader).
+    let doc = n.status();
+    let c = agent(&doc, "consul");
+    assert_eq!((c.state.as_str(), c.ready), ("starting", false), "{c:?}");
+    assert!(c.pid.is_some(), "{c:?}");
+    let cr = c.consul.as_ref().unwrap();
+    assert_eq!(cr.leader, None);
+    // JSON with Accept: application/json lists the failing check.
+    let mut s = std::net::TcpStream::connect(n.health()).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /ready HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let body = buf.split_once("\r\n\r\n").unwrap().1;
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(v.to_string().contains("no raft leader"), "{v}");
+    assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
+}
+
+#[test]
+fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_on_stop() {
+    // ams2-server-01's agents, as stand-ins the test runs itself: the Consul
+    // server of ams2 and a Nomad server advertising itself in it.
+    let consul = StandIn::consul()
+        .server(1)
+        .node_name("ams2-server-01")
+        .datacenter("ams2")
+        .start();
+    let _nomad = StandIn::nomad()
+        .node_name("ams2-server-01")
+        .region("eu")
+        .datacenter("ams2")
+        .consul(&consul.addr())
+        .start();
+    // ams2-client-01 runs only a Nomad client and uses ams2's Consul.
+    let spec = NodeSpec {
+        name: "ams2-client-01",
+        datacenter: "ams2",
+        roles: &["nomad-client"],
+        consul_bootstrap_expect: 1,
+        nomad_bootstrap_expect: 1,
+        consul_address: Some(consul.addr()),
+        nomad_restart: "",
+        consul_knobs: String::new(),
+        nomad_knobs: String::new(),
+        gossip_keys: false,
+    };
+    let mut n = Node::start(spec);
+    let listed = |consul: &StandIn| -> Option<serde_json::Value> {
+        let r = consul.get("/v1/catalog/service/hashi-supervisor");
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|e| e["ServiceID"] == "hashi-supervisor-ams2-client-01")
+            .cloned()
+    };
+    let entry = wait_for(DEADLINE, || listed(&consul))
+        .unwrap_or_else(|| panic!("never registered; log:\n{}", n.log()));
+    assert_eq!(entry["ServiceAddress"], "127.0.0.1");
+    assert_eq!(entry["ServicePort"], n.ports.health);
+    // The Nomad client found the server through Consul and is healthy.
+    n.wait("/ready", |r| r.status == 200);
+    let doc = n.status();
+    assert_eq!(doc.agents.len(), 1);
+    assert!(
+        agent(&doc, "nomad")
+            .nomad
+            .as_ref()
+            .unwrap()
+            .health_client
+            .as_ref()
+            .unwrap()
+            .ok
+    );
+    assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
+    assert!(
+        listed(&consul).is_none(),
+        "still in the catalog after stop: {}",
+        consul.get("/v1/catalog/service/hashi-supervisor").body
+    );
+}
