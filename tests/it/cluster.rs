@@ -19,6 +19,25 @@ use crate::support::{standin::standin_bin, supervisor_bin};
 /// cores: generous.
 const READY_WITHIN: Duration = Duration::from_secs(300);
 const STOP_WITHIN: Duration = Duration::from_secs(60);
+/// Time for a partition (or its end) to reach the health answers: gossip
+/// failure detection plus one health check interval, with room.
+const PARTITION_WITHIN: Duration = Duration::from_secs(90);
+
+/// Polls a node's `/ready` until `pred(code, body)`; returns the body.
+fn wait_for(demo: &Demo, node: &str, within: Duration, pred: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + within;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        if let Ok((code, body)) = demo.get(node, "/ready", "text/plain") {
+            if pred(code, &body) {
+                return body;
+            }
+            last = format!("{code} {body}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{node}: condition not met within {within:?}; last answer: {last}");
+}
 
 fn status(demo: &Demo, node: &str) -> Value {
     let (code, body) = demo
@@ -127,6 +146,30 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
                 .is_some_and(|a| a.iter().all(|x| x["agent"] != "consul")),
             "{client} runs no Consul"
         );
+    }
+
+    // Cut the WAN link: the two ams2 Nomad servers keep a majority (their
+    // nodes stay ready); lon1-server-01 is alone and its health says why.
+    // Healed, every node is ready again.
+    demo.topology()
+        .cut("ams2", "lon1")
+        .expect("cut the WAN link");
+    let why = wait_for(&demo, "lon1-server-01", PARTITION_WITHIN, |code, body| {
+        code == 503 && body.contains("nomad")
+    });
+    assert!(
+        why.contains("leader"),
+        "lon1-server-01 says it lost the Nomad leader: {why}"
+    );
+    for node in ["ams2-server-01", "ams2-server-03"] {
+        let (code, body) = demo.get(node, "/ready", "text/plain").expect("ready");
+        assert_eq!(code, 200, "{node} keeps the majority: {body}");
+    }
+    demo.topology()
+        .heal("ams2", "lon1")
+        .expect("heal the WAN link");
+    if let Err(e) = demo.wait_ready(PARTITION_WITHIN) {
+        panic!("not ready again after the heal: {e}");
     }
 
     // Graceful stop: every supervisor exits 0 and nothing is left running
