@@ -47,9 +47,13 @@ out=${HASHI_PACKAGING_OUT:-$repo/target/packages}
 assets=$repo/target/packaging-assets
 mkdir -p "$out"
 
+# The packaging tools' versions this metadata is written and checked
+# against; installed when missing (an installed other version is used as is).
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
 have_cargo_subcommand() { cargo "$1" --version >/dev/null 2>&1; }
-for tool in deb generate-rpm; do
-    if ! have_cargo_subcommand "$tool"; then
+for tool in deb@$CARGO_DEB_VERSION generate-rpm@$CARGO_GENERATE_RPM_VERSION; do
+    if ! have_cargo_subcommand "${tool%@*}"; then
         say "installing cargo-$tool"
         cargo install --locked "cargo-$tool"
     fi
