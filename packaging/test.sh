@@ -401,7 +401,8 @@ fi
 fake=$scratch/fakebin
 mkdir -p "$fake" "$scratch/deb-control"
 for tool in systemctl deb-systemd-invoke; do
-    printf '#!/bin/sh\necho "%s $*" >>"$FAKE_LOG"\n' "$tool" >"$fake/$tool"
+    # FAKE_RC: the fake's exit status (a failing stop or restart).
+    printf '#!/bin/sh\necho "%s $*" >>"$FAKE_LOG"\nexit "${FAKE_RC:-0}"\n' "$tool" >"$fake/$tool"
     chmod 755 "$fake/$tool"
 done
 dpkg-deb -e "$deb" "$scratch/deb-control"
@@ -435,6 +436,9 @@ expect_calls "deb postinst upgrade try-restarts" "systemctl daemon-reload"$'\n'"
 expect_calls "deb postinst without systemd calls nothing" "" down "$dc/postinst" configure 0.0.1
 expect_calls "deb prerm remove stops the service" "deb-systemd-invoke stop $U" up "$dc/prerm" remove
 expect_calls "deb prerm upgrade leaves it running" "" up "$dc/prerm" upgrade 0.2.0
+FAKE_RC=1 expect_calls "deb postinst upgrade succeeds when the restart fails" \
+    "systemctl daemon-reload"$'\n'"deb-systemd-invoke try-restart $U" up "$dc/postinst" configure 0.0.1
+FAKE_RC=1 expect_calls "deb prerm remove succeeds when the stop fails" "deb-systemd-invoke stop $U" up "$dc/prerm" remove
 expect_calls "deb prerm without systemd calls nothing" "" down "$dc/prerm" remove
 expect_calls "deb postrm remove reloads units" "systemctl daemon-reload" up "$dc/postrm" remove
 expect_calls "rpm %pre with existing users succeeds" "" up "$scratch/rpm-PREIN" 1
@@ -446,6 +450,10 @@ expect_calls "rpm %preun without systemd calls nothing" "" down "$scratch/rpm-PR
 expect_calls "rpm %postun upgrade try-restarts" "systemctl daemon-reload"$'\n'"systemctl try-restart $U" up "$scratch/rpm-POSTUN" 1
 expect_calls "rpm %postun erase only reloads units" "systemctl daemon-reload" up "$scratch/rpm-POSTUN" 0
 expect_calls "rpm %postun without systemd calls nothing" "" down "$scratch/rpm-POSTUN" 1
+FAKE_RC=1 expect_calls "rpm %postun upgrade succeeds when the restart fails" \
+    "systemctl daemon-reload"$'\n'"systemctl try-restart $U" up "$scratch/rpm-POSTUN" 1
+FAKE_RC=1 expect_calls "rpm %preun erase succeeds when the stop fails" \
+    "systemctl --no-reload disable $U"$'\n'"systemctl stop $U" up "$scratch/rpm-PREUN" 0
 
 check "bash completion parses" bash -n /usr/share/bash-completion/completions/supervisor
 # The rpm's unit differs only in its EnvironmentFile; the binary it names
