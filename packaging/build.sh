@@ -12,6 +12,15 @@
 #        HASHI_PACKAGING_GLIBC=1     build against glibc instead of musl
 # Packages land in the output dir; the packaged binary of each arch is
 # copied there too as supervisor-<arch> for the checks in test.sh.
+#
+# When no musl build is possible (rustup cannot add the target, e.g. offline,
+# or there is no musl C compiler) the script falls back to a glibc build for
+# the host arch. Such a binary needs the build host's glibc: on a host newer
+# than CentOS 7 it does not run there. The packages are still built (they
+# install on the build host's distribution), the reason is written to
+# <output dir>/glibc-fallback-<arch>.txt, and test.sh reports the glibc
+# check as skipped with that reason. With HASHI_PACKAGING_GLIBC=1 (a build
+# host with glibc <= 2.17) a binary that needs more is an error.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,9 +47,13 @@ out=${HASHI_PACKAGING_OUT:-$repo/target/packages}
 assets=$repo/target/packaging-assets
 mkdir -p "$out"
 
+# The packaging tools' versions this metadata is written and checked
+# against; installed when missing (an installed other version is used as is).
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
 have_cargo_subcommand() { cargo "$1" --version >/dev/null 2>&1; }
-for tool in deb generate-rpm; do
-    if ! have_cargo_subcommand "$tool"; then
+for tool in deb@$CARGO_DEB_VERSION generate-rpm@$CARGO_GENERATE_RPM_VERSION; do
+    if ! have_cargo_subcommand "${tool%@*}"; then
         say "installing cargo-$tool"
         cargo install --locked "cargo-$tool"
     fi
@@ -72,7 +85,8 @@ prepare_target() {
     echo "$triple"
 }
 
-# Fails unless BINARY is static or needs at most glibc $MAX_GLIBC.
+# Returns 1 (saying why) unless BINARY is static or needs at most glibc
+# $MAX_GLIBC.
 check_glibc() {
     local bin=$1 max
     if ! readelf -lW "$bin" | grep -q 'INTERP' && ! readelf -dW "$bin" | grep -q 'NEEDED'; then
@@ -82,7 +96,8 @@ check_glibc() {
     max=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
     say "$bin is dynamic; highest GLIBC symbol version: ${max:-none}"
     if [ -n "$max" ] && [ "$(printf '%s\n%s\n' "$max" "$MAX_GLIBC" | sort -V | tail -n 1)" != "$MAX_GLIBC" ]; then
-        die "$bin needs GLIBC_$max, newer than CentOS 7's $MAX_GLIBC"
+        say "$bin needs GLIBC_$max, newer than CentOS 7's $MAX_GLIBC"
+        return 1
     fi
 }
 
@@ -92,19 +107,29 @@ strip_for() {
 }
 
 build_arch() {
-    local arch=$1 triple bin
-    if ! triple=$(prepare_target "$arch"); then
+    local arch=$1 triple bin fallback=
+    rm -f "$out/glibc-fallback-$arch.txt"
+    if ! triple=$(prepare_target "$arch" 2>"$out/.prepare-$arch.log"); then
+        cat "$out/.prepare-$arch.log" >&2
         [ "$arch" = "$(uname -m)" ] || die "cannot build for $arch"
         triple=$arch-unknown-linux-gnu
-        say "warning: no static musl build possible; falling back to $triple (checked against glibc $MAX_GLIBC)"
+        fallback="no static musl build possible here ($(grep '^packaging/build.sh: ' "$out/.prepare-$arch.log" | tail -n 1 | sed 's/^packaging\/build.sh: //'))"
+        say "warning: $fallback; falling back to $triple (checked against glibc $MAX_GLIBC)"
+    else
+        cat "$out/.prepare-$arch.log" >&2
     fi
+    rm -f "$out/.prepare-$arch.log"
     say "building supervisor for $triple"
     CC_x86_64_unknown_linux_musl=musl-gcc \
         CC_aarch64_unknown_linux_musl=aarch64-linux-musl-gcc \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-musl-gcc \
         cargo build --release --locked --target "$triple" --bin supervisor
     bin=$repo/target/$triple/release/supervisor
-    check_glibc "$bin"
+    if ! check_glibc "$bin"; then
+        [ -n "$fallback" ] || die "$bin does not run on CentOS 7"
+        say "warning: the $arch packages will not run on CentOS 7: $fallback"
+        printf '%s; %s\n' "$fallback" "the glibc build needs more than glibc $MAX_GLIBC" >"$out/glibc-fallback-$arch.txt"
+    fi
 
     # Completions and the man page come from a binary that runs here.
     STRIP=$(strip_for "$arch") GEN_BIN=${host_bin:-$bin} \

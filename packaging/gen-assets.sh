@@ -41,9 +41,9 @@ chmod 0755 "$out/supervisor"
 "$gen" completions bash >"$out/completions/supervisor.bash"
 "$gen" completions zsh >"$out/completions/_supervisor"
 "$gen" completions fish >"$out/completions/supervisor.fish"
-"$gen" completions man >"$out/man/supervisor.1"
+"$gen" completions man >"$out/man/hashi-supervisor.1"
 # -n: no name or timestamp in the header, so the package is reproducible.
-gzip -9n -f "$out/man/supervisor.1"
+gzip -9n -f "$out/man/hashi-supervisor.1"
 
 cp "$node_toml" "$out/node.toml"
 

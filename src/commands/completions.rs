@@ -17,6 +17,11 @@ use crate::error::Error;
 const BIN_NAME: &str = "supervisor";
 /// The pseudo-shell that selects the man page (roff, section 1).
 const MAN: &str = "man";
+/// Name of the man page: `hashi-supervisor(1)`, not `supervisor(1)`, which
+/// Debian's `supervisor` package (supervisord) ships. Its NAME section also
+/// lists `supervisor`, so `man supervisor` finds it where no other page has
+/// that name.
+const MAN_PAGE_NAME: &str = "hashi-supervisor";
 /// Shells whose completions the packages install; listed in usage errors.
 const SHELLS: &str = "bash, zsh, fish, elvish, powershell";
 
@@ -33,9 +38,7 @@ pub fn run(shell: &str) -> Result<u8, Error> {
 fn write_asset(shell: &str, out: &mut dyn Write) -> Result<(), Error> {
     let mut cmd = Cli::command();
     if shell == MAN {
-        return clap_mangen::Man::new(cmd)
-            .render(out)
-            .map_err(|e| Error::io("write the man page", e));
+        return write_man_page(cmd, out);
     }
     let parsed = shell.parse::<Shell>().map_err(|_| {
         Error::Usage(format!(
@@ -44,6 +47,32 @@ fn write_asset(shell: &str, out: &mut dyn Write) -> Result<(), Error> {
     })?;
     clap_complete::generate(parsed, &mut cmd, BIN_NAME, out);
     Ok(())
+}
+
+/// Writes the man page `hashi-supervisor(1)` for the `supervisor` command:
+/// clap_mangen's page with its title renamed and both names in NAME.
+fn write_man_page(cmd: clap::Command, out: &mut dyn Write) -> Result<(), Error> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .title(MAN_PAGE_NAME)
+        .render(&mut page)
+        .map_err(|e| Error::io("render the man page", e))?;
+    let page = String::from_utf8_lossy(&page);
+    // clap_mangen writes NAME as `supervisor \- <about>`; roff escapes
+    // the hyphen of a name that has one.
+    let clap_name = format!("\n.SH NAME\n{BIN_NAME} \\- ");
+    let both_names = format!(
+        "\n.SH NAME\n{}, {BIN_NAME} \\- ",
+        MAN_PAGE_NAME.replace('-', "\\-")
+    );
+    if !page.contains(&clap_name) {
+        return Err(Error::Internal(
+            "failed to rename the man page: clap_mangen's NAME section has an unexpected form"
+                .to_string(),
+        ));
+    }
+    out.write_all(page.replacen(&clap_name, &both_names, 1).as_bytes())
+        .map_err(|e| Error::io("write the man page", e))
 }
 
 #[cfg(test)]
@@ -83,8 +112,23 @@ mod tests {
     fn man_page_is_roff_naming_the_binary_and_the_role_option() {
         let text = render("man");
         assert!(text.starts_with(".ie \\n(.g .ds Aq"), "{text}");
-        assert!(text.contains(".TH supervisor 1"), "{text}");
+        assert!(text.contains("\\fBsupervisor\\fR"), "{text}");
         assert!(text.contains("\\-\\-role"), "{text}");
+    }
+
+    #[test]
+    fn man_page_is_hashi_supervisor_1_and_also_named_supervisor() {
+        let text = render("man");
+        assert!(text.contains("\n.TH hashi-supervisor 1 "), "{text}");
+        let name_line = text
+            .split("\n.SH NAME\n")
+            .nth(1)
+            .and_then(|rest| rest.lines().next())
+            .expect("page has a NAME section");
+        assert!(
+            name_line.starts_with("hashi\\-supervisor, supervisor \\- "),
+            "{name_line}"
+        );
     }
 
     #[test]
