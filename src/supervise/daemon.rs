@@ -11,8 +11,9 @@
 //! `<state_dir>/run/<product>.pid`. If the supervisor is SIGKILLed, the agents
 //! keep running (and keep serving): the next supervisor start finds each
 //! recorded, still-live agent (same pid *and* start time, so a reused pid is
-//! never signalled), stops it gracefully with its stop signal, SIGKILLs it
-//! after its stop timeout, and only then starts its own. Adopting a running
+//! never signalled), stops it gracefully with its stop signal (Nomad first,
+//! as on a stop), SIGKILLs it after its stop timeout, and only then starts
+//! its own. Adopting a running
 //! agent was rejected: we could not collect its exit status nor read its
 //! output. `PR_SET_PDEATHSIG` was rejected too: it fires when the *thread*
 //! that forked exits (tokio threads come and go), and it would take the
@@ -189,7 +190,8 @@ pub async fn run(
         tasks.spawn(reap::run(agent_pids.clone(), reaper_cancel.clone()));
     }
 
-    for agent in &plan.agents {
+    // Leftovers go in stop order: Nomad before the Consul it may use.
+    for agent in plan.agents.iter().rev() {
         stop_leftover(agent, &run_dir).await;
     }
 
