@@ -4,6 +4,14 @@
 //! supervisord, runit, s6 and a fork/exec floor.
 //!
 //! Usage: `supervise_daemon <child binary> <state dir>`; SIGTERM stops it.
+//!
+//! It runs on [`runtime::build`], the runtime `main.rs` uses. Two env knobs
+//! reproduce the earlier rows of BENCHMARKS.md's per-change history, and are
+//! never what the binary runs: `BENCH_RT=multi2` (the former 2-worker
+//! multi-thread runtime) and `BENCH_RT=current-noarena` (one thread, glibc's
+//! default arenas). `BENCH_SUBREAPER=1` makes it a child subreaper (as
+//! `supervisor run` is by default), which adds the orphan reaper's `/proc`
+//! scan on every SIGCHLD.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -13,6 +21,7 @@ use hashi_supervisor::Error;
 use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
 use hashi_supervisor::supervise::check::BoxFuture;
 use hashi_supervisor::supervise::daemon::status_channel;
+use hashi_supervisor::supervise::runtime;
 use hashi_supervisor::supervise::{Change, Installed, Preparer, RunOptions, run};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
@@ -104,15 +113,22 @@ fn main() {
         check_interval: None,
         consul_wait: Duration::ZERO,
         extra_env,
-        become_subreaper: false,
+        become_subreaper: std::env::var_os("BENCH_SUBREAPER").is_some(),
         ..RunOptions::default()
     };
-    // Same runtime shape as `main.rs`.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = match std::env::var("BENCH_RT").as_deref() {
+        Ok("multi2") => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        Ok("current-noarena") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_keep_alive(runtime::BLOCKING_KEEP_ALIVE)
+            .build(),
+        // What `main.rs` runs.
+        _ => runtime::build(),
+    }
+    .unwrap();
     rt.block_on(async move {
         let token = CancellationToken::new();
         let signals = hashi_supervisor::shutdown::listen().unwrap();

@@ -36,7 +36,7 @@ use tokio_util::task::TaskTracker;
 use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
 use super::check::{BoxFuture, HttpCheck, ReadyCheck};
 use super::notify::notify_systemd;
-use super::spawn::{live_recorded_pid, pidfile_path};
+use super::spawn::{self, live_recorded_pid, pidfile_path};
 use super::status::{AgentState, AgentStatus, SupervisorStatus};
 use super::{SuperviseError, reap};
 use crate::plan::{AgentPlan, Plan, Product};
@@ -183,6 +183,8 @@ pub async fn run(
         path: run_dir.clone(),
         source,
     })?;
+    // Inherited by every agent (see `spawn`): set once, not per spawn.
+    spawn::raise_own_limits();
     let tasks = TaskTracker::new();
     let agent_pids = Arc::new(Mutex::new(HashSet::new()));
     let reaper_cancel = CancellationToken::new();

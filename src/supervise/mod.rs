@@ -8,6 +8,7 @@
 //! * [`check`]: pluggable readiness checks of the agents' HTTP APIs.
 //! * [`reap`]: adopted orphans as PID 1 or subreaper.
 //! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
+//! * [`runtime`]: the async runtime of the binary (and of the benchmark).
 //!
 //! This module must not read the role file, download, or render by itself:
 //! those steps are injected through [`Preparer`] so tests can fake them.
@@ -19,6 +20,7 @@ pub mod machine;
 pub mod notify;
 pub mod policy;
 pub mod reap;
+pub mod runtime;
 pub mod spawn;
 pub mod status;
 
