@@ -9,9 +9,9 @@
 //! reproduce the earlier rows of BENCHMARKS.md's per-change history, and are
 //! never what the binary runs: `BENCH_RT=multi2` (the former 2-worker
 //! multi-thread runtime) and `BENCH_RT=current-noarena` (one thread, glibc's
-//! default arenas). `BENCH_SUBREAPER=1` makes it a child subreaper (as
-//! `supervisor run` is by default), which adds the orphan reaper's `/proc`
-//! scan on every SIGCHLD.
+//! default arenas). Like `supervisor run` it is a child subreaper (the orphan
+//! reaper scans `/proc` after every SIGCHLD); `BENCH_SUBREAPER=0` turns that
+//! off, as the helper had it before.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -57,6 +57,9 @@ fn main() {
         // `cargo bench` runs every bench target: nothing to do here.
         return;
     }
+    // Logging as `supervisor run` sets it up by default (the harness sends
+    // stderr to /dev/null): every start and exit is formatted and written.
+    hashi_supervisor::telemetry::init("info", hashi_supervisor::cli::LogFormat::Human);
     let child = std::path::PathBuf::from(&args[1]);
     let state = std::path::PathBuf::from(&args[2]);
     let agent = |product| AgentPlan {
@@ -113,7 +116,8 @@ fn main() {
         check_interval: None,
         consul_wait: Duration::ZERO,
         extra_env,
-        become_subreaper: std::env::var_os("BENCH_SUBREAPER").is_some(),
+        // A child subreaper, as `supervisor run` is by default.
+        become_subreaper: std::env::var("BENCH_SUBREAPER").as_deref() != Ok("0"),
         ..RunOptions::default()
     };
     let rt = match std::env::var("BENCH_RT").as_deref() {

@@ -157,17 +157,21 @@ def uss_kib(pids):
 
 
 def ctxt(pids):
-    total = 0
+    """Context switches per thread id (threads come and go: compare per tid)."""
+    out = {}
     for p in pids:
         for st in glob.glob("/proc/%d/task/*/status" % p):
+            tid = int(st.split("/")[4])
             try:
                 with open(st) as f:
-                    for line in f:
-                        if "ctxt_switches" in line:
-                            total += int(line.split()[1])
+                    out[tid] = sum(int(l.split()[1]) for l in f if "ctxt_switches" in l)
             except OSError:
                 pass
-    return total
+    return out
+
+
+def ctxt_delta(c0, c1):
+    return sum(v - c0.get(t, 0) for t, v in c1.items())
 
 
 class System:
@@ -346,7 +350,7 @@ def measure(sys_):
             r["uss"] = uss_kib(sup) / 1024.0
             c0 = ctxt(sup)
             time.sleep(IDLE_SECS)
-            r["wakeups"] = (ctxt(supervisor_pids(sys_.proc.pid)) - c0) * 60.0 / IDLE_SECS
+            r["wakeups"] = ctxt_delta(c0, ctxt(supervisor_pids(sys_.proc.pid))) * 60.0 / IDLE_SECS
         kids = wait(lambda: len(sys_.child_pids()) >= sys_.n and sys_.child_pids(), what="children up")
         t = now()
         sys_.stop()

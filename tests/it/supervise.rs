@@ -328,6 +328,47 @@ async fn consul_is_ready_before_nomad_starts() {
     assert!(agent(&s, Product::Nomad).reason.is_none());
 }
 
+/// `(soft, hard)` of a `/proc/<pid>/limits` row (`None` = unlimited).
+fn proc_limit(pid: u32, row: &str) -> (Option<u64>, Option<u64>) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(row)).unwrap();
+    let mut nums = line[row.len()..].split_whitespace();
+    let mut next = || match nums.next().unwrap() {
+        "unlimited" => None,
+        n => Some(n.parse::<u64>().unwrap()),
+    };
+    (next(), next())
+}
+
+#[tokio::test]
+async fn agents_get_65536_open_files_and_unlimited_processes_as_far_as_allowed() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGTERM),
+    ]);
+    let d = start(plan, Arc::default(), rig.opts(&[]));
+    let s = d.wait("both ready", all_ready).await;
+    for a in &s.agents {
+        let pid = a.pid.unwrap();
+        // Raised to the target, or (without CAP_SYS_RESOURCE over the hard
+        // limit, as in some containers) the soft limit lifted to the hard.
+        let (soft, hard) = proc_limit(pid, "Max open files");
+        assert!(
+            soft == Some(65536) || (soft == hard && hard < Some(65536)),
+            "{}: open files {soft:?}/{hard:?}",
+            a.product
+        );
+        let (soft, hard) = proc_limit(pid, "Max processes");
+        assert!(
+            soft.is_none() || soft == hard,
+            "{}: processes {soft:?}/{hard:?}",
+            a.product
+        );
+    }
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn nomad_starts_anyway_when_consul_is_not_ready_in_time() {
     let rig = Rig::new();
