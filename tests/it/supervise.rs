@@ -1000,7 +1000,9 @@ mod real_binary {
 
     impl Drop for Netns {
         fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "delete", &self.0]).output();
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .output();
         }
     }
 
@@ -1193,7 +1195,8 @@ state_dir = "{state}"
 
     /// Index of the first log line holding every one of `parts`.
     fn line_with(log: &str, parts: &[&str]) -> Option<usize> {
-        log.lines().position(|l| parts.iter().all(|p| l.contains(p)))
+        log.lines()
+            .position(|l| parts.iter().all(|p| l.contains(p)))
     }
 
     #[test]
@@ -1201,7 +1204,9 @@ state_dir = "{state}"
         let ns = match Netns::new("orphan") {
             Ok(ns) => ns,
             Err(why) => {
-                eprintln!("SKIP sigkilled_supervisors_agents: network namespaces unavailable: {why}");
+                eprintln!(
+                    "SKIP sigkilled_supervisors_agents: network namespaces unavailable: {why}"
+                );
                 return;
             }
         };
@@ -1209,15 +1214,30 @@ state_dir = "{state}"
 
         let first = node.start_supervisor();
         let (consul1, nomad1) = node.wait_running(&[], 0);
-        assert_eq!(parent(consul1), Some(first), "consul is the first supervisor's child");
-        assert_eq!(parent(nomad1), Some(first), "nomad is the first supervisor's child");
+        assert_eq!(
+            parent(consul1),
+            Some(first),
+            "consul is the first supervisor's child"
+        );
+        assert_eq!(
+            parent(nomad1),
+            Some(first),
+            "nomad is the first supervisor's child"
+        );
 
         // The supervisor dies without any chance to clean up.
         kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
         let st = node.supervisor(0).wait().unwrap();
-        assert_eq!(st.code(), None, "the first supervisor was killed, not stopped");
+        assert_eq!(
+            st.code(),
+            None,
+            "the first supervisor was killed, not stopped"
+        );
         // Documented choice: the agents keep running (and serving) meanwhile.
-        assert!(live(consul1) && live(nomad1), "agents died with the supervisor");
+        assert!(
+            live(consul1) && live(nomad1),
+            "agents died with the supervisor"
+        );
 
         let second = node.start_supervisor();
         let (consul2, nomad2) = node.wait_running(&[consul1, nomad1], 1);
