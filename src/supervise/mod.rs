@@ -36,6 +36,21 @@ pub enum SuperviseError {
     /// An agent's actor ended while still needed.
     #[error("failed to reach the {0} actor")]
     ActorGone(Product),
+    /// Another live supervisor holds the state dir's lock.
+    #[error("failed to lock {path}: another supervisor runs on this state dir")]
+    AlreadyRunning {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// The state dir's lock file could not be opened or locked.
+    #[error("failed to lock {path}")]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The run directory could not be created.
     #[error("failed to create run directory {path}")]
     RunDir {

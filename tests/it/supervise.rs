@@ -735,6 +735,43 @@ async fn agent_left_by_a_killed_supervisor_is_replaced_on_next_start() {
     d.stop().await;
 }
 
+#[tokio::test]
+async fn second_supervisor_on_the_same_state_dir_refuses_and_leaves_the_agents_alone() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let d = start(plan.clone(), Arc::default(), rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pid = agent(&s, Product::Consul).pid.unwrap();
+
+    let status = status_channel(&plan);
+    let (_tx, ev_rx) = mpsc::unbounded_channel();
+    let second = tokio::time::timeout(
+        WAIT,
+        run(
+            plan,
+            Arc::<FakePreparer>::default(),
+            rig.opts(&[]),
+            status,
+            ev_rx,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the second supervisor returns at once");
+    assert!(
+        matches!(
+            second,
+            Err(hashi_supervisor::supervise::SuperviseError::AlreadyRunning { .. })
+        ),
+        "{second:?}"
+    );
+    // The first one's agent was neither signalled nor replaced.
+    assert!(alive(pid as i32));
+    assert_eq!(rig.events(), ["consul start", "consul ready"]);
+    let s = d.stop().await;
+    assert_eq!(agent(&s, Product::Consul).restarts, 0);
+}
+
 /// Run as PID 1 of a new pid namespace by
 /// `zombies_are_reaped_as_pid_1_without_stealing_agent_exits`.
 #[tokio::test]
