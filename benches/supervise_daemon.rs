@@ -11,7 +11,8 @@
 //! multi-thread runtime) and `BENCH_RT=current-noarena` (one thread, glibc's
 //! default arenas). Like `supervisor run` it is a child subreaper (the orphan
 //! reaper scans `/proc` after every SIGCHLD); `BENCH_SUBREAPER=0` turns that
-//! off, as the helper had it before.
+//! off, as the helper had it before. `BENCH_USER=<name>` runs the children
+//! as that user (the `fork` spawn path of agents run as another user).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -67,7 +68,9 @@ fn main() {
         version: "1.0.0".parse().unwrap(),
         server: false,
         client: false,
-        user: "root".into(),
+        // `BENCH_USER=nobody`: the agents run as another user, the path of
+        // server agents (`consul`, `nomad`): fork + setgroups/setgid/setuid.
+        user: std::env::var("BENCH_USER").unwrap_or_else(|_| "root".into()),
         binary: child.clone(),
         args: vec![],
         config_dir: state.clone(),

@@ -13,7 +13,8 @@ IDLE_SECS (idle window for wakeups, 10; reported per minute), MIN_AGE (a
 child is killed for the restart measure only once it is this many seconds
 old, 1.1: runit and s6 space launches by 1 s), ONLY (comma
 list of system names to measure besides the floor, e.g. "hashi-supervisor"),
-DAEMON (path of the supervise_daemon helper; default: the newest build).
+DAEMON (path of the supervise_daemon helper; default: the newest build),
+BENCH_USER (our helper runs its children as this user, e.g. nobody).
 Prints a Markdown table (medians and p95) for BENCHMARKS.md.
 """
 import glob, os, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -371,6 +372,9 @@ def main():
     global LOAD0
     LOAD0 = " ".join(open("/proc/loadavg").read().split()[:3])
     work = tempfile.mkdtemp(prefix="supbench-")
+    # Like /tmp: children run as another user (BENCH_USER) must reach the
+    # child binary and append to their log here.
+    os.chmod(work, 0o1777)
     child, floor, daemon = build(work)
     systems = [Floor(work, child, floor)]
     if daemon:
