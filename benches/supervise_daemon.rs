@@ -4,6 +4,15 @@
 //! supervisord, runit, s6 and a fork/exec floor.
 //!
 //! Usage: `supervise_daemon <child binary> <state dir>`; SIGTERM stops it.
+//!
+//! It runs on [`runtime::build`], the runtime `main.rs` uses. Two env knobs
+//! reproduce the earlier rows of BENCHMARKS.md's per-change history, and are
+//! never what the binary runs: `BENCH_RT=multi2` (the former 2-worker
+//! multi-thread runtime) and `BENCH_RT=current-noarena` (one thread, glibc's
+//! default arenas). Like `supervisor run` it is a child subreaper (the orphan
+//! reaper scans `/proc` after every SIGCHLD); `BENCH_SUBREAPER=0` turns that
+//! off, as the helper had it before. `BENCH_USER=<name>` runs the children
+//! as that user (the `fork` spawn path of agents run as another user).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -13,6 +22,7 @@ use hashi_supervisor::Error;
 use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
 use hashi_supervisor::supervise::check::BoxFuture;
 use hashi_supervisor::supervise::daemon::status_channel;
+use hashi_supervisor::supervise::runtime;
 use hashi_supervisor::supervise::{Change, Installed, Preparer, RunOptions, run};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +58,9 @@ fn main() {
         // `cargo bench` runs every bench target: nothing to do here.
         return;
     }
+    // Logging as `supervisor run` sets it up by default (the harness sends
+    // stderr to /dev/null): every start and exit is formatted and written.
+    hashi_supervisor::telemetry::init("info", hashi_supervisor::cli::LogFormat::Human);
     let child = std::path::PathBuf::from(&args[1]);
     let state = std::path::PathBuf::from(&args[2]);
     let agent = |product| AgentPlan {
@@ -55,7 +68,9 @@ fn main() {
         version: "1.0.0".parse().unwrap(),
         server: false,
         client: false,
-        user: "root".into(),
+        // `BENCH_USER=nobody`: the agents run as another user, the path of
+        // server agents (`consul`, `nomad`): fork + setgroups/setgid/setuid.
+        user: std::env::var("BENCH_USER").unwrap_or_else(|_| "root".into()),
         binary: child.clone(),
         args: vec![],
         config_dir: state.clone(),
@@ -104,15 +119,23 @@ fn main() {
         check_interval: None,
         consul_wait: Duration::ZERO,
         extra_env,
-        become_subreaper: false,
+        // A child subreaper, as `supervisor run` is by default.
+        become_subreaper: std::env::var("BENCH_SUBREAPER").as_deref() != Ok("0"),
         ..RunOptions::default()
     };
-    // Same runtime shape as `main.rs`.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = match std::env::var("BENCH_RT").as_deref() {
+        Ok("multi2") => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        Ok("current-noarena") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_keep_alive(runtime::BLOCKING_KEEP_ALIVE)
+            .build(),
+        // What `main.rs` runs.
+        _ => runtime::build(),
+    }
+    .unwrap();
     rt.block_on(async move {
         let token = CancellationToken::new();
         let signals = hashi_supervisor::shutdown::listen().unwrap();

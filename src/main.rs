@@ -11,11 +11,7 @@ use hashi_supervisor::{commands, telemetry};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(&cli.global.log_level, cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match hashi_supervisor::supervise::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             report(&hashi_supervisor::Error::io("start the async runtime", e));

@@ -9,7 +9,12 @@ Run from the repository root (as root, Debian):
     python3 benches/supervise/bench.py
 
 Env: ROUNDS (start/stop rounds, 5), RESTARTS (restart rounds, 20),
-IDLE_SECS (idle window for wakeups, 10; reported per minute).
+IDLE_SECS (idle window for wakeups, 10; reported per minute), MIN_AGE (a
+child is killed for the restart measure only once it is this many seconds
+old, 1.1: runit and s6 space launches by 1 s), ONLY (comma
+list of system names to measure besides the floor, e.g. "hashi-supervisor"),
+DAEMON (path of the supervise_daemon helper; default: the newest build),
+BENCH_USER (our helper runs its children as this user, e.g. nobody).
 Prints a Markdown table (medians and p95) for BENCHMARKS.md.
 """
 import glob, os, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -19,7 +24,45 @@ HERE = os.path.join(ROOT, "benches", "supervise")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 RESTARTS = int(os.environ.get("RESTARTS", "20"))
 IDLE_SECS = float(os.environ.get("IDLE_SECS", "10"))
+MIN_AGE = float(os.environ.get("MIN_AGE", "1.1"))
 CHILD_COMM = "bchild"
+# Bound on any control command or process exit: a hang fails that system's
+# measurement, never the whole run.
+CMD_TIMEOUT = 15
+
+
+def run_all(cmds):
+    """Runs commands in parallel; raises if one fails or outlives CMD_TIMEOUT."""
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
+    end = time.monotonic() + CMD_TIMEOUT
+    try:
+        for c, p in zip(cmds, procs):
+            rc = p.wait(timeout=max(0.1, end - time.monotonic()))
+            if rc != 0:
+                raise RuntimeError("%s exited %d" % (" ".join(c), rc))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def end_proc(proc):
+    """Waits for a supervisor to exit; SIGKILLs it (and its tree) after CMD_TIMEOUT."""
+    try:
+        proc.wait(timeout=CMD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.wait()
+        raise RuntimeError("pid %d did not exit in time" % proc.pid)
+
+
+def kill_tree(root):
+    for p in reversed(tree(root)):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def now():
@@ -31,6 +74,8 @@ def build(work):
     floor = os.path.join(work, "bfloor")
     subprocess.check_call(["gcc", "-O2", "-static", "-o", child, os.path.join(HERE, "child.c")])
     subprocess.check_call(["gcc", "-O2", "-static", "-o", floor, os.path.join(HERE, "floor.c")])
+    if os.environ.get("DAEMON"):
+        return child, floor, os.environ["DAEMON"]
     daemons = sorted(glob.glob(os.path.join(ROOT, "target", "release", "deps", "supervise_daemon-*")),
                      key=os.path.getmtime)
     daemons = [d for d in daemons if os.access(d, os.X_OK) and not d.endswith(".d")]
@@ -113,17 +158,21 @@ def uss_kib(pids):
 
 
 def ctxt(pids):
-    total = 0
+    """Context switches per thread id (threads come and go: compare per tid)."""
+    out = {}
     for p in pids:
         for st in glob.glob("/proc/%d/task/*/status" % p):
+            tid = int(st.split("/")[4])
             try:
                 with open(st) as f:
-                    for line in f:
-                        if "ctxt_switches" in line:
-                            total += int(line.split()[1])
+                    out[tid] = sum(int(l.split()[1]) for l in f if "ctxt_switches" in l)
             except OSError:
                 pass
-    return total
+    return out
+
+
+def ctxt_delta(c0, c1):
+    return sum(v - c0.get(t, 0) for t, v in c1.items())
 
 
 class System:
@@ -140,10 +189,14 @@ class System:
         return e
 
     def child_pids(self):
+        """Live children, oldest start first."""
         latest = {}
         for pid, ts in starts(self.log):
             latest[pid] = ts
-        return [p for p in latest if alive(p)]
+        return [p for p, _ in sorted(latest.items(), key=lambda kv: kv[1]) if alive(p)]
+
+    def started_at(self, pid):
+        return max((ts for p, ts in starts(self.log) if p == pid), default=0)
 
 
 class Ours(System):
@@ -161,7 +214,7 @@ class Ours(System):
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
+        self.proc.wait(timeout=CMD_TIMEOUT)
 
     def cleanup(self):
         pass
@@ -179,7 +232,7 @@ class Floor(System):
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
+        self.proc.wait(timeout=CMD_TIMEOUT)
 
     def cleanup(self):
         pass
@@ -206,11 +259,12 @@ class Runit(System):
         self.proc = subprocess.Popen(["runsvdir", base], env=self.env())
 
     def stop(self):
-        subprocess.check_call(["sv", "-w", "10", "down"] + self.dirs, stdout=subprocess.DEVNULL)
+        subprocess.check_call(["sv", "-w", "10", "down"] + self.dirs, stdout=subprocess.DEVNULL,
+                              timeout=CMD_TIMEOUT)
 
     def cleanup(self):
         self.proc.send_signal(signal.SIGHUP)
-        self.proc.wait()
+        end_proc(self.proc)
 
 
 class S6(System):
@@ -223,16 +277,15 @@ class S6(System):
         self.proc = subprocess.Popen(["s6-svscan", self.base], env=self.env())
 
     def stop(self):
-        subprocess.check_call(["s6-svc", "-wd", "-d"] + self.dirs)
+        # s6-svc takes ONE service dir (it ignores the rest with a warning:
+        # the old harness stopped only s0 and then waited forever for the
+        # other two). Down all of them in parallel, each waited for.
+        run_all([["s6-svc", "-wd", "-T", str(CMD_TIMEOUT * 1000), "-d", d] for d in self.dirs])
 
     def cleanup(self):
-        # The services are down already; end the scanner and its supervisors.
-        for p in reversed(supervisor_pids(self.proc.pid)):
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.proc.wait()
+        # The services are down: the scanner ends its s6-supervise processes.
+        run_all([["s6-svscanctl", "-t", self.base]])
+        end_proc(self.proc)
 
 
 class Supervisord(System):
@@ -254,11 +307,12 @@ class Supervisord(System):
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self):
-        subprocess.check_call(["supervisorctl", "-c", self.conf, "stop", "all"], stdout=subprocess.DEVNULL)
+        subprocess.check_call(["supervisorctl", "-c", self.conf, "stop", "all"], stdout=subprocess.DEVNULL,
+                              timeout=CMD_TIMEOUT)
 
     def cleanup(self):
         self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait()
+        end_proc(self.proc)
 
 
 def pct(xs, q):
@@ -267,7 +321,7 @@ def pct(xs, q):
 
 
 def measure(sys_):
-    r = {"start": [], "stop": [], "restart": [], "uss": None, "wakeups": None}
+    r = {"start": [], "stop": [], "restart": [], "uss_all": [], "wakeups": None}
     for rnd in range(ROUNDS):
         try:
             os.unlink(sys_.log)
@@ -281,6 +335,12 @@ def measure(sys_):
             for _ in range(RESTARTS):
                 before = len(starts(sys_.log))
                 pids = wait(lambda: len(sys_.child_pids()) >= sys_.n and sys_.child_pids(), what="children up")
+                # runsv and s6-supervise space two launches of a service by
+                # >= 1 s: kill only a child older than that, so the restart
+                # measures their fork/exec path, not their crash-loop brake.
+                age = (now() - sys_.started_at(pids[0])) / 1e9
+                if age < MIN_AGE:
+                    time.sleep(MIN_AGE - age)
                 t = now()
                 os.kill(pids[0], signal.SIGKILL)
                 new = wait(lambda: [ts for _, ts in starts(sys_.log)[before:] if ts > t], what="restart")
@@ -288,10 +348,14 @@ def measure(sys_):
             wait(lambda: len(sys_.child_pids()) >= sys_.n, what="children up")
             time.sleep(1.0)
             sup = supervisor_pids(sys_.proc.pid)
-            r["uss"] = uss_kib(sup) / 1024.0
             c0 = ctxt(sup)
             time.sleep(IDLE_SECS)
-            r["wakeups"] = (ctxt(supervisor_pids(sys_.proc.pid)) - c0) * 60.0 / IDLE_SECS
+            r["wakeups"] = ctxt_delta(c0, ctxt(supervisor_pids(sys_.proc.pid))) * 60.0 / IDLE_SECS
+        # USS in every round, once the children run and a second has passed
+        # (round 0: after the restarts and the idle window).
+        wait(lambda: len(sys_.child_pids()) >= sys_.n, what="children up")
+        time.sleep(1.0)
+        r["uss_all"].append(uss_kib(supervisor_pids(sys_.proc.pid)) / 1024.0)
         kids = wait(lambda: len(sys_.child_pids()) >= sys_.n and sys_.child_pids(), what="children up")
         t = now()
         sys_.stop()
@@ -301,34 +365,54 @@ def measure(sys_):
     return r
 
 
+LOAD0 = None
+
+
 def main():
+    global LOAD0
+    LOAD0 = " ".join(open("/proc/loadavg").read().split()[:3])
     work = tempfile.mkdtemp(prefix="supbench-")
+    # Like /tmp: children run as another user (BENCH_USER) must reach the
+    # child binary and append to their log here.
+    os.chmod(work, 0o1777)
     child, floor, daemon = build(work)
     systems = [Floor(work, child, floor)]
     if daemon:
         systems.append(Ours(work, child, daemon))
     for cls, tool in [(Runit, "runsvdir"), (S6, "s6-svscan"), (Supervisord, "supervisord")]:
-        if cls is S6 and os.environ.get("BENCH_S6") != "1":
-            # Known problem: the harness's s6 stop/cleanup hangs on this host.
-            print("skipped s6: set BENCH_S6=1 (its stop/cleanup hangs here)", file=sys.stderr)
-            continue
         if shutil.which(tool):
             systems.append(cls(work, child))
         else:
             print("skipped %s: %s not installed" % (cls.name, tool), file=sys.stderr)
+    only = os.environ.get("ONLY")
+    if only:
+        systems = [s for i, s in enumerate(systems) if i == 0 or s.name in only.split(",")]
     results = []
     for s in systems:
         print("measuring %s ..." % s.name, file=sys.stderr)
-        results.append((s, measure(s)))
+        try:
+            results.append((s, measure(s)))
+        except Exception as e:  # one broken tool must not block the others
+            print("FAILED %s: %s" % (s.name, e), file=sys.stderr)
+            if s.proc is not None:
+                kill_tree(s.proc.pid)
+                s.proc.wait()
+            for p in s.child_pids():
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+    print("load average before: %s; after: %s" % (LOAD0, " ".join(open("/proc/loadavg").read().split()[:3])))
     floor_restart = statistics.median(results[0][1]["restart"])
-    print("| supervisor | children | restart after SIGKILL ms (median / p95) | x floor | start ms (median / p95) | stop ms (median / p95) | USS MiB | idle wakeups/min |")
+    print("| supervisor | children | restart after SIGKILL ms (median / p95) | x floor | start ms (median / p95) | stop ms (median / p95) | USS MiB (median / max) | idle wakeups/min |")
     print("|---|---|---|---|---|---|---|---|")
     for s, r in results:
         m = statistics.median(r["restart"])
-        print("| %s | %d | %.2f / %.2f | %.1f | %.2f / %.2f | %.1f / %.1f | %.2f | %.0f |" % (
+        print("| %s | %d | %.2f / %.2f | %.1f | %.2f / %.2f | %.1f / %.1f | %.2f / %.2f | %.0f |" % (
             s.name, s.n, m, pct(r["restart"], 0.95), m / floor_restart,
             statistics.median(r["start"]), pct(r["start"], 0.95),
-            statistics.median(r["stop"]), pct(r["stop"], 0.95), r["uss"], r["wakeups"]))
+            statistics.median(r["stop"]), pct(r["stop"], 0.95),
+            statistics.median(r["uss_all"]), max(r["uss_all"]), r["wakeups"]))
     shutil.rmtree(work, ignore_errors=True)
 
 

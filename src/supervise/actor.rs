@@ -26,7 +26,7 @@ use super::notify::{
     AgentNotice, MAX_NOTIFY_DATAGRAM, bind_agent_socket, parse_notify, socket_path,
 };
 use super::policy::RestartTracker;
-use super::spawn::{agent_uid, pidfile_path, spawn_agent, write_pidfile};
+use super::spawn::{SpawnSpec, pidfile_path, spawn_agent, write_pidfile};
 use super::status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
 use crate::plan::{AgentPlan, Product};
 
@@ -128,7 +128,8 @@ pub fn spawn_actor(cfg: ActorConfig, tasks: &TaskTracker) -> AgentHandle {
         status: cfg.status.subscribe(),
     };
     let notify_path = socket_path(&cfg.run_dir, cfg.plan.product);
-    let notify = match bind_agent_socket(&notify_path, agent_uid(&cfg.plan)) {
+    let spec = SpawnSpec::for_plan(&cfg.plan);
+    let notify = match bind_agent_socket(&notify_path, spec.uid()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(agent = %cfg.plan.product, path = %notify_path.display(), error = %e, "failed to bind notify socket, readiness by check only");
@@ -137,6 +138,7 @@ pub fn spawn_actor(cfg: ActorConfig, tasks: &TaskTracker) -> AgentHandle {
     };
     let actor = Actor {
         tracker: RestartTracker::new(cfg.plan.restart.clone()),
+        spec,
         state: State::Stopped,
         child: None,
         notify,
@@ -157,6 +159,8 @@ pub fn spawn_actor(cfg: ActorConfig, tasks: &TaskTracker) -> AgentHandle {
 struct Actor {
     cfg: ActorConfig,
     tracker: RestartTracker,
+    /// The plan's user and environment, resolved once per plan.
+    spec: SpawnSpec,
     state: State,
     child: Option<Child>,
     notify: Option<UnixDatagram>,
@@ -326,6 +330,7 @@ impl Actor {
             Control::Note(reason) => self.reason = reason,
             Control::UpdatePlan(plan, version) => {
                 self.tracker.set_policy(plan.restart.clone());
+                self.spec = SpawnSpec::for_plan(&plan);
                 self.cfg.plan = *plan;
                 if version.is_some() {
                     self.cfg.version = version;
@@ -434,7 +439,7 @@ impl Actor {
                 .agent_pids
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let r = spawn_agent(&self.cfg.plan, notify, &self.cfg.extra_env);
+            let r = spawn_agent(&self.cfg.plan, &self.spec, notify, &self.cfg.extra_env);
             if let Ok(child) = &r {
                 if let Some(pid) = child.id() {
                     pids.insert(pid);

@@ -11,8 +11,11 @@
 //! `<state_dir>/run/<product>.pid`. If the supervisor is SIGKILLed, the agents
 //! keep running (and keep serving): the next supervisor start finds each
 //! recorded, still-live agent (same pid *and* start time, so a reused pid is
-//! never signalled), stops it gracefully with its stop signal, SIGKILLs it
-//! after its stop timeout, and only then starts its own. Adopting a running
+//! never signalled), stops it gracefully with its stop signal (Nomad first,
+//! as on a stop), SIGKILLs it after its stop timeout, and only then starts
+//! its own. A lock on `<state_dir>/run/supervisor.lock` (dropped by the
+//! kernel when its holder dies, even by SIGKILL) keeps a second supervisor
+//! from doing that to the agents of a live one. Adopting a running
 //! agent was rejected: we could not collect its exit status nor read its
 //! output. `PR_SET_PDEATHSIG` was rejected too: it fires when the *thread*
 //! that forked exits (tokio threads come and go), and it would take the
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sd_notify::NotifyState;
@@ -35,10 +39,13 @@ use tokio_util::task::TaskTracker;
 use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
 use super::check::{BoxFuture, HttpCheck, ReadyCheck};
 use super::notify::notify_systemd;
-use super::spawn::{live_recorded_pid, pidfile_path};
+use super::spawn::{self, live_recorded_pid, pidfile_path};
 use super::status::{AgentState, AgentStatus, SupervisorStatus};
 use super::{SuperviseError, reap};
 use crate::plan::{AgentPlan, Plan, Product};
+
+/// Lock file under `<state_dir>/run`, held (`flock`) for the daemon's life.
+pub const LOCK_FILE: &str = "supervisor.lock";
 
 /// Default bound on waiting for Consul before starting Nomad anyway.
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(60);
@@ -182,6 +189,12 @@ pub async fn run(
         path: run_dir.clone(),
         source,
     })?;
+    // One daemon per state dir: a second one must never "take over" the
+    // agents of a live one. The kernel drops the lock when its holder dies,
+    // even by SIGKILL, so a dead supervisor never blocks the next.
+    let _lock = lock_state(&run_dir)?;
+    // Inherited by every agent (see `spawn`): set once, not per spawn.
+    spawn::raise_own_limits();
     let tasks = TaskTracker::new();
     let agent_pids = Arc::new(Mutex::new(HashSet::new()));
     let reaper_cancel = CancellationToken::new();
@@ -189,7 +202,8 @@ pub async fn run(
         tasks.spawn(reap::run(agent_pids.clone(), reaper_cancel.clone()));
     }
 
-    for agent in &plan.agents {
+    // Leftovers go in stop order: Nomad before the Consul it may use.
+    for agent in plan.agents.iter().rev() {
         stop_leftover(agent, &run_dir).await;
     }
 
@@ -597,6 +611,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// Takes the state dir's lock ([`LOCK_FILE`]), or fails at once if another
+/// live supervisor holds it. The file is opened close-on-exec: agents never
+/// inherit it.
+fn lock_state(run_dir: &Path) -> Result<Flock<std::fs::File>, SuperviseError> {
+    let path = run_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| SuperviseError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(SuperviseError::AlreadyRunning { path }),
+        Err((_, e)) => Err(SuperviseError::Lock {
+            path,
+            source: e.into(),
+        }),
+    }
 }
 
 /// Stops an agent a previous supervisor left running (see the module docs).

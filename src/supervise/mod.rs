@@ -8,6 +8,7 @@
 //! * [`check`]: pluggable readiness checks of the agents' HTTP APIs.
 //! * [`reap`]: adopted orphans as PID 1 or subreaper.
 //! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
+//! * [`runtime`]: the async runtime of the binary (and of the benchmark).
 //!
 //! This module must not read the role file, download, or render by itself:
 //! those steps are injected through [`Preparer`] so tests can fake them.
@@ -19,6 +20,7 @@ pub mod machine;
 pub mod notify;
 pub mod policy;
 pub mod reap;
+pub mod runtime;
 pub mod spawn;
 pub mod status;
 
@@ -34,6 +36,21 @@ pub enum SuperviseError {
     /// An agent's actor ended while still needed.
     #[error("failed to reach the {0} actor")]
     ActorGone(Product),
+    /// Another live supervisor holds the state dir's lock.
+    #[error("failed to lock {path}: another supervisor runs on this state dir")]
+    AlreadyRunning {
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
+    /// The state dir's lock file could not be opened or locked.
+    #[error("failed to lock {path}")]
+    Lock {
+        /// The lock file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The run directory could not be created.
     #[error("failed to create run directory {path}")]
     RunDir {

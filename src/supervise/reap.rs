@@ -1,11 +1,14 @@
 //! Reaping adopted orphans when the supervisor is PID 1 or a child subreaper.
 //!
 //! Never `waitpid(-1)`: that would steal the agents' exit statuses from
-//! tokio. On each SIGCHLD the reaper scans `/proc` for zombies whose parent is
-//! us and which are not agent children, and reaps each by pid.
+//! tokio. After a SIGCHLD the reaper scans `/proc` for zombies whose parent is
+//! us and which are not agent children, and reaps each by pid. The scan waits
+//! [`REAP_DEBOUNCE`] first: it stays off an agent's restart path (the actor
+//! handles its own child's exit before), and a burst of exits costs one scan.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -13,6 +16,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::spawn::read_stat;
+
+/// Delay between a SIGCHLD and the scan for adopted orphans.
+pub const REAP_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Whether this process should reap adopted orphans: it is PID 1, or it just
 /// became a child subreaper (`become_subreaper`).
@@ -78,6 +84,10 @@ pub async fn run(agent_pids: Arc<Mutex<HashSet<u32>>>, cancel: CancellationToken
             got = sigchld.recv() => {
                 if got.is_none() {
                     break;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(REAP_DEBOUNCE) => {}
                 }
                 let pids = agent_pids.clone();
                 let _ = tokio::task::spawn_blocking(move || reap_strays(&pids)).await;

@@ -2,9 +2,24 @@
 //! identity.
 //!
 //! The child gets its own process group, a clean environment, the plan's user
-//! (when we are root and the user exists), `RLIMIT_NOFILE` 65536, and for
-//! Nomad an unlimited `RLIMIT_NPROC`. Servers get a lower OOM score written
-//! after spawn, so that a Nomad client's tasks never inherit it.
+//! (when we are root and the user exists), `RLIMIT_NOFILE` 65536 and an
+//! unlimited `RLIMIT_NPROC`. Servers get a lower OOM score written after
+//! spawn, so that a Nomad client's tasks never inherit it.
+//!
+//! # The restart path is kept short
+//!
+//! * The limits are raised once on the supervisor itself
+//!   ([`raise_own_limits`]) and inherited, as a unit's `LimitNOFILE=` and
+//!   `LimitNPROC=` would be for the whole service: both agents get them (the
+//!   unlimited task count is what Nomad needs; Consul never comes near it).
+//! * The user is resolved once per plan ([`SpawnSpec::for_plan`]), not read
+//!   from `/etc/passwd` and `/etc/group` on every restart.
+//! * With no user to switch to (the agent runs as the supervisor's own user,
+//!   e.g. a Nomad client as root), there is no `pre_exec` hook, so the
+//!   standard library spawns with `posix_spawn` (a `vfork`-like clone that
+//!   copies no page tables) instead of `fork`. Switching user needs the hook
+//!   (`setgroups` to the user's supplementary groups, `setgid`, `setuid`),
+//!   hence `fork`.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -26,72 +41,109 @@ pub const AGENT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /// `LANG` when the supervisor has none.
 pub const DEFAULT_LANG: &str = "C.UTF-8";
 
-/// The identity an agent runs as.
+/// The identity an agent switches to.
 #[derive(Debug, Clone)]
 struct Identity {
     uid: Uid,
     gid: Gid,
     groups: Vec<Gid>,
+}
+
+/// What spawning an agent needs besides its plan, resolved once per plan:
+/// the user to switch to (if any) and the environment's `HOME` and `LANG`.
+#[derive(Debug, Clone)]
+pub struct SpawnSpec {
+    switch_to: Option<Identity>,
+    /// The agent's uid when it differs from ours (for chowning its socket).
+    uid: Option<Uid>,
     home: PathBuf,
+    lang: String,
 }
 
-/// Resolves the plan's user when we are root; `None` (run as ourselves) when
-/// not root or the user is unknown, with a warning.
-fn identity(plan: &AgentPlan) -> Option<Identity> {
-    let user = match User::from_name(&plan.user) {
-        Ok(Some(u)) => u,
-        Ok(None) | Err(_) => {
-            tracing::warn!(agent = %plan.product, user = %plan.user, "user not found, running as the supervisor's user");
-            return None;
+impl SpawnSpec {
+    /// Resolves the plan's user: switched to when we are root and it is
+    /// another user; `None` (run as ourselves, with a warning) when not root
+    /// or the user is unknown.
+    pub fn for_plan(plan: &AgentPlan) -> SpawnSpec {
+        let lang = std::env::var("LANG").unwrap_or_else(|_| DEFAULT_LANG.to_string());
+        let own_home = || {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        };
+        let user = match User::from_name(&plan.user) {
+            Ok(Some(u)) => u,
+            Ok(None) | Err(_) => {
+                tracing::warn!(agent = %plan.product, user = %plan.user, "user not found, running as the supervisor's user");
+                return SpawnSpec {
+                    switch_to: None,
+                    uid: None,
+                    home: own_home(),
+                    lang,
+                };
+            }
+        };
+        let (euid, egid) = (Uid::effective(), Gid::effective());
+        if !euid.is_root() {
+            if user.uid != euid {
+                tracing::warn!(agent = %plan.product, user = %plan.user, "not root, running as the supervisor's user");
+            }
+            return SpawnSpec {
+                switch_to: None,
+                uid: None,
+                home: user.dir,
+                lang,
+            };
         }
-    };
-    if !Uid::effective().is_root() {
-        if user.uid != Uid::effective() {
-            tracing::warn!(agent = %plan.product, user = %plan.user, "not root, running as the supervisor's user");
+        let switch_to = if user.uid == euid && user.gid == egid {
+            // Already that user: nothing to switch, no pre-exec hook.
+            None
+        } else {
+            let groups = CString::new(plan.user.as_bytes())
+                .ok()
+                .and_then(|name| getgrouplist(&name, user.gid).ok())
+                .unwrap_or_else(|| vec![user.gid]);
+            Some(Identity {
+                uid: user.uid,
+                gid: user.gid,
+                groups,
+            })
+        };
+        SpawnSpec {
+            uid: switch_to.as_ref().map(|i| i.uid),
+            switch_to,
+            home: user.dir,
+            lang,
         }
-        return None;
     }
-    let groups = CString::new(plan.user.as_bytes())
-        .ok()
-        .and_then(|name| getgrouplist(&name, user.gid).ok())
-        .unwrap_or_else(|| vec![user.gid]);
-    Some(Identity {
-        uid: user.uid,
-        gid: user.gid,
-        groups,
-        home: user.dir,
-    })
+
+    /// The uid the agent runs as when it is not ours.
+    pub fn uid(&self) -> Option<Uid> {
+        self.uid
+    }
 }
 
-/// The uid an agent will run as (for chowning its notify socket).
-pub fn agent_uid(plan: &AgentPlan) -> Option<Uid> {
-    identity(plan).map(|i| i.uid)
+/// Raises this process's `RLIMIT_NOFILE` to [`NOFILE_LIMIT`] and
+/// `RLIMIT_NPROC` to unlimited (best effort), for the agents to inherit.
+pub fn raise_own_limits() {
+    raise_limit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT);
+    raise_limit(Resource::RLIMIT_NPROC, RLIM_INFINITY);
 }
 
 /// Spawns the agent: own process group, clean env plus `extra_env`, piped
-/// stdout/stderr, the plan's user and limits.
+/// stdout/stderr, the spec's user. Limits come from [`raise_own_limits`].
 pub fn spawn_agent(
     plan: &AgentPlan,
+    spec: &SpawnSpec,
     notify_socket: Option<&Path>,
     extra_env: &[(String, String)],
 ) -> std::io::Result<Child> {
-    let ident = identity(plan);
     let mut cmd = Command::new(&plan.binary);
     cmd.args(&plan.args)
         .env_clear()
         .env("PATH", AGENT_PATH)
-        .env(
-            "HOME",
-            ident
-                .as_ref()
-                .map(|i| i.home.clone())
-                .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("/")),
-        )
-        .env(
-            "LANG",
-            std::env::var("LANG").unwrap_or_else(|_| DEFAULT_LANG.to_string()),
-        )
+        .env("HOME", &spec.home)
+        .env("LANG", &spec.lang)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -103,27 +155,20 @@ pub fn spawn_agent(
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let unlimited_nproc = plan.product == Product::Nomad;
-    #[allow(unsafe_code)]
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // raw syscalls through nix (setrlimit, setgroups, setgid, setuid), which
-    // are async-signal-safe; it allocates nothing (the group list was built
-    // before fork and is only borrowed).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Best effort: raising a hard limit needs CAP_SYS_RESOURCE, which
-            // containers often drop; then take the soft limit up to the hard.
-            raise_limit(Resource::RLIMIT_NOFILE, NOFILE_LIMIT);
-            if unlimited_nproc {
-                raise_limit(Resource::RLIMIT_NPROC, RLIM_INFINITY);
-            }
-            if let Some(id) = &ident {
+    if let Some(id) = spec.switch_to.clone() {
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes raw syscalls through nix (setgroups, setgid, setuid), which
+        // are async-signal-safe; it allocates nothing (the group list was
+        // built before fork and is only borrowed).
+        unsafe {
+            cmd.pre_exec(move || {
                 setgroups(&id.groups)?;
                 setgid(id.gid)?;
                 setuid(id.uid)?;
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
     }
     let child = cmd.spawn()?;
     if let Some(pid) = child.id() {

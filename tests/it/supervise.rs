@@ -328,6 +328,47 @@ async fn consul_is_ready_before_nomad_starts() {
     assert!(agent(&s, Product::Nomad).reason.is_none());
 }
 
+/// `(soft, hard)` of a `/proc/<pid>/limits` row (`None` = unlimited).
+fn proc_limit(pid: u32, row: &str) -> (Option<u64>, Option<u64>) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text.lines().find(|l| l.starts_with(row)).unwrap();
+    let mut nums = line[row.len()..].split_whitespace();
+    let mut next = || match nums.next().unwrap() {
+        "unlimited" => None,
+        n => Some(n.parse::<u64>().unwrap()),
+    };
+    (next(), next())
+}
+
+#[tokio::test]
+async fn agents_get_65536_open_files_and_unlimited_processes_as_far_as_allowed() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGTERM),
+    ]);
+    let d = start(plan, Arc::default(), rig.opts(&[]));
+    let s = d.wait("both ready", all_ready).await;
+    for a in &s.agents {
+        let pid = a.pid.unwrap();
+        // Raised to the target, or (without CAP_SYS_RESOURCE over the hard
+        // limit, as in some containers) the soft limit lifted to the hard.
+        let (soft, hard) = proc_limit(pid, "Max open files");
+        assert!(
+            soft == Some(65536) || (soft == hard && hard < Some(65536)),
+            "{}: open files {soft:?}/{hard:?}",
+            a.product
+        );
+        let (soft, hard) = proc_limit(pid, "Max processes");
+        assert!(
+            soft.is_none() || soft == hard,
+            "{}: processes {soft:?}/{hard:?}",
+            a.product
+        );
+    }
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn nomad_starts_anyway_when_consul_is_not_ready_in_time() {
     let rig = Rig::new();
@@ -694,6 +735,43 @@ async fn agent_left_by_a_killed_supervisor_is_replaced_on_next_start() {
     d.stop().await;
 }
 
+#[tokio::test]
+async fn second_supervisor_on_the_same_state_dir_refuses_and_leaves_the_agents_alone() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let d = start(plan.clone(), Arc::default(), rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pid = agent(&s, Product::Consul).pid.unwrap();
+
+    let status = status_channel(&plan);
+    let (_tx, ev_rx) = mpsc::unbounded_channel();
+    let second = tokio::time::timeout(
+        WAIT,
+        run(
+            plan,
+            Arc::<FakePreparer>::default(),
+            rig.opts(&[]),
+            status,
+            ev_rx,
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the second supervisor returns at once");
+    assert!(
+        matches!(
+            second,
+            Err(hashi_supervisor::supervise::SuperviseError::AlreadyRunning { .. })
+        ),
+        "{second:?}"
+    );
+    // The first one's agent was neither signalled nor replaced.
+    assert!(alive(pid as i32));
+    assert_eq!(rig.events(), ["consul start", "consul ready"]);
+    let s = d.stop().await;
+    assert_eq!(agent(&s, Product::Consul).restarts, 0);
+}
+
 /// Run as PID 1 of a new pid namespace by
 /// `zombies_are_reaped_as_pid_1_without_stealing_agent_exits`.
 #[tokio::test]
@@ -896,5 +974,349 @@ mod with_standin {
         d.stop().await;
         assert!(alive(task), "the stand-in's child died with the agent stop");
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(task), Signal::SIGKILL);
+    }
+}
+
+/// The real `supervisor` binary (`supervisor run -c <role file>`), a signed
+/// `file://` mirror of stand-in agents built by the test rig, and a named
+/// network namespace so the dev role's fixed agent ports (8500, 4646, ...)
+/// never meet another test's. Needs root (`ip netns`); skipped otherwise.
+mod real_binary {
+    use std::fs::File;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use hashi_testrig::mirror::MirrorBuilder;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use serde_json::Value;
+
+    use crate::support::standin::{standin_bin, wait_for};
+    use crate::support::supervisor_bin;
+
+    /// Bound on a supervisor start: the debug build verifies two large
+    /// stand-in releases before it starts anything.
+    const START_DEADLINE: Duration = Duration::from_secs(180);
+    /// Bound on a supervisor stop (stand-ins stop in well under a second).
+    const STOP_DEADLINE: Duration = Duration::from_secs(60);
+
+    /// A named network namespace with loopback up; deleted on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new(tag: &str) -> Result<Netns, String> {
+            if !nix::unistd::Uid::effective().is_root() {
+                return Err("not root".into());
+            }
+            let name = format!("hs-{tag}-{}", std::process::id());
+            let _ = Command::new("ip").args(["netns", "delete", &name]).output();
+            let ok = |mut c: Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+            let mut add = Command::new("ip");
+            add.args(["netns", "add", &name]);
+            if !ok(add) {
+                return Err("`ip netns add` failed".into());
+            }
+            let ns = Netns(name);
+            let mut lo = ns.command("ip");
+            lo.args(["link", "set", "lo", "up"]);
+            if !ok(lo) {
+                return Err("failed to bring up lo in the namespace".into());
+            }
+            Ok(ns)
+        }
+
+        /// `program` run inside the namespace (`ip netns exec` execs it, so
+        /// the child's pid is the program's).
+        fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.0]).arg(program);
+            c
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .output();
+        }
+    }
+
+    /// Everything one node needs: mirror, role file, state and config dirs.
+    struct Node {
+        tmp: tempfile::TempDir,
+        ns: Netns,
+        role: PathBuf,
+        supervisors: Vec<Child>,
+    }
+
+    impl Node {
+        fn new(ns: Netns) -> Node {
+            let tmp = tempfile::tempdir().unwrap();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let built = MirrorBuilder::product("consul")
+                .version("1.20.1")
+                .binary(standin_bin())
+                .and_product("nomad")
+                .version("1.9.3")
+                .binary(standin_bin())
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .expect("build the stand-in mirror");
+            let role = tmp.path().join("node.toml");
+            let d = tmp.path();
+            std::fs::write(
+                &role,
+                format!(
+                    r#"schema = 1
+roles = ["dev"]
+node_name = "orphan-test"
+
+[consul]
+version = "1.20.1"
+
+[nomad]
+version = "1.9.3"
+
+[release]
+mirror = "file://{mirror}"
+trust_hashicorp_key = false
+trusted_key_files = ["{key}"]
+
+[health]
+listen = "127.0.0.1:4680"
+
+[paths]
+config_dir = "{etc}"
+state_dir = "{state}"
+"#,
+                    mirror = built.root.display(),
+                    key = built.public_key.display(),
+                    etc = d.join("etc").display(),
+                    state = d.join("state").display(),
+                ),
+            )
+            .unwrap();
+            Node {
+                tmp,
+                ns,
+                role,
+                supervisors: Vec::new(),
+            }
+        }
+
+        fn log(&self, n: usize) -> PathBuf {
+            self.tmp.path().join(format!("supervisor-{n}.log"))
+        }
+
+        /// Starts `supervisor run` (the n-th) in the namespace; returns its pid.
+        fn start_supervisor(&mut self) -> u32 {
+            let n = self.supervisors.len();
+            let log = File::create(self.log(n)).unwrap();
+            let child = self
+                .ns
+                .command(supervisor_bin())
+                .arg("--config")
+                .arg(&self.role)
+                .args(["--log-format", "logfmt", "run"])
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("JOURNAL_STREAM")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("spawn supervisor run");
+            let pid = child.id();
+            self.supervisors.push(child);
+            pid
+        }
+
+        fn supervisor(&mut self, n: usize) -> &mut Child {
+            &mut self.supervisors[n]
+        }
+
+        /// `supervisor status --json` from inside the namespace.
+        fn status(&self) -> Option<Value> {
+            let out = self
+                .ns
+                .command(supervisor_bin())
+                .arg("--config")
+                .arg(&self.role)
+                .args(["status", "--json"])
+                .output()
+                .ok()?;
+            serde_json::from_slice(&out.stdout).ok()
+        }
+
+        /// The `(consul, nomad)` pids once the status shows both running and
+        /// ready with pids not in `old`.
+        fn wait_running(&self, old: &[u32], n: usize) -> (u32, u32) {
+            let got = wait_for(START_DEADLINE, || {
+                let s = self.status()?;
+                let pid = |name: &str| -> Option<u32> {
+                    let a = s["agents"]
+                        .as_array()?
+                        .iter()
+                        .find(|a| a["agent"] == name)?;
+                    let ok = a["state"] == "running" && a["ready"] == true;
+                    let pid = u32::try_from(a["pid"].as_u64()?).ok()?;
+                    (ok && !old.contains(&pid)).then_some(pid)
+                };
+                Some((pid("consul")?, pid("nomad")?))
+            });
+            got.unwrap_or_else(|| {
+                panic!(
+                    "agents not running and ready in time; status: {:?}\nlog:\n{}",
+                    self.status(),
+                    self.log_text(n)
+                )
+            })
+        }
+
+        fn log_text(&self, n: usize) -> String {
+            std::fs::read_to_string(self.log(n)).unwrap_or_default()
+        }
+
+        /// Live (non-zombie) processes running this node's installed `product`.
+        fn agent_processes(&self, product: &str) -> Vec<u32> {
+            let releases = self.tmp.path().join("state").join("releases").join(product);
+            let Ok(dir) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        let argv0 = c.split(|b| *b == 0).next().unwrap_or_default();
+                        Path::new(std::str::from_utf8(argv0).unwrap_or_default())
+                            .starts_with(&releases)
+                    }) && live(*pid)
+                })
+                .collect()
+        }
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            // Never leave a supervisor or an agent behind, even on failure.
+            for c in &mut self.supervisors {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            for product in ["consul", "nomad"] {
+                for pid in self.agent_processes(product) {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// `(state, ppid)` of a process from `/proc/<pid>/stat`.
+    fn stat(pid: u32) -> Option<(char, u32)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &s[s.rfind(')')? + 2..];
+        let mut it = rest.split_whitespace();
+        Some((it.next()?.chars().next()?, it.next()?.parse().ok()?))
+    }
+
+    fn live(pid: u32) -> bool {
+        stat(pid).is_some_and(|(state, _)| state != 'Z')
+    }
+
+    fn parent(pid: u32) -> Option<u32> {
+        stat(pid).map(|(_, ppid)| ppid)
+    }
+
+    /// Index of the first log line holding every one of `parts`.
+    fn line_with(log: &str, parts: &[&str]) -> Option<usize> {
+        log.lines()
+            .position(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    #[test]
+    fn sigkilled_supervisors_agents_are_replaced_once_by_the_next_supervisor() {
+        let ns = match Netns::new("orphan") {
+            Ok(ns) => ns,
+            Err(why) => {
+                eprintln!(
+                    "SKIP sigkilled_supervisors_agents: network namespaces unavailable: {why}"
+                );
+                return;
+            }
+        };
+        let mut node = Node::new(ns);
+
+        let first = node.start_supervisor();
+        let (consul1, nomad1) = node.wait_running(&[], 0);
+        assert_eq!(
+            parent(consul1),
+            Some(first),
+            "consul is the first supervisor's child"
+        );
+        assert_eq!(
+            parent(nomad1),
+            Some(first),
+            "nomad is the first supervisor's child"
+        );
+
+        // The supervisor dies without any chance to clean up.
+        kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+        let st = node.supervisor(0).wait().unwrap();
+        assert_eq!(
+            st.code(),
+            None,
+            "the first supervisor was killed, not stopped"
+        );
+        // Documented choice: the agents keep running (and serving) meanwhile.
+        assert!(
+            live(consul1) && live(nomad1),
+            "agents died with the supervisor"
+        );
+
+        let second = node.start_supervisor();
+        let (consul2, nomad2) = node.wait_running(&[consul1, nomad1], 1);
+
+        // The leftovers are gone, and only the new supervisor's agents run:
+        // one process per product, its children.
+        assert!(!live(consul1), "old consul {consul1} still runs");
+        assert!(!live(nomad1), "old nomad {nomad1} still runs");
+        assert_eq!(node.agent_processes("consul"), [consul2]);
+        assert_eq!(node.agent_processes("nomad"), [nomad2]);
+        assert_eq!(parent(consul2), Some(second));
+        assert_eq!(parent(nomad2), Some(second));
+
+        // No start of a new agent collided with a leftover (a port conflict
+        // would have crashed it): no restart, no previous exit.
+        let s = node.status().expect("status of the second supervisor");
+        for a in s["agents"].as_array().unwrap() {
+            assert_eq!(a["restarts"], 0, "{a}");
+            assert_eq!(a["last_exit"], Value::Null, "{a}");
+        }
+
+        // Taken down the way a stop does: Nomad first, with its stop signal,
+        // never needing SIGKILL.
+        let log = node.log_text(1);
+        let left = "agent left running by a previous supervisor";
+        let n = line_with(&log, &[left, "agent=nomad", &format!("pid={nomad1}")])
+            .unwrap_or_else(|| panic!("no takeover of nomad {nomad1} logged:\n{log}"));
+        let c = line_with(&log, &[left, "agent=consul", &format!("pid={consul1}")])
+            .unwrap_or_else(|| panic!("no takeover of consul {consul1} logged:\n{log}"));
+        assert!(n < c, "nomad must be stopped before consul:\n{log}");
+        assert!(
+            line_with(&log, &["did not stop in time"]).is_none(),
+            "a leftover needed SIGKILL:\n{log}"
+        );
+
+        // A clean stop of the second supervisor leaves nothing behind.
+        kill(Pid::from_raw(second as i32), Signal::SIGTERM).unwrap();
+        let child = node.supervisor(1);
+        let st = wait_for(STOP_DEADLINE, || child.try_wait().ok().flatten())
+            .expect("second supervisor stops");
+        assert_eq!(st.code(), Some(0), "{}", node.log_text(1));
+        assert!(node.agent_processes("consul").is_empty());
+        assert!(node.agent_processes("nomad").is_empty());
     }
 }
