@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench health_server` (release mode). The parent process
 //! re-executes itself twice as a server (`serve-health`, `serve-hello`), each
-//! on its own 2-worker runtime like the `supervisor` binary, runs `wrk`
+//! on the `supervisor` binary's runtime (`supervise::runtime::build`: one
+//! thread), runs `wrk`
 //! against each, and reads the server's VmRSS/VmHWM from /proc under load.
 //! Environment: `BENCH_DURATION` (seconds, default 10), `BENCH_CONNECTIONS`
 //! (default 64), `BENCH_ROUNDS` (default 2; the best round is reported).
@@ -32,12 +33,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// The `supervisor` binary's runtime (one thread, one malloc arena), for
+/// both servers.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    hashi_supervisor::supervise::runtime::build().unwrap()
 }
 
 fn snapshot() -> HealthSnapshot {

@@ -46,7 +46,6 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         health_cancel.clone(),
     )
     .await?;
-    tracing::info!(addr = %started.addr, "health endpoint listening");
     // Signals count from here: a stop during a slow download ends the run
     // (the download's temp file is removed; nothing half-installed stays).
     let token = CancellationToken::new();

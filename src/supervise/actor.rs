@@ -34,6 +34,10 @@ use crate::plan::{AgentPlan, Product};
 pub const LAST_LINES: usize = 50;
 /// How often the readiness check runs while an agent is starting.
 pub const STARTING_CHECK_PERIOD: Duration = Duration::from_millis(250);
+/// Check period of a running agent whose last check failed (at most the
+/// configured interval): a recovery shows within seconds, not a full
+/// interval later; a healthy idle agent keeps the long interval.
+pub const NOT_READY_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
 /// A command to an agent's actor.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,7 +278,10 @@ impl Actor {
                     tracing::info!(agent = %self.product(), ready = ok, "readiness check changed");
                 }
                 self.ready = ok;
-                self.next_check = self.cfg.check_interval.map(|i| Instant::now() + i);
+                self.next_check = self
+                    .cfg
+                    .check_interval
+                    .map(|i| Instant::now() + if ok { i } else { i.min(NOT_READY_CHECK_PERIOD) });
             }
             _ => {}
         }

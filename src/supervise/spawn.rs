@@ -197,7 +197,8 @@ fn raise_limit(resource: Resource, target: u64) {
 fn set_oom_score_adj(product: Product, pid: u32, value: i32) {
     let path = format!("/proc/{pid}/oom_score_adj");
     if let Err(e) = std::fs::write(&path, value.to_string()) {
-        tracing::warn!(agent = %product, pid, error = %e, "failed to set oom_score_adj");
+        // Lowering it needs CAP_SYS_RESOURCE, which containers often drop.
+        tracing::warn!(agent = %product, pid, error = %e, "failed to set oom_score_adj (needs CAP_SYS_RESOURCE)");
     }
 }
 
