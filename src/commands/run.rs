@@ -73,22 +73,24 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         preparer.render(&plan, &plan).await?;
         Ok::<_, Error>(installed)
     };
-    let installed = tokio::select! {
-        r = prepare => r?,
-        () = token.cancelled() => {
+    let prepared = tokio::select! {
+        r = prepare => Some(r?),
+        () = token.cancelled() => None,
+    };
+    let result = match prepared {
+        Some(installed) => {
+            let opts = RunOptions {
+                installed,
+                config_hash,
+                ..RunOptions::default()
+            };
+            supervise::run(plan, preparer, opts, status, ev_rx, token).await
+        }
+        None => {
             tracing::info!("stopped before any agent was started");
-            health_cancel.cancel();
-            tracker.close();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
-            return Ok(0);
+            Ok(())
         }
     };
-    let opts = RunOptions {
-        installed,
-        config_hash,
-        ..RunOptions::default()
-    };
-    let result = supervise::run(plan, preparer, opts, status, ev_rx, token).await;
     // Health goes last, after the agents have stopped.
     health_cancel.cancel();
     tracker.close();

@@ -186,6 +186,11 @@ mod fetch {
         assert!(bin.is_file(), "{} missing", bin.display());
     }
 
+    /// Installs consul 1.20.1 from the test mirror with the test options.
+    async fn install_1_20_1(m: &TestMirror) -> Result<release::Installed, ReleaseError> {
+        ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts()).await
+    }
+
     fn assert_clean(releases: &Path) {
         assert_eq!(temp_leftovers(releases), Vec::<std::path::PathBuf>::new());
     }
@@ -500,10 +505,7 @@ mod fetch {
             &TestMirror::zip_path("consul", "1.20.1"),
             Fault::Tamper { offset: 100 },
         );
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("tampered zip");
+        let err = install_1_20_1(&m).await.expect_err("tampered zip");
         assert!(matches!(err, ReleaseError::HashMismatch { .. }), "{err:?}");
         assert!(
             err.to_string().contains("consul_1.20.1_linux_amd64.zip"),
@@ -520,10 +522,7 @@ mod fetch {
         let mut text = std::fs::read(&sums).expect("read sums");
         text[0] = if text[0] == b'a' { b'b' } else { b'a' };
         std::fs::write(&sums, text).expect("tamper sums");
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("tampered SHA256SUMS");
+        let err = install_1_20_1(&m).await.expect_err("tampered SHA256SUMS");
         assert!(
             matches!(
                 err,
@@ -549,10 +548,7 @@ mod fetch {
             intruder.sign(&sums).expect("sign"),
         )
         .expect("write intruder signature");
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("unknown key");
+        let err = install_1_20_1(&m).await.expect_err("unknown key");
         assert!(
             matches!(
                 err,
@@ -592,10 +588,7 @@ mod fetch {
         let (m, old) = with_old_version(three_versions()).await;
         std::fs::remove_file(m.file("consul", "1.20.1", "consul_1.20.1_SHA256SUMS.sig"))
             .expect("remove sig");
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("no signature");
+        let err = install_1_20_1(&m).await.expect_err("no signature");
         assert!(
             matches!(err, ReleaseError::MissingSignature { .. }),
             "{err:?}"
@@ -617,10 +610,7 @@ mod fetch {
         );
         // With resume, each attempt would make progress; refuse Range too.
         m.server.set_fault(&zip, Fault::IgnoreRange);
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("truncated body");
+        let err = install_1_20_1(&m).await.expect_err("truncated body");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
         assert!(err.to_string().contains(&zip), "{err}");
         assert_eq!(m.server.requests(&zip), 4, "1 attempt + 3 retries");
@@ -640,10 +630,7 @@ mod fetch {
                 declared: real + 100,
             },
         );
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("short body");
+        let err = install_1_20_1(&m).await.expect_err("short body");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
         assert_untouched(&m, &old);
     }
@@ -743,10 +730,7 @@ mod fetch {
                 times: u32::MAX,
             },
         );
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("endless 500");
+        let err = install_1_20_1(&m).await.expect_err("endless 500");
         assert!(
             matches!(
                 err,
@@ -816,10 +800,7 @@ mod fetch {
                 .binary_bytes(version_script("consul", "9.9.9")),
         )
         .await;
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("wrong version");
+        let err = install_1_20_1(&m).await.expect_err("wrong version");
         assert!(
             matches!(err, ReleaseError::VersionMismatch { .. }),
             "{err:?}"
@@ -841,10 +822,7 @@ mod fetch {
                 }),
         )
         .await;
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("zip slip");
+        let err = install_1_20_1(&m).await.expect_err("zip slip");
         assert!(matches!(err, ReleaseError::BadArchive { .. }), "{err:?}");
         assert!(err.to_string().contains("../../evil"), "{err}");
         assert!(!m.tmp.path().join("evil").exists());
@@ -863,10 +841,7 @@ mod fetch {
                 }),
         )
         .await;
-        let err =
-            ensure_installed_with(&m.plan(), Product::Consul, &exact("1.20.1"), &quick_opts())
-                .await
-                .expect_err("symlink");
+        let err = install_1_20_1(&m).await.expect_err("symlink");
         assert!(err.to_string().contains("symlink"), "{err}");
         assert_untouched(&m, &old);
     }
