@@ -11,7 +11,9 @@
 //! multi-thread runtime) and `BENCH_RT=current-noarena` (one thread, glibc's
 //! default arenas). Like `supervisor run` it is a child subreaper (the orphan
 //! reaper scans `/proc` after every SIGCHLD); `BENCH_SUBREAPER=0` turns that
-//! off, as the helper had it before. `BENCH_USER=<name>` runs the children
+//! off, as the helper had it before; `BENCH_TRIM=0` keeps the start-up pages
+//! mapped (no [`trim`](hashi_supervisor::supervise::trim) once all agents
+//! are ready). `BENCH_USER=<name>` runs the children
 //! as that user (the `fork` spawn path of agents run as another user).
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use hashi_supervisor::Error;
 use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
-use hashi_supervisor::supervise::check::BoxFuture;
+use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
 use hashi_supervisor::supervise::daemon::status_channel;
 use hashi_supervisor::supervise::runtime;
 use hashi_supervisor::supervise::{Change, Installed, Preparer, RunOptions, run};
@@ -28,6 +30,15 @@ use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
 struct NoPrep;
+
+/// Readiness of a child without an API: ready once spawned.
+struct ReadyAtSpawn;
+
+impl ReadyCheck for ReadyAtSpawn {
+    fn check(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async { true })
+    }
+}
 
 impl Preparer for NoPrep {
     fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
@@ -114,13 +125,17 @@ fn main() {
         }
     }
     let opts = RunOptions {
-        // The children have no API: ready at spawn is not measured here.
-        checks: Arc::new(|_: &AgentPlan| None),
+        // The children have no API: a check that passes at once stands for
+        // the agents' readiness, so the daemon goes through "all agents
+        // ready" (and what it does then) as `supervisor run` does.
+        checks: Arc::new(|_: &AgentPlan| Some(Arc::new(ReadyAtSpawn) as Arc<dyn ReadyCheck>)),
         check_interval: None,
         consul_wait: Duration::ZERO,
         extra_env,
         // A child subreaper, as `supervisor run` is by default.
         become_subreaper: std::env::var("BENCH_SUBREAPER").as_deref() != Ok("0"),
+        // `BENCH_TRIM=0`: keep the start-up pages (the rows before the trim).
+        trim_memory: std::env::var("BENCH_TRIM").as_deref() != Ok("0"),
         ..RunOptions::default()
     };
     let rt = match std::env::var("BENCH_RT").as_deref() {

@@ -83,10 +83,14 @@ impl AgentApiError {
 }
 
 /// Builds the HTTP client used for local agents: no proxy (agents are local
-/// or on the private network), bounded by `timeout` per request.
+/// or on the private network), bounded by `timeout` per request. Agents are
+/// spoken to over plain HTTP, so no public root certificates are loaded:
+/// with them every client would parse the whole system store (~150
+/// certificates) and keep it for the daemon's life.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, AgentApiError> {
     reqwest::Client::builder()
         .no_proxy()
+        .tls_built_in_root_certs(false)
         .timeout(timeout)
         .connect_timeout(timeout)
         .pool_max_idle_per_host(2)

@@ -38,8 +38,12 @@ pub fn init(level: &str, format: LogFormat) {
             return;
         }
     }
+    // Colours only for a terminal: `supervisor run 2>file` or a log
+    // collector must not get escape sequences.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(tty)
         .with_target(false);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {

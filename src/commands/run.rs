@@ -82,6 +82,9 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
             let opts = RunOptions {
                 installed,
                 config_hash,
+                // A diagnostic switch (and the "before" of BENCHMARKS.md):
+                // keep every page touched at start-up mapped.
+                trim_memory: std::env::var_os("SUPERVISOR_KEEP_STARTUP_PAGES").is_none(),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await

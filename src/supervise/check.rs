@@ -45,11 +45,7 @@ impl HttpCheck {
 
     /// A check of `url`.
     pub fn new(url: String) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(CHECK_TIMEOUT)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let client = crate::agent_api::http_client(CHECK_TIMEOUT).unwrap_or_default();
         Self { url, client }
     }
 }

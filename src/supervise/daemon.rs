@@ -127,6 +127,9 @@ pub struct RunOptions {
     pub installed: HashMap<Product, Installed>,
     /// SHA-256 of the role file in force.
     pub config_hash: String,
+    /// Give back the start-up working set each time all agents become
+    /// ready and after each reload ([`super::trim`]).
+    pub trim_memory: bool,
 }
 
 impl Default for RunOptions {
@@ -142,6 +145,7 @@ impl Default for RunOptions {
             become_subreaper: true,
             installed: HashMap::new(),
             config_hash: String::new(),
+            trim_memory: true,
         }
     }
 }
@@ -322,6 +326,7 @@ impl Daemon {
     ) {
         let mut rx = self.status.subscribe();
         let mut told_ready = false;
+        let mut was_all_ready = false;
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
@@ -340,6 +345,12 @@ impl Daemon {
                     notify_systemd(&[NotifyState::Ready]);
                     told_ready = true;
                 }
+                // Start-up (or a restart) is over: what getting here touched
+                // goes back; the steady state keeps only what it uses.
+                if all_ready && !was_all_ready && self.opts.trim_memory {
+                    super::trim::release_startup_memory();
+                }
+                was_all_ready = all_ready;
             }
             tokio::select! {
                 biased;
@@ -378,6 +389,10 @@ impl Daemon {
         }
         self.set_reload_error(outcome.err());
         notify_systemd(&[NotifyState::Ready]);
+        // A reload may have downloaded and rendered: give that memory back.
+        if self.opts.trim_memory {
+            super::trim::release_startup_memory();
+        }
     }
 
     async fn try_reload(&mut self, shutdown: &CancellationToken) -> Result<(), String> {

@@ -9,6 +9,7 @@
 //! * [`reap`]: adopted orphans as PID 1 or subreaper.
 //! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
 //! * [`runtime`]: the async runtime of the binary (and of the benchmark).
+//! * [`trim`]: gives back the start-up working set once the agents run.
 //!
 //! This module must not read the role file, download, or render by itself:
 //! those steps are injected through [`Preparer`] so tests can fake them.
@@ -23,6 +24,7 @@ pub mod reap;
 pub mod runtime;
 pub mod spawn;
 pub mod status;
+pub mod trim;
 
 pub use actor::{AgentHandle, Control};
 pub use daemon::{Change, DaemonEvent, Installed, Preparer, RunOptions, run};

@@ -261,6 +261,11 @@ state_dir = "{state}"
             .arg(&role_file)
             .arg("run")
             .env_remove("NOTIFY_SOCKET")
+            // What the memory trim did (one debug line per trim).
+            .env(
+                "HASHI_SUPERVISOR_LOG",
+                "info,hashi_supervisor::supervise::trim=debug",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -382,6 +387,16 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
                 .as_ref()
                 .is_some_and(|x| x.leader.is_some())
     });
+    // Start-up is over: the daemon dropped the pages of its binary that
+    // start-up touched (text and read-only data: two mappings).
+    let log = n.log();
+    let trim = log
+        .lines()
+        .find(|l| l.contains("released start-up pages"))
+        .unwrap_or_else(|| panic!("no trim after all agents were ready; log:\n{log}"));
+    assert!(trim.contains("mappings=2"), "{trim}");
+    assert!(!trim.contains("resident_kib=0"), "{trim}");
+    assert!(!log.contains('\x1b'), "colour codes in a log file");
     let doc = n.status();
     assert_eq!(
         (
