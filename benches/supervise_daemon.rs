@@ -97,6 +97,7 @@ fn main() {
             stable_after: Duration::from_secs(1),
         },
         http_addr: "127.0.0.1:1".parse().unwrap(),
+        api_tls: None,
     };
     let plan = Plan {
         node_name: "bench".into(),

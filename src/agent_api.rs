@@ -46,6 +46,15 @@ pub enum AgentApiError {
         /// The start of the body (agents answer errors as text).
         body: String,
     },
+    /// The CA of an agent's TLS API could not be read or parsed.
+    #[error("failed to load the CA certificate {path} of the agent's https API")]
+    Ca {
+        /// The CA file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The body was not the expected JSON.
     #[error("failed to decode the answer of {url}")]
     Decode {
@@ -96,6 +105,57 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, AgentApiError> 
         .pool_max_idle_per_host(2)
         .build()
         .map_err(AgentApiError::Client)
+}
+
+/// One agent's API: the client to use and the base URL of its requests.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The client (plain, or holding the agent's CA).
+    pub http: reqwest::Client,
+    /// `http://<addr>`, or `https://<server name>:<port>` for a TLS API.
+    pub base: String,
+}
+
+impl Endpoint {
+    /// The endpoint of the agent at `addr`: plain HTTP without `tls`;
+    /// with it, HTTPS verified against `tls.ca_file` only (no public roots)
+    /// under `tls.server_name`, which this client resolves to `addr`.
+    pub fn new(
+        addr: SocketAddr,
+        tls: Option<&crate::plan::ApiTls>,
+        timeout: Duration,
+    ) -> Result<Self, AgentApiError> {
+        let Some(tls) = tls else {
+            return Ok(Self {
+                http: http_client(timeout)?,
+                base: format!("http://{addr}"),
+            });
+        };
+        let ca_err = |source: Box<dyn std::error::Error + Send + Sync>| AgentApiError::Ca {
+            path: tls.ca_file.clone(),
+            source,
+        };
+        let pem = std::fs::read(&tls.ca_file).map_err(|e| ca_err(Box::new(e)))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(Box::new(e)))?;
+        if certs.is_empty() {
+            return Err(ca_err("no PEM certificate in the file".into()));
+        }
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .https_only(true)
+            .resolve(&tls.server_name, addr)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(2);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+        Ok(Self {
+            http: b.build().map_err(AgentApiError::Client)?,
+            base: format!("https://{}:{}", tls.server_name, addr.port()),
+        })
+    }
 }
 
 fn truncate(body: &[u8]) -> String {
@@ -576,6 +636,14 @@ impl ConsulClient {
         }
     }
 
+    /// A client of the agent behind `endpoint` (plain or TLS).
+    pub fn at(endpoint: Endpoint) -> Self {
+        Self {
+            http: endpoint.http,
+            base: endpoint.base,
+        }
+    }
+
     async fn get(&self, path: &str, ok: &[u16]) -> Result<Answer, AgentApiError> {
         let url = format!("{}{path}", self.base);
         send(self.http.get(&url), url).await?.require(ok)
@@ -660,6 +728,14 @@ impl NomadClient {
         Self {
             http,
             base: format!("http://{addr}"),
+        }
+    }
+
+    /// A client of the agent behind `endpoint` (plain or TLS).
+    pub fn at(endpoint: Endpoint) -> Self {
+        Self {
+            http: endpoint.http,
+            base: endpoint.base,
         }
     }
 

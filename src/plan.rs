@@ -142,6 +142,25 @@ pub struct AgentPlan {
     pub restart: RestartPolicy,
     /// Address of the agent's local HTTP API (for checks and joins).
     pub http_addr: SocketAddr,
+    /// How that API is secured: `None` for plain HTTP.
+    pub api_tls: Option<ApiTls>,
+}
+
+/// An agent HTTP API served over TLS (Nomad with `tls.http = true`).
+///
+/// The certificate is checked against the cluster's CA under the name that
+/// Nomad's own certificates carry for the agent's role
+/// (`server.<region>.nomad` or `client.<region>.nomad`; `nomad tls cert
+/// create` writes it, and the rendered `verify_server_hostname = true`
+/// requires it). That name is resolved to `http_addr`, so the check holds
+/// whatever address the API listens on. No client certificate is sent: the
+/// rendered `verify_https_client = false` lets local tools in without one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiTls {
+    /// The cluster CA (PEM).
+    pub ca_file: PathBuf,
+    /// The name the agent's certificate must carry.
+    pub server_name: String,
 }
 
 /// Release settings shared by both agents.
@@ -376,6 +395,8 @@ impl Plan {
                     .unwrap_or(CONSUL_LEAVE_TIMEOUT + STOP_MARGIN),
                 restart: role.consul.restart.clone(),
                 http_addr: SocketAddr::new(loopback, consul_http_port),
+                // Consul's HTTP port stays plain; TLS covers its RPC.
+                api_tls: None,
             });
         }
 
@@ -459,6 +480,17 @@ impl Plan {
                     http_ip,
                     extra_http_port(&role.nomad.extra).unwrap_or(NOMAD_HTTP_PORT),
                 ),
+                api_tls: match &role.nomad.tls {
+                    Some(t) if role.nomad.tls_http => Some(ApiTls {
+                        ca_file: t.ca_file.clone(),
+                        server_name: format!(
+                            "{}.{}.nomad",
+                            if server { "server" } else { "client" },
+                            role.region
+                        ),
+                    }),
+                    _ => None,
+                },
             });
         }
 
@@ -523,11 +555,14 @@ mod tests {
 
     fn plan(text: &str, roles: &[&str]) -> Plan {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        let host = StaticHost {
+        let mut host = StaticHost {
             hostname: Some("h".into()),
             interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 5))],
             ..StaticHost::default()
         };
+        for f in ["/t/ca.pem", "/t/c.pem", "/t/k.pem"] {
+            host.files.insert(f.into(), "pem".into());
+        }
         let role = role::parse(Path::new("/r/node.toml"), text, &roles, &host)
             .unwrap_or_else(|e| panic!("{e}"));
         Plan::from_role(&role)
@@ -624,5 +659,30 @@ mod tests {
             p.render.nomad.as_ref().unwrap().consul_address.as_deref(),
             Some("127.0.0.1:18500")
         );
+    }
+
+    #[test]
+    fn nomads_https_api_is_checked_with_the_cluster_ca_under_the_role_name() {
+        let tls = "[nomad.tls]\nca_file = \"/t/ca.pem\"\ncert_file = \"/t/c.pem\"\nkey_file = \"/t/k.pem\"\n";
+        let text = format!(
+            "schema = 1\nregion = \"eu\"\n[discovery]\nnomad_retry_join = [\"x\"]\n{tls}http = true\n"
+        );
+        let p = plan(&text, &["consul-server", "nomad-server"]);
+        assert_eq!(p.agents[0].api_tls, None, "Consul's HTTP port stays plain");
+        assert_eq!(
+            p.agents[1].api_tls,
+            Some(ApiTls {
+                ca_file: "/t/ca.pem".into(),
+                server_name: "server.eu.nomad".into()
+            })
+        );
+        let p = plan(&text, &["nomad-client"]);
+        assert_eq!(
+            p.agents[0].api_tls.as_ref().map(|t| t.server_name.as_str()),
+            Some("client.eu.nomad")
+        );
+        // TLS for RPC only: the HTTP API stays plain.
+        let text = format!("schema = 1\n[discovery]\nnomad_retry_join = [\"x\"]\n{tls}");
+        assert_eq!(plan(&text, &["nomad-server"]).agents[0].api_tls, None);
     }
 }

@@ -47,7 +47,8 @@ pub struct Checker {
     config: CheckerConfig,
     status: watch::Receiver<SupervisorStatus>,
     tx: watch::Sender<HealthSnapshot>,
-    http: reqwest::Client,
+    /// Per agent of the node, in its order: its API, or why it has none.
+    endpoints: Vec<Result<agent_api::Endpoint, String>>,
 }
 
 impl Checker {
@@ -69,7 +70,17 @@ impl Checker {
         metrics: Arc<Metrics>,
         config: CheckerConfig,
     ) -> Result<(Self, watch::Receiver<HealthSnapshot>), HealthError> {
-        let http = agent_api::http_client(config.request_timeout).map_err(HealthError::Client)?;
+        // One endpoint per agent, built once: a TLS API gets its own client
+        // holding its CA. An endpoint that cannot be built (unreadable CA)
+        // is reported in every round of that agent.
+        let endpoints = node
+            .agents
+            .iter()
+            .map(|t| {
+                agent_api::Endpoint::new(t.http_addr, t.api_tls.as_ref(), config.request_timeout)
+                    .map_err(|e| e.one_line())
+            })
+            .collect();
         let mut snap = HealthSnapshot::new(node, metrics);
         snap.set_supervisor(status.borrow().clone());
         let (tx, rx) = watch::channel(snap);
@@ -78,7 +89,7 @@ impl Checker {
                 config,
                 status,
                 tx,
-                http,
+                endpoints,
             },
             rx,
         ))
@@ -113,11 +124,11 @@ impl Checker {
                     Err(e) => warn!(error = %e, "agent query task ended abnormally"),
                 },
                 _ = tick.tick(), if queries.is_empty() => {
-                    for t in &targets {
-                        let http = self.http.clone();
+                    for (t, endpoint) in targets.iter().zip(&self.endpoints) {
+                        let endpoint = endpoint.clone();
                         let t = t.clone();
                         queries.spawn(async move {
-                            match tokio::time::timeout(bound, query_one(http, &t)).await {
+                            match tokio::time::timeout(bound, query_one(endpoint, &t)).await {
                                 Ok(r) => r,
                                 Err(_) => timed_out(&t, bound),
                             }
@@ -137,6 +148,11 @@ const ROUND_TIMEOUT_FACTOR: u32 = 3;
 
 fn timed_out(t: &AgentTarget, bound: Duration) -> AgentReport {
     let msg = format!("agent queries did not finish within {}s", bound.as_secs());
+    unreachable_api(t, msg)
+}
+
+/// The report of an agent whose API gave no answer, saying why.
+fn unreachable_api(t: &AgentTarget, msg: String) -> AgentReport {
     AgentReport {
         product: t.product,
         checked_at: SystemTime::now(),
@@ -165,19 +181,23 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-async fn query_one(http: reqwest::Client, t: &AgentTarget) -> AgentReport {
+async fn query_one(endpoint: Result<agent_api::Endpoint, String>, t: &AgentTarget) -> AgentReport {
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(why) => return unreachable_api(t, why),
+    };
     let report = match t.product {
         Product::Consul => AgentReport {
             product: t.product,
             checked_at: SystemTime::now(),
-            consul: Some(query_consul(ConsulClient::new(http, t.http_addr), t.server).await),
+            consul: Some(query_consul(ConsulClient::at(endpoint), t.server).await),
             nomad: None,
         },
         Product::Nomad => AgentReport {
             product: t.product,
             checked_at: SystemTime::now(),
             consul: None,
-            nomad: Some(query_nomad(NomadClient::new(http, t.http_addr), t.server).await),
+            nomad: Some(query_nomad(NomadClient::at(endpoint), t.server).await),
         },
     };
     debug!(agent = %t.product, "agent queried");

@@ -29,6 +29,8 @@ pub struct AgentTarget {
     pub client: bool,
     /// The agent's local HTTP API.
     pub http_addr: SocketAddr,
+    /// TLS of that API, if any.
+    pub api_tls: Option<crate::plan::ApiTls>,
 }
 
 /// The node, from the plan.
@@ -62,6 +64,7 @@ impl NodeInfo {
                     server: a.server,
                     client: a.client,
                     http_addr: a.http_addr,
+                    api_tls: a.api_tls.clone(),
                 })
                 .collect(),
         }

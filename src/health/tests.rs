@@ -29,12 +29,14 @@ fn node() -> NodeInfo {
                 server: true,
                 client: false,
                 http_addr: addr(8500),
+                api_tls: None,
             },
             AgentTarget {
                 product: Product::Nomad,
                 server: true,
                 client: false,
                 http_addr: addr(4646),
+                api_tls: None,
             },
         ],
     }

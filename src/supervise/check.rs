@@ -40,7 +40,19 @@ impl HttpCheck {
             Product::Consul => CONSUL_READY_PATH,
             Product::Nomad => NOMAD_READY_PATH,
         };
-        Self::new(format!("http://{}{}", plan.http_addr, path))
+        match crate::agent_api::Endpoint::new(plan.http_addr, plan.api_tls.as_ref(), CHECK_TIMEOUT)
+        {
+            Ok(e) => Self {
+                url: format!("{}{path}", e.base),
+                client: e.http,
+            },
+            Err(e) => {
+                // The check cannot pass until the CA is fixed (a restart of
+                // the supervisor or a reload reads it again); say why once.
+                tracing::warn!(agent = %plan.product, error = %e.one_line(), "readiness check cannot reach the agent's API");
+                Self::new(format!("https://{}{path}", plan.http_addr))
+            }
+        }
     }
 
     /// A check of `url`.

@@ -407,11 +407,25 @@ async fn run(
         leave_requested: tokio::sync::Notify::new(),
         ready_sent: AtomicBool::new(false),
     });
-    crate::http::serve(shared.clone(), listener);
+    // Nomad with `tls.http`: HTTPS only; unreadable files stop the start,
+    // as they stop the real agent.
+    let tls = match &cfg.http_tls {
+        Some((cert, key)) => match crate::http::tls_acceptor(cert, key) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log(&format!(
+                    "==> Error starting agent: Failed to parse TLS configuration: {e}"
+                ));
+                return 1;
+            }
+        },
+        None => None,
+    };
+    crate::http::serve(shared.clone(), listener, tls.clone());
     for ip in &cfg.http_extra_ips {
         let addr = crate::state::host_port(ip, cfg.http_port);
         match TcpListener::bind(&addr).await {
-            Ok(l) => crate::http::serve(shared.clone(), l),
+            Ok(l) => crate::http::serve(shared.clone(), l, tls.clone()),
             Err(e) => {
                 log(&format!(
                     "==> Error starting agent: Failed to start HTTP listener on {addr}: listen tcp {addr}: {e}"
@@ -435,7 +449,7 @@ async fn run(
         let addr = crate::state::host_port(&cfg.bind_ip, port);
         match TcpListener::bind(&addr).await {
             Ok(l) => {
-                crate::http::serve(shared.clone(), l);
+                crate::http::serve(shared.clone(), l, None);
                 if port == cfg.serf_port {
                     // Peers push to the serf address, reachable like the real
                     // agent's serf port even when HTTP is on loopback.

@@ -72,6 +72,9 @@ pub struct AgentConfig {
     pub consul: NomadConsul,
     /// Files read, in merge order.
     pub files: Vec<PathBuf>,
+    /// Nomad `tls { http = true }`: the HTTP API is served over TLS with
+    /// this (cert_file, key_file).
+    pub http_tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Nomad's default Consul address (consul/api DefaultConfig, agent-facts §5).
@@ -737,6 +740,8 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 bootstrap_expect,
                 http_ip,
                 http_extra_ips,
+                // Consul serves HTTPS on its own `ports.https`, never here.
+                http_tls: None,
                 http_port: port(v, "ports.http", DEFAULT_CONSUL_HTTP_PORT),
                 advertise_ip,
                 bind_ip,
@@ -786,6 +791,14 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 bootstrap_expect: get_int(v, "server.bootstrap_expect").unwrap_or(0).max(0) as u64,
                 http_ip,
                 http_extra_ips: Vec::new(),
+                http_tls: match (
+                    get_bool(v, "tls.http"),
+                    get_str(v, "tls.cert_file"),
+                    get_str(v, "tls.key_file"),
+                ) {
+                    (Some(true), Some(c), Some(k)) => Some((c.into(), k.into())),
+                    _ => None,
+                },
                 http_port: port(v, "ports.http", DEFAULT_NOMAD_HTTP_PORT),
                 advertise_ip,
                 bind_ip: serf_ip,

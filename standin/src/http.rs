@@ -3,6 +3,7 @@
 //! README lists, plus the hidden `/_standin/gossip` endpoint.
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -13,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::Product;
 use crate::agent::Shared;
@@ -24,8 +26,30 @@ type Resp = Response<Full<Bytes>>;
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Accept connections forever on `listener`.
-pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// The TLS side of Nomad's `tls { http = true }`: this certificate chain
+/// and key, no client certificate asked (`verify_https_client = false`).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("failed to read {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("failed to read {}: {e}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| e.to_string())?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accept connections forever on `listener` (over TLS with `tls`).
+pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let hang = crate::knobs::var("STANDIN_HTTP_HANG").is_some_and(|v| v == "1");
     tokio::spawn(async move {
         loop {
@@ -41,14 +65,24 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
             let shared = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(handle(shared, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    // A failed handshake (plain HTTP, unknown CA) just closes.
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });

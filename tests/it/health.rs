@@ -295,12 +295,14 @@ async fn start_node(limits: ServerLimits) -> Node {
                 server: true,
                 client: false,
                 http_addr: consul.addr,
+                api_tls: None,
             },
             AgentTarget {
                 product: Product::Nomad,
                 server: true,
                 client: false,
                 http_addr: nomad.addr,
+                api_tls: None,
             },
         ],
     };
@@ -1004,6 +1006,7 @@ fn plan(consul: SocketAddr, nomad: SocketAddr) -> hashi_supervisor::plan::Plan {
             stable_after: Duration::from_secs(1),
         },
         http_addr,
+        api_tls: None,
     };
     Plan {
         node_name: "lon1-server-01".into(),

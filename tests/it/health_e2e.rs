@@ -114,6 +114,9 @@ struct NodeSpec {
     nomad_knobs: String,
     /// Give both agents gossip key files.
     gossip_keys: bool,
+    /// Nomad with `[nomad.tls]` and `http = true`: its API is HTTPS only,
+    /// with a certificate for `server.eu.nomad` from a test CA.
+    nomad_tls: bool,
 }
 
 impl NodeSpec {
@@ -131,6 +134,7 @@ impl NodeSpec {
             consul_knobs: String::new(),
             nomad_knobs: String::new(),
             gossip_keys: false,
+            nomad_tls: false,
         }
     }
 }
@@ -177,6 +181,11 @@ impl Node {
                 *line = format!("encrypt_key_file = \"{}\"", f.display());
             }
         }
+        let nomad_tls = if spec.nomad_tls {
+            test_pki(root.path(), "server.eu.nomad")
+        } else {
+            String::new()
+        };
         let roles: Vec<String> = spec.roles.iter().map(|r| format!("\"{r}\"")).collect();
         let discovery = match &spec.consul_address {
             Some(a) => format!("[discovery]\nconsul_address = \"{a}\"\n"),
@@ -214,6 +223,7 @@ stop_timeout_secs = 10
 [nomad.restart]
 {restart}
 
+{nomad_tls}
 [nomad.extra.ports]
 http = {nh}
 rpc = {nr}
@@ -245,6 +255,7 @@ state_dir = "{state}"
             nbe = spec.nomad_bootstrap_expect,
             restart = spec.nomad_restart,
             nh = ports.nomad_http,
+            nomad_tls = nomad_tls,
             nr = ports.nomad_rpc,
             ns = ports.nomad_serf,
             mirror = m.root.display(),
@@ -364,6 +375,38 @@ fn status_cmd(node: &Node, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// Writes a test CA and a certificate for `name` (plus `localhost` and
+/// 127.0.0.1, as `nomad tls cert create` makes them) under `dir`; returns
+/// the `[nomad.tls]` table naming them, with `http = true`.
+fn test_pki(dir: &std::path::Path, name: &str) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![name.to_string(), "localhost".into()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let mut table = String::from("[nomad.tls]\nhttp = true\n");
+    for (file, pem) in [
+        ("ca_file", ca.pem()),
+        ("cert_file", cert.pem()),
+        ("key_file", key.serialize_pem()),
+    ] {
+        let path = dir.join(format!("nomad-{file}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        // The stand-in Nomad runs as `nomad` under a root test run.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        table.push_str(&format!("{file} = \"{}\"\n", path.display()));
+    }
+    table
 }
 
 // ----------------------------------------------------------------- tests ---
@@ -673,6 +716,7 @@ fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_o
         consul_knobs: String::new(),
         nomad_knobs: String::new(),
         gossip_keys: false,
+        nomad_tls: false,
     };
     let mut n = Node::start(spec);
     let listed = |consul: &StandIn| -> Option<serde_json::Value> {
@@ -707,4 +751,57 @@ fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_o
         "still in the catalog after stop: {}",
         consul.get("/v1/catalog/service/hashi-supervisor").body
     );
+}
+
+#[test]
+fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
+    let mut n = Node::start(NodeSpec {
+        nomad_tls: true,
+        ..NodeSpec::ams2_server_01()
+    });
+    n.wait("/ready", |r| r.status == 200);
+    // The health checker reached Nomad over HTTPS: its leader and server
+    // health are in the status, without an error.
+    n.wait("/v1/status", |r| {
+        let d: StatusDoc = serde_json::from_str(&r.body).unwrap();
+        agent(&d, "nomad")
+            .nomad
+            .as_ref()
+            .is_some_and(|x| x.leader.is_some() && x.errors.is_empty())
+    });
+    // The stand-in really serves TLS only: plain HTTP gets no answer.
+    let nomad = format!("127.0.0.1:{}", n.ports.nomad_http);
+    let plain = http(&nomad, "GET", "/v1/status/leader", "");
+    assert!(
+        !matches!(&plain, Ok(r) if r.status == 200),
+        "plain HTTP answered on a TLS-only Nomad API: {plain:?}"
+    );
+    // The readiness check of the plan from this very role file passes over
+    // TLS; the same check without the CA (plain HTTP) fails.
+    let role = hashi_supervisor::role::load(&n.role_file, true, &[]).unwrap();
+    let plan = hashi_supervisor::plan::Plan::from_role(&role);
+    let mut agent_plan = plan
+        .agents
+        .iter()
+        .find(|a| a.product == hashi_supervisor::plan::Product::Nomad)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        agent_plan.api_tls.as_ref().map(|t| t.server_name.as_str()),
+        Some("server.eu.nomad")
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    use hashi_supervisor::supervise::check::{HttpCheck, ReadyCheck};
+    assert!(rt.block_on(HttpCheck::for_agent(&agent_plan).check()));
+    agent_plan.api_tls = None;
+    assert!(!rt.block_on(HttpCheck::for_agent(&agent_plan).check()));
+    assert!(
+        !n.log().contains("readiness check cannot reach"),
+        "{}",
+        n.log()
+    );
+    assert_eq!(n.stop().code(), Some(0), "log:\n{}", n.log());
 }

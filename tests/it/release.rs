@@ -413,6 +413,7 @@ mod fetch {
                 stable_after: Duration::from_secs(60),
             },
             http_addr: "127.0.0.1:8500".parse().expect("addr"),
+            api_tls: None,
         }
     }
 

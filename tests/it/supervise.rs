@@ -106,6 +106,7 @@ impl Rig {
                 stable_after: Duration::from_secs(600),
             },
             http_addr: "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
+            api_tls: None,
         }
     }
 
