@@ -26,7 +26,7 @@ Env: IDLE_SECS (35), POLLS (200), KEEP (1: measure with the trim off too).
 import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REL = os.path.join(ROOT, "target", "release")
+REL = os.environ.get("REL_DIR") or os.path.join(ROOT, "target", "release")
 IDLE_SECS = float(os.environ.get("IDLE_SECS", "35"))
 POLLS = int(os.environ.get("POLLS", "200"))
 CONSUL, NOMAD = "1.21.4", "1.10.4"
