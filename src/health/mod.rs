@@ -90,7 +90,7 @@ pub async fn start(
     plan: &Plan,
     status: watch::Receiver<SupervisorStatus>,
     metrics: Arc<Metrics>,
-    register_with: Option<SocketAddr>,
+    register_with: Option<String>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<Started, HealthError> {
@@ -120,25 +120,18 @@ pub async fn start(
     })
 }
 
-/// The Consul agent a node registers with: its own Consul, else the one
-/// the role file names for a node without a local Consul
-/// (`discovery.consul_address`, when it is an IP address and port).
-pub fn registration_target(plan: &Plan) -> Option<SocketAddr> {
+/// The Consul agent a node registers with (`ip:port` or `host:port`): its
+/// own Consul, else the one the role file names for a node without a local
+/// Consul (`discovery.consul_address`, which Nomad uses too).
+pub fn registration_target(plan: &Plan) -> Option<String> {
     if let Some(consul) = plan
         .agents
         .iter()
         .find(|a| a.product == crate::plan::Product::Consul)
     {
-        return Some(consul.http_addr);
+        return Some(consul.http_addr.to_string());
     }
-    let remote = plan.render.nomad.as_ref()?.consul_address.as_ref()?;
-    match remote.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            tracing::warn!(consul = %remote, "not registering in consul: its address is not an ip address and port");
-            None
-        }
-    }
+    plan.render.nomad.as_ref()?.consul_address.clone()
 }
 
 /// The address Consul checks `/ready` on: the listen address, or for a
@@ -215,8 +208,8 @@ pub enum HealthError {
     /// Registering the supervisor in Consul failed.
     #[error("failed to register the hashi-supervisor service with consul at {consul}")]
     Register {
-        /// The Consul agent's HTTP address.
-        consul: SocketAddr,
+        /// The Consul agent's HTTP address (`ip:port` or `host:port`).
+        consul: String,
         /// The cause.
         #[source]
         source: AgentApiError,
@@ -224,8 +217,8 @@ pub enum HealthError {
     /// Deregistering the supervisor from Consul failed.
     #[error("failed to deregister the hashi-supervisor service from consul at {consul}")]
     Deregister {
-        /// The Consul agent's HTTP address.
-        consul: SocketAddr,
+        /// The Consul agent's HTTP address (`ip:port` or `host:port`).
+        consul: String,
         /// The cause.
         #[source]
         source: AgentApiError,

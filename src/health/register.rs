@@ -65,15 +65,21 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
     }
 }
 
-fn client(consul_http: SocketAddr) -> Result<ConsulClient, HealthError> {
+/// A client of the Consul agent at `consul_http` (`ip:port` or
+/// `host:port`; a host name is resolved on each request, so a DNS name that
+/// is not resolvable yet at boot works once it is).
+fn client(consul_http: &str) -> Result<ConsulClient, HealthError> {
     let http = agent_api::http_client(REGISTER_TIMEOUT).map_err(HealthError::Client)?;
-    Ok(ConsulClient::new(http, consul_http))
+    Ok(ConsulClient::at(agent_api::Endpoint {
+        http,
+        base: format!("http://{consul_http}"),
+    }))
 }
 
 /// Registers the node's supervisor with the Consul agent at `consul_http`;
 /// returns the service ID.
 pub async fn register_self(
-    consul_http: SocketAddr,
+    consul_http: &str,
     node_name: &str,
     health: SocketAddr,
 ) -> Result<String, HealthError> {
@@ -82,7 +88,7 @@ pub async fn register_self(
 
 async fn register_with(
     consul: &ConsulClient,
-    consul_http: SocketAddr,
+    consul_http: &str,
     node_name: &str,
     health: SocketAddr,
 ) -> Result<String, HealthError> {
@@ -91,27 +97,27 @@ async fn register_with(
         .register_service(&reg)
         .await
         .map_err(|source| HealthError::Register {
-            consul: consul_http,
+            consul: consul_http.to_string(),
             source,
         })?;
     Ok(reg.id)
 }
 
 /// Deregisters a service ID registered by [`register_self`].
-pub async fn deregister_self(consul_http: SocketAddr, service_id: &str) -> Result<(), HealthError> {
+pub async fn deregister_self(consul_http: &str, service_id: &str) -> Result<(), HealthError> {
     deregister_with(&client(consul_http)?, consul_http, service_id).await
 }
 
 async fn deregister_with(
     consul: &ConsulClient,
-    consul_http: SocketAddr,
+    consul_http: &str,
     service_id: &str,
 ) -> Result<(), HealthError> {
     consul
         .deregister_service(service_id)
         .await
         .map_err(|source| HealthError::Deregister {
-            consul: consul_http,
+            consul: consul_http.to_string(),
             source,
         })
 }
@@ -120,17 +126,17 @@ async fn deregister_with(
 /// yet), waits for `cancel`, then deregisters. Failures are logged, not
 /// returned; only a failure to build the HTTP client is.
 pub async fn run_registration(
-    consul_http: SocketAddr,
+    consul_http: String,
     node_name: String,
     health: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<(), HealthError> {
     // One client for both ends, so deregistering at shutdown costs one
     // request and no client set-up.
-    let consul = client(consul_http)?;
+    let consul = client(&consul_http)?;
     let mut delay = REGISTER_RETRY_MIN;
     let id = loop {
-        match register_with(&consul, consul_http, &node_name, health).await {
+        match register_with(&consul, &consul_http, &node_name, health).await {
             Ok(id) => {
                 info!(service = %id, consul = %consul_http, "registered in consul");
                 break id;
@@ -148,7 +154,7 @@ pub async fn run_registration(
         delay = (delay * 2).min(REGISTER_RETRY_MAX);
     };
     cancel.cancelled().await;
-    if let Err(e) = deregister_with(&consul, consul_http, &id).await {
+    if let Err(e) = deregister_with(&consul, &consul_http, &id).await {
         warn!(error = %e, service = %id, "deregistration failed");
     } else {
         info!(service = %id, "deregistered from consul");

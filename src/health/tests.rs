@@ -417,16 +417,25 @@ fn registration_goes_to_the_local_consul_else_the_role_files_consul_address() {
         &["consul-client", "nomad-client"],
     );
     assert_eq!(
-        registration_target(&local),
-        Some("127.0.0.1:8500".parse().unwrap())
+        registration_target(&local).as_deref(),
+        Some("127.0.0.1:8500")
     );
     let remote = plan_of(
         "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\nnomad_retry_join = [\"10.0.1.11\"]\n",
         &["nomad-client"],
     );
     assert_eq!(
-        registration_target(&remote),
-        Some("10.0.1.11:8500".parse().unwrap())
+        registration_target(&remote).as_deref(),
+        Some("10.0.1.11:8500")
+    );
+    // A DNS name is kept as written: the client resolves it per request.
+    let named = plan_of(
+        "schema = 1\n[discovery]\nconsul_address = \"consul.service.ams2.consul:8500\"\nnomad_retry_join = [\"10.0.1.11\"]\n",
+        &["nomad-client"],
+    );
+    assert_eq!(
+        registration_target(&named).as_deref(),
+        Some("consul.service.ams2.consul:8500")
     );
     let none = plan_of(
         "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n",

@@ -743,7 +743,7 @@ async fn registration_puts_an_http_check_on_ready_and_deregisters_on_stop() {
     let cancel = CancellationToken::new();
     let health_addr: SocketAddr = "10.0.0.7:4680".parse().unwrap();
     let task = tokio::spawn(health::run_registration(
-        consul.addr,
+        consul.addr.to_string(),
         "ams2-client-01".into(),
         health_addr,
         cancel.clone(),
@@ -1040,7 +1040,7 @@ async fn start_serves_the_plans_node_and_registers_then_deregisters() {
         &plan(consul.addr, nomad.addr),
         rx,
         Arc::new(Metrics::default()),
-        Some(consul.addr),
+        Some(consul.addr.to_string()),
         &tracker,
         cancel.clone(),
     )
@@ -1116,7 +1116,7 @@ async fn secrets_in_agent_error_answers_reach_neither_responses_nor_logs() {
     // Registration fails against the leaky agent and logs why.
     let reg_cancel = CancellationToken::new();
     let reg = tokio::spawn(health::run_registration(
-        n.consul.addr,
+        n.consul.addr.to_string(),
         "ams2-server-01".into(),
         n.addr,
         reg_cancel.clone(),

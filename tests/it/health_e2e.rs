@@ -711,7 +711,9 @@ fn node_without_local_consul_registers_with_its_servers_consul_and_deregisters_o
         roles: &["nomad-client"],
         consul_bootstrap_expect: 1,
         nomad_bootstrap_expect: 1,
-        consul_address: Some(consul.addr()),
+        // Written as a host name, as operators often do (a DNS name of the
+        // DC's Consul): registration resolves it like Nomad does.
+        consul_address: Some(consul.addr().replace("127.0.0.1", "localhost")),
         nomad_restart: "",
         consul_knobs: String::new(),
         nomad_knobs: String::new(),
