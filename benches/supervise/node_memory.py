@@ -21,12 +21,17 @@ two rows show what the trim does.
 Run from the repository root (Linux, as any user with free loopback ports):
     cargo build --release --workspace --bins
     python3 benches/supervise/node_memory.py
-Env: IDLE_SECS (35), POLLS (200), KEEP (1: measure with the trim off too).
+Env: IDLE_SECS (35), POLLS (200), KEEP (1: measure with the trim off too),
+REL_DIR (where the release binaries are), SUPERVISOR_BIN (another supervisor
+build, e.g. target/x86_64-unknown-linux-musl/release/supervisor).
 """
 import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REL = os.environ.get("REL_DIR") or os.path.join(ROOT, "target", "release")
+# SUPERVISOR_BIN: another build of `supervisor` to measure (e.g. the static
+# musl build the packages ship); the stand-in and mirror tool stay from REL.
+SUPERVISOR = os.environ.get("SUPERVISOR_BIN") or os.path.join(REL, "supervisor")
 IDLE_SECS = float(os.environ.get("IDLE_SECS", "35"))
 POLLS = int(os.environ.get("POLLS", "200"))
 CONSUL, NOMAD = "1.21.4", "1.10.4"
@@ -133,7 +138,7 @@ state_dir = "%s"
     if keep:
         env["SUPERVISOR_KEEP_STARTUP_PAGES"] = "1"
     log = open(os.path.join(work, "supervisor-%d.log" % keep), "w")
-    proc = subprocess.Popen([os.path.join(REL, "supervisor"), "run", "-c", role],
+    proc = subprocess.Popen([SUPERVISOR, "run", "-c", role],
                             stdout=log, stderr=log, env=env)
     base = "http://127.0.0.1:%d" % ports[7]
     rows = []
