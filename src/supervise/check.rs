@@ -47,8 +47,8 @@ impl HttpCheck {
                 client: e.http,
             },
             Err(e) => {
-                // The check cannot pass until the CA is fixed (a restart of
-                // the supervisor or a reload reads it again); say why once.
+                // The check cannot pass until the CA file is fixed and the
+                // supervisor restarted (checks are built once); say why.
                 tracing::warn!(agent = %plan.product, error = %e.one_line(), "readiness check cannot reach the agent's API");
                 Self::new(format!("https://{}{path}", plan.http_addr))
             }
