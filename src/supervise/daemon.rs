@@ -404,6 +404,19 @@ impl Daemon {
                 "failed to apply reload: the agent set changed ({old_set:?} to {new_set:?}), restart the supervisor"
             ));
         }
+        // The readiness checks and the health checker were built for the
+        // agents' API addresses at start: a reload must not move them.
+        for agent in &new.agents {
+            let Some(old) = self.plan.agent(agent.product) else {
+                continue;
+            };
+            if (old.http_addr, &old.api_tls) != (agent.http_addr, &agent.api_tls) {
+                return Err(format!(
+                    "failed to apply reload: the {} HTTP API moves (address, port or TLS), restart the supervisor",
+                    agent.product
+                ));
+            }
+        }
         let changes = self
             .preparer
             .render(&self.plan, &new)

@@ -609,6 +609,33 @@ async fn reload_with_an_invalid_role_file_keeps_everything_and_reports() {
 }
 
 #[tokio::test]
+async fn reload_that_moves_an_agents_api_is_refused_and_changes_nothing() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut moved = plan.clone();
+    moved.agents[0].http_addr = "127.0.0.1:18500".parse::<SocketAddr>().unwrap();
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(moved));
+    preparer
+        .changes
+        .lock()
+        .unwrap()
+        .push((Product::Consul, Change::Restart));
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pid = agent(&s, Product::Consul).pid;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d.wait("reload error", |s| s.reload_error.is_some()).await;
+    let err = s.reload_error.as_deref().unwrap();
+    assert!(err.contains("consul HTTP API moves"), "{err}");
+    assert!(err.contains("restart the supervisor"), "{err}");
+    // Not restarted although the (fake) render said the change needs it.
+    assert_eq!(agent(&s, Product::Consul).pid, pid);
+    assert_eq!(agent(&s, Product::Consul).restarts, 0);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn version_change_restarts_on_the_new_release() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
