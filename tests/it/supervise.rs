@@ -1001,7 +1001,14 @@ mod with_standin {
         assert!(alive(task), "the stand-in's child died with the agent");
         d.stop().await;
         assert!(alive(task), "the stand-in's child died with the agent stop");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(task), Signal::SIGKILL);
+        // The restarted stand-in started a child of its own (the pidfile
+        // names it now): end both, or every run leaves one behind.
+        let second = std::fs::read_to_string(&child_pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        for p in std::iter::once(task).chain(second) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+        }
     }
 }
 
