@@ -291,6 +291,10 @@ impl Actor {
         if matches!(self.state, State::Starting { .. }) {
             tracing::info!(agent = %self.product(), how, "ready");
         }
+        // A check still in flight was started before this news (e.g. before
+        // the agent's HTTP listener was up while it then said READY=1): its
+        // answer is stale and must not mark the agent unready.
+        self.check_fut = None;
         self.ready = true;
         self.apply(Event::Ready);
         self.next_check = self.cfg.check_interval.map(|i| Instant::now() + i);

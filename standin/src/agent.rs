@@ -191,6 +191,10 @@ fn parse_flags(product: Product, args: &[String]) -> Result<Vec<PathBuf>, String
 
 /// Entry of `agent`: returns the exit code on early failures, else never returns.
 pub fn main(product: Product, args: &[String]) -> u8 {
+    // Like the real agents, which set their handlers before anything can be
+    // observed of them: a stop signal that arrives before the runtime's
+    // handlers exist stays pending until they do (not the default action).
+    block_stop_signals(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     let version = VersionInfo::for_product(product);
     let run_no = next_run();
     event(&format!(
@@ -250,6 +254,19 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     };
     let code = rt.block_on(run(product, version, sources, cfg, faults));
     exit(code)
+}
+
+/// Blocks or unblocks SIGINT, SIGTERM and SIGHUP for this thread (the
+/// runtime's only thread).
+fn block_stop_signals(how: nix::sys::signal::SigmaskHow) {
+    use nix::sys::signal::{SigSet, Signal as S};
+    let mut set = SigSet::empty();
+    for s in [S::SIGINT, S::SIGTERM, S::SIGHUP] {
+        set.add(s);
+    }
+    if let Err(e) = nix::sys::signal::pthread_sigmask(how, Some(&set), None) {
+        crate::events::log_err(&format!("stand-in: failed to change the signal mask: {e}"));
+    }
 }
 
 /// Start a long-running child in its own session (like a Nomad task
@@ -356,6 +373,7 @@ async fn run(
             return 1;
         }
     };
+    block_stop_signals(nix::sys::signal::SigmaskHow::SIG_UNBLOCK);
     let ignore_stop = crate::knobs::var("STANDIN_IGNORE_STOP").is_some_and(|v| v == "1");
 
     if let Some(ms) = env_u64("STANDIN_CRASH_AFTER_MS").filter(|_| faults) {
