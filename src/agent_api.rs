@@ -630,10 +630,10 @@ pub struct ConsulClient {
 impl ConsulClient {
     /// A client of the agent at `addr` over plain HTTP.
     pub fn new(http: reqwest::Client, addr: SocketAddr) -> Self {
-        Self {
+        Self::at(Endpoint {
             http,
             base: format!("http://{addr}"),
-        }
+        })
     }
 
     /// A client of the agent behind `endpoint` (plain or TLS).
@@ -725,10 +725,10 @@ pub struct NomadClient {
 impl NomadClient {
     /// A client of the agent at `addr` over plain HTTP.
     pub fn new(http: reqwest::Client, addr: SocketAddr) -> Self {
-        Self {
+        Self::at(Endpoint {
             http,
             base: format!("http://{addr}"),
-        }
+        })
     }
 
     /// A client of the agent behind `endpoint` (plain or TLS).

@@ -494,14 +494,7 @@ async fn secrets_in_agent_output_never_reach_any_response() {
         s.reload_error = Some(format!("invalid: \"encrypt\": \"{GOSSIP_KEY}\""));
     });
     wait_for(n.addr, "/v1/status", |_, b| b.contains("[redacted]")).await;
-    for path in [
-        "/",
-        "/ready?verbose",
-        "/health",
-        "/v1/status",
-        "/metrics",
-        "/live",
-    ] {
+    for path in crate::support::HEALTH_PATHS.iter().copied() {
         let (_, body) = get(n.addr, path).await;
         assert!(!body.contains(GOSSIP_KEY), "{path} leaks: {body}");
     }

@@ -563,14 +563,7 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     // The agents got their gossip keys; no answer shows them.
     let rendered = std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
     assert!(rendered.contains(CONSUL_GOSSIP_KEY));
-    for path in [
-        "/",
-        "/ready?verbose",
-        "/health",
-        "/v1/status",
-        "/metrics",
-        "/live",
-    ] {
+    for path in crate::support::HEALTH_PATHS.iter().copied() {
         let body = n.get(path).unwrap().body;
         for key in [CONSUL_GOSSIP_KEY, NOMAD_GOSSIP_KEY] {
             assert!(!body.contains(key), "{path} shows a gossip key: {body}");

@@ -26,3 +26,14 @@ pub fn target_profile_dir() -> PathBuf {
 pub fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
+
+/// Every path of the health endpoint that answers a GET: the ones checked
+/// for leaked secrets.
+pub const HEALTH_PATHS: &[&str] = &[
+    "/",
+    "/ready?verbose",
+    "/health",
+    "/v1/status",
+    "/metrics",
+    "/live",
+];
