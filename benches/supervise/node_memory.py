@@ -87,10 +87,14 @@ def nomad_pid(state):
         return int(f.read().split()[0])
 
 
-def one_run(work, mirror, key, keep):
+def start_node(work, mirror, key, keep, extra_env=None, tag=None):
+    """Writes the one-node role file and starts `supervisor run` on it (with
+    the trim off if `keep`); files are named after `tag` (default: keep).
+    Returns (process, health base URL, state dir, log file)."""
+    tag = keep if tag is None else tag
     ports = free_ports(9)
-    state = os.path.join(work, "state-%d" % keep)
-    role = os.path.join(work, "node-%d.toml" % keep)
+    state = os.path.join(work, "state-%d" % tag)
+    role = os.path.join(work, "node-%d.toml" % tag)
     with open(role, "w") as f:
         f.write("""schema = 1
 roles = ["consul-server", "nomad-server"]
@@ -133,14 +137,30 @@ listen = "127.0.0.1:%d"
 config_dir = "%s"
 state_dir = "%s"
 """ % (CONSUL, ports[0], ports[1], ports[2], ports[3], NOMAD, ports[4], ports[5], ports[6],
-           mirror, key, ports[7], os.path.join(work, "etc-%d" % keep), state))
+           mirror, key, ports[7], os.path.join(work, "etc-%d" % tag), state))
     env = {k: v for k, v in os.environ.items() if k != "SUPERVISOR_KEEP_STARTUP_PAGES"}
     if keep:
         env["SUPERVISOR_KEEP_STARTUP_PAGES"] = "1"
-    log = open(os.path.join(work, "supervisor-%d.log" % keep), "w")
+    env.update(extra_env or {})
+    log = open(os.path.join(work, "supervisor-%d.log" % tag), "w")
     proc = subprocess.Popen([SUPERVISOR, "run", "-c", role],
                             stdout=log, stderr=log, env=env)
-    base = "http://127.0.0.1:%d" % ports[7]
+    return proc, "http://127.0.0.1:%d" % ports[7], state, log
+
+
+def build_mirror(work):
+    """A signed mirror of the stand-in under both versions; (mirror, key)."""
+    mirror = os.path.join(work, "mirror")
+    key = os.path.join(work, "key.asc")
+    subprocess.check_call([os.path.join(REL, "hashi-mirror"), "build", "--out", mirror,
+                           "--product", "consul=" + CONSUL, "--product", "nomad=" + NOMAD,
+                           "--binary", os.path.join(REL, "hashi-standin"), "--key-out", key],
+                          stdout=subprocess.DEVNULL)
+    return mirror, key
+
+
+def one_run(work, mirror, key, keep):
+    proc, base, state, log = start_node(work, mirror, key, keep)
     rows = []
     try:
         wait(lambda: get(base + "/ready")[0] == 200, "/ready")
@@ -183,12 +203,7 @@ def main():
     # As root the agents run as `consul` and `nomad`: they must reach their
     # binaries and data under the work dir.
     os.chmod(work, 0o755)
-    mirror = os.path.join(work, "mirror")
-    key = os.path.join(work, "key.asc")
-    subprocess.check_call([os.path.join(REL, "hashi-mirror"), "build", "--out", mirror,
-                           "--product", "consul=" + CONSUL, "--product", "nomad=" + NOMAD,
-                           "--binary", os.path.join(REL, "hashi-standin"), "--key-out", key],
-                          stdout=subprocess.DEVNULL)
+    mirror, key = build_mirror(work)
     modes = [0, 1] if os.environ.get("KEEP", "1") == "1" else [0]
     results = {m: one_run(work, mirror, key, m) for m in modes}
     print("| phase | " + " | ".join(

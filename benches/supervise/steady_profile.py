@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Which functions a running `supervisor run` executes once it is steady, and
+the linker script that puts them next to each other (link/steady-state.ld).
+
+Why: after start-up the daemon gives back the pages of its binary
+(src/supervise/trim.rs) and only what the steady state runs comes back. The
+kernel maps text in 64 KiB fault-around blocks, so a few hundred small
+functions spread over 8 MB of text bring back a few MiB. Linked next to each
+other they take a few hundred KiB.
+
+How: the release `supervisor run` of node_memory.py's one-node cluster (over
+STAND-IN agents, test support, not HashiCorp's Consul and Nomad), once ready
+and past its trim, gets a one-shot breakpoint (int3 written through
+/proc/<pid>/mem under ptrace) on the entry of every function of its symbol
+table. Each breakpoint that fires records its function and is removed at once
+(the original byte put back, the thread resumes at the entry), so each
+function costs one stop and the daemon runs at full speed otherwise. Meanwhile
+the script polls every health endpoint and lets several agent-check rounds
+pass, with NOTIFY_SOCKET and WATCHDOG_USEC set as under systemd. The end is
+marked by a SIGWINCH to the daemon, which the tracer swallows; then every
+breakpoint left is removed and the process detached.
+
+The script writes input-section patterns, not addresses: rustc puts each
+function in its own section `.text.<symbol>`; the hash part of a legacy
+mangled name (`17h<16 hex>E`) and the `.llvm.<n>` suffix of promoted locals
+change with every build, so they become `*`. Names from the standard library
+(v0 mangling) are stable. A stale entry matches nothing and costs nothing:
+the order only changes how much memory the daemon keeps, never what it does.
+
+Run as root from the repository root (ptrace and /proc/<pid>/mem):
+    cargo build --release --workspace --bins
+    python3 benches/supervise/steady_profile.py      # writes link/steady-state.ld
+then rebuild and measure: cargo build --release --bin supervisor &&
+python3 benches/supervise/node_memory.py
+Env: RUNS (3: profiles merged), TRACE_SECS (16: at least three agent-check
+rounds of 5 s), OUT (link/steady-state.ld).
+"""
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import node_memory as nm  # noqa: E402
+
+RUNS = int(os.environ.get("RUNS", "3"))
+TRACE_SECS = float(os.environ.get("TRACE_SECS", "16"))
+OUT = os.environ.get("OUT") or os.path.join(nm.ROOT, "link", "steady-state.ld")
+PATHS = ("/health", "/ready", "/v1/status", "/v1/status?verbose", "/metrics", "/")
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.restype = ctypes.c_long
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_CONT, PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS = 7, 17, 12, 13
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_O_TRACECLONE = 0x4206, 0x4207, 8
+EVENT_CLONE, EVENT_STOP = 3, 128
+WALL = 0x40000000
+RIP = 16  # index of rip in x86_64's struct user_regs_struct
+
+
+class Regs(ctypes.Structure):
+    _fields_ = [("r", ctypes.c_ulonglong * 27)]
+
+
+def ptrace(req, tid, addr=0, data=0):
+    if libc.ptrace(req, tid, ctypes.c_void_p(addr), ctypes.c_void_p(data)) == -1:
+        e = ctypes.get_errno()
+        raise OSError(e, "ptrace(%#x, %d): %s" % (req, tid, os.strerror(e)))
+
+
+class Tracer:
+    """One-shot breakpoints on `addrs` (run-time addresses) of process `pid`,
+    armed when the thread first enters `trigger` (the trim that ends
+    start-up): what runs from there on is the steady state."""
+
+    def __init__(self, pid, trigger, addrs):
+        self.pid = pid
+        self.trigger, self.addrs = trigger, [a for a in addrs if a != trigger]
+        self.tids = set(int(t) for t in os.listdir("/proc/%d/task" % pid))
+        for t in self.tids:
+            ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACECLONE)
+            ptrace(PTRACE_INTERRUPT, t)
+        self._wait_interrupted(self.tids)
+        self.mem = open("/proc/%d/mem" % pid, "r+b", buffering=0)
+        self.orig = {}
+        self._arm([trigger])
+        self.hits = []
+        for t in self.tids:
+            ptrace(PTRACE_CONT, t)
+
+    def _arm(self, addrs):
+        for a in addrs:
+            self.mem.seek(a)
+            self.orig[a] = self.mem.read(1)
+        for a in addrs:
+            self.mem.seek(a)
+            self.mem.write(b"\xcc")
+
+    def _on_trap(self, tid):
+        """A stop on an int3 of ours: put the byte back, resume at the entry."""
+        regs = Regs()
+        ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
+        a = regs.r[RIP] - 1
+        if a not in self.orig:
+            return False
+        if self.orig[a] is not None:  # a second thread may stop on it too
+            self.mem.seek(a)
+            self.mem.write(self.orig[a])
+            self.orig[a] = None
+            self.hits.append(a)
+            if a == self.trigger:
+                # Any other thread runs on while the breakpoints go in: a
+                # function it enters before its byte is written is missed,
+                # which would only cost memory, never correctness.
+                self._arm(self.addrs)
+                self.armed_at = time.monotonic()
+        regs.r[RIP] = a
+        ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
+        return True
+
+    def _handle(self, tid, status):
+        """Handles one wait status; returns the signal that stopped `tid` for
+        the caller to decide on, or None when handled."""
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            self.tids.discard(tid)
+            if not self.tids:
+                raise RuntimeError("the traced supervisor ended")
+            return None
+        sig, event = os.WSTOPSIG(status), status >> 16
+        if event in (EVENT_CLONE, EVENT_STOP):
+            self.tids.add(tid)
+            return ("event", event)
+        if sig == signal.SIGTRAP and self._on_trap(tid):
+            ptrace(PTRACE_CONT, tid)
+            return None
+        return ("signal", sig)
+
+    def _wait_interrupted(self, tids):
+        pending = set(tids)
+        while pending:
+            tid, status = os.waitpid(-1, WALL)
+            if os.WIFEXITED(status) or os.WIFSIGNALED(status) or status >> 16 == EVENT_STOP:
+                pending.discard(tid)
+
+    def run_until_sigwinch(self):
+        while True:
+            tid, status = os.waitpid(-1, WALL)
+            what = self._handle(tid, status)
+            if what is None:
+                continue
+            if what == ("signal", signal.SIGWINCH):
+                return tid
+            ptrace(PTRACE_CONT, tid, 0, what[1] if what[0] == "signal" else 0)
+
+    def finish(self, stopped):
+        """Stops every thread, settles any trap in flight, removes the
+        breakpoints left, detaches."""
+        others = self.tids - {stopped}
+        for t in others:
+            ptrace(PTRACE_INTERRUPT, t)
+        pending = set(others)
+        while pending:
+            tid, status = os.waitpid(-1, WALL)
+            what = self._handle(tid, status)
+            if what == ("event", EVENT_STOP) or tid not in self.tids:
+                pending.discard(tid)
+            elif what is not None:
+                ptrace(PTRACE_CONT, tid, 0, what[1] if what[0] == "signal" else 0)
+        for a, b in self.orig.items():
+            if b is not None:
+                self.mem.seek(a)
+                self.mem.write(b)
+        for t in self.tids:
+            ptrace(PTRACE_DETACH, t)
+        return self.hits
+
+
+def symbols(exe):
+    """{address: [names]} of the functions in `exe`'s symbol table."""
+    out = subprocess.run(["nm", "--defined-only", "-S", exe],
+                         capture_output=True, text=True, check=True).stdout
+    by_addr = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) == 4 and p[2] in "tTwW" and int(p[1], 16) > 0:
+            by_addr.setdefault(int(p[0], 16), []).append(p[3])
+    return by_addr
+
+
+def load_bias(pid, exe):
+    real = os.path.realpath(exe)
+    lows = []
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 6 and p[5] == real:
+                lows.append(int(p[0].split("-")[0], 16) - int(p[2], 16))
+    return min(lows) if lows else None
+
+
+def one_profile(work, mirror, key, run):
+    # What systemd gives the unit: a notify socket and a watchdog.
+    notify_path = os.path.join(work, "notify-%d.sock" % run)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(notify_path)
+    env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "2000000"}
+    proc, base, _, log = nm.start_node(work, mirror, key, 0, env, tag=100 + run)
+    try:
+        syms = symbols(nm.SUPERVISOR)
+        trigger = [a for a, ns in syms.items()
+                   if any("supervise4trim22release_startup_memory" in n for n in ns)]
+        if len(trigger) != 1:
+            raise RuntimeError("no single release_startup_memory in the symbol table")
+        nm.wait(lambda: os.path.exists("/proc/%d/maps" % proc.pid)
+                and load_bias(proc.pid, nm.SUPERVISOR) is not None, "exec")
+        bias = load_bias(proc.pid, nm.SUPERVISOR)
+        # ptrace answers only the thread that attached: the tracer lives in
+        # its own thread while this one drives the daemon.
+        armed, result = threading.Event(), {}
+
+        def trace():
+            try:
+                tracer = Tracer(proc.pid, bias + trigger[0], [bias + a for a in syms])
+                armed.set()
+                result["hits"] = tracer.finish(tracer.run_until_sigwinch())
+            except BaseException as e:  # reported by the main thread
+                result["error"] = e
+                armed.set()
+
+        th = threading.Thread(target=trace)
+        th.start()
+        armed.wait()
+        nm.wait(lambda: "error" in result or nm.get(base + "/ready")[0] == 200, "/ready")
+        time.sleep(1.0)  # past the trim at "all agents ready"
+        end = time.monotonic() + TRACE_SECS
+        while time.monotonic() < end and "error" not in result:
+            for path in PATHS:
+                nm.get(base + path, timeout=5)
+            try:
+                while True:
+                    notify.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGWINCH)
+        th.join()
+        if "error" in result:
+            raise result["error"]
+        hits = result["hits"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+        log.close()
+        notify.close()
+    if rc != 0:
+        raise RuntimeError("supervisor exited %d (log: %s)" % (rc, log.name))
+    names = set()
+    for h in hits:
+        names.update(syms.get(h - bias, []))
+    return names, len(hits)
+
+
+def pattern(name):
+    """The input-section patterns of a function symbol, without the parts
+    that change from build to build. Functions LLVM deems cold (`#[cold]`,
+    e.g. the growth paths of Vec) sit in `.text.unlikely.<symbol>`."""
+    m = re.match(r"^(_ZN.*)17h[0-9a-f]{16}E(\.llvm\.\d+)?$", name)
+    if m:
+        stems = [m.group(1) + "17h*"]
+    else:
+        m = re.match(r"^(.*)\.llvm\.\d+$", name)
+        stems = [m.group(1), m.group(1) + ".llvm.*"] if m else [name]
+    return [prefix + stem for stem in stems for prefix in (".text.", ".text.unlikely.")]
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("run as root: the profile uses ptrace and /proc/<pid>/mem")
+    work = tempfile.mkdtemp(prefix="steady-profile-")
+    os.chmod(work, 0o755)
+    mirror, key = nm.build_mirror(work)
+    names = set()
+    for run in range(RUNS):
+        got, hits = one_profile(work, mirror, key, run)
+        names |= got
+        print("run %d: %d functions entered" % (run + 1, hits))
+    pats = sorted(set(p for n in names for p in pattern(n)))
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    with open(OUT, "w") as f:
+        f.write("/* Functions `supervisor run` executes once steady (all agents ready:\n"
+                "   agent checks, health endpoint requests, sd_notify watchdog), linked\n"
+                "   next to each other so that few 64 KiB blocks of text stay mapped.\n"
+                "   Generated by benches/supervise/steady_profile.py (as root) from a\n"
+                "   release build; regenerate after large changes. A stale line matches\n"
+                "   nothing: the order changes memory use, never behaviour. */\n"
+                "SECTIONS\n{\n  .text.steady : {\n")
+        for p in pats:
+            f.write("    *(%s)\n" % p)
+        f.write("  }\n}\nINSERT BEFORE .text;\n")
+    print("%d functions, %d patterns -> %s" % (len(names), len(pats), OUT))
+
+
+if __name__ == "__main__":
+    main()
