@@ -16,7 +16,10 @@ table. Each breakpoint that fires records its function and is removed at once
 (the original byte put back, the thread resumes at the entry), so each
 function costs one stop and the daemon runs at full speed otherwise. Meanwhile
 the script polls every health endpoint and lets several agent-check rounds
-pass, with NOTIFY_SOCKET and WATCHDOG_USEC set as under systemd. The end is
+pass, with NOTIFY_SOCKET and WATCHDOG_USEC set as under systemd. The runs
+take turns tracing the steady state after start-up, after a restart of the
+Nomad agent and after a reload (the daemon trims again after each); the
+union of what they ran is written. The end is
 marked by a SIGWINCH to the daemon, which the tracer swallows; then every
 breakpoint left is removed and the process detached.
 
@@ -57,7 +60,8 @@ PATHS = ("/health", "/ready", "/v1/status", "/v1/status?verbose", "/metrics", "/
 libc = ctypes.CDLL(None, use_errno=True)
 libc.ptrace.restype = ctypes.c_long
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
-PTRACE_CONT, PTRACE_DETACH, PTRACE_GETREGS, PTRACE_SETREGS = 7, 17, 12, 13
+PTRACE_CONT, PTRACE_SINGLESTEP, PTRACE_DETACH = 7, 9, 17
+PTRACE_GETREGS, PTRACE_SETREGS = 12, 13
 PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_O_TRACECLONE = 0x4206, 0x4207, 8
 EVENT_CLONE, EVENT_STOP = 3, 128
 WALL = 0x40000000
@@ -76,12 +80,15 @@ def ptrace(req, tid, addr=0, data=0):
 
 class Tracer:
     """One-shot breakpoints on `addrs` (run-time addresses) of process `pid`,
-    armed when the thread first enters `trigger` (the trim that ends
-    start-up): what runs from there on is the steady state."""
+    armed when a thread enters `trigger` (the trim that ends start-up, a
+    restart or a reload) for the `nth` time: what runs from there on is the
+    steady state."""
 
-    def __init__(self, pid, trigger, addrs):
+    def __init__(self, pid, trigger, addrs, nth=1):
         self.pid = pid
         self.trigger, self.addrs = trigger, [a for a in addrs if a != trigger]
+        self.skip = nth - 1
+        self.stepping = {}  # tid -> trigger byte to put back after one step
         self.tids = set(int(t) for t in os.listdir("/proc/%d/task" % pid))
         for t in self.tids:
             ptrace(PTRACE_SEIZE, t, 0, PTRACE_O_TRACECLONE)
@@ -103,26 +110,37 @@ class Tracer:
             self.mem.write(b"\xcc")
 
     def _on_trap(self, tid):
-        """A stop on an int3 of ours: put the byte back, resume at the entry."""
+        """A stop on an int3 of ours: put the byte back, resume at the entry.
+        Returns how to resume the thread, or None if the trap is not ours."""
+        if tid in self.stepping:  # stepped over a trigger skipped: re-arm it
+            self._arm([self.stepping.pop(tid)])
+            return PTRACE_CONT
         regs = Regs()
         ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
         a = regs.r[RIP] - 1
         if a not in self.orig:
-            return False
+            return None
+        resume = PTRACE_CONT
         if self.orig[a] is not None:  # a second thread may stop on it too
             self.mem.seek(a)
             self.mem.write(self.orig[a])
             self.orig[a] = None
-            self.hits.append(a)
-            if a == self.trigger:
+            if a == self.trigger and self.skip > 0:
+                # Not yet: run the entry's first instruction, then put the
+                # breakpoint back.
+                self.skip -= 1
+                self.stepping[tid] = a
+                resume = PTRACE_SINGLESTEP
+            else:
+                self.hits.append(a)
+            if a == self.trigger and resume == PTRACE_CONT:
                 # Any other thread runs on while the breakpoints go in: a
                 # function it enters before its byte is written is missed,
                 # which would only cost memory, never correctness.
                 self._arm(self.addrs)
-                self.armed_at = time.monotonic()
         regs.r[RIP] = a
         ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(regs))
-        return True
+        return resume
 
     def _handle(self, tid, status):
         """Handles one wait status; returns the signal that stopped `tid` for
@@ -136,9 +154,11 @@ class Tracer:
         if event in (EVENT_CLONE, EVENT_STOP):
             self.tids.add(tid)
             return ("event", event)
-        if sig == signal.SIGTRAP and self._on_trap(tid):
-            ptrace(PTRACE_CONT, tid)
-            return None
+        if sig == signal.SIGTRAP:
+            resume = self._on_trap(tid)
+            if resume is not None:
+                ptrace(resume, tid)
+                return None
         return ("signal", sig)
 
     def _wait_interrupted(self, tids):
@@ -204,13 +224,32 @@ def load_bias(pid, exe):
     return min(lows) if lows else None
 
 
-def one_profile(work, mirror, key, run):
+# What happened before the steady state that is traced, and which entry into
+# the trim starts it.
+SCENARIOS = (("start-up", 1), ("restart", 2), ("reload", 2))
+
+
+def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
     # What systemd gives the unit: a notify socket and a watchdog.
     notify_path = os.path.join(work, "notify-%d.sock" % run)
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(notify_path)
     env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "2000000"}
-    proc, base, _, log = nm.start_node(work, mirror, key, 0, env, tag=100 + run)
+    # Read it all along, as systemd does: a full queue blocks the sender.
+    notify.settimeout(0.2)
+    listening = threading.Event()
+    listening.set()
+
+    def drain():
+        while listening.is_set():
+            try:
+                notify.recv(4096)
+            except OSError:
+                pass
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    proc, base, state, log = nm.start_node(work, mirror, key, 0, env, tag=100 + run)
     try:
         syms = symbols(nm.SUPERVISOR)
         trigger = [a for a, ns in syms.items()
@@ -226,7 +265,7 @@ def one_profile(work, mirror, key, run):
 
         def trace():
             try:
-                tracer = Tracer(proc.pid, bias + trigger[0], [bias + a for a in syms])
+                tracer = Tracer(proc.pid, bias + trigger[0], [bias + a for a in syms], nth)
                 armed.set()
                 result["hits"] = tracer.finish(tracer.run_until_sigwinch())
             except BaseException as e:  # reported by the main thread
@@ -236,17 +275,22 @@ def one_profile(work, mirror, key, run):
         th = threading.Thread(target=trace)
         th.start()
         armed.wait()
-        nm.wait(lambda: "error" in result or nm.get(base + "/ready")[0] == 200, "/ready")
+        ready = lambda: "error" in result or nm.get(base + "/ready")[0] == 200  # noqa: E731
+        nm.wait(ready, "/ready")
         time.sleep(1.0)  # past the trim at "all agents ready"
+        if scenario == "restart":
+            old = nm.nomad_pid(state)
+            os.kill(old, signal.SIGKILL)
+            nm.wait(lambda: nm.nomad_pid(state) != old and ready(), "nomad back")
+            time.sleep(1.0)
+        elif scenario == "reload":
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(2.0)
+            nm.wait(ready, "ready after reload")
         end = time.monotonic() + TRACE_SECS
         while time.monotonic() < end and "error" not in result:
             for path in PATHS:
                 nm.get(base + path, timeout=5)
-            try:
-                while True:
-                    notify.recv(4096, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                pass
             time.sleep(0.5)
         os.kill(proc.pid, signal.SIGWINCH)
         th.join()
@@ -257,6 +301,8 @@ def one_profile(work, mirror, key, run):
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
         log.close()
+        listening.clear()
+        drainer.join()
         notify.close()
     if rc != 0:
         raise RuntimeError("supervisor exited %d (log: %s)" % (rc, log.name))
@@ -268,15 +314,23 @@ def one_profile(work, mirror, key, run):
 
 def pattern(name):
     """The input-section patterns of a function symbol, without the parts
-    that change from build to build. Functions LLVM deems cold (`#[cold]`,
-    e.g. the growth paths of Vec) sit in `.text.unlikely.<symbol>`."""
-    m = re.match(r"^(_ZN.*)17h[0-9a-f]{16}E(\.llvm\.\d+)?$", name)
+    that change from build to build or target to target. Functions LLVM
+    deems cold (`#[cold]`, e.g. the growth paths of Vec) sit in
+    `.text.unlikely.<symbol>`."""
+    stem, suffix = name, ""
+    m = re.match(r"^(.*)\.llvm\.\d+$", name)  # promoted local: per-build number
     if m:
-        stems = [m.group(1) + "17h*"]
-    else:
-        m = re.match(r"^(.*)\.llvm\.\d+$", name)
-        stems = [m.group(1), m.group(1) + ".llvm.*"] if m else [name]
-    return [prefix + stem for stem in stems for prefix in (".text.", ".text.unlikely.")]
+        stem, suffix = m.group(1), ".llvm.*"
+    m = re.match(r"^(_ZN.*)17h[0-9a-f]{16}E$", stem)
+    if m:  # legacy mangling: the hash changes with every build
+        stem = m.group(1) + "17h*"
+    elif stem.startswith("_R"):
+        # v0 mangling: crate disambiguators (`Cs<hash>_`) depend on the
+        # target and the build; back-references (`B<pos>_`) are offsets into
+        # the name, which move when a disambiguator's length does.
+        stem = re.sub(r"Cs[0-9A-Za-z]+_", "Cs*_", stem)
+        stem = re.sub(r"B[0-9A-Za-z]*_", "B*_", stem)
+    return [prefix + stem + suffix for prefix in (".text.", ".text.unlikely.")]
 
 
 def main():
@@ -287,9 +341,10 @@ def main():
     mirror, key = nm.build_mirror(work)
     names = set()
     for run in range(RUNS):
-        got, hits = one_profile(work, mirror, key, run)
+        scenario, nth = SCENARIOS[run % len(SCENARIOS)]
+        got, hits = one_profile(work, mirror, key, run, scenario, nth)
         names |= got
-        print("run %d: %d functions entered" % (run + 1, hits))
+        print("run %d (steady after %s): %d functions entered" % (run + 1, scenario, hits))
     pats = sorted(set(p for n in names for p in pattern(n)))
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
