@@ -119,6 +119,11 @@ else
     flunk "$glibc_desc"
 fi
 
+# The steady state's code sits together (link/steady-state.ld, build.rs):
+# without it the daemon keeps a few MiB more of its binary mapped.
+check "packaged binary has its steady-state code linked together (.text.steady)" \
+    sh -c 'readelf -SW "$1" | grep -qE "\.text\.steady +PROGBITS +[0-9a-f]+ [0-9a-f]+ 0*[1-9a-f][0-9a-f]* "' sh "$bin"
+
 # --- lintian ----------------------------------------------------------------
 # The justified overrides ship in the deb (packaging/lintian-overrides).
 # Warnings fail too: each accepted one is overridden there with its reason.

@@ -35,8 +35,10 @@ Run as root from the repository root (ptrace and /proc/<pid>/mem):
     python3 benches/supervise/steady_profile.py      # writes link/steady-state.ld
 then rebuild and measure: cargo build --release --bin supervisor &&
 python3 benches/supervise/node_memory.py
-Env: RUNS (3: profiles merged), TRACE_SECS (16: at least three agent-check
-rounds of 5 s), OUT (link/steady-state.ld).
+Env: RUNS (3: profiles merged), TRACE_SECS (40: several agent-check rounds,
+and longer than the 10 s after which an idle blocking-pool thread ends and
+the next use starts a new one), OUT (link/steady-state.ld), MERGE (1: keep
+the patterns already in OUT, for paths this profile did not take).
 """
 import ctypes
 import os
@@ -53,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import node_memory as nm  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "3"))
-TRACE_SECS = float(os.environ.get("TRACE_SECS", "16"))
+TRACE_SECS = float(os.environ.get("TRACE_SECS", "40"))
 OUT = os.environ.get("OUT") or os.path.join(nm.ROOT, "link", "steady-state.ld")
 PATHS = ("/health", "/ready", "/v1/status", "/v1/status?verbose", "/metrics", "/")
 
@@ -287,10 +289,14 @@ def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
             proc.send_signal(signal.SIGHUP)
             time.sleep(2.0)
             nm.wait(ready, "ready after reload")
-        end = time.monotonic() + TRACE_SECS
-        while time.monotonic() < end and "error" not in result:
-            for path in PATHS:
-                nm.get(base + path, timeout=5)
+        # Polled for 10 s out of every 25, idle in between: what an idle
+        # node runs (agent checks alone, a blocking-pool thread ending and a
+        # new one starting) and what a polled one runs.
+        start = time.monotonic()
+        while time.monotonic() - start < TRACE_SECS and "error" not in result:
+            if (time.monotonic() - start) % 25 < 10:
+                for path in PATHS:
+                    nm.get(base + path, timeout=5)
             time.sleep(0.5)
         os.kill(proc.pid, signal.SIGWINCH)
         th.join()
@@ -345,7 +351,12 @@ def main():
         got, hits = one_profile(work, mirror, key, run, scenario, nth)
         names |= got
         print("run %d (steady after %s): %d functions entered" % (run + 1, scenario, hits))
-    pats = sorted(set(p for n in names for p in pattern(n)))
+    pats = set(p for n in names for p in pattern(n))
+    if os.environ.get("MERGE") == "1" and os.path.exists(OUT):
+        # Keep what earlier profiles found (paths this one did not take).
+        with open(OUT) as f:
+            pats |= set(m.group(1) for m in re.finditer(r"^    \*\((\S+)\)$", f.read(), re.M))
+    pats = sorted(pats)
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write("/* Functions `supervisor run` executes once steady (all agents ready:\n"
