@@ -145,8 +145,8 @@ class Tracer:
         return resume
 
     def _handle(self, tid, status):
-        """Handles one wait status; returns the signal that stopped `tid` for
-        the caller to decide on, or None when handled."""
+        """Handles one wait status: None when handled (the thread runs on),
+        else ("event", n) or ("signal", n) for the caller to decide on."""
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self.tids.discard(tid)
             if not self.tids:
