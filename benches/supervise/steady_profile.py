@@ -163,6 +163,11 @@ class Tracer:
                 return None
         return ("signal", sig)
 
+    @staticmethod
+    def _pass_on(tid, what):
+        """Resumes `tid` after a stop that is not ours, with its signal."""
+        ptrace(PTRACE_CONT, tid, 0, what[1] if what[0] == "signal" else 0)
+
     def _wait_interrupted(self, tids):
         pending = set(tids)
         while pending:
@@ -178,7 +183,7 @@ class Tracer:
                 continue
             if what == ("signal", signal.SIGWINCH):
                 return tid
-            ptrace(PTRACE_CONT, tid, 0, what[1] if what[0] == "signal" else 0)
+            self._pass_on(tid, what)
 
     def finish(self, stopped):
         """Stops every thread, settles any trap in flight, removes the
@@ -193,7 +198,7 @@ class Tracer:
             if what == ("event", EVENT_STOP) or tid not in self.tids:
                 pending.discard(tid)
             elif what is not None:
-                ptrace(PTRACE_CONT, tid, 0, what[1] if what[0] == "signal" else 0)
+                self._pass_on(tid, what)
         for a, b in self.orig.items():
             if b is not None:
                 self.mem.seek(a)
