@@ -91,20 +91,35 @@ impl AgentApiError {
     }
 }
 
-/// Builds the HTTP client used for local agents: no proxy (agents are local
-/// or on the private network), bounded by `timeout` per request. Agents are
-/// spoken to over plain HTTP, so no public root certificates are loaded:
-/// with them every client would parse the whole system store (~150
-/// certificates) and keep it for the daemon's life.
+/// The plain-HTTP client for agents with `timeout` per request and per
+/// connect: no proxy (agents are local or on the private network), and no
+/// public root certificates (with them every client would parse the whole
+/// system store, ~150 certificates, and keep it for the daemon's life).
+///
+/// Shared across the process, one per timeout: a client is a handle to one
+/// connection pool, and a node's readiness checks, health checker and
+/// registration all talk to the same agents; separate clients each kept
+/// their own idle connections and TLS session cache (reqwest builds one even
+/// for plain HTTP), ~150 KiB of heap for nothing on a node.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, AgentApiError> {
-    reqwest::Client::builder()
+    static SHARED: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, client)) = shared.iter().find(|(t, _)| *t == timeout) {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
         .no_proxy()
         .tls_built_in_root_certs(false)
         .timeout(timeout)
         .connect_timeout(timeout)
-        .pool_max_idle_per_host(2)
+        .pool_max_idle_per_host(1)
         .build()
-        .map_err(AgentApiError::Client)
+        .map_err(AgentApiError::Client)?;
+    shared.push((timeout, client.clone()));
+    Ok(client)
 }
 
 /// One agent's API: the client to use and the base URL of its requests.

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::UnixDatagram;
 use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
@@ -567,6 +567,14 @@ fn send_signal(agent: Product, pid: u32, sig: Signal) {
     }
 }
 
+/// Read buffer per agent stream: agents write lines of a few hundred bytes.
+const READ_BUFFER: usize = 1024;
+
+/// Longest line logged as one event; a longer one (or output without
+/// newlines) is split into several, never dropped, and never grows the
+/// supervisor's memory without bound.
+pub const MAX_LINE: usize = 16 * 1024;
+
 /// Reads an agent's output to EOF, one tracing event per line, keeping the
 /// last [`LAST_LINES`] in the status.
 fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
@@ -577,11 +585,17 @@ fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
     status: Arc<watch::Sender<SupervisorStatus>>,
 ) {
     tokio::spawn(async move {
-        let mut r = BufReader::new(reader);
+        let mut r = BufReader::with_capacity(READ_BUFFER, reader);
         let mut line = Vec::new();
         loop {
             line.clear();
-            match r.read_until(b'\n', &mut line).await {
+            if line.capacity() > 4 * READ_BUFFER {
+                // One long line must not keep its buffer for the daemon's life.
+                line.shrink_to(READ_BUFFER);
+            }
+            let limited = (&mut r).take(MAX_LINE as u64);
+            tokio::pin!(limited);
+            match limited.read_until(b'\n', &mut line).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
@@ -625,5 +639,41 @@ async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::status::AgentStatus;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn long_output_is_split_into_bounded_lines_without_loss() {
+        let (tx, mut rx) = watch::channel(SupervisorStatus {
+            agents: vec![AgentStatus::new(Product::Nomad)],
+            config_hash: String::new(),
+            reload_error: None,
+            stopping: false,
+        });
+        let (mut w, r) = tokio::io::duplex(4096);
+        pump_lines(r, Product::Nomad, "stdout", 0, Arc::new(tx));
+        let long = "x".repeat(MAX_LINE * 2 + 100);
+        w.write_all(format!("first\n{long}\nlast\n").as_bytes())
+            .await
+            .unwrap();
+        drop(w);
+        let lines = loop {
+            rx.changed().await.unwrap();
+            let lines = rx.borrow().agents[0].last_lines.clone();
+            if lines.last().map(String::as_str) == Some("last") {
+                break lines;
+            }
+        };
+        assert_eq!(lines.first().map(String::as_str), Some("first"));
+        let middle = &lines[1..lines.len() - 1];
+        assert_eq!(middle.len(), 3, "split into MAX_LINE pieces");
+        assert!(middle.iter().all(|l| l.len() <= MAX_LINE));
+        assert_eq!(middle.concat(), long, "nothing lost");
     }
 }
