@@ -440,20 +440,46 @@ def file_pattern(path):
 
 def map_inputs(map_path, out_name):
     """(address, size, section, file) of the input sections of output
-    section `out_name` in an lld link map."""
-    inputs, out = [], None
+    section `out_name` in a link map of lld or of GNU ld."""
     with open(map_path) as f:
-        for line in f:
-            m = re.match(r"^\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(\S.*)$", line)
-            if not m:
+        text = f.read()
+    inputs = []
+    if "Linker script and memory map" in text:  # GNU ld
+        out, pending = None, None
+        for line in text[text.index("Linker script and memory map"):].splitlines():
+            m = re.match(r"^(\.\S+)(\s+0x|$)", line)
+            if m:  # an output section at column 0
+                out, pending = m.group(1), None
                 continue
-            gap, rest = len(m.group(3)), m.group(4).strip()
-            if gap == 1:  # an output section
-                out = rest
-                continue
-            mm = re.match(r"^(.*):\((\S+)\)$", rest)
-            if out == out_name and mm and gap < 12:  # an input section, not a symbol
-                inputs.append((int(m.group(1), 16), int(m.group(2), 16), mm.group(2), mm.group(1)))
+            m = re.match(r"^ (\.\S+)\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S.*)$", line)
+            if m:
+                sec, addr, size, path = m.group(1), m.group(2), m.group(3), m.group(4)
+            else:
+                m2 = re.match(r"^ (\.\S+)$", line)
+                if m2:  # a long name: its address, size and file on the next line
+                    pending = m2.group(1)
+                    continue
+                m = re.match(r"^\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S.*)$", line)
+                if not (m and pending):
+                    pending = None
+                    continue
+                sec, addr, size, path = pending, m.group(1), m.group(2), m.group(3)
+            pending = None
+            if out == out_name and int(size, 16) > 0:
+                inputs.append((int(addr, 16), int(size, 16), sec, path))
+        return sorted(inputs)
+    out = None
+    for line in text.splitlines():
+        m = re.match(r"^\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(\S.*)$", line)
+        if not m:
+            continue
+        gap, rest = len(m.group(3)), m.group(4).strip()
+        if gap == 1:  # an output section
+            out = rest
+            continue
+        mm = re.match(r"^(.*):\((\S+)\)$", rest)
+        if out == out_name and mm and gap < 12:  # an input section, not a symbol
+            inputs.append((int(m.group(1), 16), int(m.group(2), 16), mm.group(2), mm.group(1)))
     return sorted(inputs)
 
 
@@ -466,10 +492,11 @@ def data_patterns(map_path, exe):
     through one pointer in `.data.rel.ro` (the pieces of a format string, a
     `&'static str` in a static)."""
     import bisect
-    rodata = map_inputs(map_path, ".rodata")
+    # What an earlier script already grouped counts as much as the rest.
+    rodata = sorted(map_inputs(map_path, ".rodata") + map_inputs(map_path, ".rodata.steady"))
     relro = map_inputs(map_path, ".data.rel.ro")
     if not rodata:
-        sys.exit("no .rodata input sections in %s (not an lld map?)" % map_path)
+        sys.exit("no .rodata input sections in %s" % map_path)
     pats = set()
     by_name = {}
     for sec in rodata:
@@ -519,15 +546,25 @@ def data_patterns(map_path, exe):
                 i += 1
     for sec in hot:
         if sec is None or sec[1] > MAX_GROUPED_CONSTANT or sec[3].startswith("<"):
-            continue  # merged strings and literals (`<internal>`) cannot be placed one by one
+            # lld shows merged strings and literals (`.rodata.str1.1`,
+            # `.rodata.cst16`) as `<internal>`; GNU ld's map names their
+            # object, so they are placed by object from its map.
+            continue
         pats.add("%s(%s)" % (file_pattern(sec[3]), glob_v0(sec[2])))
     return pats
 
 
-def link_map(map_path):
-    """Links the release `supervisor` again (same code) with an lld map."""
-    subprocess.check_call(["cargo", "rustc", "--release", "--bin", "supervisor", "--",
-                           "-C", "link-arg=-Wl,-Map=%s" % map_path], cwd=nm.ROOT)
+def link_map(map_path, target=None):
+    """Links the release `supervisor` again (same code) with a link map;
+    returns the binary, or None if the target cannot be built here."""
+    cmd = ["cargo", "rustc", "--release", "--bin", "supervisor"]
+    exe = os.path.join(nm.ROOT, "target", "release", "supervisor")
+    if target:
+        cmd += ["--target", target]
+        exe = os.path.join(nm.ROOT, "target", target, "release", "supervisor")
+    if subprocess.call(cmd + ["--", "-C", "link-arg=-Wl,-Map=%s" % map_path], cwd=nm.ROOT) != 0:
+        return None
+    return exe
 
 
 def main():
@@ -544,19 +581,36 @@ def main():
         names |= got
         print("run %d (steady after %s): %d functions entered" % (run + 1, scenario, hits))
     pats = set(p for n in names for p in exact(n) + pattern(n))
-    if os.environ.get("MERGE") == "1" and os.path.exists(OUT):
-        # Keep what earlier profiles found (paths this one did not take).
-        with open(OUT) as f:
-            pats |= set(m.group(1) for m in re.finditer(r"^    \*\((\.text\.\S+)\)$", f.read(), re.M))
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    write_script(OUT, pats)
     data = set()
+    if os.environ.get("MERGE") == "1" and os.path.exists(OUT):
+        # Keep what earlier profiles found (paths this one did not take),
+        # and the constants grouped so far: a constant that two objects
+        # share is merged into the copy of the first one in its output
+        # section, so a reference moves to the other copy once the first
+        # is grouped; a second pass with MERGE=1 groups that one too.
+        with open(OUT) as f:
+            old = f.read()
+        pats |= set(m.group(1) for m in re.finditer(r"^    \*\((\.text\.\S+)\)$", old, re.M))
+        i = old.find(".rodata.steady : {")
+        if i >= 0:
+            data |= set(m.group(1) for m in re.finditer(r"^    (\S+\(\.rodata\S*\))$", old[i:], re.M))
+    os.makedirs(os.path.dirname(OUT), exist_ok=True)
+    write_script(OUT, pats, data)
     if os.environ.get("DATA", "1") == "1":
         # Which constants the grouped code refers to: link again with the
         # text order just written and a map, and read the references.
-        map_path = os.path.join(tempfile.mkdtemp(prefix="steady-map-"), "supervisor.map")
-        link_map(map_path)
-        data = data_patterns(map_path, os.path.join(nm.ROOT, "target", "release", "supervisor"))
+        # Both builds: the glibc one (lld) and the static musl one that
+        # the packages ship (GNU ld, whose map also names the object of
+        # each merged string section); the other build's lines match
+        # nothing or a constant of the same object (harmless).
+        tmp = tempfile.mkdtemp(prefix="steady-map-")
+        for target in (None, "x86_64-unknown-linux-musl"):
+            map_path = os.path.join(tmp, "%s.map" % (target or "host"))
+            exe = link_map(map_path, target)
+            if exe is None:
+                print("no map of the %s build: its constants are not grouped" % (target or "host"))
+                continue
+            data |= data_patterns(map_path, exe)
         write_script(OUT, pats, data)
     print("%d functions, %d text and %d constant patterns -> %s" % (len(names), len(pats), len(data), OUT))
 
