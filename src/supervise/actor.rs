@@ -587,28 +587,42 @@ fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
     tokio::spawn(async move {
         let mut r = BufReader::with_capacity(READ_BUFFER, reader);
         let mut line = Vec::new();
+        // The end of a split line that stops inside a UTF-8 character: it
+        // starts the next piece, so the character is not mangled.
+        let mut carry = Vec::new();
         loop {
             line.clear();
             if line.capacity() > 4 * READ_BUFFER {
                 // One long line must not keep its buffer for the daemon's life.
                 line.shrink_to(READ_BUFFER);
             }
-            let limited = (&mut r).take(MAX_LINE as u64);
+            line.append(&mut carry);
+            let limited = (&mut r).take((MAX_LINE - line.len()) as u64);
             tokio::pin!(limited);
-            match limited.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.trim_end_matches(['\n', '\r']).to_string();
-                    tracing::info!(agent = %agent, stream, "{text}");
-                    status.send_modify(|s| {
-                        let lines = &mut s.agents[index].last_lines;
-                        if lines.len() >= LAST_LINES {
-                            lines.remove(0);
-                        }
-                        lines.push(text);
-                    });
+            let n = limited.read_until(b'\n', &mut line).await.unwrap_or(0);
+            if n == 0 && line.is_empty() {
+                break;
+            }
+            if n > 0 && !line.ends_with(b"\n") {
+                if let Err(e) = std::str::from_utf8(&line) {
+                    if e.error_len().is_none() {
+                        carry.extend_from_slice(&line[e.valid_up_to()..]);
+                        line.truncate(e.valid_up_to());
+                    }
                 }
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']).to_string();
+            tracing::info!(agent = %agent, stream, "{text}");
+            status.send_modify(|s| {
+                let lines = &mut s.agents[index].last_lines;
+                if lines.len() >= LAST_LINES {
+                    lines.remove(0);
+                }
+                lines.push(text);
+            });
+            if n == 0 {
+                break; // end of output after a carried partial character
             }
         }
     });
@@ -675,5 +689,35 @@ mod tests {
         assert_eq!(middle.len(), 3, "split into MAX_LINE pieces");
         assert!(middle.iter().all(|l| l.len() <= MAX_LINE));
         assert_eq!(middle.concat(), long, "nothing lost");
+    }
+
+    #[tokio::test]
+    async fn a_split_never_cuts_a_utf8_character() {
+        let (tx, mut rx) = watch::channel(SupervisorStatus {
+            agents: vec![AgentStatus::new(Product::Consul)],
+            config_hash: String::new(),
+            reload_error: None,
+            stopping: false,
+        });
+        let (mut w, r) = tokio::io::duplex(4096);
+        pump_lines(r, Product::Consul, "stderr", 0, Arc::new(tx));
+        // One byte short of the cap, then 3-byte characters: the first
+        // one straddles the split.
+        let long = format!("{}{}", "a".repeat(MAX_LINE - 1), "€".repeat(10));
+        w.write_all(format!("{long}\nlast\n").as_bytes())
+            .await
+            .unwrap();
+        drop(w);
+        let lines = loop {
+            rx.changed().await.unwrap();
+            let lines = rx.borrow().agents[0].last_lines.clone();
+            if lines.last().map(String::as_str) == Some("last") {
+                break lines;
+            }
+        };
+        let pieces = &lines[..lines.len() - 1];
+        assert_eq!(pieces.len(), 2);
+        assert!(!pieces.concat().contains('\u{FFFD}'), "a character was cut");
+        assert_eq!(pieces.concat(), long);
     }
 }
