@@ -662,28 +662,32 @@ mod tests {
     use crate::supervise::status::AgentStatus;
     use tokio::io::AsyncWriteExt;
 
-    #[tokio::test]
-    async fn long_output_is_split_into_bounded_lines_without_loss() {
+    /// Feeds `output` (ending with the line `last`) through [`pump_lines`]
+    /// and returns the agent's kept lines once `last` is among them.
+    async fn kept_lines(product: Product, stream: &'static str, output: &str) -> Vec<String> {
         let (tx, mut rx) = watch::channel(SupervisorStatus {
-            agents: vec![AgentStatus::new(Product::Nomad)],
+            agents: vec![AgentStatus::new(product)],
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
         });
         let (mut w, r) = tokio::io::duplex(4096);
-        pump_lines(r, Product::Nomad, "stdout", 0, Arc::new(tx));
-        let long = "x".repeat(MAX_LINE * 2 + 100);
-        w.write_all(format!("first\n{long}\nlast\n").as_bytes())
-            .await
-            .unwrap();
+        pump_lines(r, product, stream, 0, Arc::new(tx));
+        w.write_all(output.as_bytes()).await.unwrap();
         drop(w);
-        let lines = loop {
+        loop {
             rx.changed().await.unwrap();
             let lines = rx.borrow().agents[0].last_lines.clone();
             if lines.last().map(String::as_str) == Some("last") {
-                break lines;
+                return lines;
             }
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn long_output_is_split_into_bounded_lines_without_loss() {
+        let long = "x".repeat(MAX_LINE * 2 + 100);
+        let lines = kept_lines(Product::Nomad, "stdout", &format!("first\n{long}\nlast\n")).await;
         assert_eq!(lines.first().map(String::as_str), Some("first"));
         let middle = &lines[1..lines.len() - 1];
         assert_eq!(middle.len(), 3, "split into MAX_LINE pieces");
@@ -693,28 +697,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_split_never_cuts_a_utf8_character() {
-        let (tx, mut rx) = watch::channel(SupervisorStatus {
-            agents: vec![AgentStatus::new(Product::Consul)],
-            config_hash: String::new(),
-            reload_error: None,
-            stopping: false,
-        });
-        let (mut w, r) = tokio::io::duplex(4096);
-        pump_lines(r, Product::Consul, "stderr", 0, Arc::new(tx));
         // One byte short of the cap, then 3-byte characters: the first
         // one straddles the split.
         let long = format!("{}{}", "a".repeat(MAX_LINE - 1), "€".repeat(10));
-        w.write_all(format!("{long}\nlast\n").as_bytes())
-            .await
-            .unwrap();
-        drop(w);
-        let lines = loop {
-            rx.changed().await.unwrap();
-            let lines = rx.borrow().agents[0].last_lines.clone();
-            if lines.last().map(String::as_str) == Some("last") {
-                break lines;
-            }
-        };
+        let lines = kept_lines(Product::Consul, "stderr", &format!("{long}\nlast\n")).await;
         let pieces = &lines[..lines.len() - 1];
         assert_eq!(pieces.len(), 2);
         assert!(!pieces.concat().contains('\u{FFFD}'), "a character was cut");
