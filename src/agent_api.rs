@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::agent_http::{AgentHttp, HttpError, PlainClient};
+
 /// Default timeout of one request to a local agent.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upper bound of an error body kept in an error message.
@@ -34,7 +36,7 @@ pub enum AgentApiError {
         url: String,
         /// The cause.
         #[source]
-        source: reqwest::Error,
+        source: HttpError,
     },
     /// The agent answered with an unexpected status.
     #[error("failed to get a successful answer from {url}: status {status}: {body}")]
@@ -91,42 +93,19 @@ impl AgentApiError {
     }
 }
 
-/// The plain-HTTP client for agents with `timeout` per request and per
-/// connect: no proxy (agents are local or on the private network), and no
-/// public root certificates (with them every client would parse the whole
-/// system store, ~150 certificates, and keep it for the daemon's life).
-///
-/// Shared across the process, one per timeout: a client is a handle to one
-/// connection pool, and a node's readiness checks, health checker and
-/// registration all talk to the same agents; separate clients each kept
-/// their own idle connections and TLS session cache (reqwest builds one even
-/// for plain HTTP), ~150 KiB of heap for nothing on a node.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, AgentApiError> {
-    static SHARED: std::sync::Mutex<Vec<(Duration, reqwest::Client)>> =
-        std::sync::Mutex::new(Vec::new());
-    let mut shared = SHARED
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, client)) = shared.iter().find(|(t, _)| *t == timeout) {
-        return Ok(client.clone());
-    }
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .tls_built_in_root_certs(false)
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .pool_max_idle_per_host(1)
-        .build()
-        .map_err(AgentApiError::Client)?;
-    shared.push((timeout, client.clone()));
-    Ok(client)
+/// The plain-HTTP client for agents, each exchange (connect included)
+/// bounded by `timeout`: no proxy (agents are local or on the private
+/// network), no TLS; idle connections are shared by all its users
+/// (`agent_http`).
+pub fn http_client(timeout: Duration) -> AgentHttp {
+    AgentHttp::Plain(PlainClient::new(timeout))
 }
 
 /// One agent's API: the client to use and the base URL of its requests.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    /// The client (plain, or holding the agent's CA).
-    pub http: reqwest::Client,
+    /// The client (plain, or reqwest holding the agent's CA).
+    pub http: AgentHttp,
     /// `http://<addr>`, or `https://<server name>:<port>` for a TLS API.
     pub base: String,
 }
@@ -142,7 +121,7 @@ impl Endpoint {
     ) -> Result<Self, AgentApiError> {
         let Some(tls) = tls else {
             return Ok(Self {
-                http: http_client(timeout)?,
+                http: http_client(timeout),
                 base: format!("http://{addr}"),
             });
         };
@@ -167,7 +146,7 @@ impl Endpoint {
             b = b.add_root_certificate(c);
         }
         Ok(Self {
-            http: b.build().map_err(AgentApiError::Client)?,
+            http: AgentHttp::Tls(b.build().map_err(AgentApiError::Client)?),
             base: format!("https://{}:{}", tls.server_name, addr.port()),
         })
     }
@@ -210,20 +189,20 @@ impl Answer {
     }
 }
 
-async fn send(req: reqwest::RequestBuilder, url: String) -> Result<Answer, AgentApiError> {
-    let resp = req.send().await.map_err(|source| AgentApiError::Request {
-        url: url.clone(),
-        source,
-    })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|source| AgentApiError::Request {
-            url: url.clone(),
-            source,
-        })?;
-    Ok(Answer { url, status, body })
+async fn send(
+    http: &AgentHttp,
+    method: hyper::Method,
+    url: String,
+    json: Option<Vec<u8>>,
+) -> Result<Answer, AgentApiError> {
+    match http.send(method, &url, json).await {
+        Ok(a) => Ok(Answer {
+            url,
+            status: a.status,
+            body: a.body,
+        }),
+        Err(source) => Err(AgentApiError::Request { url, source }),
+    }
 }
 
 // ---------------------------------------------------------------- shapes ---
@@ -638,13 +617,13 @@ pub fn parse_nomad_leader(url: &str, body: &[u8]) -> Result<Option<String>, Agen
 /// Client of one Consul agent's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
-    http: reqwest::Client,
+    http: AgentHttp,
     base: String,
 }
 
 impl ConsulClient {
     /// A client of the agent at `addr` over plain HTTP.
-    pub fn new(http: reqwest::Client, addr: SocketAddr) -> Self {
+    pub fn new(http: AgentHttp, addr: SocketAddr) -> Self {
         Self::at(Endpoint {
             http,
             base: format!("http://{addr}"),
@@ -661,7 +640,9 @@ impl ConsulClient {
 
     async fn get(&self, path: &str, ok: &[u16]) -> Result<Answer, AgentApiError> {
         let url = format!("{}{path}", self.base);
-        send(self.http.get(&url), url).await?.require(ok)
+        send(&self.http, hyper::Method::GET, url, None)
+            .await?
+            .require(ok)
     }
 
     /// `GET /v1/status/leader`; `None` when the cluster has no leader.
@@ -709,15 +690,9 @@ impl ConsulClient {
             url: url.clone(),
             source,
         })?;
-        send(
-            self.http
-                .put(&url)
-                .header("content-type", "application/json")
-                .body(body),
-            url,
-        )
-        .await?
-        .require(&[200])?;
+        send(&self.http, hyper::Method::PUT, url, Some(body))
+            .await?
+            .require(&[200])?;
         Ok(())
     }
 
@@ -725,7 +700,9 @@ impl ConsulClient {
     /// agent's answer, although the doc says no action) counts as done.
     pub async fn deregister_service(&self, id: &str) -> Result<(), AgentApiError> {
         let url = format!("{}/v1/agent/service/deregister/{id}", self.base);
-        send(self.http.put(&url), url).await?.require(&[200, 404])?;
+        send(&self.http, hyper::Method::PUT, url, None)
+            .await?
+            .require(&[200, 404])?;
         Ok(())
     }
 }
@@ -733,13 +710,13 @@ impl ConsulClient {
 /// Client of one Nomad agent's HTTP API.
 #[derive(Debug, Clone)]
 pub struct NomadClient {
-    http: reqwest::Client,
+    http: AgentHttp,
     base: String,
 }
 
 impl NomadClient {
     /// A client of the agent at `addr` over plain HTTP.
-    pub fn new(http: reqwest::Client, addr: SocketAddr) -> Self {
+    pub fn new(http: AgentHttp, addr: SocketAddr) -> Self {
         Self::at(Endpoint {
             http,
             base: format!("http://{addr}"),
@@ -756,7 +733,9 @@ impl NomadClient {
 
     async fn get(&self, path: &str, ok: &[u16]) -> Result<Answer, AgentApiError> {
         let url = format!("{}{path}", self.base);
-        send(self.http.get(&url), url).await?.require(ok)
+        send(&self.http, hyper::Method::GET, url, None)
+            .await?
+            .require(ok)
     }
 
     /// `GET /v1/agent/health`. Unhealthy is 500 with the JSON in a

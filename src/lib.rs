@@ -31,6 +31,7 @@
 //! overall deadline.
 
 pub mod agent_api;
+pub mod agent_http;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -50,12 +50,9 @@ fn default_addr(global: &GlobalArgs) -> SocketAddr {
 
 /// GETs `http://addr/v1/status`; returns the parsed document and the raw body.
 pub async fn fetch_status(addr: SocketAddr) -> Result<(StatusDoc, bytes::Bytes), HealthError> {
-    let http = agent_api::http_client(STATUS_TIMEOUT).map_err(HealthError::Client)?;
     let url = format!("http://{addr}/v1/status");
-    let resp = http
+    let answer = agent_api::http_client(STATUS_TIMEOUT)
         .get(&url)
-        .header("accept", "application/json")
-        .send()
         .await
         .map_err(|source| HealthError::Unreachable {
             addr,
@@ -64,17 +61,7 @@ pub async fn fetch_status(addr: SocketAddr) -> Result<(StatusDoc, bytes::Bytes),
                 source,
             },
         })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|source| HealthError::Unreachable {
-            addr,
-            source: AgentApiError::Request {
-                url: url.clone(),
-                source,
-            },
-        })?;
+    let (status, body) = (answer.status, answer.body);
     if status != 200 {
         return Err(HealthError::BadStatus {
             addr,

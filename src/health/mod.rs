@@ -202,9 +202,6 @@ pub enum HealthError {
         #[source]
         source: AgentApiError,
     },
-    /// The HTTP client could not be built.
-    #[error("failed to build the http client")]
-    Client(#[source] AgentApiError),
     /// Registering the supervisor in Consul failed.
     #[error("failed to register the hashi-supervisor service with consul at {consul}")]
     Register {

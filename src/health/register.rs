@@ -69,9 +69,8 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
 /// `host:port`; a host name is resolved on each request, so a DNS name that
 /// is not resolvable yet at boot works once it is).
 fn client(consul_http: &str) -> Result<ConsulClient, HealthError> {
-    let http = agent_api::http_client(REGISTER_TIMEOUT).map_err(HealthError::Client)?;
     Ok(ConsulClient::at(agent_api::Endpoint {
-        http,
+        http: agent_api::http_client(REGISTER_TIMEOUT),
         base: format!("http://{consul_http}"),
     }))
 }

@@ -30,7 +30,7 @@ pub trait ReadyCheck: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct HttpCheck {
     url: String,
-    client: reqwest::Client,
+    client: crate::agent_http::AgentHttp,
 }
 
 impl HttpCheck {
@@ -57,7 +57,7 @@ impl HttpCheck {
 
     /// A check of `url`.
     pub fn new(url: String) -> Self {
-        let client = crate::agent_api::http_client(CHECK_TIMEOUT).unwrap_or_default();
+        let client = crate::agent_api::http_client(CHECK_TIMEOUT);
         Self { url, client }
     }
 }
@@ -65,19 +65,12 @@ impl HttpCheck {
 impl ReadyCheck for HttpCheck {
     fn check(&self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            let Ok(resp) = self.client.get(&self.url).send().await else {
+            let Ok(answer) = self.client.get(&self.url).await else {
                 return false;
             };
-            if resp.status() != reqwest::StatusCode::OK {
-                return false;
-            }
-            match resp.text().await {
-                Ok(body) => {
-                    let b = body.trim();
-                    !b.is_empty() && b != "\"\""
-                }
-                Err(_) => false,
-            }
+            let body = String::from_utf8_lossy(&answer.body);
+            let b = body.trim();
+            answer.status == 200 && !b.is_empty() && b != "\"\""
         })
     }
 }

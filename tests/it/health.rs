@@ -839,15 +839,6 @@ async fn snapshot_channel_keeps_last_status_when_supervisor_is_gone() {
     n.server.await.unwrap().unwrap();
 }
 
-/// A free loopback port (Prometheus cannot report a port-0 listener's port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Kills the child on drop.
 struct Reap(std::process::Child);
 
@@ -880,7 +871,8 @@ async fn a_real_prometheus_server_scrapes_the_metrics() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    // A fixed port: Prometheus cannot report a port-0 listener's port.
+    let port = support::standin::free_port();
     let _prom = Reap(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
