@@ -9,9 +9,12 @@ reference scenario's ams2-server-01 on loopback), runs the release build of
 process (agents excluded) at each phase:
 
   ready     1 s after /ready first answers 200 (install, render and start done)
+  settled   SETTLE_SECS later (12: past the daemon's second trim, 10 s after
+            the first, src/supervise/trim.rs)
   polled    after 200 requests to each of /health, /v1/status, /metrics
-  restarted after the stand-in Nomad was SIGKILLed and is ready again
-  reloaded  after a SIGHUP with the role file unchanged
+  restarted 1 s after the stand-in Nomad was SIGKILLed and is ready again,
+            and settled
+  reloaded  after a SIGHUP with the role file unchanged, and settled
   idle      after IDLE_SECS (default 35: one agent check interval) untouched
 
 Each phase is measured with the supervisor as built and with
@@ -21,7 +24,7 @@ two rows show what the trim does.
 Run from the repository root (Linux, as any user with free loopback ports):
     cargo build --release --workspace --bins
     python3 benches/supervise/node_memory.py
-Env: IDLE_SECS (35), POLLS (200), KEEP (1: measure with the trim off too),
+Env: IDLE_SECS (35), SETTLE_SECS (12), POLLS (200), KEEP (1: measure with the trim off too),
 REL_DIR (where the release binaries are), SUPERVISOR_BIN (another supervisor
 build, e.g. target/x86_64-unknown-linux-musl/release/supervisor).
 """
@@ -33,6 +36,7 @@ REL = os.environ.get("REL_DIR") or os.path.join(ROOT, "target", "release")
 # musl build the packages ship); the stand-in and mirror tool stay from REL.
 SUPERVISOR = os.environ.get("SUPERVISOR_BIN") or os.path.join(REL, "supervisor")
 IDLE_SECS = float(os.environ.get("IDLE_SECS", "35"))
+SETTLE_SECS = float(os.environ.get("SETTLE_SECS", "12"))
 POLLS = int(os.environ.get("POLLS", "200"))
 CONSUL, NOMAD = "1.21.4", "1.10.4"
 
@@ -163,9 +167,14 @@ def one_run(work, mirror, key, keep):
     proc, base, state, log = start_node(work, mirror, key, keep)
     rows = []
     try:
+        def settled(phase):
+            time.sleep(SETTLE_SECS)
+            rows.append((phase + ", settled", rollup(proc.pid)))
+
         wait(lambda: get(base + "/ready")[0] == 200, "/ready")
         time.sleep(1.0)
         rows.append(("ready", rollup(proc.pid)))
+        settled("ready")
         for _ in range(POLLS):
             for path in ("/health", "/v1/status", "/metrics"):
                 get(base + path)
@@ -176,10 +185,12 @@ def one_run(work, mirror, key, keep):
         wait(lambda: nomad_pid(state) != old and get(base + "/ready")[0] == 200, "nomad back")
         time.sleep(1.0)
         rows.append(("restarted", rollup(proc.pid)))
+        settled("restarted")
         proc.send_signal(signal.SIGHUP)
         time.sleep(2.0)
         wait(lambda: get(base + "/ready")[0] == 200, "ready after reload")
         rows.append(("reloaded", rollup(proc.pid)))
+        settled("reloaded")
         time.sleep(IDLE_SECS)
         rows.append(("idle %ds" % IDLE_SECS, rollup(proc.pid)))
     finally:

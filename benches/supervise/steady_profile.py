@@ -83,7 +83,7 @@ PTRACE_GETREGS, PTRACE_SETREGS = 12, 13
 PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_O_TRACECLONE = 0x4206, 0x4207, 8
 EVENT_CLONE, EVENT_STOP = 3, 128
 WALL = 0x40000000
-RIP = 16  # index of rip in x86_64's struct user_regs_struct
+RIP, RSP = 16, 19  # indices in x86_64's struct user_regs_struct
 
 
 class Regs(ctypes.Structure):
@@ -219,13 +219,58 @@ class Tracer:
             if b is not None:
                 self.mem.seek(a)
                 self.mem.write(b)
+        self.live = self.stack_code(self.tids)
         for t in self.tids:
             ptrace(PTRACE_DETACH, t)
         return self.hits
 
+    def stack_code(self, tids):
+        """Code that runs without being entered: each stopped thread's
+        instruction pointer and the return addresses on its stack. Frames
+        older than the trim (the runtime's loop in `block_on`, a blocking
+        pool thread waiting for work, a thread blocked in `read` on an
+        agent's pipe) resume after it, and only the breakpoints at entries
+        would never see them. A value on the stack counts when it points
+        into the binary's code right after a call instruction."""
+        exe = os.path.realpath("/proc/%d/exe" % self.pid)
+        maps = []
+        with open("/proc/%d/maps" % self.pid) as f:
+            for line in f:
+                p = line.split()
+                lo, hi = (int(x, 16) for x in p[0].split("-"))
+                maps.append((lo, hi, "x" in p[1] and len(p) >= 6 and p[5] == exe))
+        code = [(lo, hi) for lo, hi, x in maps if x]
+        found = set()
+
+        def is_return_address(v):
+            if not any(lo + 7 <= v < hi for lo, hi in code):
+                return False
+            self.mem.seek(v - 7)
+            b = self.mem.read(7)
+            if b[2] == 0xE8:  # call rel32
+                return True
+            # call r/m64 (FF /2) of 2, 3, 4, 6 or 7 bytes
+            return any(b[i] == 0xFF and (b[i + 1] >> 3) & 7 == 2 for i in (5, 4, 3, 1, 0))
+
+        for t in tids:
+            regs = Regs()
+            ptrace(PTRACE_GETREGS, t, 0, ctypes.addressof(regs))
+            found.add(regs.r[RIP])
+            sp = regs.r[RSP]
+            top = next((hi for lo, hi, _ in maps if lo <= sp < hi), sp)
+            self.mem.seek(sp)
+            data = self.mem.read(min(top - sp, 1 << 20))
+            for i in range(0, len(data) - 7, 8):
+                v = int.from_bytes(data[i:i + 8], "little")
+                if is_return_address(v):
+                    found.add(v)
+        return found
+
 
 def symbols(exe):
-    """{address: [names]} of the functions in `exe`'s symbol table."""
+    """{address: [names]} of the functions in `exe`'s symbol table: those
+    with a size, and the global ones without (musl's assembly `memcpy`,
+    `memset`, `memmove`: no size, entered as often as any)."""
     out = subprocess.run(["nm", "--defined-only", "-S", exe],
                          capture_output=True, text=True, check=True).stdout
     by_addr = {}
@@ -233,7 +278,22 @@ def symbols(exe):
         p = line.split()
         if len(p) == 4 and p[2] in "tTwW" and int(p[1], 16) > 0:
             by_addr.setdefault(int(p[0], 16), []).append(p[3])
+        elif len(p) == 3 and p[1] == "T":
+            by_addr.setdefault(int(p[0], 16), []).append(p[2])
     return by_addr
+
+
+def function_sizes(exe):
+    """{address: size} of the functions in `exe`'s symbol table."""
+    out = subprocess.run(["nm", "--defined-only", "-S", exe],
+                         capture_output=True, text=True, check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) == 4 and p[2] in "tTwW":
+            a = int(p[0], 16)
+            sizes[a] = max(sizes.get(a, 0), int(p[1], 16))
+    return sizes
 
 
 def load_bias(pid, exe):
@@ -249,7 +309,12 @@ def load_bias(pid, exe):
 
 # What happened before the steady state that is traced, and which entry into
 # the trim starts it.
-SCENARIOS = (("start-up", 1), ("restart", 2), ("reload", 2))
+# The daemon trims when all agents become ready and once more
+# `trim::SETTLE_AFTER` (10 s) later; the steady state starts at that second
+# trim: the one after start-up (2nd), after a restart (ready again: 2nd,
+# then its settle: 3rd) or after a reload (the reload's own: 2nd, its
+# settle: 3rd).
+SCENARIOS = (("start-up", 2), ("restart", 3), ("reload", 3))
 
 
 def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
@@ -291,6 +356,7 @@ def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
                 tracer = Tracer(proc.pid, bias + trigger[0], [bias + a for a in syms], nth)
                 armed.set()
                 result["hits"] = tracer.finish(tracer.run_until_sigwinch())
+                result["live"] = tracer.live
             except BaseException as e:  # reported by the main thread
                 result["error"] = e
                 armed.set()
@@ -324,6 +390,7 @@ def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
         if "error" in result:
             raise result["error"]
         hits = result["hits"]
+        live = result["live"]
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
@@ -336,7 +403,17 @@ def one_profile(work, mirror, key, run, scenario="start-up", nth=1):
     names = set()
     for h in hits:
         names.update(syms.get(h - bias, []))
-    return names, len(hits)
+    starts = sorted(syms)
+    sizes = function_sizes(nm.SUPERVISOR)
+    import bisect
+    on_stacks = set()
+    for a in live:
+        i = bisect.bisect_right(starts, a - bias) - 1
+        if i >= 0 and a - bias < starts[i] + sizes.get(starts[i], 0):
+            on_stacks.update(syms[starts[i]])
+    print("  on the stacks at the end: %d functions, %d not entered while traced"
+          % (len(on_stacks), len(on_stacks - names)))
+    return names | on_stacks, len(hits)
 
 
 def pattern(name):
@@ -395,7 +472,9 @@ def write_script(path, text_pats, data_pats=()):
                 "   nothing: the order changes memory use, never behaviour. */\n"
                 "SECTIONS\n{\n  .text.steady : {\n")
         for p in ordered(text_pats):
-            f.write("    *(%s)\n" % p)
+            # A section pattern, or a whole `file(section)` line (an
+            # object whose functions share one plain `.text`).
+            f.write("    %s\n" % (p if "(" in p else "*(%s)" % p))
         f.write("  }\n}\nINSERT BEFORE .text;\n\nSECTIONS\n{\n  .rodata.steady : {\n")
         for p in rodata:
             f.write("    %s\n" % p)
@@ -554,6 +633,25 @@ def data_patterns(map_path, exe):
     return pats
 
 
+def object_text_patterns(map_path, exe, names):
+    """`archive:member(.text)` lines for the profiled functions that sit in
+    a plain `.text` input section (no section per function): the C library
+    of the static musl build (`epoll_pwait`, `malloc`, `memcpy`, ...), whose
+    `.text.<name>` lines match nothing. Names are looked up in `exe`, linked
+    with the map `map_path`."""
+    import bisect
+    inputs = sorted(map_inputs(map_path, ".text") + map_inputs(map_path, ".text.steady"))
+    starts = [x[0] for x in inputs]
+    pats = set()
+    for addr, ns in symbols(exe).items():
+        if not names.intersection(ns):
+            continue
+        i = bisect.bisect_right(starts, addr) - 1
+        if i >= 0 and inputs[i][0] <= addr < inputs[i][0] + inputs[i][1] and inputs[i][2] == ".text":
+            pats.add("%s(.text)" % file_pattern(inputs[i][3]))
+    return pats
+
+
 def link_map(map_path, target=None):
     """Links the release `supervisor` again (same code) with a link map;
     returns the binary, or None if the target cannot be built here."""
@@ -591,6 +689,7 @@ def main():
         with open(OUT) as f:
             old = f.read()
         pats |= set(m.group(1) for m in re.finditer(r"^    \*\((\.text\.\S+)\)$", old, re.M))
+        pats |= set(m.group(1) for m in re.finditer(r"^    (\*/\S+\(\.text\))$", old, re.M))
         i = old.find(".rodata.steady : {")
         if i >= 0:
             data |= set(m.group(1) for m in re.finditer(r"^    (\S+\(\.rodata\S*\))$", old[i:], re.M))
@@ -611,6 +710,12 @@ def main():
                 print("no map of the %s build: its constants are not grouped" % (target or "host"))
                 continue
             data |= data_patterns(map_path, exe)
+            # Plain symbol names (C functions) of the profile, for the
+            # objects that hold them.
+            plain = set(m.group(1) for p in pats
+                        for m in [re.match(r"^\.text\.([A-Za-z_][A-Za-z0-9_]*)$", p)] if m
+                        and not m.group(1).startswith(("_R", "_ZN")))
+            pats |= object_text_patterns(map_path, exe, plain)
         write_script(OUT, pats, data)
     print("%d functions, %d text and %d constant patterns -> %s" % (len(names), len(pats), len(data), OUT))
 

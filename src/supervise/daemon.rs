@@ -330,6 +330,8 @@ impl Daemon {
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
+        // A second trim once what follows readiness has settled.
+        let mut settle_trim: Option<Instant> = None;
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -349,6 +351,7 @@ impl Daemon {
                 // goes back; the steady state keeps only what it uses.
                 if all_ready && !was_all_ready && self.opts.trim_memory {
                     super::trim::release_startup_memory();
+                    settle_trim = Some(Instant::now() + super::trim::SETTLE_AFTER);
                 }
                 was_all_ready = all_ready;
             }
@@ -356,7 +359,12 @@ impl Daemon {
                 biased;
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::Reload) => self.reload(shutdown).await,
+                    Some(DaemonEvent::Reload) => {
+                        self.reload(shutdown).await;
+                        if self.opts.trim_memory {
+                            settle_trim = Some(Instant::now() + super::trim::SETTLE_AFTER);
+                        }
+                    }
                     Some(DaemonEvent::Hurry) => self.hurry = true,
                     None => {}
                 },
@@ -369,6 +377,15 @@ impl Daemon {
                 } => {
                     notify_systemd(&[NotifyState::Watchdog]);
                     next_watchdog = watchdog.map(|d| Instant::now() + d);
+                }
+                () = async {
+                    match settle_trim {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    settle_trim = None;
+                    super::trim::release_startup_memory();
                 }
             }
         }

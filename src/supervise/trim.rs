@@ -16,8 +16,21 @@
 //! it never uses again stops counting. Mappings with private copies (the
 //! relocated `.data.rel.ro`, `.data`, `.bss`) are never touched: dropping
 //! them would lose their contents.
+//!
+//! The daemon calls it when all agents become ready (after start-up, a
+//! restart, a reload) and once more [`SETTLE_AFTER`] later.
 
 use std::path::Path;
+use std::time::Duration;
+
+/// When the trim runs once more after the one at "all agents ready" (and
+/// after a reload): what follows readiness once touches code too, and
+/// without a second trim those pages would stay for the daemon's life: the
+/// blocking pool's start-up threads ending (their exit path runs up to
+/// [`super::runtime::BLOCKING_KEEP_ALIVE`] later), a registration in Consul
+/// completing, the first round of every periodic check. What the steady
+/// state runs comes back at its next use.
+pub const SETTLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What one call released.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
