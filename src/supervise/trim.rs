@@ -39,6 +39,8 @@ pub struct Trimmed {
     pub mappings: usize,
     /// Resident bytes of those mappings before the drop.
     pub resident_bytes: u64,
+    /// Bytes of the main stack below the stack pointer given back.
+    pub stack_bytes: u64,
 }
 
 /// A mapping of `/proc/<pid>/smaps` that may be dropped.
@@ -62,6 +64,7 @@ pub fn release_startup_memory() -> Trimmed {
             tracing::debug!(
                 mappings = t.mappings,
                 resident_kib = t.resident_bytes / 1024,
+                stack_kib = t.stack_bytes / 1024,
                 "released start-up pages"
             );
             t
@@ -76,7 +79,11 @@ pub fn release_startup_memory() -> Trimmed {
 fn trim_own_binary() -> std::io::Result<Trimmed> {
     let (dev_major, dev_minor, inode) = file_identity(Path::new("/proc/self/exe"))?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut done = Trimmed::default();
+    // The stack first: the code that runs for it is dropped with the rest.
+    let mut done = Trimmed {
+        stack_bytes: trim_main_stack(&smaps)?,
+        ..Trimmed::default()
+    };
     for m in droppable_mappings(&smaps, dev_major, dev_minor, inode) {
         #[allow(unsafe_code)]
         // SAFETY: `m` is a whole read-only, private mapping of our own
@@ -93,6 +100,59 @@ fn trim_own_binary() -> std::io::Result<Trimmed> {
         done.resident_bytes += m.resident;
     }
     Ok(done)
+}
+
+/// Pages left below the stack pointer when the main stack is trimmed: the
+/// frames of the `madvise` call itself go there.
+const STACK_MARGIN_PAGES: usize = 2;
+
+/// Drops the pages of the main thread's stack below the stack pointer when
+/// called on the main thread (the runtime's thread): start-up's deepest
+/// calls (argument and role-file parsing, OpenPGP, zip, rendering) left
+/// them written, and nothing lives below the stack pointer. A later call
+/// that deep gets fresh zeroed pages, as a stack that never went so deep.
+#[inline(never)]
+fn trim_main_stack(smaps: &str) -> std::io::Result<u64> {
+    let marker = 0u8;
+    let sp = std::hint::black_box(&raw const marker) as usize;
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Ok(page) = usize::try_from(page) else {
+        return Ok(0);
+    };
+    let Some((start, len)) = dead_stack(smaps, sp, page, STACK_MARGIN_PAGES * page) else {
+        return Ok(0);
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: [start, start + len) lies in the `[stack]` mapping, below this
+    // function's own frame by at least two pages, on the thread that runs on
+    // that stack (its stack pointer is inside it): it holds only frames of
+    // calls that have returned, which no reference may point into. On this
+    // private anonymous memory MADV_DONTNEED makes the pages read as zero
+    // on their next use, as fresh stack does. A signal handler that runs
+    // meanwhile has its frame below ours and is done with it on return.
+    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(len as u64)
+}
+
+/// The part of the main stack (`[stack]` in `smaps`) below the stack pointer
+/// `sp` less `margin` bytes, in whole pages of `page` bytes: `(start, len)`;
+/// `None` when `sp` is not on the main stack (another thread) or nothing is
+/// below it.
+pub fn dead_stack(smaps: &str, sp: usize, page: usize, margin: usize) -> Option<(usize, usize)> {
+    let line = smaps.lines().find(|l| l.trim_end().ends_with("[stack]"))?;
+    let (start, end) = line.split_ascii_whitespace().next()?.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    if !(start..end).contains(&sp) || page == 0 {
+        return None;
+    }
+    let below = (sp / page * page).checked_sub(margin)?;
+    (below > start).then(|| (start, below - start))
 }
 
 /// Device (major, minor) and inode of a file, as `/proc/*/maps` shows them.
@@ -253,6 +313,25 @@ Anonymous:           160 kB
             "the relocated read-only part (anonymous pages), the writable data, \
              libc and the heap must stay"
         );
+    }
+
+    #[test]
+    fn the_main_stack_below_the_stack_pointer_and_a_margin_is_dead() {
+        let smaps = "\
+7ffc3ba02000-7ffc3ba23000 rw-p 00000000 00:00 0                          [stack]
+Size:                132 kB
+7ffc3bb00000-7ffc3bb02000 r-xp 00000000 00:00 0                          [vdso]
+";
+        // sp in the middle of its page: that page and two more stay.
+        assert_eq!(
+            dead_stack(smaps, 0x7ffc3ba1a123, 4096, 8192),
+            Some((0x7ffc3ba02000, 0x7ffc3ba18000 - 0x7ffc3ba02000))
+        );
+        // Another thread's stack pointer: nothing.
+        assert_eq!(dead_stack(smaps, 0x7f00_0000_1000, 4096, 8192), None);
+        // Less than the margin below it: nothing.
+        assert_eq!(dead_stack(smaps, 0x7ffc3ba03010, 4096, 8192), None);
+        assert_eq!(dead_stack("", 0x7ffc3ba1a123, 4096, 8192), None);
     }
 
     #[test]
