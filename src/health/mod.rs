@@ -64,7 +64,7 @@ pub struct Started {
 #[derive(Debug)]
 pub struct Registration {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), HealthError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Registration {

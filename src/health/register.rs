@@ -68,11 +68,11 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
 /// A client of the Consul agent at `consul_http` (`ip:port` or
 /// `host:port`; a host name is resolved on each request, so a DNS name that
 /// is not resolvable yet at boot works once it is).
-fn client(consul_http: &str) -> Result<ConsulClient, HealthError> {
-    Ok(ConsulClient::at(agent_api::Endpoint {
+fn client(consul_http: &str) -> ConsulClient {
+    ConsulClient::at(agent_api::Endpoint {
         http: agent_api::http_client(REGISTER_TIMEOUT),
         base: format!("http://{consul_http}"),
-    }))
+    })
 }
 
 /// Registers the node's supervisor with the Consul agent at `consul_http`;
@@ -82,7 +82,7 @@ pub async fn register_self(
     node_name: &str,
     health: SocketAddr,
 ) -> Result<String, HealthError> {
-    register_with(&client(consul_http)?, consul_http, node_name, health).await
+    register_with(&client(consul_http), consul_http, node_name, health).await
 }
 
 async fn register_with(
@@ -104,7 +104,7 @@ async fn register_with(
 
 /// Deregisters a service ID registered by [`register_self`].
 pub async fn deregister_self(consul_http: &str, service_id: &str) -> Result<(), HealthError> {
-    deregister_with(&client(consul_http)?, consul_http, service_id).await
+    deregister_with(&client(consul_http), consul_http, service_id).await
 }
 
 async fn deregister_with(
@@ -123,16 +123,16 @@ async fn deregister_with(
 
 /// Registers (retrying with a growing delay while Consul is not reachable
 /// yet), waits for `cancel`, then deregisters. Failures are logged, not
-/// returned; only a failure to build the HTTP client is.
+/// returned.
 pub async fn run_registration(
     consul_http: String,
     node_name: String,
     health: SocketAddr,
     cancel: CancellationToken,
-) -> Result<(), HealthError> {
+) {
     // One client for both ends, so deregistering at shutdown costs one
     // request and no client set-up.
-    let consul = client(&consul_http)?;
+    let consul = client(&consul_http);
     let mut delay = REGISTER_RETRY_MIN;
     let id = loop {
         match register_with(&consul, &consul_http, &node_name, health).await {
@@ -147,7 +147,7 @@ pub async fn run_registration(
             Err(e) => warn!(error = %e, consul = %consul_http, "registration failed, will retry"),
         }
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(()),
+            _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(REGISTER_RETRY_MAX);
@@ -158,5 +158,4 @@ pub async fn run_registration(
     } else {
         info!(service = %id, "deregistered from consul");
     }
-    Ok(())
 }

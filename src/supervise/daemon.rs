@@ -369,21 +369,11 @@ impl Daemon {
                     None => {}
                 },
                 r = rx.changed() => if r.is_err() { return },
-                () = async {
-                    match next_watchdog {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                () = sleep_until_some(next_watchdog) => {
                     notify_systemd(&[NotifyState::Watchdog]);
                     next_watchdog = watchdog.map(|d| Instant::now() + d);
                 }
-                () = async {
-                    match settle_trim {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                () = sleep_until_some(settle_trim) => {
                     settle_trim = None;
                     super::trim::release_startup_memory();
                 }
@@ -623,6 +613,14 @@ async fn started_ok(h: &AgentHandle, before: &AgentStatus, window: Duration) -> 
     match outcome {
         Ok(_) => !failed(&s),
         Err(_) => !failed(&s) && s.pid.is_some(),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -762,7 +762,7 @@ async fn registration_puts_an_http_check_on_ready_and_deregisters_on_stop() {
     assert_eq!(body["Check"]["HTTP"], "http://10.0.0.7:4680/ready");
     assert!(body["Check"].get("Args").is_none(), "no script check");
     cancel.cancel();
-    task.await.unwrap().unwrap();
+    task.await.unwrap();
     assert!(
         consul
             .requests()
@@ -1112,7 +1112,7 @@ async fn secrets_in_agent_error_answers_reach_neither_responses_nor_logs() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     reg_cancel.cancel();
-    reg.await.unwrap().unwrap();
+    reg.await.unwrap();
     for path in ["/", "/ready?verbose", "/v1/status", "/metrics"] {
         let (_, body) = get(n.addr, path).await;
         assert!(!body.contains(GOSSIP_KEY), "{path} leaks: {body}");
