@@ -315,6 +315,21 @@ mod tests {
         Some(String::from_utf8_lossy(&head).into_owned())
     }
 
+    /// A listener on a free loopback port whose first connection is handed
+    /// to `serve`; the task's result is `serve`'s.
+    async fn one_connection<T, F>(
+        serve: impl FnOnce(TcpStream) -> F + Send + 'static,
+    ) -> (std::net::SocketAddr, tokio::task::JoinHandle<T>)
+    where
+        F: std::future::Future<Output = T> + Send,
+        T: Send + 'static,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move { serve(l.accept().await.unwrap().0).await });
+        (addr, task)
+    }
+
     /// A server that answers `body` to `answers` requests per connection,
     /// then reads one more request and closes the connection without an
     /// answer (an agent that restarted); counts connections accepted.
@@ -378,14 +393,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_hung_agent_times_out() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (s, _) = l.accept().await.unwrap();
+        let (addr, _server) = one_connection(|s| async move {
             // Accepts, never answers.
             tokio::time::sleep(Duration::from_secs(60)).await;
             drop(s);
-        });
+        })
+        .await;
         let c = PlainClient::new(Duration::from_millis(200));
         let e = c
             .send(Method::GET, &format!("http://{addr}/v1/agent/health"), None)
@@ -396,10 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_sends_the_json_body_and_host() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let got = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
+        let (addr, got) = one_connection(|mut s| async move {
             let head = read_head(&mut s).await.unwrap();
             let mut body = [0u8; 10];
             s.read_exact(&mut body).await.unwrap();
@@ -407,7 +417,8 @@ mod tests {
                 .await
                 .unwrap();
             (head, body)
-        });
+        })
+        .await;
         let c = PlainClient::new(Duration::from_secs(5));
         let url = format!("http://{addr}/v1/agent/service/register");
         let a = c
