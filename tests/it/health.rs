@@ -62,6 +62,8 @@ struct FakeAgent {
     mode: Arc<Mutex<Mode>>,
     /// `METHOD path body` of every request.
     log: Arc<Mutex<Vec<String>>>,
+    /// `METHOD path` of every hung request whose client closed it.
+    closed: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeAgent {
@@ -71,6 +73,7 @@ impl FakeAgent {
             addr: l.local_addr().unwrap(),
             mode: Arc::new(Mutex::new(Mode::Healthy)),
             log: Arc::default(),
+            closed: Arc::default(),
         };
         let m = me.clone();
         tokio::spawn(async move {
@@ -90,6 +93,10 @@ impl FakeAgent {
         self.log.lock().unwrap().clone()
     }
 
+    fn closed_by_client(&self) -> Vec<String> {
+        self.closed.lock().unwrap().clone()
+    }
+
     async fn serve(&self, product: Product, mut s: TcpStream) {
         let Some((method, target, body)) = read_request(&mut s).await else {
             return;
@@ -100,9 +107,16 @@ impl FakeAgent {
             .push(format!("{method} {target} {body}"));
         let mode = *self.mode.lock().unwrap();
         if mode == Mode::Hung {
-            // Hold the connection open without answering.
+            // Hold the connection open without answering, until the client
+            // closes it (noted).
             let mut buf = [0u8; 1];
-            let _ = s.read(&mut buf).await;
+            if let Ok(0) | Err(_) = s.read(&mut buf).await {
+                self.closed
+                    .lock()
+                    .unwrap()
+                    .push(format!("{method} {target}"));
+                return;
+            }
             std::future::pending::<()>().await;
         }
         let sample = |p: &str| {
@@ -282,6 +296,16 @@ fn fast_checks() -> CheckerConfig {
 }
 
 async fn start_node(limits: ServerLimits) -> Node {
+    start_node_with(limits, fast_checks(), all_running()).await
+}
+
+/// A node whose checker runs with `config`, the supervisor's status starting
+/// at `status`.
+async fn start_node_with(
+    limits: ServerLimits,
+    config: CheckerConfig,
+    status: SupervisorStatus,
+) -> Node {
     let consul = FakeAgent::start(Product::Consul).await;
     let nomad = FakeAgent::start(Product::Nomad).await;
     let node = NodeInfo {
@@ -306,10 +330,10 @@ async fn start_node(limits: ServerLimits) -> Node {
             },
         ],
     };
-    let (status, status_rx) = watch::channel(all_running());
+    let (status, status_rx) = watch::channel(status);
     let cancel = CancellationToken::new();
     let (checker, snap) =
-        Checker::for_node(node, status_rx, Arc::new(Metrics::default()), fast_checks()).unwrap();
+        Checker::for_node(node, status_rx, Arc::new(Metrics::default()), config).unwrap();
     tokio::spawn(checker.run(cancel.clone()));
     let listener = health::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -355,6 +379,15 @@ async fn wait_for(addr: SocketAddr, path: &str, pred: impl Fn(u16, &str) -> bool
             "condition not met on {path}: last answer {code} {body}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `cond` until it holds; panics naming `what` after the deadline.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "not seen within {DEADLINE:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -455,6 +488,87 @@ async fn hung_agent_does_not_hang_the_endpoint() {
     // And it recovers when the agent does.
     n.consul.set(Mode::Healthy);
     wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    n.cancel.cancel();
+}
+
+/// Consul spawned and not ready yet, Nomad up.
+fn consul_starting() -> SupervisorStatus {
+    let mut s = all_running();
+    s.agents[0].state = AgentState::Starting;
+    s.agents[0].ready = false;
+    s
+}
+
+/// A checker whose interval no test waits out.
+fn hour_interval(request_timeout: Duration) -> CheckerConfig {
+    CheckerConfig {
+        interval: Duration::from_secs(3600),
+        request_timeout,
+    }
+}
+
+#[tokio::test]
+async fn agent_ready_after_the_first_round_is_reported_healthy_without_waiting_for_the_interval() {
+    let n = start_node_with(
+        ServerLimits::default(),
+        hour_interval(Duration::from_millis(500)),
+        consul_starting(),
+    )
+    .await;
+    // The first round finds a Consul without a leader yet.
+    n.consul.set(Mode::NoLeader);
+    wait_for(n.addr, "/ready", |c, b| {
+        c == 503 && b.contains("consul.api: no raft leader")
+    })
+    .await;
+    // Consul elects its leader and the supervisor marks it ready: the
+    // checker asks it again now, not an hour later.
+    n.consul.set(Mode::Healthy);
+    n.status.send_modify(|s| {
+        s.agents[0].state = AgentState::Running;
+        s.agents[0].ready = true;
+    });
+    let (_, body) = wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    assert_eq!(body, "ok\n");
+    n.cancel.cancel();
+}
+
+#[tokio::test]
+async fn round_started_before_a_state_change_is_dropped_and_does_not_hold_back_the_new_one() {
+    // Requests time out long after the test's deadline: only the state
+    // change can end the first round in time.
+    let n = start_node_with(
+        ServerLimits::default(),
+        hour_interval(Duration::from_secs(60)),
+        consul_starting(),
+    )
+    .await;
+    n.consul.set(Mode::Hung);
+    // The first round's leader query hangs at the starting Consul.
+    until("the first round asks the leader", || {
+        n.consul
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/status/leader "))
+    })
+    .await;
+    n.consul.set(Mode::Healthy);
+    n.status.send_modify(|s| {
+        s.agents[0].state = AgentState::Running;
+        s.agents[0].ready = true;
+    });
+    // The new round answers while the stale one would still hang ...
+    wait_for(n.addr, "/ready", |c, _| c == 200).await;
+    // ... which the checker abandoned: its requests are closed, not left
+    // hanging until their timeout, and the node stays ready.
+    until("the stale leader query is closed", || {
+        n.consul
+            .closed_by_client()
+            .iter()
+            .any(|r| r.starts_with("GET /v1/status/leader"))
+    })
+    .await;
+    assert_eq!(get(n.addr, "/ready").await, (200, "ok\n".to_string()));
     n.cancel.cancel();
 }
 
