@@ -1,7 +1,7 @@
 //! Typed client of the Consul and Nomad HTTP endpoints the supervisor uses.
 //!
 //! Owns the response shapes (as the real agents produce them, quirks
-//! included, see `../shared/agent-api/README.md`) and one request per
+//! included, see `tests/data/agent-api/README.md`) and one request per
 //! endpoint. Every request is bounded by the client's timeout; nothing here
 //! retries or caches: callers (the health checker, registration) decide.
 //!
@@ -787,9 +787,10 @@ mod tests {
 
     fn sample(rel: &str) -> Vec<u8> {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/agent-api")
+            .join("tests/data/agent-api")
             .join(rel);
-        std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        std::fs::read(&p)
+            .unwrap_or_else(|e| panic!("failed to read test data {}: {e}", p.display()))
     }
 
     #[test]

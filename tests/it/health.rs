@@ -1,7 +1,7 @@
 //! Integration tests: health. The endpoint over real sockets on port 0,
 //! fed by the real checker querying fake agents: small HTTP servers in this
 //! file that answer with the documented sample bodies of
-//! `../shared/agent-api/` (they are fakes of the agents' HTTP API, not the
+//! `tests/data/agent-api/` (they are fakes of the agents' HTTP API, not the
 //! stand-in agent, and can hang or lose their leader on demand).
 //!
 //! The end-to-end tests with the real `supervisor run` and stand-in agents
@@ -119,9 +119,7 @@ impl FakeAgent {
             }
             std::future::pending::<()>().await;
         }
-        let sample = |p: &str| {
-            std::fs::read_to_string(support::shared_dir().join("agent-api").join(p)).unwrap()
-        };
+        let sample = |p: &str| support::read_data_string(&format!("agent-api/{p}"));
         let path = target.split('?').next().unwrap_or("");
         let (code, ctype, body) = match (product, path) {
             _ if mode == Mode::Leaky => (

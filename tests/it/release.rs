@@ -3,11 +3,10 @@
 
 use hashi_supervisor::release::{Keyring, Sha256Sums, VerifyError};
 
-use crate::support::shared_dir;
+use crate::support::{data_dir, read_data};
 
 fn vector(name: &str) -> Vec<u8> {
-    let p = shared_dir().join("hashicorp-release").join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    read_data(&format!("hashicorp-release/{name}"))
 }
 
 /// (SHA256SUMS, signature) pairs the README marks valid.
@@ -64,7 +63,7 @@ fn legacy_copy_alone_refuses_signatures_made_after_its_expiry() {
     let mut legacy = Keyring::default();
     legacy
         .add_file(
-            &shared_dir()
+            &data_dir()
                 .join("hashicorp-release")
                 .join("hashicorp-release-key-legacy-expired-2026-04-18.asc"),
         )
@@ -92,7 +91,7 @@ fn renewed_copy_alone_accepts_old_signatures_within_the_renewed_validity() {
     let mut renewed = Keyring::default();
     renewed
         .add_file(
-            &shared_dir()
+            &data_dir()
                 .join("hashicorp-release")
                 .join("hashicorp-release-key.asc"),
         )

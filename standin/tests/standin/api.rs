@@ -1,4 +1,4 @@
-//! Endpoint shapes against the `../shared/agent-api` samples, and the
+//! Endpoint shapes against the `tests/data/agent-api` samples, and the
 //! documented quirks (methods, status codes, content types).
 
 use std::time::Duration;
@@ -122,10 +122,7 @@ fn consul_join_failure_is_500_text() {
 #[test]
 fn consul_register_refuses_script_check_of_the_doc_sample() {
     let s = consul_server();
-    let payload = std::fs::read_to_string(
-        crate::agent_api_dir().join("consul/agent_service_register.request.json"),
-    )
-    .unwrap();
+    let payload = crate::agent_api_file("consul/agent_service_register.request.json");
     let r = s.put("/v1/agent/service/register", &payload);
     assert_eq!(r.status, 500);
     assert!(

@@ -1,5 +1,5 @@
 //! Tests of the stand-in agent (a test-only imitation of consul/nomad):
-//! its CLI, config refusal, HTTP shapes against `../shared/agent-api`,
+//! its CLI, config refusal, HTTP shapes against `tests/data/agent-api`,
 //! signals, sd_notify, membership between instances, and fault knobs. They
 //! drive the real binary through the same helper the main crate's
 //! integration tests use (`tests/it/support/standin.rs`).
@@ -24,7 +24,14 @@ pub fn target_profile_dir() -> PathBuf {
     p
 }
 
-/// `../shared/agent-api` beside the checkout.
+/// `tests/data/agent-api` of the checkout (the agent API samples).
 pub fn agent_api_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/agent-api")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/agent-api")
+}
+
+/// The text of `tests/data/agent-api/<rel>`; panics naming the full path.
+pub fn agent_api_file(rel: &str) -> String {
+    let p = agent_api_dir().join(rel);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("failed to read test data {}: {e}", p.display()))
 }

@@ -1,4 +1,4 @@
-//! Compare an answer's JSON shape with a sample of `../shared/agent-api`:
+//! Compare an answer's JSON shape with a sample of `tests/data/agent-api`:
 //! every key of the sample must be present with the same JSON type, except
 //! the manifest's deviations ('a.b' not compared, 'a.b.*' compared for
 //! presence and type only). Extra keys are allowed (the real agents return
@@ -6,15 +6,12 @@
 
 use serde_json::Value;
 
-use crate::agent_api_dir;
+use crate::agent_api_file;
 
 /// The sample body and deviations of a manifest entry.
 pub fn sample(product: &str, name: &str) -> (Value, Vec<String>) {
-    let dir = agent_api_dir();
-    let manifest: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json")).expect("read manifest.json"),
-    )
-    .expect("manifest is JSON");
+    let manifest: Value =
+        serde_json::from_str(&agent_api_file("manifest.json")).expect("manifest is JSON");
     let entry = manifest[product]
         .as_array()
         .expect("product list")
@@ -23,10 +20,8 @@ pub fn sample(product: &str, name: &str) -> (Value, Vec<String>) {
         .unwrap_or_else(|| panic!("no manifest entry {product}/{name}"))
         .clone();
     let file = entry["body"].as_str().expect("entry has a body file");
-    let body: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(product).join(file)).expect("read sample"),
-    )
-    .expect("sample is JSON");
+    let body: Value = serde_json::from_str(&agent_api_file(&format!("{product}/{file}")))
+        .expect("sample is JSON");
     let devs = entry["deviations"]
         .as_array()
         .map(|a| {

@@ -21,10 +21,24 @@ pub fn target_profile_dir() -> PathBuf {
     p
 }
 
-/// `../shared` beside the checkout (read-only data: real HashiCorp key and
-/// signed files, agent API samples).
-pub fn shared_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared")
+/// `tests/data` of this checkout: public HashiCorp data the tests read
+/// (agent API samples, the release key and signed vectors), kept in the
+/// repository; see its README.md for where each file comes from.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// The bytes of `tests/data/<rel>`; panics naming the full path it tried.
+pub fn read_data(rel: &str) -> Vec<u8> {
+    let p = data_dir().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("failed to read test data {}: {e}", p.display()))
+}
+
+/// As [`read_data`], as text.
+pub fn read_data_string(rel: &str) -> String {
+    let p = data_dir().join(rel);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("failed to read test data {}: {e}", p.display()))
 }
 
 /// Every path of the health endpoint that answers a GET: the ones checked
