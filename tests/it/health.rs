@@ -717,10 +717,10 @@ async fn connection_flood_does_not_stop_others_being_served() {
 
 #[tokio::test]
 async fn promtool_accepts_the_metrics() {
-    let Ok(out) = Command::new("promtool").arg("--version").output() else {
-        eprintln!("SKIPPED: promtool not installed (Debian package prometheus)");
+    if !support::require_tools(&["promtool"]) {
         return;
-    };
+    }
+    let out = Command::new("promtool").arg("--version").output().unwrap();
     assert!(out.status.success());
     let n = start_node(ServerLimits::default()).await;
     wait_for(n.addr, "/ready", |c, _| c == 200).await;
@@ -748,18 +748,12 @@ async fn promtool_accepts_the_metrics() {
     n.cancel.cancel();
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
+/// The Chromium binary (after [`support::require_tools`] found one).
+fn chromium() -> PathBuf {
+    support::find_tool("chromium").expect("chromium is in PATH")
 }
 
-fn chromium_cmd(bin: &str, profile: &std::path::Path) -> Command {
+fn chromium_cmd(bin: &std::path::Path, profile: &std::path::Path) -> Command {
     let mut c = Command::new(bin);
     c.args([
         "--headless",
@@ -777,10 +771,10 @@ fn chromium_cmd(bin: &str, profile: &std::path::Path) -> Command {
 
 #[tokio::test]
 async fn page_renders_in_headless_chromium_with_agent_states() {
-    let Some(bin) = chromium() else {
-        eprintln!("SKIPPED: chromium not installed (Debian package chromium)");
+    if !support::require_tools(&["chromium"]) {
         return;
-    };
+    }
+    let bin = chromium();
     let n = start_node(ServerLimits::default()).await;
     wait_for(n.addr, "/ready", |c, _| c == 200).await;
     n.status.send_modify(|s| {
@@ -793,8 +787,9 @@ async fn page_renders_in_headless_chromium_with_agent_states() {
     let out = tokio::task::spawn_blocking({
         let url = url.clone();
         let p = profile.path().to_path_buf();
+        let bin = bin.clone();
         move || {
-            chromium_cmd(bin, &p)
+            chromium_cmd(&bin, &p)
                 .arg("--dump-dom")
                 .arg(url)
                 .output()
@@ -820,7 +815,7 @@ async fn page_renders_in_headless_chromium_with_agent_states() {
         let shot = shot.clone();
         let p = profile2.path().to_path_buf();
         move || {
-            chromium_cmd(bin, &p)
+            chromium_cmd(&bin, &p)
                 .arg("--window-size=1100,700")
                 .arg(format!("--screenshot={}", shot.display()))
                 .arg(url)
@@ -963,12 +958,7 @@ impl Drop for Reap {
 
 #[tokio::test]
 async fn a_real_prometheus_server_scrapes_the_metrics() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: prometheus not installed (Debian package prometheus)");
+    if !support::require_tools(&["prometheus"]) {
         return;
     }
     let n = start_node(ServerLimits::default()).await;

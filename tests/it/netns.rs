@@ -4,13 +4,24 @@ use std::process::Command;
 
 use crate::support::netns::reference_topology;
 
+/// Whether one ping from node `from` to `to` is answered. Panics when ping
+/// could not run at all (so that "no answer" is never a missing tool).
 fn ping(topo: &hashi_testrig::netns::Topology, from: &str, to: std::net::Ipv4Addr) -> bool {
     let node = topo.node(from).expect("node exists");
-    node.command("ping")
+    let out = node
+        .command("ping")
         .args(["-c", "1", "-W", "2", &to.to_string()])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .unwrap_or_else(|e| panic!("failed to run `ip netns exec .. ping` in {from}: {e}"));
+    // `ip netns exec` says so on stderr when it cannot run the program
+    // (its exit code, 1 or 255, depends on the iproute2 version and is
+    // also ping's "no reply").
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("exec of \"ping\" failed"),
+        "ping could not run in {from} (Debian package iputils-ping): {stderr}"
+    );
+    out.status.success()
 }
 
 fn namespace_exists(name: &str) -> bool {
@@ -25,7 +36,7 @@ fn namespace_exists(name: &str) -> bool {
 
 #[test]
 fn reference_nodes_reach_each_other_within_and_across_datacenters() {
-    let Some(topo) = reference_topology("reference_nodes_reach_each_other") else {
+    let Some(topo) = reference_topology("reference_nodes_reach_each_other", &["ping"]) else {
         return;
     };
     let ams2 = topo.node("ams2-server-01").expect("ams2 server").clone();
@@ -61,7 +72,7 @@ fn reference_nodes_reach_each_other_within_and_across_datacenters() {
 
 #[test]
 fn cutting_the_wan_link_isolates_datacenters_until_healed() {
-    let Some(topo) = reference_topology("cutting_the_wan_link") else {
+    let Some(topo) = reference_topology("cutting_the_wan_link", &["ping"]) else {
         return;
     };
     let lon1 = topo
@@ -87,7 +98,7 @@ fn cutting_the_wan_link_isolates_datacenters_until_healed() {
 
 #[test]
 fn a_node_taken_down_is_unreachable_and_comes_back() {
-    let Some(topo) = reference_topology("a_node_taken_down") else {
+    let Some(topo) = reference_topology("a_node_taken_down", &["ping"]) else {
         return;
     };
     let client = topo.node("ams2-client-01").expect("client").private_ip;
@@ -99,7 +110,7 @@ fn a_node_taken_down_is_unreachable_and_comes_back() {
 
 #[test]
 fn namespaces_are_removed_on_drop() {
-    let Some(topo) = reference_topology("namespaces_are_removed_on_drop") else {
+    let Some(topo) = reference_topology("namespaces_are_removed_on_drop", &[]) else {
         return;
     };
     let names: Vec<String> = topo.namespaces().to_vec();
