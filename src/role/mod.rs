@@ -7,7 +7,9 @@
 //! prints a secret: gossip keys are held in [`Secret`].
 
 mod diag;
+pub mod file;
 mod host;
+pub mod limits;
 mod raw;
 mod validate;
 
@@ -267,7 +269,7 @@ pub enum RoleError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: file::FileError,
     },
     /// The role file has problems (syntax, keys, types or meaning).
     #[error("{}", format_invalid(path, problems))]
@@ -310,9 +312,13 @@ pub fn load_with(
     roles_override: &[String],
     host: &dyn Host,
 ) -> Result<NodeRole, RoleError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match file::read_regular_text(path, limits::ROLE_FILE_BYTES) {
         Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => None,
+        Err(file::FileError::Open(e))
+            if e.kind() == std::io::ErrorKind::NotFound && !must_exist =>
+        {
+            None
+        }
         Err(source) => {
             return Err(RoleError::Read {
                 path: path.to_path_buf(),
