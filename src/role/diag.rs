@@ -46,8 +46,12 @@ impl Problem {
                 let (line_no, col, line) = locate(source, span.start);
                 let width = span_width(line, col, span);
                 // A window of the line around the column.
-                let skip = (col - 1).saturating_sub(SNIPPET_BEFORE);
                 let total = line.chars().count();
+                let skip = if total <= SNIPPET_CHARS {
+                    0
+                } else {
+                    (col - 1).saturating_sub(SNIPPET_BEFORE)
+                };
                 let mut shown: String = line.chars().skip(skip).take(SNIPPET_CHARS).collect();
                 let mut pad: String = line
                     .chars()

@@ -1021,14 +1021,12 @@ fn check_trusted_key_file(host: &dyn Host, path: &Path) -> Option<String> {
         Err(e) => return Some(format!("failed to read {what} {}: {e}", path.display())),
     };
     let origin = path.display().to_string();
+    // rPGP's own message quotes raw bytes: not for an operator.
     crate::release::verify::check_public_key_bytes(&bytes, &origin)
         .err()
-        .map(|e| {
-            let cause = std::error::Error::source(&e)
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
+        .map(|_| {
             format!(
-                "{what} {} is not an OpenPGP public key{cause}",
+                "{what} {} is not an OpenPGP public key (armored or binary)",
                 path.display()
             )
         })
