@@ -1032,6 +1032,9 @@ fn check_trusted_key_file(host: &dyn Host, path: &Path) -> Option<String> {
         })
 }
 
+/// A list of strings with its position.
+type SpList = Spanned<Vec<SpStr>>;
+
 /// Every string of the role file longer than anything it could mean.
 fn check_lengths(raw: &RawRole) -> Vec<(Range<usize>, String)> {
     use limits::{ADDRESS_CHARS, PATH_CHARS, VERSION_CHARS};
@@ -1062,7 +1065,7 @@ fn check_lengths(raw: &RawRole) -> Vec<(Range<usize>, String)> {
         (&raw.paths.state_dir, "paths.state_dir", PATH_CHARS),
         (&rn.advertise, "nomad.advertise", VERSION_CHARS),
     ];
-    let lists: [(&Option<Spanned<Vec<SpStr>>>, &str, usize); 5] = [
+    let lists: [(&Option<SpList>, &str, usize); 5] = [
         (
             &rr.trusted_key_files,
             "release.trusted_key_files",
