@@ -622,6 +622,33 @@ mod tests {
     }
 
     #[test]
+    fn default_role_file_documents_the_ranges_in_force() {
+        let text = include_str!("../../config/node.toml").replace("\n# ", " ");
+        let range = |r: &std::ops::RangeInclusive<u64>| format!("{} to {}", r.start(), r.end());
+        for want in [
+            format!("Range: {}.", range(&limits::STOP_TIMEOUT_SECS)),
+            format!("Range: {}.", range(&limits::DRAIN_DEADLINE_SECS)),
+            format!("Range: {}.", range(&limits::BOOTSTRAP_EXPECT)),
+            format!("Range: {}.", range(&limits::KEEP_VERSIONS)),
+            format!("attempts {}", range(&limits::RESTART_ATTEMPTS)),
+            format!("interval_secs {}", range(&limits::RESTART_INTERVAL_SECS)),
+            format!("max_delay_secs {}", range(&limits::RESTART_MAX_DELAY_SECS)),
+            format!(
+                "stable_after_secs {}",
+                range(&limits::RESTART_STABLE_AFTER_SECS)
+            ),
+            format!("Range: {} (1 MiB)", limits::MAX_DOWNLOAD_BYTES.start()),
+            format!("to {} (4 GiB)", limits::MAX_DOWNLOAD_BYTES.end()),
+            format!("At most {} characters", limits::NAME_CHARS),
+        ] {
+            assert!(
+                text.contains(&want),
+                "config/node.toml does not say {want:?}"
+            );
+        }
+    }
+
+    #[test]
     fn default_role_file_documents_only_real_keys() {
         let text = include_str!("../../config/node.toml");
         let uncommented: String = text
