@@ -601,16 +601,27 @@ mod tests {
                 .await
                 .expect("bounded")
                 .unwrap_err();
-            assert!(source_text(&e).contains(cause), "{rel}: {}", source_text(&e));
+            assert!(
+                source_text(&e).contains(cause),
+                "{rel}: {}",
+                source_text(&e)
+            );
             let dest = dir.path().join(format!("{rel}.out"));
             let e = tokio::time::timeout(BOUND, m.download(rel, &dest, 1 << 20))
                 .await
                 .expect("bounded")
                 .unwrap_err();
-            assert!(source_text(&e).contains(cause), "{rel}: {}", source_text(&e));
+            assert!(
+                source_text(&e).contains(cause),
+                "{rel}: {}",
+                source_text(&e)
+            );
         }
         let e = m.get_small("big", 1024).await.unwrap_err();
-        assert!(matches!(e, ReleaseError::TooLarge { limit: 1024, .. }), "{e}");
+        assert!(
+            matches!(e, ReleaseError::TooLarge { limit: 1024, .. }),
+            "{e}"
+        );
         assert_eq!(m.get_small("missing", 1024).await.unwrap(), None);
     }
 }

@@ -1178,6 +1178,53 @@ mod tests {
     }
 
     #[test]
+    fn names_follow_the_agents_own_rules() {
+        for ok in ["ams2", "lon1", "dc_1-a", &"d".repeat(63)] {
+            assert_eq!(check_datacenter_name(ok), None, "{ok}");
+        }
+        for bad in [
+            "DC1",
+            "dc.1",
+            "ams 2",
+            "",
+            "dc*",
+            "dc\0",
+            "dé",
+            &"d".repeat(64),
+        ] {
+            assert!(check_datacenter_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["eu", "global", "EU-West_1"] {
+            assert_eq!(check_region_name(ok), None, "{ok}");
+        }
+        for bad in ["eu.west", "", "e u", &"r".repeat(64)] {
+            assert!(check_region_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["ams2-server-01", "ams2-server-01.eu.example", "n_1"] {
+            assert_eq!(check_node_name(ok), None, "{ok}");
+        }
+        for bad in ["", "a b", "n\u{202e}", &"n".repeat(1_000_000)] {
+            assert!(
+                check_node_name(bad).is_some(),
+                "{:?}",
+                &bad[..bad.len().min(8)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_outside_its_range_says_the_range() {
+        assert_eq!(
+            check_range("delay_secs", 5, &limits::RESTART_DELAY_SECS),
+            None
+        );
+        assert_eq!(
+            check_range("delay_secs", u64::MAX, &limits::RESTART_DELAY_SECS).as_deref(),
+            Some("delay_secs must be between 0 and 3600 (got 18446744073709551615)")
+        );
+    }
+
+    #[test]
     fn consul_address_gets_default_port() {
         assert_eq!(
             normalise_host_port("10.0.1.11", 8500).as_deref(),
