@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::diag::{Location, Problem, did_you_mean};
 use super::host::{Host, first_private_ipv4};
 use super::limits;
-use super::raw::{RawRestart, RawRole, SpStr};
+use super::raw::{RawRelease, RawRestart, RawRole, SpStr};
 use super::{
     Addresses, AdvertiseScope, ConsulRole, Discovery, GossipKey, NodeRole, NomadRole, ROLE_NAMES,
     ReleaseRole, RoleError, RoleSet, SCHEMA_VERSION, TlsFiles,
@@ -427,6 +427,56 @@ impl Checker<'_> {
         }
     }
 
+    /// `[release]`: the mirror, trusted keys (parsed as OpenPGP keys here,
+    /// as the verifier will), versions kept and the download limit.
+    fn release(&mut self, rr: &RawRelease) -> ReleaseRole {
+        let mirror = match &rr.mirror {
+            None => DEFAULT_MIRROR.to_string(),
+            Some(s) => {
+                let m = s.get_ref().trim_end_matches('/').to_string();
+                let ok = ["https://", "http://", "file://"]
+                    .iter()
+                    .any(|p| m.len() > p.len() && m.starts_with(p))
+                    || Path::new(&m).is_absolute();
+                if !ok {
+                    self.span(
+                        s,
+                        "`mirror` must be an https://, http:// or file:// URL, or an absolute directory",
+                    );
+                }
+                m
+            }
+        };
+        let mut trusted_key_files = Vec::new();
+        for s in rr.trusted_key_files.iter().flat_map(|l| l.get_ref()) {
+            let p = self.resolve_path(s.get_ref());
+            if let Some(why) = check_trusted_key_file(self.host, &p) {
+                self.span(s, why);
+            }
+            trusted_key_files.push(p);
+        }
+        let keep_versions = self.number(
+            &rr.keep_versions,
+            "keep_versions",
+            &limits::KEEP_VERSIONS,
+            DEFAULT_KEEP_VERSIONS,
+        );
+        let max_download_bytes = self.number(
+            &rr.max_download_bytes,
+            "max_download_bytes",
+            &limits::MAX_DOWNLOAD_BYTES,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
+        );
+        ReleaseRole {
+            mirror,
+            trust_hashicorp_key: rr.trust_hashicorp_key.unwrap_or(true),
+            trusted_key_files,
+            // In range (at most 100): the conversion cannot fail.
+            keep_versions: usize::try_from(keep_versions).unwrap_or(usize::MAX),
+            max_download_bytes,
+        }
+    }
+
     fn list(&mut self, v: &Option<Spanned<Vec<SpStr>>>, key: &str) -> Vec<String> {
         let mut out = Vec::new();
         for s in v.iter().flat_map(|l| l.get_ref()) {
@@ -787,57 +837,7 @@ pub fn validate(
         },
     };
 
-    // Release.
-    let rr = &raw.release;
-    let mirror = match &rr.mirror {
-        None => DEFAULT_MIRROR.to_string(),
-        Some(s) => {
-            let m = s.get_ref().trim_end_matches('/').to_string();
-            let ok = ["https://", "http://", "file://"]
-                .iter()
-                .any(|p| m.len() > p.len() && m.starts_with(p))
-                || Path::new(&m).is_absolute();
-            if !ok {
-                c.span(
-                    s,
-                    "`mirror` must be an https://, http:// or file:// URL, or an absolute directory",
-                );
-            }
-            m
-        }
-    };
-    let trusted_key_files = rr
-        .trusted_key_files
-        .iter()
-        .flat_map(|l| l.get_ref())
-        .map(|s| {
-            let p = c.resolve_path(s.get_ref());
-            if let Some(why) = check_trusted_key_file(host, &p) {
-                c.span(s, why);
-            }
-            p
-        })
-        .collect();
-    let keep_versions = c.number(
-        &rr.keep_versions,
-        "keep_versions",
-        &limits::KEEP_VERSIONS,
-        DEFAULT_KEEP_VERSIONS,
-    );
-    let keep_versions = usize::try_from(keep_versions).unwrap_or(2);
-    let max_download_bytes = c.number(
-        &rr.max_download_bytes,
-        "max_download_bytes",
-        &limits::MAX_DOWNLOAD_BYTES,
-        DEFAULT_MAX_DOWNLOAD_BYTES,
-    );
-    let release = ReleaseRole {
-        mirror,
-        trust_hashicorp_key: rr.trust_hashicorp_key.unwrap_or(true),
-        trusted_key_files,
-        keep_versions,
-        max_download_bytes,
-    };
+    let release = c.release(&raw.release);
 
     // Discovery.
     let rd = &raw.discovery;
