@@ -129,7 +129,10 @@ impl Endpoint {
             path: tls.ca_file.clone(),
             source,
         };
-        let pem = std::fs::read(&tls.ca_file).map_err(|e| ca_err(Box::new(e)))?;
+        // A role-named file: a regular file with a size limit, never blocking.
+        let pem =
+            crate::role::file::read_regular(&tls.ca_file, crate::role::limits::TLS_FILE_BYTES)
+                .map_err(|e| ca_err(Box::new(e)))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(Box::new(e)))?;
         if certs.is_empty() {
             return Err(ca_err("no PEM certificate in the file".into()));

@@ -454,7 +454,7 @@ impl Plan {
                 extra: role.nomad.extra.clone(),
             });
             // Nomad's own graceful timeout plus the drain deadline it adds.
-            let own = NOMAD_GRACEFUL_TIMEOUT + drain_deadline.unwrap_or_default();
+            let own = NOMAD_GRACEFUL_TIMEOUT.saturating_add(drain_deadline.unwrap_or_default());
             let http_ip = if addrs.bind.is_unspecified() {
                 loopback
             } else {
@@ -474,7 +474,10 @@ impl Plan {
                 config_dir,
                 data_dir,
                 stop_signal: NOMAD_STOP_SIGNAL,
-                stop_timeout: role.nomad.stop_timeout.unwrap_or(own + STOP_MARGIN),
+                stop_timeout: role
+                    .nomad
+                    .stop_timeout
+                    .unwrap_or(own.saturating_add(STOP_MARGIN)),
                 restart: role.nomad.restart.clone(),
                 http_addr: SocketAddr::new(
                     http_ip,

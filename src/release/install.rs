@@ -33,6 +33,13 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
 const S_IFLNK: u32 = 0o120000;
 /// Mask of the file-type bits.
 const S_IFMT: u32 = 0o170000;
+/// The most a binary may inflate to, whatever the limits ask: Consul and
+/// Nomad binaries are 100-200 MB; a zip bomb (6 MB that inflate to 6 GiB)
+/// must stop here, while inflating, and leave nothing on disk.
+pub const MAX_BINARY_BYTES: u64 = 1 << 30;
+/// The most entries a release zip may hold (HashiCorp's hold the binary and
+/// at most a licence).
+pub const MAX_ZIP_ENTRIES: usize = 16;
 
 /// Held while a binary is open for writing and while a binary is spawned:
 /// a fork that happens while another thread holds a write descriptor makes
@@ -148,8 +155,15 @@ pub fn recorded_binary(
 /// Install limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest binary we extract.
+    /// Largest binary we extract (never more than [`MAX_BINARY_BYTES`]).
     pub max_binary_bytes: u64,
+}
+
+impl Limits {
+    /// The cap in force: the asked one, never above [`MAX_BINARY_BYTES`].
+    fn binary_cap(&self) -> u64 {
+        self.max_binary_bytes.min(MAX_BINARY_BYTES)
+    }
 }
 
 /// Extracts, checks and moves a verified artifact into
@@ -226,6 +240,13 @@ fn extract(
     })?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(format!("not a zip archive ({e})")))?;
+    if zip.len() > MAX_ZIP_ENTRIES {
+        return Err(bad(format!(
+            "{} entries, more than the {MAX_ZIP_ENTRIES} a release holds",
+            zip.len()
+        )));
+    }
+    let cap = limits.binary_cap();
     let want = artifact.product.as_str();
     let mut binary_index = None;
     for i in 0..zip.len() {
@@ -249,11 +270,10 @@ fn extract(
             if binary_index.is_some() {
                 return Err(bad(format!("entry `{name}` appears twice")));
             }
-            if entry.size() > limits.max_binary_bytes {
+            if entry.size() > cap {
                 return Err(bad(format!(
-                    "entry `{name}` is {} bytes, over the {} byte limit",
+                    "entry `{name}` is {} bytes, over the {cap} byte limit",
                     entry.size(),
-                    limits.max_binary_bytes
                 )));
             }
             binary_index = Some(i);
@@ -286,11 +306,11 @@ fn extract(
         if n == 0 {
             break;
         }
-        total += n as u64;
-        if total > limits.max_binary_bytes {
+        total = total.saturating_add(n as u64);
+        // The header's size may lie: count what actually comes out.
+        if total > cap {
             return Err(bad(format!(
-                "entry `{want}` inflates past the {} byte limit",
-                limits.max_binary_bytes
+                "entry `{want}` inflates past the {cap} byte limit"
             )));
         }
         h.update(&buf[..n]);
@@ -497,5 +517,127 @@ mod tests {
         };
         let text = r.render(Product::Consul);
         assert_eq!(Record::parse(&text, Product::Consul), Some(r));
+    }
+
+    /// A zip holding `consul`: `size` zero bytes, deflated (a few KB per
+    /// MB), and `extra` more licence-like entries. With `lie`, the sizes in
+    /// its headers claim the entry inflates to 1 KiB.
+    fn zip_bomb(dir: &Path, size: u64, extra: usize, lie: bool) -> PathBuf {
+        let path = dir.join("consul_1.2.3_linux_amd64.zip");
+        let f = std::fs::File::create(&path).unwrap();
+        let mut w = zip::ZipWriter::new(f);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("consul", opts).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            w.write_all(&chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        for i in 0..extra {
+            w.start_file(format!("LICENSE-{i}.txt"), opts).unwrap();
+        }
+        w.finish().unwrap();
+        if lie {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let size32 = u32::try_from(size).unwrap().to_le_bytes();
+            let small = 1024u32.to_le_bytes();
+            // Local header (offset 22) and central directory entry (offset
+            // 24): the uncompressed size, little-endian.
+            for (sig, off) in [(b"PK\x03\x04", 22), (b"PK\x01\x02", 24)] {
+                let at = bytes.windows(4).position(|x| x == sig).unwrap() + off;
+                assert_eq!(bytes[at..at + 4], size32, "size field found");
+                bytes[at..at + 4].copy_from_slice(&small);
+            }
+            std::fs::write(&path, bytes).unwrap();
+        }
+        path
+    }
+
+    fn artifact(zip: PathBuf) -> VerifiedArtifact {
+        VerifiedArtifact::new(
+            Product::Consul,
+            semver::Version::new(1, 2, 3),
+            TempPath::new(zip),
+            "consul_1.2.3_linux_amd64.zip".into(),
+            "0".repeat(64),
+            "test".into(),
+        )
+    }
+
+    /// Places `zip` with a binary cap of `cap` bytes; the error and what is
+    /// left in the product's dir.
+    fn place_refused(zip: PathBuf, releases: &Path, cap: u64) -> (ReleaseError, Vec<String>) {
+        let pdir = product_dir(releases, Product::Consul);
+        std::fs::create_dir_all(&pdir).unwrap();
+        let limits = Limits {
+            max_binary_bytes: cap,
+        };
+        let err = place(&artifact(zip), releases, limits).unwrap_err();
+        let left = std::fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        (err, left)
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_while_inflating_exit_69_and_nothing_left() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 MiB that deflate to ~64 KiB, headers claiming 1 KiB: the
+        // declared size passes, so only inflating can tell (the zip reader
+        // stops past the declared size; our count of inflated bytes stops
+        // at the cap otherwise).
+        let zip = zip_bomb(dir.path(), 64 << 20, 0, true);
+        assert!(std::fs::metadata(&zip).unwrap().len() < 1 << 20);
+        let releases = dir.path().join("releases");
+        let (err, left) = place_refused(zip, &releases, 4 << 20);
+        assert!(
+            matches!(&err, ReleaseError::BadArchive { reason, .. }
+                if reason.starts_with("failed to decompress `consul`")
+                    || reason.contains("inflates past the 4194304 byte limit")),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn an_entry_declared_over_the_cap_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = zip_bomb(dir.path(), 8 << 20, 0, false);
+        let releases = dir.path().join("releases");
+        let (err, left) = place_refused(zip, &releases, 4 << 20);
+        assert!(
+            err.to_string()
+                .contains("is 8388608 bytes, over the 4194304 byte limit"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn a_zip_of_too_many_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = zip_bomb(dir.path(), 1, MAX_ZIP_ENTRIES, false);
+        let releases = dir.path().join("releases");
+        let (err, left) = place_refused(zip, &releases, 4 << 20);
+        assert!(
+            err.to_string().contains("17 entries, more than the 16"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    #[test]
+    fn no_limit_asks_for_more_than_the_hard_cap() {
+        let l = Limits {
+            max_binary_bytes: u64::MAX,
+        };
+        assert_eq!(l.binary_cap(), MAX_BINARY_BYTES);
     }
 }

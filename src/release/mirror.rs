@@ -59,6 +59,27 @@ impl FetchCause {
     }
 }
 
+/// A file of a directory mirror refused by the regular-file reader:
+/// missing, too large, or not a regular file (a FIFO, a device).
+fn local_error(e: crate::role::file::FileError, url: &str, limit: u64) -> ReleaseError {
+    use crate::role::file::FileError;
+    match e {
+        FileError::Open(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            ReleaseError::NotFound {
+                url: url.to_string(),
+            }
+        }
+        FileError::TooLarge { .. } => ReleaseError::TooLarge {
+            url: url.to_string(),
+            limit,
+        },
+        other => ReleaseError::Fetch {
+            url: url.to_string(),
+            source: std::io::Error::other(other).into(),
+        },
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Base {
     Http(reqwest::Url),
@@ -151,15 +172,22 @@ impl Mirror {
         let url = self.url_of(rel);
         match &self.base {
             Base::Dir(d) => {
+                // A regular file of at most `limit` bytes, never blocking
+                // (a FIFO) nor read without end (a device).
                 let path = d.join(rel);
-                match tokio::fs::read(&path).await {
-                    Ok(b) if b.len() as u64 > limit => Err(ReleaseError::TooLarge { url, limit }),
+                let read = tokio::task::spawn_blocking(move || {
+                    crate::role::file::read_regular(&path, limit)
+                })
+                .await
+                .map_err(|e| ReleaseError::Internal(format!("file mirror read: {e}")))?;
+                match read {
                     Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(ReleaseError::Fetch {
-                        url,
-                        source: e.into(),
-                    }),
+                    Err(crate::role::file::FileError::Open(e))
+                        if e.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(local_error(e, &url, limit)),
                 }
             }
             Base::Http(_) => {
@@ -283,15 +311,12 @@ impl Mirror {
             url: url.to_string(),
             source: source.into(),
         };
-        let mut f = tokio::fs::File::open(path).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ReleaseError::NotFound {
-                    url: url.to_string(),
-                }
-            } else {
-                fetch_err(e)
-            }
-        })?;
+        let p = path.to_path_buf();
+        let opened =
+            tokio::task::spawn_blocking(move || crate::role::file::open_regular(&p, limit))
+                .await
+                .map_err(|e| ReleaseError::Internal(format!("file mirror open: {e}")))?;
+        let mut f = tokio::fs::File::from_std(opened.map_err(|e| local_error(e, url, limit))?);
         let mut total = 0u64;
         loop {
             let mut buf = vec![0u8; FILE_CHUNK];
@@ -537,5 +562,66 @@ impl Progress {
             Some(b) => b.finish_and_clear(),
             None => info!(url = %self.url, bytes = n, "downloaded"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bound of each call: far above a local read, so only a hang fails it.
+    const BOUND: Duration = Duration::from_secs(20);
+
+    fn source_text(e: &ReleaseError) -> String {
+        let mut s = e.to_string();
+        let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+        while let Some(c) = cur {
+            s.push_str(&format!(": {c}"));
+            cur = c.source();
+        }
+        s
+    }
+
+    #[tokio::test]
+    async fn a_directory_mirror_refuses_fifos_and_devices_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero")).unwrap();
+        std::fs::write(dir.path().join("big"), vec![b'x'; 2048]).unwrap();
+        let m = Mirror::new(dir.path().to_str().unwrap(), &FetchOptions::default()).unwrap();
+        for (rel, cause) in [
+            ("fifo", "is a FIFO, not a regular file"),
+            ("zero", "is a character device, not a regular file"),
+        ] {
+            let e = tokio::time::timeout(BOUND, m.get_small(rel, 1024))
+                .await
+                .expect("bounded")
+                .unwrap_err();
+            assert!(
+                source_text(&e).contains(cause),
+                "{rel}: {}",
+                source_text(&e)
+            );
+            let dest = dir.path().join(format!("{rel}.out"));
+            let e = tokio::time::timeout(BOUND, m.download(rel, &dest, 1 << 20))
+                .await
+                .expect("bounded")
+                .unwrap_err();
+            assert!(
+                source_text(&e).contains(cause),
+                "{rel}: {}",
+                source_text(&e)
+            );
+        }
+        let e = m.get_small("big", 1024).await.unwrap_err();
+        assert!(
+            matches!(e, ReleaseError::TooLarge { limit: 1024, .. }),
+            "{e}"
+        );
+        assert_eq!(m.get_small("missing", 1024).await.unwrap(), None);
     }
 }

@@ -51,13 +51,13 @@ pub const HASHICORP_SHORT_KEY_ID: &str = "72D7468F";
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// A key file could not be read.
-    #[error("failed to read key file {path}")]
+    #[error("failed to read key file {}", path.display())]
     ReadKey {
         /// The key file.
         path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: crate::role::file::FileError,
     },
     /// A key file is not an OpenPGP public key.
     #[error("failed to parse OpenPGP key {origin}")]
@@ -218,10 +218,11 @@ impl Keyring {
 
     /// Adds the keys of an armored or binary OpenPGP public key file.
     pub fn add_file(&mut self, path: &Path) -> Result<(), VerifyError> {
-        let bytes = std::fs::read(path).map_err(|source| VerifyError::ReadKey {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = crate::role::file::read_regular(path, crate::role::limits::KEY_FILE_BYTES)
+            .map_err(|source| VerifyError::ReadKey {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let origin = path.display().to_string();
         let keys = parse_key_bytes(&bytes, &origin)?;
         let other = Keyring::from_keys(&keys);
@@ -477,6 +478,13 @@ fn primary_validity(primary: &PublicKey, copies: &[&SignedPublicKey]) -> (Option
         }
         None => (None, false),
     }
+}
+
+/// Checks that `bytes` (armored or binary) hold at least one OpenPGP public
+/// key, exactly as [`Keyring::add_file`] will parse them: `check` uses it so
+/// that a wrong trusted key file is refused before any fetch.
+pub fn check_public_key_bytes(bytes: &[u8], origin: &str) -> Result<(), VerifyError> {
+    parse_key_bytes(bytes, origin).map(drop)
 }
 
 fn parse_keys(armored: &str, origin: &str) -> Result<Vec<SignedPublicKey>, VerifyError> {

@@ -6,6 +6,14 @@ use std::ops::Range;
 
 /// Minimum similarity (Jaro-Winkler) for a "did you mean" suggestion.
 const SUGGESTION_THRESHOLD: f64 = 0.8;
+/// Characters of a source line shown before the problem's column, and in
+/// all: a 1 MB value is shown as a window, not printed whole.
+const SNIPPET_BEFORE: usize = 40;
+const SNIPPET_CHARS: usize = 120;
+/// Longest message shown (a message may quote a value of the file).
+const MESSAGE_CHARS: usize = 400;
+/// What stands for the text left out of a snippet or a message.
+const ELLIPSIS: char = '…';
 
 /// Where a problem is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,19 +40,39 @@ pub struct Problem {
 impl Problem {
     /// Builds a problem, resolving `location` against `source`.
     pub fn new(path: &str, source: &str, location: &Location, message: String) -> Self {
+        let message = shorten(message);
         match location {
             Location::Span(span) => {
                 let (line_no, col, line) = locate(source, span.start);
                 let width = span_width(line, col, span);
-                let pad: String = line
+                // A window of the line around the column.
+                let total = line.chars().count();
+                let skip = if total <= SNIPPET_CHARS {
+                    0
+                } else {
+                    (col - 1).saturating_sub(SNIPPET_BEFORE)
+                };
+                let mut shown: String = line.chars().skip(skip).take(SNIPPET_CHARS).collect();
+                let mut pad: String = line
                     .chars()
-                    .take(col - 1)
+                    .skip(skip)
+                    .take(col - 1 - skip)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
+                if skip > 0 {
+                    shown.insert(0, ELLIPSIS);
+                    pad.insert(0, ' ');
+                }
+                if skip + SNIPPET_CHARS < total {
+                    shown.push(ELLIPSIS);
+                }
+                let width = width
+                    .min(SNIPPET_CHARS.saturating_sub(col - 1 - skip))
+                    .max(1);
                 Self {
                     position: format!("{path}:{line_no}:{col}"),
                     message,
-                    snippet: Some((line.to_string(), format!("{pad}{}", "^".repeat(width)))),
+                    snippet: Some((shown, format!("{pad}{}", "^".repeat(width)))),
                 }
             }
             Location::File => Self {
@@ -69,6 +97,16 @@ impl fmt::Display for Problem {
         }
         Ok(())
     }
+}
+
+/// `message`, cut to [`MESSAGE_CHARS`] characters.
+fn shorten(message: String) -> String {
+    if message.chars().count() <= MESSAGE_CHARS {
+        return message;
+    }
+    let mut s: String = message.chars().take(MESSAGE_CHARS).collect();
+    s.push(ELLIPSIS);
+    s
 }
 
 /// 1-based line and column (in characters) of byte `offset`, and that line.
@@ -132,6 +170,32 @@ mod tests {
         let src = "a = 1";
         let p = Problem::new("f", src, &Location::Span(5..5), "eof".into());
         assert_eq!(p.position, "f:1:6");
+    }
+
+    #[test]
+    fn a_huge_value_is_shown_as_a_window_and_a_huge_message_is_cut() {
+        let src = format!("node_name = \"{}\"\n", "x".repeat(1 << 20));
+        let p = Problem::new(
+            "f",
+            &src,
+            &Location::Span(12..src.len() - 1),
+            "m".repeat(5000),
+        );
+        let (line, caret) = p.snippet.clone().unwrap();
+        assert_eq!(p.position, "f:1:13");
+        assert_eq!(line.chars().count(), SNIPPET_CHARS + 1);
+        assert!(line.starts_with("node_name = \"xxx") && line.ends_with(ELLIPSIS));
+        assert_eq!(caret.trim_start().len(), SNIPPET_CHARS - 12);
+        assert_eq!(p.message.chars().count(), MESSAGE_CHARS + 1);
+        // Far into a line: a window starting before the column.
+        let src = format!("{} = 1\n", "k".repeat(500));
+        let p = Problem::new("f", &src, &Location::Span(503..504), "m".into());
+        let (line, caret) = p.snippet.unwrap();
+        assert!(line.starts_with(ELLIPSIS) && line.contains("= 1"), "{line}");
+        assert_eq!(
+            caret.chars().count() - 1,
+            line.chars().position(|c| c == '1').unwrap()
+        );
     }
 
     #[test]

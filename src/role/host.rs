@@ -6,6 +6,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use super::file::FileError;
+
 /// The machine a role file is loaded on.
 pub trait Host {
     /// The hostname, used as the default node name.
@@ -15,10 +17,12 @@ pub trait Host {
     fn interface_ipv4(&self, name: &str) -> Option<Vec<Ipv4Addr>>;
     /// All IPv4 addresses of all interfaces that are up, in interface order.
     fn all_ipv4(&self) -> Vec<Ipv4Addr>;
-    /// Reads a small text file (a gossip key).
-    fn read_to_string(&self, path: &Path) -> io::Result<String>;
-    /// Whether a file exists and can be opened for reading.
-    fn check_readable(&self, path: &Path) -> io::Result<()>;
+    /// Reads a regular file of at most `limit` bytes (a gossip key, a
+    /// trusted key), without blocking (see [`super::file`]).
+    fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FileError>;
+    /// Whether a regular file of at most `limit` bytes can be opened for
+    /// reading (a TLS file, read by the agent itself).
+    fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError>;
 }
 
 /// Whether `ip` is an RFC 1918 private IPv4 address (what `auto` picks).
@@ -85,19 +89,12 @@ impl Host for SystemHost {
             .collect()
     }
 
-    fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+    fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+        super::file::read_regular(path, limit)
     }
 
-    fn check_readable(&self, path: &Path) -> io::Result<()> {
-        let f = std::fs::File::open(path)?;
-        if f.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "is a directory",
-            ));
-        }
-        Ok(())
+    fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError> {
+        super::file::open_regular(path, limit).map(drop)
     }
 }
 
@@ -132,14 +129,18 @@ impl Host for StaticHost {
         self.interfaces.iter().map(|(_, ip)| *ip).collect()
     }
 
-    fn read_to_string(&self, path: &Path) -> io::Result<String> {
-        self.files
+    fn read_file(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+        let text = self
+            .files
             .get(path)
-            .cloned()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+            .ok_or_else(|| FileError::Open(io::Error::from(io::ErrorKind::NotFound)))?;
+        if text.len() as u64 > limit {
+            return Err(FileError::TooLarge { limit });
+        }
+        Ok(text.as_bytes().to_vec())
     }
 
-    fn check_readable(&self, path: &Path) -> io::Result<()> {
-        self.read_to_string(path).map(|_| ())
+    fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError> {
+        self.read_file(path, limit).map(drop)
     }
 }

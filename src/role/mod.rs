@@ -7,7 +7,9 @@
 //! prints a secret: gossip keys are held in [`Secret`].
 
 mod diag;
+pub mod file;
 mod host;
+pub mod limits;
 mod raw;
 mod validate;
 
@@ -267,7 +269,7 @@ pub enum RoleError {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: std::io::Error,
+        source: file::FileError,
     },
     /// The role file has problems (syntax, keys, types or meaning).
     #[error("{}", format_invalid(path, problems))]
@@ -310,9 +312,13 @@ pub fn load_with(
     roles_override: &[String],
     host: &dyn Host,
 ) -> Result<NodeRole, RoleError> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match file::read_regular_text(path, limits::ROLE_FILE_BYTES) {
         Ok(t) => Some(t),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => None,
+        Err(file::FileError::Open(e))
+            if e.kind() == std::io::ErrorKind::NotFound && !must_exist =>
+        {
+            None
+        }
         Err(source) => {
             return Err(RoleError::Read {
                 path: path.to_path_buf(),
@@ -613,6 +619,33 @@ mod tests {
         assert_eq!(k.file, Path::new("/etc/hashi-supervisor/k.key"));
         assert_eq!(k.key.expose(), "AAAAAAAAAAAAAAAAAAAAAA==");
         assert_eq!(format!("{:?}", k.key), REDACTED);
+    }
+
+    #[test]
+    fn default_role_file_documents_the_ranges_in_force() {
+        let text = include_str!("../../config/node.toml").replace("\n# ", " ");
+        let range = |r: &std::ops::RangeInclusive<u64>| format!("{} to {}", r.start(), r.end());
+        for want in [
+            format!("Range: {}.", range(&limits::STOP_TIMEOUT_SECS)),
+            format!("Range: {}.", range(&limits::DRAIN_DEADLINE_SECS)),
+            format!("Range: {}.", range(&limits::BOOTSTRAP_EXPECT)),
+            format!("Range: {}.", range(&limits::KEEP_VERSIONS)),
+            format!("attempts {}", range(&limits::RESTART_ATTEMPTS)),
+            format!("interval_secs {}", range(&limits::RESTART_INTERVAL_SECS)),
+            format!("max_delay_secs {}", range(&limits::RESTART_MAX_DELAY_SECS)),
+            format!(
+                "stable_after_secs {}",
+                range(&limits::RESTART_STABLE_AFTER_SECS)
+            ),
+            format!("Range: {} (1 MiB)", limits::MAX_DOWNLOAD_BYTES.start()),
+            format!("to {} (4 GiB)", limits::MAX_DOWNLOAD_BYTES.end()),
+            format!("At most {} characters", limits::NAME_CHARS),
+        ] {
+            assert!(
+                text.contains(&want),
+                "config/node.toml does not say {want:?}"
+            );
+        }
     }
 
     #[test]

@@ -47,12 +47,12 @@ pub struct RawAddresses {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRestart {
-    pub attempts: Option<u32>,
+    pub attempts: Option<Spanned<u64>>,
     pub interval_secs: Option<Spanned<u64>>,
-    pub delay_secs: Option<u64>,
+    pub delay_secs: Option<Spanned<u64>>,
     pub mode: Option<SpStr>,
     pub max_delay_secs: Option<Spanned<u64>>,
-    pub stable_after_secs: Option<u64>,
+    pub stable_after_secs: Option<Spanned<u64>>,
 }
 
 /// `[consul.tls]`.
@@ -115,7 +115,7 @@ pub struct RawNomad {
 pub struct RawRelease {
     pub mirror: Option<SpStr>,
     pub trust_hashicorp_key: Option<bool>,
-    pub trusted_key_files: Option<Vec<SpStr>>,
+    pub trusted_key_files: Option<Spanned<Vec<SpStr>>>,
     pub keep_versions: Option<Spanned<u64>>,
     pub max_download_bytes: Option<Spanned<u64>>,
 }
@@ -124,11 +124,11 @@ pub struct RawRelease {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDiscovery {
-    pub consul_retry_join: Option<Vec<SpStr>>,
-    pub consul_retry_join_wan: Option<Vec<SpStr>>,
-    pub nomad_retry_join: Option<Vec<SpStr>>,
+    pub consul_retry_join: Option<Spanned<Vec<SpStr>>>,
+    pub consul_retry_join_wan: Option<Spanned<Vec<SpStr>>>,
+    pub nomad_retry_join: Option<Spanned<Vec<SpStr>>>,
     pub consul_address: Option<SpStr>,
-    pub cloud_auto_join: Option<Vec<SpStr>>,
+    pub cloud_auto_join: Option<Spanned<Vec<SpStr>>>,
 }
 
 /// `[health]`.

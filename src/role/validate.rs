@@ -2,6 +2,7 @@
 //! (not just the first), each pointing at the text it is about.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use toml::Spanned;
 
 use super::diag::{Location, Problem, did_you_mean};
 use super::host::{Host, first_private_ipv4};
-use super::raw::{RawRestart, RawRole, SpStr};
+use super::limits;
+use super::raw::{RawRelease, RawRestart, RawRole, SpStr};
 use super::{
     Addresses, AdvertiseScope, ConsulRole, Discovery, GossipKey, NodeRole, NomadRole, ROLE_NAMES,
     ReleaseRole, RoleError, RoleSet, SCHEMA_VERSION, TlsFiles,
@@ -30,7 +32,7 @@ const CONSUL_HTTP_PORT: u16 = 8500;
 /// Default `bootstrap_expect` for servers: HashiCorp's recommended three.
 const DEFAULT_BOOTSTRAP_EXPECT: u32 = 3;
 /// Default installed versions kept per product (current + previous).
-const DEFAULT_KEEP_VERSIONS: usize = 2;
+const DEFAULT_KEEP_VERSIONS: u64 = 2;
 /// Default download cap: 1 GiB (Consul and Nomad zips are ~50-150 MB).
 const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 /// Default restart policy (the shape of Nomad's `restart` block).
@@ -116,21 +118,42 @@ impl Checker<'_> {
         }
     }
 
-    fn name(&mut self, v: &Option<SpStr>, default: &str, key: &str) -> String {
+    /// A region, datacenter or node name, checked by `check` (one of the
+    /// `check_*_name` functions).
+    fn name(
+        &mut self,
+        v: &Option<SpStr>,
+        default: &str,
+        check: fn(&str) -> Option<String>,
+    ) -> String {
         let Some(s) = v else {
             return default.to_string();
         };
-        let ok = !s.get_ref().is_empty()
-            && s.get_ref()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-        if !ok {
-            self.span(
-                s,
-                format!("`{key}` may only hold letters, digits, `-`, `_` and `.`"),
-            );
+        if let Some(why) = check(s.get_ref()) {
+            self.span(s, why);
         }
         s.get_ref().clone()
+    }
+
+    /// A number of `key` within `range`; `default` when absent or out of
+    /// range (then reported).
+    fn number(
+        &mut self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        range: &RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        let Some(s) = v else {
+            return default;
+        };
+        match check_range(key, *s.get_ref(), range) {
+            Some(why) => {
+                self.span(s, why);
+                default
+            }
+            None => *s.get_ref(),
+        }
     }
 
     fn version(&mut self, v: &Option<SpStr>) -> VersionSpec {
@@ -152,8 +175,18 @@ impl Checker<'_> {
             return default;
         };
         let n = *s.get_ref();
-        if n < 1 {
-            self.span(s, "bootstrap_expect must be at least 1");
+        let in_range = u64::try_from(n)
+            .ok()
+            .filter(|n| limits::BOOTSTRAP_EXPECT.contains(n));
+        if in_range.is_none() {
+            self.span(
+                s,
+                format!(
+                    "bootstrap_expect must be between {} and {} (got {n})",
+                    limits::BOOTSTRAP_EXPECT.start(),
+                    limits::BOOTSTRAP_EXPECT.end()
+                ),
+            );
             return default;
         }
         if dev && n != 1 {
@@ -164,7 +197,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        u32::try_from(n).unwrap_or(u32::MAX)
+        u32::try_from(n).unwrap_or(default)
     }
 
     /// An IP literal, an interface name (its first IPv4), or `auto`.
@@ -203,10 +236,14 @@ impl Checker<'_> {
         }
     }
 
-    fn gossip_key(&mut self, v: &Option<SpStr>) -> Option<GossipKey> {
+    fn gossip_key(&mut self, v: &Option<SpStr>, product: &str) -> Option<GossipKey> {
         let s = v.as_ref()?;
         let file = self.resolve_path(s.get_ref());
-        match self.host.read_to_string(&file) {
+        let text = self
+            .host
+            .read_file(&file, limits::GOSSIP_KEY_FILE_BYTES)
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        match text {
             Ok(text) => {
                 let key = text.trim().to_string();
                 if !is_gossip_key(&key) {
@@ -227,7 +264,10 @@ impl Checker<'_> {
             Err(e) => {
                 self.span(
                     s,
-                    format!("failed to read gossip key file {}: {e}", file.display()),
+                    format!(
+                        "failed to read `{product}.encrypt_key_file` {}: {e}",
+                        file.display()
+                    ),
                 );
                 None
             }
@@ -253,10 +293,13 @@ impl Checker<'_> {
             return None;
         }
         let mut files = Vec::new();
-        for s in given {
+        for (s, key) in given.into_iter().zip(["ca_file", "cert_file", "key_file"]) {
             let p = self.resolve_path(s.get_ref());
-            if let Err(e) = self.host.check_readable(&p) {
-                self.span(s, format!("failed to read TLS file {}: {e}", p.display()));
+            if let Err(e) = self.host.check_file(&p, limits::TLS_FILE_BYTES) {
+                self.span(
+                    s,
+                    format!("failed to read `{table}.{key}` {}: {e}", p.display()),
+                );
             }
             files.push(p);
         }
@@ -285,46 +328,77 @@ impl Checker<'_> {
                 }
             },
         };
-        let interval = match &r.interval_secs {
-            Some(s) if *s.get_ref() == 0 => {
-                self.span(s, "interval_secs must be at least 1");
-                DEFAULT_RESTART_INTERVAL_SECS
-            }
-            Some(s) => *s.get_ref(),
-            None => DEFAULT_RESTART_INTERVAL_SECS,
-        };
-        let delay = r.delay_secs.unwrap_or(DEFAULT_RESTART_DELAY_SECS);
+        let attempts = self.number(
+            &r.attempts,
+            "attempts",
+            &limits::RESTART_ATTEMPTS,
+            DEFAULT_RESTART_ATTEMPTS.into(),
+        );
+        let interval = self.number(
+            &r.interval_secs,
+            "interval_secs",
+            &limits::RESTART_INTERVAL_SECS,
+            DEFAULT_RESTART_INTERVAL_SECS,
+        );
+        let delay = self.number(
+            &r.delay_secs,
+            "delay_secs",
+            &limits::RESTART_DELAY_SECS,
+            DEFAULT_RESTART_DELAY_SECS,
+        );
+        let max_delay = self.number(
+            &r.max_delay_secs,
+            "max_delay_secs",
+            &limits::RESTART_MAX_DELAY_SECS,
+            DEFAULT_RESTART_MAX_DELAY_SECS.max(delay),
+        );
         let max_delay = match &r.max_delay_secs {
-            Some(s) if *s.get_ref() < delay => {
+            Some(s) if max_delay < delay => {
                 self.span(
                     s,
                     format!("max_delay_secs must not be less than delay_secs ({delay})"),
                 );
                 delay
             }
-            Some(s) => *s.get_ref(),
-            None => DEFAULT_RESTART_MAX_DELAY_SECS.max(delay),
+            _ => max_delay,
         };
+        let stable_after = self.number(
+            &r.stable_after_secs,
+            "stable_after_secs",
+            &limits::RESTART_STABLE_AFTER_SECS,
+            DEFAULT_RESTART_STABLE_AFTER_SECS,
+        );
         RestartPolicy {
-            attempts: r.attempts.unwrap_or(DEFAULT_RESTART_ATTEMPTS),
+            attempts: u32::try_from(attempts).unwrap_or(DEFAULT_RESTART_ATTEMPTS),
             interval: Duration::from_secs(interval),
             delay: Duration::from_secs(delay),
             mode,
             max_delay: Duration::from_secs(max_delay),
-            stable_after: Duration::from_secs(
-                r.stable_after_secs
-                    .unwrap_or(DEFAULT_RESTART_STABLE_AFTER_SECS),
-            ),
+            stable_after: Duration::from_secs(stable_after),
         }
     }
 
-    fn positive_secs(&mut self, v: &Option<Spanned<u64>>, key: &str) -> Option<Duration> {
+    /// An optional duration in seconds within `range` (`None` when absent
+    /// or out of range, then reported).
+    fn secs(
+        &mut self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        range: &RangeInclusive<u64>,
+    ) -> Option<Duration> {
         let s = v.as_ref()?;
-        if *s.get_ref() == 0 {
-            self.span(s, format!("{key} must be at least 1"));
+        if let Some(why) = check_range(key, *s.get_ref(), range) {
+            self.span(s, why);
             return None;
         }
         Some(Duration::from_secs(*s.get_ref()))
+    }
+
+    /// Reports every `(span, problem)` of a `check_*` function.
+    fn report(&mut self, found: Vec<(Range<usize>, String)>) {
+        for (span, why) in found {
+            self.at(Location::Span(span), why);
+        }
     }
 
     fn leave_on_stop(&mut self, v: &Option<Spanned<bool>>, server: bool, product: &str) -> bool {
@@ -353,9 +427,59 @@ impl Checker<'_> {
         }
     }
 
-    fn list(&mut self, v: &Option<Vec<SpStr>>, key: &str) -> Vec<String> {
+    /// `[release]`: the mirror, trusted keys (parsed as OpenPGP keys here,
+    /// as the verifier will), versions kept and the download limit.
+    fn release(&mut self, rr: &RawRelease) -> ReleaseRole {
+        let mirror = match &rr.mirror {
+            None => DEFAULT_MIRROR.to_string(),
+            Some(s) => {
+                let m = s.get_ref().trim_end_matches('/').to_string();
+                let ok = ["https://", "http://", "file://"]
+                    .iter()
+                    .any(|p| m.len() > p.len() && m.starts_with(p))
+                    || Path::new(&m).is_absolute();
+                if !ok {
+                    self.span(
+                        s,
+                        "`mirror` must be an https://, http:// or file:// URL, or an absolute directory",
+                    );
+                }
+                m
+            }
+        };
+        let mut trusted_key_files = Vec::new();
+        for s in rr.trusted_key_files.iter().flat_map(|l| l.get_ref()) {
+            let p = self.resolve_path(s.get_ref());
+            if let Some(why) = check_trusted_key_file(self.host, &p) {
+                self.span(s, why);
+            }
+            trusted_key_files.push(p);
+        }
+        let keep_versions = self.number(
+            &rr.keep_versions,
+            "keep_versions",
+            &limits::KEEP_VERSIONS,
+            DEFAULT_KEEP_VERSIONS,
+        );
+        let max_download_bytes = self.number(
+            &rr.max_download_bytes,
+            "max_download_bytes",
+            &limits::MAX_DOWNLOAD_BYTES,
+            DEFAULT_MAX_DOWNLOAD_BYTES,
+        );
+        ReleaseRole {
+            mirror,
+            trust_hashicorp_key: rr.trust_hashicorp_key.unwrap_or(true),
+            trusted_key_files,
+            // In range (at most 100): the conversion cannot fail.
+            keep_versions: usize::try_from(keep_versions).unwrap_or(usize::MAX),
+            max_download_bytes,
+        }
+    }
+
+    fn list(&mut self, v: &Option<Spanned<Vec<SpStr>>>, key: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for s in v.iter().flatten() {
+        for s in v.iter().flat_map(|l| l.get_ref()) {
             if s.get_ref().trim().is_empty() {
                 self.span(s, format!("`{key}` holds an empty address"));
             } else {
@@ -554,12 +678,24 @@ pub fn validate(
     };
     let (set, role_names, roles_known) = roles(&mut c, &names, list_loc.clone());
 
-    let region = c.name(&raw.region, DEFAULT_REGION, "region");
-    let datacenter = c.name(&raw.datacenter, DEFAULT_DATACENTER, "datacenter");
+    c.report(check_lengths(&raw));
+    c.report(check_list_sizes(&raw));
+    let region = c.name(&raw.region, DEFAULT_REGION, check_region_name);
+    let datacenter = c.name(&raw.datacenter, DEFAULT_DATACENTER, check_datacenter_name);
     let node_name = match &raw.node_name {
-        Some(_) => c.name(&raw.node_name, "", "node_name"),
+        Some(_) => c.name(&raw.node_name, "", check_node_name),
         None => match host.hostname() {
-            Some(h) => h,
+            Some(h) => {
+                if let Some(why) = check_node_name(&h) {
+                    c.at(
+                        Location::File,
+                        format!(
+                            "`node_name` is not set and the hostname is not a node name: {why}"
+                        ),
+                    );
+                }
+                h
+            }
             None => {
                 c.at(
                     Location::File,
@@ -623,7 +759,7 @@ pub fn validate(
     let consul = ConsulRole {
         version: c.version(&rc.version),
         bootstrap_expect: c.bootstrap_expect(&rc.bootstrap_expect, set.dev, "consul"),
-        encrypt: c.gossip_key(&rc.encrypt_key_file),
+        encrypt: c.gossip_key(&rc.encrypt_key_file, "consul"),
         ui: rc.ui.unwrap_or(consul_server),
         tls: c.tls(
             &rc.tls.ca_file,
@@ -632,7 +768,11 @@ pub fn validate(
             "consul.tls",
         ),
         restart: c.restart(&rc.restart),
-        stop_timeout: c.positive_secs(&rc.stop_timeout_secs, "stop_timeout_secs"),
+        stop_timeout: c.secs(
+            &rc.stop_timeout_secs,
+            "stop_timeout_secs",
+            &limits::STOP_TIMEOUT_SECS,
+        ),
         leave_on_stop: c.leave_on_stop(&rc.leave_on_stop, consul_server, "consul"),
         extra: {
             c.extra(&rc.extra, "consul");
@@ -667,7 +807,7 @@ pub fn validate(
     let nomad = NomadRole {
         version: c.version(&rn.version),
         bootstrap_expect: c.bootstrap_expect(&rn.bootstrap_expect, set.dev, "nomad"),
-        encrypt: c.gossip_key(&rn.encrypt_key_file),
+        encrypt: c.gossip_key(&rn.encrypt_key_file, "nomad"),
         advertise,
         tls: c.tls(
             &rn.tls.ca_file,
@@ -677,9 +817,17 @@ pub fn validate(
         ),
         tls_http: rn.tls.http.unwrap_or(false),
         restart: c.restart(&rn.restart),
-        stop_timeout: c.positive_secs(&rn.stop_timeout_secs, "stop_timeout_secs"),
+        stop_timeout: c.secs(
+            &rn.stop_timeout_secs,
+            "stop_timeout_secs",
+            &limits::STOP_TIMEOUT_SECS,
+        ),
         leave_on_stop: c.leave_on_stop(&rn.leave_on_stop, set.nomad_server, "nomad"),
-        drain_deadline: c.positive_secs(&rn.drain_deadline_secs, "drain_deadline_secs"),
+        drain_deadline: c.secs(
+            &rn.drain_deadline_secs,
+            "drain_deadline_secs",
+            &limits::DRAIN_DEADLINE_SECS,
+        ),
         extra: {
             c.extra(&rn.extra, "nomad");
             rn.extra
@@ -689,63 +837,7 @@ pub fn validate(
         },
     };
 
-    // Release.
-    let rr = &raw.release;
-    let mirror = match &rr.mirror {
-        None => DEFAULT_MIRROR.to_string(),
-        Some(s) => {
-            let m = s.get_ref().trim_end_matches('/').to_string();
-            let ok = ["https://", "http://", "file://"]
-                .iter()
-                .any(|p| m.len() > p.len() && m.starts_with(p))
-                || Path::new(&m).is_absolute();
-            if !ok {
-                c.span(
-                    s,
-                    "`mirror` must be an https://, http:// or file:// URL, or an absolute directory",
-                );
-            }
-            m
-        }
-    };
-    let trusted_key_files = rr
-        .trusted_key_files
-        .iter()
-        .flatten()
-        .map(|s| {
-            let p = c.resolve_path(s.get_ref());
-            if let Err(e) = host.check_readable(&p) {
-                c.span(
-                    s,
-                    format!("failed to read trusted key file {}: {e}", p.display()),
-                );
-            }
-            p
-        })
-        .collect();
-    let keep_versions = match &rr.keep_versions {
-        Some(s) if *s.get_ref() == 0 => {
-            c.span(s, "keep_versions must be at least 1");
-            DEFAULT_KEEP_VERSIONS
-        }
-        Some(s) => usize::try_from(*s.get_ref()).unwrap_or(usize::MAX),
-        None => DEFAULT_KEEP_VERSIONS,
-    };
-    let max_download_bytes = match &rr.max_download_bytes {
-        Some(s) if *s.get_ref() == 0 => {
-            c.span(s, "max_download_bytes must be at least 1");
-            DEFAULT_MAX_DOWNLOAD_BYTES
-        }
-        Some(s) => *s.get_ref(),
-        None => DEFAULT_MAX_DOWNLOAD_BYTES,
-    };
-    let release = ReleaseRole {
-        mirror,
-        trust_hashicorp_key: rr.trust_hashicorp_key.unwrap_or(true),
-        trusted_key_files,
-        keep_versions,
-        max_download_bytes,
-    };
+    let release = c.release(&raw.release);
 
     // Discovery.
     let rd = &raw.discovery;
@@ -759,7 +851,7 @@ pub fn validate(
             }
         }
     });
-    for s in rd.cloud_auto_join.iter().flatten() {
+    for s in rd.cloud_auto_join.iter().flat_map(|l| l.get_ref()) {
         if !s.get_ref().trim_start().starts_with("provider=") {
             c.span(s, "a cloud auto-join string starts with `provider=`");
         }
@@ -771,7 +863,11 @@ pub fn validate(
         consul_address,
         cloud_auto_join: c.list(&rd.cloud_auto_join, "cloud_auto_join"),
     };
-    if let Some(first) = rd.consul_retry_join_wan.as_ref().and_then(|l| l.first()) {
+    if let Some(first) = rd
+        .consul_retry_join_wan
+        .as_ref()
+        .and_then(|l| l.get_ref().first())
+    {
         if !set.consul_server && !set.dev {
             c.span(first, "only Consul servers join the WAN: `consul_retry_join_wan` needs the consul-server role");
         }
@@ -845,6 +941,206 @@ pub fn validate(
     })
 }
 
+/// A number outside its range, in the role file's words.
+fn check_range(key: &str, n: u64, range: &RangeInclusive<u64>) -> Option<String> {
+    (!range.contains(&n)).then(|| {
+        format!(
+            "{key} must be between {} and {} (got {n})",
+            range.start(),
+            range.end()
+        )
+    })
+}
+
+/// A name longer than a DNS label, or empty.
+fn check_name_length(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("must not be empty".to_string());
+    }
+    (name.len() > limits::NAME_CHARS).then(|| {
+        format!(
+            "is {} bytes long, at most {} are allowed",
+            name.len(),
+            limits::NAME_CHARS
+        )
+    })
+}
+
+/// Consul's own rule for a datacenter: `^[a-z0-9_-]+$` (consul
+/// `agent/config/builder.go`, `Builder.Validate`: "Datacenter must be
+/// alpha-numeric with underscores and hyphens only"; Consul lower-cases the
+/// value first, Nomad does not, so upper case would name two different
+/// datacenters). Nomad's rule (no NUL, no `*`: nomad
+/// `command/agent/command.go`, `isValidConfig`) is weaker.
+fn check_datacenter_name(name: &str) -> Option<String> {
+    if let Some(why) = check_name_length(name) {
+        return Some(format!("`datacenter` {why}"));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    (!ok).then(|| {
+        "`datacenter` may only hold lower-case letters, digits, `-` and `_` (Consul's rule)"
+            .to_string()
+    })
+}
+
+/// Nomad's region: no NUL (nomad `command/agent/command.go`,
+/// `isValidConfig`); it is also one label of the name Nomad's TLS checks
+/// (`server.<region>.nomad`), so no `.` and nothing outside a DNS label.
+fn check_region_name(name: &str) -> Option<String> {
+    if let Some(why) = check_name_length(name) {
+        return Some(format!("`region` {why}"));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (!ok).then(|| "`region` may only hold letters, digits, `-` and `_`".to_string())
+}
+
+/// Consul refuses an empty node name and warns when it is not a DNS label
+/// of at most 63 bytes (consul `agent/config/builder.go`: "will not be
+/// discoverable via DNS"). We refuse what is longer, and keep the
+/// characters we always allowed (a dotted hostname is common).
+fn check_node_name(name: &str) -> Option<String> {
+    if let Some(why) = check_name_length(name) {
+        return Some(format!("`node_name` {why}"));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    (!ok).then(|| "`node_name` may only hold letters, digits, `-`, `_` and `.`".to_string())
+}
+
+/// A trusted key file that cannot be read or holds no OpenPGP public key,
+/// parsed exactly as the release verifier will.
+fn check_trusted_key_file(host: &dyn Host, path: &Path) -> Option<String> {
+    let what = "`release.trusted_key_files` entry";
+    let bytes = match host.read_file(path, limits::KEY_FILE_BYTES) {
+        Ok(b) => b,
+        Err(e) => return Some(format!("failed to read {what} {}: {e}", path.display())),
+    };
+    let origin = path.display().to_string();
+    // rPGP's own message quotes raw bytes: not for an operator.
+    crate::release::verify::check_public_key_bytes(&bytes, &origin)
+        .err()
+        .map(|_| {
+            format!(
+                "{what} {} is not an OpenPGP public key (armored or binary)",
+                path.display()
+            )
+        })
+}
+
+/// A list of strings with its position.
+type SpList = Spanned<Vec<SpStr>>;
+
+/// Every string of the role file longer than anything it could mean.
+fn check_lengths(raw: &RawRole) -> Vec<(Range<usize>, String)> {
+    use limits::{ADDRESS_CHARS, PATH_CHARS, VERSION_CHARS};
+    let (rc, rn, rr, rd) = (&raw.consul, &raw.nomad, &raw.release, &raw.discovery);
+    let single: [(&Option<SpStr>, &str, usize); 20] = [
+        (&raw.log_level, "log_level", VERSION_CHARS),
+        (&raw.addresses.bind, "addresses.bind", ADDRESS_CHARS),
+        (&raw.addresses.private, "addresses.private", ADDRESS_CHARS),
+        (&raw.addresses.public, "addresses.public", ADDRESS_CHARS),
+        (&rc.version, "consul.version", VERSION_CHARS),
+        (&rc.encrypt_key_file, "consul.encrypt_key_file", PATH_CHARS),
+        (&rc.tls.ca_file, "consul.tls.ca_file", PATH_CHARS),
+        (&rc.tls.cert_file, "consul.tls.cert_file", PATH_CHARS),
+        (&rc.tls.key_file, "consul.tls.key_file", PATH_CHARS),
+        (&rn.version, "nomad.version", VERSION_CHARS),
+        (&rn.encrypt_key_file, "nomad.encrypt_key_file", PATH_CHARS),
+        (&rn.tls.ca_file, "nomad.tls.ca_file", PATH_CHARS),
+        (&rn.tls.cert_file, "nomad.tls.cert_file", PATH_CHARS),
+        (&rn.tls.key_file, "nomad.tls.key_file", PATH_CHARS),
+        (&rr.mirror, "release.mirror", ADDRESS_CHARS),
+        (
+            &rd.consul_address,
+            "discovery.consul_address",
+            ADDRESS_CHARS,
+        ),
+        (&raw.health.listen, "health.listen", ADDRESS_CHARS),
+        (&raw.paths.config_dir, "paths.config_dir", PATH_CHARS),
+        (&raw.paths.state_dir, "paths.state_dir", PATH_CHARS),
+        (&rn.advertise, "nomad.advertise", VERSION_CHARS),
+    ];
+    let lists: [(&Option<SpList>, &str, usize); 5] = [
+        (
+            &rr.trusted_key_files,
+            "release.trusted_key_files",
+            PATH_CHARS,
+        ),
+        (
+            &rd.consul_retry_join,
+            "discovery.consul_retry_join",
+            ADDRESS_CHARS,
+        ),
+        (
+            &rd.consul_retry_join_wan,
+            "discovery.consul_retry_join_wan",
+            ADDRESS_CHARS,
+        ),
+        (
+            &rd.nomad_retry_join,
+            "discovery.nomad_retry_join",
+            ADDRESS_CHARS,
+        ),
+        (
+            &rd.cloud_auto_join,
+            "discovery.cloud_auto_join",
+            ADDRESS_CHARS,
+        ),
+    ];
+    let entries = single
+        .into_iter()
+        .filter_map(|(v, key, max)| v.as_ref().map(|s| (s, key, max)))
+        .chain(lists.into_iter().flat_map(|(v, key, max)| {
+            v.iter()
+                .flat_map(|l| l.get_ref())
+                .map(move |s| (s, key, max))
+        }));
+    entries
+        .filter(|(s, _, max)| s.get_ref().chars().count() > *max)
+        .map(|(s, key, max)| {
+            (
+                s.span(),
+                format!(
+                    "`{key}` is {} characters long, at most {max} are allowed",
+                    s.get_ref().chars().count()
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Every list with more entries than anything it could mean.
+fn check_list_sizes(raw: &RawRole) -> Vec<(Range<usize>, String)> {
+    let rd = &raw.discovery;
+    [
+        (&raw.roles, "roles"),
+        (&raw.release.trusted_key_files, "release.trusted_key_files"),
+        (&rd.consul_retry_join, "discovery.consul_retry_join"),
+        (&rd.consul_retry_join_wan, "discovery.consul_retry_join_wan"),
+        (&rd.nomad_retry_join, "discovery.nomad_retry_join"),
+        (&rd.cloud_auto_join, "discovery.cloud_auto_join"),
+    ]
+    .into_iter()
+    .filter_map(|(v, key)| v.as_ref().map(|l| (l, key)))
+    .filter(|(l, _)| l.get_ref().len() > limits::LIST_ENTRIES)
+    .map(|(l, key)| {
+        (
+            l.span(),
+            format!(
+                "`{key}` has {} entries, at most {} are allowed",
+                l.get_ref().len(),
+                limits::LIST_ENTRIES
+            ),
+        )
+    })
+    .collect()
+}
+
 /// `host` or `host:port` (IPv6 in brackets) → `host:port`.
 fn normalise_host_port(text: &str, default_port: u16) -> Option<String> {
     if text.is_empty() || text.contains(char::is_whitespace) || text.contains("://") {
@@ -879,6 +1175,53 @@ mod tests {
         assert!(is_gossip_key("AAAAAAAAAAAAAAAAAAAAAA=="));
         assert!(!is_gossip_key("not a key"));
         assert!(!is_gossip_key("AAAA"));
+    }
+
+    #[test]
+    fn names_follow_the_agents_own_rules() {
+        for ok in ["ams2", "lon1", "dc_1-a", &"d".repeat(63)] {
+            assert_eq!(check_datacenter_name(ok), None, "{ok}");
+        }
+        for bad in [
+            "DC1",
+            "dc.1",
+            "ams 2",
+            "",
+            "dc*",
+            "dc\0",
+            "dé",
+            &"d".repeat(64),
+        ] {
+            assert!(check_datacenter_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["eu", "global", "EU-West_1"] {
+            assert_eq!(check_region_name(ok), None, "{ok}");
+        }
+        for bad in ["eu.west", "", "e u", &"r".repeat(64)] {
+            assert!(check_region_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in ["ams2-server-01", "ams2-server-01.eu.example", "n_1"] {
+            assert_eq!(check_node_name(ok), None, "{ok}");
+        }
+        for bad in ["", "a b", "n\u{202e}", &"n".repeat(1_000_000)] {
+            assert!(
+                check_node_name(bad).is_some(),
+                "{:?}",
+                &bad[..bad.len().min(8)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_number_outside_its_range_says_the_range() {
+        assert_eq!(
+            check_range("delay_secs", 5, &limits::RESTART_DELAY_SECS),
+            None
+        );
+        assert_eq!(
+            check_range("delay_secs", u64::MAX, &limits::RESTART_DELAY_SECS).as_deref(),
+            Some("delay_secs must be between 0 and 3600 (got 18446744073709551615)")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::SuperviseError;
 use super::check::{BoxFuture, CHECK_TIMEOUT, ReadyCheck};
-use super::machine::{Effect, Event, State, transition};
+use super::machine::{Effect, Event, State, deadline_after, transition};
 use super::notify::{
     AgentNotice, MAX_NOTIFY_DATAGRAM, bind_agent_socket, parse_notify, socket_path,
 };
@@ -270,7 +270,7 @@ impl Actor {
                 if ok {
                     self.became_ready("check passed");
                 } else {
-                    self.next_check = Some(Instant::now() + STARTING_CHECK_PERIOD);
+                    self.next_check = Some(deadline_after(Instant::now(), STARTING_CHECK_PERIOD));
                 }
             }
             State::Running { .. } => {
@@ -278,10 +278,12 @@ impl Actor {
                     tracing::info!(agent = %self.product(), ready = ok, "readiness check changed");
                 }
                 self.ready = ok;
-                self.next_check = self
-                    .cfg
-                    .check_interval
-                    .map(|i| Instant::now() + if ok { i } else { i.min(NOT_READY_CHECK_PERIOD) });
+                self.next_check = self.cfg.check_interval.map(|i| {
+                    deadline_after(
+                        Instant::now(),
+                        if ok { i } else { i.min(NOT_READY_CHECK_PERIOD) },
+                    )
+                });
             }
             _ => {}
         }
@@ -297,7 +299,10 @@ impl Actor {
         self.check_fut = None;
         self.ready = true;
         self.apply(Event::Ready);
-        self.next_check = self.cfg.check_interval.map(|i| Instant::now() + i);
+        self.next_check = self
+            .cfg
+            .check_interval
+            .map(|i| deadline_after(Instant::now(), i));
     }
 
     fn on_notice(&mut self, notice: AgentNotice) {
@@ -323,13 +328,13 @@ impl Actor {
             Control::Start => self.apply(Event::Start),
             Control::Stop { signal, grace } => self.apply(Event::Stop {
                 signal,
-                deadline: now + grace,
+                deadline: deadline_after(now, grace),
             }),
             Control::Restart => {
                 let p = &self.cfg.plan;
                 let ev = Event::Restart {
                     signal: p.stop_signal,
-                    deadline: now + p.stop_timeout,
+                    deadline: deadline_after(now, p.stop_timeout),
                 };
                 self.apply(ev);
             }
@@ -462,7 +467,7 @@ impl Actor {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 if restart {
-                    self.restarts += 1;
+                    self.restarts = self.restarts.saturating_add(1);
                 }
                 tracing::info!(agent = %agent, pid, binary = %self.cfg.plan.binary.display(), restart, "started");
                 if let Some(out) = child.stdout.take() {

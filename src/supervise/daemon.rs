@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
 use super::check::{BoxFuture, HttpCheck, ReadyCheck};
+use super::machine::deadline_after;
 use super::notify::notify_systemd;
 use super::spawn::{self, live_recorded_pid, pidfile_path};
 use super::status::{AgentState, AgentStatus, SupervisorStatus};
@@ -329,7 +330,7 @@ impl Daemon {
         let mut was_all_ready = false;
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut next_watchdog = watchdog.map(|d| Instant::now() + d);
+        let mut next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
         // A second trim once what follows readiness has settled.
         let mut settle_trim: Option<Instant> = None;
         loop {
@@ -371,7 +372,7 @@ impl Daemon {
                 r = rx.changed() => if r.is_err() { return },
                 () = sleep_until_some(next_watchdog) => {
                     notify_systemd(&[NotifyState::Watchdog]);
-                    next_watchdog = watchdog.map(|d| Instant::now() + d);
+                    next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
                 }
                 () = sleep_until_some(settle_trim) => {
                     settle_trim = None;
@@ -567,7 +568,7 @@ impl Daemon {
                 signal: agent.stop_signal,
                 grace,
             });
-            let bound = grace + AFTER_KILL_WAIT;
+            let bound = grace.saturating_add(AFTER_KILL_WAIT);
             let stopped =
                 h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
             tokio::pin!(stopped);
@@ -601,7 +602,7 @@ async fn started_ok(h: &AgentHandle, before: &AgentStatus, window: Duration) -> 
     let was_live = matches!(before.state, AgentState::Starting | AgentState::Running);
     let failed = move |s: &AgentStatus| {
         s.state == AgentState::Failed
-            || s.restarts > r0 + 1
+            || s.restarts > r0.saturating_add(1)
             || (s.state == AgentState::Backoff && (s.restarts > r0 || was_live))
     };
     let outcome = tokio::time::timeout(
@@ -701,7 +702,7 @@ pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
 }
 
 async fn wait_gone(pidfile: &Path, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
+    let deadline = deadline_after(Instant::now(), within);
     loop {
         if live_recorded_pid(pidfile).is_none() {
             return true;

@@ -13,6 +13,20 @@ use super::policy::{Decision, RestartTracker};
 /// Least wait before retrying a spawn that failed (exec error, not a crash).
 pub const SPAWN_FAILURE_MIN_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The longest wait a deadline is ever set to (30 years, as tokio's own
+/// "far future"): a later one is the same for a supervisor, and adding more
+/// to an `Instant` can overflow.
+pub const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
+
+/// `now + d`, never panicking: waits beyond [`FAR_FUTURE`] are cut to it.
+/// A plan built by code (not only a checked role file) may hold any
+/// duration, and `Instant + Duration` panics on overflow.
+pub fn deadline_after(now: Instant, d: std::time::Duration) -> Instant {
+    // `now + FAR_FUTURE` cannot overflow a monotonic clock that started
+    // at boot; `now` is the fallback only to avoid a panic path.
+    now.checked_add(d.min(FAR_FUTURE)).unwrap_or(now)
+}
+
 /// What happens once a stopping agent has exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterStop {
@@ -308,7 +322,7 @@ fn crashed(
         }
         Decision::RestartAfter(d) => (
             State::Backoff {
-                until: at + d,
+                until: deadline_after(at, d),
                 failures: tracker.consecutive_failures(),
             },
             vec![],
@@ -508,6 +522,37 @@ mod tests {
         let (s, fx) = step(s, Event::BackoffElapsed, &mut t);
         assert_eq!(s, State::Stopped);
         assert_eq!(fx, vec![Effect::Spawn { restart: true }]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_with_the_longest_delay_backs_off_to_the_far_future() {
+        let mut t = RestartTracker::new(RestartPolicy {
+            attempts: 2,
+            interval: Duration::MAX,
+            delay: Duration::MAX,
+            mode: RestartMode::Delay,
+            max_delay: Duration::MAX,
+            stable_after: Duration::MAX,
+        });
+        let now = Instant::now();
+        let (s, fx) = step(
+            State::Running { pid: 5, since: now },
+            Event::Exited { at: now },
+            &mut t,
+        );
+        assert!(fx.is_empty());
+        assert_eq!(
+            s,
+            State::Backoff {
+                until: now + FAR_FUTURE,
+                failures: 1
+            }
+        );
+        assert_eq!(deadline_after(now, Duration::MAX), now + FAR_FUTURE);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -116,8 +116,13 @@ impl RestartTracker {
 /// Adds up to [`MAX_JITTER_FRACTION`] of `base`, without exceeding `cap`
 /// (unless `base` already does).
 fn with_jitter(base: Duration, cap: Duration, jitter: f64) -> Duration {
-    let j = jitter.clamp(0.0, 1.0) * MAX_JITTER_FRACTION;
-    let extra = base.mul_f64(j);
+    // NaN passes `clamp` unchanged and `mul_f64` panics on it.
+    let j = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0) * MAX_JITTER_FRACTION
+    } else {
+        0.0
+    };
+    let extra = Duration::try_from_secs_f64(base.as_secs_f64() * j).unwrap_or(Duration::ZERO);
     let d = base.saturating_add(extra);
     if base <= cap { d.min(cap) } else { base }
 }
@@ -216,6 +221,28 @@ mod tests {
         let d = t.record_crash(Instant::now(), Duration::from_secs(31), 0.0);
         assert_eq!(d, Decision::RestartAfter(Duration::from_millis(100)));
         assert_eq!(t.consecutive_failures(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_durations_and_any_jitter_never_panic() {
+        let mut t = RestartTracker::new(RestartPolicy {
+            attempts: u32::MAX,
+            interval: Duration::MAX,
+            delay: Duration::MAX,
+            mode: RestartMode::Delay,
+            max_delay: Duration::MAX,
+            stable_after: Duration::MAX,
+        });
+        for jitter in [0.0, 0.99, f64::NAN, f64::INFINITY, -1.0] {
+            assert_eq!(
+                t.record_crash(Instant::now(), Duration::MAX, jitter),
+                Decision::RestartAfter(Duration::MAX)
+            );
+        }
+        assert_eq!(
+            with_jitter(Duration::from_secs(10), Duration::MAX, f64::NAN),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

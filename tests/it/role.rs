@@ -4,8 +4,15 @@
 //! written.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hashi_supervisor::plan::Plan;
+use hashi_supervisor::role::{RoleError, StaticHost};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
 use crate::support::supervisor_bin;
 
@@ -228,4 +235,563 @@ fn check_json_never_shows_a_gossip_key() {
     let key = std::fs::read_to_string(fixtures().join("keys/consul-gossip.key")).unwrap();
     assert!(!stdout.contains(key.trim()));
     assert!(stdout.contains("<redacted>"));
+}
+
+/// How long one `supervisor check` may take before it counts as hung.
+const CHECK_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `supervisor check --config <config>` in `dir` as a child, killed
+/// (and the test failed) if it has not finished within [`CHECK_BOUND`].
+/// Returns the exit code and stderr.
+fn check_bounded(dir: &Path, config: &str) -> (Option<i32>, String) {
+    let mut child = Command::new(supervisor_bin())
+        .current_dir(dir)
+        .env_remove("HASHI_SUPERVISOR_CONFIG")
+        .env_remove("HASHI_SUPERVISOR_ROLE")
+        .args(["check", "--config", config])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let deadline = Instant::now() + CHECK_BOUND;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("`supervisor check --config {config}` still ran after {CHECK_BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), reader.join().unwrap().unwrap())
+}
+
+/// The 1-based `line:col` of the first `needle` in `text`.
+fn line_col(text: &str, needle: &str) -> String {
+    let at = text.find(needle).unwrap();
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("{line}:{col}")
+}
+
+#[test]
+fn named_files_that_block_or_never_end_or_are_too_large_are_refused_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gossip.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big_key = dir.path().join("big.key");
+    std::fs::write(&big_key, "A".repeat(5000)).unwrap();
+    let big_asc = dir.path().join("big.asc");
+    std::fs::write(&big_asc, vec![b'x'; (1 << 20) + 1]).unwrap();
+    let ca_fifo = dir.path().join("ca.fifo");
+    nix::unistd::mkfifo(&ca_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for p in ["cert.pem", "key.pem"] {
+        std::fs::write(dir.path().join(p), "pem").unwrap();
+    }
+    let text = "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\n\
+        node_name = \"ams2-server-01\"\n[addresses]\nprivate = \"10.0.1.11\"\n\
+        [consul]\nencrypt_key_file = \"gossip.fifo\"\n\
+        [consul.tls]\nca_file = \"ca.fifo\"\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n\
+        [nomad]\nencrypt_key_file = \"big.key\"\n\
+        [release]\ntrusted_key_files = [\"big.asc\", \"/dev/zero\", \"/dev/urandom\"]\n";
+    std::fs::write(dir.path().join("node.toml"), text).unwrap();
+    let (code, stderr) = check_bounded(dir.path(), "node.toml");
+    assert_eq!(code, Some(EXIT_CONFIG), "{stderr}");
+    for (needle, message) in [
+        (
+            "\"gossip.fifo\"",
+            "failed to read `consul.encrypt_key_file` gossip.fifo: is a FIFO, not a regular file",
+        ),
+        (
+            "\"ca.fifo\"",
+            "failed to read `consul.tls.ca_file` ca.fifo: is a FIFO, not a regular file",
+        ),
+        (
+            "\"big.key\"",
+            "failed to read `nomad.encrypt_key_file` big.key: is larger than the 4096 byte limit",
+        ),
+        (
+            "\"big.asc\"",
+            "failed to read `release.trusted_key_files` entry big.asc: is larger than the 1048576 byte limit",
+        ),
+        (
+            "\"/dev/zero\"",
+            "failed to read `release.trusted_key_files` entry /dev/zero: is a character device, not a regular file",
+        ),
+        (
+            "\"/dev/urandom\"",
+            "failed to read `release.trusted_key_files` entry /dev/urandom: is a character device, not a regular file",
+        ),
+    ] {
+        let want = format!("node.toml:{}: {message}\n", line_col(text, needle));
+        assert!(stderr.contains(&want), "missing {want:?} in\n{stderr}");
+    }
+}
+
+#[test]
+fn a_role_file_that_is_a_device_a_fifo_or_too_large_is_refused_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("node.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, format!("schema = 1\n#{}\n", "x".repeat(1 << 20))).unwrap();
+    for (config, cause) in [
+        ("/dev/zero", "is a character device, not a regular file"),
+        ("node.fifo", "is a FIFO, not a regular file"),
+        (".", "is a directory, not a regular file"),
+        ("big.toml", "is larger than the 1048576 byte limit"),
+    ] {
+        let (code, stderr) = check_bounded(dir.path(), config);
+        assert_eq!(code, Some(EXIT_CONFIG), "{config}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("error: failed to read role file {config}\n  caused by: {cause}\n"),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn huge_names_are_refused_with_their_length_and_a_short_message() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 MB node name and a 100 KB datacenter (each file under the 1 MiB
+    // role file limit), and a region one byte over a DNS label.
+    let cases = [
+        ("region", "r".repeat(64), "node.toml:3:10"),
+        ("datacenter", "d".repeat(100_000), "node.toml:3:14"),
+        ("node_name", "n".repeat(1_000_000), "node.toml:3:13"),
+    ];
+    for (key, value, at) in cases {
+        let text = format!(
+            "schema = 1\nroles = [\"consul-server\"]\n{key} = \"{value}\"\n[addresses]\nprivate = \"10.0.1.11\"\n"
+        );
+        std::fs::write(dir.path().join("node.toml"), &text).unwrap();
+        let (code, stderr) = check_bounded(dir.path(), "node.toml");
+        assert_eq!(
+            code,
+            Some(EXIT_CONFIG),
+            "{}",
+            &stderr[..stderr.len().min(2000)]
+        );
+        assert!(stderr.len() < 1000, "{} bytes of errors", stderr.len());
+        let want = format!(
+            "{at}: `{key}` is {} bytes long, at most 63 are allowed\n",
+            value.len()
+        );
+        assert!(stderr.contains(&want), "missing {want:?} in\n{stderr}");
+    }
+}
+
+/// Every key of the role file, as `(table, key, kind)` (`i`nteger,
+/// `s`tring, `b`oolean, `l`ist of strings, `t`able): what the property test
+/// mutates (besides a key that does not exist).
+const ROLE_KEYS: &[(&str, &str, char)] = &[
+    ("", "schema", 'i'),
+    ("", "roles", 'l'),
+    ("", "region", 's'),
+    ("", "datacenter", 's'),
+    ("", "node_name", 's'),
+    ("", "log_level", 's'),
+    ("", "no_such_key", 's'),
+    ("addresses", "bind", 's'),
+    ("addresses", "private", 's'),
+    ("addresses", "public", 's'),
+    ("consul", "version", 's'),
+    ("consul", "bootstrap_expect", 'i'),
+    ("consul", "encrypt_key_file", 's'),
+    ("consul", "ui", 'b'),
+    ("consul", "stop_timeout_secs", 'i'),
+    ("consul", "leave_on_stop", 'b'),
+    ("consul", "extra", 't'),
+    ("consul.tls", "ca_file", 's'),
+    ("consul.tls", "cert_file", 's'),
+    ("consul.tls", "key_file", 's'),
+    ("consul.restart", "attempts", 'i'),
+    ("consul.restart", "interval_secs", 'i'),
+    ("consul.restart", "delay_secs", 'i'),
+    ("consul.restart", "mode", 's'),
+    ("consul.restart", "max_delay_secs", 'i'),
+    ("consul.restart", "stable_after_secs", 'i'),
+    ("nomad", "version", 's'),
+    ("nomad", "bootstrap_expect", 'i'),
+    ("nomad", "encrypt_key_file", 's'),
+    ("nomad", "advertise", 's'),
+    ("nomad", "stop_timeout_secs", 'i'),
+    ("nomad", "leave_on_stop", 'b'),
+    ("nomad", "drain_deadline_secs", 'i'),
+    ("nomad", "extra", 't'),
+    ("nomad.tls", "http", 'b'),
+    ("nomad.restart", "attempts", 'i'),
+    ("nomad.restart", "delay_secs", 'i'),
+    ("nomad.restart", "max_delay_secs", 'i'),
+    ("nomad.restart", "stable_after_secs", 'i'),
+    ("release", "mirror", 's'),
+    ("release", "trust_hashicorp_key", 'b'),
+    ("release", "trusted_key_files", 'l'),
+    ("release", "keep_versions", 'i'),
+    ("release", "max_download_bytes", 'i'),
+    ("discovery", "consul_retry_join", 'l'),
+    ("discovery", "consul_retry_join_wan", 'l'),
+    ("discovery", "nomad_retry_join", 'l'),
+    ("discovery", "consul_address", 's'),
+    ("discovery", "cloud_auto_join", 'l'),
+    ("health", "listen", 's'),
+    ("paths", "config_dir", 's'),
+    ("paths", "state_dir", 's'),
+];
+
+/// One change to an example role file.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Set `ROLE_KEYS[i]` to a value.
+    Set(usize, toml::Value),
+    /// Remove `ROLE_KEYS[i]`.
+    Remove(usize),
+    /// Insert a raw line before line `n` of the text (syntax errors,
+    /// duplicate tables).
+    Line(usize, String),
+}
+
+fn any_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::collection::vec(any::<char>(), 0..24).prop_map(|v| v.into_iter().collect()),
+        (0usize..200_000, any::<char>()).prop_map(|(n, c)| c.to_string().repeat(n)),
+        proptest::sample::select(vec![
+            "ams2",
+            "lon1",
+            "eu",
+            "DC.One",
+            "ams2-server-01",
+            "10.0.1.11",
+            "203.0.113.21",
+            "eth0",
+            "auto",
+            "0.0.0.0:4680",
+            "127.0.0.1:0",
+            "1.21.4",
+            "latest",
+            "1.x",
+            "consul-server",
+            "nomad-client",
+            "dev",
+            "delay",
+            "fail",
+            "public",
+            "private",
+            "/k/gossip.key",
+            "/dev/zero",
+            "/etc/passwd",
+            "relative/dir",
+            "/var/lib/x",
+            "https://releases.example",
+            "file:///srv/mirror",
+            "provider=aws tag_key=x",
+            "\u{202e}evil",
+            "ümlaut",
+            "a\u{0}b",
+            "",
+            " ",
+            "\t",
+            "☃",
+        ])
+        .prop_map(str::to_string),
+    ]
+}
+
+fn any_value() -> impl Strategy<Value = toml::Value> {
+    use toml::Value as V;
+    let leaf = prop_oneof![
+        any::<i64>().prop_map(V::Integer),
+        proptest::sample::select(vec![
+            i64::MAX,
+            i64::MIN,
+            -1,
+            0,
+            1,
+            3,
+            60,
+            3600,
+            3601,
+            86_401
+        ])
+        .prop_map(V::Integer),
+        any::<bool>().prop_map(V::Boolean),
+        proptest::sample::select(vec![f64::NAN, f64::INFINITY, -0.5, 1e300]).prop_map(V::Float),
+        any_string().prop_map(V::String),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(V::Array),
+            proptest::collection::btree_map("[a-z]{1,6}", inner, 0..3)
+                .prop_map(|m| V::Table(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A value of the key's own type, often a plausible one: the mutations that
+/// get past the type check and reach the semantic checks and the plan.
+fn typed_value(key: &str, kind: char) -> BoxedStrategy<toml::Value> {
+    use toml::Value as V;
+    let plausible: Vec<&'static str> = match key {
+        "roles" => vec![
+            "consul-server",
+            "consul-client",
+            "nomad-server",
+            "nomad-client",
+            "dev",
+        ],
+        "region" | "datacenter" | "node_name" => {
+            vec![
+                "eu",
+                "ams2",
+                "lon1",
+                "ams2-server-03",
+                "lon1-client-01",
+                "a_b",
+                "x.y",
+            ]
+        }
+        "log_level" => vec!["info", "WARN", "debug", "trace", "error"],
+        "version" => vec!["latest", "1.21.4", "1.10.4", "~1.21", "1.20.0-rc1"],
+        "mode" => vec!["delay", "fail"],
+        "advertise" => vec!["private", "public"],
+        "mirror" => vec!["https://releases.example", "/srv/mirror", "file:///srv/m"],
+        "listen" => vec!["0.0.0.0:4680", "127.0.0.1:0", "[::1]:4680"],
+        "config_dir" | "state_dir" => vec!["/etc/hs", "/var/lib/hs"],
+        "encrypt_key_file" => vec!["/k/gossip.key"],
+        "cloud_auto_join" => vec!["provider=aws tag_key=consul tag_value=ams2"],
+        _ => vec![
+            "10.0.1.11",
+            "203.0.113.21",
+            "eth0",
+            "eth1",
+            "auto",
+            "10.0.2.11:8500",
+        ],
+    };
+    let text = prop_oneof![
+        3 => proptest::sample::select(plausible).prop_map(str::to_string),
+        1 => any_string(),
+    ];
+    match kind {
+        'i' => prop_oneof![
+            3 => (0i64..5000).prop_map(V::Integer),
+            1 => proptest::sample::select(vec![
+                0, 1, 2, 3, 5, 64, 65, 100, 101, 1000, 1001, 3600, 3601, 86_400, 86_401,
+                1 << 20, (1 << 20) - 1, 1 << 32, (1 << 32) + 1, i64::MAX,
+            ])
+            .prop_map(V::Integer),
+        ]
+        .boxed(),
+        'b' => any::<bool>().prop_map(V::Boolean).boxed(),
+        'l' => proptest::collection::vec(text.prop_map(V::String), 0..4)
+            .prop_map(V::Array)
+            .boxed(),
+        't' => any_value()
+            .prop_filter("a table", toml::Value::is_table)
+            .boxed(),
+        _ => text.prop_map(V::String).boxed(),
+    }
+}
+
+fn any_mutation() -> impl Strategy<Value = Mutation> {
+    let key = 0..ROLE_KEYS.len();
+    prop_oneof![
+        6 => key
+            .clone()
+            .prop_flat_map(|k| typed_value(ROLE_KEYS[k].1, ROLE_KEYS[k].2).prop_map(move |v| Mutation::Set(k, v))),
+        3 => (key.clone(), any_value()).prop_map(|(k, v)| Mutation::Set(k, v)),
+        2 => key.prop_map(Mutation::Remove),
+        1 => (0usize..40, prop_oneof![
+            any_string(),
+            Just("[consul]".to_string()),
+            Just("schema = 1".to_string()),
+            Just("= 3".to_string()),
+            Just("[[nomad]]".to_string()),
+        ]).prop_map(|(n, l)| Mutation::Line(n, l)),
+    ]
+}
+
+/// Applies `m` to `t` (skipped when a table on the way is not a table).
+fn apply(t: &mut toml::Table, m: &Mutation) {
+    let (i, value) = match m {
+        Mutation::Set(i, v) => (*i, Some(v.clone())),
+        Mutation::Remove(i) => (*i, None),
+        Mutation::Line(..) => return,
+    };
+    let (table, key, _) = ROLE_KEYS[i];
+    let mut cur = t;
+    for part in table.split('.').filter(|p| !p.is_empty()) {
+        let next = cur
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match next {
+            toml::Value::Table(inner) => cur = inner,
+            _ => return,
+        }
+    }
+    match value {
+        Some(v) => {
+            cur.insert(key.to_string(), v);
+        }
+        None => {
+            cur.remove(key);
+        }
+    }
+}
+
+/// Whether `position` is `path` or `path:line:col`.
+fn is_location(position: &str, path: &str) -> bool {
+    position == path
+        || position
+            .strip_prefix(path)
+            .and_then(|r| r.strip_prefix(':'))
+            .and_then(|r| r.split_once(':'))
+            .is_some_and(|(l, c)| {
+                !l.is_empty()
+                    && !c.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_digit())
+                    && c.bytes().all(|b| b.is_ascii_digit())
+            })
+}
+
+/// Every duration, count, size and name of a plan is in the role file's
+/// ranges (or derived from them: Nomad's default stop timeout adds its own
+/// graceful timeout and a margin to the drain deadline).
+fn assert_plan_in_range(plan: &Plan) {
+    use hashi_supervisor::role::limits as l;
+    let secs = |r: &std::ops::RangeInclusive<u64>| {
+        Duration::from_secs(*r.start())..=Duration::from_secs(*r.end())
+    };
+    let longest_stop = Duration::from_secs(l::DRAIN_DEADLINE_SECS.end() + 60);
+    for a in &plan.agents {
+        assert!(
+            a.stop_timeout >= Duration::from_secs(1) && a.stop_timeout <= longest_stop,
+            "{:?} stop_timeout {:?}",
+            a.product,
+            a.stop_timeout
+        );
+        let r = &a.restart;
+        assert!(
+            l::RESTART_ATTEMPTS.contains(&u64::from(r.attempts)),
+            "{r:?}"
+        );
+        assert!(
+            secs(&l::RESTART_INTERVAL_SECS).contains(&r.interval),
+            "{r:?}"
+        );
+        assert!(secs(&l::RESTART_DELAY_SECS).contains(&r.delay), "{r:?}");
+        assert!(
+            secs(&l::RESTART_MAX_DELAY_SECS).contains(&r.max_delay),
+            "{r:?}"
+        );
+        assert!(r.max_delay >= r.delay, "{r:?}");
+        assert!(
+            secs(&l::RESTART_STABLE_AFTER_SECS).contains(&r.stable_after),
+            "{r:?}"
+        );
+    }
+    let keep = u64::try_from(plan.release.keep_versions).unwrap();
+    assert!(l::KEEP_VERSIONS.contains(&keep), "{:?}", plan.release);
+    assert!(l::MAX_DOWNLOAD_BYTES.contains(&plan.release.max_download_bytes));
+    for name in [&plan.node_name, &plan.datacenter, &plan.region] {
+        assert!(!name.is_empty() && name.len() <= l::NAME_CHARS, "{name:?}");
+    }
+}
+
+/// Loads one mutated role file → plan → render, asserting the contract.
+fn check_one(example: &str, mutations: &[Mutation]) {
+    let mut table: toml::Table = toml::from_str(example).unwrap();
+    for m in mutations {
+        apply(&mut table, m);
+    }
+    let Ok(mut text) = toml::to_string(&table) else {
+        return; // not expressible as TOML: nothing to test
+    };
+    for m in mutations {
+        if let Mutation::Line(n, line) = m {
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.insert((*n).min(lines.len()), line);
+            text = lines.join("\n");
+        }
+    }
+    let path = "/etc/hashi-supervisor/node.toml";
+    let mut host = StaticHost {
+        hostname: Some("ams2-server-01".into()),
+        interfaces: vec![
+            ("eth0".into(), "203.0.113.11".parse().unwrap()),
+            ("eth1".into(), "10.0.1.11".parse().unwrap()),
+        ],
+        ..StaticHost::default()
+    };
+    host.files.insert(
+        "/k/gossip.key".into(),
+        "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\n".into(),
+    );
+    match hashi_supervisor::role::parse(Path::new(path), &text, &[], &host) {
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(shown.len() < 64 * 1024, "{} bytes of errors", shown.len());
+            let RoleError::Invalid { problems, .. } = &e else {
+                panic!("not a validation error: {e}");
+            };
+            assert!(!problems.is_empty());
+            for p in problems {
+                assert!(is_location(&p.position, path), "{}", p.position);
+            }
+            assert_eq!(hashi_supervisor::Error::from(e).exit_code(), 78);
+        }
+        Ok(role) => {
+            let plan = Plan::from_role(&role);
+            assert_plan_in_range(&plan);
+            if let Err(e) = hashi_supervisor::render::render_plan(&plan) {
+                panic!("a role file that passed check failed to render: {e}\n{text}");
+            }
+        }
+    }
+}
+
+/// Cases of the property test: enough to hit every key several times, few
+/// enough to run in seconds.
+const PROPERTY_CASES: u32 = 256;
+
+#[test]
+fn arbitrary_role_files_are_refused_with_a_location_or_give_a_plan_in_range() {
+    let examples: Vec<String> = std::fs::read_dir(examples())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 5);
+    // On its own thread, so that a hang fails the test instead of stalling it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut runner = TestRunner::new(ProptestConfig {
+            cases: PROPERTY_CASES,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let strategy = (
+            proptest::sample::select(examples),
+            proptest::collection::vec(any_mutation(), 1..4),
+        );
+        let result = runner.run(&strategy, |(example, mutations)| {
+            check_one(&example, &mutations);
+            Ok(())
+        });
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(240)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("{e}"),
+        Err(_) => panic!("the property test did not finish in 240 s (a hang?)"),
+    }
 }

@@ -512,6 +512,51 @@ async fn hung_agent_is_sigkilled_after_its_stop_timeout() {
 }
 
 #[tokio::test]
+async fn a_plan_built_with_the_longest_durations_still_stops_gracefully() {
+    // A plan built by code, not a checked role file: no arithmetic on its
+    // durations may panic (it did: `Instant + Duration::MAX` on SIGTERM).
+    let rig = Rig::new();
+    let mut consul = rig.agent(Product::Consul, Signal::SIGINT);
+    let mut nomad = rig.agent(Product::Nomad, Signal::SIGTERM);
+    for a in [&mut consul, &mut nomad] {
+        a.stop_timeout = Duration::MAX;
+        a.restart.interval = Duration::MAX;
+        a.restart.stable_after = Duration::MAX;
+    }
+    let d = start(rig.plan(vec![consul, nomad]), Arc::default(), rig.opts(&[]));
+    d.wait("both ready", all_ready).await;
+    let s = d.stop().await;
+    for a in &s.agents {
+        assert_eq!(a.state, AgentState::Stopped, "{a:?}");
+        assert!(a.last_exit.as_ref().unwrap().expected, "{a:?}");
+    }
+    let ev = rig.events();
+    assert!(ev.contains(&"consul signal INT".to_string()), "{ev:?}");
+}
+
+#[tokio::test]
+async fn a_crash_with_the_longest_restart_delay_waits_in_backoff_and_still_stops() {
+    // It killed the actor: Nomad never restarted, its status kept a dead pid.
+    let rig = Rig::new();
+    let mut a = rig.agent(Product::Nomad, Signal::SIGTERM);
+    a.restart.delay = Duration::MAX;
+    a.restart.max_delay = Duration::MAX;
+    let d = start(
+        rig.plan(vec![a]),
+        Arc::default(),
+        rig.opts(&[(Product::Nomad, "exit 2")]),
+    );
+    let s = d
+        .wait("backoff", |s| {
+            agent(s, Product::Nomad).state == AgentState::Backoff
+        })
+        .await;
+    assert_eq!(agent(&s, Product::Nomad).pid, None);
+    let s = d.stop().await;
+    assert_eq!(agent(&s, Product::Nomad).state, AgentState::Stopped);
+}
+
+#[tokio::test]
 async fn second_stop_request_skips_the_remaining_grace() {
     let rig = Rig::new();
     let mut a = rig.agent(Product::Consul, Signal::SIGINT);
