@@ -9,7 +9,10 @@ use hashi_supervisor::cli::Cli;
 use hashi_supervisor::{commands, telemetry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     telemetry::init(&cli.global.log_level, cli.global.log_format);
     let runtime = match hashi_supervisor::supervise::runtime::build() {
         Ok(rt) => rt,
@@ -24,6 +27,18 @@ fn main() -> ExitCode {
             report(&e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// Prints clap's message (help and version on stdout, errors on stderr)
+/// and exits 0 for `--help`/`--version`, 64 (EX_USAGE, as the README
+/// promises) for a usage error instead of clap's own 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(hashi_supervisor::error::EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
