@@ -670,6 +670,7 @@ mod tests {
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
+            node: None,
         });
         let (mut w, r) = tokio::io::duplex(4096);
         pump_lines(r, product, stream, 0, Arc::new(tx));

@@ -40,7 +40,7 @@ use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
 use super::check::{BoxFuture, HttpCheck, ReadyCheck};
 use super::notify::notify_systemd;
 use super::spawn::{self, live_recorded_pid, pidfile_path};
-use super::status::{AgentState, AgentStatus, SupervisorStatus};
+use super::status::{AgentState, AgentStatus, NodeIdentity, SupervisorStatus};
 use super::{SuperviseError, reap};
 use crate::plan::{AgentPlan, Plan, Product};
 
@@ -130,6 +130,12 @@ pub struct RunOptions {
     /// Give back the start-up working set each time all agents become
     /// ready and after each reload ([`super::trim`]).
     pub trim_memory: bool,
+    /// The state dir's lock, when the caller took it first (with
+    /// [`lock_state_dir`]) so that nothing before the daemon (health
+    /// endpoint, Consul registration, install, render) runs beside a live
+    /// supervisor. `None` (or a lock of another state dir): [`run`] takes
+    /// it itself.
+    pub state_lock: Option<Arc<StateLock>>,
 }
 
 impl Default for RunOptions {
@@ -146,6 +152,7 @@ impl Default for RunOptions {
             installed: HashMap::new(),
             config_hash: String::new(),
             trim_memory: true,
+            state_lock: None,
         }
     }
 }
@@ -171,6 +178,7 @@ pub fn status_channel(plan: &Plan) -> Arc<watch::Sender<SupervisorStatus>> {
         config_hash: String::new(),
         reload_error: None,
         stopping: false,
+        node: Some(NodeIdentity::of(plan)),
     });
     Arc::new(tx)
 }
@@ -189,14 +197,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SuperviseError> {
     let run_dir = plan.state_dir.join("run");
-    std::fs::create_dir_all(&run_dir).map_err(|source| SuperviseError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
     // One daemon per state dir: a second one must never "take over" the
     // agents of a live one. The kernel drops the lock when its holder dies,
     // even by SIGKILL, so a dead supervisor never blocks the next.
-    let _lock = lock_state(&run_dir)?;
+    let _lock = match &opts.state_lock {
+        Some(lock) if lock.run_dir == run_dir => lock.clone(),
+        _ => Arc::new(lock_state_dir(&plan.state_dir)?),
+    };
     // Inherited by every agent (see `spawn`): set once, not per spawn.
     spawn::raise_own_limits();
     let tasks = TaskTracker::new();
@@ -480,8 +487,14 @@ impl Daemon {
                 }
             }
         }
+        // The node info the health endpoint shows follows the plan now in
+        // force (e.g. a new datacenter).
+        let node = NodeIdentity::of(&new);
         self.plan = new;
-        self.status.send_modify(|s| s.config_hash = hash);
+        self.status.send_modify(|s| {
+            s.config_hash = hash;
+            s.node = Some(node);
+        });
         if errors.is_empty() {
             Ok(())
         } else {
@@ -656,9 +669,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Takes the state dir's lock ([`LOCK_FILE`]), or fails at once if another
-/// live supervisor holds it. The file is opened close-on-exec: agents never
-/// inherit it.
+/// The state dir's lock ([`LOCK_FILE`]), held while this value lives: only
+/// [`lock_state_dir`] makes one.
+#[derive(Debug)]
+pub struct StateLock {
+    run_dir: PathBuf,
+    _file: Flock<std::fs::File>,
+}
+
+/// Creates `<state_dir>/run` and takes the state dir's lock, or fails at
+/// once if another live supervisor holds it. The file is opened
+/// close-on-exec: agents never inherit it.
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, SuperviseError> {
+    let run_dir = state_dir.join("run");
+    std::fs::create_dir_all(&run_dir).map_err(|source| SuperviseError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let file = lock_state(&run_dir)?;
+    Ok(StateLock {
+        run_dir,
+        _file: file,
+    })
+}
+
 fn lock_state(run_dir: &Path) -> Result<Flock<std::fs::File>, SuperviseError> {
     let path = run_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -728,6 +762,7 @@ mod tests {
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
+            node: None,
         };
         assert_eq!(status_line(&s), "consul running ready, nomad stopped");
     }

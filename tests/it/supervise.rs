@@ -588,6 +588,35 @@ async fn reload_with_a_reloadable_change_sends_sighup() {
 }
 
 #[tokio::test]
+async fn reload_that_moves_the_node_to_another_datacenter_publishes_the_new_node() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut moved = plan.clone();
+    moved.datacenter = "lon1".into();
+    moved.node_name = "lon1-server-01".into();
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(moved));
+    *preparer.changes.lock().unwrap() = vec![(Product::Consul, Change::Reload)];
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let node = s.node.clone().expect("the status names the node");
+    assert_eq!(
+        (node.node_name.as_str(), node.datacenter.as_str()),
+        ("ams2-server-01", "ams2")
+    );
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let node = s.node.clone().expect("the status names the node");
+    assert_eq!(
+        (node.node_name.as_str(), node.datacenter.as_str()),
+        ("lon1-server-01", "lon1")
+    );
+    assert_eq!(node.region, "eu");
+    assert_eq!(s.reload_error, None);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn reload_with_an_invalid_role_file_keeps_everything_and_reports() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
