@@ -1,13 +1,32 @@
 //! Integration tests: what an operator meets on the first day with the
 //! real `supervisor` binary (issue 15, section 4): exit codes of usage
-//! errors, the next step an offline first run prints.
+//! errors, the next step an offline first run prints, a second `run` on a
+//! live node, the Consul registration kept when Consul loses it.
+//!
+//! Nodes run stand-in agents (the test-only `hashi-standin`, never
+//! HashiCorp's agents) installed from a signed `file://` mirror trusting
+//! only a test key; every port comes from the role file.
 
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
 
+use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+use serde_json::Value;
+
+use crate::support::standin::{HttpReply, free_port, http, wait_for};
 use crate::support::supervisor_bin;
+
+/// Long enough for a debug build to fetch, verify, install and start both
+/// stand-ins on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(90);
+const CONSUL_VERSION: &str = "1.21.4";
+const NOMAD_VERSION: &str = "1.10.4";
 
 fn supervisor(args: &[&str]) -> Output {
     Command::new(supervisor_bin())
@@ -55,4 +74,366 @@ fn help_and_version_still_exit_0_on_stdout() {
     let out = supervisor(&["--version"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).starts_with("supervisor "));
+}
+
+// ------------------------------------------------------- a node harness ---
+
+/// One signed mirror of stand-ins for every test here (built once).
+fn mirror() -> &'static BuiltMirror {
+    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
+    &MIRROR
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let standin = tmp.path().join("hashi-standin");
+            std::fs::copy(crate::support::standin::standin_bin(), &standin).unwrap();
+            let _ = Command::new("strip").arg(&standin).status();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let built = MirrorBuilder::product("consul")
+                .version(CONSUL_VERSION)
+                .binary(&standin)
+                .and_product("nomad")
+                .version(NOMAD_VERSION)
+                .binary(&standin)
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .unwrap();
+            (tmp, built)
+        })
+        .1
+}
+
+/// The agents' ports of one node.
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    consul_http: u16,
+    consul_serf_lan: u16,
+    consul_serf_wan: u16,
+    consul_server: u16,
+    nomad_http: u16,
+    nomad_rpc: u16,
+    nomad_serf: u16,
+}
+
+impl Ports {
+    fn free() -> Self {
+        Ports {
+            consul_http: free_port(),
+            consul_serf_lan: free_port(),
+            consul_serf_wan: free_port(),
+            consul_server: free_port(),
+            nomad_http: free_port(),
+            nomad_rpc: free_port(),
+            nomad_serf: free_port(),
+        }
+    }
+}
+
+/// A role file of a node under `root`: `roles`, the agents on `ports`, the
+/// health endpoint on `health`, and `nomad_extra` lines in `[nomad]`.
+fn role_file(
+    root: &Path,
+    roles: &[&str],
+    datacenter: &str,
+    ports: Ports,
+    health: u16,
+    nomad_extra: &str,
+) -> String {
+    let m = mirror();
+    let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        r#"schema = 1
+roles = [{roles}]
+region = "eu"
+datacenter = "{datacenter}"
+node_name = "ams2-server-01"
+
+[addresses]
+bind = "127.0.0.1"
+private = "127.0.0.1"
+
+[consul]
+version = "{cv}"
+bootstrap_expect = 1
+stop_timeout_secs = 10
+
+[consul.extra.ports]
+http = {ch}
+serf_lan = {csl}
+serf_wan = {csw}
+server = {cs}
+
+[nomad]
+version = "{nv}"
+bootstrap_expect = 1
+{nomad_extra}
+
+[nomad.extra.ports]
+http = {nh}
+rpc = {nr}
+serf = {ns}
+
+[release]
+mirror = "file://{mirror}"
+trust_hashicorp_key = false
+trusted_key_files = ["{key}"]
+
+[health]
+listen = "127.0.0.1:{health}"
+
+[paths]
+config_dir = "{etc}"
+state_dir = "{state}"
+"#,
+        roles = roles.join(", "),
+        cv = CONSUL_VERSION,
+        nv = NOMAD_VERSION,
+        ch = ports.consul_http,
+        csl = ports.consul_serf_lan,
+        csw = ports.consul_serf_wan,
+        cs = ports.consul_server,
+        nh = ports.nomad_http,
+        nr = ports.nomad_rpc,
+        ns = ports.nomad_serf,
+        mirror = m.root.display(),
+        key = m.public_key.display(),
+        etc = root.join("etc").display(),
+        state = root.join("state").display(),
+    )
+}
+
+/// A running `supervisor run` and its temp root; stopped on drop.
+struct Node {
+    root: tempfile::TempDir,
+    child: Child,
+    ports: Ports,
+    health: u16,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(roles: &[&str], nomad_extra: &str, env: &[(&str, &str)]) -> Node {
+        let root = tempfile::tempdir().unwrap();
+        // The agents run as the consul and nomad users: they must reach
+        // their dirs under the root.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ports = Ports::free();
+        let health = free_port();
+        let role = role_file(root.path(), roles, "ams2", ports, health, nomad_extra);
+        std::fs::write(root.path().join("node.toml"), role).unwrap();
+        let log = root.path().join("supervisor.log");
+        let child = run_cmd(&root.path().join("node.toml"), env)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Node {
+            root,
+            child,
+            ports,
+            health,
+            log,
+        }
+    }
+
+    fn role_path(&self) -> PathBuf {
+        self.root.path().join("node.toml")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn consul(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.consul_http)
+    }
+
+    /// Polls until `cond` gives a value; panics with the log after the
+    /// deadline or when the supervisor exits.
+    fn wait<T>(&mut self, what: &str, mut cond: impl FnMut(&Node) -> Option<T>) -> T {
+        let got = wait_for(DEADLINE, || {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "supervisor exited with {st} waiting for {what}; log:\n{}",
+                    self.log()
+                );
+            }
+            cond(self)
+        });
+        got.unwrap_or_else(|| panic!("timed out waiting for {what}; log:\n{}", self.log()))
+    }
+
+    fn ready(&mut self) {
+        let addr = format!("127.0.0.1:{}", self.health);
+        self.wait("/ready 200", |_| {
+            http(&addr, "GET", "/ready", "")
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// The pid of a running agent, from the node's `/v1/status`.
+    fn try_agent_pid(&self, agent: &str) -> Option<u32> {
+        let r = http(
+            &format!("127.0.0.1:{}", self.health),
+            "GET",
+            "/v1/status",
+            "",
+        )
+        .ok()?;
+        let doc = r.json();
+        let a = doc["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["agent"] == agent)?
+            .clone();
+        (a["state"] == "running").then_some(())?;
+        a["pid"].as_u64().map(|p| p as u32)
+    }
+
+    fn agent_pid(&mut self, agent: &str) -> u32 {
+        self.wait(agent, |n| n.try_agent_pid(agent))
+    }
+
+    /// The `hashi-supervisor` service the node's stand-in Consul has.
+    fn registration(&self) -> Option<Value> {
+        let r: HttpReply = http(&self.consul(), "GET", "/v1/agent/services", "").ok()?;
+        (r.status == 200).then_some(())?;
+        r.json().get("hashi-supervisor-ams2-server-01").cloned()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+
+    /// SIGTERM, then the supervisor's exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let child = &mut self.child;
+        wait_for(DEADLINE, || child.try_wait().ok().flatten())
+            .unwrap_or_else(|| panic!("supervisor did not stop; log:\n{}", self.log()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            let child = &mut self.child;
+            if wait_for(DEADLINE, || child.try_wait().ok().flatten()).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// `supervisor --config ROLE run` with a clean environment for the test.
+fn run_cmd(role: &Path, env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(supervisor_bin());
+    c.arg("--config")
+        .arg(role)
+        .arg("run")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("HASHI_SUPERVISOR_ROLE")
+        .env("HASHI_SUPERVISOR_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn port_of(reg: &Value) -> u64 {
+    reg["Port"].as_u64().unwrap_or_default()
+}
+
+// ------------------------------------------- lock and registration tests ---
+
+#[test]
+fn second_run_on_a_live_node_is_refused_and_changes_nothing() {
+    let mut n = Node::start(&["consul-server", "nomad-server"], "", &[]);
+    n.ready();
+    let reg = n.wait("registration", Node::registration);
+    assert_eq!(port_of(&reg), u64::from(n.health));
+    let consul_json = n.root.path().join("etc/consul.d/consul.json");
+    let rendered = std::fs::read(&consul_json).unwrap();
+
+    // The same node's state dir and Consul, another health port (so its
+    // registration would carry another address) and another datacenter
+    // (so its render would differ).
+    let other_health = free_port();
+    let second_role = n.root.path().join("second.toml");
+    std::fs::write(
+        &second_role,
+        role_file(
+            n.root.path(),
+            &["consul-server", "nomad-server"],
+            "lon1",
+            n.ports,
+            other_health,
+            "",
+        ),
+    )
+    .unwrap();
+    let out = run_cmd(&second_role, &[]).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another supervisor runs on this state dir"),
+        "{err}"
+    );
+    // Nothing of the live node was touched: its registration (never
+    // overwritten, never removed), its rendered config, its endpoint.
+    let reg = n.registration().expect("the live node is still registered");
+    assert_eq!(port_of(&reg), u64::from(n.health), "{reg}");
+    assert_eq!(std::fs::read(&consul_json).unwrap(), rendered);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", other_health)).is_err(),
+        "the refused run served a health endpoint"
+    );
+    assert!(!err.contains("registered in consul"), "{err}");
+    assert!(n.stop().success(), "log:\n{}", n.log());
+}
+
+#[test]
+fn registration_comes_back_when_consul_loses_it() {
+    let mut n = Node::start(&["consul-server", "nomad-server"], "", &[]);
+    n.ready();
+    n.wait("registration", Node::registration);
+    // Consul forgets it (an agent replaced, its state lost): removed
+    // behind the supervisor's back.
+    let r = http(
+        &n.consul(),
+        "PUT",
+        "/v1/agent/service/deregister/hashi-supervisor-ams2-server-01",
+        "",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(n.registration().is_none());
+    let reg = n.wait("registration again", Node::registration);
+    assert_eq!(port_of(&reg), u64::from(n.health));
+    assert!(
+        n.log().contains("consul lost the registration"),
+        "{}",
+        n.log()
+    );
+    // Consul crashes; the supervisor restarts it, and the registration is
+    // there again once it is back.
+    let pid = n.agent_pid("consul");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    n.wait("consul restarted and registered", |n| {
+        let again = n.try_agent_pid("consul").filter(|p| *p != pid)?;
+        n.registration().map(|_| again)
+    });
+    assert!(n.stop().success(), "log:\n{}", n.log());
 }
