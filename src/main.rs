@@ -42,7 +42,8 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     }
 }
 
-/// Prints `error: <top>` and one `  caused by: <source>` line per level.
+/// Prints `error: <top>`, one `  caused by: <source>` line per level, then
+/// `hint: <next step>` when the error has one.
 fn report(err: &hashi_supervisor::Error) {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "error: {err}");
@@ -50,5 +51,8 @@ fn report(err: &hashi_supervisor::Error) {
     while let Some(s) = source {
         let _ = writeln!(stderr, "  caused by: {s}");
         source = s.source();
+    }
+    if let Some(hint) = err.hint() {
+        let _ = writeln!(stderr, "hint: {hint}");
     }
 }

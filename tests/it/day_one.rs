@@ -76,6 +76,58 @@ fn help_and_version_still_exit_0_on_stdout() {
     assert!(text(&out.stdout).starts_with("supervisor "));
 }
 
+#[test]
+fn offline_first_run_says_what_to_do_and_exits_69() {
+    let root = tempfile::tempdir().unwrap();
+    // A mirror on loopback whose port nothing listens on: no route to it.
+    let closed = free_port();
+    let role = root.path().join("node.toml");
+    std::fs::write(
+        &role,
+        format!(
+            "schema = 1\n\n[release]\nmirror = \"http://127.0.0.1:{closed}\"\n\n\
+             [health]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            free_port(),
+            root.path().join("etc").display(),
+            root.path().join("state").display(),
+        ),
+    )
+    .unwrap();
+    // `supervisor --role dev`: the main job (run) of a dev node.
+    let out = Command::new(supervisor_bin())
+        .arg("--config")
+        .arg(&role)
+        .args(["--role", "dev"])
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("HASHI_SUPERVISOR_ROLE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert!(
+        err.contains(&format!(
+            "error: failed to fetch http://127.0.0.1:{closed}/"
+        )),
+        "{err}"
+    );
+    let hint = err
+        .split_once("\nhint: ")
+        .unwrap_or_else(|| panic!("no hint: {err}"))
+        .1;
+    assert!(hint.starts_with("127.0.0.1 cannot be reached"), "{hint}");
+    for step in [
+        "`[release] mirror`",
+        "trusted_key_files",
+        "`trust_hashicorp_key = false`",
+        "scripts/demo-reference-cluster.sh",
+    ] {
+        assert!(hint.contains(step), "no {step} in: {hint}");
+    }
+}
+
 // ------------------------------------------------------- a node harness ---
 
 /// One signed mirror of stand-ins for every test here (built once).
