@@ -90,6 +90,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                 // keep every page touched at start-up mapped.
                 trim_memory: std::env::var_os("SUPERVISOR_KEEP_STARTUP_PAGES").is_none(),
                 state_lock: Some(state_lock.clone()),
+                // Under journald each agent line is its own journal entry.
+                agent_log: crate::telemetry::AgentLog::for_this_process(),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await

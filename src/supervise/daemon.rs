@@ -136,6 +136,8 @@ pub struct RunOptions {
     /// supervisor. `None` (or a lock of another state dir): [`run`] takes
     /// it itself.
     pub state_lock: Option<Arc<StateLock>>,
+    /// Where the agents' output lines go.
+    pub agent_log: crate::telemetry::AgentLog,
 }
 
 impl Default for RunOptions {
@@ -153,6 +155,7 @@ impl Default for RunOptions {
             config_hash: String::new(),
             trim_memory: true,
             state_lock: None,
+            agent_log: crate::telemetry::AgentLog::default(),
         }
     }
 }
@@ -246,6 +249,7 @@ pub async fn run(
                 check_interval: opts.check_interval,
                 status: status.clone(),
                 agent_pids: agent_pids.clone(),
+                agent_log: opts.agent_log.clone(),
                 plan: agent,
             };
             spawn_actor(cfg, &tasks)

@@ -290,10 +290,6 @@ impl Node {
         }
     }
 
-    fn role_path(&self) -> PathBuf {
-        self.root.path().join("node.toml")
-    }
-
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -487,5 +483,139 @@ fn registration_comes_back_when_consul_loses_it() {
         let again = n.try_agent_pid("consul").filter(|p| *p != pid)?;
         n.registration().map(|_| again)
     });
+    assert!(n.stop().success(), "log:\n{}", n.log());
+}
+
+// ------------------------------------------------------- agent journal ---
+
+/// Parses one datagram of journald's native protocol into its fields.
+fn parse_native(mut d: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut fields = Vec::new();
+    while !d.is_empty() {
+        let nl = d
+            .iter()
+            .position(|b| *b == b'\n')
+            .expect("a field ends with a newline");
+        let line = &d[..nl];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            let key = String::from_utf8(line[..eq].to_vec()).unwrap();
+            fields.push((key, line[eq + 1..].to_vec()));
+            d = &d[nl + 1..];
+        } else {
+            // KEY\n, u64 LE length, value, \n
+            let key = String::from_utf8(line.to_vec()).unwrap();
+            let rest = &d[nl + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let value = rest[8..8 + len].to_vec();
+            assert_eq!(
+                rest[8 + len],
+                b'\n',
+                "binary field {key} ends with a newline"
+            );
+            fields.push((key, value));
+            d = &rest[8 + len + 1..];
+        }
+    }
+    for (k, _) in &fields {
+        assert!(
+            !k.is_empty()
+                && !k.starts_with('_')
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+            "not a valid journal field name: {k:?}"
+        );
+    }
+    fields
+}
+
+/// A journal entry as the test socket got it.
+#[derive(Debug, Clone)]
+struct Entry(Vec<(String, Vec<u8>)>);
+
+impl Entry {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// A Unix datagram socket standing in for journald's: collects entries.
+struct FakeJournal {
+    path: PathBuf,
+    entries: std::sync::Arc<std::sync::Mutex<Vec<Entry>>>,
+}
+
+impl FakeJournal {
+    fn bind(path: PathBuf) -> FakeJournal {
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = entries.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = sock.recv(&mut buf) {
+                sink.lock().unwrap().push(Entry(parse_native(&buf[..n])));
+            }
+        });
+        FakeJournal { path, entries }
+    }
+
+    fn find(&self, pred: impl Fn(&Entry) -> bool) -> Option<Entry> {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| pred(e))
+            .cloned()
+    }
+}
+
+#[test]
+fn agent_lines_reach_the_journal_under_their_own_identifier_and_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FakeJournal::bind(dir.path().join("journal.socket"));
+    let socket = journal.path.display().to_string();
+    // Under systemd (JOURNAL_STREAM), the supervisor itself at warn.
+    let mut n = Node::start(
+        &["consul-server", "nomad-server"],
+        "",
+        &[
+            ("JOURNAL_STREAM", "8:12345"),
+            ("HASHI_SUPERVISOR_JOURNAL_SOCKET", &socket),
+            ("HASHI_SUPERVISOR_LOG", "warn"),
+        ],
+    );
+    n.ready();
+    let consul_pid = n.agent_pid("consul");
+    let nomad_pid = n.agent_pid("nomad");
+    // The stand-in Consul server with bootstrap_expect 1 warns as Consul
+    // does ("    [WARN] agent: BootstrapExpect is set to 1; ...").
+    let warn = n.wait("consul's WARN line", |_| {
+        journal.find(|e| {
+            e.get("MESSAGE")
+                .is_some_and(|m| m.contains("[WARN] agent: BootstrapExpect is set to 1"))
+        })
+    });
+    assert_eq!(warn.get("SYSLOG_IDENTIFIER").as_deref(), Some("consul"));
+    assert_eq!(warn.get("PRIORITY").as_deref(), Some("4"));
+    assert_eq!(warn.get("SYSLOG_PID"), Some(consul_pid.to_string()));
+    assert_eq!(
+        warn.get("HASHI_SUPERVISOR_STREAM").as_deref(),
+        Some("stdout")
+    );
+    // INFO-level lines arrive although the supervisor logs at warn.
+    for (agent, pid) in [("consul", consul_pid), ("nomad", nomad_pid)] {
+        let banner = n.wait("the agent's banner", |_| {
+            journal.find(|e| {
+                e.get("SYSLOG_IDENTIFIER").as_deref() == Some(agent)
+                    && e.get("MESSAGE").is_some_and(|m| m.starts_with("==> "))
+            })
+        });
+        assert_eq!(banner.get("PRIORITY").as_deref(), Some("6"), "{banner:?}");
+        assert_eq!(banner.get("SYSLOG_PID"), Some(pid.to_string()));
+    }
+    // Not also in the supervisor's own output.
+    assert!(!n.log().contains("BootstrapExpect"), "{}", n.log());
     assert!(n.stop().success(), "log:\n{}", n.log());
 }
