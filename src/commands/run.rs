@@ -92,6 +92,9 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                 state_lock: Some(state_lock.clone()),
                 // Under journald each agent line is its own journal entry.
                 agent_log: crate::telemetry::AgentLog::for_this_process(),
+                // Written before a package upgrade's restart: that stop
+                // keeps Nomad's workloads (no leave, no drain).
+                restart_marker: Some(supervise::daemon::restart_marker_path()),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await

@@ -123,6 +123,10 @@ pub struct ActorConfig {
     pub agent_pids: Arc<Mutex<HashSet<u32>>>,
     /// Where the agent's output lines go.
     pub agent_log: AgentLog,
+    /// Signal of a restart (a config change or upgrade): for Nomad the
+    /// one that keeps its workloads (no leave, no drain), else the stop
+    /// signal.
+    pub restart_signal: Signal,
 }
 
 /// Starts the actor on `tasks` and returns its handle.
@@ -331,7 +335,7 @@ impl Actor {
             Control::Restart => {
                 let p = &self.cfg.plan;
                 let ev = Event::Restart {
-                    signal: p.stop_signal,
+                    signal: self.cfg.restart_signal,
                     deadline: now + p.stop_timeout,
                 };
                 self.apply(ev);

@@ -11,8 +11,8 @@
 //! `<state_dir>/run/<product>.pid`. If the supervisor is SIGKILLed, the agents
 //! keep running (and keep serving): the next supervisor start finds each
 //! recorded, still-live agent (same pid *and* start time, so a reused pid is
-//! never signalled), stops it gracefully with its stop signal (Nomad first,
-//! as on a stop), SIGKILLs it after its stop timeout, and only then starts
+//! never signalled), stops it gracefully (Nomad first, without a leave or drain,
+//! as on a restart), SIGKILLs it after its stop timeout, and only then starts
 //! its own. A lock on `<state_dir>/run/supervisor.lock` (dropped by the
 //! kernel when its holder dies, even by SIGKILL) keeps a second supervisor
 //! from doing that to the agents of a live one. Adopting a running
@@ -138,6 +138,65 @@ pub struct RunOptions {
     pub state_lock: Option<Arc<StateLock>>,
     /// Where the agents' output lines go.
     pub agent_log: crate::telemetry::AgentLog,
+    /// The restart marker ([`RESTART_MARKER`]): found fresh at stop time,
+    /// the stop is a restart and Nomad stops without leaving or draining.
+    pub restart_marker: Option<PathBuf>,
+}
+
+/// Written (by root) just before the supervisor is restarted, e.g. by the
+/// package's maintainer scripts before `try-restart`: the coming stop is a
+/// restart, so Nomad stops with [`crate::plan::NOMAD_KEEP_WORKLOADS_SIGNAL`]
+/// (no leave, no drain) instead of its stop signal. Consumed by that stop;
+/// one found at start is stale and removed.
+pub const RESTART_MARKER: &str = "/run/hashi-supervisor/restart";
+/// Environment variable naming another restart marker (tests).
+pub const RESTART_MARKER_ENV: &str = "HASHI_SUPERVISOR_RESTART_MARKER";
+/// A marker older than this is not the current restart's (a try-restart of
+/// a service that was not running leaves one behind).
+const RESTART_MARKER_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The restart marker path: [`RESTART_MARKER_ENV`] when set, else
+/// [`RESTART_MARKER`].
+pub fn restart_marker_path() -> PathBuf {
+    std::env::var_os(RESTART_MARKER_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(RESTART_MARKER), PathBuf::from)
+}
+
+/// Whether `marker` asks for a restart now: it exists, is a regular file
+/// owned by our user, was written after `since` and not long ago. It is
+/// removed either way.
+fn take_restart_marker(marker: &Path, since: std::time::SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(marker) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(marker);
+    let Ok(written) = meta.modified() else {
+        return false;
+    };
+    let fresh = written >= since
+        && written
+            .elapsed()
+            .map_or(true, |age| age <= RESTART_MARKER_MAX_AGE);
+    let ours = meta.uid() == nix::unistd::Uid::effective().as_raw();
+    if !(meta.is_file() && ours && fresh) {
+        tracing::warn!(path = %marker.display(), "ignoring a stale or foreign restart marker");
+        return false;
+    }
+    true
+}
+
+/// The signal that stops `agent` and keeps its workloads: for a Nomad
+/// whose rendered config does not leave on SIGTERM, SIGTERM; else the
+/// agent's stop signal.
+fn keep_workloads_signal(plan: &Plan, agent: &AgentPlan) -> Signal {
+    match (&plan.render.nomad, agent.product) {
+        (Some(n), Product::Nomad) if !n.leave_on_terminate => {
+            crate::plan::NOMAD_KEEP_WORKLOADS_SIGNAL
+        }
+        _ => agent.stop_signal,
+    }
 }
 
 impl Default for RunOptions {
@@ -156,6 +215,7 @@ impl Default for RunOptions {
             trim_memory: true,
             state_lock: None,
             agent_log: crate::telemetry::AgentLog::default(),
+            restart_marker: None,
         }
     }
 }
@@ -216,9 +276,15 @@ pub async fn run(
         tasks.spawn(reap::run(agent_pids.clone(), reaper_cancel.clone()));
     }
 
+    // A restart marker from before this start is not for this run.
+    let started_at = std::time::SystemTime::now();
+    if let Some(m) = &opts.restart_marker {
+        let _ = std::fs::remove_file(m);
+    }
     // Leftovers go in stop order: Nomad before the Consul it may use.
     for agent in plan.agents.iter().rev() {
-        stop_leftover(agent, &run_dir).await;
+        // Replacing is a restart: a leftover Nomad keeps its workloads.
+        stop_leftover(agent, keep_workloads_signal(&plan, agent), &run_dir).await;
     }
 
     status.send_modify(|s| {
@@ -250,6 +316,7 @@ pub async fn run(
                 status: status.clone(),
                 agent_pids: agent_pids.clone(),
                 agent_log: opts.agent_log.clone(),
+                restart_signal: keep_workloads_signal(&plan, a),
                 plan: agent,
             };
             spawn_actor(cfg, &tasks)
@@ -257,6 +324,7 @@ pub async fn run(
         .collect();
 
     let mut daemon = Daemon {
+        started_at,
         plan,
         installed: opts.installed.clone(),
         preparer,
@@ -278,6 +346,8 @@ pub async fn run(
 }
 
 struct Daemon {
+    /// When this daemon started (a restart marker must be younger).
+    started_at: std::time::SystemTime,
     plan: Plan,
     installed: HashMap<Product, Installed>,
     preparer: Arc<dyn Preparer>,
@@ -569,7 +639,18 @@ impl Daemon {
     async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<DaemonEvent>) {
         self.status.send_modify(|s| s.stopping = true);
         notify_systemd(&[NotifyState::Stopping]);
-        tracing::info!("stopping agents");
+        let restart = self
+            .opts
+            .restart_marker
+            .as_deref()
+            .is_some_and(|m| take_restart_marker(m, self.started_at));
+        if restart {
+            tracing::info!(
+                "stopping agents for a restart: nomad stops without leaving or draining, its workloads keep running"
+            );
+        } else {
+            tracing::info!("stopping agents");
+        }
         let plans: Vec<AgentPlan> = self.plan.agents.iter().rev().cloned().collect();
         for agent in plans {
             let Some(h) = self.handle(agent.product).cloned() else {
@@ -580,10 +661,12 @@ impl Daemon {
             } else {
                 agent.stop_timeout
             };
-            let _ = h.send(Control::Stop {
-                signal: agent.stop_signal,
-                grace,
-            });
+            let signal = if restart {
+                keep_workloads_signal(&self.plan, &agent)
+            } else {
+                agent.stop_signal
+            };
+            let _ = h.send(Control::Stop { signal, grace });
             let bound = grace + AFTER_KILL_WAIT;
             let stopped =
                 h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
@@ -602,7 +685,7 @@ impl Daemon {
                             tracing::warn!("second stop request, skipping the remaining grace");
                         }
                         self.hurry = true;
-                        let _ = h.send(Control::Stop { signal: agent.stop_signal, grace: Duration::ZERO });
+                        let _ = h.send(Control::Stop { signal, grace: Duration::ZERO });
                     },
                 }
             }
@@ -718,8 +801,9 @@ fn lock_state(run_dir: &Path) -> Result<Flock<std::fs::File>, SuperviseError> {
     }
 }
 
-/// Stops an agent a previous supervisor left running (see the module docs).
-pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
+/// Stops an agent a previous supervisor left running (see the module docs)
+/// with `signal`.
+pub async fn stop_leftover(agent: &AgentPlan, signal: Signal, run_dir: &Path) {
     let path = pidfile_path(run_dir, agent.product);
     let Some(pid) = live_recorded_pid(&path) else {
         let _ = std::fs::remove_file(&path);
@@ -727,7 +811,7 @@ pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
     };
     let Ok(raw) = i32::try_from(pid) else { return };
     tracing::warn!(agent = %agent.product, pid, "agent left running by a previous supervisor, stopping it");
-    let _ = kill(Pid::from_raw(raw), agent.stop_signal);
+    let _ = kill(Pid::from_raw(raw), signal);
     if !wait_gone(&path, agent.stop_timeout).await {
         tracing::warn!(agent = %agent.product, pid, "leftover agent did not stop in time, sending SIGKILL");
         let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
@@ -754,6 +838,48 @@ async fn wait_gone(pidfile: &Path, within: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(text: &str, roles: &[&str]) -> Plan {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let host = crate::role::StaticHost {
+            hostname: Some("ams2-client-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
+            ..Default::default()
+        };
+        let role = crate::role::parse(Path::new("/r/node.toml"), text, &roles, &host).unwrap();
+        Plan::from_role(&role)
+    }
+
+    #[test]
+    fn nomad_restarts_and_restart_stops_keep_workloads_with_sigterm() {
+        let text = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n";
+        let plan = plan_of(text, &["consul-client", "nomad-client"]);
+        let nomad = plan.agent(Product::Nomad).unwrap();
+        let consul = plan.agent(Product::Consul).unwrap();
+        // A real stop: SIGINT, which leaves and drains; a restart: SIGTERM.
+        assert_eq!(nomad.stop_signal, Signal::SIGINT);
+        assert_eq!(keep_workloads_signal(&plan, nomad), Signal::SIGTERM);
+        assert!(!plan.render.nomad.as_ref().unwrap().leave_on_terminate);
+        // Consul keeps its stop signal.
+        assert_eq!(keep_workloads_signal(&plan, consul), consul.stop_signal);
+    }
+
+    #[test]
+    fn only_a_fresh_marker_of_ours_means_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("restart");
+        let before = std::time::SystemTime::now() - Duration::from_secs(5);
+        assert!(!take_restart_marker(&m, before), "no marker");
+        std::fs::write(&m, "").unwrap();
+        assert!(take_restart_marker(&m, before));
+        assert!(!m.exists(), "consumed");
+        std::fs::write(&m, "").unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(!take_restart_marker(&m, later), "written before the run");
+        assert!(!m.exists(), "a stale one is removed too");
+        std::fs::create_dir(&m).unwrap();
+        assert!(!take_restart_marker(&m, before), "not a file");
+    }
 
     #[test]
     fn status_line_names_each_agent_and_readiness() {

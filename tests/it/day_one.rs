@@ -619,3 +619,80 @@ fn agent_lines_reach_the_journal_under_their_own_identifier_and_level() {
     assert!(!n.log().contains("BootstrapExpect"), "{}", n.log());
     assert!(n.stop().success(), "log:\n{}", n.log());
 }
+
+// ------------------------------------------------- drain on a real stop ---
+
+/// A Nomad server and client that leaves when stopped (`leave_on_stop`):
+/// it gets the client drain default.
+const LEAVING_NOMAD_CLIENT: &[&str] = &["consul-server", "nomad-server", "nomad-client"];
+
+/// The supervisor's log lines of `agent`'s own output.
+fn agent_lines(log: &str, agent: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(&format!("agent={agent}")) && l.contains("stream="))
+        .map(str::to_string)
+        .collect()
+}
+
+fn has_line(lines: &[String], part: &str) -> bool {
+    lines.iter().any(|l| l.contains(part))
+}
+
+#[test]
+fn stopping_a_nomad_client_drains_it_by_default_and_a_stale_marker_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("restart");
+    // Left by a try-restart of a supervisor that was not running.
+    std::fs::write(&marker, "").unwrap();
+    let marker_env = marker.display().to_string();
+    let mut n = Node::start(
+        LEAVING_NOMAD_CLIENT,
+        "leave_on_stop = true",
+        &[("HASHI_SUPERVISOR_RESTART_MARKER", &marker_env)],
+    );
+    n.ready();
+    let hcl = std::fs::read_to_string(n.root.path().join("etc/nomad.d/nomad.hcl")).unwrap();
+    assert!(
+        hcl.contains("drain_on_shutdown {\n    deadline = \"60s\"\n  }"),
+        "{hcl}"
+    );
+    assert!(hcl.contains("leave_on_interrupt = true"), "{hcl}");
+    assert!(hcl.contains("leave_on_terminate = false"), "{hcl}");
+    assert!(
+        !marker.exists(),
+        "a marker older than the run is removed at start"
+    );
+    assert!(n.stop().success(), "log:\n{}", n.log());
+    let log = n.log();
+    let nomad = agent_lines(&log, "nomad");
+    // SIGINT with leave_on_interrupt: Nomad leaves, and so drains.
+    assert!(has_line(&nomad, "Caught signal: interrupt"), "{log}");
+    assert!(has_line(&nomad, "Gracefully shutting down agent"), "{log}");
+    assert!(!has_line(&nomad, "Graceful shutdown disabled"), "{log}");
+    assert!(!log.contains("stopping agents for a restart"), "{log}");
+}
+
+#[test]
+fn a_restart_announced_by_the_marker_stops_nomad_without_leaving_or_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("restart");
+    let marker_env = marker.display().to_string();
+    let mut n = Node::start(
+        LEAVING_NOMAD_CLIENT,
+        "leave_on_stop = true",
+        &[("HASHI_SUPERVISOR_RESTART_MARKER", &marker_env)],
+    );
+    n.ready();
+    // What the maintainer scripts do before `try-restart`.
+    std::fs::write(&marker, "").unwrap();
+    assert!(n.stop().success(), "log:\n{}", n.log());
+    let log = n.log();
+    assert!(log.contains("stopping agents for a restart"), "{log}");
+    let nomad = agent_lines(&log, "nomad");
+    // SIGTERM with leave_on_terminate = false: no leave, no drain; the
+    // task executors (and workloads) outlive the agent.
+    assert!(has_line(&nomad, "Caught signal: terminated"), "{log}");
+    assert!(has_line(&nomad, "Graceful shutdown disabled"), "{log}");
+    assert!(!has_line(&nomad, "Gracefully shutting down agent"), "{log}");
+    assert!(!marker.exists(), "the marker is consumed");
+}
