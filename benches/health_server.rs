@@ -82,6 +82,7 @@ fn snapshot() -> HealthSnapshot {
         config_hash: "ab".repeat(32),
         reload_error: None,
         stopping: false,
+        node: None,
     });
     s.set_report(AgentReport {
         product: Product::Consul,

@@ -699,6 +699,15 @@ impl ConsulClient {
         Ok(())
     }
 
+    /// Whether the local agent has a service with ID `id`
+    /// (`GET /v1/agent/services`, a map keyed by service ID).
+    pub async fn has_service(&self, id: &str) -> Result<bool, AgentApiError> {
+        let a = self.get("/v1/agent/services", &[200]).await?;
+        let services: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            decode(&a.url, &a.body)?;
+        Ok(services.contains_key(id))
+    }
+
     /// `PUT /v1/agent/service/deregister/<id>`. An unknown ID (404, the
     /// agent's answer, although the doc says no action) counts as done.
     pub async fn deregister_service(&self, id: &str) -> Result<(), AgentApiError> {

@@ -64,6 +64,15 @@ impl Error {
         }
     }
 
+    /// What the operator can do next, when this error has an obvious next
+    /// step (printed by `main` after the error and its causes).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Release(e) => e.hint(),
+            _ => None,
+        }
+    }
+
     /// Builds an [`Error::Io`].
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {

@@ -10,6 +10,15 @@
 //! `leave_on_terminate` / `leave_on_interrupt`) for both signals, so the stop
 //! signal alone never decides it. An agent told not to leave exits at once
 //! with status 1 ("graceful shutdown disabled"); that exit is expected.
+//!
+//! Nomad is the exception: its stop signal SIGINT leaves as above
+//! (`leave_on_interrupt`), and a client that leaves first drains its
+//! allocations (`client.drain_on_shutdown`, [`DEFAULT_DRAIN_DEADLINE`]);
+//! SIGTERM ([`NOMAD_KEEP_WORKLOADS_SIGNAL`], `leave_on_terminate = false`)
+//! never leaves nor drains. The supervisor sends it when Nomad only
+//! restarts (a config change, an upgrade, a restart of the supervisor):
+//! Nomad's task executors survive an agent stop, and the client picks its
+//! workloads up again when it is back.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -35,6 +44,13 @@ pub const CONSUL_LEAVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Nomad's `gracefulTimeout` (nomad `command/agent/command.go`,
 /// agent-facts.md §1); the client drain deadline comes on top.
 pub const NOMAD_GRACEFUL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a leaving Nomad client drains its allocations when the role
+/// file does not say (`[nomad] drain_deadline_secs`, config/node.toml).
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(60);
+/// Stops Nomad without a leave and so without a drain (rendered
+/// `leave_on_terminate = false`; nomad `command/agent/command.go`
+/// `handleSignals`, agent-facts.md §1).
+pub const NOMAD_KEEP_WORKLOADS_SIGNAL: Signal = Signal::SIGTERM;
 /// Slack on top of an agent's own leave timeout before we send SIGKILL, so
 /// the agent's own timer fires first.
 pub const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -420,10 +436,12 @@ impl Plan {
             } else {
                 role.discovery.consul_address.clone()
             };
-            let drain_deadline = if client {
-                role.nomad.drain_deadline
-            } else {
-                None
+            // A drain only happens on a leave: the default applies to a
+            // client that leaves when stopped.
+            let drain_deadline = match (client, role.nomad.drain_deadline) {
+                (false, _) => None,
+                (true, Some(d)) => Some(d),
+                (true, None) => leave.then_some(DEFAULT_DRAIN_DEADLINE),
             };
             render.nomad = Some(NomadConfig {
                 file: config_dir.join(NOMAD_CONFIG_FILE),
@@ -448,7 +466,8 @@ impl Plan {
                 consul_address,
                 tls: role.nomad.tls.clone(),
                 tls_http: role.nomad.tls_http,
-                leave_on_terminate: leave,
+                // SIGTERM: a restart, which must keep the workloads.
+                leave_on_terminate: false,
                 leave_on_interrupt: leave,
                 drain_deadline,
                 extra: role.nomad.extra.clone(),
@@ -600,7 +619,29 @@ mod tests {
         let c = p.render.consul.as_ref().unwrap();
         let n = p.render.nomad.as_ref().unwrap();
         assert!(c.leave_on_terminate && !c.skip_leave_on_interrupt);
-        assert!(n.leave_on_terminate && n.leave_on_interrupt);
+        // Nomad leaves on its stop signal only: SIGTERM keeps workloads.
+        assert!(!n.leave_on_terminate && n.leave_on_interrupt);
+        assert_eq!(NOMAD_STOP_SIGNAL, Signal::SIGINT);
+        assert_eq!(NOMAD_KEEP_WORKLOADS_SIGNAL, Signal::SIGTERM);
+    }
+
+    #[test]
+    fn a_leaving_nomad_client_drains_60s_by_default() {
+        let p = plan(BASE, &["consul-client", "nomad-client"]);
+        let n = p.render.nomad.as_ref().unwrap();
+        assert_eq!(n.drain_deadline, Some(DEFAULT_DRAIN_DEADLINE));
+        assert_eq!(DEFAULT_DRAIN_DEADLINE, Duration::from_secs(60));
+        let nomad = p.agent(Product::Nomad).unwrap();
+        assert!(nomad.stop_timeout > NOMAD_GRACEFUL_TIMEOUT + DEFAULT_DRAIN_DEADLINE);
+        let text = format!("{BASE}[nomad]\ndrain_deadline_secs = 15\n");
+        let p = plan(&text, &["nomad-client"]);
+        let n = p.render.nomad.as_ref().unwrap();
+        assert_eq!(n.drain_deadline, Some(Duration::from_secs(15)));
+        // A server that keeps its membership never leaves, so never drains.
+        let p = plan(BASE, &["nomad-server", "nomad-client"]);
+        assert_eq!(p.render.nomad.as_ref().unwrap().drain_deadline, None);
+        let p = plan(BASE, &["nomad-server"]);
+        assert_eq!(p.render.nomad.as_ref().unwrap().drain_deadline, None);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl daemon-reload || :
     if [ "$1" -ge 1 ]; then
+        # The restart marker first: this stop is a restart, so the
+        # supervisor stops Nomad without a leave and without draining a
+        # client's workloads. A stale marker is ignored at the next start.
+        { install -d -m 0755 /run/hashi-supervisor && : >/run/hashi-supervisor/restart; } 2>/dev/null || :
         systemctl try-restart hashi-supervisor.service || :
     fi
 fi

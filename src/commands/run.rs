@@ -31,7 +31,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         metrics: metrics.clone(),
     });
     let (plan, config_hash) = preparer.load().await?;
-    // The health endpoint comes up first, so the node is observable while it
+    // The state dir's lock before anything else: a second `run` beside a
+    // live one must change nothing (not its Consul registration, not its
+    // rendered files), only say why it stops. Held until the end of `run`.
+    let state_lock = Arc::new(supervise::daemon::lock_state_dir(&plan.state_dir)?);
+    // The health endpoint comes up next, so the node is observable while it
     // fetches and starts its agents.
     let status = status_channel(&plan);
     let tracker = tokio_util::task::TaskTracker::new();
@@ -85,6 +89,12 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                 // A diagnostic switch (and the "before" of BENCHMARKS.md):
                 // keep every page touched at start-up mapped.
                 trim_memory: std::env::var_os("SUPERVISOR_KEEP_STARTUP_PAGES").is_none(),
+                state_lock: Some(state_lock.clone()),
+                // Under journald each agent line is its own journal entry.
+                agent_log: crate::telemetry::AgentLog::for_this_process(),
+                // Written before a package upgrade's restart: that stop
+                // keeps Nomad's workloads (no leave, no drain).
+                restart_marker: Some(supervise::daemon::restart_marker_path()),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await
@@ -98,6 +108,7 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     health_cancel.cancel();
     tracker.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+    drop(state_lock);
     result?;
     Ok(0)
 }

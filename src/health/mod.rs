@@ -38,7 +38,7 @@ pub use checker::{Checker, CheckerConfig};
 pub use checks::Check;
 pub use handlers::{StatusDoc, handle};
 pub use metrics::Metrics;
-pub use register::{deregister_self, register_self, run_registration};
+pub use register::{deregister_self, keep_registration, register_self, run_registration};
 pub use server::{ServerLimits, bind, default_listen, serve, serve_with};
 pub use snapshot::{AgentReport, ConsulReport, HealthSnapshot, NodeInfo, NomadReport};
 
@@ -104,11 +104,21 @@ pub async fn start(
         // Deregister when told to (see [`Registration::deregister`]), or at
         // the latest as soon as the supervisor starts stopping its agents.
         let stop = cancel.child_token();
-        tracker.spawn(cancel_when_stopping(status, stop.clone()));
-        let task = tracker.spawn(run_registration(
+        tracker.spawn(cancel_when_stopping(status.clone(), stop.clone()));
+        // The node's own Consul: its restart is noticed at once.
+        let local = plan
+            .agents
+            .iter()
+            .any(|a| a.product == crate::plan::Product::Consul);
+        let keep = register::Keep {
+            local_consul: local.then(|| status.clone()),
+            ..register::Keep::default()
+        };
+        let task = tracker.spawn(keep_registration(
             consul,
             plan.node_name.clone(),
             advertised_addr(plan, addr),
+            keep,
             stop.clone(),
         ));
         Registration { stop, task }

@@ -2,16 +2,24 @@
 //! `hashi-supervisor` service, with an HTTP check on `/ready` (never a
 //! script check: a default Consul agent refuses those over HTTP), so the
 //! fleet can be listed from the catalog.
+//!
+//! The registration is kept, not made once: a Consul agent that restarted
+//! without its state or was replaced has forgotten it, so the task checks
+//! on an interval (and at once when the node's own Consul becomes ready
+//! again after a restart) and registers again when the service is gone.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::HealthError;
 use crate::agent_api::{self, ConsulClient, HttpCheck, ServiceRegistration};
+use crate::plan::Product;
+use crate::supervise::SupervisorStatus;
 
 /// Consul service name of every supervisor.
 pub const SERVICE_NAME: &str = "hashi-supervisor";
@@ -28,6 +36,29 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 const REGISTER_RETRY_MIN: Duration = Duration::from_millis(250);
 /// Longest delay between registration attempts.
 const REGISTER_RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a registered node checks that Consul still has its service
+/// (one local `GET /v1/agent/services`), as often as Consul checks `/ready`.
+pub const DEFAULT_REASSERT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How a registration is kept once made.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// Period of the "is it still registered" check.
+    pub interval: Duration,
+    /// The supervisor's status when the Consul registered with is the
+    /// node's own: its becoming ready again (a restart) triggers a check
+    /// at once.
+    pub local_consul: Option<watch::Receiver<SupervisorStatus>>,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_REASSERT_INTERVAL,
+            local_consul: None,
+        }
+    }
+}
 
 /// The service ID: unique per node, since nodes without a local Consul
 /// register through a shared agent.
@@ -122,40 +153,125 @@ async fn deregister_with(
 }
 
 /// Registers (retrying with a growing delay while Consul is not reachable
-/// yet), waits for `cancel`, then deregisters. Failures are logged, not
-/// returned.
+/// yet), keeps the registration with the defaults of [`Keep`], waits for
+/// `cancel`, then deregisters. Failures are logged, not returned.
 pub async fn run_registration(
     consul_http: String,
     node_name: String,
     health: SocketAddr,
     cancel: CancellationToken,
 ) {
+    keep_registration(consul_http, node_name, health, Keep::default(), cancel).await;
+}
+
+/// As [`run_registration`], keeping the registration as `keep` says: when
+/// Consul no longer has the service (restarted without its state,
+/// replaced), it is registered again.
+pub async fn keep_registration(
+    consul_http: String,
+    node_name: String,
+    health: SocketAddr,
+    mut keep: Keep,
+    cancel: CancellationToken,
+) {
     // One client for both ends, so deregistering at shutdown costs one
     // request and no client set-up.
     let consul = client(&consul_http);
-    let mut delay = REGISTER_RETRY_MIN;
-    let id = loop {
-        match register_with(&consul, &consul_http, &node_name, health).await {
-            Ok(id) => {
-                info!(service = %id, consul = %consul_http, "registered in consul");
-                break id;
-            }
-            // Expected while the local Consul starts: not a warning yet.
-            Err(e) if delay < REGISTER_RETRY_MAX => {
-                tracing::debug!(error = %e, consul = %consul_http, "registration failed, will retry")
-            }
-            Err(e) => warn!(error = %e, consul = %consul_http, "registration failed, will retry"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(REGISTER_RETRY_MAX);
+    let Some(id) = register_until_done(&consul, &consul_http, &node_name, health, &cancel).await
+    else {
+        return;
     };
-    cancel.cancelled().await;
+    let mut consul_ready = keep.local_consul.as_mut().is_some_and(is_consul_ready);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + keep.interval, keep.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+            now_ready = consul_became_ready(keep.local_consul.as_mut(), &mut consul_ready) => {
+                if !now_ready {
+                    continue;
+                }
+                debug!(consul = %consul_http, "local consul ready again, checking the registration");
+            }
+        }
+        match consul.has_service(&id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(service = %id, consul = %consul_http, "consul lost the registration (restarted or replaced), registering again");
+                match register_with(&consul, &consul_http, &node_name, health).await {
+                    Ok(_) => info!(service = %id, consul = %consul_http, "registered in consul"),
+                    Err(e) => {
+                        warn!(error = %e, consul = %consul_http, "registration failed, will retry")
+                    }
+                }
+            }
+            // Consul down or restarting: the next round asks again.
+            Err(e) => debug!(error = %e, consul = %consul_http, "could not check the registration"),
+        }
+    }
     if let Err(e) = deregister_with(&consul, &consul_http, &id).await {
         warn!(error = %e, service = %id, "deregistration failed");
     } else {
         info!(service = %id, "deregistered from consul");
+    }
+}
+
+/// Registers, retrying with a growing delay; `None` when cancelled first.
+async fn register_until_done(
+    consul: &ConsulClient,
+    consul_http: &str,
+    node_name: &str,
+    health: SocketAddr,
+    cancel: &CancellationToken,
+) -> Option<String> {
+    let mut delay = REGISTER_RETRY_MIN;
+    loop {
+        match register_with(consul, consul_http, node_name, health).await {
+            Ok(id) => {
+                info!(service = %id, consul = %consul_http, "registered in consul");
+                return Some(id);
+            }
+            // Expected while the local Consul starts: not a warning yet.
+            Err(e) if delay < REGISTER_RETRY_MAX => {
+                debug!(error = %e, consul = %consul_http, "registration failed, will retry")
+            }
+            Err(e) => warn!(error = %e, consul = %consul_http, "registration failed, will retry"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(REGISTER_RETRY_MAX);
+    }
+}
+
+fn is_consul_ready(rx: &mut watch::Receiver<SupervisorStatus>) -> bool {
+    rx.borrow_and_update()
+        .agents
+        .iter()
+        .any(|a| a.product == Product::Consul && a.ready)
+}
+
+/// Waits for the next change of the local Consul's readiness; `true` when
+/// it became ready. Pends forever without a status (or once it closed).
+async fn consul_became_ready(
+    rx: Option<&mut watch::Receiver<SupervisorStatus>>,
+    was_ready: &mut bool,
+) -> bool {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let ready = is_consul_ready(rx);
+        if ready != *was_ready {
+            *was_ready = ready;
+            return ready;
+        }
     }
 }

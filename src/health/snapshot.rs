@@ -184,6 +184,7 @@ impl HealthSnapshot {
                 config_hash: String::new(),
                 reload_error: None,
                 stopping: false,
+                node: None,
             },
             reports: Vec::new(),
             metrics,
@@ -258,6 +259,14 @@ impl HealthSnapshot {
             for l in &mut a.last_lines {
                 *l = redact(l);
             }
+        }
+        // A reload may have renamed the node or moved it (datacenter):
+        // what the endpoint shows follows the plan in force.
+        if let Some(id) = &status.node {
+            self.node.node_name.clone_from(&id.node_name);
+            self.node.region.clone_from(&id.region);
+            self.node.datacenter.clone_from(&id.datacenter);
+            self.node.roles.clone_from(&id.roles);
         }
         self.supervisor = status;
         self.refresh();

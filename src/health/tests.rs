@@ -60,6 +60,7 @@ fn healthy() -> HealthSnapshot {
         config_hash: "ab".repeat(32),
         reload_error: None,
         stopping: false,
+        node: None,
     });
     s.set_report(AgentReport {
         product: Product::Consul,
@@ -308,6 +309,39 @@ fn status_json_has_node_agents_and_agent_reports() {
     );
     let n = doc.agents[1].nomad.as_ref().unwrap();
     assert!(n.health_server.as_ref().unwrap().ok);
+}
+
+#[test]
+fn node_info_follows_the_applied_plan_after_a_reload() {
+    let mut s = healthy();
+    let mut st = s.supervisor().clone();
+    st.node = Some(crate::supervise::NodeIdentity {
+        node_name: "lon1-server-01".into(),
+        region: "eu".into(),
+        datacenter: "lon1".into(),
+        roles: vec!["consul-server".into()],
+    });
+    s.set_supervisor(st);
+    let doc: StatusDoc = serde_json::from_str(&get(&s, "/v1/status").1).unwrap();
+    assert_eq!(
+        (doc.node.as_str(), doc.datacenter.as_str()),
+        ("lon1-server-01", "lon1")
+    );
+    let metrics = get(&s, "/metrics").1;
+    assert!(
+        metrics.contains(r#"node="lon1-server-01",datacenter="lon1",region="eu""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("ams2"), "{metrics}");
+    let page = get(&s, "/").1;
+    assert!(page.contains("datacenter <b>lon1</b>"), "{page}");
+    assert!(!page.contains("ams2"), "{page}");
+    // A status without a node keeps the last one.
+    let mut st = s.supervisor().clone();
+    st.node = None;
+    s.set_supervisor(st);
+    let doc: StatusDoc = serde_json::from_str(&get(&s, "/v1/status").1).unwrap();
+    assert_eq!(doc.datacenter, "lon1");
 }
 
 #[test]

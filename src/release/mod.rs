@@ -199,8 +199,39 @@ pub enum ReleaseError {
 }
 
 impl ReleaseError {
-    /// Exit code of this error: 69 when a release is unavailable or fails
-    /// verification, 1 for local failures, 70 for internal errors.
+    /// The next step for an operator, when the error has an obvious one:
+    /// a mirror that cannot be reached at all (no route, DNS, firewall) is
+    /// what a first run on an offline machine meets.
+    pub fn hint(&self) -> Option<String> {
+        let Self::Fetch { url, source } = self else {
+            return None;
+        };
+        let unreachable = match source {
+            FetchCause::Http(e) => e.is_connect() || e.is_timeout(),
+            FetchCause::ReadTimeout(_) => true,
+            _ => false,
+        };
+        if !unreachable {
+            return None;
+        }
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| url.clone());
+        Some(format!(
+            "{host} cannot be reached from this machine (no network route, DNS or a firewall). Either:
+  - set `[release] mirror` in the role file to a mirror this node reaches (https://, http://,
+    file:// or a local directory laid out like releases.hashicorp.com);
+  - air-gapped: copy the signed releases into a directory and set `mirror` to it; a mirror
+    signed with your own key also needs `trusted_key_files = [\"<key>.asc\"]` and
+    `trust_hashicorp_key = false`;
+  - or try it offline first: `sudo scripts/demo-reference-cluster.sh` (in the source tree)
+    runs the five-node reference cluster on stand-in agents."
+        ))
+    }
+
+    /// Exit code: 69 for an unavailable or unverifiable release, 1 for a
+    /// local failure, 70 for a bug.
     pub fn exit_code(&self) -> u8 {
         use crate::error::{EXIT_FAILURE, EXIT_INTERNAL, EXIT_UNAVAILABLE};
         match self {

@@ -29,6 +29,7 @@ use super::policy::RestartTracker;
 use super::spawn::{SpawnSpec, pidfile_path, spawn_agent, write_pidfile};
 use super::status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
 use crate::plan::{AgentPlan, Product};
+use crate::telemetry::AgentLog;
 
 /// How many of an agent's last log lines the status keeps.
 pub const LAST_LINES: usize = 50;
@@ -120,6 +121,12 @@ pub struct ActorConfig {
     /// Pids of live agent children: the reaper never touches them. Held
     /// across spawn so a child that dies at once is still known.
     pub agent_pids: Arc<Mutex<HashSet<u32>>>,
+    /// Where the agent's output lines go.
+    pub agent_log: AgentLog,
+    /// Signal of a restart (a config change or upgrade): for Nomad the
+    /// one that keeps its workloads (no leave, no drain), else the stop
+    /// signal.
+    pub restart_signal: Signal,
 }
 
 /// Starts the actor on `tasks` and returns its handle.
@@ -333,7 +340,7 @@ impl Actor {
             Control::Restart => {
                 let p = &self.cfg.plan;
                 let ev = Event::Restart {
-                    signal: p.stop_signal,
+                    signal: self.cfg.restart_signal,
                     deadline: deadline_after(now, p.stop_timeout),
                 };
                 self.apply(ev);
@@ -473,8 +480,12 @@ impl Actor {
                 if let Some(out) = child.stdout.take() {
                     pump_lines(
                         out,
-                        agent,
-                        "stdout",
+                        Source {
+                            agent,
+                            pid,
+                            stream: "stdout",
+                            log: self.cfg.agent_log.clone(),
+                        },
                         self.cfg.index,
                         self.cfg.status.clone(),
                     );
@@ -482,8 +493,12 @@ impl Actor {
                 if let Some(err) = child.stderr.take() {
                     pump_lines(
                         err,
-                        agent,
-                        "stderr",
+                        Source {
+                            agent,
+                            pid,
+                            stream: "stderr",
+                            log: self.cfg.agent_log.clone(),
+                        },
                         self.cfg.index,
                         self.cfg.status.clone(),
                     );
@@ -580,12 +595,19 @@ const READ_BUFFER: usize = 1024;
 /// supervisor's memory without bound.
 pub const MAX_LINE: usize = 16 * 1024;
 
-/// Reads an agent's output to EOF, one tracing event per line, keeping the
-/// last [`LAST_LINES`] in the status.
+/// Which agent process and stream lines come from, and where they go.
+struct Source {
+    agent: Product,
+    pid: u32,
+    stream: &'static str,
+    log: AgentLog,
+}
+
+/// Reads an agent's output to EOF, one log entry per line ([`AgentLog`]),
+/// keeping the last [`LAST_LINES`] in the status.
 fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
     reader: R,
-    agent: Product,
-    stream: &'static str,
+    src: Source,
     index: usize,
     status: Arc<watch::Sender<SupervisorStatus>>,
 ) {
@@ -618,7 +640,7 @@ fn pump_lines<R: AsyncRead + Unpin + Send + 'static>(
             }
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\n', '\r']).to_string();
-            tracing::info!(agent = %agent, stream, "{text}");
+            src.log.line(src.agent, src.pid, src.stream, &text).await;
             status.send_modify(|s| {
                 let lines = &mut s.agents[index].last_lines;
                 if lines.len() >= LAST_LINES {
@@ -675,9 +697,16 @@ mod tests {
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
+            node: None,
         });
         let (mut w, r) = tokio::io::duplex(4096);
-        pump_lines(r, product, stream, 0, Arc::new(tx));
+        let src = Source {
+            agent: product,
+            pid: 1,
+            stream,
+            log: AgentLog::Tracing,
+        };
+        pump_lines(r, src, 0, Arc::new(tx));
         w.write_all(output.as_bytes()).await.unwrap();
         drop(w);
         loop {

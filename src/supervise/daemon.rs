@@ -11,8 +11,8 @@
 //! `<state_dir>/run/<product>.pid`. If the supervisor is SIGKILLed, the agents
 //! keep running (and keep serving): the next supervisor start finds each
 //! recorded, still-live agent (same pid *and* start time, so a reused pid is
-//! never signalled), stops it gracefully with its stop signal (Nomad first,
-//! as on a stop), SIGKILLs it after its stop timeout, and only then starts
+//! never signalled), stops it gracefully (Nomad first, without a leave or drain,
+//! as on a restart), SIGKILLs it after its stop timeout, and only then starts
 //! its own. A lock on `<state_dir>/run/supervisor.lock` (dropped by the
 //! kernel when its holder dies, even by SIGKILL) keeps a second supervisor
 //! from doing that to the agents of a live one. Adopting a running
@@ -41,7 +41,7 @@ use super::check::{BoxFuture, HttpCheck, ReadyCheck};
 use super::machine::deadline_after;
 use super::notify::notify_systemd;
 use super::spawn::{self, live_recorded_pid, pidfile_path};
-use super::status::{AgentState, AgentStatus, SupervisorStatus};
+use super::status::{AgentState, AgentStatus, NodeIdentity, SupervisorStatus};
 use super::{SuperviseError, reap};
 use crate::plan::{AgentPlan, Plan, Product};
 
@@ -131,6 +131,73 @@ pub struct RunOptions {
     /// Give back the start-up working set each time all agents become
     /// ready and after each reload ([`super::trim`]).
     pub trim_memory: bool,
+    /// The state dir's lock, when the caller took it first (with
+    /// [`lock_state_dir`]) so that nothing before the daemon (health
+    /// endpoint, Consul registration, install, render) runs beside a live
+    /// supervisor. `None` (or a lock of another state dir): [`run`] takes
+    /// it itself.
+    pub state_lock: Option<Arc<StateLock>>,
+    /// Where the agents' output lines go.
+    pub agent_log: crate::telemetry::AgentLog,
+    /// The restart marker ([`RESTART_MARKER`]): found fresh at stop time,
+    /// the stop is a restart and Nomad stops without leaving or draining.
+    pub restart_marker: Option<PathBuf>,
+}
+
+/// Written (by root) just before the supervisor is restarted, e.g. by the
+/// package's maintainer scripts before `try-restart`: the coming stop is a
+/// restart, so Nomad stops with [`crate::plan::NOMAD_KEEP_WORKLOADS_SIGNAL`]
+/// (no leave, no drain) instead of its stop signal. Consumed by that stop;
+/// one found at start is stale and removed.
+pub const RESTART_MARKER: &str = "/run/hashi-supervisor/restart";
+/// Environment variable naming another restart marker (tests).
+pub const RESTART_MARKER_ENV: &str = "HASHI_SUPERVISOR_RESTART_MARKER";
+/// A marker older than this is not the current restart's (a try-restart of
+/// a service that was not running leaves one behind).
+const RESTART_MARKER_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The restart marker path: [`RESTART_MARKER_ENV`] when set, else
+/// [`RESTART_MARKER`].
+pub fn restart_marker_path() -> PathBuf {
+    std::env::var_os(RESTART_MARKER_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(RESTART_MARKER), PathBuf::from)
+}
+
+/// Whether `marker` asks for a restart now: it exists, is a regular file
+/// owned by our user, was written after `since` and not long ago. It is
+/// removed either way.
+fn take_restart_marker(marker: &Path, since: std::time::SystemTime) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(marker) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(marker);
+    let Ok(written) = meta.modified() else {
+        return false;
+    };
+    let fresh = written >= since
+        && written
+            .elapsed()
+            .map_or(true, |age| age <= RESTART_MARKER_MAX_AGE);
+    let ours = meta.uid() == nix::unistd::Uid::effective().as_raw();
+    if !(meta.is_file() && ours && fresh) {
+        tracing::warn!(path = %marker.display(), "ignoring a stale or foreign restart marker");
+        return false;
+    }
+    true
+}
+
+/// The signal that stops `agent` and keeps its workloads: for a Nomad
+/// whose rendered config does not leave on SIGTERM, SIGTERM; else the
+/// agent's stop signal.
+fn keep_workloads_signal(plan: &Plan, agent: &AgentPlan) -> Signal {
+    match (&plan.render.nomad, agent.product) {
+        (Some(n), Product::Nomad) if !n.leave_on_terminate => {
+            crate::plan::NOMAD_KEEP_WORKLOADS_SIGNAL
+        }
+        _ => agent.stop_signal,
+    }
 }
 
 impl Default for RunOptions {
@@ -147,6 +214,9 @@ impl Default for RunOptions {
             installed: HashMap::new(),
             config_hash: String::new(),
             trim_memory: true,
+            state_lock: None,
+            agent_log: crate::telemetry::AgentLog::default(),
+            restart_marker: None,
         }
     }
 }
@@ -172,6 +242,7 @@ pub fn status_channel(plan: &Plan) -> Arc<watch::Sender<SupervisorStatus>> {
         config_hash: String::new(),
         reload_error: None,
         stopping: false,
+        node: Some(NodeIdentity::of(plan)),
     });
     Arc::new(tx)
 }
@@ -190,14 +261,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), SuperviseError> {
     let run_dir = plan.state_dir.join("run");
-    std::fs::create_dir_all(&run_dir).map_err(|source| SuperviseError::RunDir {
-        path: run_dir.clone(),
-        source,
-    })?;
     // One daemon per state dir: a second one must never "take over" the
     // agents of a live one. The kernel drops the lock when its holder dies,
     // even by SIGKILL, so a dead supervisor never blocks the next.
-    let _lock = lock_state(&run_dir)?;
+    let _lock = match &opts.state_lock {
+        Some(lock) if lock.run_dir == run_dir => lock.clone(),
+        _ => Arc::new(lock_state_dir(&plan.state_dir)?),
+    };
     // Inherited by every agent (see `spawn`): set once, not per spawn.
     spawn::raise_own_limits();
     let tasks = TaskTracker::new();
@@ -207,9 +277,15 @@ pub async fn run(
         tasks.spawn(reap::run(agent_pids.clone(), reaper_cancel.clone()));
     }
 
+    // A restart marker from before this start is not for this run.
+    let started_at = std::time::SystemTime::now();
+    if let Some(m) = &opts.restart_marker {
+        let _ = std::fs::remove_file(m);
+    }
     // Leftovers go in stop order: Nomad before the Consul it may use.
     for agent in plan.agents.iter().rev() {
-        stop_leftover(agent, &run_dir).await;
+        // Replacing is a restart: a leftover Nomad keeps its workloads.
+        stop_leftover(agent, keep_workloads_signal(&plan, agent), &run_dir).await;
     }
 
     status.send_modify(|s| {
@@ -240,6 +316,8 @@ pub async fn run(
                 check_interval: opts.check_interval,
                 status: status.clone(),
                 agent_pids: agent_pids.clone(),
+                agent_log: opts.agent_log.clone(),
+                restart_signal: keep_workloads_signal(&plan, a),
                 plan: agent,
             };
             spawn_actor(cfg, &tasks)
@@ -247,6 +325,7 @@ pub async fn run(
         .collect();
 
     let mut daemon = Daemon {
+        started_at,
         plan,
         installed: opts.installed.clone(),
         preparer,
@@ -268,6 +347,8 @@ pub async fn run(
 }
 
 struct Daemon {
+    /// When this daemon started (a restart marker must be younger).
+    started_at: std::time::SystemTime,
     plan: Plan,
     installed: HashMap<Product, Installed>,
     preparer: Arc<dyn Preparer>,
@@ -481,8 +562,14 @@ impl Daemon {
                 }
             }
         }
+        // The node info the health endpoint shows follows the plan now in
+        // force (e.g. a new datacenter).
+        let node = NodeIdentity::of(&new);
         self.plan = new;
-        self.status.send_modify(|s| s.config_hash = hash);
+        self.status.send_modify(|s| {
+            s.config_hash = hash;
+            s.node = Some(node);
+        });
         if errors.is_empty() {
             Ok(())
         } else {
@@ -553,7 +640,18 @@ impl Daemon {
     async fn stop_all(&mut self, events: &mut mpsc::UnboundedReceiver<DaemonEvent>) {
         self.status.send_modify(|s| s.stopping = true);
         notify_systemd(&[NotifyState::Stopping]);
-        tracing::info!("stopping agents");
+        let restart = self
+            .opts
+            .restart_marker
+            .as_deref()
+            .is_some_and(|m| take_restart_marker(m, self.started_at));
+        if restart {
+            tracing::info!(
+                "stopping agents for a restart: nomad stops without leaving or draining, its workloads keep running"
+            );
+        } else {
+            tracing::info!("stopping agents");
+        }
         let plans: Vec<AgentPlan> = self.plan.agents.iter().rev().cloned().collect();
         for agent in plans {
             let Some(h) = self.handle(agent.product).cloned() else {
@@ -564,10 +662,12 @@ impl Daemon {
             } else {
                 agent.stop_timeout
             };
-            let _ = h.send(Control::Stop {
-                signal: agent.stop_signal,
-                grace,
-            });
+            let signal = if restart {
+                keep_workloads_signal(&self.plan, &agent)
+            } else {
+                agent.stop_signal
+            };
+            let _ = h.send(Control::Stop { signal, grace });
             let bound = grace.saturating_add(AFTER_KILL_WAIT);
             let stopped =
                 h.wait_for(|s| matches!(s.state, AgentState::Stopped | AgentState::Failed));
@@ -586,7 +686,7 @@ impl Daemon {
                             tracing::warn!("second stop request, skipping the remaining grace");
                         }
                         self.hurry = true;
-                        let _ = h.send(Control::Stop { signal: agent.stop_signal, grace: Duration::ZERO });
+                        let _ = h.send(Control::Stop { signal, grace: Duration::ZERO });
                     },
                 }
             }
@@ -657,9 +757,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Takes the state dir's lock ([`LOCK_FILE`]), or fails at once if another
-/// live supervisor holds it. The file is opened close-on-exec: agents never
-/// inherit it.
+/// The state dir's lock ([`LOCK_FILE`]), held while this value lives: only
+/// [`lock_state_dir`] makes one.
+#[derive(Debug)]
+pub struct StateLock {
+    run_dir: PathBuf,
+    _file: Flock<std::fs::File>,
+}
+
+/// Creates `<state_dir>/run` and takes the state dir's lock, or fails at
+/// once if another live supervisor holds it. The file is opened
+/// close-on-exec: agents never inherit it.
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, SuperviseError> {
+    let run_dir = state_dir.join("run");
+    std::fs::create_dir_all(&run_dir).map_err(|source| SuperviseError::RunDir {
+        path: run_dir.clone(),
+        source,
+    })?;
+    let file = lock_state(&run_dir)?;
+    Ok(StateLock {
+        run_dir,
+        _file: file,
+    })
+}
+
 fn lock_state(run_dir: &Path) -> Result<Flock<std::fs::File>, SuperviseError> {
     let path = run_dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -681,8 +802,9 @@ fn lock_state(run_dir: &Path) -> Result<Flock<std::fs::File>, SuperviseError> {
     }
 }
 
-/// Stops an agent a previous supervisor left running (see the module docs).
-pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
+/// Stops an agent a previous supervisor left running (see the module docs)
+/// with `signal`.
+pub async fn stop_leftover(agent: &AgentPlan, signal: Signal, run_dir: &Path) {
     let path = pidfile_path(run_dir, agent.product);
     let Some(pid) = live_recorded_pid(&path) else {
         let _ = std::fs::remove_file(&path);
@@ -690,7 +812,7 @@ pub async fn stop_leftover(agent: &AgentPlan, run_dir: &Path) {
     };
     let Ok(raw) = i32::try_from(pid) else { return };
     tracing::warn!(agent = %agent.product, pid, "agent left running by a previous supervisor, stopping it");
-    let _ = kill(Pid::from_raw(raw), agent.stop_signal);
+    let _ = kill(Pid::from_raw(raw), signal);
     if !wait_gone(&path, agent.stop_timeout).await {
         tracing::warn!(agent = %agent.product, pid, "leftover agent did not stop in time, sending SIGKILL");
         let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
@@ -718,6 +840,48 @@ async fn wait_gone(pidfile: &Path, within: Duration) -> bool {
 mod tests {
     use super::*;
 
+    fn plan_of(text: &str, roles: &[&str]) -> Plan {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let host = crate::role::StaticHost {
+            hostname: Some("ams2-client-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
+            ..Default::default()
+        };
+        let role = crate::role::parse(Path::new("/r/node.toml"), text, &roles, &host).unwrap();
+        Plan::from_role(&role)
+    }
+
+    #[test]
+    fn nomad_restarts_and_restart_stops_keep_workloads_with_sigterm() {
+        let text = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n";
+        let plan = plan_of(text, &["consul-client", "nomad-client"]);
+        let nomad = plan.agent(Product::Nomad).unwrap();
+        let consul = plan.agent(Product::Consul).unwrap();
+        // A real stop: SIGINT, which leaves and drains; a restart: SIGTERM.
+        assert_eq!(nomad.stop_signal, Signal::SIGINT);
+        assert_eq!(keep_workloads_signal(&plan, nomad), Signal::SIGTERM);
+        assert!(!plan.render.nomad.as_ref().unwrap().leave_on_terminate);
+        // Consul keeps its stop signal.
+        assert_eq!(keep_workloads_signal(&plan, consul), consul.stop_signal);
+    }
+
+    #[test]
+    fn only_a_fresh_marker_of_ours_means_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("restart");
+        let before = std::time::SystemTime::now() - Duration::from_secs(5);
+        assert!(!take_restart_marker(&m, before), "no marker");
+        std::fs::write(&m, "").unwrap();
+        assert!(take_restart_marker(&m, before));
+        assert!(!m.exists(), "consumed");
+        std::fs::write(&m, "").unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(!take_restart_marker(&m, later), "written before the run");
+        assert!(!m.exists(), "a stale one is removed too");
+        std::fs::create_dir(&m).unwrap();
+        assert!(!take_restart_marker(&m, before), "not a file");
+    }
+
     #[test]
     fn status_line_names_each_agent_and_readiness() {
         let mut a = AgentStatus::new(Product::Consul);
@@ -729,6 +893,7 @@ mod tests {
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
+            node: None,
         };
         assert_eq!(status_line(&s), "consul running ready, nomad stopped");
     }

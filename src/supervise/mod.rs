@@ -28,7 +28,7 @@ pub mod trim;
 
 pub use actor::{AgentHandle, Control};
 pub use daemon::{Change, DaemonEvent, Installed, Preparer, RunOptions, run};
-pub use status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+pub use status::{AgentState, AgentStatus, ExitInfo, NodeIdentity, SupervisorStatus};
 
 use crate::plan::Product;
 

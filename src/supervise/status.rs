@@ -84,6 +84,31 @@ impl AgentStatus {
     }
 }
 
+/// The node as the plan in force names it; a reload may change it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeIdentity {
+    /// Node name.
+    pub node_name: String,
+    /// Region.
+    pub region: String,
+    /// Datacenter.
+    pub datacenter: String,
+    /// Roles.
+    pub roles: Vec<String>,
+}
+
+impl NodeIdentity {
+    /// The identity `plan` gives the node.
+    pub fn of(plan: &crate::plan::Plan) -> Self {
+        Self {
+            node_name: plan.node_name.clone(),
+            region: plan.region.clone(),
+            datacenter: plan.datacenter.clone(),
+            roles: plan.roles.clone(),
+        }
+    }
+}
+
 /// The whole supervisor's state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SupervisorStatus {
@@ -95,4 +120,7 @@ pub struct SupervisorStatus {
     pub reload_error: Option<String>,
     /// Set once shutdown has begun (the node is then not ready).
     pub stopping: bool,
+    /// The node as the applied plan names it (`None`: as the plan the
+    /// health endpoint was started with).
+    pub node: Option<NodeIdentity>,
 }

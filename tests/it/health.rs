@@ -283,6 +283,7 @@ fn all_running() -> SupervisorStatus {
         config_hash: "c0ffee".repeat(10),
         reload_error: None,
         stopping: false,
+        node: None,
     }
 }
 

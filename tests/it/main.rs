@@ -6,6 +6,7 @@
 mod support;
 
 mod cluster;
+mod day_one;
 mod health;
 mod health_e2e;
 mod netns;

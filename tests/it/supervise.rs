@@ -633,6 +633,76 @@ async fn reload_with_a_reloadable_change_sends_sighup() {
 }
 
 #[tokio::test]
+async fn reload_that_moves_the_node_to_another_datacenter_publishes_the_new_node() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut moved = plan.clone();
+    moved.datacenter = "lon1".into();
+    moved.node_name = "lon1-server-01".into();
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(moved));
+    *preparer.changes.lock().unwrap() = vec![(Product::Consul, Change::Reload)];
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let node = s.node.clone().expect("the status names the node");
+    assert_eq!(
+        (node.node_name.as_str(), node.datacenter.as_str()),
+        ("ams2-server-01", "ams2")
+    );
+    d.events.send(DaemonEvent::Reload).unwrap();
+    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let node = s.node.clone().expect("the status names the node");
+    assert_eq!(
+        (node.node_name.as_str(), node.datacenter.as_str()),
+        ("lon1-server-01", "lon1")
+    );
+    assert_eq!(node.region, "eu");
+    assert_eq!(s.reload_error, None);
+    d.stop().await;
+}
+
+/// The rendered Nomad settings of a real client plan (Nomad stops without
+/// a leave on SIGTERM there).
+fn real_nomad_client_render() -> hashi_supervisor::plan::RenderPlan {
+    let host = hashi_supervisor::role::StaticHost {
+        hostname: Some("ams2-client-01".into()),
+        interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
+        ..Default::default()
+    };
+    let text = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n";
+    let role = hashi_supervisor::role::parse(
+        std::path::Path::new("/r/node.toml"),
+        text,
+        &["nomad-client".to_string()],
+        &host,
+    )
+    .unwrap();
+    Plan::from_role(&role).render
+}
+
+#[tokio::test]
+async fn a_config_restart_of_a_nomad_client_keeps_workloads_and_a_stop_leaves() {
+    let rig = Rig::new();
+    let mut plan = rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGINT)]);
+    plan.render = real_nomad_client_render();
+    let preparer = Arc::new(FakePreparer::default());
+    preparer.loads.lock().unwrap().push(Ok(plan.clone()));
+    *preparer.changes.lock().unwrap() = vec![(Product::Nomad, Change::Restart)];
+    let d = start(plan, preparer, rig.opts(&[]));
+    d.wait("ready", all_ready).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.wait("restarted and ready", |s| {
+        agent(s, Product::Nomad).restarts == 1 && all_ready(s)
+    })
+    .await;
+    d.stop().await;
+    let ev = rig.events();
+    let signals: Vec<&String> = ev.iter().filter(|l| l.contains("signal")).collect();
+    // The restart: SIGTERM (no leave, no drain); the stop: SIGINT (leave).
+    assert_eq!(signals, ["nomad signal TERM", "nomad signal INT"], "{ev:?}");
+}
+
+#[tokio::test]
 async fn reload_with_an_invalid_role_file_keeps_everything_and_reports() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);

@@ -4,7 +4,7 @@ bind_addr = "0.0.0.0"
 data_dir = "/var/lib/hashi-supervisor/data/nomad"
 datacenter = "lon1"
 leave_on_interrupt = true
-leave_on_terminate = true
+leave_on_terminate = false
 log_level = "INFO"
 name = "lon1-client-01"
 region = "eu"
@@ -17,6 +17,9 @@ advertise {
 
 client {
   enabled = true
+  drain_on_shutdown {
+    deadline = "60s"
+  }
 }
 
 consul {
