@@ -441,6 +441,7 @@ mod tests {
             config_hash: String::new(),
             reload_error: None,
             stopping: false,
+            node: None,
         }
     }
 
