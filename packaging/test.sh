@@ -499,22 +499,27 @@ fi
 # [release] differs (a signed local mirror of STAND-IN agents, never
 # HashiCorp's binaries). It runs in a network namespace that holds the
 # node's addresses on its loopback, with the unit's exact ExecStartPre and
-# ExecStart command lines and the default paths (no systemd as PID 1 here).
+# ExecStart command lines, the unit's environment file and the default
+# paths (no systemd as PID 1 here). Its Nomad expects 3 servers: two more
+# Nomad server stand-ins (ams2-server-03, lon1-server-01) on their own
+# addresses find it through its Consul, as in the reference cluster, so
+# that it can elect a leader and the node becomes ready.
 e2e_ns=hashi-pkg-e2e-$$
+e2e_netns=/run/netns/$e2e_ns
 e2e_log=$scratch/e2e-supervisor.log
 e2e_pid=
-e2e_mirror_pid=
+e2e_bg=()
 e2e_cleanup() {
     [ -n "$e2e_pid" ] && kill -KILL "$e2e_pid" 2>/dev/null
-    [ -n "$e2e_mirror_pid" ] && kill "$e2e_mirror_pid" 2>/dev/null
+    [ "${#e2e_bg[@]}" -gt 0 ] && kill "${e2e_bg[@]}" 2>/dev/null
     ip netns del "$e2e_ns" 2>/dev/null
     return 0
 }
 trap 'e2e_cleanup; rm -rf "$scratch"' EXIT
-# in_ns CMD...: runs CMD in the node's network namespace.
-in_ns() { ip netns exec "$e2e_ns" "$@"; }
-# unit_cmd KEY: the unit's KEY= line, with $SUPERVISOR_ARGS split on
-# whitespace as systemd splits an unquoted $VAR.
+# Commands run in the node's namespace with nsenter, which execs them: a
+# background job's $! is then the command's own pid (signals reach it).
+in_ns() { nsenter --net="$e2e_netns" "$@"; }
+# unit_cmd KEY: the unit's KEY= line.
 unit_cmd() { grep -m1 "^$1=" "$unit" | sed "s/^$1=//"; }
 # agent_pid PRODUCT: the pid the supervisor recorded for PRODUCT.
 agent_pid() { cut -d' ' -f1 "/var/lib/hashi-supervisor/run/$1.pid" 2>/dev/null; }
@@ -524,7 +529,7 @@ wait_until() {
     shift
     until "$@" >/dev/null 2>&1; do
         [ "$(date +%s)" -ge "$end" ] && return 1
-        sleep 0.2
+        sleep 0.3
     done
 }
 ready_code() { in_ns curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://10.0.1.11:4680/ready; }
@@ -536,15 +541,14 @@ if [ ! -x target/debug/hashi-mirror ] || [ ! -x target/debug/hashi-standin ]; th
 fi
 if [ "$e2e_tools_ok" = 1 ] && ip netns add "$e2e_ns"; then
     in_ns ip link set lo up
-    in_ns ip addr add 10.0.1.11/32 dev lo
-    in_ns ip addr add 203.0.113.11/32 dev lo
+    for a in 10.0.1.11 203.0.113.11 10.0.1.13 203.0.113.21; do in_ns ip addr add "$a/32" dev lo; done
     consul_v=$(sed -n '/^\[consul\]/,/^\[/s/^version = "\(.*\)"/\1/p' config/examples/ams2-server-01.toml)
     nomad_v=$(sed -n '/^\[nomad\]/,/^\[/s/^version = "\(.*\)"/\1/p' config/examples/ams2-server-01.toml)
     check "a signed mirror of stand-ins is built (consul $consul_v, nomad $nomad_v)" \
         target/debug/hashi-mirror build --out "$scratch/mirror" --product "consul=$consul_v" \
         --product "nomad=$nomad_v" --binary target/debug/hashi-standin --key-out "$scratch/mirror-key.asc"
-    in_ns target/debug/hashi-mirror serve "$scratch/mirror" --listen 127.0.0.1:18080 >/dev/null 2>&1 &
-    e2e_mirror_pid=$!
+    nsenter --net="$e2e_netns" target/debug/hashi-mirror serve "$scratch/mirror" --listen 127.0.0.1:18080 >/dev/null 2>&1 &
+    e2e_bg+=($!)
     check "the mirror serves on 127.0.0.1:18080 in the node's namespace" \
         wait_until 30 in_ns curl -sf -o /dev/null http://127.0.0.1:18080/consul/index.json
     install -m 0644 "$scratch/mirror-key.asc" /etc/hashi-supervisor/mirror-key.asc
@@ -555,19 +559,33 @@ if [ "$e2e_tools_ok" = 1 ] && ip netns add "$e2e_ns"; then
     } >/etc/hashi-supervisor/node.toml
     pre=$(unit_cmd ExecStartPre)
     start=$(unit_cmd ExecStart)
-    # The unit's environment: the installed EnvironmentFile, nothing else.
+    # The unit's environment: its EnvironmentFile, nothing else; an unquoted
+    # $SUPERVISOR_ARGS is split on whitespace, as systemd splits it.
     e2e_env=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
     while IFS= read -r kv; do e2e_env+=("$kv"); done < <(grep -E '^[A-Z_]+=' /etc/default/hashi-supervisor)
     SUPERVISOR_ARGS=$(sed -n 's/^SUPERVISOR_ARGS=//p' /etc/default/hashi-supervisor)
-    eval "pre_argv=(${pre//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS})"
-    eval "start_argv=(${start//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS})"
+    read -r -a pre_argv <<<"${pre//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS}"
+    read -r -a start_argv <<<"${start//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS}"
     check "ExecStartPre ($pre) accepts the node's role file" in_ns "${e2e_env[@]}" "${pre_argv[@]}"
-    in_ns "${e2e_env[@]}" "${start_argv[@]}" >"$e2e_log" 2>&1 &
+    nsenter --net="$e2e_netns" "${e2e_env[@]}" "${start_argv[@]}" >"$e2e_log" 2>&1 &
     e2e_pid=$!
-    if wait_until 120 is_ready; then
+    for peer in ams2-server-03:ams2:10.0.1.13 lon1-server-01:lon1:203.0.113.21; do
+        IFS=: read -r pname pdc pip <<<"$peer"
+        mkdir -p "$scratch/$pname/config"
+        printf '%s\n' "name = \"$pname\"" 'region = "eu"' "datacenter = \"$pdc\"" \
+            "data_dir = \"$scratch/$pname/data\"" "bind_addr = \"$pip\"" \
+            'ports {' '  http = 14646' '  rpc = 14647' '  serf = 14648' '}' \
+            'server {' '  enabled = true' '  bootstrap_expect = 3' '}' \
+            'consul {' '  address = "127.0.0.1:8500"' '}' >"$scratch/$pname/config/nomad.hcl"
+        nsenter --net="$e2e_netns" target/debug/hashi-standin --product nomad agent \
+            -config="$scratch/$pname/config" >"$scratch/$pname.log" 2>&1 &
+        e2e_bg+=($!)
+    done
+    if wait_until 180 is_ready; then
         pass "ExecStart ($start): /ready answers 200"
     else
-        flunk "ExecStart ($start): /ready answers 200" "last: $(ready_code); $(tail -n 30 "$e2e_log")"
+        flunk "ExecStart ($start): /ready answers 200" \
+            "last: $(ready_code); $(in_ns curl -s --max-time 2 http://10.0.1.11:4680/ready)"$'\n'"$(grep -v 'join failed' "$e2e_log" | tail -n 30)"
     fi
     cpid=$(agent_pid consul)
     npid=$(agent_pid nomad)
@@ -587,9 +605,9 @@ if [ "$e2e_tools_ok" = 1 ] && ip netns add "$e2e_ns"; then
     if [ "$e2e_rc" = 0 ]; then pass "SIGTERM: the supervisor exits 0"; else flunk "SIGTERM: the supervisor exits 0" "exit $e2e_rc; $(tail -n 20 "$e2e_log")"; fi
     check "SIGTERM: consul is gone" sh -c "! kill -0 ${cpid:-0}"
     check "SIGTERM: nomad is gone" sh -c "! kill -0 ${npid:-0}"
-    kill "$e2e_mirror_pid" 2>/dev/null
-    wait "$e2e_mirror_pid" 2>/dev/null
-    e2e_mirror_pid=
+    kill "${e2e_bg[@]}" 2>/dev/null
+    wait "${e2e_bg[@]}" 2>/dev/null
+    e2e_bg=()
     ip netns del "$e2e_ns"
 else
     flunk "the installed package runs ams2-server-01" "no stand-in tools or no network namespace"

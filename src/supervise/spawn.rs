@@ -304,6 +304,63 @@ mod tests {
         );
     }
 
+    fn plan_as(user: &str, dir: &Path) -> AgentPlan {
+        use crate::plan::{RestartMode, RestartPolicy};
+        use std::time::Duration;
+        AgentPlan {
+            product: Product::Consul,
+            version: "1.21.4".parse().unwrap(),
+            server: true,
+            client: false,
+            user: user.to_string(),
+            binary: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), format!("touch {}/ran", dir.display())],
+            config_dir: dir.to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(1),
+            restart: RestartPolicy {
+                attempts: 1,
+                interval: Duration::from_secs(1),
+                delay: Duration::ZERO,
+                mode: RestartMode::Fail,
+                max_delay: Duration::from_secs(1),
+                stable_after: Duration::from_secs(1),
+            },
+            http_addr: "127.0.0.1:1".parse().unwrap(),
+            api_tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn as_root_an_agent_whose_user_is_missing_is_not_started_as_root() {
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: not root, the agent would run as ourselves");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_as("hashi-no-such-user", dir.path());
+        let spec = SpawnSpec::for_plan(&plan);
+        let err = spawn_agent(&plan, &spec, None, &[]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(
+            err.to_string()
+                .contains("user `hashi-no-such-user` does not exist"),
+            "{err}"
+        );
+        assert!(!dir.path().join("ran").exists(), "the agent ran");
+        // The same plan as an existing user runs.
+        let plan = plan_as("root", dir.path());
+        let spec = SpawnSpec::for_plan(&plan);
+        let status = spawn_agent(&plan, &spec, None, &[])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert!(status.success());
+        assert!(dir.path().join("ran").exists());
+    }
+
     #[test]
     fn own_process_is_live_in_its_pidfile_and_not_with_another_start_time() {
         let dir = tempfile::tempdir().unwrap();
