@@ -174,7 +174,7 @@ impl Preparer for RolePreparer {
             }
             render::write::write_files(&files)?;
             for agent in &new.agents {
-                prepare_data_dir(agent)?;
+                prepare_data_dir(agent, &files)?;
             }
             Ok(changes)
         })
@@ -183,10 +183,10 @@ impl Preparer for RolePreparer {
 
 /// Creates the agent's data dir (see [`render::write::ensure_agent_dir`]):
 /// owned by the agent's user when we are root, so an agent that runs as
-/// `consul` or `nomad` can reach and write its state. A user that does not
-/// exist is refused (validation refused it first; this covers a user
-/// deleted since).
-fn prepare_data_dir(agent: &AgentPlan) -> Result<(), Error> {
+/// `consul` or `nomad` can reach and write its state, and checks that it can
+/// reach its rendered config files (`files`). A user that does not exist is
+/// refused (validation refused it first; this covers a user deleted since).
+fn prepare_data_dir(agent: &AgentPlan, files: &[render::RenderedFile]) -> Result<(), Error> {
     let owner = if nix::unistd::Uid::effective().is_root() {
         match render::write::Owner::lookup(&agent.user) {
             Ok(Some(o)) => Some(o),
@@ -207,6 +207,11 @@ fn prepare_data_dir(agent: &AgentPlan) -> Result<(), Error> {
         None
     };
     render::write::ensure_agent_dir(&agent.data_dir, owner.as_ref())?;
+    if let Some(o) = &owner {
+        for f in files.iter().filter(|f| f.product == agent.product) {
+            render::write::check_agent_reaches(&f.path, o)?;
+        }
+    }
     Ok(())
 }
 
@@ -257,9 +262,10 @@ mod tests {
 
     /// What `RolePreparer::render` does on disk.
     fn prepare(plan: &Plan) -> Result<(), Error> {
-        render::write::write_files(&render::render_plan(plan)?)?;
+        let files = render::render_plan(plan)?;
+        render::write::write_files(&files)?;
         for a in &plan.agents {
-            prepare_data_dir(a)?;
+            prepare_data_dir(a, &files)?;
         }
         Ok(())
     }
@@ -349,18 +355,34 @@ mod tests {
             eprintln!("skipped: switching to the agents' user needs root");
             return;
         }
+        let private = std::fs::Permissions::from_mode(0o700);
+        // The whole tree private to root: the data dir is out of reach.
         let tmp = tempfile::tempdir().unwrap();
-        // Private to root: `nobody` cannot pass.
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let plan = plan(tmp.path());
-        let err = prepare(&plan).unwrap_err();
+        std::fs::set_permissions(tmp.path(), private.clone()).unwrap();
+        let err = prepare(&plan(tmp.path())).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
         let text = err.to_string();
         assert!(
             text.contains(&format!(
-                "user `{AGENT_USER}` cannot reach {}",
-                tmp.path().join("etc/consul.d/consul.json").display()
-            )) && text.contains(&format!("{} (mode 0700", tmp.path().display())),
+                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
+                tmp.path().join("state/data/consul").display(),
+                tmp.path().display()
+            )),
+            "{text}"
+        );
+        // Only the config dir private: the config file is out of reach.
+        let tmp = root_dir();
+        std::fs::create_dir(tmp.path().join("etc")).unwrap();
+        std::fs::set_permissions(tmp.path().join("etc"), private).unwrap();
+        let err = prepare(&plan(tmp.path())).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
+                tmp.path().join("etc/consul.d/consul.json").display(),
+                tmp.path().join("etc").display()
+            )),
             "{text}"
         );
     }

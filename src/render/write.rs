@@ -132,6 +132,16 @@ pub fn ensure_agent_dir(dir: &Path, owner: Option<&Owner>) -> Result<(), RenderE
     Ok(())
 }
 
+/// Fails naming the first directory on the way to `file` (a rendered
+/// config) that `owner` cannot search: the agent reads its config as its
+/// own user. Not for `render --out`, whose files are for inspection.
+pub fn check_agent_reaches(file: &Path, owner: &Owner) -> Result<(), RenderError> {
+    match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => check_reachable(dir, file, owner),
+        None => Ok(()),
+    }
+}
+
 /// Fails naming the first of `from` and its ancestors that `owner` cannot
 /// search (it then cannot reach `target`).
 fn check_reachable(from: &Path, target: &Path, owner: &Owner) -> Result<(), RenderError> {
@@ -221,13 +231,6 @@ fn write_atomic(f: &RenderedFile) -> Result<(), RenderError> {
             if Uid::effective().is_root() {
                 nix::unistd::chown(dir, None, Some(gid))
                     .map_err(|e| io("change the group of", dir)(e.into()))?;
-            }
-        }
-        // The agent reads its config as its own user: every directory on
-        // the way must let it through.
-        if Uid::effective().is_root() {
-            if let Some(Ok(Some(o))) = f.owner.as_deref().map(Owner::lookup) {
-                check_reachable(dir, &f.path, &o)?;
             }
         }
     }
