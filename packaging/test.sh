@@ -160,6 +160,13 @@ for f in /usr/bin/supervisor /usr/lib/systemd/system/hashi-supervisor.service \
     /usr/share/fish/vendor_completions.d/supervisor.fish /usr/share/man/man1/hashi-supervisor.1.gz; do
     if grep -qx "$f" <<<"$files"; then pass "rpm lists $f"; else flunk "rpm lists $f" "$files"; fi
 done
+# firewalld service definitions (CentOS 7), shipped but not enabled: each
+# is listed, well-formed XML, and opens exactly the agents' ports.
+for svc in hashi-consul hashi-nomad hashi-supervisor; do
+    f=/usr/lib/firewalld/services/$svc.xml
+    if grep -qx "$f" <<<"$files"; then pass "rpm lists $f"; else flunk "rpm lists $f" "$files"; fi
+done
+if grep -q firewall-cmd <<<"$(rq --scripts)"; then flunk "rpm scriptlets never enable a firewalld service" "$(rq --scripts)"; else pass "rpm scriptlets never enable a firewalld service"; fi
 configs=$(rq --configfiles)
 for f in /etc/hashi-supervisor/node.toml /etc/sysconfig/hashi-supervisor; do
     if grep -qx "$f" <<<"$configs"; then pass "rpm marks $f as config"; else flunk "rpm marks $f as config" "$configs"; fi
@@ -201,6 +208,18 @@ check_stat "640 root root" "$scratch/etc/hashi-supervisor/node.toml"
 check "rpm unit reads /etc/sysconfig/hashi-supervisor" \
     grep -qx 'EnvironmentFile=-/etc/sysconfig/hashi-supervisor' "$scratch/usr/lib/systemd/system/hashi-supervisor.service"
 check "rpm payload binary runs" "$scratch/usr/bin/supervisor" --version
+fw_ports() {
+    python3 -c 'import sys, xml.etree.ElementTree as E
+r = E.parse(sys.argv[1]).getroot()
+assert r.tag == "service" and r.findtext("short"), "not a firewalld service"
+print(" ".join(sorted(p.get("port") + "/" + p.get("protocol") for p in r.iter("port"))))' "$1"
+}
+for want in "hashi-consul:8300/tcp 8301/tcp 8301/udp 8302/tcp 8302/udp 8500/tcp 8600/tcp 8600/udp" \
+    "hashi-nomad:4646/tcp 4647/tcp 4648/tcp 4648/udp" "hashi-supervisor:4680/tcp"; do
+    svc=${want%%:*}
+    got=$(fw_ports "$scratch/usr/lib/firewalld/services/$svc.xml" 2>&1)
+    if [ "$got" = "${want#*:}" ]; then pass "$svc.xml is well-formed and opens ${want#*:}"; else flunk "$svc.xml is well-formed and opens ${want#*:}" "$got"; fi
+done
 
 # --- coexistence with supervisord's packages ------------------------------------
 # Debian's `supervisor` package and EPEL's `supervisor` rpm (supervisord) are
@@ -475,6 +494,125 @@ else
     flunk "systemd-analyze verify accepts the rpm's unit" "$rpm_unit_out"
 fi
 
+# --- the package as installed runs a node ----------------------------------------
+# ams2-server-01 from config/examples, as an operator would set it up: only
+# [release] differs (a signed local mirror of STAND-IN agents, never
+# HashiCorp's binaries). It runs in a network namespace that holds the
+# node's addresses on its loopback, with the unit's exact ExecStartPre and
+# ExecStart command lines, the unit's environment file and the default
+# paths (no systemd as PID 1 here). Its Nomad expects 3 servers: two more
+# Nomad server stand-ins (ams2-server-03, lon1-server-01) on their own
+# addresses find it through its Consul, as in the reference cluster, so
+# that it can elect a leader and the node becomes ready.
+e2e_ns=hashi-pkg-e2e-$$
+e2e_netns=/run/netns/$e2e_ns
+e2e_log=$scratch/e2e-supervisor.log
+e2e_pid=
+e2e_bg=()
+e2e_cleanup() {
+    [ -n "$e2e_pid" ] && kill -KILL "$e2e_pid" 2>/dev/null
+    [ "${#e2e_bg[@]}" -gt 0 ] && kill "${e2e_bg[@]}" 2>/dev/null
+    ip netns del "$e2e_ns" 2>/dev/null
+    return 0
+}
+trap 'e2e_cleanup; rm -rf "$scratch"' EXIT
+# Commands run in the node's namespace with nsenter, which execs them: a
+# background job's $! is then the command's own pid (signals reach it).
+in_ns() { nsenter --net="$e2e_netns" "$@"; }
+# unit_cmd KEY: the unit's KEY= line.
+unit_cmd() { grep -m1 "^$1=" "$unit" | sed "s/^$1=//"; }
+# agent_pid PRODUCT: the pid the supervisor recorded for PRODUCT.
+agent_pid() { cut -d' ' -f1 "/var/lib/hashi-supervisor/run/$1.pid" 2>/dev/null; }
+# wait_until SECONDS CMD...: polls CMD until it succeeds or time runs out.
+wait_until() {
+    local end=$(($(date +%s) + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -ge "$end" ] && return 1
+        sleep 0.3
+    done
+}
+ready_code() { in_ns curl -s -o /dev/null -w '%{http_code}' --max-time 2 http://10.0.1.11:4680/ready; }
+is_ready() { [ "$(ready_code)" = 200 ]; }
+
+e2e_tools_ok=1
+if [ ! -x target/debug/hashi-mirror ] || [ ! -x target/debug/hashi-standin ]; then
+    cargo build -q -p hashi-testrig --bin hashi-mirror -p hashi-standin --bin hashi-standin || e2e_tools_ok=0
+fi
+if [ "$e2e_tools_ok" = 1 ] && ip netns add "$e2e_ns"; then
+    in_ns ip link set lo up
+    for a in 10.0.1.11 203.0.113.11 10.0.1.13 203.0.113.21; do in_ns ip addr add "$a/32" dev lo; done
+    consul_v=$(sed -n '/^\[consul\]/,/^\[/s/^version = "\(.*\)"/\1/p' config/examples/ams2-server-01.toml)
+    nomad_v=$(sed -n '/^\[nomad\]/,/^\[/s/^version = "\(.*\)"/\1/p' config/examples/ams2-server-01.toml)
+    check "a signed mirror of stand-ins is built (consul $consul_v, nomad $nomad_v)" \
+        target/debug/hashi-mirror build --out "$scratch/mirror" --product "consul=$consul_v" \
+        --product "nomad=$nomad_v" --binary target/debug/hashi-standin --key-out "$scratch/mirror-key.asc"
+    nsenter --net="$e2e_netns" target/debug/hashi-mirror serve "$scratch/mirror" --listen 127.0.0.1:18080 >/dev/null 2>&1 &
+    e2e_bg+=($!)
+    check "the mirror serves on 127.0.0.1:18080 in the node's namespace" \
+        wait_until 30 in_ns curl -sf -o /dev/null http://127.0.0.1:18080/consul/index.json
+    install -m 0644 "$scratch/mirror-key.asc" /etc/hashi-supervisor/mirror-key.asc
+    {
+        cat config/examples/ams2-server-01.toml
+        printf '\n[release]\nmirror = "http://127.0.0.1:18080"\ntrust_hashicorp_key = false\n'
+        printf 'trusted_key_files = ["/etc/hashi-supervisor/mirror-key.asc"]\n'
+    } >/etc/hashi-supervisor/node.toml
+    pre=$(unit_cmd ExecStartPre)
+    start=$(unit_cmd ExecStart)
+    # The unit's environment: its EnvironmentFile, nothing else; an unquoted
+    # $SUPERVISOR_ARGS is split on whitespace, as systemd splits it.
+    e2e_env=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8)
+    while IFS= read -r kv; do e2e_env+=("$kv"); done < <(grep -E '^[A-Z_]+=' /etc/default/hashi-supervisor)
+    SUPERVISOR_ARGS=$(sed -n 's/^SUPERVISOR_ARGS=//p' /etc/default/hashi-supervisor)
+    read -r -a pre_argv <<<"${pre//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS}"
+    read -r -a start_argv <<<"${start//\$SUPERVISOR_ARGS/$SUPERVISOR_ARGS}"
+    check "ExecStartPre ($pre) accepts the node's role file" in_ns "${e2e_env[@]}" "${pre_argv[@]}"
+    nsenter --net="$e2e_netns" "${e2e_env[@]}" "${start_argv[@]}" >"$e2e_log" 2>&1 &
+    e2e_pid=$!
+    for peer in ams2-server-03:ams2:10.0.1.13 lon1-server-01:lon1:203.0.113.21; do
+        IFS=: read -r pname pdc pip <<<"$peer"
+        mkdir -p "$scratch/$pname/config"
+        printf '%s\n' "name = \"$pname\"" 'region = "eu"' "datacenter = \"$pdc\"" \
+            "data_dir = \"$scratch/$pname/data\"" "bind_addr = \"$pip\"" \
+            'ports {' '  http = 14646' '  rpc = 14647' '  serf = 14648' '}' \
+            'server {' '  enabled = true' '  bootstrap_expect = 3' '}' \
+            'consul {' '  address = "127.0.0.1:8500"' '}' >"$scratch/$pname/config/nomad.hcl"
+        nsenter --net="$e2e_netns" target/debug/hashi-standin --product nomad agent \
+            -config="$scratch/$pname/config" >"$scratch/$pname.log" 2>&1 &
+        e2e_bg+=($!)
+    done
+    if wait_until 180 is_ready; then
+        pass "ExecStart ($start): /ready answers 200"
+    else
+        flunk "ExecStart ($start): /ready answers 200" \
+            "last: $(ready_code); $(in_ns curl -s --max-time 2 http://10.0.1.11:4680/ready)"$'\n'"$(grep -v 'join failed' "$e2e_log" | tail -n 30)"
+    fi
+    cpid=$(agent_pid consul)
+    npid=$(agent_pid nomad)
+    check "consul runs as the consul user" test "$(ps -o user= -p "${cpid:-0}" | tr -d ' ')" = consul
+    check "the nomad server runs as the nomad user" test "$(ps -o user= -p "${npid:-0}" | tr -d ' ')" = nomad
+    check_stat "755 root root" /var/lib/hashi-supervisor/data
+    check_stat "750 consul consul" /var/lib/hashi-supervisor/data/consul
+    check_stat "750 nomad nomad" /var/lib/hashi-supervisor/data/nomad
+    check_stat "600 consul consul" /var/lib/hashi-supervisor/data/consul/node-id
+    check_stat "700 nomad nomad" /var/lib/hashi-supervisor/data/nomad/server
+    check "consul's node-id holds a UUID" \
+        grep -qxE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' /var/lib/hashi-supervisor/data/consul/node-id
+    kill -TERM "$e2e_pid"
+    e2e_rc=0
+    wait "$e2e_pid" || e2e_rc=$?
+    e2e_pid=
+    if [ "$e2e_rc" = 0 ]; then pass "SIGTERM: the supervisor exits 0"; else flunk "SIGTERM: the supervisor exits 0" "exit $e2e_rc; $(tail -n 20 "$e2e_log")"; fi
+    check "SIGTERM: consul is gone" sh -c "! kill -0 ${cpid:-0}"
+    check "SIGTERM: nomad is gone" sh -c "! kill -0 ${npid:-0}"
+    kill "${e2e_bg[@]}" 2>/dev/null
+    wait "${e2e_bg[@]}" 2>/dev/null
+    e2e_bg=()
+    ip netns del "$e2e_ns"
+else
+    flunk "the installed package runs ams2-server-01" "no stand-in tools or no network namespace"
+fi
+
 # A second install is an upgrade: users exist, the scripts must not fail.
 check "reinstalling the deb (upgrade path) succeeds" dpkg -i "$deb"
 
@@ -499,6 +637,9 @@ if dpkg-query -W hashi-supervisor >/dev/null 2>&1; then
 else
     pass "dpkg no longer knows the package"
 fi
+for u in consul nomad; do
+    check "after the purge no process of the $u user runs" sh -c "! pgrep -u $u"
+done
 
 
 # Removing ours left Debian's supervisor package as it was.

@@ -60,9 +60,9 @@ pub const CONSUL_STOP_SIGNAL: Signal = Signal::SIGTERM;
 /// Nomad's stop signal. SIGINT, as in HashiCorp's packaged unit
 /// (`KillSignal=SIGINT`); whether it leaves is set in the config.
 pub const NOMAD_STOP_SIGNAL: Signal = Signal::SIGINT;
-/// Unix user of Consul.
+/// Unix user of Consul (unless the role file's `[consul] user` names another).
 pub const CONSUL_USER: &str = "consul";
-/// Unix user of a server-only Nomad.
+/// Unix user of a server-only Nomad (unless `[nomad] user` names another).
 pub const NOMAD_USER: &str = "nomad";
 /// Unix user of a Nomad client: it runs task drivers, which need root.
 pub const ROOT_USER: &str = "root";
@@ -366,7 +366,7 @@ impl Plan {
             retry_join.extend(role.discovery.cloud_auto_join.iter().cloned());
             render.consul = Some(ConsulConfig {
                 file: config_dir.join(CONSUL_CONFIG_FILE),
-                owner: CONSUL_USER.to_string(),
+                owner: role.consul.user.clone(),
                 datacenter: role.datacenter.clone(),
                 node_name: role.node_name.clone(),
                 data_dir: data_dir.clone(),
@@ -395,7 +395,7 @@ impl Plan {
                 version: role.consul.version.clone(),
                 server,
                 client: !server,
-                user: CONSUL_USER.to_string(),
+                user: role.consul.user.clone(),
                 binary: binary_path(&releases_dir, Product::Consul),
                 args: vec![
                     "agent".to_string(),
@@ -426,7 +426,7 @@ impl Plan {
             } else {
                 true
             };
-            let user = if client { ROOT_USER } else { NOMAD_USER };
+            let user = role.nomad.user.as_str();
             let advertise = match role.nomad.advertise {
                 crate::role::AdvertiseScope::Public => addrs.public.unwrap_or(addrs.private),
                 crate::role::AdvertiseScope::Private => addrs.private,

@@ -185,28 +185,42 @@ impl Preparer for RolePreparer {
             }
             render::write::write_files(&files)?;
             for agent in &new.agents {
-                prepare_data_dir(agent)?;
+                prepare_data_dir(agent, &files)?;
             }
             Ok(changes)
         })
     }
 }
 
-/// Creates the agent's data dir (0750), owned by the agent's user when we
-/// are root and the user exists, so a non-root agent can write its state.
-fn prepare_data_dir(agent: &AgentPlan) -> Result<(), Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = &agent.data_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|e| Error::io(format!("create data dir {}", dir.display()), e))?;
-    if nix::unistd::Uid::effective().is_root() {
-        if let Ok(Some(user)) = nix::unistd::User::from_name(&agent.user) {
-            nix::unistd::chown(dir, Some(user.uid), Some(user.gid)).map_err(|e| {
-                Error::io(format!("change the owner of {}", dir.display()), e.into())
-            })?;
+/// Creates the agent's data dir (see [`render::write::ensure_agent_dir`]):
+/// owned by the agent's user when we are root, so an agent that runs as
+/// `consul` or `nomad` can reach and write its state, and checks that it can
+/// reach its rendered config files (`files`). A user that does not exist is
+/// refused (validation refused it first; this covers a user deleted since).
+fn prepare_data_dir(agent: &AgentPlan, files: &[render::RenderedFile]) -> Result<(), Error> {
+    let owner = if nix::unistd::Uid::effective().is_root() {
+        match render::write::Owner::lookup(&agent.user) {
+            Ok(Some(o)) => Some(o),
+            Ok(None) => {
+                return Err(Error::io(
+                    format!("prepare the data dir of {}", agent.product),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("user `{}` does not exist", agent.user),
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::io(format!("look up user `{}`", agent.user), e));
+            }
+        }
+    } else {
+        None
+    };
+    render::write::ensure_agent_dir(&agent.data_dir, owner.as_ref())?;
+    if let Some(o) = &owner {
+        for f in files.iter().filter(|f| f.product == agent.product) {
+            render::write::check_agent_reaches(&f.path, o)?;
         }
     }
     Ok(())
@@ -218,5 +232,169 @@ fn stronger(a: Change, b: Change) -> Change {
         (Change::Restart, _) | (_, Change::Restart) => Change::Restart,
         (Change::Reload, _) | (_, Change::Reload) => Change::Reload,
         _ => Change::Unchanged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::role::StaticHost;
+
+    /// The user the agents run as in these tests: one every system has.
+    const AGENT_USER: &str = "nobody";
+
+    fn is_root() -> bool {
+        nix::unistd::Uid::effective().is_root()
+    }
+
+    /// ams2-server-01 with both agents as `nobody`, under `root`.
+    fn plan(root: &Path) -> Plan {
+        let text = format!(
+            "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\n\
+             datacenter = \"ams2\"\n[addresses]\nprivate = \"127.0.0.1\"\n\
+             [consul]\nuser = \"{AGENT_USER}\"\n[nomad]\nuser = \"{AGENT_USER}\"\n\
+             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            root.join("etc").display(),
+            root.join("state").display()
+        );
+        let host = StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            root: true,
+            users: vec![AGENT_USER.into()],
+            ..StaticHost::default()
+        };
+        let role = role::parse(&root.join("node.toml"), &text, &[], &host).unwrap();
+        Plan::from_role(&role)
+    }
+
+    /// What `RolePreparer::render` does on disk.
+    fn prepare(plan: &Plan) -> Result<(), Error> {
+        let files = render::render_plan(plan)?;
+        render::write::write_files(&files)?;
+        for a in &plan.agents {
+            prepare_data_dir(a, &files)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` as the agents' user; its exit status and stderr.
+    fn as_agent_user(script: &str, args: &[&Path]) -> (bool, String) {
+        let user = nix::unistd::User::from_name(AGENT_USER).unwrap().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A temp root the agents' user can search (tempdirs are 0700), as
+    /// `/var/lib` and `/etc` are.
+    fn root_dir() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        tmp
+    }
+
+    #[test]
+    fn each_agent_as_its_user_writes_its_data_dir_and_reads_its_config() {
+        if !is_root() {
+            eprintln!("skipped: switching to the agents' user needs root");
+            return;
+        }
+        let tmp = root_dir();
+        let plan = plan(tmp.path());
+        prepare(&plan).unwrap();
+        let data = tmp.path().join("state/data");
+        assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o7777, 0o755);
+        let uid = nix::unistd::User::from_name(AGENT_USER)
+            .unwrap()
+            .unwrap()
+            .uid
+            .as_raw();
+        for a in &plan.agents {
+            let meta = std::fs::metadata(&a.data_dir).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o750, "{}", a.data_dir.display());
+            assert_eq!(meta.uid(), uid, "{}", a.data_dir.display());
+            let config = render::render_plan(&plan)
+                .unwrap()
+                .into_iter()
+                .find(|f| f.product == a.product)
+                .unwrap()
+                .path;
+            let (ok, err) = as_agent_user(
+                "echo x > \"$1/probe\" && mkdir \"$1/server\" && cat \"$2\" > /dev/null",
+                &[&a.data_dir, &config],
+            );
+            assert!(ok, "{}: {err}", a.product);
+        }
+    }
+
+    #[test]
+    fn a_data_parent_left_unreachable_by_an_older_version_is_opened_up() {
+        if !is_root() {
+            eprintln!("skipped: switching to the agents' user needs root");
+            return;
+        }
+        let tmp = root_dir();
+        let plan = plan(tmp.path());
+        // What `DirBuilder::recursive(true).mode(0o750)` used to leave.
+        let data = tmp.path().join("state/data/consul");
+        std::fs::create_dir_all(&data).unwrap();
+        for d in [tmp.path().join("state/data"), data.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+        }
+        prepare(&plan).unwrap();
+        let (ok, err) = as_agent_user("touch \"$1/node-id\"", &[&data]);
+        assert!(ok, "{err}");
+    }
+
+    #[test]
+    fn an_ancestor_the_agent_cannot_search_is_an_error_naming_it() {
+        if !is_root() {
+            eprintln!("skipped: switching to the agents' user needs root");
+            return;
+        }
+        let private = std::fs::Permissions::from_mode(0o700);
+        // The whole tree private to root: the data dir is out of reach.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), private.clone()).unwrap();
+        let err = prepare(&plan(tmp.path())).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
+                tmp.path().join("state/data/consul").display(),
+                tmp.path().display()
+            )),
+            "{text}"
+        );
+        // Only the config dir private: the config file is out of reach.
+        let tmp = root_dir();
+        std::fs::create_dir(tmp.path().join("etc")).unwrap();
+        std::fs::set_permissions(tmp.path().join("etc"), private).unwrap();
+        let err = prepare(&plan(tmp.path())).unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
+                tmp.path().join("etc/consul.d/consul.json").display(),
+                tmp.path().join("etc").display()
+            )),
+            "{text}"
+        );
     }
 }

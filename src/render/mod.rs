@@ -98,6 +98,28 @@ pub enum RenderError {
         #[source]
         source: std::io::Error,
     },
+    /// The agent's user cannot reach a directory it needs.
+    #[error(
+        "user `{user}` cannot reach {}: {} (mode {mode:04o}, uid {uid}, gid {gid}) is not searchable by it; \
+         make it so (e.g. `chmod o+x {}`) or move `[paths]` elsewhere",
+        dir.display(),
+        blocked.display(),
+        blocked.display()
+    )]
+    Unreachable {
+        /// The agent's user.
+        user: String,
+        /// The directory the agent needs.
+        dir: PathBuf,
+        /// The ancestor that blocks it.
+        blocked: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+        /// Its group.
+        gid: u32,
+    },
     /// A rendered file is not under the config dir it should be under.
     #[error("failed to place {} under {}", path.display(), dir.display())]
     Relocate {
@@ -113,7 +135,9 @@ impl RenderError {
     /// file (78); file errors are runtime failures (1).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Extra { .. } | Self::ExtraNumber { .. } => crate::error::EXIT_CONFIG,
+            Self::Extra { .. } | Self::ExtraNumber { .. } | Self::Unreachable { .. } => {
+                crate::error::EXIT_CONFIG
+            }
             Self::Encode { .. } | Self::Relocate { .. } => crate::error::EXIT_INTERNAL,
             Self::Io { .. } => crate::error::EXIT_FAILURE,
         }

@@ -1,6 +1,7 @@
 //! What loading a role file needs from the machine: its hostname, its
-//! network interfaces and the key files the role names. Behind a trait so
-//! tests can load role files without depending on the host they run on.
+//! network interfaces, the key files the role names and the Unix users the
+//! agents run as. Behind a trait so tests can load role files without
+//! depending on the host they run on.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,6 +24,11 @@ pub trait Host {
     /// Whether a regular file of at most `limit` bytes can be opened for
     /// reading (a TLS file, read by the agent itself).
     fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError>;
+    /// Whether the agents switch to their own users here: only a supervisor
+    /// running as root can, otherwise they run as the supervisor's user.
+    fn switches_users(&self) -> bool;
+    /// Whether the Unix user `name` exists.
+    fn user_exists(&self, name: &str) -> bool;
 }
 
 /// Whether `ip` is an RFC 1918 private IPv4 address (what `auto` picks).
@@ -96,6 +102,14 @@ impl Host for SystemHost {
     fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError> {
         super::file::open_regular(path, limit).map(drop)
     }
+
+    fn switches_users(&self) -> bool {
+        nix::unistd::Uid::effective().is_root()
+    }
+
+    fn user_exists(&self, name: &str) -> bool {
+        matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    }
 }
 
 /// A host described by value: for tests, and for checking a role file
@@ -108,6 +122,10 @@ pub struct StaticHost {
     pub interfaces: Vec<(String, Ipv4Addr)>,
     /// Readable files and their contents.
     pub files: std::collections::BTreeMap<std::path::PathBuf, String>,
+    /// Whether the supervisor runs as root (and so switches users).
+    pub root: bool,
+    /// The Unix users that exist.
+    pub users: Vec<String>,
 }
 
 impl Host for StaticHost {
@@ -142,5 +160,94 @@ impl Host for StaticHost {
 
     fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError> {
         self.read_file(path, limit).map(drop)
+    }
+
+    fn switches_users(&self) -> bool {
+        self.root
+    }
+
+    fn user_exists(&self, name: &str) -> bool {
+        self.users.iter().any(|u| u == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Plan, Product};
+    use crate::role::{RoleError, parse};
+
+    const SERVER: &str = "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"10.0.1.11\"\n";
+
+    fn host(root: bool, users: &[&str]) -> StaticHost {
+        StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 11))],
+            root,
+            users: users.iter().map(|u| u.to_string()).collect(),
+            ..StaticHost::default()
+        }
+    }
+
+    fn load(text: &str, host: &StaticHost) -> Result<Plan, String> {
+        parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            text,
+            &[],
+            host,
+        )
+        .map(|r| Plan::from_role(&r))
+        .map_err(|e: RoleError| e.to_string())
+    }
+
+    #[test]
+    fn as_root_a_missing_default_user_is_refused_with_how_to_create_it() {
+        let err = load(SERVER, &host(true, &["nomad"])).unwrap_err();
+        assert!(
+            err.contains(
+                "/etc/hashi-supervisor/node.toml: consul runs as user `consul`, which does not exist on this host: \
+                 create it with `useradd --system --user-group --home-dir /var/lib/hashi-supervisor --shell /usr/sbin/nologin consul`"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("nomad runs as"), "{err}");
+    }
+
+    #[test]
+    fn as_root_a_missing_explicit_user_is_refused_at_its_line() {
+        let text = format!("{SERVER}[nomad]\nuser = \"hashi-nobody\"\n");
+        let err = load(&text, &host(true, &["consul", "nomad"])).unwrap_err();
+        assert!(
+            err.contains("node.toml:8:8: nomad runs as user `hashi-nobody`, which does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_user_replaces_the_default_and_owns_the_config() {
+        let text = format!("{SERVER}[consul]\nuser = \"root\"\n[nomad]\nuser = \"root\"\n");
+        let plan = load(&text, &host(true, &["root"])).unwrap();
+        for p in [Product::Consul, Product::Nomad] {
+            assert_eq!(plan.agent(p).unwrap().user, "root");
+        }
+        assert_eq!(plan.render.consul.unwrap().owner, "root");
+        assert_eq!(plan.render.nomad.unwrap().owner, "root");
+    }
+
+    #[test]
+    fn not_root_the_users_are_not_required() {
+        let plan = load(SERVER, &host(false, &[])).unwrap();
+        assert_eq!(plan.agent(Product::Consul).unwrap().user, "consul");
+        assert_eq!(plan.agent(Product::Nomad).unwrap().user, "nomad");
+    }
+
+    #[test]
+    fn a_user_name_that_is_not_one_is_refused() {
+        let text = format!("{SERVER}[consul]\nuser = \"-rf /\"\n");
+        let err = load(&text, &host(false, &[])).unwrap_err();
+        assert!(
+            err.contains("`consul.user` must be a Unix user name"),
+            "{err}"
+        );
     }
 }

@@ -162,6 +162,8 @@ pub struct ConsulRole {
     pub stop_timeout: Option<Duration>,
     /// Whether a server leaves the cluster on stop (clients always leave).
     pub leave_on_stop: bool,
+    /// Unix user Consul runs as: `[consul] user`, else `consul`.
+    pub user: String,
     /// `[consul.extra]`, merged last into the rendered config.
     pub extra: toml::Table,
 }
@@ -190,6 +192,9 @@ pub struct NomadRole {
     pub leave_on_stop: bool,
     /// Client drain deadline on stop (`client.drain_on_shutdown`).
     pub drain_deadline: Option<Duration>,
+    /// Unix user Nomad runs as: `[nomad] user`, else `nomad` for a
+    /// server-only Nomad and `root` for a client (its task drivers need root).
+    pub user: String,
     /// `[nomad.extra]`, merged last into the rendered config.
     pub extra: toml::Table,
 }

@@ -84,6 +84,7 @@ pub struct RawConsul {
     pub ui: Option<bool>,
     pub stop_timeout_secs: Option<Spanned<u64>>,
     pub leave_on_stop: Option<Spanned<bool>>,
+    pub user: Option<SpStr>,
     #[serde(default)]
     pub tls: RawConsulTls,
     #[serde(default)]
@@ -102,6 +103,7 @@ pub struct RawNomad {
     pub stop_timeout_secs: Option<Spanned<u64>>,
     pub leave_on_stop: Option<Spanned<bool>>,
     pub drain_deadline_secs: Option<Spanned<u64>>,
+    pub user: Option<SpStr>,
     #[serde(default)]
     pub tls: RawNomadTls,
     #[serde(default)]

@@ -17,7 +17,7 @@ use super::{
     ReleaseRole, RoleError, RoleSet, SCHEMA_VERSION, TlsFiles,
 };
 use crate::paths::{DEFAULT_CONFIG_DIR, DEFAULT_HEALTH_PORT, DEFAULT_MIRROR, DEFAULT_STATE_DIR};
-use crate::plan::{RestartMode, RestartPolicy};
+use crate::plan::{CONSUL_USER, NOMAD_USER, ROOT_USER, RestartMode, RestartPolicy};
 use crate::version::VersionSpec;
 
 /// Nomad's and Consul's default region / datacenter.
@@ -43,6 +43,8 @@ const DEFAULT_RESTART_MAX_DELAY_SECS: u64 = 120;
 const DEFAULT_RESTART_STABLE_AFTER_SECS: u64 = 60;
 /// Address spec meaning "the first private IPv4 of the host".
 const AUTO: &str = "auto";
+/// Longest Unix user name `useradd` accepts everywhere.
+const MAX_USER_NAME_LEN: usize = 32;
 /// Decoded lengths Consul and Nomad accept for a gossip key (AES-128/192/256).
 const GOSSIP_KEY_LENGTHS: [usize; 3] = [16, 24, 32];
 
@@ -398,6 +400,65 @@ impl Checker<'_> {
     fn report(&mut self, found: Vec<(Range<usize>, String)>) {
         for (span, why) in found {
             self.at(Location::Span(span), why);
+        }
+    }
+
+    /// The agent's Unix user: `[<product>] user` when set, else `default`.
+    fn agent_user(&mut self, v: &Option<SpStr>, default: &str, product: &str) -> String {
+        let Some(s) = v else {
+            return default.to_string();
+        };
+        let name = s.get_ref();
+        // useradd's portable names: no leading `-`, at most 32 bytes.
+        let ok = !name.is_empty()
+            && name.len() <= MAX_USER_NAME_LEN
+            && !name.starts_with('-')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !ok {
+            self.span(
+                s,
+                format!(
+                    "`{product}.user` must be a Unix user name (at most {MAX_USER_NAME_LEN} letters, digits, `-`, `_` or `.`, not starting with `-`)"
+                ),
+            );
+        }
+        name.clone()
+    }
+
+    /// A supervisor running as root switches each agent to its user; a
+    /// user that does not exist is refused here, so `check` and `run` refuse
+    /// alike before anything starts (the agent never runs as root instead).
+    fn user_exists(
+        &mut self,
+        runs: bool,
+        user: &str,
+        explicit: &Option<SpStr>,
+        product: &str,
+        state_dir: &Path,
+    ) {
+        if !runs || !self.host.switches_users() || self.host.user_exists(user) {
+            return;
+        }
+        let how = format!(
+            "create it with `useradd --system --user-group --home-dir {} --shell /usr/sbin/nologin {user}` \
+             (the hashi-supervisor package creates `consul` and `nomad`), or name an existing user with `[{product}] user = \"...\"`",
+            state_dir.display()
+        );
+        match explicit {
+            Some(s) => self.span(
+                s,
+                format!(
+                    "{product} runs as user `{user}`, which does not exist on this host: {how}"
+                ),
+            ),
+            None => self.at(
+                Location::File,
+                format!(
+                    "{product} runs as user `{user}`, which does not exist on this host: {how}"
+                ),
+            ),
         }
     }
 
@@ -774,6 +835,7 @@ pub fn validate(
             &limits::STOP_TIMEOUT_SECS,
         ),
         leave_on_stop: c.leave_on_stop(&rc.leave_on_stop, consul_server, "consul"),
+        user: c.agent_user(&rc.user, CONSUL_USER, "consul"),
         extra: {
             c.extra(&rc.extra, "consul");
             rc.extra
@@ -827,6 +889,15 @@ pub fn validate(
             &rn.drain_deadline_secs,
             "drain_deadline_secs",
             &limits::DRAIN_DEADLINE_SECS,
+        ),
+        user: c.agent_user(
+            &rn.user,
+            if set.nomad_client {
+                ROOT_USER
+            } else {
+                NOMAD_USER
+            },
+            "nomad",
         ),
         extra: {
             c.extra(&rn.extra, "nomad");
@@ -909,6 +980,14 @@ pub fn validate(
         "paths.config_dir",
     );
     let state_dir = c.absolute_dir(&raw.paths.state_dir, DEFAULT_STATE_DIR, "paths.state_dir");
+    c.user_exists(
+        set.is_consul(),
+        &consul.user,
+        &rc.user,
+        "consul",
+        &state_dir,
+    );
+    c.user_exists(set.is_nomad(), &nomad.user, &rn.user, "nomad", &state_dir);
 
     if !c.problems.is_empty() {
         let mut problems = c.problems;

@@ -2,7 +2,8 @@
 //! identity.
 //!
 //! The child gets its own process group, a clean environment, the plan's user
-//! (when we are root and the user exists), `RLIMIT_NOFILE` 65536 and an
+//! (when we are root; a user that does not exist is refused, never replaced
+//! by root), `RLIMIT_NOFILE` 65536 and an
 //! unlimited `RLIMIT_NPROC`. Servers get a lower OOM score written after
 //! spawn, so that a Nomad client's tasks never inherit it.
 //!
@@ -54,6 +55,9 @@ struct Identity {
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
     switch_to: Option<Identity>,
+    /// Set when we are root and the plan's user does not exist: the agent
+    /// is not started (role validation refuses such a plan first).
+    missing_user: Option<String>,
     /// The agent's uid when it differs from ours (for chowning its socket).
     uid: Option<Uid>,
     home: PathBuf,
@@ -62,8 +66,8 @@ pub struct SpawnSpec {
 
 impl SpawnSpec {
     /// Resolves the plan's user: switched to when we are root and it is
-    /// another user; `None` (run as ourselves, with a warning) when not root
-    /// or the user is unknown.
+    /// another user; refused when we are root and it does not exist; run as
+    /// ourselves (with a warning) when not root.
     pub fn for_plan(plan: &AgentPlan) -> SpawnSpec {
         let lang = std::env::var("LANG").unwrap_or_else(|_| DEFAULT_LANG.to_string());
         let own_home = || {
@@ -73,10 +77,21 @@ impl SpawnSpec {
         };
         let user = match User::from_name(&plan.user) {
             Ok(Some(u)) => u,
-            Ok(None) | Err(_) => {
-                tracing::warn!(agent = %plan.product, user = %plan.user, "user not found, running as the supervisor's user");
+            Ok(None) | Err(_) if Uid::effective().is_root() => {
+                tracing::error!(agent = %plan.product, user = %plan.user, "user not found, the agent will not be started");
                 return SpawnSpec {
                     switch_to: None,
+                    missing_user: Some(plan.user.clone()),
+                    uid: None,
+                    home: own_home(),
+                    lang,
+                };
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(agent = %plan.product, user = %plan.user, "user not found, not root: running as the supervisor's user");
+                return SpawnSpec {
+                    switch_to: None,
+                    missing_user: None,
                     uid: None,
                     home: own_home(),
                     lang,
@@ -90,6 +105,7 @@ impl SpawnSpec {
             }
             return SpawnSpec {
                 switch_to: None,
+                missing_user: None,
                 uid: None,
                 home: user.dir,
                 lang,
@@ -112,6 +128,7 @@ impl SpawnSpec {
         SpawnSpec {
             uid: switch_to.as_ref().map(|i| i.uid),
             switch_to,
+            missing_user: None,
             home: user.dir,
             lang,
         }
@@ -132,12 +149,23 @@ pub fn raise_own_limits() {
 
 /// Spawns the agent: own process group, clean env plus `extra_env`, piped
 /// stdout/stderr, the spec's user. Limits come from [`raise_own_limits`].
+/// Fails (`NotFound`) without starting anything when the spec's user does
+/// not exist.
 pub fn spawn_agent(
     plan: &AgentPlan,
     spec: &SpawnSpec,
     notify_socket: Option<&Path>,
     extra_env: &[(String, String)],
 ) -> std::io::Result<Child> {
+    if let Some(user) = &spec.missing_user {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "user `{user}` does not exist (create it, or set `[{}] user` in the role file)",
+                plan.product
+            ),
+        ));
+    }
     let mut cmd = Command::new(&plan.binary);
     cmd.args(&plan.args)
         .env_clear()
@@ -274,6 +302,63 @@ mod tests {
                 start_time: 987654
             })
         );
+    }
+
+    fn plan_as(user: &str, dir: &Path) -> AgentPlan {
+        use crate::plan::{RestartMode, RestartPolicy};
+        use std::time::Duration;
+        AgentPlan {
+            product: Product::Consul,
+            version: "1.21.4".parse().unwrap(),
+            server: true,
+            client: false,
+            user: user.to_string(),
+            binary: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), format!("touch {}/ran", dir.display())],
+            config_dir: dir.to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            stop_signal: nix::sys::signal::Signal::SIGTERM,
+            stop_timeout: Duration::from_secs(1),
+            restart: RestartPolicy {
+                attempts: 1,
+                interval: Duration::from_secs(1),
+                delay: Duration::ZERO,
+                mode: RestartMode::Fail,
+                max_delay: Duration::from_secs(1),
+                stable_after: Duration::from_secs(1),
+            },
+            http_addr: "127.0.0.1:1".parse().unwrap(),
+            api_tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn as_root_an_agent_whose_user_is_missing_is_not_started_as_root() {
+        if !Uid::effective().is_root() {
+            eprintln!("skipped: not root, the agent would run as ourselves");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan_as("hashi-no-such-user", dir.path());
+        let spec = SpawnSpec::for_plan(&plan);
+        let err = spawn_agent(&plan, &spec, None, &[]).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(
+            err.to_string()
+                .contains("user `hashi-no-such-user` does not exist"),
+            "{err}"
+        );
+        assert!(!dir.path().join("ran").exists(), "the agent ran");
+        // The same plan as an existing user runs.
+        let plan = plan_as("root", dir.path());
+        let spec = SpawnSpec::for_plan(&plan);
+        let status = spawn_agent(&plan, &spec, None, &[])
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        assert!(status.success());
+        assert!(dir.path().join("ran").exists());
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub fn main(product: Product, args: &[String]) -> u8 {
         log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
     }
     crate::knobs::load(Path::new(&cfg.data_dir));
+    // The real agents write their data dir before anything else can fail.
+    if let Err(e) = crate::datadir::prepare(product, &cfg) {
+        crate::events::log_err(&format!("==> Error starting agent: {e}"));
+        exit(1);
+    }
     if let Some(code) = env_u64("STANDIN_EXIT_AT_START").filter(|_| faults) {
         log(&format!(
             "==> stand-in: exiting with {code} at start (STANDIN_EXIT_AT_START)"

@@ -13,6 +13,7 @@ mod agent;
 mod checks;
 mod config;
 mod consul_link;
+mod datadir;
 mod events;
 mod gossip;
 mod hcl;

@@ -371,6 +371,8 @@ impl Demo {
         }
         std::fs::create_dir_all(work).map_err(|e| io_err("create", work, e))?;
         make_traversable(work)?;
+        // The agents run as their own users, as on a real node.
+        crate::users::ensure_agent_users().map_err(DemoError)?;
 
         // The mirror: every requested version of each product holds the
         // stand-in, stamped with that version.

@@ -10,3 +10,4 @@
 pub mod demo;
 pub mod mirror;
 pub mod netns;
+pub mod users;

@@ -206,6 +206,8 @@ private = "127.0.0.1"
 version = "{cv}"
 bootstrap_expect = {cbe}
 stop_timeout_secs = 10
+# The test's dirs are private to root; the agents run as root.
+user = "root"
 {consul_key}
 
 [consul.extra.ports]
@@ -218,6 +220,7 @@ server = {cs}
 version = "{nv}"
 bootstrap_expect = {nbe}
 stop_timeout_secs = 10
+user = "root"
 {nomad_key}
 
 [nomad.restart]

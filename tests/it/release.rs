@@ -1192,7 +1192,7 @@ async fn run_stopped_during_a_slow_download_exits_0_and_leaves_nothing_half_inst
         &role,
         format!(
             "schema = 1\nroles = [\"consul-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n\
-             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nversion = \"1.20.1\"\nbootstrap_expect = 1\n\
+             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nversion = \"1.20.1\"\nbootstrap_expect = 1\nuser = \"root\"\n\
              [release]\nmirror = \"{}\"\ntrust_hashicorp_key = false\ntrusted_key_files = [\"{}\"]\n\
              [health]\nlisten = \"{health_addr}\"\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
             m.server.url(),

@@ -43,6 +43,7 @@ fn root() -> PathBuf {
 }
 
 fn render_file(path: &Path, roles: &[String]) -> Vec<RenderedFile> {
+    crate::support::agent_users();
     let role = role::load(path, true, roles).unwrap_or_else(|e| panic!("{e}"));
     render::render_plan(&Plan::from_role(&role)).unwrap()
 }

@@ -795,3 +795,53 @@ fn arbitrary_role_files_are_refused_with_a_location_or_give_a_plan_in_range() {
         Err(_) => panic!("the property test did not finish in 240 s (a hang?)"),
     }
 }
+
+/// A role file for ams2-server-01 whose Consul runs as a user that does not
+/// exist; state and config under `dir`.
+fn role_with_missing_user(dir: &Path) -> PathBuf {
+    let role = dir.join("node.toml");
+    std::fs::write(
+        &role,
+        format!(
+            "schema = 1\nroles = [\"consul-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n\
+             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nbootstrap_expect = 1\nuser = \"hashi-no-such-user\"\n\
+             [health]\nlisten = \"127.0.0.1:0\"\n\
+             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            dir.join("etc").display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    role
+}
+
+#[test]
+fn check_and_run_as_root_refuse_an_agent_user_that_does_not_exist_with_exit_78() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: as another user the agents run as that user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let role = role_with_missing_user(tmp.path());
+    let want = format!(
+        "{}:9:8: consul runs as user `hashi-no-such-user`, which does not exist on this host: \
+         create it with `useradd --system --user-group --home-dir {} --shell /usr/sbin/nologin hashi-no-such-user`",
+        role.display(),
+        tmp.path().join("state").display()
+    );
+    for cmd in ["check", "run"] {
+        let out = supervisor(tmp.path(), &[cmd, "--config", role.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{cmd}: {stderr}");
+        assert!(stderr.contains(&want), "{cmd}: {stderr}");
+        // Refused before anything was fetched, rendered or started.
+        assert!(
+            !tmp.path().join("state").exists(),
+            "{cmd} made the state dir"
+        );
+        assert!(
+            !tmp.path().join("etc").exists(),
+            "{cmd} made the config dir"
+        );
+    }
+}

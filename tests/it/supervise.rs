@@ -1228,6 +1228,8 @@ node_name = "orphan-test"
 
 [consul]
 version = "1.20.1"
+# The test's dirs are private to root; the agents run as root.
+user = "root"
 
 [nomad]
 version = "1.9.3"

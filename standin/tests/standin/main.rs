@@ -11,6 +11,7 @@ mod support;
 mod api;
 mod cli;
 mod cluster;
+mod datadir;
 mod faults;
 mod shape;
 mod signals;

@@ -8,9 +8,21 @@ pub mod standin;
 
 use std::path::{Path, PathBuf};
 
-/// Path of the `supervisor` binary under test.
+/// Path of the `supervisor` binary under test. As root, first makes sure
+/// the `consul` and `nomad` users exist, as on a node with the package
+/// installed: `check`, `render` and `run` refuse a plan whose agent user is
+/// missing.
 pub fn supervisor_bin() -> PathBuf {
+    agent_users();
     PathBuf::from(env!("CARGO_BIN_EXE_supervisor"))
+}
+
+/// Creates the agents' users when missing (root only; see
+/// `hashi_testrig::users`).
+pub fn agent_users() {
+    if let Err(e) = hashi_testrig::users::ensure_agent_users() {
+        panic!("{e}");
+    }
 }
 
 /// The workspace's target directory for the current profile (where the
