@@ -125,11 +125,14 @@ impl Preparer for RolePreparer {
     fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
         Box::pin(async move {
             let (path, must_exist) = self.global.role_file();
-            let hash = match tokio::fs::read(&path).await {
+            // Loaded first: a role file that is a FIFO, a device or too
+            // large is refused there, before the hash reads it again
+            // through the same bounded, non-blocking reader.
+            let node = role::load(&path, must_exist, &self.global.role)?;
+            let hash = match role::file::read_regular(&path, role::limits::ROLE_FILE_BYTES) {
                 Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
                 Err(_) => String::new(),
             };
-            let node = role::load(&path, must_exist, &self.global.role)?;
             Ok((Plan::from_role(&node), hash))
         })
     }

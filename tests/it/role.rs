@@ -244,11 +244,16 @@ const CHECK_BOUND: Duration = Duration::from_secs(30);
 /// (and the test failed) if it has not finished within [`CHECK_BOUND`].
 /// Returns the exit code and stderr.
 fn check_bounded(dir: &Path, config: &str) -> (Option<i32>, String) {
+    command_bounded(dir, "check", config)
+}
+
+/// As [`check_bounded`], for the subcommand `cmd` (`check` or `run`).
+fn command_bounded(dir: &Path, cmd: &str, config: &str) -> (Option<i32>, String) {
     let mut child = Command::new(supervisor_bin())
         .current_dir(dir)
         .env_remove("HASHI_SUPERVISOR_CONFIG")
         .env_remove("HASHI_SUPERVISOR_ROLE")
-        .args(["check", "--config", config])
+        .args([cmd, "--config", config])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -267,7 +272,7 @@ fn check_bounded(dir: &Path, config: &str) -> (Option<i32>, String) {
         if Instant::now() > deadline {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("`supervisor check --config {config}` still ran after {CHECK_BOUND:?}");
+            panic!("`supervisor {cmd} --config {config}` still ran after {CHECK_BOUND:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -350,13 +355,17 @@ fn a_role_file_that_is_a_device_a_fifo_or_too_large_is_refused_in_bounded_time()
         (".", "is a directory, not a regular file"),
         ("big.toml", "is larger than the 1048576 byte limit"),
     ] {
-        let (code, stderr) = check_bounded(dir.path(), config);
-        assert_eq!(code, Some(EXIT_CONFIG), "{config}: {stderr}");
-        assert_eq!(
-            stderr,
-            format!("error: failed to read role file {config}\n  caused by: {cause}\n"),
-            "{config}"
-        );
+        // `run` loads the role file exactly as `check` does, before it
+        // reads anything else of it (the hash of what it runs).
+        for cmd in ["check", "run"] {
+            let (code, stderr) = command_bounded(dir.path(), cmd, config);
+            assert_eq!(code, Some(EXIT_CONFIG), "{cmd} {config}: {stderr}");
+            assert_eq!(
+                stderr,
+                format!("error: failed to read role file {config}\n  caused by: {cause}\n"),
+                "{cmd} {config}"
+            );
+        }
     }
 }
 
