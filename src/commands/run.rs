@@ -310,13 +310,20 @@ mod tests {
         tmp
     }
 
+    /// As root (see [`as_root`]), a fresh [`root_dir`] and the plan under it.
+    fn root_plan() -> Option<(tempfile::TempDir, Plan)> {
+        as_root().then(|| {
+            let tmp = root_dir();
+            let plan = plan(tmp.path());
+            (tmp, plan)
+        })
+    }
+
     #[test]
     fn each_agent_as_its_user_writes_its_data_dir_and_reads_its_config() {
-        if !as_root() {
+        let Some((tmp, plan)) = root_plan() else {
             return;
-        }
-        let tmp = root_dir();
-        let plan = plan(tmp.path());
+        };
         prepare(&plan).unwrap();
         let data = tmp.path().join("state/data");
         assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o7777, 0o755);
@@ -345,11 +352,9 @@ mod tests {
 
     #[test]
     fn a_data_parent_left_unreachable_by_an_older_version_is_opened_up() {
-        if !as_root() {
+        let Some((tmp, plan)) = root_plan() else {
             return;
-        }
-        let tmp = root_dir();
-        let plan = plan(tmp.path());
+        };
         // What `DirBuilder::recursive(true).mode(0o750)` used to leave.
         let data = tmp.path().join("state/data/consul");
         std::fs::create_dir_all(&data).unwrap();
