@@ -375,29 +375,30 @@ mod tests {
         // The whole tree private to root: the data dir is out of reach.
         let tmp = tempfile::tempdir().unwrap();
         std::fs::set_permissions(tmp.path(), private.clone()).unwrap();
-        let err = prepare(&plan(tmp.path())).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!(
-                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
-                tmp.path().join("state/data/consul").display(),
-                tmp.path().display()
-            )),
-            "{text}"
-        );
+        assert_unreachable(tmp.path(), "state/data/consul", tmp.path());
         // Only the config dir private: the config file is out of reach.
         let tmp = root_dir();
         std::fs::create_dir(tmp.path().join("etc")).unwrap();
         std::fs::set_permissions(tmp.path().join("etc"), private).unwrap();
-        let err = prepare(&plan(tmp.path())).unwrap_err();
+        assert_unreachable(
+            tmp.path(),
+            "etc/consul.d/consul.json",
+            &tmp.path().join("etc"),
+        );
+    }
+
+    /// Asserts that preparing the plan under `root` is a config error
+    /// saying the agents' user cannot reach `rel` (under `root`) because of
+    /// the 0700 dir `blocker`.
+    fn assert_unreachable(root: &Path, rel: &str, blocker: &Path) {
+        let err = prepare(&plan(root)).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
         let text = err.to_string();
         assert!(
             text.contains(&format!(
                 "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
-                tmp.path().join("etc/consul.d/consul.json").display(),
-                tmp.path().join("etc").display()
+                root.join(rel).display(),
+                blocker.display()
             )),
             "{text}"
         );
