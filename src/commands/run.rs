@@ -250,8 +250,11 @@ mod tests {
     /// The user the agents run as in these tests: one every system has.
     const AGENT_USER: &str = "nobody";
 
-    fn is_root() -> bool {
-        nix::unistd::Uid::effective().is_root()
+    /// Whether the test runs as root, which switching to the agents' user
+    /// needs: a skip elsewhere, a failure under CI (`hashi_testrig::require`).
+    fn as_root() -> bool {
+        use hashi_testrig::require::{available, root};
+        available("root", root("switching to the agents' user needs it"))
     }
 
     /// ams2-server-01 with both agents as `nobody`, under `root`.
@@ -310,14 +313,20 @@ mod tests {
         tmp
     }
 
+    /// As root (see [`as_root`]), a fresh [`root_dir`] and the plan under it.
+    fn root_plan() -> Option<(tempfile::TempDir, Plan)> {
+        as_root().then(|| {
+            let tmp = root_dir();
+            let plan = plan(tmp.path());
+            (tmp, plan)
+        })
+    }
+
     #[test]
     fn each_agent_as_its_user_writes_its_data_dir_and_reads_its_config() {
-        if !is_root() {
-            eprintln!("skipped: switching to the agents' user needs root");
+        let Some((tmp, plan)) = root_plan() else {
             return;
-        }
-        let tmp = root_dir();
-        let plan = plan(tmp.path());
+        };
         prepare(&plan).unwrap();
         let data = tmp.path().join("state/data");
         assert_eq!(std::fs::metadata(&data).unwrap().mode() & 0o7777, 0o755);
@@ -346,12 +355,9 @@ mod tests {
 
     #[test]
     fn a_data_parent_left_unreachable_by_an_older_version_is_opened_up() {
-        if !is_root() {
-            eprintln!("skipped: switching to the agents' user needs root");
+        let Some((tmp, plan)) = root_plan() else {
             return;
-        }
-        let tmp = root_dir();
-        let plan = plan(tmp.path());
+        };
         // What `DirBuilder::recursive(true).mode(0o750)` used to leave.
         let data = tmp.path().join("state/data/consul");
         std::fs::create_dir_all(&data).unwrap();
@@ -365,37 +371,37 @@ mod tests {
 
     #[test]
     fn an_ancestor_the_agent_cannot_search_is_an_error_naming_it() {
-        if !is_root() {
-            eprintln!("skipped: switching to the agents' user needs root");
+        if !as_root() {
             return;
         }
         let private = std::fs::Permissions::from_mode(0o700);
         // The whole tree private to root: the data dir is out of reach.
         let tmp = tempfile::tempdir().unwrap();
         std::fs::set_permissions(tmp.path(), private.clone()).unwrap();
-        let err = prepare(&plan(tmp.path())).unwrap_err();
-        assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
-        let text = err.to_string();
-        assert!(
-            text.contains(&format!(
-                "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
-                tmp.path().join("state/data/consul").display(),
-                tmp.path().display()
-            )),
-            "{text}"
-        );
+        assert_unreachable(tmp.path(), "state/data/consul", tmp.path());
         // Only the config dir private: the config file is out of reach.
         let tmp = root_dir();
         std::fs::create_dir(tmp.path().join("etc")).unwrap();
         std::fs::set_permissions(tmp.path().join("etc"), private).unwrap();
-        let err = prepare(&plan(tmp.path())).unwrap_err();
+        assert_unreachable(
+            tmp.path(),
+            "etc/consul.d/consul.json",
+            &tmp.path().join("etc"),
+        );
+    }
+
+    /// Asserts that preparing the plan under `root` is a config error
+    /// saying the agents' user cannot reach `rel` (under `root`) because of
+    /// the 0700 dir `blocker`.
+    fn assert_unreachable(root: &Path, rel: &str, blocker: &Path) {
+        let err = prepare(&plan(root)).unwrap_err();
         assert_eq!(err.exit_code(), crate::error::EXIT_CONFIG);
         let text = err.to_string();
         assert!(
             text.contains(&format!(
                 "user `{AGENT_USER}` cannot reach {}: {} (mode 0700",
-                tmp.path().join("etc/consul.d/consul.json").display(),
-                tmp.path().join("etc").display()
+                root.join(rel).display(),
+                blocker.display()
             )),
             "{text}"
         );

@@ -4,8 +4,9 @@
 //! * [`snapshot`]: the [`HealthSnapshot`] every answer is computed from
 //!   (node info, the supervisor's published status, what the agents report),
 //!   redacted when built so it carries no secret.
-//! * [`checker`]: the background task that queries the agents on an interval
-//!   (every request bounded by a timeout) and publishes snapshots on a
+//! * [`checker`]: the background task that queries the agents on an interval,
+//!   and an agent at once when its state changes (started, ready, exited),
+//!   every request bounded by a timeout, and publishes snapshots on a
 //!   `watch` channel. A request to the endpoint never waits on an agent.
 //! * [`checks`]: the readiness checks, a pure function of a snapshot.
 //! * [`handlers`]: the routes, pure functions `(request parts, snapshot) ->

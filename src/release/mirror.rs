@@ -582,6 +582,24 @@ mod tests {
         s
     }
 
+    /// Asserts that `call` fails within [`BOUND`] with an error whose
+    /// chain names `cause`.
+    async fn assert_refused_in_bound<T: std::fmt::Debug>(
+        rel: &str,
+        cause: &str,
+        call: impl std::future::Future<Output = Result<T, ReleaseError>>,
+    ) {
+        let e = tokio::time::timeout(BOUND, call)
+            .await
+            .expect("bounded")
+            .unwrap_err();
+        assert!(
+            source_text(&e).contains(cause),
+            "{rel}: {}",
+            source_text(&e)
+        );
+    }
+
     #[tokio::test]
     async fn a_directory_mirror_refuses_fifos_and_devices_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
@@ -597,25 +615,9 @@ mod tests {
             ("fifo", "is a FIFO, not a regular file"),
             ("zero", "is a character device, not a regular file"),
         ] {
-            let e = tokio::time::timeout(BOUND, m.get_small(rel, 1024))
-                .await
-                .expect("bounded")
-                .unwrap_err();
-            assert!(
-                source_text(&e).contains(cause),
-                "{rel}: {}",
-                source_text(&e)
-            );
+            assert_refused_in_bound(rel, cause, m.get_small(rel, 1024)).await;
             let dest = dir.path().join(format!("{rel}.out"));
-            let e = tokio::time::timeout(BOUND, m.download(rel, &dest, 1 << 20))
-                .await
-                .expect("bounded")
-                .unwrap_err();
-            assert!(
-                source_text(&e).contains(cause),
-                "{rel}: {}",
-                source_text(&e)
-            );
+            assert_refused_in_bound(rel, cause, m.download(rel, &dest, 1 << 20)).await;
         }
         let e = m.get_small("big", 1024).await.unwrap_err();
         assert!(

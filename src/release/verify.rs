@@ -2,7 +2,8 @@
 //! type.
 //!
 //! Owns the trusted keyring (HashiCorp's embedded release key plus any extra
-//! key files) and the acceptance policy of `shared/hashicorp-release/README.md`:
+//! key files) and this acceptance policy (tested against the real signed
+//! vectors in `tests/data/hashicorp-release/`):
 //!
 //! * the issuer must be a trusted primary key or one of its signing subkeys;
 //! * the signature's creation time must lie between the signing key's
@@ -25,7 +26,7 @@ use pgp::types::{KeyDetails, KeyId, Tag};
 
 use crate::plan::Product;
 
-// Provenance (from shared/hashicorp-release/README.md): both files are
+// Provenance (as tests/data/hashicorp-release/README.md records): both files are
 // byte-for-byte copies of `internal/pubkey/pubkey.go` in `hashicorp/hc-install`.
 // The renewed copy is the `DefaultPublicKey` constant at commit
 // e1c44a506777b7bc9b11a15ec82f06f1964e9be5 (2026-02-18 self-signatures, plus

@@ -329,8 +329,8 @@ mod tests {
 
     #[test]
     fn existing_user_becomes_the_owner() {
-        if !Uid::effective().is_root() {
-            eprintln!("skipped: chown needs root");
+        use hashi_testrig::require::{available, root};
+        if !available("root", root("chown needs it")) {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! The stand-in's HTTP API: the Consul and Nomad endpoints hashi-supervisor
-//! uses, with the shapes of `../shared/agent-api/` samples and the quirks its
-//! README lists, plus the hidden `/_standin/gossip` endpoint.
+//! uses, with the shapes of the `tests/data/agent-api/` samples and the
+//! quirks the stand-in's README lists, plus the hidden `/_standin/gossip`
+//! endpoint.
 
 use std::convert::Infallible;
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! STAND-IN for the `consul` and `nomad` agents, for tests only. It is not
 //! HashiCorp's software and must never be presented as such: it follows the
 //! real agents' contract as far as hashi-supervisor relies on it
-//! (`../shared/agent-facts.md`, `../shared/agent-api/`): `version` output,
+//! (the agents' behaviour read from their source, and the API samples in
+//! `tests/data/agent-api/` of this repository): `version` output,
 //! `agent` config loading and refusal, the HTTP endpoints, membership between
 //! stand-ins, signals and sd_notify, plus fault knobs for tests.
 //!

@@ -10,4 +10,5 @@
 pub mod demo;
 pub mod mirror;
 pub mod netns;
+pub mod require;
 pub mod users;

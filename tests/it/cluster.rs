@@ -68,8 +68,9 @@ fn pids_in(netns: &str) -> Vec<String> {
 
 #[test]
 fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
-    if let Err(why) = hashi_testrig::netns::is_available() {
-        eprintln!("SKIP reference_cluster: network namespaces unavailable: {why}");
+    if !crate::support::require_tools(&["ip"])
+        || !crate::support::available("network namespaces", hashi_testrig::netns::is_available())
+    {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");

@@ -10,23 +10,14 @@
 // Test helpers outside #[test] functions may unwrap too.
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
 
-use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
 use serde_json::Value;
 
+use crate::support::node::{DEADLINE, Ports, RoleFile, Supervisor, node_root, run_cmd};
 use crate::support::standin::{HttpReply, free_port, http, wait_for};
 use crate::support::supervisor_bin;
-
-/// Long enough for a debug build to fetch, verify, install and start both
-/// stand-ins on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(90);
-const CONSUL_VERSION: &str = "1.21.4";
-const NOMAD_VERSION: &str = "1.10.4";
 
 fn supervisor(args: &[&str]) -> Output {
     Command::new(supervisor_bin())
@@ -130,168 +121,43 @@ fn offline_first_run_says_what_to_do_and_exits_69() {
 
 // ------------------------------------------------------- a node harness ---
 
-/// One signed mirror of stand-ins for every test here (built once).
-fn mirror() -> &'static BuiltMirror {
-    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
-    &MIRROR
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(crate::support::standin::standin_bin(), &standin).unwrap();
-            let _ = Command::new("strip").arg(&standin).status();
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let built = MirrorBuilder::product("consul")
-                .version(CONSUL_VERSION)
-                .binary(&standin)
-                .and_product("nomad")
-                .version(NOMAD_VERSION)
-                .binary(&standin)
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .unwrap();
-            (tmp, built)
-        })
-        .1
-}
-
-/// The agents' ports of one node.
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    consul_http: u16,
-    consul_serf_lan: u16,
-    consul_serf_wan: u16,
-    consul_server: u16,
-    nomad_http: u16,
-    nomad_rpc: u16,
-    nomad_serf: u16,
-}
-
-impl Ports {
-    fn free() -> Self {
-        Ports {
-            consul_http: free_port(),
-            consul_serf_lan: free_port(),
-            consul_serf_wan: free_port(),
-            consul_server: free_port(),
-            nomad_http: free_port(),
-            nomad_rpc: free_port(),
-            nomad_serf: free_port(),
-        }
-    }
-}
-
-/// A role file of a node under `root`: `roles`, the agents on `ports`, the
-/// health endpoint on `health`, and `nomad_extra` lines in `[nomad]`.
+/// A role file of ams2-server-01 in `datacenter`: `roles`, on `ports`, and
+/// `nomad_extra` lines in `[nomad]`. The agents run as their users.
 fn role_file(
     root: &Path,
     roles: &[&str],
     datacenter: &str,
     ports: Ports,
-    health: u16,
     nomad_extra: &str,
 ) -> String {
-    let m = mirror();
-    let roles: Vec<String> = roles.iter().map(|r| format!("\"{r}\"")).collect();
-    format!(
-        r#"schema = 1
-roles = [{roles}]
-region = "eu"
-datacenter = "{datacenter}"
-node_name = "ams2-server-01"
-
-[addresses]
-bind = "127.0.0.1"
-private = "127.0.0.1"
-
-[consul]
-version = "{cv}"
-bootstrap_expect = 1
-stop_timeout_secs = 10
-
-[consul.extra.ports]
-http = {ch}
-serf_lan = {csl}
-serf_wan = {csw}
-server = {cs}
-
-[nomad]
-version = "{nv}"
-bootstrap_expect = 1
-{nomad_extra}
-
-[nomad.extra.ports]
-http = {nh}
-rpc = {nr}
-serf = {ns}
-
-[release]
-mirror = "file://{mirror}"
-trust_hashicorp_key = false
-trusted_key_files = ["{key}"]
-
-[health]
-listen = "127.0.0.1:{health}"
-
-[paths]
-config_dir = "{etc}"
-state_dir = "{state}"
-"#,
-        roles = roles.join(", "),
-        cv = CONSUL_VERSION,
-        nv = NOMAD_VERSION,
-        ch = ports.consul_http,
-        csl = ports.consul_serf_lan,
-        csw = ports.consul_serf_wan,
-        cs = ports.consul_server,
-        nh = ports.nomad_http,
-        nr = ports.nomad_rpc,
-        ns = ports.nomad_serf,
-        mirror = m.root.display(),
-        key = m.public_key.display(),
-        etc = root.join("etc").display(),
-        state = root.join("state").display(),
-    )
+    RoleFile::new("ams2-server-01", datacenter, roles, ports)
+        .nomad_lines(nomad_extra)
+        .render(root)
 }
 
-/// A running `supervisor run` and its temp root; stopped on drop.
+/// A running `supervisor run` of ams2-server-01 in ams2.
 struct Node {
-    root: tempfile::TempDir,
-    child: Child,
+    sup: Supervisor,
     ports: Ports,
-    health: u16,
-    log: PathBuf,
 }
 
 impl Node {
     fn start(roles: &[&str], nomad_extra: &str, env: &[(&str, &str)]) -> Node {
-        let root = tempfile::tempdir().unwrap();
-        // The agents run as the consul and nomad users: they must reach
-        // their dirs under the root.
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = node_root();
         let ports = Ports::free();
-        let health = free_port();
-        let role = role_file(root.path(), roles, "ams2", ports, health, nomad_extra);
-        std::fs::write(root.path().join("node.toml"), role).unwrap();
-        let log = root.path().join("supervisor.log");
-        let child = run_cmd(&root.path().join("node.toml"), env)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let role = role_file(root.path(), roles, "ams2", ports, nomad_extra);
         Node {
-            root,
-            child,
+            sup: Supervisor::start(root, &role, env),
             ports,
-            health,
-            log,
         }
     }
 
+    fn root(&self) -> &Path {
+        self.sup.root.path()
+    }
+
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.sup.log()
     }
 
     fn consul(&self) -> String {
@@ -302,19 +168,14 @@ impl Node {
     /// deadline or when the supervisor exits.
     fn wait<T>(&mut self, what: &str, mut cond: impl FnMut(&Node) -> Option<T>) -> T {
         let got = wait_for(DEADLINE, || {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!(
-                    "supervisor exited with {st} waiting for {what}; log:\n{}",
-                    self.log()
-                );
-            }
+            self.sup.assert_running(what);
             cond(self)
         });
         got.unwrap_or_else(|| panic!("timed out waiting for {what}; log:\n{}", self.log()))
     }
 
     fn ready(&mut self) {
-        let addr = format!("127.0.0.1:{}", self.health);
+        let addr = format!("127.0.0.1:{}", self.ports.health);
         self.wait("/ready 200", |_| {
             http(&addr, "GET", "/ready", "")
                 .ok()
@@ -325,7 +186,7 @@ impl Node {
     /// The pid of a running agent, from the node's `/v1/status`.
     fn try_agent_pid(&self, agent: &str) -> Option<u32> {
         let r = http(
-            &format!("127.0.0.1:{}", self.health),
+            &format!("127.0.0.1:{}", self.ports.health),
             "GET",
             "/v1/status",
             "",
@@ -352,50 +213,11 @@ impl Node {
         r.json().get("hashi-supervisor-ams2-server-01").cloned()
     }
 
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
-    }
-
     /// SIGTERM, then the supervisor's exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let child = &mut self.child;
-        wait_for(DEADLINE, || child.try_wait().ok().flatten())
-            .unwrap_or_else(|| panic!("supervisor did not stop; log:\n{}", self.log()))
+        self.sup.stop()
     }
 }
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.signal(nix::sys::signal::Signal::SIGTERM);
-            let child = &mut self.child;
-            if wait_for(DEADLINE, || child.try_wait().ok().flatten()).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-/// `supervisor --config ROLE run` with a clean environment for the test.
-fn run_cmd(role: &Path, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(supervisor_bin());
-    c.arg("--config")
-        .arg(role)
-        .arg("run")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("HASHI_SUPERVISOR_ROLE")
-        .env("HASHI_SUPERVISOR_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
 fn port_of(reg: &Value) -> u64 {
     reg["Port"].as_u64().unwrap_or_default()
 }
@@ -407,23 +229,25 @@ fn second_run_on_a_live_node_is_refused_and_changes_nothing() {
     let mut n = Node::start(&["consul-server", "nomad-server"], "", &[]);
     n.ready();
     let reg = n.wait("registration", Node::registration);
-    assert_eq!(port_of(&reg), u64::from(n.health));
-    let consul_json = n.root.path().join("etc/consul.d/consul.json");
+    assert_eq!(port_of(&reg), u64::from(n.ports.health));
+    let consul_json = n.root().join("etc/consul.d/consul.json");
     let rendered = std::fs::read(&consul_json).unwrap();
 
     // The same node's state dir and Consul, another health port (so its
     // registration would carry another address) and another datacenter
     // (so its render would differ).
     let other_health = free_port();
-    let second_role = n.root.path().join("second.toml");
+    let second_role = n.root().join("second.toml");
     std::fs::write(
         &second_role,
         role_file(
-            n.root.path(),
+            n.root(),
             &["consul-server", "nomad-server"],
             "lon1",
-            n.ports,
-            other_health,
+            Ports {
+                health: other_health,
+                ..n.ports
+            },
             "",
         ),
     )
@@ -438,7 +262,7 @@ fn second_run_on_a_live_node_is_refused_and_changes_nothing() {
     // Nothing of the live node was touched: its registration (never
     // overwritten, never removed), its rendered config, its endpoint.
     let reg = n.registration().expect("the live node is still registered");
-    assert_eq!(port_of(&reg), u64::from(n.health), "{reg}");
+    assert_eq!(port_of(&reg), u64::from(n.ports.health), "{reg}");
     assert_eq!(std::fs::read(&consul_json).unwrap(), rendered);
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", other_health)).is_err(),
@@ -465,7 +289,7 @@ fn registration_comes_back_when_consul_loses_it() {
     assert_eq!(r.status, 200);
     assert!(n.registration().is_none());
     let reg = n.wait("registration again", Node::registration);
-    assert_eq!(port_of(&reg), u64::from(n.health));
+    assert_eq!(port_of(&reg), u64::from(n.ports.health));
     assert!(
         n.log().contains("consul lost the registration"),
         "{}",
@@ -622,9 +446,19 @@ fn agent_lines_reach_the_journal_under_their_own_identifier_and_level() {
 
 // ------------------------------------------------- drain on a real stop ---
 
-/// A Nomad server and client that leaves when stopped (`leave_on_stop`):
-/// it gets the client drain default.
-const LEAVING_NOMAD_CLIENT: &[&str] = &["consul-server", "nomad-server", "nomad-client"];
+/// A ready node whose Nomad is a server and a client that leaves when
+/// stopped (`leave_on_stop`: it gets the client drain default), its
+/// supervisor's restart marker at `marker`.
+fn leaving_nomad_client(marker: &Path) -> Node {
+    let marker_env = marker.display().to_string();
+    let mut n = Node::start(
+        &["consul-server", "nomad-server", "nomad-client"],
+        "leave_on_stop = true",
+        &[("HASHI_SUPERVISOR_RESTART_MARKER", &marker_env)],
+    );
+    n.ready();
+    n
+}
 
 /// The supervisor's log lines of `agent`'s own output.
 fn agent_lines(log: &str, agent: &str) -> Vec<String> {
@@ -644,14 +478,8 @@ fn stopping_a_nomad_client_drains_it_by_default_and_a_stale_marker_changes_nothi
     let marker = dir.path().join("restart");
     // Left by a try-restart of a supervisor that was not running.
     std::fs::write(&marker, "").unwrap();
-    let marker_env = marker.display().to_string();
-    let mut n = Node::start(
-        LEAVING_NOMAD_CLIENT,
-        "leave_on_stop = true",
-        &[("HASHI_SUPERVISOR_RESTART_MARKER", &marker_env)],
-    );
-    n.ready();
-    let hcl = std::fs::read_to_string(n.root.path().join("etc/nomad.d/nomad.hcl")).unwrap();
+    let mut n = leaving_nomad_client(&marker);
+    let hcl = std::fs::read_to_string(n.root().join("etc/nomad.d/nomad.hcl")).unwrap();
     assert!(
         hcl.contains("drain_on_shutdown {\n    deadline = \"60s\"\n  }"),
         "{hcl}"
@@ -676,13 +504,7 @@ fn stopping_a_nomad_client_drains_it_by_default_and_a_stale_marker_changes_nothi
 fn a_restart_announced_by_the_marker_stops_nomad_without_leaving_or_draining() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("restart");
-    let marker_env = marker.display().to_string();
-    let mut n = Node::start(
-        LEAVING_NOMAD_CLIENT,
-        "leave_on_stop = true",
-        &[("HASHI_SUPERVISOR_RESTART_MARKER", &marker_env)],
-    );
-    n.ready();
+    let mut n = leaving_nomad_client(&marker);
     // What the maintainer scripts do before `try-restart`.
     std::fs::write(&marker, "").unwrap();
     assert!(n.stop().success(), "log:\n{}", n.log());

@@ -16,87 +16,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::process::Command;
 
 use hashi_supervisor::health::StatusDoc;
-use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
 
-use crate::support::standin::{HttpReply, StandIn, free_port, http, wait_for};
+use crate::support::node::{
+    CONSUL_VERSION, DEADLINE, NOMAD_VERSION, Ports, RoleFile, Supervisor, node_root,
+};
+use crate::support::standin::{HttpReply, StandIn, http, wait_for};
 use crate::support::supervisor_bin;
-
-/// Long enough for a debug build to fetch, verify, install and start both
-/// stand-ins on a loaded machine.
-const DEADLINE: Duration = Duration::from_secs(90);
-/// Versions of the reference scenario, stamped into the stand-ins.
-const CONSUL_VERSION: &str = "1.21.4";
-const NOMAD_VERSION: &str = "1.10.4";
 /// Gossip keys of the healthy node: they must appear in no answer and no
 /// log line.
 const CONSUL_GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const NOMAD_GOSSIP_KEY: &str = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhmb29iYXJiYXoxMjM=";
-
-/// One signed mirror of stand-ins for every test (built once).
-fn mirror() -> &'static BuiltMirror {
-    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
-    &MIRROR
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().unwrap();
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            // A stripped copy when `strip` is there (a tenth of the size:
-            // quicker to zip, hash and unzip); the version slot survives.
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(crate::support::standin::standin_bin(), &standin).unwrap();
-            let _ = Command::new("strip").arg(&standin).status();
-            // Only this machine's architecture: zipping a debug stand-in
-            // takes a while.
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let built = MirrorBuilder::product("consul")
-                .version(CONSUL_VERSION)
-                .binary(&standin)
-                .and_product("nomad")
-                .version(NOMAD_VERSION)
-                .binary(&standin)
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .unwrap();
-            (tmp, built)
-        })
-        .1
-}
-
-/// Ports of one node's agents.
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    consul_http: u16,
-    consul_serf_lan: u16,
-    consul_serf_wan: u16,
-    consul_server: u16,
-    nomad_http: u16,
-    nomad_rpc: u16,
-    nomad_serf: u16,
-    health: u16,
-}
-
-impl Ports {
-    fn free() -> Self {
-        Ports {
-            consul_http: free_port(),
-            consul_serf_lan: free_port(),
-            consul_serf_wan: free_port(),
-            consul_server: free_port(),
-            nomad_http: free_port(),
-            nomad_rpc: free_port(),
-            nomad_serf: free_port(),
-            health: free_port(),
-        }
-    }
-}
 
 /// What a test node looks like.
 struct NodeSpec {
@@ -139,23 +71,16 @@ impl NodeSpec {
     }
 }
 
-/// A running `supervisor run` and its temp root; stopped on drop.
+/// A running `supervisor run` of one node.
 struct Node {
-    root: tempfile::TempDir,
-    child: Child,
+    sup: Supervisor,
     ports: Ports,
-    role_file: PathBuf,
-    stderr: PathBuf,
     name: &'static str,
 }
 
 impl Node {
     fn start(spec: NodeSpec) -> Node {
-        let m = mirror();
-        let root = tempfile::tempdir().unwrap();
-        // The agents run as the consul and nomad users: they must reach
-        // their dirs under the root.
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = node_root();
         let ports = Ports::free();
         let state = root.path().join("state");
         for (agent, knobs) in [("consul", &spec.consul_knobs), ("nomad", &spec.nomad_knobs)] {
@@ -168,129 +93,39 @@ impl Node {
             std::fs::write(&f, knobs).unwrap();
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
-        let mut consul_key = String::new();
-        let mut nomad_key = String::new();
+        // The test's dirs are private to root; the agents run as root.
+        let mut role = RoleFile::new(spec.name, spec.datacenter, spec.roles, ports)
+            .bootstrap_expect(spec.consul_bootstrap_expect, spec.nomad_bootstrap_expect)
+            .consul_lines("user = \"root\"")
+            .nomad_lines("stop_timeout_secs = 10\nuser = \"root\"")
+            .tables(&format!("[nomad.restart]\n{}", spec.nomad_restart));
         if spec.gossip_keys {
-            for (agent, key, line) in [
-                ("consul", CONSUL_GOSSIP_KEY, &mut consul_key),
-                ("nomad", NOMAD_GOSSIP_KEY, &mut nomad_key),
-            ] {
+            for (agent, key) in [("consul", CONSUL_GOSSIP_KEY), ("nomad", NOMAD_GOSSIP_KEY)] {
                 let f = root.path().join(format!("{agent}-gossip.key"));
                 std::fs::write(&f, format!("{key}\n")).unwrap();
                 std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-                *line = format!("encrypt_key_file = \"{}\"", f.display());
+                let line = format!("encrypt_key_file = \"{}\"", f.display());
+                role = match agent {
+                    "consul" => role.consul_lines(&line),
+                    _ => role.nomad_lines(&line),
+                };
             }
         }
-        let nomad_tls = if spec.nomad_tls {
-            test_pki(root.path(), "server.eu.nomad")
-        } else {
-            String::new()
-        };
-        let roles: Vec<String> = spec.roles.iter().map(|r| format!("\"{r}\"")).collect();
-        let discovery = match &spec.consul_address {
-            Some(a) => format!("[discovery]\nconsul_address = \"{a}\"\n"),
-            None => String::new(),
-        };
-        let role = format!(
-            r#"schema = 1
-roles = [{roles}]
-region = "eu"
-datacenter = "{dc}"
-node_name = "{name}"
-
-[addresses]
-bind = "127.0.0.1"
-private = "127.0.0.1"
-
-[consul]
-version = "{cv}"
-bootstrap_expect = {cbe}
-stop_timeout_secs = 10
-# The test's dirs are private to root; the agents run as root.
-user = "root"
-{consul_key}
-
-[consul.extra.ports]
-http = {ch}
-serf_lan = {csl}
-serf_wan = {csw}
-server = {cs}
-
-[nomad]
-version = "{nv}"
-bootstrap_expect = {nbe}
-stop_timeout_secs = 10
-user = "root"
-{nomad_key}
-
-[nomad.restart]
-{restart}
-
-{nomad_tls}
-[nomad.extra.ports]
-http = {nh}
-rpc = {nr}
-serf = {ns}
-
-[release]
-mirror = "file://{mirror}"
-trust_hashicorp_key = false
-trusted_key_files = ["{key}"]
-
-{discovery}
-[health]
-listen = "127.0.0.1:{hp}"
-
-[paths]
-config_dir = "{etc}"
-state_dir = "{state}"
-"#,
-            roles = roles.join(", "),
-            dc = spec.datacenter,
-            name = spec.name,
-            cv = CONSUL_VERSION,
-            cbe = spec.consul_bootstrap_expect,
-            ch = ports.consul_http,
-            csl = ports.consul_serf_lan,
-            csw = ports.consul_serf_wan,
-            cs = ports.consul_server,
-            nv = NOMAD_VERSION,
-            nbe = spec.nomad_bootstrap_expect,
-            restart = spec.nomad_restart,
-            nh = ports.nomad_http,
-            nomad_tls = nomad_tls,
-            nr = ports.nomad_rpc,
-            ns = ports.nomad_serf,
-            mirror = m.root.display(),
-            key = m.public_key.display(),
-            hp = ports.health,
-            etc = root.path().join("etc").display(),
-            state = state.display(),
-        );
-        let role_file = root.path().join("node.toml");
-        std::fs::write(&role_file, role).unwrap();
-        let stderr = root.path().join("supervisor.log");
-        let child = Command::new(supervisor_bin())
-            .arg("--config")
-            .arg(&role_file)
-            .arg("run")
-            .env_remove("NOTIFY_SOCKET")
-            // What the memory trim did (one debug line per trim).
-            .env(
-                "HASHI_SUPERVISOR_LOG",
-                "info,hashi_supervisor::supervise::trim=debug",
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
+        if spec.nomad_tls {
+            role = role.tables(&test_pki(root.path(), "server.eu.nomad"));
+        }
+        if let Some(a) = &spec.consul_address {
+            role = role.tables(&format!("[discovery]\nconsul_address = \"{a}\"\n"));
+        }
+        let role = role.render(root.path());
+        // What the memory trim did (one debug line per trim).
+        let env = [(
+            "HASHI_SUPERVISOR_LOG",
+            "info,hashi_supervisor::supervise::trim=debug",
+        )];
         Node {
-            root,
-            child,
+            sup: Supervisor::start(root, &role, &env),
             ports,
-            role_file,
-            stderr,
             name: spec.name,
         }
     }
@@ -305,7 +140,7 @@ state_dir = "{state}"
 
     /// The supervisor's log so far.
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        self.sup.log()
     }
 
     /// Polls `path` until `pred` holds; panics with the last answer and the
@@ -313,9 +148,7 @@ state_dir = "{state}"
     fn wait(&mut self, path: &str, pred: impl Fn(&HttpReply) -> bool) -> HttpReply {
         let mut last = None;
         let got = wait_for(DEADLINE, || {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("supervisor exited with {st}; log:\n{}", self.log());
-            }
+            self.sup.assert_running(path);
             let r = self.get(path)?;
             let ok = pred(&r);
             last = Some(r.clone());
@@ -337,29 +170,7 @@ state_dir = "{state}"
 
     /// SIGTERM, then wait for the supervisor's exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let child = &mut self.child;
-        wait_for(DEADLINE, || child.try_wait().ok().flatten())
-            .unwrap_or_else(|| panic!("supervisor did not stop; log:\n{}", self.log()))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Agents live in their own process groups: a clean stop takes
-            // them down; SIGKILL only when that does not end in time.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let child = &mut self.child;
-            if wait_for(DEADLINE, || child.try_wait().ok().flatten()).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+        self.sup.stop()
     }
 }
 
@@ -373,7 +184,7 @@ fn agent<'a>(doc: &'a StatusDoc, name: &str) -> &'a hashi_supervisor::health::ha
 fn status_cmd(node: &Node, extra: &[&str]) -> std::process::Output {
     Command::new(supervisor_bin())
         .arg("--config")
-        .arg(&node.role_file)
+        .arg(&node.sup.role_file)
         .arg("status")
         .args(extra)
         .output()
@@ -527,7 +338,7 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     }
     // (Only this check is left out where promtool is missing outside CI.)
     if crate::support::require_tools(&["promtool"]) {
-        let f = n.root.path().join("metrics.txt");
+        let f = n.sup.root.path().join("metrics.txt");
         std::fs::write(&f, &metrics.body).unwrap();
         let out = Command::new("promtool")
             .args(["check", "metrics"])
@@ -562,7 +373,8 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
     assert_eq!(svc["Port"], n.ports.health);
 
     // The agents got their gossip keys; no answer shows them.
-    let rendered = std::fs::read_to_string(n.root.path().join("etc/consul.d/consul.json")).unwrap();
+    let rendered =
+        std::fs::read_to_string(n.sup.root.path().join("etc/consul.d/consul.json")).unwrap();
     assert!(rendered.contains(CONSUL_GOSSIP_KEY));
     for path in crate::support::HEALTH_PATHS.iter().copied() {
         let body = n.get(path).unwrap().body;
@@ -785,7 +597,7 @@ fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
     );
     // The readiness check of the plan from this very role file passes over
     // TLS; the same check without the CA (plain HTTP) fails.
-    let role = hashi_supervisor::role::load(&n.role_file, true, &[]).unwrap();
+    let role = hashi_supervisor::role::load(&n.sup.role_file, true, &[]).unwrap();
     let plan = hashi_supervisor::plan::Plan::from_role(&role);
     let mut agent_plan = plan
         .agents

@@ -36,7 +36,7 @@ fn namespace_exists(name: &str) -> bool {
 
 #[test]
 fn reference_nodes_reach_each_other_within_and_across_datacenters() {
-    let Some(topo) = reference_topology("reference_nodes_reach_each_other", &["ping"]) else {
+    let Some(topo) = reference_topology(&["ping"]) else {
         return;
     };
     let ams2 = topo.node("ams2-server-01").expect("ams2 server").clone();
@@ -72,7 +72,7 @@ fn reference_nodes_reach_each_other_within_and_across_datacenters() {
 
 #[test]
 fn cutting_the_wan_link_isolates_datacenters_until_healed() {
-    let Some(topo) = reference_topology("cutting_the_wan_link", &["ping"]) else {
+    let Some(topo) = reference_topology(&["ping"]) else {
         return;
     };
     let lon1 = topo
@@ -98,7 +98,7 @@ fn cutting_the_wan_link_isolates_datacenters_until_healed() {
 
 #[test]
 fn a_node_taken_down_is_unreachable_and_comes_back() {
-    let Some(topo) = reference_topology("a_node_taken_down", &["ping"]) else {
+    let Some(topo) = reference_topology(&["ping"]) else {
         return;
     };
     let client = topo.node("ams2-client-01").expect("client").private_ip;
@@ -110,7 +110,7 @@ fn a_node_taken_down_is_unreachable_and_comes_back() {
 
 #[test]
 fn namespaces_are_removed_on_drop() {
-    let Some(topo) = reference_topology("namespaces_are_removed_on_drop", &[]) else {
+    let Some(topo) = reference_topology(&[]) else {
         return;
     };
     let names: Vec<String> = topo.namespaces().to_vec();

@@ -954,12 +954,14 @@ async fn pid1_reaper_helper() {
 
 #[test]
 fn zombies_are_reaped_as_pid_1_without_stealing_agent_exits() {
-    if !nix::unistd::Uid::effective().is_root() || !Path::new("/usr/bin/unshare").exists() {
-        eprintln!("skipped: needs root and unshare");
+    if !crate::support::available("root", crate::support::root("unshare --pid needs it"))
+        || !crate::support::require_tools(&["unshare"])
+    {
         return;
     }
+    let unshare = crate::support::find_tool("unshare").unwrap();
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("/usr/bin/unshare")
+    let out = std::process::Command::new(unshare)
         .args(["--pid", "--fork", "--mount-proc"])
         .arg(exe)
         .args([
@@ -976,8 +978,10 @@ fn zombies_are_reaped_as_pid_1_without_stealing_agent_exits() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    if !out.status.success() && text.contains("unshare failed") {
-        eprintln!("skipped: {text}");
+    if !out.status.success()
+        && text.contains("unshare failed")
+        && !crate::support::available("PID namespaces", Err(text.clone()))
+    {
         return;
     }
     assert!(out.status.success(), "{text}");
@@ -1390,12 +1394,13 @@ state_dir = "{state}"
 
     #[test]
     fn sigkilled_supervisors_agents_are_replaced_once_by_the_next_supervisor() {
+        if !crate::support::require_tools(&["ip"]) {
+            return;
+        }
         let ns = match Netns::new("orphan") {
             Ok(ns) => ns,
             Err(why) => {
-                eprintln!(
-                    "SKIP sigkilled_supervisors_agents: network namespaces unavailable: {why}"
-                );
+                crate::support::available("network namespaces", Err(why));
                 return;
             }
         };

@@ -4,6 +4,7 @@
 
 pub mod mirror;
 pub mod netns;
+pub mod node;
 pub mod standin;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,7 @@ pub const APT_LINE: &str = "apt-get install iproute2 iputils-ping prometheus chr
 const TOOLS: &[(&str, &[&str], &str)] = &[
     ("ip", &["ip"], "iproute2"),
     ("ping", &["ping"], "iputils-ping"),
+    ("unshare", &["unshare"], "util-linux"),
     ("promtool", &["promtool"], "prometheus"),
     ("prometheus", &["prometheus"], "prometheus"),
     (
@@ -84,16 +86,9 @@ const TOOLS: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// Whether this run must have every tool: `HASHI_REQUIRE_TOOLS` decides
-/// when set (`1`/`true` yes, anything else no), else `CI=true` (or `1`) does.
-/// `.ci/run` exports `HASHI_REQUIRE_TOOLS=1`.
-pub fn tools_required(require_tools: Option<&str>, ci: Option<&str>) -> bool {
-    let yes = |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
-    match require_tools {
-        Some(v) => yes(v),
-        None => ci.is_some_and(yes),
-    }
-}
+/// Whether this run must have every tool (see `hashi_testrig::require`):
+/// `HASHI_REQUIRE_TOOLS` decides when set, else `CI` does.
+pub use hashi_testrig::require::{available, root, tools_required};
 
 /// What a test does about its missing tools.
 #[derive(Debug, PartialEq, Eq)]
@@ -167,10 +162,7 @@ pub fn require_tools(tools: &[&str]) -> bool {
         .copied()
         .filter(|t| find_tool(t).is_none())
         .collect();
-    let required = tools_required(
-        std::env::var("HASHI_REQUIRE_TOOLS").ok().as_deref(),
-        std::env::var("CI").ok().as_deref(),
-    );
+    let required = hashi_testrig::require::required_here();
     let test = std::thread::current()
         .name()
         .unwrap_or("this test")
