@@ -213,6 +213,9 @@ fn main() -> ExitCode {
     ExitCode::from(run(product, &rest))
 }
 
+// The agent CLI's stdout (help, `version`, `validate`) is the contract
+// the supervisor reads, as the real agents print it.
+#[allow(clippy::print_stdout)]
 fn run(product: Product, args: &[String]) -> u8 {
     let cmd = args.first().map(String::as_str).unwrap_or("");
     match (product, cmd) {
@@ -237,6 +240,9 @@ fn run(product: Product, args: &[String]) -> u8 {
     }
 }
 
+// The agent CLI's stdout (help, `version`, `validate`) is the contract
+// the supervisor reads, as the real agents print it.
+#[allow(clippy::print_stdout)]
 fn print_version(product: Product, json: bool) {
     let mut v = VersionInfo::for_product(product);
     if std::env::var("STANDIN_FAIL_VERSION").is_ok_and(|x| x == "1") {
@@ -275,6 +281,9 @@ fn print_version(product: Product, json: bool) {
     }
 }
 
+// The agent CLI's stdout (help, `version`, `validate`) is the contract
+// the supervisor reads, as the real agents print it.
+#[allow(clippy::print_stdout)]
 fn validate(product: Product, paths: &[String]) -> u8 {
     let paths: Vec<std::path::PathBuf> = paths
         .iter()

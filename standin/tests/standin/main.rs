@@ -4,6 +4,10 @@
 //! drive the real binary through the same helper the main crate's
 //! integration tests use (`tests/it/support/standin.rs`).
 
+// Test code: a failed unwrap is a failed test (the workspace lints deny
+// it elsewhere; clippy's allow-unwrap-in-tests does not reach helpers here).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../../../tests/it/support/standin.rs"]
 #[allow(dead_code)]
 mod support;
