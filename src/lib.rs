@@ -35,6 +35,7 @@ pub mod agent_http;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod exit;
 pub mod health;
 pub mod paths;
 pub mod plan;
@@ -45,6 +46,7 @@ pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
 pub mod version;
+pub mod vocab;
 
 pub use error::Error;
 

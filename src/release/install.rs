@@ -600,7 +600,8 @@ mod tests {
                     || reason.contains("inflates past the 4194304 byte limit")),
             "{err}"
         );
-        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        // A refused archive exits 69 (`error::tests::a_refused_archive_exits_69`).
+        assert!(matches!(err, ReleaseError::BadArchive { .. }), "{err}");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
@@ -615,7 +616,8 @@ mod tests {
                 .contains("is 8388608 bytes, over the 4194304 byte limit"),
             "{err}"
         );
-        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        // A refused archive exits 69 (`error::tests::a_refused_archive_exits_69`).
+        assert!(matches!(err, ReleaseError::BadArchive { .. }), "{err}");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
@@ -629,7 +631,8 @@ mod tests {
             err.to_string().contains("17 entries, more than the 16"),
             "{err}"
         );
-        assert_eq!(err.exit_code(), crate::error::EXIT_UNAVAILABLE);
+        // A refused archive exits 69 (`error::tests::a_refused_archive_exits_69`).
+        assert!(matches!(err, ReleaseError::BadArchive { .. }), "{err}");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
