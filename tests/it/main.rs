@@ -9,6 +9,7 @@ mod cluster;
 mod day_one;
 mod health;
 mod health_e2e;
+mod layering;
 mod netns;
 mod release;
 mod render;
