@@ -215,6 +215,10 @@ pub fn place(
     Ok((vdir.join(product.as_str()), binary_sha256))
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "release's installer: writes into its staging dir, renamed into place whole"
+)]
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
@@ -361,6 +365,10 @@ pub fn check_version(
                     && attempt < TEXT_BUSY_ATTEMPTS =>
             {
                 attempt += 1;
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "on a blocking thread (installs run in spawn_blocking): a short pause before the next exec"
+                )]
                 std::thread::sleep(TEXT_BUSY_PAUSE);
             }
             Err(e) => return Err(run_err(e)),

@@ -356,8 +356,9 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![dir.to_path_buf()];
     while let Some(d) = dirs.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
+        let entries = std::fs::read_dir(&d).expect("src/ is readable");
+        for entry in entries {
+            let path = entry.expect("src/ is readable").path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
@@ -372,7 +373,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 /// The top-level module a file of `src/` belongs to (`None` for `lib.rs`,
 /// the crate root, which only declares the modules).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
-    let rel = file.strip_prefix(src).unwrap();
+    let rel = file.strip_prefix(src).expect("a file found under src/");
     let first = rel.components().next()?.as_os_str().to_str()?;
     let module = first.strip_suffix(".rs").unwrap_or(first);
     (module != "lib").then(|| module.to_string())
