@@ -106,7 +106,7 @@ impl std::fmt::Display for Violation {
         };
         write!(
             f,
-            "{}:{}: `{}` (stage {fs}, {fname}) imports `{}` (stage {ts}, {tname}), {why}: `{}`",
+            "{}:{}: `{}` (stage {fname}) imports `{}` (stage {tname}), {why}: `{}`",
             self.file, self.line, self.from, self.to, self.text
         )
     }
