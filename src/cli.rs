@@ -67,7 +67,7 @@ impl GlobalArgs {
 }
 
 /// Format of log lines on stderr: `telemetry` owns it, so that it imports
-/// nothing from the command line (it is a stage-0 module, see `lib.rs`).
+/// nothing from the command line (stage 1 of the layering in `lib.rs`).
 pub use crate::telemetry::LogFormat;
 
 /// The supervisor's commands.
