@@ -278,6 +278,7 @@ fn main() {
             let path = p.to_string();
             let h = std::thread::spawn(move || wrk(addr, &path, secs, conns));
             if s.child.id() == health.child.id() {
+                #[allow(clippy::disallowed_methods, reason = "a plain thread, not async code")]
                 std::thread::sleep(Duration::from_secs(secs / 2));
                 let m = health.memory();
                 mem_under_load = (mem_under_load.0.max(m.0), mem_under_load.1.max(m.1));

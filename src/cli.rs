@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::paths::DEFAULT_ROLE_FILE;
 
@@ -66,14 +66,9 @@ impl GlobalArgs {
     }
 }
 
-/// Format of log lines on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// key=value lines.
-    Logfmt,
-}
+/// Format of log lines on stderr: `telemetry` owns it, so that it imports
+/// nothing from the command line (stage 1 of the layering in `lib.rs`).
+pub use crate::telemetry::LogFormat;
 
 /// The supervisor's commands.
 #[derive(Debug, Subcommand)]

@@ -1,19 +1,20 @@
-//! The top-level error and its exit codes (STYLE.md): 0 ok, 64 usage,
-//! 78 invalid role file or config, 69 a release or mirror unavailable or
-//! failing verification, 70 internal, 1 other runtime failure.
+//! The top-level error, and the one place that maps every error to its exit
+//! code (STYLE.md): 0 ok, 64 usage, 78 invalid role file or config, 69 a
+//! release or mirror unavailable or failing verification, 70 internal, 1
+//! other runtime failure. The numbers live in [`crate::exit`].
+//!
+//! This module is in the last stage of the layering (`lib.rs`): it wraps
+//! every stage's error, so no stage below `commands` may import it; a stage
+//! returns its own error type and `commands` converts it with `?`.
 
+use crate::health::HealthError;
+use crate::release::ReleaseError;
+use crate::render::RenderError;
 use crate::{health, release, render, role, supervise};
 
-/// Exit code: command-line usage error.
-pub const EXIT_USAGE: u8 = 64;
-/// Exit code: a release or mirror is unavailable or failed verification.
-pub const EXIT_UNAVAILABLE: u8 = 69;
-/// Exit code: internal error.
-pub const EXIT_INTERNAL: u8 = 70;
-/// Exit code: invalid role file or config.
-pub const EXIT_CONFIG: u8 = 78;
-/// Exit code: any other runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
+// The exit codes at their old path, until every import names `crate::exit`
+// (the lead rewrites them after the issue-16 merge).
+pub use crate::exit::{EXIT_CONFIG, EXIT_FAILURE, EXIT_INTERNAL, EXIT_UNAVAILABLE, EXIT_USAGE};
 
 /// Every error a command can end with.
 #[derive(Debug, thiserror::Error)]
@@ -51,14 +52,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error.
+    /// The process exit code for this error: the whole mapping from the
+    /// stages' errors to exit codes is here and in the functions below.
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) => EXIT_USAGE,
             Self::Role(_) => EXIT_CONFIG,
-            Self::Render(e) => e.exit_code(),
-            Self::Release(e) => e.exit_code(),
-            Self::Health(e) => e.exit_code(),
+            Self::Render(e) => render_exit_code(e),
+            Self::Release(e) => release_exit_code(e),
+            Self::Health(e) => health_exit_code(e),
             Self::Supervise(_) | Self::Io { .. } => EXIT_FAILURE,
             Self::Internal(_) => EXIT_INTERNAL,
         }
@@ -79,5 +81,79 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+}
+
+/// Render: pass-through values and unreachable directories come from the
+/// role file (78); file errors are runtime failures (1); the rest are bugs.
+fn render_exit_code(e: &RenderError) -> u8 {
+    match e {
+        RenderError::Extra { .. }
+        | RenderError::ExtraNumber { .. }
+        | RenderError::Unreachable { .. } => EXIT_CONFIG,
+        RenderError::Encode { .. } | RenderError::Relocate { .. } => EXIT_INTERNAL,
+        RenderError::Io { .. } => EXIT_FAILURE,
+    }
+}
+
+/// Release: 69 for a release or mirror that is unavailable or cannot be
+/// verified, 1 for a local failure (I/O, the trust set, a binary that does
+/// not run here, a mirror setting that is not one), 70 for a bug.
+fn release_exit_code(e: &ReleaseError) -> u8 {
+    match e {
+        ReleaseError::Io { .. }
+        | ReleaseError::NoPrevious { .. }
+        | ReleaseError::InvalidMirror { .. }
+        | ReleaseError::Keys(_)
+        | ReleaseError::RunBinary { .. } => EXIT_FAILURE,
+        ReleaseError::Internal(_) => EXIT_INTERNAL,
+        ReleaseError::Fetch { .. }
+        | ReleaseError::NotFound { .. }
+        | ReleaseError::TooLarge { .. }
+        | ReleaseError::Index { .. }
+        | ReleaseError::NoMatchingVersion { .. }
+        | ReleaseError::NoBuild { .. }
+        | ReleaseError::UnsupportedArch(_)
+        | ReleaseError::MissingSignature { .. }
+        | ReleaseError::Verify { .. }
+        | ReleaseError::NotInSums { .. }
+        | ReleaseError::HashMismatch { .. }
+        | ReleaseError::BadArchive { .. }
+        | ReleaseError::VersionMismatch { .. } => EXIT_UNAVAILABLE,
+    }
+}
+
+/// Health: 69 when a node's endpoint cannot be reached, else 1.
+fn health_exit_code(e: &HealthError) -> u8 {
+    match e {
+        HealthError::Unreachable { .. } => EXIT_UNAVAILABLE,
+        _ => EXIT_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused archive (a zip bomb, an oversized or surplus entry: see
+    /// `release::install`'s tests, which check those end as `BadArchive`)
+    /// ends the command with 69, as a release that fails verification.
+    #[test]
+    fn a_refused_archive_exits_69() {
+        let e = ReleaseError::BadArchive {
+            path: "/s/releases/consul.zip".into(),
+            reason: "failed to decompress `consul`".into(),
+        };
+        assert_eq!(Error::from(e).exit_code(), EXIT_UNAVAILABLE);
+    }
+
+    #[test]
+    fn local_release_failures_exit_1_and_bugs_70() {
+        let e = ReleaseError::NoPrevious {
+            product: crate::vocab::Product::Consul,
+        };
+        assert_eq!(Error::from(e).exit_code(), EXIT_FAILURE);
+        let e = ReleaseError::Internal("x".into());
+        assert_eq!(Error::from(e).exit_code(), EXIT_INTERNAL);
     }
 }

@@ -21,8 +21,31 @@
 //!   stop, reload.
 //! * [`health`] serves pure functions of a snapshot over HTTP.
 //!
-//! Dependencies point one way: role → plan → render/release → supervise →
-//! health. Nothing below `main` calls `exit`.
+//! # Layering
+//!
+//! Dependencies point one way, along the pipeline. A module imports only
+//! from an earlier stage; modules of one stage don't import each other,
+//! except in the last one, which wires the rest together:
+//!
+//! ```text
+//! 0  shared vocabulary  vocab (Product, RestartPolicy, agent users,
+//!                       ReleaseOutcome), exit (exit codes), paths, version
+//! 1  logging            telemetry
+//! 2  role               the role file → NodeRole
+//! 3  plan               NodeRole → Plan
+//! 4  release, render    what the plan installs / writes
+//! 5  agent              the client of the agents' HTTP APIs
+//! 6  supervise          the agents' processes
+//! 7  health, catalog    what the node tells about itself
+//! 8  application        commands, cli, error, shutdown, main
+//! ```
+//!
+//! Errors flow up the same way: each stage returns its own error type, and
+//! [`error::Error`] wraps them and maps each to its exit code in one place.
+//! Nothing below `main` calls `exit`. `tests/it/layering.rs` reads every
+//! `crate::` path in `src/` and fails on an import against this order (and
+//! on a module missing from its table), and clippy's `disallowed-methods`
+//! (`clippy.toml`) keeps writes, sleeps, exits and reaping where they belong.
 //!
 //! # Shutdown order
 //!
@@ -30,11 +53,22 @@
 //! SIGKILL to its main pid) → stop Consul (same) → stop health, all under one
 //! overall deadline.
 
+// Test code writes fixtures and sleeps freely; the non-test build of every
+// module is still held to clippy.toml's disallowed methods.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "unit tests write fixtures directly"
+    )
+)]
+
 pub mod agent_api;
 pub mod agent_http;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod exit;
 pub mod health;
 pub mod paths;
 pub mod plan;
@@ -45,6 +79,7 @@ pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
 pub mod version;
+pub mod vocab;
 
 pub use error::Error;
 

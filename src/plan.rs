@@ -29,6 +29,10 @@ use nix::sys::signal::Signal;
 use crate::paths::RELEASES_SUBDIR;
 use crate::role::{NodeRole, Secret, TlsFiles};
 use crate::version::VersionSpec;
+// Shared vocabulary lives in `vocab` (stage 0) so `role` can use it without
+// importing `plan`. Re-exported at the old paths until every import names
+// `crate::vocab` (the lead rewrites them after the issue-16 merge).
+pub use crate::vocab::{CONSUL_USER, NOMAD_USER, Product, ROOT_USER, RestartMode, RestartPolicy};
 
 /// Consul's HTTP API port (agent-facts.md §6).
 pub const CONSUL_HTTP_PORT: u16 = 8500;
@@ -60,72 +64,12 @@ pub const CONSUL_STOP_SIGNAL: Signal = Signal::SIGTERM;
 /// Nomad's stop signal. SIGINT, as in HashiCorp's packaged unit
 /// (`KillSignal=SIGINT`); whether it leaves is set in the config.
 pub const NOMAD_STOP_SIGNAL: Signal = Signal::SIGINT;
-/// Unix user of Consul (unless the role file's `[consul] user` names another).
-pub const CONSUL_USER: &str = "consul";
-/// Unix user of a server-only Nomad (unless `[nomad] user` names another).
-pub const NOMAD_USER: &str = "nomad";
-/// Unix user of a Nomad client: it runs task drivers, which need root.
-pub const ROOT_USER: &str = "root";
 /// Sub-directory of the state dir holding the agents' data dirs.
 pub const DATA_SUBDIR: &str = "data";
 /// Name of Consul's rendered config file inside its config dir.
 pub const CONSUL_CONFIG_FILE: &str = "consul.json";
 /// Name of Nomad's rendered config file inside its config dir.
 pub const NOMAD_CONFIG_FILE: &str = "nomad.hcl";
-
-/// One of the two HashiCorp products we supervise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Product {
-    /// HashiCorp Consul.
-    Consul,
-    /// HashiCorp Nomad.
-    Nomad,
-}
-
-impl Product {
-    /// Lowercase name, as in release file names and binaries.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Consul => "consul",
-            Self::Nomad => "nomad",
-        }
-    }
-}
-
-impl std::fmt::Display for Product {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the restart policy does once `attempts` failures happened within
-/// `interval` (the shape of Nomad's `restart` block).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RestartMode {
-    /// Wait (with capped exponential backoff) and keep trying, forever.
-    Delay,
-    /// Mark the agent failed and stop trying.
-    Fail,
-}
-
-/// Restart policy of one agent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RestartPolicy {
-    /// Restarts allowed within `interval` before `mode` applies.
-    pub attempts: u32,
-    /// Window in which `attempts` are counted.
-    pub interval: Duration,
-    /// Delay before a restart; may be zero.
-    pub delay: Duration,
-    /// What happens once the attempts are used up.
-    pub mode: RestartMode,
-    /// Cap of the exponential backoff.
-    pub max_delay: Duration,
-    /// Uptime after which the failure count is reset.
-    pub stable_after: Duration,
-}
 
 /// Everything needed to run one agent.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -728,5 +672,92 @@ mod tests {
         // TLS for RPC only: the HTTP API stays plain.
         let text = format!("schema = 1\n[discovery]\nnomad_retry_join = [\"x\"]\n{tls}");
         assert_eq!(plan(&text, &["nomad-server"]).agents[0].api_tls, None);
+    }
+
+    /// The agents' users as the host has them (moved from `role::host`'s
+    /// tests: they check the plan a role gives, so they live with the plan
+    /// and `role` needs no import of a later stage).
+    mod users {
+        use std::net::Ipv4Addr;
+        use std::path::Path;
+
+        use crate::plan::{Plan, Product};
+        use crate::role::{RoleError, StaticHost, parse};
+
+        const SERVER: &str = "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"10.0.1.11\"\n";
+
+        fn host(root: bool, users: &[&str]) -> StaticHost {
+            StaticHost {
+                hostname: Some("ams2-server-01".into()),
+                interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 11))],
+                root,
+                users: users.iter().map(|u| u.to_string()).collect(),
+                ..StaticHost::default()
+            }
+        }
+
+        fn load(text: &str, host: &StaticHost) -> Result<Plan, String> {
+            parse(
+                Path::new("/etc/hashi-supervisor/node.toml"),
+                text,
+                &[],
+                host,
+            )
+            .map(|r| Plan::from_role(&r))
+            .map_err(|e: RoleError| e.to_string())
+        }
+
+        #[test]
+        fn as_root_a_missing_default_user_is_refused_with_how_to_create_it() {
+            let err = load(SERVER, &host(true, &["nomad"])).unwrap_err();
+            assert!(
+                err.contains(
+                    "/etc/hashi-supervisor/node.toml: consul runs as user `consul`, which does not exist on this host: \
+                     create it with `useradd --system --user-group --home-dir /var/lib/hashi-supervisor --shell /usr/sbin/nologin consul`"
+                ),
+                "{err}"
+            );
+            assert!(!err.contains("nomad runs as"), "{err}");
+        }
+
+        #[test]
+        fn as_root_a_missing_explicit_user_is_refused_at_its_line() {
+            let text = format!("{SERVER}[nomad]\nuser = \"hashi-nobody\"\n");
+            let err = load(&text, &host(true, &["consul", "nomad"])).unwrap_err();
+            assert!(
+                err.contains(
+                    "node.toml:8:8: nomad runs as user `hashi-nobody`, which does not exist"
+                ),
+                "{err}"
+            );
+        }
+
+        #[test]
+        fn an_explicit_user_replaces_the_default_and_owns_the_config() {
+            let text = format!("{SERVER}[consul]\nuser = \"root\"\n[nomad]\nuser = \"root\"\n");
+            let plan = load(&text, &host(true, &["root"])).unwrap();
+            for p in [Product::Consul, Product::Nomad] {
+                assert_eq!(plan.agent(p).unwrap().user, "root");
+            }
+            assert_eq!(plan.render.consul.unwrap().owner, "root");
+            assert_eq!(plan.render.nomad.unwrap().owner, "root");
+        }
+
+        #[test]
+        fn not_root_the_users_are_not_required() {
+            let plan = load(SERVER, &host(false, &[])).unwrap();
+            assert_eq!(plan.agent(Product::Consul).unwrap().user, "consul");
+            assert_eq!(plan.agent(Product::Nomad).unwrap().user, "nomad");
+        }
+
+        #[test]
+        fn a_user_name_that_is_not_one_is_refused() {
+            let text = format!("{SERVER}[consul]\nuser = \"-rf /\"\n");
+            let err = load(&text, &host(false, &[])).unwrap_err();
+            assert!(
+                err.contains("`consul.user` must be a Unix user name"),
+                "{err}"
+            );
+        }
     }
 }

@@ -7,6 +7,11 @@
 //! `nomad`: `journalctl -t consul` works) and with the priority of the
 //! agent's own level, whatever the supervisor's `--log-level`. Elsewhere it
 //! stays one supervisor log event per line on stderr ([`AgentLog::Tracing`]).
+//!
+//! Every stage logs, and `supervise` routes the agents' output through
+//! [`AgentLog`], so this module sits right after the shared vocabulary in the
+//! layering (`lib.rs`): it imports nothing from the crate but `vocab`, and
+//! owns its `--log-format` values ([`LogFormat`]) rather than reading `cli`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +20,16 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::LogFormat;
-use crate::plan::Product;
+use crate::vocab::Product;
+
+/// Format of log lines on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// key=value lines.
+    Logfmt,
+}
 
 /// journald's native protocol socket.
 pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";

@@ -1,44 +1,14 @@
 //! Counters other components bump (release fetch and verify outcomes) and
 //! the endpoint renders in `/metrics`. Lock-free: atomics only.
+//!
+//! Counts what it is given ([`ReleaseOutcome`], stage-0 vocabulary) and
+//! must not need `release`'s types: health only reads what others publish,
+//! and which release error is a fetch or a verification failure is
+//! release's call (`From<&ReleaseError> for ReleaseOutcome`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::plan::Product;
-use crate::release::{Installed, ReleaseError};
-
-/// Which stage of a release install failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Fetch,
-    Verify,
-}
-
-/// The stage a release error belongs to: reaching the mirror and getting
-/// what is needed from it, or checking what was got.
-fn release_failure(e: &ReleaseError) -> Option<Stage> {
-    match e {
-        ReleaseError::InvalidMirror { .. }
-        | ReleaseError::Fetch { .. }
-        | ReleaseError::NotFound { .. }
-        | ReleaseError::TooLarge { .. }
-        | ReleaseError::Index { .. }
-        | ReleaseError::NoMatchingVersion { .. }
-        | ReleaseError::NoBuild { .. } => Some(Stage::Fetch),
-        ReleaseError::MissingSignature { .. }
-        | ReleaseError::Verify { .. }
-        | ReleaseError::NotInSums { .. }
-        | ReleaseError::HashMismatch { .. }
-        | ReleaseError::BadArchive { .. }
-        | ReleaseError::VersionMismatch { .. }
-        | ReleaseError::RunBinary { .. } => Some(Stage::Verify),
-        // The local trust set, not what was fetched.
-        ReleaseError::Keys(_)
-        | ReleaseError::UnsupportedArch(_)
-        | ReleaseError::NoPrevious { .. }
-        | ReleaseError::Io { .. }
-        | ReleaseError::Internal(_) => None,
-    }
-}
+use crate::vocab::{Product, ReleaseOutcome};
 
 /// Outcome counters, shared as `Arc<Metrics>`.
 #[derive(Debug, Default)]
@@ -71,23 +41,22 @@ impl Metrics {
         self.verify[idx(product)][oidx(ok)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts the outcome of one release install (`release::ensure_installed`):
-    /// a success counts a verification, and a download when one was made; a
-    /// failure counts as a fetch or a verification failure by its kind
-    /// (failures of neither, e.g. local I/O, are not counted).
-    pub fn record_release(&self, product: Product, outcome: &Result<Installed, ReleaseError>) {
-        match outcome {
-            Ok(done) => {
-                if done.downloaded {
+    /// Counts the outcome of one release install (`release::ensure_installed`;
+    /// `&Result<Installed, ReleaseError>` converts into it): a success counts
+    /// a verification, and a download when one was made; a failure counts as
+    /// a fetch or a verification failure by its kind (local failures, e.g.
+    /// I/O, are not counted).
+    pub fn record_release(&self, product: Product, outcome: impl Into<ReleaseOutcome>) {
+        match outcome.into() {
+            ReleaseOutcome::Installed { downloaded } => {
+                if downloaded {
                     self.record_fetch(product, true);
                 }
                 self.record_verify(product, true);
             }
-            Err(e) => match release_failure(e) {
-                Some(Stage::Fetch) => self.record_fetch(product, false),
-                Some(Stage::Verify) => self.record_verify(product, false),
-                None => {}
-            },
+            ReleaseOutcome::FetchFailed => self.record_fetch(product, false),
+            ReleaseOutcome::VerifyFailed => self.record_verify(product, false),
+            ReleaseOutcome::LocalFailure => {}
         }
     }
 
@@ -106,43 +75,25 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn installed(downloaded: bool) -> Installed {
-        Installed {
-            product: Product::Consul,
-            version: semver::Version::new(1, 21, 4),
-            binary: "/s/releases/consul/1.21.4/consul".into(),
-            sha256: "0".repeat(64),
-            downloaded,
-        }
-    }
-
     #[test]
     fn release_outcomes_count_by_stage() {
         let m = Metrics::default();
-        m.record_release(Product::Consul, &Ok(installed(true)));
-        m.record_release(Product::Consul, &Ok(installed(false)));
+        m.record_release(
+            Product::Consul,
+            ReleaseOutcome::Installed { downloaded: true },
+        );
+        m.record_release(
+            Product::Consul,
+            ReleaseOutcome::Installed { downloaded: false },
+        );
         assert_eq!(m.fetch_count(Product::Consul, true), 1);
         assert_eq!(m.verify_count(Product::Consul, true), 2);
-        m.record_release(
-            Product::Nomad,
-            &Err(ReleaseError::NoMatchingVersion {
-                product: Product::Nomad,
-                spec: "~9.9".into(),
-                mirror: "file:///m".into(),
-            }),
-        );
+        m.record_release(Product::Nomad, ReleaseOutcome::FetchFailed);
         assert_eq!(m.fetch_count(Product::Nomad, false), 1);
         assert_eq!(m.verify_count(Product::Nomad, false), 0);
-        m.record_release(
-            Product::Nomad,
-            &Err(ReleaseError::HashMismatch {
-                url: "file:///m/nomad.zip".into(),
-                expected: "a".repeat(64),
-                actual: "b".repeat(64),
-            }),
-        );
+        m.record_release(Product::Nomad, ReleaseOutcome::VerifyFailed);
         assert_eq!(m.verify_count(Product::Nomad, false), 1);
-        m.record_release(Product::Nomad, &Err(ReleaseError::Internal("x".into())));
+        m.record_release(Product::Nomad, ReleaseOutcome::LocalFailure);
         assert_eq!(m.fetch_count(Product::Nomad, false), 1);
         assert_eq!(m.verify_count(Product::Nomad, false), 1);
     }

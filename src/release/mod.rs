@@ -29,6 +29,7 @@ pub use verify::{HASHICORP_FINGERPRINT, Keyring, Sha256Sums, VerifiedArtifact, V
 
 use crate::plan::{Plan, Product, ReleasePlan};
 use crate::version::VersionSpec;
+use crate::vocab::ReleaseOutcome;
 
 /// Largest `index.json` we read (HashiCorp's own are a few MiB).
 const MAX_INDEX_BYTES: u64 = 64 * 1024 * 1024;
@@ -229,16 +230,45 @@ impl ReleaseError {
     runs the five-node reference cluster on stand-in agents."
         ))
     }
+}
 
-    /// Exit code: 69 for an unavailable or unverifiable release, 1 for a
-    /// local failure, 70 for a bug.
-    pub fn exit_code(&self) -> u8 {
-        use crate::error::{EXIT_FAILURE, EXIT_INTERNAL, EXIT_UNAVAILABLE};
-        match self {
-            Self::Io { .. } | Self::NoPrevious { .. } | Self::InvalidMirror { .. } => EXIT_FAILURE,
-            Self::Keys(_) | Self::RunBinary { .. } => EXIT_FAILURE,
-            Self::Internal(_) => EXIT_INTERNAL,
-            _ => EXIT_UNAVAILABLE,
+/// Which counter an install's error belongs to (`/metrics`): reaching the
+/// mirror and getting what is needed from it, or checking what was got.
+/// Failures of neither (the local trust set, I/O, a bug) are not counted.
+impl From<&ReleaseError> for ReleaseOutcome {
+    fn from(e: &ReleaseError) -> Self {
+        match e {
+            ReleaseError::InvalidMirror { .. }
+            | ReleaseError::Fetch { .. }
+            | ReleaseError::NotFound { .. }
+            | ReleaseError::TooLarge { .. }
+            | ReleaseError::Index { .. }
+            | ReleaseError::NoMatchingVersion { .. }
+            | ReleaseError::NoBuild { .. } => ReleaseOutcome::FetchFailed,
+            ReleaseError::MissingSignature { .. }
+            | ReleaseError::Verify { .. }
+            | ReleaseError::NotInSums { .. }
+            | ReleaseError::HashMismatch { .. }
+            | ReleaseError::BadArchive { .. }
+            | ReleaseError::VersionMismatch { .. }
+            | ReleaseError::RunBinary { .. } => ReleaseOutcome::VerifyFailed,
+            ReleaseError::Keys(_)
+            | ReleaseError::UnsupportedArch(_)
+            | ReleaseError::NoPrevious { .. }
+            | ReleaseError::Io { .. }
+            | ReleaseError::Internal(_) => ReleaseOutcome::LocalFailure,
+        }
+    }
+}
+
+/// The outcome of one install ([`ensure_installed`]) as `/metrics` counts it.
+impl From<&Result<Installed, ReleaseError>> for ReleaseOutcome {
+    fn from(r: &Result<Installed, ReleaseError>) -> Self {
+        match r {
+            Ok(done) => ReleaseOutcome::Installed {
+                downloaded: done.downloaded,
+            },
+            Err(e) => e.into(),
         }
     }
 }
@@ -620,4 +650,41 @@ pub async fn fetch_plan_with(
 /// Switches `<releases_dir>/<product>/current` back to the previous version.
 pub fn rollback(releases_dir: &Path, product: Product) -> Result<semver::Version, ReleaseError> {
     install::rollback(releases_dir, product)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installed(downloaded: bool) -> Installed {
+        Installed {
+            product: Product::Consul,
+            version: semver::Version::new(1, 21, 4),
+            binary: "/s/releases/consul/1.21.4/consul".into(),
+            sha256: "0".repeat(64),
+            downloaded,
+        }
+    }
+
+    #[test]
+    fn install_outcomes_are_counted_by_stage() {
+        let ok = |downloaded| ReleaseOutcome::from(&Ok(installed(downloaded)));
+        assert_eq!(ok(true), ReleaseOutcome::Installed { downloaded: true });
+        assert_eq!(ok(false), ReleaseOutcome::Installed { downloaded: false });
+        let err = |e: ReleaseError| ReleaseOutcome::from(&Err::<Installed, _>(e));
+        let no_version = ReleaseError::NoMatchingVersion {
+            product: Product::Nomad,
+            spec: "~9.9".into(),
+            mirror: "file:///m".into(),
+        };
+        assert_eq!(err(no_version), ReleaseOutcome::FetchFailed);
+        let mismatch = ReleaseError::HashMismatch {
+            url: "file:///m/nomad.zip".into(),
+            expected: "a".repeat(64),
+            actual: "b".repeat(64),
+        };
+        assert_eq!(err(mismatch), ReleaseOutcome::VerifyFailed);
+        let bug = ReleaseError::Internal("x".into());
+        assert_eq!(err(bug), ReleaseOutcome::LocalFailure);
+    }
 }

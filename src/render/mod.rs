@@ -130,20 +130,6 @@ pub enum RenderError {
     },
 }
 
-impl RenderError {
-    /// Exit code of this error: pass-through values come from the role
-    /// file (78); file errors are runtime failures (1).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Extra { .. } | Self::ExtraNumber { .. } | Self::Unreachable { .. } => {
-                crate::error::EXIT_CONFIG
-            }
-            Self::Encode { .. } | Self::Relocate { .. } => crate::error::EXIT_INTERNAL,
-            Self::Io { .. } => crate::error::EXIT_FAILURE,
-        }
-    }
-}
-
 /// Renders every config file of the plan, Consul's first.
 pub fn render_plan(plan: &Plan) -> Result<Vec<RenderedFile>, RenderError> {
     let mut files = Vec::new();

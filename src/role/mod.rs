@@ -21,8 +21,8 @@ use std::time::Duration;
 pub use diag::Problem;
 pub use host::{Host, StaticHost, SystemHost};
 
-use crate::plan::RestartPolicy;
 use crate::version::VersionSpec;
+use crate::vocab::RestartPolicy;
 
 /// The only role file format version this supervisor reads.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -17,8 +17,8 @@ use super::{
     ReleaseRole, RoleError, RoleSet, SCHEMA_VERSION, TlsFiles,
 };
 use crate::paths::{DEFAULT_CONFIG_DIR, DEFAULT_HEALTH_PORT, DEFAULT_MIRROR, DEFAULT_STATE_DIR};
-use crate::plan::{CONSUL_USER, NOMAD_USER, ROOT_USER, RestartMode, RestartPolicy};
 use crate::version::VersionSpec;
+use crate::vocab::{CONSUL_USER, NOMAD_USER, ROOT_USER, RestartMode, RestartPolicy};
 
 /// Nomad's and Consul's default region / datacenter.
 const DEFAULT_REGION: &str = "global";

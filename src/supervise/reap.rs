@@ -50,6 +50,10 @@ pub fn stray_zombies(me: u32, exclude: &HashSet<u32>) -> Vec<u32> {
 }
 
 /// Reaps stray zombies now; returns how many.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the reaper: by pid, only zombies that are not an agent's"
+)]
 pub fn reap_strays(agent_pids: &Mutex<HashSet<u32>>) -> usize {
     let me = std::process::id();
     // Hold the lock: an agent spawned meanwhile is registered before we scan.

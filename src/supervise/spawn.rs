@@ -222,6 +222,10 @@ fn raise_limit(resource: Resource, target: u64) {
 }
 
 /// Writes `/proc/<pid>/oom_score_adj`; a failure is only a warning.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a /proc knob of the child, not a file: nothing to write atomically"
+)]
 fn set_oom_score_adj(product: Product, pid: u32, value: i32) {
     let path = format!("/proc/{pid}/oom_score_adj");
     if let Err(e) = std::fs::write(&path, value.to_string()) {
@@ -265,6 +269,10 @@ pub fn pidfile_path(run_dir: &Path, product: Product) -> PathBuf {
 }
 
 /// Records `pid` and its start time (`"<pid> <starttime>\n"`).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "written beside the pidfile and renamed over it (atomic), where the pid is known"
+)]
 pub fn write_pidfile(path: &Path, pid: u32) -> std::io::Result<()> {
     let start = read_stat(pid).map(|s| s.start_time).unwrap_or(0);
     let tmp = path.with_extension("pid.tmp");

@@ -10,6 +10,14 @@
 //! `--product consul|nomad` as the first argument, or `STANDIN_PRODUCT`.
 //! See `README.md` beside this crate for the whole env/CLI contract.
 
+// clippy.toml's disallowed methods guard the supervisor's code. The stand-in
+// imitates an agent: it exits with the agent's status, writes its own data
+// dir and pidfile, and its fault knobs stall on purpose.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a test-only imitation of consul/nomad"
+)]
+
 mod agent;
 mod checks;
 mod config;

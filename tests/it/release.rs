@@ -261,7 +261,7 @@ mod fetch {
             .await
             .expect_err("tampered binary is not used");
         assert!(matches!(err, ReleaseError::Fetch { .. }), "{err:?}");
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(hashi_supervisor::Error::from(err).exit_code(), 69);
     }
 
     #[tokio::test]
@@ -320,7 +320,7 @@ mod fetch {
             matches!(err, ReleaseError::NoMatchingVersion { .. }),
             "{err:?}"
         );
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(hashi_supervisor::Error::from(err).exit_code(), 69);
     }
 
     #[tokio::test]
@@ -511,7 +511,7 @@ mod fetch {
             err.to_string().contains("consul_1.20.1_linux_amd64.zip"),
             "{err}"
         );
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(hashi_supervisor::Error::from(err).exit_code(), 69);
         assert_untouched(&m, &old);
     }
 
@@ -742,7 +742,7 @@ mod fetch {
             "{err:?}"
         );
         assert_eq!(m.server.requests(&zip), 4);
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(hashi_supervisor::Error::from(err).exit_code(), 69);
         assert_untouched(&m, &old);
     }
 
@@ -788,7 +788,7 @@ mod fetch {
                 .contains(&format!("127.0.0.1:{port}/consul/index.json")),
             "{err}"
         );
-        assert_eq!(err.exit_code(), 69);
+        assert_eq!(hashi_supervisor::Error::from(err).exit_code(), 69);
     }
 
     #[tokio::test]

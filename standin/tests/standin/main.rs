@@ -7,6 +7,9 @@
 // Test code: a failed unwrap is a failed test (the workspace lints deny
 // it elsewhere; clippy's allow-unwrap-in-tests does not reach helpers here).
 #![allow(clippy::unwrap_used)]
+// clippy.toml's disallowed methods guard the supervisor's code; tests write
+// fixtures and wait in plain threads.
+#![allow(clippy::disallowed_methods, reason = "tests write fixtures directly")]
 
 #[path = "../../../tests/it/support/standin.rs"]
 #[allow(dead_code)]

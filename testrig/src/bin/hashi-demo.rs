@@ -194,6 +194,10 @@ fn wait_for_stop(
             say(&format!("error: supervisor on {node} exited ({st})"));
             return ExitCode::FAILURE;
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the demo's main thread, not async code"
+        )]
         std::thread::sleep(Duration::from_millis(200));
     }
 }
