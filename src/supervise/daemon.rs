@@ -37,13 +37,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
-use super::check::{BoxFuture, HttpCheck, ReadyCheck};
+use super::check::{HttpCheck, ReadyCheck};
 use super::machine::deadline_after;
 use super::notify::notify_systemd;
 use super::spawn::{self, live_recorded_pid, pidfile_path};
 use super::status::{AgentState, AgentStatus, NodeIdentity, SupervisorStatus};
 use super::{SuperviseError, reap};
-use crate::plan::{AgentPlan, Plan, Product};
+use crate::plan::{AgentPlan, Plan, Product, ReleasePlan};
+use crate::release::Installed;
+use crate::render::ChangeKind;
 
 /// Lock file under `<state_dir>/run`, held (`flock`) for the daemon's life.
 pub const LOCK_FILE: &str = "supervisor.lock";
@@ -59,51 +61,38 @@ const LEFTOVER_POLL: Duration = Duration::from_millis(20);
 /// How long to wait for a process to vanish after SIGKILL.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// An installed release of an agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Installed {
-    /// Binary to run, when it differs from the plan's `binary`
-    /// (`None`: the plan's `current` link already points at it).
-    pub binary: Option<PathBuf>,
-    /// The version, e.g. `1.20.1`.
-    pub version: String,
-}
-
-/// How an agent's rendered config changed on reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// Nothing to do.
-    Unchanged,
-    /// Only keys the agent reloads on SIGHUP changed.
-    Reload,
-    /// Something that needs a restart changed.
-    Restart,
-}
-
 /// The steps of preparing a plan, injected so tests can fake them.
 /// `commands::run` wires them to `role`, `release` and `render`.
-pub trait Preparer: Send + Sync {
+///
+/// Its errors are the implementor's own ([`Preparer::Error`]): the daemon
+/// only reports them (a reload keeps running on the old plan), while the
+/// caller that prepared the first plan keeps their exit codes.
+pub trait Preparer: Send + Sync + 'static {
+    /// Why a step failed.
+    type Error: std::error::Error + Send + Sync + 'static;
     /// Re-reads the role file and computes its plan; also returns the role
     /// file's SHA-256 (hex).
-    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), crate::Error>>;
-    /// Fetches, verifies and installs the agent's release, making it current.
-    fn install<'a>(
-        &'a self,
-        agent: &'a AgentPlan,
-    ) -> BoxFuture<'a, Result<Installed, crate::Error>>;
-    /// Makes `previous` the current release of the agent's product again.
-    fn rollback<'a>(
-        &'a self,
-        agent: &'a AgentPlan,
-        previous: &'a Installed,
-    ) -> BoxFuture<'a, Result<(), crate::Error>>;
-    /// Renders and writes `new`'s config files and says, per agent, how they
-    /// changed from `old`'s.
-    fn render<'a>(
-        &'a self,
-        old: &'a Plan,
-        new: &'a Plan,
-    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, crate::Error>>;
+    fn load(&self) -> impl Future<Output = Result<(Plan, String), Self::Error>> + Send;
+    /// Fetches, verifies and installs the agent's release under `release`
+    /// (the settings of the plan being applied), making it current.
+    fn install(
+        &self,
+        release: &ReleasePlan,
+        agent: &AgentPlan,
+    ) -> impl Future<Output = Result<Installed, Self::Error>> + Send;
+    /// Makes `previous` the current release of its product under `release`
+    /// again.
+    fn rollback(
+        &self,
+        release: &ReleasePlan,
+        previous: &Installed,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Renders and writes `plan`'s config files and says, per agent, how
+    /// they changed from what is on disk (what the running agents loaded).
+    fn render(
+        &self,
+        plan: &Plan,
+    ) -> impl Future<Output = Result<Vec<(Product, ChangeKind)>, Self::Error>> + Send;
 }
 
 /// Builds the readiness check of an agent.
@@ -124,7 +113,8 @@ pub struct RunOptions {
     pub extra_env: Vec<(Product, String, String)>,
     /// Become a child subreaper (PID 1 reaps anyway).
     pub become_subreaper: bool,
-    /// The releases installed before start, per product.
+    /// The releases installed before start, per product: each agent runs
+    /// its release's binary (the plan's `binary` when none is given).
     pub installed: HashMap<Product, Installed>,
     /// SHA-256 of the role file in force.
     pub config_hash: String,
@@ -252,9 +242,9 @@ pub fn status_channel(plan: &Plan) -> Arc<watch::Sender<SupervisorStatus>> {
 ///
 /// `plan` must be prepared (installed and rendered) already. `status` must
 /// come from [`status_channel`] of the same plan.
-pub async fn run(
+pub async fn run<P: Preparer>(
     plan: Plan,
-    preparer: Arc<dyn Preparer>,
+    preparer: Arc<P>,
     opts: RunOptions,
     status: Arc<watch::Sender<SupervisorStatus>>,
     mut events: mpsc::UnboundedReceiver<DaemonEvent>,
@@ -297,14 +287,11 @@ pub async fn run(
         .iter()
         .enumerate()
         .map(|(index, a)| {
-            let mut agent = a.clone();
             let installed = opts.installed.get(&a.product);
-            if let Some(bin) = installed.and_then(|i| i.binary.clone()) {
-                agent.binary = bin;
-            }
+            let agent = on_release(a, installed);
             let cfg = ActorConfig {
                 index,
-                version: installed.map(|i| i.version.clone()),
+                version: installed.map(|i| i.version.to_string()),
                 run_dir: run_dir.clone(),
                 extra_env: opts
                     .extra_env
@@ -346,19 +333,19 @@ pub async fn run(
     Ok(())
 }
 
-struct Daemon {
+struct Daemon<P> {
     /// When this daemon started (a restart marker must be younger).
     started_at: std::time::SystemTime,
     plan: Plan,
     installed: HashMap<Product, Installed>,
-    preparer: Arc<dyn Preparer>,
+    preparer: Arc<P>,
     opts: RunOptions,
     status: Arc<watch::Sender<SupervisorStatus>>,
     handles: Vec<AgentHandle>,
     hurry: bool,
 }
 
-impl Daemon {
+impl<P: Preparer> Daemon<P> {
     fn handle(&self, product: Product) -> Option<&AgentHandle> {
         self.handles.iter().find(|h| h.product() == product)
     }
@@ -508,7 +495,7 @@ impl Daemon {
         }
         let changes = self
             .preparer
-            .render(&self.plan, &new)
+            .render(&new)
             .await
             .map_err(|e| error_chain(&e))?;
         let mut errors = Vec::new();
@@ -525,28 +512,21 @@ impl Daemon {
             let change = changes
                 .iter()
                 .find(|(p, _)| *p == agent.product)
-                .map_or(Change::Restart, |(_, c)| *c);
+                .map_or(ChangeKind::Restart, |(_, c)| *c);
             if agent.version != old.version {
-                if let Err(e) = self.upgrade(&h, &old, agent).await {
+                if let Err(e) = self.upgrade(&h, &old, agent, &new.release).await {
                     errors.push(e);
                 }
                 continue;
             }
-            let mut a = agent.clone();
-            if let Some(bin) = self
-                .installed
-                .get(&a.product)
-                .and_then(|i| i.binary.clone())
-            {
-                a.binary = bin;
-            }
+            let a = on_release(agent, self.installed.get(&agent.product));
             let _ = h.send(Control::UpdatePlan(Box::new(a), None));
             match change {
-                Change::Unchanged => {}
-                Change::Reload => {
+                ChangeKind::Unchanged => {}
+                ChangeKind::Reload => {
                     let _ = h.send(Control::Reload);
                 }
-                Change::Restart => {
+                ChangeKind::Restart => {
                     tracing::info!(agent = %agent.product, "config change needs a restart");
                     let r0 = h.status().restarts;
                     let _ = h.send(Control::Restart);
@@ -577,17 +557,19 @@ impl Daemon {
         }
     }
 
-    /// Installs `new`'s version, restarts on it, and rolls back to `old`'s if
-    /// it does not become ready within the window.
+    /// Installs `new`'s version under `release` (the settings of the plan
+    /// being applied), restarts on it, and rolls back to `old`'s if it does
+    /// not become ready within the window.
     async fn upgrade(
         &mut self,
         h: &AgentHandle,
         old: &AgentPlan,
         new: &AgentPlan,
+        release: &ReleasePlan,
     ) -> Result<(), String> {
         let product = new.product;
         tracing::info!(agent = %product, from = %old.version, to = %new.version, "upgrading");
-        let inst = self.preparer.install(new).await.map_err(|e| {
+        let inst = self.preparer.install(release, new).await.map_err(|e| {
             format!(
                 "failed to install {product} {}: {}",
                 new.version,
@@ -596,11 +578,11 @@ impl Daemon {
         })?;
         let previous = self.installed.get(&product).cloned();
         let before = h.status();
-        let mut a = new.clone();
-        if let Some(bin) = &inst.binary {
-            a.binary = bin.clone();
-        }
-        let _ = h.send(Control::UpdatePlan(Box::new(a), Some(inst.version.clone())));
+        let a = on_release(new, Some(&inst));
+        let _ = h.send(Control::UpdatePlan(
+            Box::new(a),
+            Some(inst.version.to_string()),
+        ));
         let _ = h.send(Control::Restart);
         if started_ok(h, &before, self.opts.rollback_window).await {
             tracing::info!(agent = %product, version = %inst.version, "upgrade done");
@@ -614,22 +596,22 @@ impl Daemon {
             ));
         };
         tracing::error!(agent = %product, version = %inst.version, previous = %prev.version, "new version failed to start, rolling back");
-        if let Err(e) = self.preparer.rollback(old, &prev).await {
+        if let Err(e) = self.preparer.rollback(release, &prev).await {
             return Err(format!(
                 "{product} {} failed to start, and rollback failed: {}",
                 inst.version,
                 error_chain(&e)
             ));
         }
-        let mut a = old.clone();
-        if let Some(bin) = &prev.binary {
-            a.binary = bin.clone();
-        }
+        let a = on_release(old, Some(&prev));
         let why = format!(
             "version {} failed to start, rolled back to {}",
             inst.version, prev.version
         );
-        let _ = h.send(Control::UpdatePlan(Box::new(a), Some(prev.version.clone())));
+        let _ = h.send(Control::UpdatePlan(
+            Box::new(a),
+            Some(prev.version.to_string()),
+        ));
         let _ = h.send(Control::Note(Some(why.clone())));
         let _ = h.send(Control::Restart);
         Err(why)
@@ -692,6 +674,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// `agent` running the binary of its installed release (the plan's
+/// `binary` when none is known).
+fn on_release(agent: &AgentPlan, installed: Option<&Installed>) -> AgentPlan {
+    let mut a = agent.clone();
+    if let Some(i) = installed {
+        a.binary = i.binary.clone();
+    }
+    a
 }
 
 /// Whether the agent, restarted after `before`, became ready without a crash
