@@ -2,7 +2,10 @@
 //! plan to [`supervise::run`] with real signals mapped onto its inputs.
 //!
 //! The preparation steps are the real modules behind [`RolePreparer`], the
-//! [`Preparer`] the daemon also uses on SIGHUP.
+//! [`Preparer`] the daemon also uses on SIGHUP: the role file is loaded
+//! through [`super::load`] (at start as on a reload), and each step applies
+//! exactly the plan it is handed. Its errors are [`Error`]s, so a failed
+//! first install or render ends `run` with that stage's exit code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
