@@ -576,6 +576,21 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_is_of_exactly_the_bytes_validated() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = "schema = 1\nroles = [\"dev\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path, true, &[], &host()).unwrap();
+        assert_eq!(loaded.hash, hex::encode(sha2::Sha256::digest(text)));
+        assert_eq!(loaded.role.source.as_deref(), Some(path.as_path()));
+        assert!(loaded.role.roles.consul_server);
+        std::fs::write(&path, format!("{text}# a comment\n")).unwrap();
+        assert_ne!(load(&path, true, &[], &host()).unwrap().hash, loaded.hash);
+    }
+
+    #[test]
     fn missing_file_named_explicitly_is_an_error() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
         let e = load(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();

@@ -536,6 +536,51 @@ async fn new_version_that_fails_to_start_is_rolled_back() {
     d.stop().await;
 }
 
+/// The seam of issue 16: a reload's upgrade installs, and its rollback
+/// switches back, under the release settings of the plan being applied
+/// (the one the reload loaded), not of a role file read again meanwhile.
+#[tokio::test]
+async fn an_upgrade_installs_and_rolls_back_under_the_release_settings_it_applies() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut new = plan.clone();
+    new.agents[0].version = "1.1.0".parse().unwrap();
+    new.release.mirror = "file:///new-mirror".into();
+    new.release.releases_dir = rig.path("new-releases");
+    let broken = rig.script(
+        "consul-1.1.0",
+        "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\nexit 1\n",
+    );
+    let v1 = plan.agents[0].binary.clone();
+    let preparer = FakePreparer::new()
+        .reloads_to(new)
+        .with_release(installed(Product::Consul, "1.1.0", broken))
+        .build();
+    let mut opts = rig.opts(&[]);
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.wait("rolled back and ready", |s| {
+        s.reload_error.is_some() && all_ready(s)
+    })
+    .await;
+    assert_eq!(
+        preparer.install_calls(),
+        [(
+            "file:///new-mirror".to_string(),
+            rig.path("new-releases"),
+            "1.1.0".to_string()
+        )]
+    );
+    assert_eq!(
+        preparer.rollback_calls(),
+        [(rig.path("new-releases"), "1.0.0".to_string())]
+    );
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn agent_left_by_a_killed_supervisor_is_replaced_on_next_start() {
     let rig = Rig::new();

@@ -1,6 +1,7 @@
 //! A fake [`Preparer`] for the daemon tests, built step by step: the plans
 //! its reloads load, the config changes its render reports, the releases
-//! its installs return; it records the rollbacks asked of it.
+//! its installs return; it records the installs and rollbacks asked of it,
+//! with the release settings they were given.
 //!
 //! ```ignore
 //! let preparer = FakePreparer::new()
@@ -47,7 +48,8 @@ pub struct FakePreparer {
     loads: Mutex<VecDeque<Result<Plan, String>>>,
     changes: Vec<(Product, ChangeKind)>,
     releases: HashMap<String, Installed>,
-    rollbacks: Mutex<Vec<String>>,
+    installs: Mutex<Vec<(String, PathBuf, String)>>,
+    rollbacks: Mutex<Vec<(PathBuf, String)>>,
 }
 
 impl FakePreparer {
@@ -93,7 +95,21 @@ impl FakePreparer {
 
     /// The versions rolled back to, in order.
     pub fn rollbacks(&self) -> Vec<String> {
+        self.rollback_calls().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Each rollback asked: the releases dir it was given and the version.
+    pub fn rollback_calls(&self) -> Vec<(PathBuf, String)> {
         self.rollbacks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Each install asked: the mirror and releases dir it was given, and
+    /// the version spec.
+    pub fn install_calls(&self) -> Vec<(String, PathBuf, String)> {
+        self.installs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
@@ -118,24 +134,28 @@ impl Preparer for FakePreparer {
 
     async fn install(
         &self,
-        _release: &ReleasePlan,
+        release: &ReleasePlan,
         agent: &AgentPlan,
     ) -> Result<Installed, FakeError> {
+        self.installs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((
+                release.mirror.clone(),
+                release.releases_dir.clone(),
+                agent.version.to_string(),
+            ));
         self.releases
             .get(&agent.version.to_string())
             .cloned()
             .ok_or_else(|| FakeError("no such version".into()))
     }
 
-    async fn rollback(
-        &self,
-        _release: &ReleasePlan,
-        previous: &Installed,
-    ) -> Result<(), FakeError> {
+    async fn rollback(&self, release: &ReleasePlan, previous: &Installed) -> Result<(), FakeError> {
         self.rollbacks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(previous.version.to_string());
+            .push((release.releases_dir.clone(), previous.version.to_string()));
         Ok(())
     }
 
