@@ -20,12 +20,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashi_supervisor::Error;
 use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
+use hashi_supervisor::release::Installed;
+use hashi_supervisor::render::ChangeKind;
 use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
 use hashi_supervisor::supervise::daemon::status_channel;
 use hashi_supervisor::supervise::runtime;
-use hashi_supervisor::supervise::{Change, Installed, Preparer, RunOptions, run};
+use hashi_supervisor::supervise::{Preparer, RunOptions, run};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
@@ -40,26 +41,24 @@ impl ReadyCheck for ReadyAtSpawn {
     }
 }
 
+/// Why the benchmark prepares nothing: it has no role file, no release.
+#[derive(Debug, thiserror::Error)]
+#[error("benchmark: no {0}")]
+struct Nothing(&'static str);
+
 impl Preparer for NoPrep {
-    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
-        Box::pin(async { Err(Error::Internal("benchmark: no role file".into())) })
+    type Error = Nothing;
+    async fn load(&self) -> Result<(Plan, String), Nothing> {
+        Err(Nothing("role file"))
     }
-    fn install<'a>(&'a self, _: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
-        Box::pin(async { Err(Error::Internal("benchmark: no release".into())) })
+    async fn install(&self, _: &ReleasePlan, _: &AgentPlan) -> Result<Installed, Nothing> {
+        Err(Nothing("release"))
     }
-    fn rollback<'a>(
-        &'a self,
-        _: &'a AgentPlan,
-        _: &'a Installed,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
+    async fn rollback(&self, _: &ReleasePlan, _: &Installed) -> Result<(), Nothing> {
+        Ok(())
     }
-    fn render<'a>(
-        &'a self,
-        _: &'a Plan,
-        _: &'a Plan,
-    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, Error>> {
-        Box::pin(async { Ok(vec![]) })
+    async fn render(&self, _: &Plan) -> Result<Vec<(Product, ChangeKind)>, Nothing> {
+        Ok(vec![])
     }
 }
 

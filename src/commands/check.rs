@@ -1,6 +1,6 @@
 //! `supervisor check`: validate the role file and print the resolved plan.
 //! It runs exactly what `run` runs before starting anything
-//! ([`load_plan`], then rendering in memory).
+//! ([`super::load`], then rendering in memory).
 
 use std::io::Write;
 
@@ -8,20 +8,11 @@ use crate::cli::{CheckArgs, GlobalArgs};
 use crate::error::Error;
 use crate::plan::Plan;
 use crate::render::{self, RenderedFile};
-use crate::role::{self, NodeRole};
-
-/// Loads and validates the role file the command line names, and plans.
-/// Shared by `check`, `render` and `run`.
-pub fn load_plan(global: &GlobalArgs) -> Result<(NodeRole, Plan), Error> {
-    let (path, must_exist) = global.role_file();
-    let role = role::load(&path, must_exist, &global.role)?;
-    let plan = Plan::from_role(&role);
-    Ok((role, plan))
-}
+use crate::role::NodeRole;
 
 /// Runs `supervisor check`.
 pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
-    let (role, plan) = load_plan(global)?;
+    let super::Loaded { role, plan, .. } = super::load(global)?;
     // Rendering can still refuse a pass-through block: part of the check.
     let files = render::render_plan(&plan)?;
     let mut out = std::io::stdout().lock();

@@ -6,14 +6,11 @@ use std::io::Write;
 
 use crate::cli::GlobalArgs;
 use crate::error::Error;
-use crate::plan::Plan;
 use crate::release;
 
 /// Runs `supervisor fetch`.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
-    let (path, explicit) = global.role_file();
-    let role = crate::role::load(&path, explicit, &global.role)?;
-    let plan = Plan::from_role(&role);
+    let plan = super::load(global)?.plan;
     let installed = release::fetch_plan(&plan).await?;
     let mut out = std::io::stdout().lock();
     for i in installed {

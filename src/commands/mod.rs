@@ -1,6 +1,9 @@
 //! One file per command. Each returns the exit code of a completed command
 //! (0, or 1 for "ran fine but found a problem", e.g. drift) or an [`Error`]
 //! whose `exit_code()` main uses.
+//!
+//! Every command that reads the role file does it through [`load`], so
+//! `check` validates exactly what `run` applies.
 
 mod check;
 mod completions;
@@ -11,8 +14,32 @@ mod run;
 mod status;
 mod versions;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, GlobalArgs};
 use crate::error::Error;
+use crate::plan::Plan;
+use crate::role::{self, NodeRole, SystemHost};
+
+/// The role file the command line names: validated, planned, and hashed.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The validated role.
+    pub role: NodeRole,
+    /// Its plan.
+    pub plan: Plan,
+    /// SHA-256 (hex) of the role file bytes that were validated; empty
+    /// when no file was read.
+    pub hash: String,
+}
+
+/// Loads the role file the command line names (`--config`, else the
+/// default path, which may be missing), with `--role`: the one way every
+/// command (and `run`, at start and on SIGHUP) gets its role and plan.
+pub fn load(global: &GlobalArgs) -> Result<Loaded, Error> {
+    let (path, must_exist) = global.role_file();
+    let role::LoadedRole { role, hash } = role::load(&path, must_exist, &global.role, &SystemHost)?;
+    let plan = Plan::from_role(&role);
+    Ok(Loaded { role, plan, hash })
+}
 
 /// Runs the command the command line asked for.
 pub async fn dispatch(cli: Cli) -> Result<u8, Error> {

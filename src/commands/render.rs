@@ -13,7 +13,7 @@ const EXIT_DRIFT: u8 = 1;
 
 /// Runs `supervisor render`.
 pub fn run(global: &GlobalArgs, args: &RenderArgs) -> Result<u8, Error> {
-    let (_, plan) = super::check::load_plan(global)?;
+    let plan = super::load(global)?.plan;
     let mut files = render::render_plan(&plan)?;
     if let Some(out) = &args.out {
         files = render::relocate(&files, &plan.config_dir, out)?;

@@ -2,22 +2,25 @@
 //! plan to [`supervise::run`] with real signals mapped onto its inputs.
 //!
 //! The preparation steps are the real modules behind [`RolePreparer`], the
-//! [`Preparer`] the daemon also uses on SIGHUP.
+//! [`Preparer`] the daemon also uses on SIGHUP: the role file is loaded
+//! through [`super::load`] (at start as on a reload), and each step applies
+//! exactly the plan it is handed. Its errors are [`Error`]s, so a failed
+//! first install or render ends `run` with that stage's exit code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
 use crate::error::Error;
-use crate::plan::{AgentPlan, Plan};
-use crate::supervise::check::BoxFuture;
+use crate::plan::{AgentPlan, Plan, Product, ReleasePlan};
+use crate::release::Installed;
+use crate::render::ChangeKind;
 use crate::supervise::daemon::status_channel;
-use crate::supervise::{self, Change, Installed, Preparer, RunOptions};
-use crate::{health, release, render, role, shutdown};
+use crate::supervise::{self, Preparer, RunOptions};
+use crate::{health, release, render, shutdown};
 
 /// Longest wait for the Consul deregistration before the agents stop.
 const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -30,7 +33,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         global: global.clone(),
         metrics: metrics.clone(),
     });
-    let (plan, config_hash) = preparer.load().await?;
+    let super::Loaded {
+        plan,
+        hash: config_hash,
+        ..
+    } = super::load(global)?;
     // The state dir's lock before anything else: a second `run` beside a
     // live one must change nothing (not its Consul registration, not its
     // rendered files), only say why it stops. Held until the end of `run`.
@@ -72,9 +79,9 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let prepare = async {
         let mut installed = HashMap::new();
         for agent in &plan.agents {
-            installed.insert(agent.product, preparer.install(agent).await?);
+            installed.insert(agent.product, preparer.install(&plan.release, agent).await?);
         }
-        preparer.render(&plan, &plan).await?;
+        preparer.render(&plan).await?;
         Ok::<_, Error>(installed)
     };
     let prepared = tokio::select! {
@@ -113,7 +120,9 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// The real preparation steps: role file → plan, release install, render.
+/// The real preparation steps: role file → plan ([`super::load`]), release
+/// install, render. Each step applies the plan it is given; none re-reads
+/// the role file.
 #[derive(Debug, Clone)]
 pub struct RolePreparer {
     global: GlobalArgs,
@@ -122,76 +131,42 @@ pub struct RolePreparer {
 }
 
 impl Preparer for RolePreparer {
-    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
-        Box::pin(async move {
-            let (path, must_exist) = self.global.role_file();
-            // Loaded first: a role file that is a FIFO, a device or too
-            // large is refused there, before the hash reads it again
-            // through the same bounded, non-blocking reader.
-            let node = role::load(&path, must_exist, &self.global.role)?;
-            let hash = match role::file::read_regular(&path, role::limits::ROLE_FILE_BYTES) {
-                Ok(bytes) => hex::encode(Sha256::digest(&bytes)),
-                Err(_) => String::new(),
-            };
-            Ok((Plan::from_role(&node), hash))
-        })
+    type Error = Error;
+
+    async fn load(&self) -> Result<(Plan, String), Error> {
+        let super::Loaded { plan, hash, .. } = super::load(&self.global)?;
+        Ok((plan, hash))
     }
 
-    fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
-        Box::pin(async move {
-            let (plan, _) = self.load().await?;
-            let outcome =
-                release::ensure_installed(&plan.release, agent.product, &agent.version).await;
-            self.metrics.record_release(agent.product, &outcome);
-            let done = outcome?;
-            Ok(Installed {
-                binary: None,
-                version: done.version.to_string(),
-            })
-        })
+    async fn install(&self, release: &ReleasePlan, agent: &AgentPlan) -> Result<Installed, Error> {
+        let outcome = release::ensure_installed(release, agent.product, &agent.version).await;
+        self.metrics.record_release(agent.product, &outcome);
+        Ok(outcome?)
     }
 
-    fn rollback<'a>(
-        &'a self,
-        agent: &'a AgentPlan,
-        previous: &'a Installed,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            let (plan, _) = self.load().await?;
-            let back = release::rollback(&plan.release.releases_dir, agent.product)?;
-            tracing::warn!(agent = %agent.product, version = %back, expected = %previous.version, "rolled back");
-            Ok(())
-        })
+    async fn rollback(&self, release: &ReleasePlan, previous: &Installed) -> Result<(), Error> {
+        let back = release::rollback(&release.releases_dir, previous.product)?;
+        tracing::warn!(agent = %previous.product, version = %back, expected = %previous.version, "rolled back");
+        Ok(())
     }
 
-    fn render<'a>(
-        &'a self,
-        old: &'a Plan,
-        new: &'a Plan,
-    ) -> BoxFuture<'a, Result<Vec<(crate::plan::Product, Change)>, Error>> {
-        Box::pin(async move {
-            let _ = old;
-            let files = render::render_plan(new)?;
-            let mut changes: Vec<(crate::plan::Product, Change)> = Vec::new();
-            for f in &files {
-                // What is on disk is what the running agent loaded.
-                let on_disk = std::fs::read_to_string(&f.path).unwrap_or_default();
-                let kind = match render::classify_change(f.product, &on_disk, &f.contents) {
-                    render::ChangeKind::Unchanged => Change::Unchanged,
-                    render::ChangeKind::Reload => Change::Reload,
-                    render::ChangeKind::Restart => Change::Restart,
-                };
-                match changes.iter_mut().find(|(p, _)| *p == f.product) {
-                    Some((_, c)) => *c = stronger(*c, kind),
-                    None => changes.push((f.product, kind)),
-                }
+    async fn render(&self, plan: &Plan) -> Result<Vec<(Product, ChangeKind)>, Error> {
+        let files = render::render_plan(plan)?;
+        let mut changes: Vec<(Product, ChangeKind)> = Vec::new();
+        for f in &files {
+            // What is on disk is what the running agent loaded.
+            let on_disk = std::fs::read_to_string(&f.path).unwrap_or_default();
+            let kind = render::classify_change(f.product, &on_disk, &f.contents);
+            match changes.iter_mut().find(|(p, _)| *p == f.product) {
+                Some((_, c)) => *c = c.stronger(kind),
+                None => changes.push((f.product, kind)),
             }
-            render::write::write_files(&files)?;
-            for agent in &new.agents {
-                prepare_data_dir(agent, &files)?;
-            }
-            Ok(changes)
-        })
+        }
+        render::write::write_files(&files)?;
+        for agent in &plan.agents {
+            prepare_data_dir(agent, &files)?;
+        }
+        Ok(changes)
     }
 }
 
@@ -229,15 +204,6 @@ fn prepare_data_dir(agent: &AgentPlan, files: &[render::RenderedFile]) -> Result
     Ok(())
 }
 
-/// The change that asks for more of two (restart > reload > unchanged).
-fn stronger(a: Change, b: Change) -> Change {
-    match (a, b) {
-        (Change::Restart, _) | (_, Change::Restart) => Change::Restart,
-        (Change::Reload, _) | (_, Change::Reload) => Change::Reload,
-        _ => Change::Unchanged,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -245,7 +211,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::role::StaticHost;
+    use crate::role::{self, StaticHost};
 
     /// The user the agents run as in these tests: one every system has.
     const AGENT_USER: &str = "nobody";

@@ -10,8 +10,6 @@ use crate::cli::{GlobalArgs, StatusArgs};
 use crate::error::{EXIT_FAILURE, Error};
 use crate::health::{HealthError, StatusDoc};
 use crate::paths::DEFAULT_HEALTH_PORT;
-use crate::plan::Plan;
-use crate::role;
 
 /// Timeout of the status request.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,11 +35,10 @@ pub async fn run(global: &GlobalArgs, args: &StatusArgs) -> Result<u8, Error> {
 /// address (loopback when it listens on every address), else the default.
 fn default_addr(global: &GlobalArgs) -> SocketAddr {
     let fallback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_HEALTH_PORT);
-    let (path, explicit) = global.role_file();
-    let Ok(node) = role::load(&path, explicit, &global.role) else {
+    let Ok(loaded) = super::load(global) else {
         return fallback;
     };
-    let mut a = Plan::from_role(&node).health_listen;
+    let mut a = loaded.plan.health_listen;
     if a.ip().is_unspecified() {
         a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }

@@ -46,6 +46,5 @@ fn mirror_from_role(global: &GlobalArgs) -> Result<String, Error> {
     if !explicit && !path.exists() {
         return Ok(DEFAULT_MIRROR.to_string());
     }
-    let role = crate::role::load(&path, explicit, &global.role)?;
-    Ok(crate::plan::Plan::from_role(&role).release.mirror)
+    Ok(super::load(global)?.plan.release.mirror)
 }

@@ -58,6 +58,19 @@ pub enum ChangeKind {
     Restart,
 }
 
+impl ChangeKind {
+    /// The change that asks for more of two (restart > reload > unchanged):
+    /// what one agent needs when several of its files changed.
+    #[must_use]
+    pub fn stronger(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Restart, _) | (_, Self::Restart) => Self::Restart,
+            (Self::Reload, _) | (_, Self::Reload) => Self::Reload,
+            _ => Self::Unchanged,
+        }
+    }
+}
+
 /// Why rendering or writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

@@ -171,3 +171,18 @@ fn plan_secrets_never_appear_in_debug_or_json() {
     assert!(!format!("{p:?}").contains(KEY));
     assert!(!serde_json::to_string(&p).unwrap().contains(KEY));
 }
+
+#[test]
+fn the_stronger_of_two_changes_wins() {
+    use ChangeKind::{Reload, Restart, Unchanged};
+    for (a, b, want) in [
+        (Unchanged, Unchanged, Unchanged),
+        (Unchanged, Reload, Reload),
+        (Reload, Unchanged, Reload),
+        (Reload, Restart, Restart),
+        (Restart, Unchanged, Restart),
+        (Restart, Restart, Restart),
+    ] {
+        assert_eq!(a.stronger(b), want, "{a:?} and {b:?}");
+    }
+}

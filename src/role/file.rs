@@ -82,7 +82,11 @@ pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
 
 /// [`read_regular`] as UTF-8 text.
 pub fn read_regular_text(path: &Path, limit: u64) -> Result<String, FileError> {
-    let bytes = read_regular(path, limit)?;
+    into_text(read_regular(path, limit)?)
+}
+
+/// Bytes [`read_regular`] returned, as UTF-8 text.
+pub fn into_text(bytes: Vec<u8>) -> Result<String, FileError> {
     String::from_utf8(bytes).map_err(|_| {
         FileError::Read(io::Error::new(
             io::ErrorKind::InvalidData,

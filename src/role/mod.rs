@@ -300,25 +300,29 @@ fn format_invalid(path: &Path, problems: &[Problem]) -> String {
     s
 }
 
-/// Loads and validates the role file at `path` (a missing file is allowed
-/// when `must_exist` is false), with `roles_override` from `--role`.
+/// A validated role file and the SHA-256 (lowercase hex) of exactly the
+/// bytes that were validated (empty when no file was read: defaults and
+/// `--role` only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedRole {
+    /// The validated role.
+    pub role: NodeRole,
+    /// SHA-256 of the bytes read, hex; empty without a file.
+    pub hash: String,
+}
+
+/// Reads (once, through [`file::read_regular`]) and validates the role
+/// file at `path` (a missing file is allowed when `must_exist` is false),
+/// with `roles_override` from `--role`, against `host`; hashes the bytes
+/// it validated. The only reader of the role file.
 pub fn load(
     path: &Path,
     must_exist: bool,
     roles_override: &[String],
-) -> Result<NodeRole, RoleError> {
-    load_with(path, must_exist, roles_override, &SystemHost)
-}
-
-/// [`load`] against a given [`Host`].
-pub fn load_with(
-    path: &Path,
-    must_exist: bool,
-    roles_override: &[String],
     host: &dyn Host,
-) -> Result<NodeRole, RoleError> {
-    let text = match file::read_regular_text(path, limits::ROLE_FILE_BYTES) {
-        Ok(t) => Some(t),
+) -> Result<LoadedRole, RoleError> {
+    let bytes = match file::read_regular(path, limits::ROLE_FILE_BYTES) {
+        Ok(b) => Some(b),
         Err(file::FileError::Open(e))
             if e.kind() == std::io::ErrorKind::NotFound && !must_exist =>
         {
@@ -331,10 +335,23 @@ pub fn load_with(
             });
         }
     };
-    match text {
-        Some(t) => parse(path, &t, roles_override, host),
-        None => validate::validate(None, "", raw::RawRole::default(), roles_override, host),
-    }
+    let Some(bytes) = bytes else {
+        let role = validate::validate(None, "", raw::RawRole::default(), roles_override, host)?;
+        return Ok(LoadedRole {
+            role,
+            hash: String::new(),
+        });
+    };
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let text = file::into_text(bytes).map_err(|source| RoleError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let role = parse(path, &text, roles_override, host)?;
+    Ok(LoadedRole { role, hash })
 }
 
 /// Validates role file text as if read from `path` (relative key file paths
@@ -484,13 +501,15 @@ mod tests {
     #[test]
     fn role_flag_without_a_file_uses_defaults_hostname_and_auto_address() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
-        let r = load_with(
+        let loaded = load(
             &dir.join("node.toml"),
             false,
             &["consul-client".into()],
             &host(),
         )
         .unwrap();
+        assert_eq!(loaded.hash, "", "no file, nothing hashed");
+        let r = loaded.role;
         assert_eq!(r.source, None);
         assert_eq!(r.node_name, "node-7");
         assert_eq!(r.datacenter, "dc1");
@@ -557,9 +576,24 @@ mod tests {
     }
 
     #[test]
+    fn the_hash_is_of_exactly_the_bytes_validated() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = "schema = 1\nroles = [\"dev\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&path, true, &[], &host()).unwrap();
+        assert_eq!(loaded.hash, hex::encode(sha2::Sha256::digest(text)));
+        assert_eq!(loaded.role.source.as_deref(), Some(path.as_path()));
+        assert!(loaded.role.roles.consul_server);
+        std::fs::write(&path, format!("{text}# a comment\n")).unwrap();
+        assert_ne!(load(&path, true, &[], &host()).unwrap().hash, loaded.hash);
+    }
+
+    #[test]
     fn missing_file_named_explicitly_is_an_error() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
-        let e = load_with(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();
+        let e = load(&dir.join("node.toml"), true, &["dev".into()], &host()).unwrap_err();
         assert!(matches!(e, RoleError::Read { .. }));
     }
 

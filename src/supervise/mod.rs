@@ -27,7 +27,7 @@ pub mod status;
 pub mod trim;
 
 pub use actor::{AgentHandle, Control};
-pub use daemon::{Change, DaemonEvent, Installed, Preparer, RunOptions, run};
+pub use daemon::{DaemonEvent, Preparer, RunOptions, run};
 pub use status::{AgentState, AgentStatus, ExitInfo, NodeIdentity, SupervisorStatus};
 
 use crate::plan::Product;

@@ -597,7 +597,14 @@ fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
     );
     // The readiness check of the plan from this very role file passes over
     // TLS; the same check without the CA (plain HTTP) fails.
-    let role = hashi_supervisor::role::load(&n.sup.role_file, true, &[]).unwrap();
+    let role = hashi_supervisor::role::load(
+        &n.sup.role_file,
+        true,
+        &[],
+        &hashi_supervisor::role::SystemHost,
+    )
+    .unwrap()
+    .role;
     let plan = hashi_supervisor::plan::Plan::from_role(&role);
     let mut agent_plan = plan
         .agents

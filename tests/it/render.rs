@@ -44,7 +44,9 @@ fn root() -> PathBuf {
 
 fn render_file(path: &Path, roles: &[String]) -> Vec<RenderedFile> {
     crate::support::agent_users();
-    let role = role::load(path, true, roles).unwrap_or_else(|e| panic!("{e}"));
+    let role = role::load(path, true, roles, &role::SystemHost)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .role;
     render::render_plan(&Plan::from_role(&role)).unwrap()
 }
 

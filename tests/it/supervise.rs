@@ -4,311 +4,22 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hashi_supervisor::Error;
-use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
-use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
+use hashi_supervisor::plan::{AgentPlan, Plan, Product, RestartMode};
+use hashi_supervisor::render::ChangeKind;
 use hashi_supervisor::supervise::daemon::status_channel;
-use hashi_supervisor::supervise::{
-    AgentState, Change, DaemonEvent, Installed, Preparer, RunOptions, SupervisorStatus, run,
-};
-use hashi_supervisor::version::VersionSpec;
+use hashi_supervisor::supervise::{AgentState, DaemonEvent, RunOptions, run};
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Upper bound of any wait in these tests (a hang fails, slowness does not).
-const WAIT: Duration = Duration::from_secs(60);
-
-/// The body every fake agent runs: log start and signals to `$LOG`, then
-/// idle until stopped. `$PRE` runs first (crash, spawn a child...).
-const AGENT_SCRIPT: &str = r#"#!/bin/sh
-rm -f "$DIR/$NAME.ready"
-echo "$NAME start $$" >> "$LOG"
-SLEEP=
-trap 'echo "$NAME signal TERM" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP; exit 1' TERM
-trap 'echo "$NAME signal INT" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP; exit 0' INT
-trap 'echo "$NAME signal HUP" >> "$LOG"; [ -n "$SLEEP" ] && kill $SLEEP' HUP
-eval "$PRE"
-while :; do sleep 1000 & SLEEP=$!; wait $SLEEP; done
-"#;
-
-struct Rig {
-    dir: tempfile::TempDir,
-}
-
-impl Rig {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn log(&self) -> PathBuf {
-        self.path("events.log")
-    }
-
-    fn events(&self) -> Vec<String> {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                // Drop the pid of "start" lines.
-                let mut w: Vec<&str> = l.split_whitespace().collect();
-                if w.get(1) == Some(&"start") {
-                    w.truncate(2);
-                }
-                w.join(" ")
-            })
-            .collect()
-    }
-
-    /// Writes an executable script at `name`.
-    fn script(&self, name: &str, body: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    }
-
-    fn agent(&self, product: Product, stop_signal: Signal) -> AgentPlan {
-        let binary = self.script(&format!("{product}-agent"), AGENT_SCRIPT);
-        AgentPlan {
-            product,
-            version: "1.0.0".parse::<VersionSpec>().unwrap(),
-            server: true,
-            client: false,
-            user: whoami(),
-            binary,
-            args: vec![],
-            config_dir: self.path("etc"),
-            data_dir: self.path("data"),
-            stop_signal,
-            stop_timeout: Duration::from_secs(30),
-            restart: RestartPolicy {
-                attempts: 3,
-                interval: Duration::from_secs(600),
-                delay: Duration::ZERO,
-                mode: RestartMode::Delay,
-                max_delay: Duration::from_millis(50),
-                stable_after: Duration::from_secs(600),
-            },
-            http_addr: "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
-            api_tls: None,
-        }
-    }
-
-    fn plan(&self, agents: Vec<AgentPlan>) -> Plan {
-        Plan {
-            node_name: "ams2-server-01".into(),
-            region: "eu".into(),
-            datacenter: "ams2".into(),
-            roles: vec!["consul-server".into(), "nomad-server".into()],
-            agents,
-            release: ReleasePlan {
-                mirror: "file:///nonexistent".into(),
-                trust_hashicorp_key: true,
-                extra_trusted_keys: vec![],
-                releases_dir: self.path("releases"),
-                keep_versions: 2,
-                max_download_bytes: 1,
-            },
-            health_listen: "127.0.0.1:0".parse().unwrap(),
-            state_dir: self.path("state"),
-            config_dir: self.path("etc"),
-            render: Default::default(),
-        }
-    }
-
-    /// Options: ready when `<product>.ready` exists in the rig, env for the
-    /// script, `pre` per product.
-    fn opts(&self, pre: &[(Product, &str)]) -> RunOptions {
-        let dir = self.dir.path().to_path_buf();
-        let mut extra_env = Vec::new();
-        for p in [Product::Consul, Product::Nomad] {
-            extra_env.push((p, "NAME".into(), p.to_string()));
-            extra_env.push((p, "LOG".into(), self.log().display().to_string()));
-            extra_env.push((p, "DIR".into(), dir.display().to_string()));
-            let body = pre
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map(|(_, s)| s.to_string())
-                .unwrap_or_else(|| {
-                    format!("touch \"$DIR/{p}.ready\"; echo \"{p} ready\" >> \"$LOG\"")
-                });
-            extra_env.push((p, "PRE".into(), body));
-        }
-        let checks_dir = dir.clone();
-        RunOptions {
-            checks: Arc::new(move |a: &AgentPlan| {
-                Some(
-                    Arc::new(FileCheck(checks_dir.join(format!("{}.ready", a.product))))
-                        as Arc<dyn ReadyCheck>,
-                )
-            }),
-            extra_env,
-            check_interval: None,
-            become_subreaper: false,
-            ..RunOptions::default()
-        }
-    }
-}
-
-fn whoami() -> String {
-    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
-        .unwrap()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "root".into())
-}
-
-/// Ready once a file exists (the script creates it when it means to be
-/// ready); a pass consumes the file so a later process cannot pass on a
-/// predecessor's file.
-struct FileCheck(PathBuf);
-
-impl ReadyCheck for FileCheck {
-    fn check(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async move { std::fs::remove_file(&self.0).is_ok() })
-    }
-}
-
-/// A fake [`Preparer`]: `load` pops the next prepared result.
-#[derive(Default)]
-struct FakePreparer {
-    loads: Mutex<Vec<Result<Plan, String>>>,
-    changes: Mutex<Vec<(Product, Change)>>,
-    installs: Mutex<HashMap<String, Installed>>,
-    rollbacks: Mutex<Vec<String>>,
-}
-
-impl Preparer for FakePreparer {
-    fn load(&self) -> BoxFuture<'_, Result<(Plan, String), Error>> {
-        Box::pin(async move {
-            match self.loads.lock().unwrap().remove(0) {
-                Ok(p) => Ok((p, "hash2".into())),
-                Err(e) => Err(Error::Usage(e)),
-            }
-        })
-    }
-    fn install<'a>(&'a self, agent: &'a AgentPlan) -> BoxFuture<'a, Result<Installed, Error>> {
-        Box::pin(async move {
-            self.installs
-                .lock()
-                .unwrap()
-                .get(&agent.version.to_string())
-                .cloned()
-                .ok_or_else(|| Error::Internal("no such version".into()))
-        })
-    }
-    fn rollback<'a>(
-        &'a self,
-        _agent: &'a AgentPlan,
-        previous: &'a Installed,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            self.rollbacks
-                .lock()
-                .unwrap()
-                .push(previous.version.clone());
-            Ok(())
-        })
-    }
-    fn render<'a>(
-        &'a self,
-        _old: &'a Plan,
-        _new: &'a Plan,
-    ) -> BoxFuture<'a, Result<Vec<(Product, Change)>, Error>> {
-        Box::pin(async move { Ok(self.changes.lock().unwrap().clone()) })
-    }
-}
-
-struct Running {
-    status: watch::Receiver<SupervisorStatus>,
-    events: mpsc::UnboundedSender<DaemonEvent>,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), hashi_supervisor::supervise::SuperviseError>>,
-}
-
-fn start(plan: Plan, preparer: Arc<FakePreparer>, opts: RunOptions) -> Running {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("hashi_supervisor=debug")
-        .try_init();
-    let status = status_channel(&plan);
-    let rx = status.subscribe();
-    let (tx, ev_rx) = mpsc::unbounded_channel();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(plan, preparer, opts, status, ev_rx, shutdown.clone()));
-    Running {
-        status: rx,
-        events: tx,
-        shutdown,
-        task,
-    }
-}
-
-impl Running {
-    async fn wait(&self, what: &str, pred: impl Fn(&SupervisorStatus) -> bool) -> SupervisorStatus {
-        let mut rx = self.status.clone();
-        match tokio::time::timeout(WAIT, rx.wait_for(|s| pred(s))).await {
-            Ok(Ok(s)) => s.clone(),
-            _ => panic!("timed out waiting for {what}: {:#?}", self.status.borrow()),
-        }
-    }
-
-    async fn stop(self) -> SupervisorStatus {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("daemon did not stop")
-            .unwrap()
-            .unwrap();
-        self.status.borrow().clone()
-    }
-}
-
-fn agent(s: &SupervisorStatus, p: Product) -> &hashi_supervisor::supervise::AgentStatus {
-    s.agents.iter().find(|a| a.product == p).unwrap()
-}
-
-fn all_ready(s: &SupervisorStatus) -> bool {
-    s.agents.iter().all(|a| a.ready)
-}
-
-/// Polls `cond` until true or [`WAIT`] passes.
-async fn poll(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| !r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
+use crate::support::daemon::{AGENT_SCRIPT, Rig, WAIT, agent, alive, all_ready, poll, start};
+use crate::support::preparer::{FakePreparer, RELOADED_HASH, installed};
 
 #[tokio::test]
 async fn consul_is_ready_before_nomad_starts() {
@@ -584,11 +295,10 @@ async fn nomads_child_processes_survive_a_nomad_restart() {
     // Like an executor: its own session, outliving the agent.
     let pre = r#"if [ ! -f "$DIR/task.pid" ]; then setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $! > "$DIR/task.pid"; fi
 touch "$DIR/nomad.ready""#;
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(
-        rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)])
-    ));
-    *preparer.changes.lock().unwrap() = vec![(Product::Nomad, Change::Restart)];
+    let preparer = FakePreparer::new()
+        .reloads_to(rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGTERM)]))
+        .with_change(Product::Nomad, ChangeKind::Restart)
+        .build();
     let d = start(plan, preparer, rig.opts(&[(Product::Nomad, pre)]));
     let s = d.wait("ready", all_ready).await;
     let first_pid = agent(&s, Product::Nomad).pid.unwrap();
@@ -615,9 +325,10 @@ touch "$DIR/nomad.ready""#;
 async fn reload_with_a_reloadable_change_sends_sighup() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(plan.clone()));
-    *preparer.changes.lock().unwrap() = vec![(Product::Consul, Change::Reload)];
+    let preparer = FakePreparer::new()
+        .reloads_to(plan.clone())
+        .with_change(Product::Consul, ChangeKind::Reload)
+        .build();
     let d = start(plan, preparer, rig.opts(&[]));
     let s = d.wait("ready", all_ready).await;
     let pid = agent(&s, Product::Consul).pid;
@@ -626,7 +337,9 @@ async fn reload_with_a_reloadable_change_sends_sighup() {
         rig.events().contains(&"consul signal HUP".to_string())
     })
     .await;
-    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let s = d
+        .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
+        .await;
     assert_eq!(agent(&s, Product::Consul).pid, pid);
     assert_eq!(s.reload_error, None);
     d.stop().await;
@@ -639,9 +352,10 @@ async fn reload_that_moves_the_node_to_another_datacenter_publishes_the_new_node
     let mut moved = plan.clone();
     moved.datacenter = "lon1".into();
     moved.node_name = "lon1-server-01".into();
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(moved));
-    *preparer.changes.lock().unwrap() = vec![(Product::Consul, Change::Reload)];
+    let preparer = FakePreparer::new()
+        .reloads_to(moved)
+        .with_change(Product::Consul, ChangeKind::Reload)
+        .build();
     let d = start(plan, preparer, rig.opts(&[]));
     let s = d.wait("ready", all_ready).await;
     let node = s.node.clone().expect("the status names the node");
@@ -650,7 +364,9 @@ async fn reload_that_moves_the_node_to_another_datacenter_publishes_the_new_node
         ("ams2-server-01", "ams2")
     );
     d.events.send(DaemonEvent::Reload).unwrap();
-    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let s = d
+        .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
+        .await;
     let node = s.node.clone().expect("the status names the node");
     assert_eq!(
         (node.node_name.as_str(), node.datacenter.as_str()),
@@ -685,9 +401,10 @@ async fn a_config_restart_of_a_nomad_client_keeps_workloads_and_a_stop_leaves() 
     let rig = Rig::new();
     let mut plan = rig.plan(vec![rig.agent(Product::Nomad, Signal::SIGINT)]);
     plan.render = real_nomad_client_render();
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(plan.clone()));
-    *preparer.changes.lock().unwrap() = vec![(Product::Nomad, Change::Restart)];
+    let preparer = FakePreparer::new()
+        .reloads_to(plan.clone())
+        .with_change(Product::Nomad, ChangeKind::Restart)
+        .build();
     let d = start(plan, preparer, rig.opts(&[]));
     d.wait("ready", all_ready).await;
     d.events.send(DaemonEvent::Reload).unwrap();
@@ -706,12 +423,9 @@ async fn a_config_restart_of_a_nomad_client_keeps_workloads_and_a_stop_leaves() 
 async fn reload_with_an_invalid_role_file_keeps_everything_and_reports() {
     let rig = Rig::new();
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
-    let preparer = Arc::new(FakePreparer::default());
-    preparer
-        .loads
-        .lock()
-        .unwrap()
-        .push(Err("node.toml:3:1: unknown key".into()));
+    let preparer = FakePreparer::new()
+        .reload_fails("node.toml:3:1: unknown key")
+        .build();
     let d = start(plan, preparer, rig.opts(&[]));
     let s = d.wait("ready", all_ready).await;
     let pid = agent(&s, Product::Consul).pid;
@@ -729,13 +443,10 @@ async fn reload_that_moves_an_agents_api_is_refused_and_changes_nothing() {
     let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
     let mut moved = plan.clone();
     moved.agents[0].http_addr = "127.0.0.1:18500".parse::<SocketAddr>().unwrap();
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(moved));
-    preparer
-        .changes
-        .lock()
-        .unwrap()
-        .push((Product::Consul, Change::Restart));
+    let preparer = FakePreparer::new()
+        .reloads_to(moved)
+        .with_change(Product::Consul, ChangeKind::Restart)
+        .build();
     let d = start(plan, preparer, rig.opts(&[]));
     let s = d.wait("ready", all_ready).await;
     let pid = agent(&s, Product::Consul).pid;
@@ -757,32 +468,25 @@ async fn version_change_restarts_on_the_new_release() {
     let mut new = plan.clone();
     new.agents[0].version = "1.1.0".parse().unwrap();
     let v2 = rig.script("consul-1.1.0", AGENT_SCRIPT);
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(new));
-    preparer.installs.lock().unwrap().insert(
-        "1.1.0".into(),
-        Installed {
-            binary: Some(v2),
-            version: "1.1.0".into(),
-        },
-    );
+    let v1 = plan.agents[0].binary.clone();
+    let preparer = FakePreparer::new()
+        .reloads_to(new)
+        .with_release(installed(Product::Consul, "1.1.0", v2))
+        .build();
     let mut opts = rig.opts(&[]);
-    opts.installed.insert(
-        Product::Consul,
-        Installed {
-            binary: None,
-            version: "1.0.0".into(),
-        },
-    );
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
     let d = start(plan, preparer.clone(), opts);
     d.wait("ready", all_ready).await;
     d.events.send(DaemonEvent::Reload).unwrap();
-    let s = d.wait("hash updated", |s| s.config_hash == "hash2").await;
+    let s = d
+        .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
+        .await;
     let a = agent(&s, Product::Consul);
     assert_eq!(a.version.as_deref(), Some("1.1.0"));
     assert_eq!((a.restarts, a.ready), (1, true));
     assert_eq!(s.reload_error, None);
-    assert!(preparer.rollbacks.lock().unwrap().is_empty());
+    assert!(preparer.rollbacks().is_empty());
     d.stop().await;
 }
 
@@ -796,24 +500,15 @@ async fn new_version_that_fails_to_start_is_rolled_back() {
         "consul-1.1.0",
         "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\necho \"consul-1.1.0 start $$\" >> \"$LOG\"\nexit 1\n",
     );
-    let preparer = Arc::new(FakePreparer::default());
-    preparer.loads.lock().unwrap().push(Ok(new));
-    preparer.installs.lock().unwrap().insert(
-        "1.1.0".into(),
-        Installed {
-            binary: Some(broken),
-            version: "1.1.0".into(),
-        },
-    );
+    let v1 = plan.agents[0].binary.clone();
+    let preparer = FakePreparer::new()
+        .reloads_to(new)
+        .with_release(installed(Product::Consul, "1.1.0", broken))
+        .build();
     let mut opts = rig.opts(&[]);
     opts.rollback_window = Duration::from_secs(30);
-    opts.installed.insert(
-        Product::Consul,
-        Installed {
-            binary: None,
-            version: "1.0.0".into(),
-        },
-    );
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
     let d = start(plan, preparer.clone(), opts);
     d.wait("ready", all_ready).await;
     d.events.send(DaemonEvent::Reload).unwrap();
@@ -830,13 +525,58 @@ async fn new_version_that_fails_to_start_is_rolled_back() {
     );
     let a = agent(&s, Product::Consul);
     assert_eq!(a.version.as_deref(), Some("1.0.0"));
-    assert_eq!(*preparer.rollbacks.lock().unwrap(), ["1.0.0"]);
+    assert_eq!(preparer.rollbacks(), ["1.0.0"]);
     assert!(rig.events().contains(&"consul-1.1.0 start".to_string()));
     let ev = rig.events();
     assert_eq!(
         ev.last().map(String::as_str),
         Some("consul ready"),
         "{ev:?}"
+    );
+    d.stop().await;
+}
+
+/// The seam of issue 16: a reload's upgrade installs, and its rollback
+/// switches back, under the release settings of the plan being applied
+/// (the one the reload loaded), not of a role file read again meanwhile.
+#[tokio::test]
+async fn an_upgrade_installs_and_rolls_back_under_the_release_settings_it_applies() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut new = plan.clone();
+    new.agents[0].version = "1.1.0".parse().unwrap();
+    new.release.mirror = "file:///new-mirror".into();
+    new.release.releases_dir = rig.path("new-releases");
+    let broken = rig.script(
+        "consul-1.1.0",
+        "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\nexit 1\n",
+    );
+    let v1 = plan.agents[0].binary.clone();
+    let preparer = FakePreparer::new()
+        .reloads_to(new)
+        .with_release(installed(Product::Consul, "1.1.0", broken))
+        .build();
+    let mut opts = rig.opts(&[]);
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.wait("rolled back and ready", |s| {
+        s.reload_error.is_some() && all_ready(s)
+    })
+    .await;
+    assert_eq!(
+        preparer.install_calls(),
+        [(
+            "file:///new-mirror".to_string(),
+            rig.path("new-releases"),
+            "1.1.0".to_string()
+        )]
+    );
+    assert_eq!(
+        preparer.rollback_calls(),
+        [(rig.path("new-releases"), "1.0.0".to_string())]
     );
     d.stop().await;
 }

@@ -2,9 +2,11 @@
 //! network namespaces.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod mirror;
 pub mod netns;
 pub mod node;
+pub mod preparer;
 pub mod standin;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,206 @@
+//! SIGHUP: re-load the role file through the [`Preparer`], refuse what a
+//! reload cannot change (the agent set, an agent's API address), render,
+//! then per agent reload, restart (one at a time), or upgrade to a new
+//! version with a rollback when it does not become ready in time. Every
+//! step applies the newly loaded plan; a refused or failed reload keeps the
+//! running one and is reported in the status.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use super::{Daemon, Preparer, error_chain, on_release};
+use crate::plan::{AgentPlan, Product, ReleasePlan};
+use crate::render::ChangeKind;
+use crate::supervise::actor::{AgentHandle, Control};
+use crate::supervise::notify::notify_systemd;
+use crate::supervise::status::{AgentState, AgentStatus, NodeIdentity};
+
+impl<P: Preparer> Daemon<P> {
+    fn set_reload_error(&self, err: Option<String>) {
+        self.status.send_modify(|s| s.reload_error = err);
+    }
+
+    /// SIGHUP: re-read, re-render, then per agent reload, restart (one at a
+    /// time), or upgrade with rollback.
+    pub(super) async fn reload(&mut self, shutdown: &CancellationToken) {
+        notify_systemd(&[NotifyState::Reloading]);
+        tracing::info!("reloading role file");
+        let outcome = self.try_reload(shutdown).await;
+        if let Err(msg) = &outcome {
+            tracing::error!(error = %msg, "reload refused, keeping the running configuration");
+        }
+        self.set_reload_error(outcome.err());
+        notify_systemd(&[NotifyState::Ready]);
+    }
+
+    async fn try_reload(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+        let (new, hash) = self.preparer.load().await.map_err(|e| error_chain(&e))?;
+        let old_set: Vec<Product> = self.plan.agents.iter().map(|a| a.product).collect();
+        let new_set: Vec<Product> = new.agents.iter().map(|a| a.product).collect();
+        if old_set != new_set {
+            return Err(format!(
+                "failed to apply reload: the agent set changed ({old_set:?} to {new_set:?}), restart the supervisor"
+            ));
+        }
+        // The readiness checks and the health checker were built for the
+        // agents' API addresses at start: a reload must not move them.
+        for agent in &new.agents {
+            let Some(old) = self.plan.agent(agent.product) else {
+                continue;
+            };
+            if (old.http_addr, &old.api_tls) != (agent.http_addr, &agent.api_tls) {
+                return Err(format!(
+                    "failed to apply reload: the {} HTTP API moves (address, port or TLS), restart the supervisor",
+                    agent.product
+                ));
+            }
+        }
+        let changes = self
+            .preparer
+            .render(&new)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let mut errors = Vec::new();
+        for agent in &new.agents {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let Some(h) = self.handle(agent.product).cloned() else {
+                continue;
+            };
+            let Some(old) = self.plan.agent(agent.product).cloned() else {
+                continue;
+            };
+            let change = changes
+                .iter()
+                .find(|(p, _)| *p == agent.product)
+                .map_or(ChangeKind::Restart, |(_, c)| *c);
+            if agent.version != old.version {
+                if let Err(e) = self.upgrade(&h, &old, agent, &new.release).await {
+                    errors.push(e);
+                }
+                continue;
+            }
+            let a = on_release(agent, self.installed.get(&agent.product));
+            let _ = h.send(Control::UpdatePlan(Box::new(a), None));
+            match change {
+                ChangeKind::Unchanged => {}
+                ChangeKind::Reload => {
+                    let _ = h.send(Control::Reload);
+                }
+                ChangeKind::Restart => {
+                    tracing::info!(agent = %agent.product, "config change needs a restart");
+                    let r0 = h.status().restarts;
+                    let _ = h.send(Control::Restart);
+                    // One at a time: wait for this one before the next.
+                    let _ = tokio::time::timeout(
+                        self.opts.rollback_window,
+                        h.wait_for(|s| {
+                            (s.restarts > r0 && s.ready)
+                                || matches!(s.state, AgentState::Failed | AgentState::Backoff)
+                        }),
+                    )
+                    .await;
+                }
+            }
+        }
+        // The node info the health endpoint shows follows the plan now in
+        // force (e.g. a new datacenter).
+        let node = NodeIdentity::of(&new);
+        self.plan = new;
+        self.status.send_modify(|s| {
+            s.config_hash = hash;
+            s.node = Some(node);
+        });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Installs `new`'s version under `release` (the settings of the plan
+    /// being applied), restarts on it, and rolls back to `old`'s if it does
+    /// not become ready within the window.
+    async fn upgrade(
+        &mut self,
+        h: &AgentHandle,
+        old: &AgentPlan,
+        new: &AgentPlan,
+        release: &ReleasePlan,
+    ) -> Result<(), String> {
+        let product = new.product;
+        tracing::info!(agent = %product, from = %old.version, to = %new.version, "upgrading");
+        let inst = self.preparer.install(release, new).await.map_err(|e| {
+            format!(
+                "failed to install {product} {}: {}",
+                new.version,
+                error_chain(&e)
+            )
+        })?;
+        let previous = self.installed.get(&product).cloned();
+        let before = h.status();
+        let a = on_release(new, Some(&inst));
+        let _ = h.send(Control::UpdatePlan(
+            Box::new(a),
+            Some(inst.version.to_string()),
+        ));
+        let _ = h.send(Control::Restart);
+        if started_ok(h, &before, self.opts.rollback_window).await {
+            tracing::info!(agent = %product, version = %inst.version, "upgrade done");
+            self.installed.insert(product, inst);
+            return Ok(());
+        }
+        let Some(prev) = previous else {
+            return Err(format!(
+                "{product} {} failed to start and no previous release is known",
+                inst.version
+            ));
+        };
+        tracing::error!(agent = %product, version = %inst.version, previous = %prev.version, "new version failed to start, rolling back");
+        if let Err(e) = self.preparer.rollback(release, &prev).await {
+            return Err(format!(
+                "{product} {} failed to start, and rollback failed: {}",
+                inst.version,
+                error_chain(&e)
+            ));
+        }
+        let a = on_release(old, Some(&prev));
+        let why = format!(
+            "version {} failed to start, rolled back to {}",
+            inst.version, prev.version
+        );
+        let _ = h.send(Control::UpdatePlan(
+            Box::new(a),
+            Some(prev.version.to_string()),
+        ));
+        let _ = h.send(Control::Note(Some(why.clone())));
+        let _ = h.send(Control::Restart);
+        Err(why)
+    }
+}
+
+/// Whether the agent, restarted after `before`, became ready without a crash
+/// within `window`. A still-starting process at the end of the window counts
+/// as started (slow, not failed).
+async fn started_ok(h: &AgentHandle, before: &AgentStatus, window: Duration) -> bool {
+    let r0 = before.restarts;
+    let was_live = matches!(before.state, AgentState::Starting | AgentState::Running);
+    let failed = move |s: &AgentStatus| {
+        s.state == AgentState::Failed
+            || s.restarts > r0.saturating_add(1)
+            || (s.state == AgentState::Backoff && (s.restarts > r0 || was_live))
+    };
+    let outcome = tokio::time::timeout(
+        window,
+        h.wait_for(|s| failed(s) || (s.restarts > r0 && s.ready)),
+    )
+    .await;
+    let s = h.status();
+    match outcome {
+        Ok(_) => !failed(&s),
+        Err(_) => !failed(&s) && s.pid.is_some(),
+    }
+}

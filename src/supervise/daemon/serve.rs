@@ -1,0 +1,122 @@
+//! The steady loop between start and stop: tells systemd the agents'
+//! status, readiness and watchdog pings, dispatches reloads and the
+//! second stop request, and drives the [`TrimSchedule`]. It changes no
+//! agent itself.
+
+use sd_notify::NotifyState;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::trimming::TrimSchedule;
+use super::{Daemon, DaemonEvent, Preparer};
+use crate::supervise::machine::deadline_after;
+use crate::supervise::notify::notify_systemd;
+use crate::supervise::status::SupervisorStatus;
+
+impl<P: Preparer> Daemon<P> {
+    /// Until shutdown: reloads on request, keeps systemd informed.
+    pub(super) async fn serve(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut rx = self.status.subscribe();
+        let mut told_ready = false;
+        let mut was_all_ready = false;
+        let mut last_status_line = String::new();
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
+        let mut trim = TrimSchedule::new(self.opts.trim_memory);
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                let line = status_line(&s);
+                let all_ready = !s.agents.is_empty() && s.agents.iter().all(|a| a.ready);
+                drop(s);
+                if line != last_status_line {
+                    notify_systemd(&[NotifyState::Status(&line)]);
+                    last_status_line = line;
+                }
+                if all_ready && !told_ready {
+                    tracing::info!("all agents ready");
+                    notify_systemd(&[NotifyState::Ready]);
+                    told_ready = true;
+                }
+                if all_ready && !was_all_ready {
+                    trim.all_ready();
+                }
+                was_all_ready = all_ready;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                ev = events.recv() => match ev {
+                    Some(DaemonEvent::Reload) => {
+                        self.reload(shutdown).await;
+                        trim.reloaded();
+                    }
+                    Some(DaemonEvent::Hurry) => self.hurry = true,
+                    None => {}
+                },
+                r = rx.changed() => if r.is_err() { return },
+                () = sleep_until_some(next_watchdog) => {
+                    notify_systemd(&[NotifyState::Watchdog]);
+                    next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
+                }
+                () = sleep_until_some(trim.settle_at()) => trim.settled(),
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is no `at`.
+pub(super) async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `STATUS=` line for systemd: `consul running ready, nomad starting`.
+fn status_line(s: &SupervisorStatus) -> String {
+    s.agents
+        .iter()
+        .map(|a| {
+            let st = serde_json::to_value(a.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            format!(
+                "{} {}{}",
+                a.product,
+                st,
+                if a.ready { " ready" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Product;
+    use crate::supervise::status::{AgentState, AgentStatus};
+
+    #[test]
+    fn status_line_names_each_agent_and_readiness() {
+        let mut a = AgentStatus::new(Product::Consul);
+        a.state = AgentState::Running;
+        a.ready = true;
+        let b = AgentStatus::new(Product::Nomad);
+        let s = SupervisorStatus {
+            agents: vec![a, b],
+            config_hash: String::new(),
+            reload_error: None,
+            stopping: false,
+            node: None,
+        };
+        assert_eq!(status_line(&s), "consul running ready, nomad stopped");
+    }
+}
