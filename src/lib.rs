@@ -30,8 +30,8 @@
 //! SIGKILL to its main pid) → stop Consul (same) → stop health, all under one
 //! overall deadline.
 
-pub mod agent_api;
-pub mod agent_http;
+pub mod agent;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::actor::{ActorConfig, AgentHandle, Control, spawn_actor};
-use super::check::{BoxFuture, HttpCheck, ReadyCheck};
+use super::check::{BoxFuture, ReadyCheck};
 use super::machine::deadline_after;
 use super::notify::notify_systemd;
 use super::spawn::{self, live_recorded_pid, pidfile_path};
@@ -118,7 +118,8 @@ pub struct RunOptions {
     pub rollback_window: Duration,
     /// Re-check period of a ready agent's API (`None`: only while starting).
     pub check_interval: Option<Duration>,
-    /// Readiness check per agent (default: [`HttpCheck::for_agent`]).
+    /// Readiness check per agent (default: none, readiness by sd_notify
+    /// only; `supervisor run` passes [`super::check::ObservedCheck`]s).
     pub checks: CheckFactory,
     /// Extra environment per agent, on top of the clean one.
     pub extra_env: Vec<(Product, String, String)>,
@@ -206,9 +207,7 @@ impl Default for RunOptions {
             consul_wait: DEFAULT_CONSUL_WAIT,
             rollback_window: DEFAULT_ROLLBACK_WINDOW,
             check_interval: Some(DEFAULT_CHECK_INTERVAL),
-            checks: Arc::new(|a: &AgentPlan| {
-                Some(Arc::new(HttpCheck::for_agent(a)) as Arc<dyn ReadyCheck>)
-            }),
+            checks: Arc::new(|_: &AgentPlan| None),
             extra_env: Vec::new(),
             become_subreaper: true,
             installed: HashMap::new(),
