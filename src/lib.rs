@@ -6,7 +6,9 @@
 //! ```text
 //! node.toml ──► role ──► plan ──┬─► release: resolve ► download ► verify ► install
 //! (--role)       (validated)    ├─► render: consul.json / nomad.hcl (atomic, 0640)
+//!                               ├─► agent: one client + one observer per agent
 //!                               ├─► supervise: consul ─(ready)─► nomad
+//!                               ├─► catalog: registration in consul
 //!                               └─► health: /health /v1/status /metrics
 //! ```
 //!
@@ -17,12 +19,17 @@
 //!   is the only place that writes them (atomically).
 //! * [`release`] resolves, downloads, verifies (OpenPGP + SHA-256) and installs
 //!   the agents' binaries.
+//! * [`agent`] is the one client of the agents' HTTP APIs and runs one
+//!   observer per agent whose reports supervision and health both read.
 //! * [`supervise`] runs one actor per agent: spawn, restart policy, graceful
 //!   stop, reload.
 //! * [`health`] serves pure functions of a snapshot over HTTP.
+//! * [`catalog`] keeps the node's registration in Consul (and is the home
+//!   of discovery and the fleet poller).
 //!
-//! Dependencies point one way: role → plan → render/release → supervise →
-//! health. Nothing below `main` calls `exit`.
+//! Dependencies point one way: role → plan → render/release → agent →
+//! supervise → health/catalog → commands. Nothing below `main` calls
+//! `exit`.
 //!
 //! # Shutdown order
 //!

@@ -108,8 +108,6 @@ pub struct AutopilotHealth {
     pub servers: Vec<AutopilotServer>,
 }
 
-/// One half of Nomad's `/v1/agent/health`.
-
 /// A service registration (`PUT /v1/agent/service/register`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -319,3 +319,140 @@ async fn run_opt(slot: &mut Option<Task>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A Consul stand-in on loopback answering every path; the leader is
+    /// `""` (none) until `leader` is set.
+    async fn consul(leader: Arc<AtomicBool>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let leader = leader.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut byte = [0u8; 1];
+                    loop {
+                        buf.clear();
+                        while !buf.ends_with(b"\r\n\r\n") {
+                            if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            buf.push(byte[0]);
+                        }
+                        let head = String::from_utf8_lossy(&buf);
+                        let body = if head.starts_with("GET /v1/status/leader ") {
+                            if leader.load(Ordering::SeqCst) {
+                                "\"10.0.0.1:8300\""
+                            } else {
+                                "\"\""
+                            }
+                        } else if head.starts_with("GET /v1/agent/self ") {
+                            r#"{"Config":{"Datacenter":"dc1","NodeName":"n","Server":true,"Version":"1.20.1"},"Member":null}"#
+                        } else if head.starts_with("GET /v1/operator/autopilot/health ") {
+                            r#"{"Healthy":true,"FailureTolerance":0,"Servers":[]}"#
+                        } else {
+                            "[]"
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn observe(addr: SocketAddr, cancel: &CancellationToken) -> ObserverHandle {
+        let target = AgentTarget {
+            product: Product::Consul,
+            server: true,
+            client: false,
+            http_addr: addr,
+            api_tls: None,
+        };
+        let config = ObserverConfig {
+            // No test waits out the interval: only kicks poll again.
+            interval: Duration::from_secs(3600),
+            request_timeout: Duration::from_secs(5),
+        };
+        let observers = Observers::start(
+            &AgentClient::plain().unwrap(),
+            &[target],
+            config,
+            &TaskTracker::new(),
+            cancel,
+        );
+        observers.get(Product::Consul).unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_probe_answers_with_a_reading_taken_after_it_was_asked() {
+        let leader = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let h = observe(consul(leader.clone()).await, &cancel);
+        assert!(!h.probe().await, "no leader yet");
+        leader.store(true, Ordering::SeqCst);
+        // The verdict of the earlier reading ("not ready") never answers
+        // a later probe.
+        assert!(h.probe().await);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_refresh_is_answered_by_a_report_stamped_with_it() {
+        let leader = Arc::new(AtomicBool::new(true));
+        let cancel = CancellationToken::new();
+        let h = observe(consul(leader).await, &cancel);
+        let n = h.refresh();
+        let mut rx = h.subscribe();
+        let o = rx
+            .wait_for(|o| o.report.as_ref().is_some_and(|(s, _)| s.refreshes >= n))
+            .await
+            .unwrap()
+            .clone();
+        let (stamp, report) = o.report.unwrap();
+        assert_eq!(stamp.refreshes, n);
+        let c = report.consul.unwrap();
+        assert_eq!(c.leader.as_deref(), Some("10.0.0.1:8300"));
+        assert_eq!(c.version.as_deref(), Some("1.20.1"));
+        assert_eq!(c.failure_tolerance, Some(0));
+        // A full poll's verdict is a readiness reading too.
+        assert!(o.verdict.is_some_and(|v| v.ready));
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn every_handle_dropped_ends_the_observer() {
+        let target = AgentTarget {
+            product: Product::Nomad,
+            server: false,
+            client: true,
+            http_addr: "127.0.0.1:9".parse().unwrap(),
+            api_tls: None,
+        };
+        let (observer, handle) = Observer::new(
+            &AgentClient::plain().unwrap(),
+            target,
+            ObserverConfig::default(),
+        );
+        let task = tokio::spawn(observer.run(CancellationToken::new()));
+        drop(handle);
+        task.await.unwrap();
+    }
+}
