@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use hashi_supervisor::agent_api::NomadHealthItem;
+use hashi_supervisor::agent::NomadHealthItem;
 use hashi_supervisor::health::snapshot::AgentTarget;
 use hashi_supervisor::health::{
     self, AgentReport, ConsulReport, HealthSnapshot, Metrics, NodeInfo, NomadReport,

@@ -127,7 +127,9 @@ fn release_exit_code(e: &ReleaseError) -> u8 {
 fn health_exit_code(e: &HealthError) -> u8 {
     match e {
         HealthError::Unreachable { .. } => EXIT_UNAVAILABLE,
-        _ => EXIT_FAILURE,
+        HealthError::Bind { .. } | HealthError::LocalAddr(_) | HealthError::BadStatus { .. } => {
+            EXIT_FAILURE
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! ```text
 //! node.toml ──► role ──► plan ──┬─► release: resolve ► download ► verify ► install
 //! (--role)       (validated)    ├─► render: consul.json / nomad.hcl (atomic, 0640)
+//!                               ├─► agent: one client + one observer per agent
 //!                               ├─► supervise: consul ─(ready)─► nomad
+//!                               ├─► catalog: registration in consul
 //!                               └─► health: /health /v1/status /metrics
 //! ```
 //!
@@ -17,9 +19,13 @@
 //!   is the only place that writes them (atomically).
 //! * [`release`] resolves, downloads, verifies (OpenPGP + SHA-256) and installs
 //!   the agents' binaries.
+//! * [`agent`] is the one client of the agents' HTTP APIs and runs one
+//!   observer per agent whose reports supervision and health both read.
 //! * [`supervise`] runs one actor per agent: spawn, restart policy, graceful
 //!   stop, reload.
 //! * [`health`] serves pure functions of a snapshot over HTTP.
+//! * [`catalog`] keeps the node's registration in Consul (and is the home
+//!   of discovery and the fleet poller).
 //!
 //! # Layering
 //!
@@ -63,8 +69,8 @@
     )
 )]
 
-pub mod agent_api;
-pub mod agent_http;
+pub mod agent;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod error;

@@ -20,7 +20,7 @@ use crate::release::Installed;
 use crate::render::ChangeKind;
 use crate::supervise::daemon::status_channel;
 use crate::supervise::{self, Preparer, RunOptions};
-use crate::{health, release, render, shutdown};
+use crate::{agent, catalog, health, release, render, shutdown};
 
 /// Longest wait for the Consul deregistration before the agents stop.
 const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -47,16 +47,34 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let status = status_channel(&plan);
     let tracker = tokio_util::task::TaskTracker::new();
     let health_cancel = CancellationToken::new();
-    let consul_http = health::registration_target(&plan);
+    // The one client of the agents (a TLS API's CA loaded from the plan)
+    // and one observer per agent: readiness, health and the registration
+    // all go through them. They stop with health, last.
+    let agents = agent::AgentClient::for_plan(&plan).map_err(|e| Error::Internal(e.one_line()))?;
+    let observers = agent::Observers::start(
+        &agents,
+        &health::NodeInfo::from_plan(&plan).agents,
+        agent::ObserverConfig::default(),
+        &tracker,
+        &health_cancel,
+    );
     let started = health::start(
         &plan,
         status.subscribe(),
         metrics,
-        consul_http,
+        observers.clone(),
         &tracker,
         health_cancel.clone(),
     )
     .await?;
+    let registration = catalog::start_registration(
+        &plan,
+        &agents,
+        &status.subscribe(),
+        started.addr,
+        &tracker,
+        &health_cancel,
+    );
     // Signals count from here: a stop during a slow download ends the run
     // (the download's temp file is removed; nothing half-installed stays).
     let token = CancellationToken::new();
@@ -67,7 +85,6 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
     tokio::spawn({
         let token = token.clone();
-        let registration = started.registration;
         async move {
             requested.cancelled().await;
             if let Some(r) = registration {
@@ -102,6 +119,10 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                 // Written before a package upgrade's restart: that stop
                 // keeps Nomad's workloads (no leave, no drain).
                 restart_marker: Some(supervise::daemon::restart_marker_path()),
+                checks: Arc::new(move |a: &AgentPlan| {
+                    supervise::check::ObservedCheck::for_agent(&observers, a)
+                        .map(|c| Arc::new(c) as Arc<dyn supervise::check::ReadyCheck>)
+                }),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::agent_api::{self, AgentApiError};
+use crate::agent::{AgentClient, AgentError};
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::error::{EXIT_FAILURE, Error};
 use crate::health::{HealthError, StatusDoc};
@@ -48,21 +48,18 @@ fn default_addr(global: &GlobalArgs) -> SocketAddr {
 /// GETs `http://addr/v1/status`; returns the parsed document and the raw body.
 pub async fn fetch_status(addr: SocketAddr) -> Result<(StatusDoc, bytes::Bytes), HealthError> {
     let url = format!("http://{addr}/v1/status");
-    let answer = agent_api::http_client(STATUS_TIMEOUT)
-        .get(&url)
+    let client =
+        AgentClient::plain().map_err(|source| HealthError::Unreachable { addr, source })?;
+    let answer = client
+        .endpoint_at(format!("http://{addr}"), STATUS_TIMEOUT)
+        .send(reqwest::Method::GET, "/v1/status", None)
         .await
-        .map_err(|source| HealthError::Unreachable {
-            addr,
-            source: AgentApiError::Request {
-                url: url.clone(),
-                source,
-            },
-        })?;
+        .map_err(|source| HealthError::Unreachable { addr, source })?;
     let (status, body) = (answer.status, answer.body);
     if status != 200 {
         return Err(HealthError::BadStatus {
             addr,
-            source: AgentApiError::Status {
+            source: AgentError::Status {
                 url,
                 status,
                 body: String::from_utf8_lossy(&body).chars().take(200).collect(),
@@ -71,7 +68,7 @@ pub async fn fetch_status(addr: SocketAddr) -> Result<(StatusDoc, bytes::Bytes),
     }
     let doc = serde_json::from_slice(&body).map_err(|source| HealthError::BadStatus {
         addr,
-        source: AgentApiError::Decode { url, source },
+        source: AgentError::Decode { url, source },
     })?;
     Ok((doc, body))
 }

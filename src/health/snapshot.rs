@@ -1,37 +1,20 @@
 //! The [`HealthSnapshot`]: everything the endpoint answers from. Built by the
-//! [`super::Checker`]; its free text is redacted on the way in, so no
+//! [`super::Checker`] from the agents' observations (whose report types
+//! come from `agent`); its free text is redacted on the way in, so no
 //! handler can show a secret.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use serde::{Deserialize, Serialize};
-
 use super::checks::{self, Check};
 use super::handlers;
 use super::metrics::Metrics;
 use super::redact::redact;
-use crate::agent_api::NomadHealthItem;
+pub use crate::agent::{AgentReport, AgentTarget, ConsulReport, NomadReport};
 use crate::plan::{Plan, Product};
 use crate::supervise::SupervisorStatus;
-
-/// An agent the plan runs, as far as health needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentTarget {
-    /// Which agent.
-    pub product: Product,
-    /// Server mode.
-    pub server: bool,
-    /// Client mode.
-    pub client: bool,
-    /// The agent's local HTTP API.
-    pub http_addr: SocketAddr,
-    /// TLS of that API, if any.
-    pub api_tls: Option<crate::plan::ApiTls>,
-}
 
 /// The node, from the plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,65 +52,6 @@ impl NodeInfo {
                 .collect(),
         }
     }
-}
-
-/// What a Consul agent reports about itself and its cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ConsulReport {
-    /// Raft leader address; `None` when there is none (or it was not learnt).
-    pub leader: Option<String>,
-    /// Why the leader could not be asked, when it could not.
-    pub leader_error: Option<String>,
-    /// LAN pool members.
-    pub lan_members: Option<u32>,
-    /// LAN pool members alive.
-    pub lan_members_alive: Option<u32>,
-    /// WAN pool members (servers only).
-    pub wan_members: Option<u32>,
-    /// Autopilot failure tolerance (servers only).
-    pub failure_tolerance: Option<u32>,
-    /// Autopilot's overall health (servers only).
-    pub autopilot_healthy: Option<bool>,
-    /// Version the agent reports.
-    pub version: Option<String>,
-    /// Other queries that failed, one line each.
-    pub errors: Vec<String>,
-}
-
-/// What a Nomad agent reports about itself and its cluster.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NomadReport {
-    /// `/v1/agent/health` server half.
-    pub health_server: Option<NomadHealthItem>,
-    /// `/v1/agent/health` client half.
-    pub health_client: Option<NomadHealthItem>,
-    /// Why `/v1/agent/health` could not be asked, when it could not.
-    pub health_error: Option<String>,
-    /// Raft leader as the agent sees it.
-    pub leader: Option<String>,
-    /// Servers known to the client.
-    pub known_servers: Vec<String>,
-    /// Serf members (servers only).
-    pub members: Option<u32>,
-    /// Serf members alive (servers only).
-    pub members_alive: Option<u32>,
-    /// Version the agent reports.
-    pub version: Option<String>,
-    /// Other queries that failed, one line each.
-    pub errors: Vec<String>,
-}
-
-/// The last round of queries to one agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AgentReport {
-    /// Which agent.
-    pub product: Product,
-    /// When the round ended.
-    pub checked_at: SystemTime,
-    /// Consul's answers.
-    pub consul: Option<ConsulReport>,
-    /// Nomad's answers.
-    pub nomad: Option<NomadReport>,
 }
 
 /// What depends only on the snapshot's content: computed once per change

@@ -9,7 +9,7 @@ use hyper::{Method, Request, StatusCode};
 
 use super::snapshot::AgentTarget;
 use super::*;
-use crate::agent_api::NomadHealthItem;
+use crate::agent::NomadHealthItem;
 use crate::plan::Product;
 use crate::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
 
@@ -428,67 +428,4 @@ fn secrets_never_appear_in_any_response() {
         seen > 0,
         "the redacted lines are shown (redacted), not dropped"
     );
-}
-
-fn plan_of(text: &str, roles: &[&str]) -> crate::plan::Plan {
-    use std::net::Ipv4Addr;
-    use std::path::Path;
-    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-    let host = crate::role::StaticHost {
-        hostname: Some("ams2-client-01".into()),
-        interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 21))],
-        ..crate::role::StaticHost::default()
-    };
-    let role = crate::role::parse(Path::new("/r/node.toml"), text, &roles, &host)
-        .unwrap_or_else(|e| panic!("{e}"));
-    crate::plan::Plan::from_role(&role)
-}
-
-#[test]
-fn registration_goes_to_the_local_consul_else_the_role_files_consul_address() {
-    let local = plan_of(
-        "schema = 1\n[discovery]\nconsul_retry_join = [\"10.0.1.11\"]\n",
-        &["consul-client", "nomad-client"],
-    );
-    assert_eq!(
-        registration_target(&local).as_deref(),
-        Some("127.0.0.1:8500")
-    );
-    let remote = plan_of(
-        "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\nnomad_retry_join = [\"10.0.1.11\"]\n",
-        &["nomad-client"],
-    );
-    assert_eq!(
-        registration_target(&remote).as_deref(),
-        Some("10.0.1.11:8500")
-    );
-    // A DNS name is kept as written: the client resolves it per request.
-    let named = plan_of(
-        "schema = 1\n[discovery]\nconsul_address = \"consul.service.ams2.consul:8500\"\nnomad_retry_join = [\"10.0.1.11\"]\n",
-        &["nomad-client"],
-    );
-    assert_eq!(
-        registration_target(&named).as_deref(),
-        Some("consul.service.ams2.consul:8500")
-    );
-    let none = plan_of(
-        "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n",
-        &["nomad-client"],
-    );
-    assert_eq!(registration_target(&none), None);
-}
-
-#[test]
-fn wildcard_listen_is_advertised_on_the_private_address() {
-    let p = plan_of(
-        "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\nnomad_retry_join = [\"10.0.1.11\"]\n",
-        &["nomad-client"],
-    );
-    let any: SocketAddr = "0.0.0.0:4680".parse().unwrap();
-    assert_eq!(
-        advertised_addr(&p, any),
-        "10.0.1.21:4680".parse::<SocketAddr>().unwrap()
-    );
-    let own: SocketAddr = "192.0.2.7:4680".parse().unwrap();
-    assert_eq!(advertised_addr(&p, own), own);
 }

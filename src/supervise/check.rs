@@ -1,20 +1,19 @@
-//! Pluggable readiness checks of an agent's own API.
+//! Pluggable readiness checks of an agent.
 //!
 //! Readiness of an agent is sd_notify `READY=1` from it or a passing check.
-//! The default checks are plain HTTP GETs of the agent's local API.
+//! The default check, [`ObservedCheck`], asks the agent's observer
+//! (`agent::observe`) for a readiness probe and reads its verdict: this
+//! module sends no request of its own.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::plan::{AgentPlan, Product};
+use crate::agent::{ObserverHandle, Observers};
+use crate::plan::AgentPlan;
 
-/// Timeout of one check request: a hung agent must never hang the actor.
+/// Timeout of one check: a hung agent must never hang the actor.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// Consul: the leader's address (Consul HTTP API `/v1/status/leader`).
-pub const CONSUL_READY_PATH: &str = "/v1/status/leader";
-/// Nomad: agent health (Nomad HTTP API `/v1/agent/health`).
-pub const NOMAD_READY_PATH: &str = "/v1/agent/health";
 
 /// A boxed future, for object-safe async traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -25,52 +24,30 @@ pub trait ReadyCheck: Send + Sync {
     fn check(&self) -> BoxFuture<'_, bool>;
 }
 
-/// GET of a URL that must answer 200 with a non-empty body (Consul's leader
-/// endpoint answers `""` while there is no leader).
+/// The readiness the agent's observer finds: Consul has a raft leader
+/// (`/v1/status/leader`), Nomad's own health passes (`/v1/agent/health`).
+/// Each check asks for a probe that starts after the call, so a verdict
+/// from before (an earlier run of the agent) never counts.
 #[derive(Debug, Clone)]
-pub struct HttpCheck {
-    url: String,
-    client: crate::agent_http::AgentHttp,
+pub struct ObservedCheck {
+    observer: ObserverHandle,
 }
 
-impl HttpCheck {
-    /// The default check of an agent plan.
-    pub fn for_agent(plan: &AgentPlan) -> Self {
-        let path = match plan.product {
-            Product::Consul => CONSUL_READY_PATH,
-            Product::Nomad => NOMAD_READY_PATH,
-        };
-        match crate::agent_api::Endpoint::new(plan.http_addr, plan.api_tls.as_ref(), CHECK_TIMEOUT)
-        {
-            Ok(e) => Self {
-                url: format!("{}{path}", e.base),
-                client: e.http,
-            },
-            Err(e) => {
-                // The check cannot pass until the CA file is fixed and the
-                // supervisor restarted (checks are built once); say why.
-                tracing::warn!(agent = %plan.product, error = %e.one_line(), "readiness check cannot reach the agent's API");
-                Self::new(format!("https://{}{path}", plan.http_addr))
-            }
-        }
+impl ObservedCheck {
+    /// The check of the agent `observer` watches.
+    pub fn new(observer: ObserverHandle) -> Self {
+        Self { observer }
     }
 
-    /// A check of `url`.
-    pub fn new(url: String) -> Self {
-        let client = crate::agent_api::http_client(CHECK_TIMEOUT);
-        Self { url, client }
+    /// The check of `agent` among `observers`; `None` (readiness by
+    /// sd_notify only) when no observer watches it.
+    pub fn for_agent(observers: &Observers, agent: &AgentPlan) -> Option<Self> {
+        observers.get(agent.product).cloned().map(Self::new)
     }
 }
 
-impl ReadyCheck for HttpCheck {
+impl ReadyCheck for ObservedCheck {
     fn check(&self) -> BoxFuture<'_, bool> {
-        Box::pin(async move {
-            let Ok(answer) = self.client.get(&self.url).await else {
-                return false;
-            };
-            let body = String::from_utf8_lossy(&answer.body);
-            let b = body.trim();
-            answer.status == 200 && !b.is_empty() && b != "\"\""
-        })
+        Box::pin(self.observer.probe())
     }
 }

@@ -5,7 +5,8 @@
 //! * [`actor`]: the task owning one child; [`AgentHandle`] sends [`Control`]s.
 //! * [`spawn`]: process creation, pidfiles, `/proc` identity.
 //! * [`notify`]: the agents' `NOTIFY_SOCKET` and our own sd_notify.
-//! * [`check`]: pluggable readiness checks of the agents' HTTP APIs.
+//! * [`check`]: pluggable readiness checks; the default one reads the
+//!   agent's observer (`agent::observe`), which does the asking.
 //! * [`reap`]: adopted orphans as PID 1 or subreaper.
 //! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
 //! * [`runtime`]: the async runtime of the binary (and of the benchmark).

@@ -24,10 +24,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use hashi_supervisor::agent::{AgentClient, ObserverConfig, Observers};
+use hashi_supervisor::catalog;
 use hashi_supervisor::health::snapshot::AgentTarget;
-use hashi_supervisor::health::{
-    self, Checker, CheckerConfig, Metrics, NodeInfo, ServerLimits, StatusDoc,
-};
+use hashi_supervisor::health::{self, Checker, Metrics, NodeInfo, ServerLimits, StatusDoc};
 use hashi_supervisor::plan::Product;
 use hashi_supervisor::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -287,8 +287,8 @@ fn all_running() -> SupervisorStatus {
     }
 }
 
-fn fast_checks() -> CheckerConfig {
-    CheckerConfig {
+fn fast_checks() -> ObserverConfig {
+    ObserverConfig {
         interval: Duration::from_millis(200),
         request_timeout: Duration::from_millis(500),
     }
@@ -302,7 +302,7 @@ async fn start_node(limits: ServerLimits) -> Node {
 /// at `status`.
 async fn start_node_with(
     limits: ServerLimits,
-    config: CheckerConfig,
+    config: ObserverConfig,
     status: SupervisorStatus,
 ) -> Node {
     let consul = FakeAgent::start(Product::Consul).await;
@@ -331,8 +331,15 @@ async fn start_node_with(
     };
     let (status, status_rx) = watch::channel(status);
     let cancel = CancellationToken::new();
+    let observers = Observers::start(
+        &AgentClient::plain().unwrap(),
+        &node.agents,
+        config,
+        &tokio_util::task::TaskTracker::new(),
+        &cancel,
+    );
     let (checker, snap) =
-        Checker::for_node(node, status_rx, Arc::new(Metrics::default()), config).unwrap();
+        Checker::for_node(node, status_rx, Arc::new(Metrics::default()), observers);
     tokio::spawn(checker.run(cancel.clone()));
     let listener = health::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -499,8 +506,8 @@ fn consul_starting() -> SupervisorStatus {
 }
 
 /// A checker whose interval no test waits out.
-fn hour_interval(request_timeout: Duration) -> CheckerConfig {
-    CheckerConfig {
+fn hour_interval(request_timeout: Duration) -> ObserverConfig {
+    ObserverConfig {
         interval: Duration::from_secs(3600),
         request_timeout,
     }
@@ -843,7 +850,8 @@ async fn registration_puts_an_http_check_on_ready_and_deregisters_on_stop() {
     let consul = FakeAgent::start(Product::Consul).await;
     let cancel = CancellationToken::new();
     let health_addr: SocketAddr = "10.0.0.7:4680".parse().unwrap();
-    let task = tokio::spawn(health::run_registration(
+    let task = tokio::spawn(catalog::run_registration(
+        AgentClient::plain().unwrap(),
         consul.addr.to_string(),
         "ams2-client-01".into(),
         health_addr,
@@ -1124,16 +1132,31 @@ async fn start_serves_the_plans_node_and_registers_then_deregisters() {
     let (status, rx) = watch::channel(all_running());
     let tracker = tokio_util::task::TaskTracker::new();
     let cancel = CancellationToken::new();
+    let plan = plan(consul.addr, nomad.addr);
+    let client = AgentClient::for_plan(&plan).unwrap();
+    let observers = Observers::start(
+        &client,
+        &NodeInfo::from_plan(&plan).agents,
+        ObserverConfig::default(),
+        &tracker,
+        &cancel,
+    );
     let started = health::start(
-        &plan(consul.addr, nomad.addr),
-        rx,
+        &plan,
+        rx.clone(),
         Arc::new(Metrics::default()),
-        Some(consul.addr.to_string()),
+        observers,
         &tracker,
         cancel.clone(),
     )
     .await
     .unwrap();
+    let registration =
+        catalog::start_registration(&plan, &client, &rx, started.addr, &tracker, &cancel);
+    assert!(
+        registration.is_some(),
+        "the plan's own consul is registered with"
+    );
     let (_, body) = wait_for(started.addr, "/ready", |c, _| c == 200).await;
     assert_eq!(body, "ok\n");
     let doc: StatusDoc = serde_json::from_str(&get(started.addr, "/v1/status").await.1).unwrap();
@@ -1203,7 +1226,8 @@ async fn secrets_in_agent_error_answers_reach_neither_responses_nor_logs() {
     assert!(!body.contains(GOSSIP_KEY), "{body}");
     // Registration fails against the leaky agent and logs why.
     let reg_cancel = CancellationToken::new();
-    let reg = tokio::spawn(health::run_registration(
+    let reg = tokio::spawn(catalog::run_registration(
+        AgentClient::plain().unwrap(),
         n.consul.addr.to_string(),
         "ams2-server-01".into(),
         n.addr,

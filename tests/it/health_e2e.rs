@@ -606,7 +606,7 @@ fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
     .unwrap()
     .role;
     let plan = hashi_supervisor::plan::Plan::from_role(&role);
-    let mut agent_plan = plan
+    let agent_plan = plan
         .agents
         .iter()
         .find(|a| a.product == hashi_supervisor::plan::Product::Nomad)
@@ -620,12 +620,35 @@ fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
         .enable_all()
         .build()
         .unwrap();
-    use hashi_supervisor::supervise::check::{HttpCheck, ReadyCheck};
-    assert!(rt.block_on(HttpCheck::for_agent(&agent_plan).check()));
-    agent_plan.api_tls = None;
-    assert!(!rt.block_on(HttpCheck::for_agent(&agent_plan).check()));
+    use hashi_supervisor::agent::{AgentClient, ObserverConfig, Observers};
+    use hashi_supervisor::health::NodeInfo;
+    use hashi_supervisor::supervise::check::{ObservedCheck, ReadyCheck};
+    // What `supervisor run` builds: one client from the plan, one observer
+    // per agent, the readiness check reading Nomad's.
+    let ready_by_observer = |plan: &hashi_supervisor::plan::Plan| {
+        rt.block_on(async {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let observers = Observers::start(
+                &AgentClient::for_plan(plan).unwrap(),
+                &NodeInfo::from_plan(plan).agents,
+                ObserverConfig::default(),
+                &tokio_util::task::TaskTracker::new(),
+                &cancel,
+            );
+            let check = ObservedCheck::for_agent(&observers, &agent_plan).unwrap();
+            let ready = check.check().await;
+            cancel.cancel();
+            ready
+        })
+    };
+    assert!(ready_by_observer(&plan));
+    let mut plain = plan.clone();
+    for a in &mut plain.agents {
+        a.api_tls = None;
+    }
+    assert!(!ready_by_observer(&plain));
     assert!(
-        !n.log().contains("readiness check cannot reach"),
+        !n.log().contains("cannot be reached") && !n.log().contains("cannot load the CA"),
         "{}",
         n.log()
     );

@@ -774,16 +774,35 @@ mod with_standin {
         (a, base.join("events.log"))
     }
 
-    fn opts(logs: &[(Product, &Path)], extra: &[(Product, &str, String)]) -> RunOptions {
+    /// The daemon's options for `plan`, its readiness read from one
+    /// observer per agent as `supervisor run` builds them (the stand-ins
+    /// send no READY=1 here).
+    fn opts(
+        plan: &Plan,
+        logs: &[(Product, &Path)],
+        extra: &[(Product, &str, String)],
+    ) -> RunOptions {
         let mut extra_env: Vec<(Product, String, String)> = logs
             .iter()
             .map(|(p, l)| (*p, "STANDIN_EVENT_LOG".to_string(), l.display().to_string()))
             .collect();
         extra_env.extend(extra.iter().map(|(p, k, v)| (*p, k.to_string(), v.clone())));
+        let observers = hashi_supervisor::agent::Observers::start(
+            &hashi_supervisor::agent::AgentClient::for_plan(plan).unwrap(),
+            &hashi_supervisor::health::NodeInfo::from_plan(plan).agents,
+            hashi_supervisor::agent::ObserverConfig::default(),
+            &tokio_util::task::TaskTracker::new(),
+            // They end with the daemon, which holds the last handles.
+            &tokio_util::sync::CancellationToken::new(),
+        );
         RunOptions {
             extra_env,
             check_interval: None,
             become_subreaper: false,
+            checks: Arc::new(move |a: &AgentPlan| {
+                hashi_supervisor::supervise::check::ObservedCheck::for_agent(&observers, a)
+                    .map(|c| Arc::new(c) as Arc<dyn hashi_supervisor::supervise::check::ReadyCheck>)
+            }),
             ..RunOptions::default()
         }
     }
@@ -798,11 +817,12 @@ mod with_standin {
         let (consul, clog) = standin_agent(&rig, Product::Consul, Signal::SIGTERM);
         let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
         let plan = rig.plan(vec![consul, nomad]);
-        let d = start(
-            plan,
-            Arc::default(),
-            opts(&[(Product::Consul, &clog), (Product::Nomad, &nlog)], &[]),
+        let opts = opts(
+            &plan,
+            &[(Product::Consul, &clog), (Product::Nomad, &nlog)],
+            &[],
         );
+        let d = start(plan, Arc::default(), opts);
         d.wait("both ready", all_ready).await;
         let s = d.stop().await;
         let (c, n) = (lines(&clog), lines(&nlog));
@@ -827,18 +847,16 @@ mod with_standin {
         let (nomad, nlog) = standin_agent(&rig, Product::Nomad, Signal::SIGINT);
         let child_pidfile = rig.path("task.pid");
         let plan = rig.plan(vec![nomad]);
-        let d = start(
-            plan,
-            Arc::default(),
-            opts(
-                &[(Product::Nomad, &nlog)],
-                &[(
-                    Product::Nomad,
-                    "STANDIN_SPAWN_CHILD",
-                    child_pidfile.display().to_string(),
-                )],
-            ),
+        let opts = opts(
+            &plan,
+            &[(Product::Nomad, &nlog)],
+            &[(
+                Product::Nomad,
+                "STANDIN_SPAWN_CHILD",
+                child_pidfile.display().to_string(),
+            )],
         );
+        let d = start(plan, Arc::default(), opts);
         let s = d.wait("ready", all_ready).await;
         let pid = agent(&s, Product::Nomad).pid.unwrap();
         poll("child pidfile", || {

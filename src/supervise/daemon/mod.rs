@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use self::restart::keep_workloads_signal;
 use super::actor::{ActorConfig, AgentHandle, spawn_actor};
-use super::check::{HttpCheck, ReadyCheck};
+use super::check::ReadyCheck;
 use super::spawn;
 use super::status::{AgentStatus, NodeIdentity, SupervisorStatus};
 use super::{SuperviseError, reap};
@@ -105,7 +105,8 @@ pub struct RunOptions {
     pub rollback_window: Duration,
     /// Re-check period of a ready agent's API (`None`: only while starting).
     pub check_interval: Option<Duration>,
-    /// Readiness check per agent (default: [`HttpCheck::for_agent`]).
+    /// Readiness check per agent (default: none, readiness by sd_notify
+    /// only; `supervisor run` passes [`super::check::ObservedCheck`]s).
     pub checks: CheckFactory,
     /// Extra environment per agent, on top of the clean one.
     pub extra_env: Vec<(Product, String, String)>,
@@ -138,9 +139,7 @@ impl Default for RunOptions {
             consul_wait: DEFAULT_CONSUL_WAIT,
             rollback_window: DEFAULT_ROLLBACK_WINDOW,
             check_interval: Some(DEFAULT_CHECK_INTERVAL),
-            checks: Arc::new(|a: &AgentPlan| {
-                Some(Arc::new(HttpCheck::for_agent(a)) as Arc<dyn ReadyCheck>)
-            }),
+            checks: Arc::new(|_: &AgentPlan| None),
             extra_env: Vec::new(),
             become_subreaper: true,
             installed: HashMap::new(),

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::HealthError;
-use crate::agent_api::{self, ConsulClient, HttpCheck, ServiceRegistration};
+use super::CatalogError;
+use crate::agent::{AgentClient, ConsulClient, ServiceCheck, ServiceRegistration};
 use crate::plan::Product;
 use crate::supervise::SupervisorStatus;
 
@@ -86,7 +86,7 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
         address: ip.to_string(),
         port: health.port(),
         meta,
-        check: HttpCheck {
+        check: ServiceCheck {
             http: format!("http://{addr}/ready"),
             method: "GET".to_string(),
             interval: CHECK_INTERVAL.to_string(),
@@ -96,24 +96,22 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
     }
 }
 
-/// A client of the Consul agent at `consul_http` (`ip:port` or
-/// `host:port`; a host name is resolved on each request, so a DNS name that
-/// is not resolvable yet at boot works once it is).
-fn client(consul_http: &str) -> ConsulClient {
-    ConsulClient::at(agent_api::Endpoint {
-        http: agent_api::http_client(REGISTER_TIMEOUT),
-        base: format!("http://{consul_http}"),
-    })
+/// The Consul agent at `consul_http` (`ip:port` or `host:port`; a host
+/// name is resolved on each new connection, so a DNS name that is not
+/// resolvable yet at boot works once it is), through the node's client.
+fn consul(client: &AgentClient, consul_http: &str) -> ConsulClient {
+    ConsulClient::new(client.endpoint_at(format!("http://{consul_http}"), REGISTER_TIMEOUT))
 }
 
 /// Registers the node's supervisor with the Consul agent at `consul_http`;
 /// returns the service ID.
 pub async fn register_self(
+    client: &AgentClient,
     consul_http: &str,
     node_name: &str,
     health: SocketAddr,
-) -> Result<String, HealthError> {
-    register_with(&client(consul_http), consul_http, node_name, health).await
+) -> Result<String, CatalogError> {
+    register_with(&consul(client, consul_http), consul_http, node_name, health).await
 }
 
 async fn register_with(
@@ -121,12 +119,12 @@ async fn register_with(
     consul_http: &str,
     node_name: &str,
     health: SocketAddr,
-) -> Result<String, HealthError> {
+) -> Result<String, CatalogError> {
     let reg = registration(node_name, health);
     consul
         .register_service(&reg)
         .await
-        .map_err(|source| HealthError::Register {
+        .map_err(|source| CatalogError::Register {
             consul: consul_http.to_string(),
             source,
         })?;
@@ -134,19 +132,23 @@ async fn register_with(
 }
 
 /// Deregisters a service ID registered by [`register_self`].
-pub async fn deregister_self(consul_http: &str, service_id: &str) -> Result<(), HealthError> {
-    deregister_with(&client(consul_http), consul_http, service_id).await
+pub async fn deregister_self(
+    client: &AgentClient,
+    consul_http: &str,
+    service_id: &str,
+) -> Result<(), CatalogError> {
+    deregister_with(&consul(client, consul_http), consul_http, service_id).await
 }
 
 async fn deregister_with(
     consul: &ConsulClient,
     consul_http: &str,
     service_id: &str,
-) -> Result<(), HealthError> {
+) -> Result<(), CatalogError> {
     consul
         .deregister_service(service_id)
         .await
-        .map_err(|source| HealthError::Deregister {
+        .map_err(|source| CatalogError::Deregister {
             consul: consul_http.to_string(),
             source,
         })
@@ -156,18 +158,28 @@ async fn deregister_with(
 /// yet), keeps the registration with the defaults of [`Keep`], waits for
 /// `cancel`, then deregisters. Failures are logged, not returned.
 pub async fn run_registration(
+    client: AgentClient,
     consul_http: String,
     node_name: String,
     health: SocketAddr,
     cancel: CancellationToken,
 ) {
-    keep_registration(consul_http, node_name, health, Keep::default(), cancel).await;
+    keep_registration(
+        client,
+        consul_http,
+        node_name,
+        health,
+        Keep::default(),
+        cancel,
+    )
+    .await;
 }
 
 /// As [`run_registration`], keeping the registration as `keep` says: when
 /// Consul no longer has the service (restarted without its state,
 /// replaced), it is registered again.
 pub async fn keep_registration(
+    client: AgentClient,
     consul_http: String,
     node_name: String,
     health: SocketAddr,
@@ -176,7 +188,7 @@ pub async fn keep_registration(
 ) {
     // One client for both ends, so deregistering at shutdown costs one
     // request and no client set-up.
-    let consul = client(&consul_http);
+    let consul = consul(&client, &consul_http);
     let Some(id) = register_until_done(&consul, &consul_http, &node_name, health, &cancel).await
     else {
         return;
