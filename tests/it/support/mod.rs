@@ -5,6 +5,8 @@
 pub mod mirror;
 pub mod netns;
 pub mod node;
+pub mod release;
+pub mod role_file;
 pub mod standin;
 
 use std::path::{Path, PathBuf};
