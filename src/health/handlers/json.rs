@@ -156,6 +156,7 @@ pub(super) fn status(s: &HealthSnapshot, now: SystemTime) -> Answer {
     let doc = status_doc(s, now);
     Answer::ok(
         JSON,
-        serde_json::to_vec(&doc).expect("a StatusDoc serialises: string keys and plain values only"),
+        serde_json::to_vec(&doc)
+            .expect("a StatusDoc serialises: string keys and plain values only"),
     )
 }

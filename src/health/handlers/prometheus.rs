@@ -129,8 +129,7 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
         (
             "hashi_supervisor_fetch_total",
             "Release downloads by outcome.",
-            (|m: &Metrics, p, ok| m.fetch_count(p, ok))
-                as fn(&Metrics, Product, bool) -> u64,
+            (|m: &Metrics, p, ok| m.fetch_count(p, ok)) as fn(&Metrics, Product, bool) -> u64,
         ),
         (
             "hashi_supervisor_verify_total",

@@ -28,7 +28,6 @@ use pgp::types::{KeyDetails, KeyId, Tag};
 use super::VerifyError;
 use super::packet::parse_signatures;
 
-
 // Provenance (as tests/data/hashicorp-release/README.md records): both files are
 // byte-for-byte copies of `internal/pubkey/pubkey.go` in `hashicorp/hc-install`.
 // The renewed copy is the `DefaultPublicKey` constant at commit
@@ -50,7 +49,6 @@ pub const HASHICORP_FINGERPRINT: &str = "c874011f0ab405110d02105534365d9472d7468
 /// Short id of HashiCorp's key, used in the preferred signature file name
 /// (`<product>_<ver>_SHA256SUMS.72D7468F.sig`, as hc-install fetches it).
 pub const HASHICORP_SHORT_KEY_ID: &str = "72D7468F";
-
 
 /// One key that may sign: a primary or a signing subkey, with the window
 /// in which its signatures are accepted.

@@ -1,11 +1,11 @@
 //! Verification of a release: OpenPGP signatures of `SHA256SUMS` files, and
 //! the [`VerifiedArtifact`] type that only verification builds.
 //!
-//! * [`keyring`]: the trusted keys (HashiCorp's pinned release key, extra
+//! * `keyring`: the trusted keys (HashiCorp's pinned release key, extra
 //!   key files) and the acceptance policy of a signature;
-//! * [`packet`]: reading a signature file (untrusted bytes) into signature
+//! * `packet`: reading a signature file (untrusted bytes) into signature
 //!   packets, with the encoding checks rPGP leaves out;
-//! * [`sums`]: parsing a `SHA256SUMS` file.
+//! * `sums`: parsing a `SHA256SUMS` file.
 //!
 //! This module owns [`VerifyError`], the one error of all three. It must not
 //! touch the network or the disk beyond reading key files.

@@ -169,4 +169,3 @@ fn split_packet(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let body = b.get(hlen..hlen.checked_add(len)?)?;
     Some((tag, body, &b[hlen + len..]))
 }
-

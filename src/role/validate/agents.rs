@@ -150,7 +150,9 @@ fn bootstrap_expect(
     if dev && n != 1 {
         found.span(
             s,
-            format!("the dev role runs a single-node {product} cluster: bootstrap_expect must be 1"),
+            format!(
+                "the dev role runs a single-node {product} cluster: bootstrap_expect must be 1"
+            ),
         );
     }
     u32::try_from(n).unwrap_or(default)

@@ -16,8 +16,8 @@
 //!   gossip keys), [`restart`] (the restart policy), [`users`] (the agents'
 //!   Unix users) and [`extra`] (pass-through tables);
 //! * [`release`]: `[release]`, trusted key files parsed as the verifier will;
-//! * [`discovery`]: `[discovery]`;
-//! * [`paths`]: `[paths]`.
+//! * [`discovery`]: the `[discovery]` table;
+//! * [`paths`]: the `[paths]` table.
 //!
 //! Checks read the machine only through [`Host`] and never write.
 

@@ -21,7 +21,12 @@ pub(super) fn check(p: &RawPaths) -> Checked<Dirs> {
         DEFAULT_CONFIG_DIR,
         "paths.config_dir",
     );
-    let state_dir = absolute_dir(&mut found, &p.state_dir, DEFAULT_STATE_DIR, "paths.state_dir");
+    let state_dir = absolute_dir(
+        &mut found,
+        &p.state_dir,
+        DEFAULT_STATE_DIR,
+        "paths.state_dir",
+    );
     let dirs = Dirs {
         config_dir,
         state_dir,

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use super::{Checked, Context, Findings, sizes};
 use crate::paths::DEFAULT_MIRROR;
+use crate::role::ReleaseRole;
 use crate::role::host::Host;
 use crate::role::limits;
 use crate::role::raw::RawRelease;
-use crate::role::ReleaseRole;
 
 /// Default installed versions kept per product (current + previous).
 const DEFAULT_KEEP_VERSIONS: u64 = 2;
