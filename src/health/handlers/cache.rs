@@ -61,3 +61,96 @@ impl AnswerCache {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use hyper::{Method, Request, StatusCode};
+
+    use super::*;
+    use crate::health::handlers::handle;
+    use crate::health::metrics::Metrics;
+    use crate::health::snapshot::NodeInfo;
+    use crate::supervise::SupervisorStatus;
+
+    fn snapshot() -> HealthSnapshot {
+        let node = NodeInfo {
+            node_name: "ams2-server-01".into(),
+            region: "eu".into(),
+            datacenter: "ams2".into(),
+            roles: vec!["consul-server".into()],
+            agents: Vec::new(),
+        };
+        HealthSnapshot::new(node, Arc::new(Metrics::default()))
+    }
+
+    fn parts(method: Method, uri: &str) -> Parts {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(())
+            .expect("a valid test request")
+            .into_parts()
+            .0
+    }
+
+    async fn body(r: HealthResponse) -> Bytes {
+        http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .expect("a full body never fails")
+            .to_bytes()
+    }
+
+    #[tokio::test]
+    async fn cached_answers_are_the_handlers_answers() {
+        let (_tx, rx) = watch::channel(snapshot());
+        let mut cache = AnswerCache::new(rx.clone());
+        for uri in [
+            "/live",
+            "/ready",
+            "/ready?verbose",
+            "/health",
+            "/v1/status",
+            "/metrics",
+            "/",
+            "/nope",
+        ] {
+            for method in [Method::GET, Method::HEAD, Method::POST] {
+                // Twice: rendered, then from the cache.
+                for _ in 0..2 {
+                    let want = handle(&parts(method.clone(), uri), &rx.borrow());
+                    let got = cache.handle(&parts(method.clone(), uri));
+                    assert_eq!(got.status(), want.status(), "{method} {uri}");
+                    assert_eq!(got.headers(), want.headers(), "{method} {uri}");
+                    assert_eq!(body(got).await, body(want).await, "{method} {uri}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_snapshot_is_answered_from_at_once() {
+        let (tx, rx) = watch::channel(snapshot());
+        let mut cache = AnswerCache::new(rx);
+        let ready = || parts(Method::GET, "/ready");
+        assert_eq!(cache.handle(&ready()).status(), StatusCode::OK);
+        tx.send_modify(|s| {
+            s.set_supervisor(SupervisorStatus {
+                agents: Vec::new(),
+                config_hash: String::new(),
+                reload_error: None,
+                stopping: true,
+                node: None,
+            });
+        });
+        let r = cache.handle(&ready());
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let text = body(r).await;
+        assert!(
+            String::from_utf8_lossy(&text).contains("shutting down"),
+            "{text:?}"
+        );
+    }
+}
