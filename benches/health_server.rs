@@ -23,8 +23,8 @@ use hashi_supervisor::health::snapshot::AgentTarget;
 use hashi_supervisor::health::{
     self, AgentReport, ConsulReport, HealthSnapshot, Metrics, NodeInfo, NomadReport,
 };
-use hashi_supervisor::plan::Product;
 use hashi_supervisor::supervise::{AgentState, AgentStatus, SupervisorStatus};
+use hashi_supervisor::vocab::Product;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hashi_supervisor::plan::{Product, ReleasePlan};
+use hashi_supervisor::plan::ReleasePlan;
 use hashi_supervisor::release::{self, FetchOptions};
 use hashi_supervisor::version::VersionSpec;
+use hashi_supervisor::vocab::Product;
 use hashi_testrig::mirror::{MirrorBuilder, serve, version_script};
 
 const VERSION: &str = "1.20.1";

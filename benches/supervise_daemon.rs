@@ -20,13 +20,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
+use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan};
 use hashi_supervisor::release::Installed;
 use hashi_supervisor::render::ChangeKind;
 use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
 use hashi_supervisor::supervise::daemon::status_channel;
 use hashi_supervisor::supervise::runtime;
 use hashi_supervisor::supervise::{Preparer, RunOptions, run};
+use hashi_supervisor::vocab::{Product, RestartMode, RestartPolicy};
 use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 

@@ -36,14 +36,15 @@
 //! ```text
 //! 0  shared vocabulary  vocab (Product, RestartPolicy, agent users,
 //!                       ReleaseOutcome), exit (exit codes), paths, version
-//! 1  logging            telemetry
-//! 2  role               the role file → NodeRole
-//! 3  plan               NodeRole → Plan
-//! 4  release, render    what the plan installs / writes
-//! 5  agent              the client of the agents' HTTP APIs
-//! 6  supervise          the agents' processes
-//! 7  health, catalog    what the node tells about itself
-//! 8  application        commands, cli, error, shutdown, main
+//! 1  formats            openpgp (public keys, for role checks and release)
+//! 2  logging            telemetry
+//! 3  role               the role file → NodeRole
+//! 4  plan               NodeRole → Plan
+//! 5  release, render    what the plan installs / writes
+//! 6  agent              the client of the agents' HTTP APIs, the observers
+//! 7  supervise          the agents' processes
+//! 8  health, catalog    what the node tells about itself
+//! 9  application        commands, cli, error, shutdown, main
 //! ```
 //!
 //! Errors flow up the same way: each stage returns its own error type, and
@@ -76,6 +77,7 @@ pub mod commands;
 pub mod error;
 pub mod exit;
 pub mod health;
+pub mod openpgp;
 pub mod paths;
 pub mod plan;
 pub mod release;

@@ -29,10 +29,7 @@ use nix::sys::signal::Signal;
 use crate::paths::RELEASES_SUBDIR;
 use crate::role::{NodeRole, Secret, TlsFiles};
 use crate::version::VersionSpec;
-// Shared vocabulary lives in `vocab` (stage 0) so `role` can use it without
-// importing `plan`. Re-exported at the old paths until every import names
-// `crate::vocab` (the lead rewrites them after the issue-16 merge).
-pub use crate::vocab::{CONSUL_USER, NOMAD_USER, Product, ROOT_USER, RestartMode, RestartPolicy};
+use crate::vocab::{Product, RestartPolicy};
 
 /// Consul's HTTP API port (agent-facts.md §6).
 pub const CONSUL_HTTP_PORT: u16 = 8500;
@@ -681,8 +678,9 @@ mod tests {
         use std::net::Ipv4Addr;
         use std::path::Path;
 
-        use crate::plan::{Plan, Product};
+        use crate::plan::Plan;
         use crate::role::{RoleError, StaticHost, parse};
+        use crate::vocab::Product;
 
         const SERVER: &str = "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"10.0.1.11\"\n";
 

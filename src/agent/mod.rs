@@ -15,7 +15,7 @@
 //! * [`duration`]: Go `time.Duration` as the agents encode it.
 //! * [`report`]: what one poll of an agent found ([`AgentReport`]), and the
 //!   queries that build it.
-//! * [`observe`]: one [`Observer`] task per agent that polls its API on an
+//! * [`observe`]: one [`observe::Observer`] task per agent that polls its API on an
 //!   interval, and at once when a reader kicks it (an agent spawned,
 //!   became ready, exited), and publishes its [`Observation`] on a `watch`.
 //!

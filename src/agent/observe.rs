@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use super::DEFAULT_REQUEST_TIMEOUT;
 use super::report::{self, AgentReport, AgentTarget};
 use super::transport::{AgentClient, Endpoint};
-use crate::plan::Product;
+use crate::vocab::Product;
 
 /// Default interval between two full polls of an agent.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);

@@ -14,7 +14,8 @@ use super::AgentError;
 use super::consul::ConsulClient;
 use super::nomad::{NomadClient, NomadHealthItem};
 use super::transport::Endpoint;
-use crate::plan::{ApiTls, Product};
+use crate::plan::ApiTls;
+use crate::vocab::Product;
 
 /// An agent the plan runs, as far as observing it needs.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,8 +23,9 @@ use tokio_util::task::TaskTracker;
 pub use register::{deregister_self, keep_registration, register_self, run_registration};
 
 use crate::agent::{AgentClient, AgentError};
-use crate::plan::{Plan, Product};
+use crate::plan::Plan;
 use crate::supervise::SupervisorStatus;
+use crate::vocab::Product;
 
 /// Why a catalog operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 
 use super::CatalogError;
 use crate::agent::{AgentClient, ConsulClient, ServiceCheck, ServiceRegistration};
-use crate::plan::Product;
 use crate::supervise::SupervisorStatus;
+use crate::vocab::Product;
 
 /// Consul service name of every supervisor.
 pub const SERVICE_NAME: &str = "hashi-supervisor";

@@ -54,10 +54,12 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
             _ => "client",
         };
         let leaves = match a.product {
-            crate::plan::Product::Consul => {
+            crate::vocab::Product::Consul => {
                 plan.render.consul.as_ref().map(|c| c.leave_on_terminate)
             }
-            crate::plan::Product::Nomad => plan.render.nomad.as_ref().map(|n| n.leave_on_terminate),
+            crate::vocab::Product::Nomad => {
+                plan.render.nomad.as_ref().map(|n| n.leave_on_terminate)
+            }
         };
         let leave = if leaves == Some(true) {
             "leaves the cluster"
@@ -65,8 +67,8 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
             "keeps its cluster membership"
         };
         let then = match a.restart.mode {
-            crate::plan::RestartMode::Delay => "keep retrying",
-            crate::plan::RestartMode::Fail => "give up",
+            crate::vocab::RestartMode::Delay => "keep retrying",
+            crate::vocab::RestartMode::Fail => "give up",
         };
         s.push_str(&format!(
             "{}:\n  version:  {}\n  mode:     {mode}\n  user:     {}\n  command:  {} {}\n  stop:     {} ({leave}), SIGKILL after {}s\n  restart:  {} attempts in {}s, delay {}s (max {}s), then {then}\n  http:     {}\n",

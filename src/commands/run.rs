@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::GlobalArgs;
 use crate::error::Error;
-use crate::plan::{AgentPlan, Plan, Product, ReleasePlan};
+use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::release::Installed;
 use crate::render::ChangeKind;
 use crate::supervise::daemon::status_channel;
 use crate::supervise::{self, Preparer, RunOptions};
+use crate::vocab::Product;
 use crate::{agent, catalog, health, release, render, shutdown};
 
 /// Longest wait for the Consul deregistration before the agents stop.

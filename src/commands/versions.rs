@@ -8,8 +8,8 @@ use std::io::Write;
 use crate::cli::{GlobalArgs, VersionsArgs};
 use crate::error::Error;
 use crate::paths::DEFAULT_MIRROR;
-use crate::plan::Product;
 use crate::release::{self, FetchOptions};
+use crate::vocab::Product;
 
 /// Runs `supervisor versions`.
 pub async fn run(global: &GlobalArgs, args: &VersionsArgs) -> Result<u8, Error> {

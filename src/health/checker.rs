@@ -22,8 +22,9 @@ use tracing::debug;
 use super::snapshot::{AgentTarget, HealthSnapshot, NodeInfo};
 use super::{HealthError, Metrics};
 use crate::agent::{Observation, ObserverHandle, Observers};
-use crate::plan::{Plan, Product};
+use crate::plan::Plan;
 use crate::supervise::{AgentState, SupervisorStatus};
+use crate::vocab::Product;
 
 /// The checker task. Build with [`Checker::new`], spawn [`Checker::run`].
 #[derive(Debug)]

@@ -10,8 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::{AgentTarget, HealthSnapshot};
-use crate::plan::Product;
 use crate::supervise::{AgentState, AgentStatus};
+use crate::vocab::Product;
 
 /// One check and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::HealthError;
-use super::handlers::handle;
+use super::handlers::AnswerCache;
 use super::snapshot::HealthSnapshot;
 
 /// Limits of the server.
@@ -109,6 +109,8 @@ pub async fn serve_with(
     let local = listener.local_addr().map_err(HealthError::LocalAddr)?;
     info!(addr = %local, "health endpoint listening");
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // One cache for every connection of this listener.
+    let cache = Arc::new(Mutex::new(AnswerCache::new(snapshot)));
     let tracker = TaskTracker::new();
     loop {
         let permit = tokio::select! {
@@ -129,11 +131,11 @@ pub async fn serve_with(
             },
         };
         let _ = stream.set_nodelay(true);
-        let rx = snapshot.clone();
+        let cache = cache.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, rx, cancel, limits).await;
+            serve_connection(stream, peer, cache, cancel, limits).await;
         });
     }
     tracker.close();
@@ -150,12 +152,13 @@ pub async fn serve_with(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    rx: watch::Receiver<HealthSnapshot>,
+    cache: Arc<Mutex<AnswerCache>>,
     cancel: CancellationToken,
     limits: ServerLimits,
 ) {
     let svc = service_fn(move |req: Request<Incoming>| {
-        // Answered synchronously: the snapshot is read, never awaited on.
+        // Answered synchronously: the snapshot is read, never awaited on,
+        // and the cache is locked only for that.
         let resp = if too_large(&req, limits.max_body_bytes) {
             let mut r = Response::new(Full::new(Bytes::from_static(b"request body too large\n")));
             *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
@@ -164,8 +167,10 @@ async fn serve_connection(
             r
         } else {
             let (parts, _body) = req.into_parts();
-            let snap = rx.borrow();
-            handle(&parts, &snap)
+            cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .handle(&parts)
         };
         std::future::ready(Ok::<_, Infallible>(resp))
     });

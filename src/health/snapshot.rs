@@ -2,19 +2,20 @@
 //! [`super::Checker`] from the agents' observations (whose report types
 //! come from `agent`); its free text is redacted on the way in, so no
 //! handler can show a secret.
+//!
+//! It is data: it keeps its readiness checks up to date with its content,
+//! and renders nothing. Answers are the handlers' work, and their cache is
+//! the server's ([`super::handlers::cache`]).
 
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use bytes::Bytes;
+use std::sync::Arc;
 
 use super::checks::{self, Check};
-use super::handlers;
 use super::metrics::Metrics;
 use super::redact::redact;
 pub use crate::agent::{AgentReport, AgentTarget, ConsulReport, NomadReport};
-use crate::plan::{Plan, Product};
+use crate::plan::Plan;
 use crate::supervise::SupervisorStatus;
+use crate::vocab::Product;
 
 /// The node, from the plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,31 +55,14 @@ impl NodeInfo {
     }
 }
 
-/// What depends only on the snapshot's content: computed once per change
-/// instead of once per request.
+/// What depends only on the snapshot's content, computed once per change.
 #[derive(Debug, Clone)]
-pub(crate) struct Derived {
+struct Derived {
     /// Every check.
-    pub checks: Vec<Check>,
+    checks: Vec<Check>,
     /// Whether every check passes.
-    pub healthy: bool,
-    /// `/ready` bodies: `[text, text verbose, json, json verbose]`.
-    pub ready: [Bytes; 4],
+    healthy: bool,
 }
-
-/// Answers that also depend on the clock (uptimes), by kind.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Timed {
-    /// `/v1/status`.
-    Status = 0,
-    /// `/metrics`.
-    Metrics = 1,
-    /// `/`.
-    Page = 2,
-}
-
-/// Rendered clock-dependent answers, each with the second it was made in.
-type TimedCache = [Option<(u64, Bytes)>; 3];
 
 /// Everything the endpoint answers from.
 #[derive(Debug, Clone)]
@@ -91,11 +75,8 @@ pub struct HealthSnapshot {
     pub reports: Vec<AgentReport>,
     /// Live outcome counters.
     pub metrics: Arc<Metrics>,
-    /// Checks and `/ready` bodies of this content.
+    /// The checks of this content.
     derived: Arc<Derived>,
-    /// Clock-dependent answers of this content, re-rendered at most once a
-    /// second (so counters and uptimes may lag by up to a second).
-    timed: Arc<Mutex<TimedCache>>,
 }
 
 impl HealthSnapshot {
@@ -115,9 +96,7 @@ impl HealthSnapshot {
             derived: Arc::new(Derived {
                 checks: Vec::new(),
                 healthy: false,
-                ready: Default::default(),
             }),
-            timed: Arc::default(),
         };
         s.refresh();
         s
@@ -132,42 +111,17 @@ impl HealthSnapshot {
     fn refresh(&mut self) {
         let checks = checks::evaluate(self);
         let healthy = checks::is_healthy(&checks);
-        let ready = [
-            handlers::render_ready(&checks, false, false),
-            handlers::render_ready(&checks, true, false),
-            handlers::render_ready(&checks, false, true),
-            handlers::render_ready(&checks, true, true),
-        ];
-        self.derived = Arc::new(Derived {
-            checks,
-            healthy,
-            ready,
-        });
-        self.timed = Arc::default();
+        self.derived = Arc::new(Derived { checks, healthy });
     }
 
-    pub(crate) fn derived(&self) -> &Derived {
-        &self.derived
+    /// Every readiness check of this content, in a stable order.
+    pub fn checks(&self) -> &[Check] {
+        &self.derived.checks
     }
 
-    /// The answer of `kind` rendered in the current second, or `render`'s.
-    pub(crate) fn timed(
-        &self,
-        kind: Timed,
-        now: SystemTime,
-        render: impl FnOnce() -> Bytes,
-    ) -> Bytes {
-        let sec = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let mut cache = self.timed.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = &mut cache[kind as usize];
-        if let Some((at, body)) = slot {
-            if *at == sec {
-                return body.clone();
-            }
-        }
-        let body = render();
-        *slot = Some((sec, body.clone()));
-        body
+    /// Whether every check passes (what `/ready` answers).
+    pub fn is_healthy(&self) -> bool {
+        self.derived.healthy
     }
 
     /// The supervisor's status (already redacted).

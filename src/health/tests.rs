@@ -10,8 +10,8 @@ use hyper::{Method, Request, StatusCode};
 use super::snapshot::AgentTarget;
 use super::*;
 use crate::agent::NomadHealthItem;
-use crate::plan::Product;
 use crate::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+use crate::vocab::Product;
 
 const GOSSIP_KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
 const TOKEN: &str = "b1gs3cr3t-t0ken-value";

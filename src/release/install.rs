@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::ReleaseError;
 use super::fsutil::{TempPath, fsync_dir, remove_stale_temps, switch_symlink, temp_name};
 use super::verify::VerifiedArtifact;
-use crate::plan::Product;
+use crate::vocab::Product;
 
 /// Name of the pointer to the active version.
 pub const CURRENT_LINK: &str = "current";

@@ -27,8 +27,9 @@ pub use install::{CURRENT_LINK, PREVIOUS_LINK, current_version, sha256_file};
 pub use mirror::{FetchCause, Mirror};
 pub use verify::{HASHICORP_FINGERPRINT, Keyring, Sha256Sums, VerifiedArtifact, VerifyError};
 
-use crate::plan::{Plan, Product, ReleasePlan};
+use crate::plan::{Plan, ReleasePlan};
 use crate::version::VersionSpec;
+use crate::vocab::Product;
 use crate::vocab::ReleaseOutcome;
 
 /// Largest `index.json` we read (HashiCorp's own are a few MiB).

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
-use crate::plan::{ConsulConfig, NomadConfig, Plan, Product};
+use crate::plan::{ConsulConfig, NomadConfig, Plan};
+use crate::vocab::Product;
 
 /// Mode of every rendered file: the agent's user reads it, nobody else
 /// (it may hold the gossip key).

@@ -273,7 +273,7 @@ fn write_atomic(f: &RenderedFile) -> Result<(), RenderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Product;
+    use crate::vocab::Product;
 
     fn file(path: PathBuf, contents: &str) -> RenderedFile {
         RenderedFile {

@@ -28,8 +28,9 @@ use super::notify::{
 use super::policy::RestartTracker;
 use super::spawn::{SpawnSpec, pidfile_path, spawn_agent, write_pidfile};
 use super::status::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
-use crate::plan::{AgentPlan, Product};
+use crate::plan::AgentPlan;
 use crate::telemetry::AgentLog;
+use crate::vocab::Product;
 
 /// How many of an agent's last log lines the status keeps.
 pub const LAST_LINES: usize = 50;

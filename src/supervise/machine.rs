@@ -344,7 +344,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::plan::{RestartMode, RestartPolicy};
+    use crate::vocab::{RestartMode, RestartPolicy};
 
     fn tracker(mode: RestartMode, delay_ms: u64) -> RestartTracker {
         RestartTracker::new(RestartPolicy {

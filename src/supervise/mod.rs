@@ -31,7 +31,7 @@ pub use actor::{AgentHandle, Control};
 pub use daemon::{DaemonEvent, Preparer, RunOptions, run};
 pub use status::{AgentState, AgentStatus, ExitInfo, NodeIdentity, SupervisorStatus};
 
-use crate::plan::Product;
+use crate::vocab::Product;
 
 /// Why supervision failed.
 #[derive(Debug, thiserror::Error)]

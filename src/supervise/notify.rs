@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixDatagram;
 
-use crate::plan::Product;
+use crate::vocab::Product;
 
 /// Largest sd_notify datagram we read.
 pub const MAX_NOTIFY_DATAGRAM: usize = 4096;

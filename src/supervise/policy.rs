@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::plan::{RestartMode, RestartPolicy};
+use crate::vocab::{RestartMode, RestartPolicy};
 
 /// Largest fraction of a delay added as jitter (10 %), so that agents on many
 /// nodes that crashed together do not come back in lock-step.

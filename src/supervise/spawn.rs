@@ -30,7 +30,8 @@ use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nix::unistd::{Gid, Uid, User, getgrouplist, setgid, setgroups, setuid};
 use tokio::process::{Child, Command};
 
-use crate::plan::{AgentPlan, Product};
+use crate::plan::AgentPlan;
+use crate::vocab::Product;
 
 /// `LimitNOFILE` of HashiCorp's packaged units.
 pub const NOFILE_LIMIT: u64 = 65536;
@@ -313,7 +314,7 @@ mod tests {
     }
 
     fn plan_as(user: &str, dir: &Path) -> AgentPlan {
-        use crate::plan::{RestartMode, RestartPolicy};
+        use crate::vocab::{RestartMode, RestartPolicy};
         use std::time::Duration;
         AgentPlan {
             product: Product::Consul,

@@ -7,7 +7,7 @@
 
 use std::time::SystemTime;
 
-use crate::plan::Product;
+use crate::vocab::Product;
 
 /// Lifecycle state of one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -28,8 +28,8 @@ use hashi_supervisor::agent::{AgentClient, ObserverConfig, Observers};
 use hashi_supervisor::catalog;
 use hashi_supervisor::health::snapshot::AgentTarget;
 use hashi_supervisor::health::{self, Checker, Metrics, NodeInfo, ServerLimits, StatusDoc};
-use hashi_supervisor::plan::Product;
 use hashi_supervisor::supervise::{AgentState, AgentStatus, ExitInfo, SupervisorStatus};
+use hashi_supervisor::vocab::Product;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -1080,7 +1080,8 @@ async fn shutdown_ends_serve_despite_open_idle_connections() {
 }
 
 fn plan(consul: SocketAddr, nomad: SocketAddr) -> hashi_supervisor::plan::Plan {
-    use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan, RestartMode, RestartPolicy};
+    use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan};
+    use hashi_supervisor::vocab::{RestartMode, RestartPolicy};
     let agent = |product, http_addr| AgentPlan {
         product,
         version: "latest".parse().unwrap(),

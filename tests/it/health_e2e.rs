@@ -609,7 +609,7 @@ fn nomads_https_api_is_checked_over_tls_with_the_cluster_ca() {
     let agent_plan = plan
         .agents
         .iter()
-        .find(|a| a.product == hashi_supervisor::plan::Product::Nomad)
+        .find(|a| a.product == hashi_supervisor::vocab::Product::Nomad)
         .unwrap()
         .clone();
     assert_eq!(

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 const STAGES: &[(&str, &[&str])] = &[
     // Words and numbers every stage uses: no behaviour, no imports.
     ("shared vocabulary", &["vocab", "exit", "paths", "version"]),
+    // Parsers of outside formats that know nothing of the pipeline.
+    ("formats", &["openpgp"]),
     // Every stage logs, and supervise routes the agents' output through it.
     ("logging", &["telemetry"]),
     ("role", &["role"]),
@@ -51,18 +53,6 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("Error", "error"),
     // The supervisor's own version.
     ("SUPERVISOR_VERSION", "version"),
-];
-
-/// Violations that only another branch of issue 16 fixes, as (file, the
-/// module it must not reach). The lead empties this list when merging; the
-/// test also fails when a listed violation no longer occurs, so the list
-/// can only shrink.
-const KNOWN_VIOLATIONS: &[(&str, &str)] = &[
-    // SPLIT is splitting release/verify.rs. Role validation checks a trusted
-    // key file with `release::verify::check_public_key_bytes`; the fix is to
-    // make the OpenPGP key parser a module of its own before `role` (it knows
-    // nothing of releases), used by both.
-    ("src/role/validate.rs", "release"),
 ];
 
 /// One `crate::` path found in a source file.
@@ -407,20 +397,8 @@ fn modules_import_only_from_earlier_stages() {
             }
         }
     }
-    let known = |v: &Violation| {
-        KNOWN_VIOLATIONS
-            .iter()
-            .any(|(f, t)| *f == v.file && *t == v.to)
-    };
-    for v in violations.iter().filter(|v| !known(v)) {
+    for v in &violations {
         problems.push(v.to_string());
-    }
-    for (file, to) in KNOWN_VIOLATIONS {
-        if !violations.iter().any(|v| v.file == *file && v.to == *to) {
-            problems.push(format!(
-                "KNOWN_VIOLATIONS lists {file} -> `{to}`, which no longer occurs: remove it from the list"
-            ));
-        }
     }
     assert!(
         problems.is_empty(),

@@ -146,14 +146,15 @@ mod fetch {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
-    use hashi_supervisor::plan::Product;
     use hashi_supervisor::release::{
         self, FetchCause, ReleaseError, VerifyError, current_version, ensure_installed_with,
     };
     use hashi_supervisor::version::VersionSpec;
+    use hashi_supervisor::vocab::Product;
     use hashi_testrig::mirror::{Fault, MirrorBuilder, TestKey, ZipEntry, version_script};
 
     use crate::support::mirror::{TestMirror, quick_opts, temp_leftovers};
+    use crate::support::release::{agent_plan, big_script, incompressible_script, three_versions};
 
     fn v(s: &str) -> semver::Version {
         semver::Version::parse(s).expect("test version parses")
@@ -161,15 +162,6 @@ mod fetch {
 
     fn exact(s: &str) -> VersionSpec {
         VersionSpec::Exact(v(s))
-    }
-
-    fn three_versions() -> MirrorBuilder {
-        MirrorBuilder::product("consul")
-            .version("1.19.2")
-            .version("1.20.1")
-            .version("1.21.0-rc1")
-            .and_product("nomad")
-            .version("1.9.3")
     }
 
     fn assert_current(releases: &Path, product: Product, want: &str) {
@@ -388,34 +380,6 @@ mod fetch {
         assert_current(&m.releases_dir(), Product::Nomad, "1.9.3");
     }
 
-    fn agent(product: Product, version: VersionSpec) -> hashi_supervisor::plan::AgentPlan {
-        use hashi_supervisor::plan::{AgentPlan, RestartMode, RestartPolicy};
-        use std::time::Duration;
-        AgentPlan {
-            product,
-            version,
-            server: true,
-            client: false,
-            user: "root".into(),
-            binary: format!("/nonexistent/{product}").into(),
-            args: vec!["agent".into()],
-            config_dir: "/nonexistent/config".into(),
-            data_dir: "/nonexistent/data".into(),
-            stop_signal: nix::sys::signal::Signal::SIGINT,
-            stop_timeout: Duration::from_secs(5),
-            restart: RestartPolicy {
-                attempts: 3,
-                interval: Duration::from_secs(60),
-                delay: Duration::from_secs(1),
-                mode: RestartMode::Delay,
-                max_delay: Duration::from_secs(30),
-                stable_after: Duration::from_secs(60),
-            },
-            http_addr: "127.0.0.1:8500".parse().expect("addr"),
-            api_tls: None,
-        }
-    }
-
     #[tokio::test]
     async fn fetch_plan_installs_every_agent_of_the_plan() {
         let m = TestMirror::start(three_versions()).await;
@@ -425,8 +389,8 @@ mod fetch {
             datacenter: "ams2".into(),
             roles: vec!["consul-server".into(), "nomad-server".into()],
             agents: vec![
-                agent(Product::Consul, ">=1.19, <1.21".parse().expect("spec")),
-                agent(Product::Nomad, exact("1.9.3")),
+                agent_plan(Product::Consul, ">=1.19, <1.21".parse().expect("spec")),
+                agent_plan(Product::Nomad, exact("1.9.3")),
             ],
             release: m.plan(),
             health_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -1011,25 +975,6 @@ mod fetch {
         assert!(!releases.join("consul/1.20.1").exists());
         assert_clean(&releases);
     }
-
-    /// A version script padded with comment lines (compressible), ~256 KiB.
-    fn big_script(product: &str, version: &str) -> Vec<u8> {
-        let mut s = version_script(product, version);
-        for i in 0..8000 {
-            s.extend_from_slice(format!("# padding line {i} of the test binary\n").as_bytes());
-        }
-        s
-    }
-
-    /// A version script followed by `size` random bytes after `exit 0`.
-    fn incompressible_script(product: &str, version: &str, size: usize) -> Vec<u8> {
-        let mut s = version_script(product, version);
-        s.extend_from_slice(b"exit 0\n");
-        let mut noise = vec![0u8; size];
-        rand::fill(&mut noise[..]);
-        s.extend_from_slice(&noise);
-        s
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1173,6 +1118,7 @@ fn mirror_builder_lays_out_the_releases_hashicorp_com_format() {
 #[tokio::test]
 async fn run_stopped_during_a_slow_download_exits_0_and_leaves_nothing_half_installed() {
     use crate::support::mirror::TestMirror;
+    use crate::support::role_file::RoleFile;
     use hashi_testrig::mirror::{Fault, MirrorBuilder};
     use std::time::{Duration, Instant};
     let m = TestMirror::start(MirrorBuilder::product("consul").version("1.20.1")).await;
@@ -1190,21 +1136,13 @@ async fn run_stopped_during_a_slow_download_exits_0_and_leaves_nothing_half_inst
     let health = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
     let health_addr = health.local_addr().expect("addr");
     drop(health);
-    let role = dir.join("node.toml");
-    std::fs::write(
-        &role,
-        format!(
-            "schema = 1\nroles = [\"consul-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n\
-             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nversion = \"1.20.1\"\nbootstrap_expect = 1\nuser = \"root\"\n\
-             [release]\nmirror = \"{}\"\ntrust_hashicorp_key = false\ntrusted_key_files = [\"{}\"]\n\
-             [health]\nlisten = \"{health_addr}\"\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
-            m.server.url(),
-            m.built.public_key.display(),
-            dir.join("etc").display(),
-            dir.join("state").display(),
-        ),
-    )
-    .expect("write role");
+    let role = RoleFile::consul_server(&dir)
+        .consul("version", "\"1.20.1\"")
+        .consul("bootstrap_expect", "1")
+        .consul("user", "\"root\"")
+        .mirror(&m.server.url(), &m.built.public_key)
+        .health_listen(health_addr)
+        .write();
     let mut child = std::process::Command::new(crate::support::supervisor_bin())
         .args(["run", "-c"])
         .arg(&role)

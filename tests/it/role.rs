@@ -14,6 +14,7 @@ use hashi_supervisor::role::{RoleError, StaticHost};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 
+use crate::support::role_file::RoleFile;
 use crate::support::supervisor_bin;
 
 /// The issue asks for at least this many invalid role files.
@@ -806,22 +807,12 @@ fn arbitrary_role_files_are_refused_with_a_location_or_give_a_plan_in_range() {
 }
 
 /// A role file for ams2-server-01 whose Consul runs as a user that does not
-/// exist; state and config under `dir`.
+/// exist (line 9, column 8); state and config under `dir`.
 fn role_with_missing_user(dir: &Path) -> PathBuf {
-    let role = dir.join("node.toml");
-    std::fs::write(
-        &role,
-        format!(
-            "schema = 1\nroles = [\"consul-server\"]\nnode_name = \"ams2-server-01\"\ndatacenter = \"ams2\"\n\
-             [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nbootstrap_expect = 1\nuser = \"hashi-no-such-user\"\n\
-             [health]\nlisten = \"127.0.0.1:0\"\n\
-             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
-            dir.join("etc").display(),
-            dir.join("state").display()
-        ),
-    )
-    .unwrap();
-    role
+    RoleFile::consul_server(dir)
+        .consul("bootstrap_expect", "1")
+        .consul("user", "\"hashi-no-such-user\"")
+        .write()
 }
 
 #[test]

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashi_supervisor::plan::{AgentPlan, Plan, Product, RestartMode};
+use hashi_supervisor::plan::{AgentPlan, Plan};
 use hashi_supervisor::render::ChangeKind;
 use hashi_supervisor::supervise::daemon::status_channel;
 use hashi_supervisor::supervise::{AgentState, DaemonEvent, RunOptions, run};
+use hashi_supervisor::vocab::{Product, RestartMode};
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -46,9 +46,10 @@ use super::check::ReadyCheck;
 use super::spawn;
 use super::status::{AgentStatus, NodeIdentity, SupervisorStatus};
 use super::{SuperviseError, reap};
-use crate::plan::{AgentPlan, Plan, Product, ReleasePlan};
+use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::release::Installed;
 use crate::render::ChangeKind;
+use crate::vocab::Product;
 
 /// Default bound on waiting for Consul before starting Nomad anyway.
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(60);

@@ -11,11 +11,12 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Preparer, error_chain, on_release};
-use crate::plan::{AgentPlan, Product, ReleasePlan};
+use crate::plan::{AgentPlan, ReleasePlan};
 use crate::render::ChangeKind;
 use crate::supervise::actor::{AgentHandle, Control};
 use crate::supervise::notify::notify_systemd;
 use crate::supervise::status::{AgentState, AgentStatus, NodeIdentity};
+use crate::vocab::Product;
 
 impl<P: Preparer> Daemon<P> {
     fn set_reload_error(&self, err: Option<String>) {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::plan::{AgentPlan, Plan, Product};
+use crate::plan::{AgentPlan, Plan};
+use crate::vocab::Product;
 
 /// Written (by root) just before the supervisor is restarted, e.g. by the
 /// package's maintainer scripts before `try-restart`: the coming stop is a

@@ -101,8 +101,8 @@ fn status_line(s: &SupervisorStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Product;
     use crate::supervise::status::{AgentState, AgentStatus};
+    use crate::vocab::Product;
 
     #[test]
     fn status_line_names_each_agent_and_readiness() {

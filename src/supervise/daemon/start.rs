@@ -5,9 +5,9 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Preparer};
-use crate::plan::Product;
 use crate::supervise::actor::Control;
 use crate::supervise::status::AgentState;
+use crate::vocab::Product;
 
 impl<P: Preparer> Daemon<P> {
     /// Starts Consul, then Nomad once Consul is ready (bounded). `false` if

@@ -11,11 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan, RestartMode, RestartPolicy};
+use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan};
 use hashi_supervisor::supervise::check::{BoxFuture, ReadyCheck};
 use hashi_supervisor::supervise::daemon::status_channel;
 use hashi_supervisor::supervise::{DaemonEvent, RunOptions, SupervisorStatus, run};
 use hashi_supervisor::version::VersionSpec;
+use hashi_supervisor::vocab::{Product, RestartMode, RestartPolicy};
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;

@@ -7,6 +7,8 @@ pub mod mirror;
 pub mod netns;
 pub mod node;
 pub mod preparer;
+pub mod release;
+pub mod role_file;
 pub mod standin;
 
 use std::path::{Path, PathBuf};

@@ -15,10 +15,11 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use hashi_supervisor::plan::{AgentPlan, Plan, Product, ReleasePlan};
+use hashi_supervisor::plan::{AgentPlan, Plan, ReleasePlan};
 use hashi_supervisor::release::Installed;
 use hashi_supervisor::render::ChangeKind;
 use hashi_supervisor::supervise::Preparer;
+use hashi_supervisor::vocab::Product;
 
 /// The role file hash every successful fake load reports.
 pub const RELOADED_HASH: &str = "hash2";
