@@ -17,6 +17,18 @@
 //! relocated `.data.rel.ro`, `.data`, `.bss`) are never touched: dropping
 //! them would lose their contents.
 //!
+//! It then takes the binary's pages out of the page cache where only this
+//! process held them: `posix_fadvise(POSIX_FADV_DONTNEED)` for the pages no
+//! process maps, then `madvise(MADV_PAGEOUT)` (Linux 5.4+; skipped where
+//! the kernel lacks it) for those the trim's own code mapped again
+//! meanwhile. A binary written by an installer, `cp` or `strip` sits in
+//! the page cache in large folios (hundreds of KiB each, Linux 6.x), and a
+//! fault maps the whole folio: one function of the steady state would map
+//! back half a MiB of start-up code. Read again from the file on its next
+//! use, a page comes back in the kernel's usual 64 KiB fault-around blocks.
+//! Pages another process maps (a `supervisor status` running meanwhile)
+//! stay cached.
+//!
 //! The daemon calls it when all agents become ready (after start-up, a
 //! restart, a reload) and once more [`SETTLE_AFTER`] later.
 
@@ -99,7 +111,34 @@ fn trim_own_binary() -> std::io::Result<Trimmed> {
         done.mappings += 1;
         done.resident_bytes += m.resident;
     }
+    evict_unmapped_pages(Path::new("/proc/self/exe"))?;
+    for m in droppable_mappings(&smaps, dev_major, dev_minor, inode) {
+        #[allow(unsafe_code)]
+        // SAFETY: as for MADV_DONTNEED above (the same mappings: read-only,
+        // private, only file pages of our own executable): MADV_PAGEOUT
+        // unmaps and reclaims clean file pages, which any later access reads
+        // again from the unchanged file. It never changes their contents.
+        let rc = unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_PAGEOUT) };
+        if rc != 0 {
+            // EINVAL: a kernel before 5.4. The pages stay cached.
+            break;
+        }
+    }
     Ok(done)
+}
+
+/// Drops the page-cache pages of the file at `path` that no process maps
+/// (clean ones; the kernel writes nothing back for a binary). Only a hint:
+/// the next read of such a page reads the file again.
+fn evict_unmapped_pages(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Pages left below the stack pointer when the main stack is trimmed: the
@@ -332,6 +371,18 @@ Size:                132 kB
         // Less than the margin below it: nothing.
         assert_eq!(dead_stack(smaps, 0x7ffc3ba03010, 4096, 8192), None);
         assert_eq!(dead_stack("", 0x7ffc3ba1a123, 4096, 8192), None);
+    }
+
+    #[test]
+    fn evicting_a_file_from_the_page_cache_keeps_its_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..=255u8).cycle().take(256 * 1024).collect();
+        std::io::Write::write_all(&mut std::fs::File::create(&path).expect("create"), &data)
+            .expect("write");
+        evict_unmapped_pages(&path).expect("fadvise");
+        assert_eq!(std::fs::read(&path).expect("read"), data);
+        assert!(evict_unmapped_pages(&dir.path().join("missing")).is_err());
     }
 
     #[test]
