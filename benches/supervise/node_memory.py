@@ -9,8 +9,8 @@ reference scenario's ams2-server-01 on loopback), runs the release build of
 process (agents excluded) at each phase:
 
   ready     1 s after /ready first answers 200 (install, render and start done)
-  settled   SETTLE_SECS later (12: past the daemon's trims and the start-up
-            threads' exit, src/supervise/trim.rs)
+  settled   SETTLE_SECS later (12: past the trim at readiness,
+            src/supervise/trim.rs, and the start-up threads' exit)
   polled    after 200 requests to each of /health, /v1/status, /metrics
   restarted 1 s after the stand-in Nomad was SIGKILLed and is ready again,
             and settled

@@ -412,8 +412,6 @@ impl Daemon {
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
-        // A second trim once what follows readiness has settled.
-        let mut settle_trim: Option<Instant> = None;
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -433,7 +431,6 @@ impl Daemon {
                 // goes back; the steady state keeps only what it uses.
                 if all_ready && !was_all_ready && self.opts.trim_memory {
                     super::trim::release_startup_memory();
-                    settle_trim = Some(Instant::now() + super::trim::SETTLE_AFTER);
                 }
                 was_all_ready = all_ready;
             }
@@ -441,12 +438,7 @@ impl Daemon {
                 biased;
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::Reload) => {
-                        self.reload(shutdown).await;
-                        if self.opts.trim_memory {
-                            settle_trim = Some(Instant::now() + super::trim::SETTLE_AFTER);
-                        }
-                    }
+                    Some(DaemonEvent::Reload) => self.reload(shutdown).await,
                     Some(DaemonEvent::Hurry) => self.hurry = true,
                     None => {}
                 },
@@ -454,10 +446,6 @@ impl Daemon {
                 () = sleep_until_some(next_watchdog) => {
                     notify_systemd(&[NotifyState::Watchdog]);
                     next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
-                }
-                () = sleep_until_some(settle_trim) => {
-                    settle_trim = None;
-                    super::trim::release_startup_memory();
                 }
             }
         }
