@@ -35,7 +35,10 @@ TRIPLE = "x86_64-unknown-linux-musl"
 # The one budget (MiB of settled USS, musl build, stripped, x86_64). Set by
 # `python3 benches/supervise/memory_gate.py --set-budget`: highest settled USS of
 # its runs + 0.5 MiB, rounded up to 0.1 MiB.
-BUDGET_MIB = 0.0  # placeholder until --set-budget runs
+# 2026-12-03 (issue 16, before the AGENT helper's client is merged): three
+# runs of node_memory.py with the gate's binaries (BENCHMARKS.md "A whole
+# node"); --set-budget replaces the line below.
+BUDGET_MIB = 4.8  # 2026-12-03: settled 4.21 4.24 4.21 MiB, max 4.24 + 0.5
 
 
 def say(msg):
@@ -119,7 +122,7 @@ def set_budget(measured, figures):
     path = os.path.abspath(__file__)
     with open(path) as f:
         text = f.read()
-    line = "BUDGET_MIB = %.1f  # %s: settled %s MiB, max %.2f + 0.5" % (
+    line = "BUDGET_MIB = %.1f  # %s, memory_gate.py --set-budget: settled %s MiB, max %.2f + 0.5" % (
         budget, datetime.date.today().isoformat(),
         " ".join("%.2f" % x for x in figures), measured)
     text, n = re.subn(r"^BUDGET_MIB = .*$", line, text, count=1, flags=re.M)
