@@ -25,9 +25,9 @@ HERE = os.path.join(ROOT, "benches", "supervise")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 RESTARTS = int(os.environ.get("RESTARTS", "20"))
 IDLE_SECS = float(os.environ.get("IDLE_SECS", "10"))
-# The idle window starts this long after the last restart: past our daemon's
-# one-off second trim (10 s after the agents are ready again,
-# src/supervise/trim.rs), which is not a periodic wakeup.
+# The idle window starts this long after the last restart: past what follows
+# it once (the trim when the agents are ready again, src/supervise/trim.rs,
+# and the blocking pool's threads ending), which is not a periodic wakeup.
 SETTLE_SECS = float(os.environ.get("SETTLE_SECS", "11"))
 MIN_AGE = float(os.environ.get("MIN_AGE", "1.1"))
 CHILD_COMM = "bchild"

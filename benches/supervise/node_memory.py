@@ -9,8 +9,8 @@ reference scenario's ams2-server-01 on loopback), runs the release build of
 process (agents excluded) at each phase:
 
   ready     1 s after /ready first answers 200 (install, render and start done)
-  settled   SETTLE_SECS later (12: past the daemon's second trim, 10 s after
-            the first, src/supervise/trim.rs)
+  settled   SETTLE_SECS later (12: past the trim at readiness,
+            src/supervise/trim.rs, and the start-up threads' exit)
   polled    after 200 requests to each of /health, /v1/status, /metrics
   restarted 1 s after the stand-in Nomad was SIGKILLed and is ready again,
             and settled
@@ -25,8 +25,13 @@ Run from the repository root (Linux, as any user with free loopback ports):
     cargo build --release --workspace --bins
     python3 benches/supervise/node_memory.py
 Env: IDLE_SECS (35), SETTLE_SECS (12), POLLS (200), KEEP (1: measure with the trim off too),
-REL_DIR (where the release binaries are), SUPERVISOR_BIN (another supervisor
-build, e.g. target/x86_64-unknown-linux-musl/release/supervisor).
+REL_DIR (where the hashi-standin and hashi-mirror binaries are, and the
+supervisor unless SUPERVISOR_BIN names another build, e.g.
+target/x86_64-unknown-linux-musl/release/supervisor), STANDIN_BIN (another
+stand-in binary, e.g. a stripped debug build).
+
+memory_gate.py (next to this file) runs the same node in CI and fails when
+its settled USS exceeds a budget.
 """
 import json, os, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
@@ -152,15 +157,26 @@ state_dir = "%s"
     return proc, "http://127.0.0.1:%d" % ports[7], state, log
 
 
-def build_mirror(work):
-    """A signed mirror of the stand-in under both versions; (mirror, key)."""
+def build_mirror(work, standin=None):
+    """A signed mirror of the stand-in (`standin`, default REL's) under both
+    versions; (mirror, key)."""
     mirror = os.path.join(work, "mirror")
     key = os.path.join(work, "key.asc")
     subprocess.check_call([os.path.join(REL, "hashi-mirror"), "build", "--out", mirror,
                            "--product", "consul=" + CONSUL, "--product", "nomad=" + NOMAD,
-                           "--binary", os.path.join(REL, "hashi-standin"), "--key-out", key],
+                           "--binary", standin or os.path.join(REL, "hashi-standin"), "--key-out", key],
                           stdout=subprocess.DEVNULL)
     return mirror, key
+
+
+# The phases that count as settled: what the node keeps between events
+# (memory_gate.py checks the highest of them).
+SETTLED_PHASES = ("ready, settled", "polled", "restarted, settled", "reloaded, settled", "idle")
+
+
+def settled_max(rows):
+    """The highest USS (MiB) of the settled phases of one run's rows."""
+    return max(r["uss"] for phase, r in rows if phase.startswith(SETTLED_PHASES))
 
 
 def one_run(work, mirror, key, keep):
@@ -207,14 +223,15 @@ def one_run(work, mirror, key, keep):
 
 
 def main():
-    for b in ("supervisor", "hashi-standin", "hashi-mirror"):
-        if not os.path.exists(os.path.join(REL, b)):
-            sys.exit("missing target/release/%s: cargo build --release --workspace --bins" % b)
+    standin = os.environ.get("STANDIN_BIN") or os.path.join(REL, "hashi-standin")
+    for b in (SUPERVISOR, standin, os.path.join(REL, "hashi-mirror")):
+        if not os.path.exists(b):
+            sys.exit("missing %s: cargo build --release --workspace --bins" % b)
     work = tempfile.mkdtemp(prefix="node-memory-")
     # As root the agents run as `consul` and `nomad`: they must reach their
     # binaries and data under the work dir.
     os.chmod(work, 0o755)
-    mirror, key = build_mirror(work)
+    mirror, key = build_mirror(work, os.environ.get("STANDIN_BIN"))
     modes = [0, 1] if os.environ.get("KEEP", "1") == "1" else [0]
     results = {m: one_run(work, mirror, key, m) for m in modes}
     print("| phase | " + " | ".join(
@@ -224,6 +241,9 @@ def main():
         cells = ["%.2f / %.2f / %.2f" % (results[m][i][1]["uss"], results[m][i][1]["dirty"],
                                          results[m][i][1]["rss"]) for m in modes]
         print("| %s | %s |" % (phase, " | ".join(cells)))
+    for m in modes:
+        print("settled USS, highest%s: %.2f MiB" % (" (start-up pages kept)" if m else "",
+                                                   settled_max(results[m])))
 
 
 if __name__ == "__main__":

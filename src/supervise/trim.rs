@@ -17,20 +17,22 @@
 //! relocated `.data.rel.ro`, `.data`, `.bss`) are never touched: dropping
 //! them would lose their contents.
 //!
+//! It then takes the binary's pages out of the page cache where only this
+//! process held them: `posix_fadvise(POSIX_FADV_DONTNEED)` for the pages no
+//! process maps, then `madvise(MADV_PAGEOUT)` (Linux 5.4+; skipped where
+//! the kernel lacks it) for those the trim's own code mapped again
+//! meanwhile. A binary written by an installer, `cp` or `strip` sits in
+//! the page cache in large folios (hundreds of KiB each, Linux 6.x), and a
+//! fault maps the whole folio: one function of the steady state would map
+//! back half a MiB of start-up code. Read again from the file on its next
+//! use, a page comes back in the kernel's usual 64 KiB fault-around blocks.
+//! Pages another process maps (a `supervisor status` running meanwhile)
+//! stay cached.
+//!
 //! The daemon calls it when all agents become ready (after start-up, a
-//! restart, a reload) and once more [`SETTLE_AFTER`] later.
+//! restart) and after a reload.
 
 use std::path::Path;
-use std::time::Duration;
-
-/// When the trim runs once more after the one at "all agents ready" (and
-/// after a reload): what follows readiness once touches code too, and
-/// without a second trim those pages would stay for the daemon's life: the
-/// blocking pool's start-up threads ending (their exit path runs up to
-/// [`super::runtime::BLOCKING_KEEP_ALIVE`] later), a registration in Consul
-/// completing, the first round of every periodic check. What the steady
-/// state runs comes back at its next use.
-pub const SETTLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What one call released.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,8 +41,6 @@ pub struct Trimmed {
     pub mappings: usize,
     /// Resident bytes of those mappings before the drop.
     pub resident_bytes: u64,
-    /// Bytes of the main stack below the stack pointer given back.
-    pub stack_bytes: u64,
 }
 
 /// A mapping of `/proc/<pid>/smaps` that may be dropped.
@@ -64,7 +64,6 @@ pub fn release_startup_memory() -> Trimmed {
             tracing::debug!(
                 mappings = t.mappings,
                 resident_kib = t.resident_bytes / 1024,
-                stack_kib = t.stack_bytes / 1024,
                 "released start-up pages"
             );
             t
@@ -79,11 +78,7 @@ pub fn release_startup_memory() -> Trimmed {
 fn trim_own_binary() -> std::io::Result<Trimmed> {
     let (dev_major, dev_minor, inode) = file_identity(Path::new("/proc/self/exe"))?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    // The stack first: the code that runs for it is dropped with the rest.
-    let mut done = Trimmed {
-        stack_bytes: trim_main_stack(&smaps)?,
-        ..Trimmed::default()
-    };
+    let mut done = Trimmed::default();
     for m in droppable_mappings(&smaps, dev_major, dev_minor, inode) {
         #[allow(unsafe_code)]
         // SAFETY: `m` is a whole read-only, private mapping of our own
@@ -99,60 +94,34 @@ fn trim_own_binary() -> std::io::Result<Trimmed> {
         done.mappings += 1;
         done.resident_bytes += m.resident;
     }
+    evict_unmapped_pages(Path::new("/proc/self/exe"))?;
+    for m in droppable_mappings(&smaps, dev_major, dev_minor, inode) {
+        #[allow(unsafe_code)]
+        // SAFETY: as for MADV_DONTNEED above (the same mappings: read-only,
+        // private, only file pages of our own executable): MADV_PAGEOUT
+        // unmaps and reclaims clean file pages, which any later access reads
+        // again from the unchanged file. It never changes their contents.
+        let rc = unsafe { libc::madvise(m.start as *mut libc::c_void, m.len, libc::MADV_PAGEOUT) };
+        if rc != 0 {
+            // EINVAL: a kernel before 5.4. The pages stay cached.
+            break;
+        }
+    }
     Ok(done)
 }
 
-/// Pages left below the stack pointer when the main stack is trimmed: the
-/// frames of the `madvise` call itself go there.
-const STACK_MARGIN_PAGES: usize = 2;
-
-/// Drops the pages of the main thread's stack below the stack pointer when
-/// called on the main thread (the runtime's thread): start-up's deepest
-/// calls (argument and role-file parsing, OpenPGP, zip, rendering) left
-/// them written, and nothing lives below the stack pointer. A later call
-/// that deep gets fresh zeroed pages, as a stack that never went so deep.
-#[inline(never)]
-fn trim_main_stack(smaps: &str) -> std::io::Result<u64> {
-    let marker = 0u8;
-    let sp = std::hint::black_box(&raw const marker) as usize;
-    #[allow(unsafe_code)]
-    // SAFETY: sysconf only reads a system constant.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let Ok(page) = usize::try_from(page) else {
-        return Ok(0);
-    };
-    let Some((start, len)) = dead_stack(smaps, sp, page, STACK_MARGIN_PAGES * page) else {
-        return Ok(0);
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: [start, start + len) lies in the `[stack]` mapping, below this
-    // function's own frame by at least two pages, on the thread that runs on
-    // that stack (its stack pointer is inside it): it holds only frames of
-    // calls that have returned, which no reference may point into. On this
-    // private anonymous memory MADV_DONTNEED makes the pages read as zero
-    // on their next use, as fresh stack does. A signal handler that runs
-    // meanwhile has its frame below ours and is done with it on return.
-    let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(len as u64)
-}
-
-/// The part of the main stack (`[stack]` in `smaps`) below the stack pointer
-/// `sp` less `margin` bytes, in whole pages of `page` bytes: `(start, len)`;
-/// `None` when `sp` is not on the main stack (another thread) or nothing is
-/// below it.
-pub fn dead_stack(smaps: &str, sp: usize, page: usize, margin: usize) -> Option<(usize, usize)> {
-    let line = smaps.lines().find(|l| l.trim_end().ends_with("[stack]"))?;
-    let (start, end) = line.split_ascii_whitespace().next()?.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    if !(start..end).contains(&sp) || page == 0 {
-        return None;
-    }
-    let below = (sp / page * page).checked_sub(margin)?;
-    (below > start).then(|| (start, below - start))
+/// Drops the page-cache pages of the file at `path` that no process maps
+/// (clean ones; the kernel writes nothing back for a binary). Only a hint:
+/// the next read of such a page reads the file again.
+fn evict_unmapped_pages(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    nix::fcntl::posix_fadvise(
+        &file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )
+    .map_err(std::io::Error::from)
 }
 
 /// Device (major, minor) and inode of a file, as `/proc/*/maps` shows them.
@@ -316,22 +285,15 @@ Anonymous:           160 kB
     }
 
     #[test]
-    fn the_main_stack_below_the_stack_pointer_and_a_margin_is_dead() {
-        let smaps = "\
-7ffc3ba02000-7ffc3ba23000 rw-p 00000000 00:00 0                          [stack]
-Size:                132 kB
-7ffc3bb00000-7ffc3bb02000 r-xp 00000000 00:00 0                          [vdso]
-";
-        // sp in the middle of its page: that page and two more stay.
-        assert_eq!(
-            dead_stack(smaps, 0x7ffc3ba1a123, 4096, 8192),
-            Some((0x7ffc3ba02000, 0x7ffc3ba18000 - 0x7ffc3ba02000))
-        );
-        // Another thread's stack pointer: nothing.
-        assert_eq!(dead_stack(smaps, 0x7f00_0000_1000, 4096, 8192), None);
-        // Less than the margin below it: nothing.
-        assert_eq!(dead_stack(smaps, 0x7ffc3ba03010, 4096, 8192), None);
-        assert_eq!(dead_stack("", 0x7ffc3ba1a123, 4096, 8192), None);
+    fn evicting_a_file_from_the_page_cache_keeps_its_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..=255u8).cycle().take(256 * 1024).collect();
+        std::io::Write::write_all(&mut std::fs::File::create(&path).expect("create"), &data)
+            .expect("write");
+        evict_unmapped_pages(&path).expect("fadvise");
+        assert_eq!(std::fs::read(&path).expect("read"), data);
+        assert!(evict_unmapped_pages(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -383,15 +383,6 @@ fn healthy_node_is_ready_reports_its_agents_and_is_listed_in_consul() {
         }
     }
 
-    // And once more when what followed readiness has settled
-    // (`trim::SETTLE_AFTER` later).
-    let trims = || n.log().matches("released start-up pages").count();
-    assert!(
-        wait_for(DEADLINE, || (trims() >= 2).then_some(())).is_some(),
-        "no second trim; log:\n{}",
-        n.log()
-    );
-
     let st = n.stop();
     assert_eq!(st.code(), Some(0), "log:\n{}", n.log());
     let log = n.log();

@@ -14,7 +14,6 @@
 //! * `restart`: the restart marker and the signal that keeps workloads.
 //! * `start`: Consul, then Nomad once Consul is ready (bounded).
 //! * `serve`: the steady loop: systemd status, readiness and watchdog.
-//! * `trimming`: when the start-up working set is given back.
 //! * `reload`: SIGHUP: re-load, render, reload/restart/upgrade, rollback.
 //! * `stop`: reverse-order stop, hurried by a second request.
 
@@ -25,7 +24,6 @@ mod serve;
 mod start;
 mod stop;
 mod takeover;
-mod trimming;
 
 pub use lock::{LOCK_FILE, StateLock, lock_state_dir};
 pub use restart::{RESTART_MARKER, RESTART_MARKER_ENV, restart_marker_path};
@@ -119,7 +117,7 @@ pub struct RunOptions {
     /// SHA-256 of the role file in force.
     pub config_hash: String,
     /// Give back the start-up working set each time all agents become
-    /// ready and after each reload ([`super::trim`]).
+    /// ready ([`super::trim`]).
     pub trim_memory: bool,
     /// The state dir's lock, when the caller took it first (with
     /// [`lock_state_dir`]) so that nothing before the daemon (health

@@ -1,18 +1,19 @@
 //! The steady loop between start and stop: tells systemd the agents'
 //! status, readiness and watchdog pings, dispatches reloads and the
-//! second stop request, and drives the [`TrimSchedule`]. It changes no
-//! agent itself.
+//! second stop request, and gives the start-up working set back each time
+//! all agents become ready ([`crate::supervise::trim`]). It changes no agent
+//! itself.
 
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::trimming::TrimSchedule;
 use super::{Daemon, DaemonEvent, Preparer};
 use crate::supervise::machine::deadline_after;
 use crate::supervise::notify::notify_systemd;
 use crate::supervise::status::SupervisorStatus;
+use crate::supervise::trim;
 
 impl<P: Preparer> Daemon<P> {
     /// Until shutdown: reloads on request, keeps systemd informed.
@@ -27,7 +28,6 @@ impl<P: Preparer> Daemon<P> {
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
-        let mut trim = TrimSchedule::new(self.opts.trim_memory);
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -43,8 +43,10 @@ impl<P: Preparer> Daemon<P> {
                     notify_systemd(&[NotifyState::Ready]);
                     told_ready = true;
                 }
-                if all_ready && !was_all_ready {
-                    trim.all_ready();
+                // Start-up (or a restart) is over: what getting here touched
+                // goes back; the steady state keeps only what it uses.
+                if all_ready && !was_all_ready && self.opts.trim_memory {
+                    trim::release_startup_memory();
                 }
                 was_all_ready = all_ready;
             }
@@ -52,10 +54,7 @@ impl<P: Preparer> Daemon<P> {
                 biased;
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::Reload) => {
-                        self.reload(shutdown).await;
-                        trim.reloaded();
-                    }
+                    Some(DaemonEvent::Reload) => self.reload(shutdown).await,
                     Some(DaemonEvent::Hurry) => self.hurry = true,
                     None => {}
                 },
@@ -64,7 +63,6 @@ impl<P: Preparer> Daemon<P> {
                     notify_systemd(&[NotifyState::Watchdog]);
                     next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
                 }
-                () = sleep_until_some(trim.settle_at()) => trim.settled(),
             }
         }
     }
