@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod fake_agent;
 pub mod mirror;
 pub mod netns;
 pub mod node;
