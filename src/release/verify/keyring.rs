@@ -198,15 +198,8 @@ impl Keyring {
                     }
                     match s.typ() {
                         Some(SignatureType::SubkeyRevocation) => revoked = true,
-                        Some(SignatureType::SubkeyBinding) => {
-                            let newer = match (newest.and_then(|n| n.created()), s.created()) {
-                                (None, _) => true,
-                                (Some(a), Some(b)) => b.as_secs() >= a.as_secs(),
-                                (Some(_), None) => false,
-                            };
-                            if newer {
-                                newest = Some(s);
-                            }
+                        Some(SignatureType::SubkeyBinding) if is_newest(newest, s) => {
+                            newest = Some(s);
                         }
                         _ => {}
                     }
@@ -322,6 +315,17 @@ impl Keyring {
 
 /// Issuer key ids named by a signature (issuer subpacket or the low 64 bits
 /// of an issuer fingerprint).
+/// Whether `s` replaces `newest` as the newest self-signature seen: the
+/// first one does, a later one when it was made at the same time or after
+/// (a signature without a creation time never replaces one that has it).
+fn is_newest(newest: Option<&Signature>, s: &Signature) -> bool {
+    match (newest.and_then(|n| n.created()), s.created()) {
+        (None, _) => true,
+        (Some(a), Some(b)) => b.as_secs() >= a.as_secs(),
+        (Some(_), None) => false,
+    }
+}
+
 fn issuer_ids(sig: &Signature) -> Vec<KeyId> {
     let mut ids: Vec<KeyId> = sig.issuer_key_id().into_iter().cloned().collect();
     for fpr in sig.issuer_fingerprint() {
@@ -378,12 +382,7 @@ fn primary_validity(primary: &PublicKey, copies: &[&SignedPublicKey]) -> (Option
         }
     }
     for s in valid {
-        let newer = match (newest.and_then(|n| n.created()), s.created()) {
-            (None, _) => true,
-            (Some(a), Some(b)) => b.as_secs() >= a.as_secs(),
-            (Some(_), None) => false,
-        };
-        if newer {
+        if is_newest(newest, s) {
             newest = Some(s);
         }
     }
