@@ -117,7 +117,7 @@ pub struct RunOptions {
     /// SHA-256 of the role file in force.
     pub config_hash: String,
     /// Give back the start-up working set each time all agents become
-    /// ready ([`super::trim`]).
+    /// ready and after each reload ([`super::trim`]).
     pub trim_memory: bool,
     /// The state dir's lock, when the caller took it first (with
     /// [`lock_state_dir`]) so that nothing before the daemon (health

@@ -1,7 +1,8 @@
 //! The steady loop between start and stop: tells systemd the agents'
 //! status, readiness and watchdog pings, dispatches reloads and the
 //! second stop request, and gives the start-up working set back each time
-//! all agents become ready ([`crate::supervise::trim`]). It changes no agent
+//! all agents become ready and after each reload
+//! ([`crate::supervise::trim`]). It changes no agent
 //! itself.
 
 use sd_notify::NotifyState;
@@ -54,7 +55,15 @@ impl<P: Preparer> Daemon<P> {
                 biased;
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::Reload) => self.reload(shutdown).await,
+                    Some(DaemonEvent::Reload) => {
+                        self.reload(shutdown).await;
+                        // A reload ran start-up code again (the role file
+                        // read and validated, configs rendered, perhaps a
+                        // release fetched): give it back too.
+                        if self.opts.trim_memory {
+                            trim::release_startup_memory();
+                        }
+                    }
                     Some(DaemonEvent::Hurry) => self.hurry = true,
                     None => {}
                 },
