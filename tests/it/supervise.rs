@@ -19,8 +19,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::daemon::{AGENT_SCRIPT, Rig, WAIT, agent, alive, all_ready, poll, start};
-use crate::support::preparer::{FakePreparer, RELOADED_HASH, installed};
+use crate::support::daemon::{
+    AGENT_SCRIPT, Rig, WAIT, agent, alive, all_ready, poll, start, start_upgradable,
+};
+use crate::support::preparer::{FakePreparer, RELOADED_HASH};
 
 #[tokio::test]
 async fn consul_is_ready_before_nomad_starts() {
@@ -469,16 +471,7 @@ async fn version_change_restarts_on_the_new_release() {
     let mut new = plan.clone();
     new.agents[0].version = "1.1.0".parse().unwrap();
     let v2 = rig.script("consul-1.1.0", AGENT_SCRIPT);
-    let v1 = plan.agents[0].binary.clone();
-    let preparer = FakePreparer::new()
-        .reloads_to(new)
-        .with_release(installed(Product::Consul, "1.1.0", v2))
-        .build();
-    let mut opts = rig.opts(&[]);
-    opts.installed
-        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
-    let d = start(plan, preparer.clone(), opts);
-    d.wait("ready", all_ready).await;
+    let (d, preparer) = start_upgradable(&rig, plan, new, v2, |_| {}).await;
     d.events.send(DaemonEvent::Reload).unwrap();
     let s = d
         .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
@@ -501,17 +494,10 @@ async fn new_version_that_fails_to_start_is_rolled_back() {
         "consul-1.1.0",
         "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\necho \"consul-1.1.0 start $$\" >> \"$LOG\"\nexit 1\n",
     );
-    let v1 = plan.agents[0].binary.clone();
-    let preparer = FakePreparer::new()
-        .reloads_to(new)
-        .with_release(installed(Product::Consul, "1.1.0", broken))
-        .build();
-    let mut opts = rig.opts(&[]);
-    opts.rollback_window = Duration::from_secs(30);
-    opts.installed
-        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
-    let d = start(plan, preparer.clone(), opts);
-    d.wait("ready", all_ready).await;
+    let (d, preparer) = start_upgradable(&rig, plan, new, broken, |o| {
+        o.rollback_window = Duration::from_secs(30)
+    })
+    .await;
     d.events.send(DaemonEvent::Reload).unwrap();
     let s = d
         .wait("rolled back and ready", |s| {
@@ -552,16 +538,7 @@ async fn an_upgrade_installs_and_rolls_back_under_the_release_settings_it_applie
         "consul-1.1.0",
         "#!/bin/sh\nrm -f \"$DIR/$NAME.ready\"\nexit 1\n",
     );
-    let v1 = plan.agents[0].binary.clone();
-    let preparer = FakePreparer::new()
-        .reloads_to(new)
-        .with_release(installed(Product::Consul, "1.1.0", broken))
-        .build();
-    let mut opts = rig.opts(&[]);
-    opts.installed
-        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
-    let d = start(plan, preparer.clone(), opts);
-    d.wait("ready", all_ready).await;
+    let (d, preparer) = start_upgradable(&rig, plan, new, broken, |_| {}).await;
     d.events.send(DaemonEvent::Reload).unwrap();
     d.wait("rolled back and ready", |s| {
         s.reload_error.is_some() && all_ready(s)

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::preparer::FakePreparer;
+use super::preparer::{FakePreparer, installed};
 
 /// Upper bound of any wait in these tests (a hang fails, slowness does not).
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -262,4 +262,28 @@ pub fn alive(pid: i32) -> bool {
                 .map(|r| !r.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
+}
+
+/// A ready daemon running `plan` (one Consul, its binary installed as
+/// 1.0.0) whose next reload upgrades to `new` (Consul 1.1.0 run from
+/// `binary`). `tweak` adjusts the options before the start.
+pub async fn start_upgradable(
+    rig: &Rig,
+    plan: Plan,
+    new: Plan,
+    binary: PathBuf,
+    tweak: impl FnOnce(&mut RunOptions),
+) -> (Running, Arc<FakePreparer>) {
+    let v1 = plan.agents[0].binary.clone();
+    let preparer = FakePreparer::new()
+        .reloads_to(new)
+        .with_release(installed(Product::Consul, "1.1.0", binary))
+        .build();
+    let mut opts = rig.opts(&[]);
+    tweak(&mut opts);
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+    (d, preparer)
 }
