@@ -268,10 +268,55 @@ pub struct NomadConfig {
     pub extra: toml::Table,
 }
 
+/// What discovery found, as the rendered configs take it: the input of
+/// [`Plan::build`] beside the role. Static lists of the role file come
+/// first in every rendered list; these follow, without repeats. Pure data:
+/// `catalog::discovery` fills it, the daemon re-plans when it changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Peers {
+    /// Consul agents of this datacenter to join over the LAN (Consul
+    /// `retry_join`: `host` or `host:port` of the Serf LAN port).
+    pub consul_lan: Vec<String>,
+    /// Consul servers of other datacenters (Consul `retry_join_wan`; used
+    /// by Consul servers only).
+    pub consul_wan: Vec<String>,
+    /// The Consul HTTP API (`host:port`) a Nomad without a local Consul
+    /// uses: a healthy Consul server of its datacenter. Replaces the role
+    /// file's `consul_address` when set.
+    pub consul_http: Option<String>,
+    /// Nomad servers of the region (Nomad `server_join.retry_join`: `host`
+    /// or `host:port`; the agent's default port applies without one).
+    pub nomad_servers: Vec<String>,
+}
+
+impl Peers {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self == &Peers::default()
+    }
+}
+
+/// `first` then the entries of `more` not already in it.
+fn merged(first: &[String], more: &[String]) -> Vec<String> {
+    let mut out = first.to_vec();
+    for m in more {
+        if !out.contains(m) {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
 impl Plan {
-    /// Computes the plan of a validated role. Pure: reads nothing, writes
-    /// nothing.
+    /// Computes the plan of a validated role with nothing discovered.
+    /// Pure: reads nothing, writes nothing.
     pub fn from_role(role: &NodeRole) -> Plan {
+        Plan::build(role, &Peers::default())
+    }
+
+    /// Computes the plan of a validated role and what discovery found.
+    /// Pure: reads nothing, writes nothing.
+    pub fn build(role: &NodeRole, peers: &Peers) -> Plan {
         let roles = role.roles;
         // `[consul.extra] ports.http` moves Consul's API; the checks and a
         // local Nomad's `consul.address` follow it.
@@ -305,6 +350,7 @@ impl Plan {
             }
             let mut retry_join = role.discovery.consul_retry_join.clone();
             retry_join.extend(role.discovery.cloud_auto_join.iter().cloned());
+            let retry_join = merged(&retry_join, &peers.consul_lan);
             render.consul = Some(ConsulConfig {
                 file: config_dir.join(CONSUL_CONFIG_FILE),
                 owner: role.consul.user.clone(),
@@ -320,7 +366,7 @@ impl Plan {
                 client_addrs,
                 retry_join,
                 retry_join_wan: if server {
-                    role.discovery.consul_retry_join_wan.clone()
+                    merged(&role.discovery.consul_retry_join_wan, &peers.consul_wan)
                 } else {
                     Vec::new()
                 },
@@ -375,7 +421,10 @@ impl Plan {
             let consul_address = if roles.is_consul() {
                 Some(SocketAddr::new(loopback, consul_http_port).to_string())
             } else {
-                role.discovery.consul_address.clone()
+                peers
+                    .consul_http
+                    .clone()
+                    .or_else(|| role.discovery.consul_address.clone())
             };
             // A drain only happens on a leave: the default applies to a
             // client that leaves when stopped.
@@ -403,7 +452,7 @@ impl Plan {
                     None
                 },
                 client,
-                retry_join: role.discovery.nomad_retry_join.clone(),
+                retry_join: merged(&role.discovery.nomad_retry_join, &peers.nomad_servers),
                 consul_address,
                 tls: role.nomad.tls.clone(),
                 tls_http: role.nomad.tls_http,
@@ -532,6 +581,79 @@ mod tests {
     }
 
     const BASE: &str = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.6\"]\n";
+
+    fn role_of(text: &str, roles: &[&str]) -> NodeRole {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        let host = StaticHost {
+            hostname: Some("h".into()),
+            interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 5))],
+            ..StaticHost::default()
+        };
+        role::parse(Path::new("/r/node.toml"), text, &roles, &host)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn discovered_peers_follow_the_static_lists_without_repeats() {
+        let text = "schema = 1\n[discovery]\nconsul_retry_join = [\"10.0.1.6\"]\nconsul_retry_join_wan = [\"203.0.113.21\"]\nnomad_retry_join = [\"10.0.1.7\"]\n";
+        let role = role_of(text, &["consul-server", "nomad-server"]);
+        let peers = Peers {
+            consul_lan: vec!["10.0.1.6".into(), "10.0.1.8".into()],
+            consul_wan: vec!["203.0.113.22".into()],
+            consul_http: Some("10.0.1.9:8500".into()),
+            nomad_servers: vec!["10.0.1.7".into(), "10.0.1.10".into()],
+        };
+        let p = Plan::build(&role, &peers);
+        let c = p.render.consul.as_ref().unwrap();
+        assert_eq!(c.retry_join, ["10.0.1.6", "10.0.1.8"]);
+        assert_eq!(c.retry_join_wan, ["203.0.113.21", "203.0.113.22"]);
+        let n = p.render.nomad.as_ref().unwrap();
+        assert_eq!(n.retry_join, ["10.0.1.7", "10.0.1.10"]);
+        // A local Consul always wins over a discovered one.
+        assert_eq!(n.consul_address.as_deref(), Some("127.0.0.1:8500"));
+        assert_eq!(
+            Plan::from_role(&role),
+            Plan::build(&role, &Peers::default())
+        );
+    }
+
+    #[test]
+    fn a_discovered_consul_replaces_the_written_address_of_a_nomad_without_consul() {
+        let text = "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\n";
+        let role = role_of(text, &["nomad-client"]);
+        let n = |peers: &Peers| {
+            Plan::build(&role, peers)
+                .render
+                .nomad
+                .unwrap()
+                .consul_address
+        };
+        assert_eq!(n(&Peers::default()).as_deref(), Some("10.0.1.11:8500"));
+        let found = Peers {
+            consul_http: Some("10.0.1.12:8500".into()),
+            ..Peers::default()
+        };
+        assert_eq!(n(&found).as_deref(), Some("10.0.1.12:8500"));
+        assert!(Peers::default().is_empty() && !found.is_empty());
+    }
+
+    #[test]
+    fn only_unwritten_identity_is_learned() {
+        let mut role = role_of(
+            "schema = 1\nregion = \"eu\"\n[discovery]\nconsul_address = \"x\"\n",
+            &["nomad-client"],
+        );
+        assert!(!role.learnable.region && role.learnable.datacenter);
+        assert!(role.learn(Some("us"), Some("ams2")));
+        assert_eq!(
+            (role.region.as_str(), role.datacenter.as_str()),
+            ("eu", "ams2")
+        );
+        assert!(
+            !role.learn(Some("us"), Some("ams2")),
+            "nothing new the second time"
+        );
+    }
 
     #[test]
     fn consul_starts_before_nomad() {

@@ -214,7 +214,8 @@ pub struct ReleaseRole {
     pub max_download_bytes: u64,
 }
 
-/// Static discovery settings (until discovery providers replace them).
+/// Discovery settings: static lists plus the providers that find peers
+/// at run time (`catalog::discovery`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Discovery {
     /// Consul LAN peers (`retry_join`).
@@ -227,6 +228,44 @@ pub struct Discovery {
     pub consul_address: Option<String>,
     /// Cloud auto-join strings, passed to Consul's `retry_join` as written.
     pub cloud_auto_join: Vec<String>,
+    /// Announce this node and browse for the others over mDNS/DNS-SD
+    /// (`mdns`; default: on when the private address is a private,
+    /// non-loopback address).
+    pub mdns: bool,
+    /// The DNS provider (`[discovery.dns]`), when configured.
+    pub dns: Option<DnsDiscovery>,
+}
+
+/// `[discovery.dns]`: names re-resolved on an interval. A name starting
+/// with `_` is an SRV name (`_consul-server._tcp.ams2.example`), any other
+/// an A/AAAA name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DnsDiscovery {
+    /// Nameserver to ask (`ip` or `ip:port`); `None`: the system's
+    /// resolver configuration (`/etc/resolv.conf`).
+    pub nameserver: Option<SocketAddr>,
+    /// Consul servers of this node's datacenter (LAN `retry_join`, and the
+    /// Consul address of a Nomad without a local Consul).
+    pub consul_servers: Vec<String>,
+    /// Consul servers of other datacenters (`retry_join_wan`).
+    pub consul_wan: Vec<String>,
+    /// Nomad servers (`server_join`).
+    pub nomad_servers: Vec<String>,
+    /// How often the names are resolved again (also after a failure, with
+    /// backoff up to this interval).
+    pub interval: Duration,
+}
+
+/// Which identity values the role file left to their defaults, and so may
+/// be learned from discovery (a client started with `--role nomad-client`
+/// alone learns its region and datacenter from the announcements of the
+/// Consul servers on its LAN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Learnable {
+    /// `region` was not written.
+    pub region: bool,
+    /// `datacenter` was not written.
+    pub datacenter: bool,
 }
 
 /// A validated role file with everything it names resolved.
@@ -242,6 +281,9 @@ pub struct NodeRole {
     pub region: String,
     /// Datacenter.
     pub datacenter: String,
+    /// Which of region and datacenter are defaults that discovery may
+    /// replace ([`NodeRole::learn`]).
+    pub learnable: Learnable,
     /// Node name.
     pub node_name: String,
     /// Agents' log level (`INFO`, ...).
@@ -262,6 +304,25 @@ pub struct NodeRole {
     pub config_dir: PathBuf,
     /// Where releases and data go.
     pub state_dir: PathBuf,
+}
+
+impl NodeRole {
+    /// Takes a region and datacenter found by discovery for the values the
+    /// role file left to their defaults; a written value always wins.
+    /// Returns whether anything changed. The caller passes names discovery
+    /// has already checked by the agents' rules.
+    pub fn learn(&mut self, region: Option<&str>, datacenter: Option<&str>) -> bool {
+        let mut changed = false;
+        if let Some(r) = region.filter(|r| self.learnable.region && *r != self.region) {
+            self.region = r.to_string();
+            changed = true;
+        }
+        if let Some(d) = datacenter.filter(|d| self.learnable.datacenter && *d != self.datacenter) {
+            self.datacenter = d.to_string();
+            changed = true;
+        }
+        changed
+    }
 }
 
 /// Why a role file was refused.

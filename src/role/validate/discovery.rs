@@ -46,6 +46,9 @@ pub(super) fn check(rd: &RawDiscovery, roles: &Roles, list_loc: &Location) -> Ch
         nomad_retry_join: list(&mut found, &rd.nomad_retry_join, "nomad_retry_join"),
         consul_address,
         cloud_auto_join: list(&mut found, &rd.cloud_auto_join, "cloud_auto_join"),
+        // Parsed and defaulted by the discovery issue's role work.
+        mdns: false,
+        dns: None,
     };
     if let Some(first) = rd
         .consul_retry_join_wan

@@ -224,6 +224,10 @@ pub fn validate(
         roles: roles.set,
         region: node.region,
         datacenter: node.datacenter,
+        learnable: crate::role::Learnable {
+            region: raw.region.is_none(),
+            datacenter: raw.datacenter.is_none(),
+        },
         node_name: node.node_name,
         log_level: node.log_level,
         addresses,
