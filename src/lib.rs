@@ -13,6 +13,8 @@
 //! ```
 //!
 //! * [`role`] parses and validates the TOML role file into a [`role::NodeRole`].
+//! * [`peers`] holds what discovery finds as plain values (the plan's
+//!   second input, the report health shows).
 //! * [`plan`] turns a `NodeRole` into a pure [`plan::Plan`]: which agents run,
 //!   their argv, users, files, start order, stop signals and timeouts.
 //! * [`render`] turns a `Plan` into the agents' config files; `render::write`
@@ -79,6 +81,7 @@ pub mod exit;
 pub mod health;
 pub mod openpgp;
 pub mod paths;
+pub mod peers;
 pub mod plan;
 pub mod release;
 pub mod render;

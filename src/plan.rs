@@ -27,6 +27,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::paths::RELEASES_SUBDIR;
+use crate::peers::Peers;
 use crate::role::{NodeRole, Secret, TlsFiles};
 use crate::version::VersionSpec;
 use crate::vocab::{Product, RestartPolicy};
@@ -266,34 +267,6 @@ pub struct NomadConfig {
     pub drain_deadline: Option<Duration>,
     /// `[nomad.extra]`, merged last.
     pub extra: toml::Table,
-}
-
-/// What discovery found, as the rendered configs take it: the input of
-/// [`Plan::build`] beside the role. Static lists of the role file come
-/// first in every rendered list; these follow, without repeats. Pure data:
-/// `catalog::discovery` fills it, the daemon re-plans when it changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Peers {
-    /// Consul agents of this datacenter to join over the LAN (Consul
-    /// `retry_join`: `host` or `host:port` of the Serf LAN port).
-    pub consul_lan: Vec<String>,
-    /// Consul servers of other datacenters (Consul `retry_join_wan`; used
-    /// by Consul servers only).
-    pub consul_wan: Vec<String>,
-    /// The Consul HTTP API (`host:port`) a Nomad without a local Consul
-    /// uses: a healthy Consul server of its datacenter. Replaces the role
-    /// file's `consul_address` when set.
-    pub consul_http: Option<String>,
-    /// Nomad servers of the region (Nomad `server_join.retry_join`: `host`
-    /// or `host:port`; the agent's default port applies without one).
-    pub nomad_servers: Vec<String>,
-}
-
-impl Peers {
-    /// Whether nothing was found.
-    pub fn is_empty(&self) -> bool {
-        self == &Peers::default()
-    }
 }
 
 /// `first` then the entries of `more` not already in it.

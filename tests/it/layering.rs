@@ -32,6 +32,8 @@ const STAGES: &[(&str, &[&str])] = &[
     // Every stage logs, and supervise routes the agents' output through it.
     ("logging", &["telemetry"]),
     ("role", &["role"]),
+    // What discovery finds, as values the plan, health and catalog share.
+    ("peers", &["peers"]),
     ("plan", &["plan"]),
     ("release/render", &["release", "render"]),
     // The one client of the agents' HTTP APIs and the observers.
