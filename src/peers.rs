@@ -10,7 +10,7 @@
 use std::time::SystemTime;
 
 /// What discovery found, as the rendered configs take it: the input of
-/// [`Plan::build`] beside the role. Static lists of the role file come
+/// `plan::Plan::build` beside the role. Static lists of the role file come
 /// first in every rendered list; these follow, without repeats. Pure data:
 /// `catalog::discovery` fills it, the daemon re-plans when it changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
