@@ -10,6 +10,7 @@ mod diag;
 pub mod file;
 mod host;
 pub mod limits;
+pub mod names;
 mod raw;
 mod validate;
 
