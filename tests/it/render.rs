@@ -156,7 +156,11 @@ fn reference_examples_render_byte_for_byte_to_their_golden_files() {
         // A node with a local Consul uses it; the others the Consul server
         // discovery chose for them.
         let want = reference_consul_http(node).unwrap_or("127.0.0.1:8500");
-        assert_eq!(nomad_consul_address(&files).as_deref(), Some(want), "{node}");
+        assert_eq!(
+            nomad_consul_address(&files).as_deref(),
+            Some(want),
+            "{node}"
+        );
         bad.extend(check_golden(
             &files,
             &root().join("tests/golden/examples").join(node),

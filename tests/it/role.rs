@@ -29,6 +29,17 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples")
 }
 
+/// The role files (`*.toml`) of an examples directory, sorted.
+fn example_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn supervisor(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(supervisor_bin())
         .current_dir(dir)
@@ -454,6 +465,12 @@ const ROLE_KEYS: &[(&str, &str, char)] = &[
     ("discovery", "nomad_retry_join", 'l'),
     ("discovery", "consul_address", 's'),
     ("discovery", "cloud_auto_join", 'l'),
+    ("discovery", "mdns", 'b'),
+    ("discovery.dns", "nameserver", 's'),
+    ("discovery.dns", "consul_servers", 'l'),
+    ("discovery.dns", "consul_wan", 'l'),
+    ("discovery.dns", "nomad_servers", 'l'),
+    ("discovery.dns", "interval_secs", 'i'),
     ("health", "listen", 's'),
     ("paths", "config_dir", 's'),
     ("paths", "state_dir", 's'),
@@ -505,6 +522,8 @@ fn any_string() -> impl Strategy<Value = String> {
             "https://releases.example",
             "file:///srv/mirror",
             "provider=aws tag_key=x",
+            "consul.ams2.eu.hashi.test",
+            "_consul-server._tcp.ams2.eu.hashi.test",
             "\u{202e}evil",
             "ümlaut",
             "a\u{0}b",
@@ -578,7 +597,23 @@ fn typed_value(key: &str, kind: char) -> BoxedStrategy<toml::Value> {
         "listen" => vec!["0.0.0.0:4680", "127.0.0.1:0", "[::1]:4680"],
         "config_dir" | "state_dir" => vec!["/etc/hs", "/var/lib/hs"],
         "encrypt_key_file" => vec!["/k/gossip.key"],
-        "cloud_auto_join" => vec!["provider=aws tag_key=consul tag_value=ams2"],
+        "cloud_auto_join" => vec![
+            "provider=aws tag_key=consul tag_value=ams2",
+            "provider=gce project_name=p zone_pattern=eu-*",
+            "provider=awz tag_key=x",
+            "provider=azure tag_value=\"a b\"",
+            "provider=aws tag_key=\"a",
+            "provider=aws Tag=x",
+        ],
+        "consul_servers" | "consul_wan" | "nomad_servers" => vec![
+            "consul.ams2.eu.hashi.test",
+            "_consul-server._tcp.ams2.eu.hashi.test",
+            "consul-wan.eu.hashi.test",
+            "_consul._tcp",
+            "a..b",
+            "10.0.1.11",
+        ],
+        "nameserver" => vec!["10.0.1.1", "10.0.2.1:53", "[fd00::1]:5353", "ns1.example"],
         _ => vec![
             "10.0.1.11",
             "203.0.113.21",
@@ -718,6 +753,33 @@ fn assert_plan_in_range(plan: &Plan) {
     }
 }
 
+/// The discovery settings of a valid role are in their ranges: the DNS
+/// interval, the number and length of the names, each a DNS name.
+fn assert_discovery_in_range(role: &hashi_supervisor::role::NodeRole) {
+    use hashi_supervisor::role::{limits as l, names};
+    let Some(dns) = &role.discovery.dns else {
+        return;
+    };
+    let secs = dns.interval.as_secs();
+    assert!(l::DNS_INTERVAL_SECS.contains(&secs), "{dns:?}");
+    assert_eq!(dns.interval, Duration::from_secs(secs), "whole seconds");
+    for list in [&dns.consul_servers, &dns.consul_wan, &dns.nomad_servers] {
+        assert!(list.len() <= l::DNS_NAMES, "{} names", list.len());
+        for name in list {
+            assert!(name.len() <= l::DNS_NAME_CHARS, "{} chars", name.len());
+            assert_eq!(names::dns_name_problem(name), None, "{name:?}");
+        }
+    }
+    assert!(
+        !dns.consul_servers.is_empty()
+            || !dns.consul_wan.is_empty()
+            || !dns.nomad_servers.is_empty()
+    );
+    if let Some(ns) = dns.nameserver {
+        assert!(ns.port() != 0 && !ns.ip().is_unspecified(), "{ns}");
+    }
+}
+
 /// Loads one mutated role file → plan → render, asserting the contract.
 fn check_one(example: &str, mutations: &[Mutation]) {
     let mut table: toml::Table = toml::from_str(example).unwrap();
@@ -761,6 +823,7 @@ fn check_one(example: &str, mutations: &[Mutation]) {
             assert_eq!(hashi_supervisor::Error::from(e).exit_code(), 78);
         }
         Ok(role) => {
+            assert_discovery_in_range(&role);
             let plan = Plan::from_role(&role);
             assert_plan_in_range(&plan);
             if let Err(e) = hashi_supervisor::render::render_plan(&plan) {
@@ -776,11 +839,13 @@ const PROPERTY_CASES: u32 = 256;
 
 #[test]
 fn arbitrary_role_files_are_refused_with_a_location_or_give_a_plan_in_range() {
-    let examples: Vec<String> = std::fs::read_dir(examples())
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+    // The reference roles, with mDNS and with DNS discovery.
+    let examples: Vec<String> = [examples(), examples().join("dns")]
+        .iter()
+        .flat_map(|dir| example_files(dir))
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
-    assert_eq!(examples.len(), 5);
+    assert_eq!(examples.len(), 10);
     // On its own thread, so that a hang fails the test instead of stalling it.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
