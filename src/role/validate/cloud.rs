@@ -68,9 +68,9 @@ pub(super) fn check(found: &mut Findings, s: &SpStr, source: &str) {
         found.at(whole, "a cloud auto-join string starts with `provider=`");
         return;
     }
-    if let Some(i) = text.find(|c: char| c.is_control()) {
+    if let Some((i, c)) = text.char_indices().find(|(_, c)| c.is_control()) {
         found.at(
-            at(&(i..i + 1)),
+            at(&(i..i + c.len_utf8())),
             "a cloud auto-join string holds a control character; a value with spaces is quoted: key=\"a b\"",
         );
         return;
@@ -269,6 +269,28 @@ mod tests {
             assert_eq!(got.len(), 1, "{bad}: {got:?}");
             assert_eq!(got[0].0, col, "{bad}: {got:?}");
             assert!(got[0].1.contains(why), "{bad}: {got:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string: no panic, and every problem inside the string as
+        /// written.
+        #[test]
+        fn any_string_gets_a_verdict_inside_itself(
+            value in "(provider=)?[a-z_ =\"\\\\Zé\u{85}-]{0,40}"
+        ) {
+            let literal = format!("'{value}'");
+            let source = format!("x = {literal}\n");
+            let span = 4..4 + literal.len();
+            let sp = toml::Spanned::new(span.clone(), value.clone());
+            let mut found = Findings::default();
+            check(&mut found, &sp, &source);
+            for (loc, _) in &found.0 {
+                let Location::Span(r) = loc else {
+                    panic!("{loc:?}");
+                };
+                proptest::prop_assert!(r.start >= span.start && r.end <= span.end, "{r:?} {value:?}");
+            }
         }
     }
 
