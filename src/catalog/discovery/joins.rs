@@ -86,19 +86,29 @@ pub fn wanted(node: &Node, peers: &Peers) -> Vec<Target> {
             .collect()
     };
     if let Some(c) = node.local_agent(Product::Consul) {
-        for a in statics(&d.consul_retry_join).iter().chain(&peers.consul_lan) {
+        for a in statics(&d.consul_retry_join)
+            .iter()
+            .chain(&peers.consul_lan)
+        {
             if !d.cloud_auto_join.contains(a) {
                 out.insert(Target::ConsulLan(a.clone()));
             }
         }
         if c.server {
-            for a in statics(&d.consul_retry_join_wan).iter().chain(&peers.consul_wan) {
+            for a in statics(&d.consul_retry_join_wan)
+                .iter()
+                .chain(&peers.consul_wan)
+            {
                 out.insert(Target::ConsulWan(a.clone()));
             }
         }
     }
     if let Some(n) = node.local_agent(Product::Nomad) {
-        let all: BTreeSet<&String> = d.nomad_retry_join.iter().chain(&peers.nomad_servers).collect();
+        let all: BTreeSet<&String> = d
+            .nomad_retry_join
+            .iter()
+            .chain(&peers.nomad_servers)
+            .collect();
         if n.server {
             for a in all {
                 out.insert(Target::NomadJoin(a.clone()));
