@@ -619,3 +619,172 @@ fn mdns_announcers_find_each_other_learn_identity_and_refuse_a_rogue() {
     });
     client.stop();
 }
+
+/// The join calls of `agent::consul` and `agent::nomad` against the
+/// stand-in agents (which answer as the real ones do: the samples of
+/// tests/data/agent-api, `nomad/agent_join.json` and the Consul notes).
+#[tokio::test]
+async fn agent_join_calls_work_against_the_stand_in_and_say_why_they_fail() {
+    use hashi_supervisor::agent::consul::ConsulClient;
+    use hashi_supervisor::agent::nomad::NomadClient;
+
+    use crate::support::standin::{StandIn, free_port};
+
+    let client = AgentClient::plain().expect("client");
+    let api = |addr: String| client.endpoint_at(format!("http://{addr}"), Duration::from_secs(10));
+    let a = StandIn::consul().server(1).node_name("consul-a").start();
+    let b = StandIn::consul().node_name("consul-b").start();
+    let w = StandIn::consul()
+        .server(1)
+        .datacenter("lon1")
+        .node_name("consul-w")
+        .start();
+    let ca = ConsulClient::new(api(a.addr()));
+    ca.join(&b.join_addr(), false).await.expect("LAN join");
+    ca.join(&w.wan_join_addr(), true).await.expect("WAN join");
+    let lan = tokio::task::spawn_blocking({
+        let ca = ca.clone();
+        move || {
+            let rt = runtime();
+            wait_for(WITHIN, || {
+                let m = rt.block_on(ca.members(false)).ok()?;
+                (m.iter().filter(|m| m.is_alive()).count() == 2).then_some(m)
+            })
+        }
+    })
+    .await
+    .expect("poll");
+    assert!(lan.is_some(), "consul-b joined consul-a's LAN");
+    let wan = ca.members(true).await.expect("wan members");
+    assert!(
+        wan.iter().any(|m| m.name.starts_with("consul-w")),
+        "{wan:?}"
+    );
+    // A client cannot join the WAN; a dead address is the agent's error.
+    let e = ConsulClient::new(api(b.addr()))
+        .join(&w.wan_join_addr(), true)
+        .await
+        .expect_err("a client joins no WAN");
+    assert!(e.to_string().contains("500"), "{e}");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let e = ca.join(&dead, false).await.expect_err("dead peer");
+    assert!(
+        e.one_line().contains(&dead) || e.to_string().contains("/v1/agent/join/"),
+        "{e}"
+    );
+
+    let n1 = StandIn::nomad().node_name("nomad-1").start();
+    let n2 = StandIn::nomad().server(0).node_name("nomad-2").start();
+    let j = NomadClient::new(api(n1.addr()))
+        .join(&[n2.join_addr()])
+        .await
+        .expect("nomad server join");
+    assert_eq!(j.num_joined, 1);
+    assert!(j.error.is_empty());
+    // Nomad answers 200 with the error: an error here.
+    let e = NomadClient::new(api(n1.addr()))
+        .join(&[dead.clone()])
+        .await
+        .expect_err("dead nomad peer");
+    assert!(e.to_string().contains("200"), "{e}");
+    let nc = StandIn::nomad().client().node_name("nomad-c").start();
+    let ncc = NomadClient::new(api(nc.addr()));
+    ncc.set_servers(&[n1.rpc_addr()])
+        .await
+        .expect("set servers");
+    let e = NomadClient::new(api(nc.addr()))
+        .join(&[n1.join_addr()])
+        .await
+        .expect_err("a client has no server join");
+    assert!(e.to_string().contains("501"), "{e}");
+}
+
+/// Live joins: a Consul server's discovery asks its own agent (the
+/// stand-in) to join the role file's LAN seed, counts the join, and warns
+/// about a dead WAN seed, naming it, again after a backoff.
+#[test]
+fn live_joins_go_through_the_local_agent_and_a_dead_seed_is_warned() {
+    use crate::support::standin::{StandIn, free_port};
+
+    let local = StandIn::consul().server(1).node_name("local").start();
+    let peer = StandIn::consul().node_name("peer").start();
+    let http_port: u16 = local
+        .addr()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let text = format!(
+        "schema = 1\nregion = \"global\"\ndatacenter = \"dc1\"\n\
+         [consul.extra]\nports = {{ http = {http_port} }}\n\
+         [discovery]\nmdns = false\nconsul_retry_join = [\"{}\"]\n\
+         consul_retry_join_wan = [\"{dead}\"]\n",
+        peer.join_addr()
+    );
+    let r = role(
+        &text,
+        &["consul-server"],
+        "local",
+        Ipv4Addr::new(10, 213, 57, 11),
+    );
+    let plan = Plan::from_role(&r);
+    assert_eq!(
+        plan.agents[0].http_addr.port(),
+        http_port,
+        "the plan's Consul API is the stand-in's"
+    );
+    let rt = runtime();
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let d = rt.block_on(async {
+        discovery::start(
+            DiscoveryConfig::new(&r, &plan, "127.0.0.1:9100".parse().expect("addr"), None),
+            &AgentClient::plain().expect("client"),
+            &tracker,
+            &cancel,
+        )
+    });
+    let poll = |what: &str, pred: &dyn Fn(&DiscoveryReport) -> bool| {
+        rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + WITHIN;
+            loop {
+                let r = d.report();
+                if pred(&r) {
+                    return r;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no {what} within {WITHIN:?}: {r:#?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let rep = poll("a consul join", &|r| {
+        r.joins.iter().any(|(a, n)| a == "consul" && *n >= 1)
+    });
+    assert!(
+        !rep.warnings.iter().any(|w| w.contains(&peer.join_addr())),
+        "{rep:#?}"
+    );
+    let rep = poll("a warning about the dead seed", &|r| {
+        r.warnings.iter().any(|w| w.contains(&dead))
+    });
+    let first = rep
+        .errors
+        .iter()
+        .find(|(s, _)| s == "join")
+        .map(|e| e.1)
+        .unwrap_or(0);
+    assert!(first >= 1, "{rep:#?}");
+    poll("the dead seed retried", &|r| {
+        r.errors.iter().any(|(s, n)| s == "join" && *n > first)
+    });
+    cancel.cancel();
+    tracker.close();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), tracker.wait())
+            .await
+            .expect("tasks end on cancel")
+    });
+}

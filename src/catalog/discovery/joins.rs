@@ -156,7 +156,10 @@ async fn join(node: &Node, agents: &AgentClient, t: &Target) -> Result<(), Agent
     match t {
         Target::ConsulLan(a) => ConsulClient::new(api).join(a, false).await,
         Target::ConsulWan(a) => ConsulClient::new(api).join(a, true).await,
-        Target::NomadJoin(a) => NomadClient::new(api).join(std::slice::from_ref(a)).await.map(|_| ()),
+        Target::NomadJoin(a) => NomadClient::new(api)
+            .join(std::slice::from_ref(a))
+            .await
+            .map(|_| ()),
         Target::NomadServers(l) => NomadClient::new(api).set_servers(l).await,
     }
 }
