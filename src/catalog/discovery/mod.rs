@@ -122,7 +122,8 @@ pub(crate) struct State {
     pub(crate) dns: BTreeMap<String, Vec<Found>>,
     /// mDNS nodes by node name, with when each was last seen.
     pub(crate) mdns: BTreeMap<String, mdns::Seen>,
-    /// Seeds of the last run, kept until their source has answered.
+    /// Seeds of the last run, kept until their source has answered (DNS:
+    /// a name resolved; mDNS: browsing for 3 announcement TTLs) or is off.
     pub(crate) cached: Vec<Found>,
     /// The chosen Consul HTTP API and the problem when none is healthy.
     pub(crate) choice: Option<String>,
@@ -141,8 +142,8 @@ impl State {
             .map(|c| merge::seeds(&c))
             .unwrap_or_default()
             .into_iter()
-            // Static seeds are recomputed from the role in force.
-            .filter(|f| f.record.source != Source::Static)
+            // Static and cloud seeds are recomputed from the role in force.
+            .filter(|f| matches!(f.record.source, Source::Dns | Source::Mdns))
             .collect();
         Self {
             node,
@@ -444,7 +445,9 @@ pub async fn probe(role: &NodeRole, within: Duration) -> DiscoveryReport {
         plan: Plan::from_role(role),
         health: role.health_listen,
     };
-    let client = AgentClient::plain().ok().filter(|_| node.needs_consul_choice());
+    let client = AgentClient::plain()
+        .ok()
+        .filter(|_| node.needs_consul_choice());
     // A probe never outlives the pass.
     let left = move || choice::PROBE_TIMEOUT.min(hard.saturating_duration_since(now()));
     // DNS, then its and the role file's Consul servers asked, while mDNS
