@@ -780,6 +780,31 @@ fn live_joins_go_through_the_local_agent_and_a_dead_seed_is_warned() {
     poll("the dead seed retried", &|r| {
         r.errors.iter().any(|(s, n)| s == "join" && *n > first)
     });
+    // A new role (a SIGHUP) with one more seed: listed and joined live.
+    let peer2 = StandIn::consul().node_name("peer2").start();
+    let text2 = text.replace(
+        &format!("consul_retry_join = [\"{}\"]", peer.join_addr()),
+        &format!(
+            "consul_retry_join = [\"{}\", \"{}\"]",
+            peer.join_addr(),
+            peer2.join_addr()
+        ),
+    );
+    assert_ne!(text, text2);
+    let r2 = role(
+        &text2,
+        &["consul-server"],
+        "local",
+        Ipv4Addr::new(10, 213, 57, 11),
+    );
+    d.set_role(&r2, &Plan::from_role(&r2));
+    let rep = poll("the new seed joined", &|r| {
+        r.joins.iter().any(|(a, n)| a == "consul" && *n >= 2)
+    });
+    assert!(
+        rep.peers.consul_lan.contains(&peer2.join_addr()),
+        "{rep:#?}"
+    );
     cancel.cancel();
     tracker.close();
     rt.block_on(async {
