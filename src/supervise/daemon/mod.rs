@@ -335,7 +335,7 @@ fn on_release(agent: &AgentPlan, installed: Option<&Installed>) -> AgentPlan {
 }
 
 /// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
