@@ -178,6 +178,21 @@ pub fn parse_consul_members(url: &str, body: &[u8]) -> Result<Vec<ConsulMember>,
     Ok(decode::<Option<Vec<ConsulMember>>>(url, body)?.unwrap_or_default())
 }
 
+/// `s` with every byte but the unreserved ones (RFC 3986: letters,
+/// digits, `-._~`) percent-encoded: a path segment or query value (a peer
+/// address may come from DNS or a role file).
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Client of one Consul agent's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
@@ -254,6 +269,22 @@ impl ConsulClient {
         let a = self.api.get("/v1/agent/services", &[200]).await?;
         let services: BTreeMap<String, serde::de::IgnoredAny> = decode(&a.url, &a.body)?;
         Ok(services.contains_key(id))
+    }
+
+    /// `PUT /v1/agent/join/<address>` (`?wan=1`: the WAN pool, servers
+    /// only): asks the agent to join the gossip pool of `address` (`host`
+    /// or `host:port`; Serf's LAN/WAN port when none). 200 with an empty
+    /// body when joined; the agent's 500 carries the join error.
+    pub async fn join(&self, address: &str, wan: bool) -> Result<(), AgentError> {
+        let mut path = format!("/v1/agent/join/{}", percent_encode(address));
+        if wan {
+            path.push_str("?wan=1");
+        }
+        self.api
+            .send(Method::PUT, &path, None)
+            .await?
+            .require(&[200])?;
+        Ok(())
     }
 
     /// `PUT /v1/agent/service/deregister/<id>`. An unknown ID (404, the
