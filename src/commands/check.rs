@@ -184,31 +184,15 @@ async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
     }
 }
 
-/// The interface holding `ip`, when one does.
-fn interface_of(ip: std::net::IpAddr) -> Option<String> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        let Some(sa) = a.address else { continue };
-        let found = match ip {
-            std::net::IpAddr::V4(v4) => sa.as_sockaddr_in().is_some_and(|s| s.ip() == v4),
-            std::net::IpAddr::V6(v6) => sa.as_sockaddr_in6().is_some_and(|s| s.ip() == v6),
-        };
-        if found {
-            return Some(a.interface_name);
-        }
-    }
-    None
-}
-
 fn providers(role: &NodeRole) -> Providers {
     let private = role.addresses.private;
     let mdns = if !role.discovery.mdns {
-        "off (role file, or a loopback/public private address)".to_string()
-    } else if private.is_loopback() {
-        format!("off ({private} is loopback)")
+        "off (discovery.mdns = false)".to_string()
+    } else if private.is_loopback() || private.is_unspecified() {
+        format!("off ({private} is not a LAN address)")
     } else {
-        match interface_of(private) {
-            Some(i) => format!("on {i} ({private})"),
+        match discovery::mdns::interface_of(role) {
+            Some((i, ip)) => format!("on {i} ({ip})"),
             None => format!("off (no interface holds {private})"),
         }
     };
@@ -248,7 +232,10 @@ fn found_source(value: &str, kinds: &[PeerKind], report: &DiscoveryReport) -> St
                 .filter(|r| kinds.is_empty() || kinds.contains(&r.kind))
                 .find(|r| host(&r.address) == host(value))
         })
-        .map_or_else(|| "discovered".to_string(), |r| r.source.as_str().to_string())
+        .map_or_else(
+            || "discovered".to_string(),
+            |r| r.source.as_str().to_string(),
+        )
 }
 
 fn destinations(role: &NodeRole, plan: &Plan, report: &DiscoveryReport) -> Vec<Destination> {

@@ -9,11 +9,11 @@
 use std::io::Write;
 
 use crate::cli::{GlobalArgs, RenderArgs};
+use crate::error::Error;
 use crate::peers::{DiscoveryReport, Peers};
 use crate::plan::Plan;
-use crate::supervise::daemon::discovery::load_cached;
-use crate::error::Error;
 use crate::render::{self, RenderError, diff, write};
+use crate::supervise::daemon::discovery::load_cached;
 
 /// Exit code of `render --check` when disk differs from the role file.
 const EXIT_DRIFT: u8 = 1;

@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::discovery::{self, Discovery, DiscoveryConfig};
 use crate::cli::GlobalArgs;
 use crate::error::Error;
-use crate::catalog::discovery::{self, Discovery, DiscoveryConfig};
 use crate::peers::DiscoveryReport;
 use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::release::Installed;
@@ -126,7 +126,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         report.learned.region.as_deref(),
         report.learned.datacenter.as_deref(),
     ) {
-        let from = report.learned.from_node.as_deref().unwrap_or("an announcement");
+        let from = report
+            .learned
+            .from_node
+            .as_deref()
+            .unwrap_or("an announcement");
         let how = report
             .records
             .iter()

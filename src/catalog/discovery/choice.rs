@@ -51,7 +51,9 @@ pub(crate) fn candidates(state: &State) -> Vec<String> {
         if r.kind != PeerKind::ConsulServer {
             return;
         }
-        if r.datacenter.as_deref().is_some_and(|d| d != ident.datacenter)
+        if r.datacenter
+            .as_deref()
+            .is_some_and(|d| d != ident.datacenter)
             || r.region.as_deref().is_some_and(|g| g != ident.region)
         {
             return;
@@ -154,7 +156,12 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
             let s = shared.lock();
             let learned = s.report_learned();
             let dc = Identity::of(&s.node, &learned).datacenter;
-            (s.node.needs_consul_choice(), candidates(&s), s.choice.clone(), dc)
+            (
+                s.node.needs_consul_choice(),
+                candidates(&s),
+                s.choice.clone(),
+                dc,
+            )
         };
         let last = if !needed {
             shared.update(|s| {

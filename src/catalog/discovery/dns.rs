@@ -84,8 +84,7 @@ pub fn resolver(dns: &DnsDiscovery) -> Result<TokioResolver, String> {
             let mut cfg = ResolverConfig::new();
             cfg.add_name_server(NameServerConfig::new(ns, Protocol::Udp));
             cfg.add_name_server(NameServerConfig::new(ns, Protocol::Tcp));
-            let mut b =
-                TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default());
+            let mut b = TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default());
             b.options_mut().use_hosts_file = ResolveHosts::Never;
             b
         }
@@ -237,7 +236,13 @@ pub async fn resolve_all(role: &NodeRole, within: Duration) -> Result<Outcome, S
         Ok(o) => Ok(o),
         Err(_) => Ok(names(dns)
             .into_iter()
-            .map(|(k, n)| (k, n, Err(format!("no answer within {} ms", within.as_millis()))))
+            .map(|(k, n)| {
+                (
+                    k,
+                    n,
+                    Err(format!("no answer within {} ms", within.as_millis())),
+                )
+            })
             .collect()),
     }
 }
@@ -327,7 +332,11 @@ mod tests {
         let nomad = found(NameKind::NomadServers, &[(ip, None)], t);
         assert_eq!(nomad[0].record.address, "10.0.1.11");
         assert_eq!(nomad[0].record.kind, PeerKind::NomadServer);
-        assert!(nomad.iter().all(|f| f.record.source == Source::Dns && f.join));
+        assert!(
+            nomad
+                .iter()
+                .all(|f| f.record.source == Source::Dns && f.join)
+        );
     }
 
     #[test]

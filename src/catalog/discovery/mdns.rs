@@ -171,7 +171,10 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         return;
     }
     let ident = super::merge::Identity::of(&state.node, &state.report_learned());
-    if ann.region != ident.region && region_warned.len() < MAX_REGION_WARNED && region_warned.insert(ann.node.clone()) {
+    if ann.region != ident.region
+        && region_warned.len() < MAX_REGION_WARNED
+        && region_warned.insert(ann.node.clone())
+    {
         state.warn(
             &format!("mdns region {}", ann.node),
             format!(
@@ -245,7 +248,10 @@ fn service(node: &Node, ip: IpAddr) -> Result<ServiceInfo, String> {
     let name = &node.role.node_name;
     let host = format!("{name}.local.");
     let props: Vec<(String, String)> = txt::build(node);
-    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let props: Vec<(&str, &str)> = props
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     ServiceInfo::new(
         SERVICE_TYPE,
         name,
@@ -295,7 +301,10 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                 let wait = backoff.fail();
                 shared.update(|s| {
                     s.count_error("mdns");
-                    s.warn("mdns daemon", format!("{why} (again in {} s)", wait.as_secs()));
+                    s.warn(
+                        "mdns daemon",
+                        format!("{why} (again in {} s)", wait.as_secs()),
+                    );
                 });
                 Some(wait)
             }

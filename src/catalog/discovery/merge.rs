@@ -118,7 +118,10 @@ pub fn peers(ident: &Identity, found: &[Found]) -> Peers {
         if r.region.as_deref().is_some_and(|g| g != ident.region) {
             continue;
         }
-        let this_dc = r.datacenter.as_deref().is_none_or(|d| d == ident.datacenter);
+        let this_dc = r
+            .datacenter
+            .as_deref()
+            .is_none_or(|d| d == ident.datacenter);
         match r.kind {
             PeerKind::ConsulServer | PeerKind::ConsulAgent if this_dc => {
                 lan.insert(r.address.clone());
@@ -278,7 +281,11 @@ pub fn learn(role: &NodeRole, anns: &[&Announcement]) -> (Learned, Option<String
         if !l.region && a.region != role.region {
             continue;
         }
-        let region = if l.region { a.region.clone() } else { String::new() };
+        let region = if l.region {
+            a.region.clone()
+        } else {
+            String::new()
+        };
         let dc = if l.datacenter {
             a.datacenter.clone()
         } else {
@@ -399,7 +406,11 @@ mod tests {
         assert_eq!(us[0].record.kind, PeerKind::Supervisor);
         assert!(!us[0].join);
         // The server of this DC offers its Consul API as a candidate.
-        assert!(found.iter().any(|f| f.consul_http.as_deref() == Some("10.0.1.11:8500")));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.consul_http.as_deref() == Some("10.0.1.11:8500"))
+        );
     }
 
     #[test]
@@ -459,7 +470,12 @@ mod tests {
     #[test]
     fn records_keep_the_newest_sighting_once() {
         let mk = |secs| Found {
-            record: super::super::record("10.0.1.11".into(), PeerKind::ConsulServer, Source::Mdns, t(secs)),
+            record: super::super::record(
+                "10.0.1.11".into(),
+                PeerKind::ConsulServer,
+                Source::Mdns,
+                t(secs),
+            ),
             consul_http: None,
             join: true,
         };
@@ -505,7 +521,13 @@ mod tests {
     fn identity_is_learned_from_agreeing_consul_servers_only() {
         let role = learnable_role();
         let s1 = ann("ams2-server-01", "ams2", "consul-server", "10.0.1.11", None);
-        let s2 = ann("ams2-server-02", "ams2", "consul-server,nomad-server", "10.0.1.12", None);
+        let s2 = ann(
+            "ams2-server-02",
+            "ams2",
+            "consul-server,nomad-server",
+            "10.0.1.12",
+            None,
+        );
         let client = ann("lon1-client-01", "lon1", "consul-client", "10.0.1.40", None);
         let (l, p) = learn(&role, &[&s2, &client, &s1]);
         assert_eq!(p, None);

@@ -449,8 +449,7 @@ pub async fn probe(role: &NodeRole, within: Duration) -> DiscoveryReport {
             let cands = choice::candidates(&state);
             let probed = tokio::time::timeout(budget, choice::probe_all(&client, &cands)).await;
             if let Ok(results) = probed {
-                let (pick, problem) =
-                    choice::choose(None, &results, &state.node.role.datacenter);
+                let (pick, problem) = choice::choose(None, &results, &state.node.role.datacenter);
                 state.choice = pick;
                 state.choice_problem = problem;
             } else {

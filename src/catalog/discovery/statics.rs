@@ -30,7 +30,11 @@ pub fn found(role: &NodeRole, now: SystemTime) -> Vec<Found> {
         }
     };
     push(&d.consul_retry_join, PeerKind::ConsulAgent, Source::Static);
-    push(&d.consul_retry_join_wan, PeerKind::ConsulWan, Source::Static);
+    push(
+        &d.consul_retry_join_wan,
+        PeerKind::ConsulWan,
+        Source::Static,
+    );
     push(&d.nomad_retry_join, PeerKind::NomadServer, Source::Static);
     push(&d.cloud_auto_join, PeerKind::ConsulAgent, Source::Cloud);
     if let Some(a) = &d.consul_address {

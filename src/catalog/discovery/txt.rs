@@ -116,7 +116,10 @@ pub fn parse(
     let mut map: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in props {
         if v.len() > MAX_VALUE || k.len() > MAX_VALUE {
-            return Err(format!("TXT `{}` is longer than {MAX_VALUE} bytes", short(k)));
+            return Err(format!(
+                "TXT `{}` is longer than {MAX_VALUE} bytes",
+                short(k)
+            ));
         }
         if map.insert(k.as_str(), v.as_str()).is_some() {
             return Err(format!("TXT `{}` appears twice", short(k)));
