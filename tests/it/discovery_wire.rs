@@ -313,3 +313,252 @@ async fn a_render_failure_during_a_peer_change_keeps_the_agents_and_the_plan() {
     // Up the whole time but for that one restart.
     assert_eq!(nomad_starts(&rig), 2, "{:?}", rig.events());
 }
+
+// ------------------------------------------------ the real binary ---
+
+mod binary {
+    use std::path::Path;
+    use std::process::Output;
+
+    use hashi_supervisor::peers::{DiscoveryReport, Peers};
+    use hashi_supervisor::supervise::daemon::discovery::{load_cached, persist};
+    use serde_json::{Value, json};
+
+    use crate::support::node::{DEADLINE, Ports, RoleFile, Supervisor, node_root};
+    use crate::support::standin::{StandIn, free_port, http, wait_for};
+    use crate::support::supervisor_bin;
+
+    /// A nomad-client of ams2 without a local Consul, on loopback (mDNS
+    /// off: a loopback private address), its Consul at `consul` (static).
+    fn client_role(root: &Path, ports: Ports, consul: &str) -> String {
+        RoleFile::new("ams2-client-01", "ams2", &["nomad-client"], ports)
+            .tables(&format!("[discovery]\nconsul_address = \"{consul}\"\n"))
+            .render(root)
+    }
+
+    fn supervisor(role: &Path, args: &[&str]) -> Output {
+        std::process::Command::new(supervisor_bin())
+            .arg("--config")
+            .arg(role)
+            .args(args)
+            .env_remove("HASHI_SUPERVISOR_ROLE")
+            .output()
+            .unwrap()
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    /// A stand-in Consul server of ams2 whose HTTP API is on `http_port`
+    /// (the builder waits on a port of its own choosing: not here).
+    fn consul_server(http_port: u16) -> StandIn {
+        let s = StandIn::consul()
+            .server(1)
+            .datacenter("ams2")
+            .set(
+                "ports",
+                json!({"http": http_port, "serf_lan": free_port(), "serf_wan": free_port(),
+                       "server": free_port(), "dns": -1}),
+            )
+            .no_wait()
+            .start();
+        let addr = format!("127.0.0.1:{http_port}");
+        wait_for(DEADLINE, || {
+            http(&addr, "GET", "/v1/status/leader", "")
+                .ok()
+                .filter(|r| r.status == 200 && r.body.len() > 2)
+        })
+        .unwrap_or_else(|| panic!("the stand-in Consul at {addr} never had a leader"));
+        s
+    }
+
+    #[test]
+    fn check_prints_each_destination_with_its_source_and_exactly_what_is_missing() {
+        let root = node_root();
+        let port = free_port();
+        let consul = format!("127.0.0.1:{port}");
+        let role = root.path().join("node.toml");
+        std::fs::write(&role, client_role(root.path(), Ports::free(), &consul)).unwrap();
+
+        // Nothing answers at the static address: the node would wait.
+        let out = supervisor(&role, &["check", "--discover-secs", "0"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        for line in [
+            "Discovery\n",
+            "  mdns:     off (",
+            "  dns:      off\n",
+            &format!("  nomad consul.address:  {consul} (static)\n"),
+            &format!(
+                "  MISSING: the Consul server of this datacenter (consul_address {consul}: no answer)\n"
+            ),
+            "  the node would wait for discovery\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        let out = supervisor(&role, &["check", "--json", "--discover-secs", "0"]);
+        assert_eq!(out.status.code(), Some(1));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let d = &doc["discovery"];
+        assert_eq!(d["missing"].as_array().unwrap().len(), 1, "{d}");
+        assert_eq!(d["providers"]["mdns_on"], false);
+        let dest = d["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "nomad consul.address")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            dest["values"],
+            json!([{"value": consul, "source": "static"}])
+        );
+
+        // A Consul server answers there: found, nothing missing.
+        let _server = consul_server(port);
+        let out = wait_for(DEADLINE, || {
+            let out = supervisor(&role, &["check", "--discover-secs", "0"]);
+            (out.status.code() == Some(0)).then_some(out)
+        })
+        .unwrap_or_else(|| panic!("check never passed with a live Consul server"));
+        let stdout = text(&out.stdout);
+        for line in [
+            "  probe (0s): 1 peer found\n",
+            &format!("    {consul} consul-server from static\n"),
+            "  nothing missing: the node can start\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        // Out of range: a usage error.
+        let out = supervisor(&role, &["check", "--discover-secs", "61"]);
+        assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    }
+
+    #[test]
+    fn render_uses_the_persisted_reports_peers() {
+        let root = node_root();
+        let role = root.path().join("node.toml");
+        std::fs::write(
+            &role,
+            client_role(root.path(), Ports::free(), "127.0.0.1:1"),
+        )
+        .unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        persist(
+            &state,
+            &DiscoveryReport {
+                peers: Peers {
+                    consul_http: Some("10.0.1.12:8500".into()),
+                    nomad_servers: vec!["10.0.1.13".into()],
+                    ..Peers::default()
+                },
+                ..DiscoveryReport::default()
+            },
+        )
+        .unwrap();
+        let out_dir = root.path().join("out");
+        let out = supervisor(&role, &["render", "--out", out_dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let hcl = std::fs::read_to_string(out_dir.join("nomad.d/nomad.hcl")).unwrap();
+        assert!(hcl.contains("10.0.1.12:8500"), "{hcl}");
+        assert!(hcl.contains("10.0.1.13"), "{hcl}");
+        assert!(
+            !hcl.contains("127.0.0.1:1\""),
+            "discovered replaces static: {hcl}"
+        );
+    }
+
+    #[test]
+    fn a_node_waits_for_its_consul_server_then_starts_and_shows_what_it_found() {
+        let root = node_root();
+        let ports = Ports::free();
+        let port = free_port();
+        let consul = format!("127.0.0.1:{port}");
+        let health = format!("127.0.0.1:{}", ports.health);
+        let role = client_role(root.path(), ports, &consul);
+        let mut sup = Supervisor::start(root, &role, &[]);
+
+        // Waiting: /ready and /v1/status say for what.
+        let body = wait_for(DEADLINE, || {
+            sup.assert_running("waiting for discovery");
+            http(&health, "GET", "/ready", "")
+                .ok()
+                .filter(|r| r.status == 503 && r.body.contains("waiting for discovery"))
+                .map(|r| r.body)
+        })
+        .unwrap_or_else(|| panic!("never said it waits; log:\n{}", sup.log()));
+        assert!(
+            body.contains("discovery: waiting for discovery: the Consul server of this datacenter"),
+            "{body}"
+        );
+        let doc = http(&health, "GET", "/v1/status", "").unwrap().json();
+        assert_eq!(
+            doc["discovery"]["waiting_for"].as_array().map(Vec::len),
+            Some(1),
+            "{doc}"
+        );
+        assert!(
+            doc["agents"][0]["state"] == "stopped",
+            "nothing started while waiting: {doc}"
+        );
+
+        // The Consul server comes up: the node goes on with it.
+        let _server = consul_server(port);
+        let doc = wait_for(DEADLINE, || {
+            sup.assert_running("nomad running");
+            let doc = http(&health, "GET", "/v1/status", "").ok()?.json();
+            (doc["agents"][0]["state"] == "running").then_some(doc)
+        })
+        .unwrap_or_else(|| panic!("nomad never ran; log:\n{}", sup.log()));
+        let d = &doc["discovery"];
+        assert_eq!(d["waiting_for"], json!([]), "{d}");
+        assert_eq!(d["applied"]["consul_http"], json!(consul), "{d}");
+        let peer = d["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == json!(consul))
+            .unwrap_or_else(|| panic!("{d}"))
+            .clone();
+        assert_eq!(
+            (&peer["kind"], &peer["source"]),
+            (&json!("consul-server"), &json!("static"))
+        );
+        assert!(peer["last_seen"].as_u64().unwrap() > 0 && peer["ago"].is_string());
+        let metrics = http(&health, "GET", "/metrics", "").unwrap().body;
+        assert!(
+            metrics.contains(
+                "hashi_supervisor_discovery_peers{source=\"static\",kind=\"consul-server\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(metrics.contains("hashi_supervisor_discovery_joins_total{agent=\"nomad\"}"));
+        let page = http(&health, "GET", "/", "").unwrap().body;
+        assert!(page.contains(&format!("data-peer=\"{consul}\"")), "{page}");
+        // `supervisor status` lists the peers.
+        let out = std::process::Command::new(supervisor_bin())
+            .args(["status", "--addr", &health])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("discovery: "), "{stdout}");
+        assert!(
+            stdout.contains(&consul) && stdout.contains("static"),
+            "{stdout}"
+        );
+        let log = sup.log();
+        assert!(
+            log.contains("waiting for discovery: the Consul server"),
+            "{log}"
+        );
+
+        // Stopped: the report is persisted, the next start's seeds.
+        let state = sup.root.path().join("state");
+        assert!(sup.stop().success(), "{}", sup.log());
+        let cached = load_cached(&state).unwrap().unwrap();
+        assert_eq!(cached.peers.consul_http.as_deref(), Some(consul.as_str()));
+        assert!(cached.records.iter().any(|r| r.address == consul));
+    }
+}
