@@ -31,6 +31,8 @@ use crate::support::preparer::{FakeError, installed};
 struct Recorder {
     rendered: Mutex<Vec<Plan>>,
     fail: Mutex<bool>,
+    /// What the next SIGHUP loads (a role: the daemon plans it).
+    reload: Mutex<Option<NodeRole>>,
 }
 
 impl Recorder {
@@ -40,13 +42,23 @@ impl Recorder {
     fn fail(&self, on: bool) {
         *self.fail.lock().unwrap() = on;
     }
+    fn reloads_to(&self, role: NodeRole) {
+        *self.reload.lock().unwrap() = Some(role);
+    }
 }
 
 impl Preparer for Recorder {
     type Error = FakeError;
 
     async fn load(&self) -> Result<(Plan, String), FakeError> {
-        Err(FakeError("no reload in this test".into()))
+        Err(FakeError("a daemon following discovery loads roles".into()))
+    }
+
+    async fn load_role(&self) -> Result<Option<(NodeRole, String)>, FakeError> {
+        match self.reload.lock().unwrap().take() {
+            Some(role) => Ok(Some((role, "hash2".into()))),
+            None => Err(FakeError("no reload queued".into())),
+        }
     }
 
     async fn install(&self, _: &ReleasePlan, _: &AgentPlan) -> Result<Installed, FakeError> {
@@ -71,10 +83,14 @@ impl Preparer for Recorder {
 /// A nomad-client without a local Consul (Consul at a static address),
 /// run by our own user, config and state in the rig, on loopback.
 fn client_role(rig: &Rig) -> NodeRole {
+    client_role_with(rig, "region = \"eu\"\ndatacenter = \"ams2\"\n")
+}
+
+/// The same with `identity` lines instead of the region and datacenter.
+fn client_role_with(rig: &Rig, identity: &str) -> NodeRole {
     let me = whoami();
     let text = format!(
-        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n\
-         region = \"eu\"\ndatacenter = \"ams2\"\n\
+        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n{identity}\
          [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"{me}\"\n\
          [discovery]\nconsul_address = \"10.0.1.11:8500\"\nnomad_retry_join = [\"10.0.1.11\"]\n\
          [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
@@ -136,8 +152,8 @@ struct Wired {
     counts: Arc<ReplanCounts>,
     told: Arc<Mutex<Vec<Plan>>>,
     status: watch::Receiver<SupervisorStatus>,
-    /// Kept open with the daemon (no event is sent).
-    _events: mpsc::UnboundedSender<hashi_supervisor::supervise::DaemonEvent>,
+    /// SIGHUP and the second stop request, as the signal layer sends them.
+    events: mpsc::UnboundedSender<hashi_supervisor::supervise::DaemonEvent>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), hashi_supervisor::supervise::SuperviseError>>,
 }
@@ -187,7 +203,7 @@ async fn wired() -> Wired {
         counts,
         told,
         status: status_rx,
-        _events: events,
+        events,
         shutdown,
         task,
     };
@@ -312,6 +328,44 @@ async fn a_render_failure_during_a_peer_change_keeps_the_agents_and_the_plan() {
     let rig = w.stop().await;
     // Up the whole time but for that one restart.
     assert_eq!(nomad_starts(&rig), 2, "{:?}", rig.events());
+}
+
+#[tokio::test]
+async fn a_sighup_plans_the_new_role_with_the_current_peers_and_learned_identity() {
+    let w = wired().await;
+    let mut r = report(Some("10.0.1.12:8500"), &["10.0.1.13"]);
+    r.learned = hashi_supervisor::peers::Learned {
+        region: Some("eu".into()),
+        datacenter: Some("ams2".into()),
+        from_node: Some("ams2-server-02".into()),
+    };
+    w.reports.send_replace(r);
+    poll("the first re-plan", || w.counts.ok() == 1).await;
+    // The role file now leaves region and datacenter to discovery.
+    let role = client_role_with(&w.rig, "");
+    assert!(role.learnable.region && role.learnable.datacenter);
+    w.preparer.reloads_to(role);
+    w.events
+        .send(hashi_supervisor::supervise::DaemonEvent::Reload)
+        .unwrap();
+    w.wait_status("the reload applied", |s| s.config_hash == "hash2")
+        .await;
+    let plan = w.preparer.rendered().last().unwrap().clone();
+    assert_eq!(
+        (plan.region.as_str(), plan.datacenter.as_str()),
+        ("eu", "ams2")
+    );
+    let nomad = plan.render.nomad.as_ref().unwrap();
+    assert_eq!(nomad.consul_address.as_deref(), Some("10.0.1.12:8500"));
+    assert!(nomad.retry_join.contains(&"10.0.1.13".to_string()));
+    let status = w.status.borrow().clone();
+    assert_eq!(status.reload_error, None);
+    assert_eq!(status.node.unwrap().datacenter, "ams2");
+    // Discovery is told the reloaded role's plan.
+    assert_eq!(w.told.lock().unwrap().len(), 2);
+    // The same peers after the reload: no further re-plan.
+    assert_eq!(w.counts.ok(), 1);
+    w.stop().await;
 }
 
 // ------------------------------------------------ the real binary ---
