@@ -149,7 +149,7 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         Err(why) => {
             state.count_error("mdns");
             state.warn(
-                &format!("mdns {}", raw.source()),
+                &format!("mdns {} {}", raw.source(), txt::short(&raw.fullname)),
                 format!(
                     "ignored an mDNS announcement from {} ({}): {why}",
                     raw.source(),
@@ -170,32 +170,30 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         );
         return;
     }
-    let ident = super::merge::Identity::of(&state.node, &state.report_learned());
-    if ann.region != ident.region
-        && region_warned.len() < MAX_REGION_WARNED
-        && region_warned.insert(ann.node.clone())
-    {
-        state.warn(
-            &format!("mdns region {}", ann.node),
-            format!(
-                "{} ({}) announces region {}, not {}: it is never joined",
-                ann.node,
-                raw.source(),
-                ann.region,
-                ident.region
-            ),
-        );
-    }
-    let now = Instant::now();
+    let (node, region, source) = (ann.node.clone(), ann.region.clone(), raw.source());
     state.mdns.insert(
         ann.node.clone(),
         Seen {
             fullname: raw.fullname.clone(),
             ann,
             seen: SystemTime::now(),
-            at: now,
+            at: Instant::now(),
         },
     );
+    // Compared with the identity this announcement may have taught.
+    let ident = super::merge::Identity::of(&state.node, &state.report_learned());
+    if region != ident.region
+        && region_warned.len() < MAX_REGION_WARNED
+        && region_warned.insert(node.clone())
+    {
+        state.warn(
+            &format!("mdns region {node}"),
+            format!(
+                "{node} ({source}) announces region {region}, not {}: it is never joined",
+                ident.region
+            ),
+        );
+    }
     while state.mdns.len() > MAX_PEERS {
         let oldest = state
             .mdns
@@ -263,10 +261,39 @@ fn service(node: &Node, ip: IpAddr) -> Result<ServiceInfo, String> {
     .map_err(|e| format!("cannot build this node's mDNS record: {e}"))
 }
 
-/// What an announcement session depends on: restart when it changes.
-fn session_key(node: &Node) -> Option<(String, IpAddr, Vec<(String, String)>, u16)> {
+/// What an announcement session depends on (interface, address, TXT,
+/// port, whether it announces): the session restarts when it changes.
+type SessionKey = (String, IpAddr, Vec<(String, String)>, u16, bool);
+
+/// Whether `node` announces itself: a Consul server always (others learn
+/// from it); any other node once the identity its role file left open is
+/// settled (learned, and taken by [`super::Discovery::set_role`]), so a
+/// node never announces the defaults it is about to replace.
+pub fn announces(node: &Node, learned: &crate::peers::Learned) -> bool {
+    let role = &node.role;
+    if role.roles.consul_server || role.roles.dev {
+        return true;
+    }
+    let region = !role.learnable.region || learned.region.as_deref() == Some(role.region.as_str());
+    let dc = !role.learnable.datacenter
+        || learned.datacenter.as_deref() == Some(role.datacenter.as_str());
+    region && dc
+}
+
+fn session_key(node: &Node, learned: &crate::peers::Learned) -> Option<SessionKey> {
     let (iface, ip) = interface_of(&node.role)?;
-    Some((iface, ip, txt::build(node), node.health.port()))
+    Some((
+        iface,
+        ip,
+        txt::build(node),
+        node.health.port(),
+        announces(node, learned),
+    ))
+}
+
+fn key_now(shared: &Shared, node: &Node) -> Option<SessionKey> {
+    let learned = shared.lock().report_learned();
+    session_key(node, &learned)
 }
 
 /// Spawns the provider on `tracker`.
@@ -279,14 +306,22 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_secs(60));
     loop {
         let node = nodes.borrow_and_update().clone();
-        let key = session_key(&node);
+        let key = key_now(&shared, &node);
         let outcome = match &key {
             None => {
                 shared.update(|s| s.mdns.clear());
                 Ok(())
             }
-            Some((iface, ip, _, _)) => {
-                session(&shared, &node, iface, *ip, &key, &mut nodes, &cancel).await
+            Some((iface, ip, _, _, announce)) => {
+                session(
+                    &shared,
+                    &node,
+                    (iface, *ip, *announce),
+                    &key,
+                    &mut nodes,
+                    &cancel,
+                )
+                .await
             }
         };
         if cancel.is_cancelled() {
@@ -329,26 +364,30 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 async fn session(
     shared: &Arc<Shared>,
     node: &Node,
-    iface: &str,
-    ip: IpAddr,
-    key: &Option<(String, IpAddr, Vec<(String, String)>, u16)>,
+    (iface, ip, announce): (&str, IpAddr, bool),
+    key: &Option<SessionKey>,
     nodes: &mut tokio::sync::watch::Receiver<Node>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let d = daemon(ip)?;
-    let info = match service(node, ip) {
-        Ok(i) => i,
-        Err(e) => {
+    let mut fullname = None;
+    if announce {
+        let info = match service(node, ip) {
+            Ok(i) => i,
+            Err(e) => {
+                shutdown(&d);
+                return Err(e);
+            }
+        };
+        let name = info.get_fullname().to_string();
+        if let Err(e) = d.register(info) {
             shutdown(&d);
-            return Err(e);
+            return Err(format!("cannot announce on {iface}: {e}"));
         }
-    };
-    let fullname = info.get_fullname().to_string();
-    if let Err(e) = d.register(info) {
-        shutdown(&d);
-        return Err(format!("cannot announce on {iface}: {e}"));
+        fullname = Some(name);
     }
-    tracing::info!(target: "hashi_supervisor::discovery", interface = iface, %ip, "mdns: announcing and browsing");
+    let mut reports = shared.tx.subscribe();
+    tracing::info!(target: "hashi_supervisor::discovery", interface = iface, %ip, announce, "mdns: browsing");
     let mut rx = match d.browse(SERVICE_TYPE) {
         Ok(rx) => rx,
         Err(e) => {
@@ -365,7 +404,12 @@ async fn session(
             r = nodes.changed() => {
                 if r.is_err() { break Ok(()) }
                 let now = nodes.borrow_and_update().clone();
-                if session_key(&now) != *key { break Ok(()) }
+                if key_now(shared, &now) != *key { break Ok(()) }
+            }
+            r = reports.changed() => {
+                if r.is_err() { break Ok(()) }
+                // Learning may settle the identity: announce then.
+                if key_now(shared, node) != *key { break Ok(()) }
             }
             _ = tick.tick() => {
                 shared.update(|s| expire(s, Instant::now()));
@@ -400,7 +444,12 @@ async fn session(
             }
         }
     };
-    let _ = d.unregister(&fullname);
+    if let Some(name) = &fullname {
+        // The goodbye: the others drop this node at once.
+        if let Ok(rx) = d.unregister(name) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv_async()).await;
+        }
+    }
     shutdown(&d);
     result
 }

@@ -82,6 +82,7 @@ const TOOLS: &[(&str, &[&str], &str)] = &[
     ("ip", &["ip"], "iproute2"),
     ("ping", &["ping"], "iputils-ping"),
     ("unshare", &["unshare"], "util-linux"),
+    ("dnsmasq", &["dnsmasq"], "dnsmasq-base"),
     ("promtool", &["promtool"], "prometheus"),
     ("prometheus", &["prometheus"], "prometheus"),
     (
