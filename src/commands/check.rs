@@ -31,7 +31,11 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     // What `run` would render once discovery found what the probe found.
     let plan = section.plan.clone();
     let files = render::render_plan(&plan)?;
-    let code = if section.doc.missing.is_empty() {
+    // Only a probe that ran can say the node would wait: `--discover-secs
+    // 0` (the service's pre-start check) shows the destinations and what
+    // the role leaves to discovery, and fails on nothing discovery may
+    // still find.
+    let code = if section.doc.missing.is_empty() || section.doc.probe.is_none() {
         0
     } else {
         EXIT_FAILURE
@@ -49,8 +53,10 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
         s.push('\n');
         s
     } else {
+        // The section goes before the verdict line, which stays last.
         let mut s = summary(&role, &plan, &files);
-        s.push_str(&discovery_text(&section.doc));
+        let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
+        s.insert_str(verdict, &discovery_text(&section.doc));
         s
     };
     out.write_all(text.as_bytes())
@@ -72,9 +78,11 @@ pub struct DiscoveryDoc {
     pub providers: Providers,
     /// Each destination of the rendered configs, its values and sources.
     pub destinations: Vec<Destination>,
-    /// The bounded pass, when the role leaves something to discovery.
+    /// The bounded pass, when the role leaves something to discovery and
+    /// `--discover-secs` is not 0.
     pub probe: Option<Probe>,
-    /// What `run` would wait for (empty: it would start at once).
+    /// What `run` would wait for (empty: it would start at once); without
+    /// a probe, what the role leaves to discovery.
     pub missing: Vec<String>,
 }
 
@@ -143,9 +151,12 @@ pub struct Probe {
 }
 
 /// Whether the role leaves anything to discovery: a provider beyond the
-/// role's own lists, an identity to learn, or something missing without one.
+/// role's own lists, an identity to learn, the choice of a healthy Consul
+/// server (a Nomad without a local Consul), or something missing without
+/// one.
 fn leaves_to_discovery(role: &NodeRole) -> bool {
-    role.discovery.mdns
+    (role.roles.is_nomad() && !role.roles.is_consul())
+        || role.discovery.mdns
         || role.discovery.dns.is_some()
         || role.learnable.region
         || role.learnable.datacenter
@@ -153,7 +164,7 @@ fn leaves_to_discovery(role: &NodeRole) -> bool {
 }
 
 async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
-    let (report, probe) = if leaves_to_discovery(role) {
+    let (report, probe) = if !within.is_zero() && leaves_to_discovery(role) {
         let r = discovery::probe(role, within).await;
         let p = Probe {
             within_secs: within.as_secs(),
@@ -398,8 +409,15 @@ pub fn discovery_text(d: &DiscoveryDoc) -> String {
                 let _ = writeln!(s, "    warning: {w}");
             }
         }
+        None if !d.missing.is_empty() => {
+            let _ = writeln!(s, "  probe:    skipped (--discover-secs 0)");
+            for m in &d.missing {
+                let _ = writeln!(s, "  left to discovery: {m}");
+            }
+            return s;
+        }
         None => {
-            let _ = writeln!(s, "  probe:    not needed (the role file names every peer)");
+            let _ = writeln!(s, "  probe:    not run (nothing left to discovery)");
         }
     }
     if d.missing.is_empty() {

@@ -427,37 +427,89 @@ mod binary {
         s
     }
 
+    /// A nomad-client of ams2 that finds its Consul server by DNS only,
+    /// asking `nameserver` on loopback.
+    fn dns_client_role(root: &Path, ports: Ports, nameserver: &str) -> String {
+        RoleFile::new("ams2-client-01", "ams2", &["nomad-client"], ports)
+            .tables(&format!(
+                "[discovery.dns]\nnameserver = \"{nameserver}\"\nconsul_servers = [\"consul.ams2.test\"]\n"
+            ))
+            .render(root)
+    }
+
+    /// A nameserver on loopback that never answers (a bound UDP socket).
+    fn silent_nameserver() -> (std::net::UdpSocket, String) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap().to_string();
+        (s, addr)
+    }
+
     #[test]
     fn check_prints_each_destination_with_its_source_and_exactly_what_is_missing() {
         let root = node_root();
         let port = free_port();
         let consul = format!("127.0.0.1:{port}");
         let role = root.path().join("node.toml");
-        std::fs::write(&role, client_role(root.path(), Ports::free(), &consul)).unwrap();
 
-        // Nothing answers at the static address: the node would wait.
-        let out = supervisor(&role, &["check", "--discover-secs", "0"]);
+        // Only DNS, and its nameserver silent: the node would wait.
+        let (_ns, nameserver) = silent_nameserver();
+        std::fs::write(
+            &role,
+            dns_client_role(root.path(), Ports::free(), &nameserver),
+        )
+        .unwrap();
+        let out = supervisor(&role, &["check", "--discover-secs", "1"]);
         let stdout = text(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.ends_with("role file is valid\n"), "{stdout}");
         for line in [
             "Discovery\n",
             "  mdns:     off (",
-            "  dns:      off\n",
-            &format!("  nomad consul.address:  {consul} (static)\n"),
-            &format!(
-                "  MISSING: the Consul server of this datacenter (consul_address {consul}: no answer)\n"
-            ),
+            &format!("  dns:      on via {nameserver} every 30s\n"),
+            "            consul servers: consul.ams2.test\n",
+            "  nomad consul.address:  none\n",
+            "  MISSING: the Consul server of this datacenter (DNS consul.ams2.test",
             "  the node would wait for discovery\n",
         ] {
             assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
         }
-        let out = supervisor(&role, &["check", "--json", "--discover-secs", "0"]);
+        let out = supervisor(&role, &["check", "--json", "--discover-secs", "1"]);
         assert_eq!(out.status.code(), Some(1));
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         let d = &doc["discovery"];
         assert_eq!(d["missing"].as_array().unwrap().len(), 1, "{d}");
         assert_eq!(d["providers"]["mdns_on"], false);
-        let dest = d["destinations"]
+        assert_eq!(d["providers"]["dns"]["nameserver"], json!(nameserver));
+        assert!(d["probe"]["warnings"].as_array().is_some(), "{d}");
+        // Without a probe (the service's pre-start check): what is left to
+        // discovery is shown, and it is no failure.
+        let out = supervisor(&role, &["check", "--discover-secs", "0"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        for line in [
+            "  probe:    skipped (--discover-secs 0)\n",
+            "  left to discovery: the Consul server of this datacenter (DNS consul.ams2.test",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+
+        // A written Consul address nobody answers at: used as written (the
+        // node starts), the probe says it is unhealthy.
+        std::fs::write(&role, client_role(root.path(), Ports::free(), &consul)).unwrap();
+        let out = supervisor(&role, &["check", "--discover-secs", "1"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        for line in [
+            "  dns:      off\n",
+            &format!("  nomad consul.address:  {consul} (static)\n"),
+            &format!("    problem: no healthy Consul server of ams2: {consul}: "),
+            "  nothing missing: the node can start\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        let out = supervisor(&role, &["check", "--json", "--discover-secs", "1"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dest = doc["discovery"]["destinations"]
             .as_array()
             .unwrap()
             .iter()
@@ -469,16 +521,16 @@ mod binary {
             json!([{"value": consul, "source": "static"}])
         );
 
-        // A Consul server answers there: found, nothing missing.
+        // A Consul server answers there: found, healthy.
         let _server = consul_server(port);
         let out = wait_for(DEADLINE, || {
-            let out = supervisor(&role, &["check", "--discover-secs", "0"]);
-            (out.status.code() == Some(0)).then_some(out)
+            let out = supervisor(&role, &["check", "--discover-secs", "1"]);
+            (out.status.code() == Some(0) && !text(&out.stdout).contains("problem:")).then_some(out)
         })
-        .unwrap_or_else(|| panic!("check never passed with a live Consul server"));
+        .unwrap_or_else(|| panic!("check never found the live Consul server healthy"));
         let stdout = text(&out.stdout);
         for line in [
-            "  probe (0s): 1 peer found\n",
+            "  probe (1s): 1 peer found\n",
             &format!("    {consul} consul-server from static\n"),
             "  nothing missing: the node can start\n",
         ] {
@@ -525,16 +577,13 @@ mod binary {
     }
 
     #[test]
-    fn a_node_waits_for_its_consul_server_then_starts_and_shows_what_it_found() {
+    fn a_node_waits_for_what_discovery_has_not_found_and_a_stop_ends_the_wait() {
         let root = node_root();
         let ports = Ports::free();
-        let port = free_port();
-        let consul = format!("127.0.0.1:{port}");
         let health = format!("127.0.0.1:{}", ports.health);
-        let role = client_role(root.path(), ports, &consul);
+        let (_ns, nameserver) = silent_nameserver();
+        let role = dns_client_role(root.path(), ports, &nameserver);
         let mut sup = Supervisor::start(root, &role, &[]);
-
-        // Waiting: /ready and /v1/status say for what.
         let body = wait_for(DEADLINE, || {
             sup.assert_running("waiting for discovery");
             http(&health, "GET", "/ready", "")
@@ -544,7 +593,9 @@ mod binary {
         })
         .unwrap_or_else(|| panic!("never said it waits; log:\n{}", sup.log()));
         assert!(
-            body.contains("discovery: waiting for discovery: the Consul server of this datacenter"),
+            body.contains(
+                "[FAIL] discovery: waiting for discovery: the Consul server of this datacenter (DNS consul.ams2.test"
+            ),
             "{body}"
         );
         let doc = http(&health, "GET", "/v1/status", "").unwrap().json();
@@ -553,21 +604,60 @@ mod binary {
             Some(1),
             "{doc}"
         );
+        assert_eq!(doc["agents"][0]["state"], "stopped", "{doc}");
         assert!(
-            doc["agents"][0]["state"] == "stopped",
-            "nothing started while waiting: {doc}"
+            sup.log()
+                .contains("waiting for discovery: the Consul server"),
+            "{}",
+            sup.log()
+        );
+        // SIGTERM ends the wait: a clean exit, no agent ever started.
+        assert!(sup.stop().success(), "{}", sup.log());
+        let log = sup.log();
+        assert!(log.contains("stopped while waiting for discovery"), "{log}");
+        assert!(!log.contains("downloading"), "{log}");
+    }
+
+    #[test]
+    fn a_node_degraded_by_an_unhealthy_consul_recovers_and_shows_what_it_found() {
+        let root = node_root();
+        let ports = Ports::free();
+        let port = free_port();
+        let consul = format!("127.0.0.1:{port}");
+        let health = format!("127.0.0.1:{}", ports.health);
+        let role = client_role(root.path(), ports, &consul);
+        let mut sup = Supervisor::start(root, &role, &[]);
+
+        // The written address answers nothing: degraded, naming it.
+        let body = wait_for(DEADLINE, || {
+            sup.assert_running("degraded");
+            http(&health, "GET", "/ready", "")
+                .ok()
+                .filter(|r| r.status == 503 && r.body.contains("discovery: degraded"))
+                .map(|r| r.body)
+        })
+        .unwrap_or_else(|| panic!("never degraded; log:\n{}", sup.log()));
+        assert!(
+            body.contains(&format!(
+                "[FAIL] discovery: degraded: no healthy Consul server of ams2: {consul}: "
+            )),
+            "{body}"
         );
 
-        // The Consul server comes up: the node goes on with it.
+        // The Consul server comes up: the problem clears.
         let _server = consul_server(port);
         let doc = wait_for(DEADLINE, || {
-            sup.assert_running("nomad running");
+            sup.assert_running("discovery ok");
             let doc = http(&health, "GET", "/v1/status", "").ok()?.json();
-            (doc["agents"][0]["state"] == "running").then_some(doc)
+            let ok = doc["checks"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == "discovery" && c["ok"] == true);
+            (ok && doc["agents"][0]["state"] == "running").then_some(doc)
         })
-        .unwrap_or_else(|| panic!("nomad never ran; log:\n{}", sup.log()));
+        .unwrap_or_else(|| panic!("discovery never recovered; log:\n{}", sup.log()));
         let d = &doc["discovery"];
-        assert_eq!(d["waiting_for"], json!([]), "{d}");
+        assert_eq!(d["problems"], json!([]), "{d}");
         assert_eq!(d["applied"]["consul_http"], json!(consul), "{d}");
         let peer = d["peers"]
             .as_array()
@@ -601,11 +691,6 @@ mod binary {
         assert!(
             stdout.contains(&consul) && stdout.contains("static"),
             "{stdout}"
-        );
-        let log = sup.log();
-        assert!(
-            log.contains("waiting for discovery: the Consul server"),
-            "{log}"
         );
 
         // Stopped: the report is persisted, the next start's seeds.
