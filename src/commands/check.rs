@@ -497,3 +497,102 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
     s.push_str("role file is valid\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::peers::{Peers, Source};
+    use crate::role::StaticHost;
+
+    fn role(text: &str) -> NodeRole {
+        let host = StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            ..StaticHost::default()
+        };
+        crate::role::parse(Path::new("/r/node.toml"), text, &[], &host).unwrap()
+    }
+
+    fn found(address: &str, kind: PeerKind, source: Source) -> PeerRecord {
+        PeerRecord {
+            address: address.into(),
+            kind,
+            source,
+            node: None,
+            datacenter: None,
+            region: None,
+            last_seen: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn each_rendered_peer_is_labelled_with_where_it_came_from() {
+        let r = role(
+            "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\n\
+             region = \"eu\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"127.0.0.1\"\n\
+             [discovery]\nconsul_retry_join = [\"10.0.1.12\"]\n\
+             cloud_auto_join = [\"provider=aws tag_key=consul tag_value=ams2\"]\n",
+        );
+        let report = DiscoveryReport {
+            peers: Peers {
+                consul_lan: vec!["10.0.1.13".into(), "10.0.1.14:8301".into()],
+                consul_wan: vec!["203.0.113.7".into()],
+                nomad_servers: vec!["10.0.1.13".into()],
+                consul_http: None,
+            },
+            records: vec![
+                found("10.0.1.13", PeerKind::ConsulServer, Source::Mdns),
+                found("10.0.1.14", PeerKind::ConsulAgent, Source::Dns),
+                found("203.0.113.7", PeerKind::ConsulWan, Source::Dns),
+                found("10.0.1.13", PeerKind::NomadServer, Source::Mdns),
+            ],
+            ..DiscoveryReport::default()
+        };
+        let plan = Plan::build(&r, &report.peers);
+        let d = destinations(&r, &plan, &report);
+        let show = |name: &str| -> Vec<(String, String)> {
+            d.iter()
+                .find(|x| x.name == name)
+                .unwrap()
+                .values
+                .iter()
+                .map(|v| (v.value.clone(), v.source.clone()))
+                .collect()
+        };
+        let pair = |v: &str, s: &str| (v.to_string(), s.to_string());
+        assert_eq!(
+            show("consul retry_join"),
+            vec![
+                pair("10.0.1.12", "static"),
+                pair("provider=aws tag_key=consul tag_value=ams2", "cloud"),
+                pair("10.0.1.13", "mdns"),
+                pair("10.0.1.14:8301", "dns"),
+            ]
+        );
+        assert_eq!(
+            show("consul retry_join_wan"),
+            vec![pair("203.0.113.7", "dns")]
+        );
+        assert_eq!(
+            show("nomad consul.address"),
+            vec![pair("127.0.0.1:8500", "local")]
+        );
+        let text = discovery_text(&DiscoveryDoc {
+            providers: providers(&r),
+            destinations: d,
+            probe: None,
+            missing: Vec::new(),
+        });
+        assert!(text.contains("  mdns:     off ("), "{text}");
+        assert!(
+            text.contains("  cloud:    provider=aws tag_key=consul tag_value=ams2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  consul retry_join:     10.0.1.12 (static), provider=aws"),
+            "{text}"
+        );
+    }
+}
