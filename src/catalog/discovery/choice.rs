@@ -88,15 +88,20 @@ pub(crate) fn candidates(state: &State) -> Vec<String> {
     out
 }
 
-/// Asks every candidate at once; results in the candidates' order.
-pub async fn probe_all(client: &AgentClient, cands: &[String]) -> Vec<(String, Health)> {
+/// Asks every candidate at once, each within `timeout`; results in the
+/// candidates' order.
+pub async fn probe_all(
+    client: &AgentClient,
+    cands: &[String],
+    timeout: Duration,
+) -> Vec<(String, Health)> {
     let probes = cands.iter().map(|c| async move {
         let base = if c.starts_with("http://") || c.starts_with("https://") {
             c.clone()
         } else {
             format!("http://{c}")
         };
-        let consul = ConsulClient::new(client.endpoint_at(base, PROBE_TIMEOUT));
+        let consul = ConsulClient::new(client.endpoint_at(base, timeout));
         let h = match consul.leader().await {
             Ok(Some(_)) => Health::Leader,
             Ok(None) => Health::NoLeader,
@@ -172,7 +177,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
         } else {
             let results = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = probe_all(&agents, &cands) => r,
+                r = probe_all(&agents, &cands, PROBE_TIMEOUT) => r,
             };
             let (pick, problem) = choose(current.as_deref(), &results, &dc);
             let down = results

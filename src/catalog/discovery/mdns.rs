@@ -21,6 +21,7 @@ use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo}
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::peers::Source;
 use crate::role::NodeRole;
 
 use super::backoff::Backoff;
@@ -309,7 +310,12 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
         let key = key_now(&shared, &node);
         let outcome = match &key {
             None => {
-                shared.update(|s| s.mdns.clear());
+                shared.update(|s| {
+                    s.mdns.clear();
+                    // mDNS is off: its seeds of the last run cannot be
+                    // confirmed.
+                    s.cached.retain(|c| c.record.source != Source::Mdns);
+                });
                 Ok(())
             }
             Some((iface, ip, _, _, announce)) => {
@@ -396,6 +402,7 @@ async fn session(
         }
     };
     let mut region_warned = BTreeSet::new();
+    let browsing_since = Instant::now();
     let mut tick = tokio::time::interval(REBROWSE);
     tick.tick().await;
     let result = loop {
@@ -412,7 +419,15 @@ async fn session(
                 if key_now(shared, node) != *key { break Ok(()) }
             }
             _ = tick.tick() => {
-                shared.update(|s| expire(s, Instant::now()));
+                let now = Instant::now();
+                shared.update(|s| {
+                    expire(s, now);
+                    // The last run's mDNS seeds, once every live node has
+                    // had time to answer.
+                    if now.duration_since(browsing_since) >= ANNOUNCE_TTL * 3 {
+                        s.cached.retain(|c| c.record.source != Source::Mdns);
+                    }
+                });
                 let _ = d.stop_browse(SERVICE_TYPE);
                 rx = match d.browse(SERVICE_TYPE) {
                     Ok(rx) => rx,
@@ -494,5 +509,163 @@ pub(crate) fn apply_browse(state: &mut State, got: Result<Vec<Raw>, String>) {
             state.count_error("mdns");
             state.warn("mdns daemon", why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::plan::Plan;
+
+    fn state() -> State {
+        let host = crate::role::StaticHost {
+            hostname: Some("ams2-client-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
+            ..crate::role::StaticHost::default()
+        };
+        let role = crate::role::parse(
+            std::path::Path::new("/r/node.toml"),
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\nnode_name = \"ams2-client-01\"\n",
+            &["consul-client".to_string(), "nomad-client".to_string()],
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan = Plan::from_role(&role);
+        let node = Node {
+            health: role.health_listen,
+            role,
+            plan,
+        };
+        State::new(node, None)
+    }
+
+    fn raw(node: &str, ip: &str, pairs: &[(&str, &str)]) -> Raw {
+        let mut props = vec![
+            ("v".to_string(), Some("1".to_string())),
+            ("node".to_string(), Some(node.to_string())),
+        ];
+        props.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string()))),
+        );
+        Raw {
+            fullname: format!("{node}.{SERVICE_TYPE}"),
+            props,
+            addresses: vec![ip.parse().unwrap()],
+            port: 9100,
+        }
+    }
+
+    const SERVER: &[(&str, &str)] = &[
+        ("region", "eu"),
+        ("dc", "ams2"),
+        ("roles", "consul-server,nomad-server"),
+        ("consul_http", "10.0.1.11:8500"),
+    ];
+
+    #[test]
+    fn a_good_announcement_is_a_peer_and_a_goodbye_drops_it() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        take(
+            &mut s,
+            &raw("ams2-server-01", "10.0.1.11", SERVER),
+            &mut warned,
+        );
+        let r = s.report();
+        assert_eq!(r.peers.consul_lan, vec!["10.0.1.11"]);
+        assert_eq!(r.peers.nomad_servers, vec!["10.0.1.11"]);
+        assert!(r.warnings.is_empty(), "{r:?}");
+        remove(&mut s, &format!("ams2-server-01.{SERVICE_TYPE}"));
+        assert!(s.report().peers.is_empty());
+    }
+
+    #[test]
+    fn own_bad_and_foreign_announcements_are_never_peers() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        // Our own, coming back: silently ignored.
+        take(
+            &mut s,
+            &raw(
+                "ams2-client-01",
+                "10.0.1.21",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "nomad-client")],
+            ),
+            &mut warned,
+        );
+        assert!(s.report().records.is_empty());
+        assert!(s.report().warnings.is_empty());
+        // Another host claiming our name.
+        take(
+            &mut s,
+            &raw(
+                "ams2-client-01",
+                "10.0.1.66",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "nomad-client")],
+            ),
+            &mut warned,
+        );
+        // Malformed: a value that is not UTF-8, an unknown role.
+        let mut not_utf8 = raw("rogue-1", "10.0.1.66", SERVER);
+        not_utf8.props.push(("x".into(), None));
+        take(&mut s, &not_utf8, &mut warned);
+        take(
+            &mut s,
+            &raw(
+                "rogue-2",
+                "10.0.1.66",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "root")],
+            ),
+            &mut warned,
+        );
+        // Another region: warned once, never listed.
+        let foreign = raw(
+            "us-server-01",
+            "10.0.1.67",
+            &[("region", "us"), ("dc", "ams2"), ("roles", "nomad-server")],
+        );
+        take(&mut s, &foreign, &mut warned);
+        take(&mut s, &foreign, &mut warned);
+        let r = s.report();
+        assert!(r.records.is_empty(), "{r:?}");
+        assert!(r.peers.is_empty());
+        assert_eq!(r.warnings.len(), 4, "{:#?}", r.warnings);
+        assert!(r.warnings[0].contains("10.0.1.66") && r.warnings[0].contains("this node's name"));
+        assert!(r.warnings[1].contains("10.0.1.66") && r.warnings[1].contains("UTF-8"));
+        assert!(r.warnings[2].contains("10.0.1.66") && r.warnings[2].contains("root"));
+        assert!(
+            r.warnings[3].contains("us-server-01")
+                && r.warnings[3].contains("10.0.1.67")
+                && r.warnings[3].contains("region us")
+        );
+        assert_eq!(r.errors, vec![("mdns".to_string(), 2)]);
+    }
+
+    #[test]
+    fn at_most_max_peers_are_kept_and_unseen_ones_expire() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        for i in 0..(MAX_PEERS + 10) {
+            let ip = format!("10.1.{}.{}", i / 200, i % 200 + 1);
+            take(
+                &mut s,
+                &raw(
+                    &format!("n{i}"),
+                    &ip,
+                    &[("region", "eu"), ("dc", "ams2"), ("roles", "consul-client")],
+                ),
+                &mut warned,
+            );
+        }
+        assert_eq!(s.mdns.len(), MAX_PEERS);
+        // The oldest went.
+        assert!(!s.mdns.contains_key("n0") && s.mdns.contains_key(&format!("n{}", MAX_PEERS + 9)));
+        let later = Instant::now() + ANNOUNCE_TTL * 3;
+        expire(&mut s, later);
+        assert!(s.mdns.is_empty());
     }
 }

@@ -122,7 +122,8 @@ pub(crate) struct State {
     pub(crate) dns: BTreeMap<String, Vec<Found>>,
     /// mDNS nodes by node name, with when each was last seen.
     pub(crate) mdns: BTreeMap<String, mdns::Seen>,
-    /// Seeds of the last run, kept until their source has answered.
+    /// Seeds of the last run, kept until their source has answered (DNS:
+    /// a name resolved; mDNS: browsing for 3 announcement TTLs) or is off.
     pub(crate) cached: Vec<Found>,
     /// The chosen Consul HTTP API and the problem when none is healthy.
     pub(crate) choice: Option<String>,
@@ -141,8 +142,8 @@ impl State {
             .map(|c| merge::seeds(&c))
             .unwrap_or_default()
             .into_iter()
-            // Static seeds are recomputed from the role in force.
-            .filter(|f| f.record.source != Source::Static)
+            // Static and cloud seeds are recomputed from the role in force.
+            .filter(|f| matches!(f.record.source, Source::Dns | Source::Mdns))
             .collect();
         Self {
             node,
@@ -437,44 +438,55 @@ pub fn missing(role: &NodeRole, report: &DiscoveryReport) -> Vec<String> {
 /// One bounded pass for `check`: static + DNS once + mDNS browse for `within`; announces nothing,
 /// joins nothing. Never longer than `within` plus a second.
 pub async fn probe(role: &NodeRole, within: Duration) -> DiscoveryReport {
-    let deadline = tokio::time::Instant::now() + within;
+    let now = tokio::time::Instant::now;
+    let hard = now() + within + Duration::from_millis(900);
     let node = Node {
         role: role.clone(),
         plan: Plan::from_role(role),
         health: role.health_listen,
     };
-    let mut state = State::new(node.clone(), None);
-    let dns_pass = dns::resolve_all(&node.role, within);
-    let mdns_pass = mdns::browse_once(&node, within);
-    let (dns_out, mdns_out) = tokio::join!(dns_pass, mdns_pass);
-    match dns_out {
-        Ok(out) => {
-            dns::apply(&mut state, out);
-        }
-        Err(why) => {
-            state.count_error("dns");
-            state.warn("dns resolver", format!("DNS discovery is off: {why}"));
-        }
-    }
-    mdns::apply_browse(&mut state, mdns_out);
-    if node.needs_consul_choice() {
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now())
-            + Duration::from_millis(500);
-        if let Ok(client) = AgentClient::plain() {
-            let cands = choice::candidates(&state);
-            let probed = tokio::time::timeout(budget, choice::probe_all(&client, &cands)).await;
-            if let Ok(results) = probed {
-                let (pick, problem) = choice::choose(None, &results, &state.node.role.datacenter);
-                state.choice = pick;
-                state.choice_problem = problem;
-            } else {
-                state.choice_problem = Some(format!(
-                    "no Consul server of {} answered within {} ms",
-                    state.node.role.datacenter,
-                    budget.as_millis()
-                ));
+    let client = AgentClient::plain()
+        .ok()
+        .filter(|_| node.needs_consul_choice());
+    // A probe never outlives the pass.
+    let left = move || choice::PROBE_TIMEOUT.min(hard.saturating_duration_since(now()));
+    // DNS, then its and the role file's Consul servers asked, while mDNS
+    // browses for the whole of `within`.
+    let early = async {
+        let mut st = State::new(node.clone(), None);
+        match dns::resolve_all(&node.role, within).await {
+            Ok(out) => {
+                dns::apply(&mut st, out);
+            }
+            Err(why) => {
+                st.count_error("dns");
+                st.warn("dns resolver", format!("DNS discovery is off: {why}"));
             }
         }
+        let asked = match &client {
+            Some(c) => choice::probe_all(c, &choice::candidates(&st), left()).await,
+            None => Vec::new(),
+        };
+        (st, asked)
+    };
+    let ((mut state, mut asked), browsed) = tokio::join!(early, mdns::browse_once(&node, within));
+    mdns::apply_browse(&mut state, browsed);
+    if let Some(c) = &client {
+        let cands = choice::candidates(&state);
+        let new: Vec<String> = cands
+            .iter()
+            .filter(|c| !asked.iter().any(|(a, _)| a == *c))
+            .cloned()
+            .collect();
+        asked.extend(choice::probe_all(c, &new, left()).await);
+        let results: Vec<(String, choice::Health)> = cands
+            .iter()
+            .filter_map(|c| asked.iter().find(|(a, _)| a == c).cloned())
+            .collect();
+        let dc = merge::Identity::of(&state.node, &state.report_learned()).datacenter;
+        let (pick, problem) = choice::choose(None, &results, &dc);
+        state.choice = pick;
+        state.choice_problem = problem;
     }
     state.report()
 }
