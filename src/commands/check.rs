@@ -6,8 +6,12 @@
 //! configs comes from (Consul `retry_join` and `retry_join_wan`, Nomad's
 //! `consul.address` and `server_join`), which providers are on, and, when
 //! the role leaves something to discovery, runs one bounded pass
-//! (`catalog::discovery::probe`, `--discover-secs`) and prints what it
-//! found, or exactly what is missing: exit 1 then, since `run` would wait.
+//! (`catalog::discovery::probe`, `--discover-secs`, 3 s by default) and
+//! prints what it found, or exactly what is missing. Missing items make
+//! the exit 1 (the node would wait) only when `--discover-secs` was given:
+//! the packaged unit runs `check` before every start and reload, and a
+//! node that waits for discovery must still start (`run` waits, observable
+//! on `/ready`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -27,18 +31,17 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     let super::Loaded { role, plan, .. } = super::load(global)?;
     // Rendering can still refuse a pass-through block: part of the check.
     render::render_plan(&plan)?;
-    let section = discovery_section(&role, Duration::from_secs(args.discover_secs)).await;
+    let strict = args.discover_secs.is_some();
+    let secs = args.discover_secs.unwrap_or(DEFAULT_DISCOVER_SECS);
+    let section = discovery_section(&role, Duration::from_secs(secs), strict).await;
     // What `run` would render once discovery found what the probe found.
     let plan = section.plan.clone();
     let files = render::render_plan(&plan)?;
-    // Only a probe that ran can say the node would wait: `--discover-secs
-    // 0` (the service's pre-start check) shows the destinations and what
-    // the role leaves to discovery, and fails on nothing discovery may
-    // still find.
-    let code = if section.doc.missing.is_empty() || section.doc.probe.is_none() {
-        0
-    } else {
+    // Only an asked-for probe that ran fails on what is missing.
+    let code = if strict && section.doc.probe.is_some() && !section.doc.missing.is_empty() {
         EXIT_FAILURE
+    } else {
+        0
     };
     let mut out = std::io::stdout().lock();
     let text = if args.json {
@@ -64,6 +67,9 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     Ok(code)
 }
 
+/// How long `check` looks for peers without `--discover-secs`.
+pub const DEFAULT_DISCOVER_SECS: u64 = 3;
+
 /// The discovery part of `check`: the document, and the plan built with
 /// what the probe found.
 struct Section {
@@ -84,6 +90,8 @@ pub struct DiscoveryDoc {
     /// What `run` would wait for (empty: it would start at once); without
     /// a probe, what the role leaves to discovery.
     pub missing: Vec<String>,
+    /// Whether what is missing fails the check (`--discover-secs` given).
+    pub strict: bool,
 }
 
 /// Providers on and off.
@@ -163,7 +171,7 @@ fn leaves_to_discovery(role: &NodeRole) -> bool {
         || !discovery::missing(role, &DiscoveryReport::default()).is_empty()
 }
 
-async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
+async fn discovery_section(role: &NodeRole, within: Duration, strict: bool) -> Section {
     let (report, probe) = if !within.is_zero() && leaves_to_discovery(role) {
         let r = discovery::probe(role, within).await;
         let p = Probe {
@@ -190,6 +198,7 @@ async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
             destinations: destinations(role, &plan, &report),
             probe,
             missing,
+            strict,
         },
         plan,
     }
@@ -426,7 +435,14 @@ pub fn discovery_text(d: &DiscoveryDoc) -> String {
         for m in &d.missing {
             let _ = writeln!(s, "  MISSING: {m}");
         }
-        let _ = writeln!(s, "  the node would wait for discovery");
+        if d.strict {
+            let _ = writeln!(s, "  the node would wait for discovery");
+        } else {
+            let _ = writeln!(
+                s,
+                "  the node would wait for discovery (no failure: `--discover-secs N` makes it one)"
+            );
+        }
     }
     s
 }
@@ -584,6 +600,7 @@ mod tests {
             destinations: d,
             probe: None,
             missing: Vec::new(),
+            strict: false,
         });
         assert!(text.contains("  mdns:     off ("), "{text}");
         assert!(

@@ -481,8 +481,19 @@ mod binary {
         assert_eq!(d["providers"]["mdns_on"], false);
         assert_eq!(d["providers"]["dns"]["nameserver"], json!(nameserver));
         assert!(d["probe"]["warnings"].as_array().is_some(), "{d}");
-        // Without a probe (the service's pre-start check): what is left to
-        // discovery is shown, and it is no failure.
+        // Without --discover-secs (as the service's pre-start check runs
+        // it): the same probe and findings, and no failure: `run` waits.
+        let out = supervisor(&role, &["check"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        for line in [
+            "  probe (3s): 0 peers found\n",
+            "  MISSING: the Consul server of this datacenter (DNS consul.ams2.test",
+            "  the node would wait for discovery (no failure: `--discover-secs N` makes it one)\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        // No probe at all: what is left to discovery is shown.
         let out = supervisor(&role, &["check", "--discover-secs", "0"]);
         let stdout = text(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{stdout}");
