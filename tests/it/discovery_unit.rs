@@ -683,7 +683,7 @@ async fn agent_join_calls_work_against_the_stand_in_and_say_why_they_fail() {
     assert!(j.error.is_empty());
     // Nomad answers 200 with the error: an error here.
     let e = NomadClient::new(api(n1.addr()))
-        .join(&[dead.clone()])
+        .join(std::slice::from_ref(&dead))
         .await
         .expect_err("dead nomad peer");
     assert!(e.to_string().contains("200"), "{e}");

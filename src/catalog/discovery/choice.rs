@@ -168,13 +168,19 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 dc,
             )
         };
-        let last = if !needed {
+        if !needed {
             shared.update(|s| {
                 s.choice = None;
                 s.choice_problem = None;
             });
-            None
-        } else {
+            // Nothing to do until the role changes.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = nodes.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        let last = {
             let results = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = probe_all(&agents, &cands, PROBE_TIMEOUT) => r,
@@ -199,7 +205,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 s.choice = pick;
                 s.choice_problem = problem;
             });
-            Some(cands)
+            cands
         };
         // Wait for the interval, or a change of candidates, or the role.
         let deadline = tokio::time::Instant::now() + INTERVAL;
@@ -214,7 +220,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 r = reports.changed() => {
                     if r.is_err() { return; }
                     let now = candidates(&shared.lock());
-                    if last.as_ref() != Some(&now) {
+                    if last != now {
                         break;
                     }
                 }

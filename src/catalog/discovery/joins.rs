@@ -79,26 +79,15 @@ impl Target {
 pub fn wanted(node: &Node, peers: &Peers) -> Vec<Target> {
     let d = &node.role.discovery;
     let mut out = BTreeSet::new();
-    let statics = |list: &Vec<String>| -> Vec<String> {
-        list.iter()
-            .filter(|a| !d.cloud_auto_join.contains(a))
-            .cloned()
-            .collect()
-    };
+    let not_cloud = |a: &&String| !d.cloud_auto_join.contains(*a);
     if let Some(c) = node.local_agent(Product::Consul) {
-        for a in statics(&d.consul_retry_join)
-            .iter()
-            .chain(&peers.consul_lan)
-        {
-            if !d.cloud_auto_join.contains(a) {
-                out.insert(Target::ConsulLan(a.clone()));
-            }
+        let lan = d.consul_retry_join.iter().chain(&peers.consul_lan);
+        for a in lan.filter(not_cloud) {
+            out.insert(Target::ConsulLan(a.clone()));
         }
         if c.server {
-            for a in statics(&d.consul_retry_join_wan)
-                .iter()
-                .chain(&peers.consul_wan)
-            {
+            let wan = d.consul_retry_join_wan.iter().chain(&peers.consul_wan);
+            for a in wan.filter(not_cloud) {
                 out.insert(Target::ConsulWan(a.clone()));
             }
         }
