@@ -16,6 +16,8 @@ use super::{AgentError, de_null_as_default, decode};
 
 /// Serf's integer member status for a live member (Consul's `Status: 1`).
 pub const SERF_STATUS_ALIVE: u8 = 1;
+/// Serf's integer member status for a member it declared failed.
+pub const SERF_STATUS_FAILED: u8 = 4;
 
 /// A serf member as Consul lists it (`Status` is serf's integer).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -38,6 +40,16 @@ impl ConsulMember {
     /// Whether serf sees the member alive.
     pub fn is_alive(&self) -> bool {
         self.status == SERF_STATUS_ALIVE
+    }
+
+    /// The member's datacenter: its `dc` tag, else what follows the last
+    /// dot of a WAN name (`<node>.<dc>`).
+    pub fn datacenter(&self) -> &str {
+        self.tags
+            .get("dc")
+            .map(String::as_str)
+            .or_else(|| self.name.rsplit_once('.').map(|(_, dc)| dc))
+            .unwrap_or("")
     }
 }
 

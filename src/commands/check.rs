@@ -1,37 +1,450 @@
 //! `supervisor check`: validate the role file and print the resolved plan.
 //! It runs exactly what `run` runs before starting anything
 //! ([`super::load`], then rendering in memory).
+//!
+//! Its "Discovery" section says where every peer value of the rendered
+//! configs comes from (Consul `retry_join` and `retry_join_wan`, Nomad's
+//! `consul.address` and `server_join`), which providers are on, and, when
+//! the role leaves something to discovery, runs one bounded pass
+//! (`catalog::discovery::probe`, `--discover-secs`, 3 s by default) and
+//! prints what it found, or exactly what is missing. Missing items make
+//! the exit 1 (the node would wait) only when `--discover-secs` was given:
+//! the packaged unit runs `check` before every start and reload, and a
+//! node that waits for discovery must still start (`run` waits, observable
+//! on `/ready`).
 
 use std::io::Write;
+use std::time::Duration;
 
+use serde::Serialize;
+
+use crate::catalog::discovery;
 use crate::cli::{CheckArgs, GlobalArgs};
-use crate::error::Error;
+use crate::error::{EXIT_FAILURE, Error};
+use crate::peers::{DiscoveryReport, PeerKind, PeerRecord};
 use crate::plan::Plan;
 use crate::render::{self, RenderedFile};
 use crate::role::NodeRole;
 
 /// Runs `supervisor check`.
-pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
+pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     let super::Loaded { role, plan, .. } = super::load(global)?;
     // Rendering can still refuse a pass-through block: part of the check.
+    render::render_plan(&plan)?;
+    let strict = args.discover_secs.is_some();
+    let secs = args.discover_secs.unwrap_or(DEFAULT_DISCOVER_SECS);
+    let section = discovery_section(&role, Duration::from_secs(secs), strict).await;
+    // What `run` would render once discovery found what the probe found.
+    let plan = section.plan.clone();
     let files = render::render_plan(&plan)?;
+    // Only an asked-for probe that ran fails on what is missing.
+    let code = if strict && section.doc.probe.is_some() && !section.doc.missing.is_empty() {
+        EXIT_FAILURE
+    } else {
+        0
+    };
     let mut out = std::io::stdout().lock();
     let text = if args.json {
         let doc = serde_json::json!({
             "role_file": role.source.as_ref().map(|p| p.display().to_string()),
             "plan": plan,
             "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "discovery": section.doc,
         });
         let mut s = serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::Internal(format!("failed to encode the plan: {e}")))?;
         s.push('\n');
         s
     } else {
-        summary(&role, &plan, &files)
+        // The section goes before the verdict line, which stays last.
+        let mut s = summary(&role, &plan, &files);
+        let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
+        s.insert_str(verdict, &discovery_text(&section.doc));
+        s
     };
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write to stdout", e))?;
-    Ok(0)
+    Ok(code)
+}
+
+/// How long `check` looks for peers without `--discover-secs`.
+pub const DEFAULT_DISCOVER_SECS: u64 = 3;
+
+/// The discovery part of `check`: the document, and the plan built with
+/// what the probe found.
+struct Section {
+    doc: DiscoveryDoc,
+    plan: Plan,
+}
+
+/// The "Discovery" section as `--json` carries it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryDoc {
+    /// Which providers run and with what.
+    pub providers: Providers,
+    /// Each destination of the rendered configs, its values and sources.
+    pub destinations: Vec<Destination>,
+    /// The bounded pass, when the role leaves something to discovery and
+    /// `--discover-secs` is not 0.
+    pub probe: Option<Probe>,
+    /// What `run` would wait for (empty: it would start at once); without
+    /// a probe, what the role leaves to discovery.
+    pub missing: Vec<String>,
+    /// Whether what is missing fails the check (`--discover-secs` given).
+    pub strict: bool,
+}
+
+/// Providers on and off.
+#[derive(Debug, Clone, Serialize)]
+pub struct Providers {
+    /// The role file's own lists (always on).
+    pub r#static: bool,
+    /// mDNS: `on eth0 (10.0.1.21)`, or `off (...)` and why.
+    pub mdns: String,
+    /// Whether mDNS runs.
+    pub mdns_on: bool,
+    /// The DNS names asked, and of which nameserver.
+    pub dns: Option<DnsProvider>,
+    /// Cloud auto-join strings, passed to the agents as written.
+    pub cloud: Vec<String>,
+}
+
+/// `[discovery.dns]` as `check` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsProvider {
+    /// `ip:port`, or `system` (`/etc/resolv.conf`).
+    pub nameserver: String,
+    /// Consul servers of this datacenter.
+    pub consul_servers: Vec<String>,
+    /// Consul servers of other datacenters.
+    pub consul_wan: Vec<String>,
+    /// Nomad servers.
+    pub nomad_servers: Vec<String>,
+    /// Re-resolved every this many seconds.
+    pub interval_secs: u64,
+}
+
+/// One destination of the rendered configs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    /// `consul retry_join`, `consul retry_join_wan`, `nomad consul.address`,
+    /// `nomad server_join`.
+    pub name: String,
+    /// Its values in rendered order, each with where it came from.
+    pub values: Vec<Sourced>,
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sourced {
+    /// The value as rendered.
+    pub value: String,
+    /// `static`, `cloud`, `dns`, `mdns`, `local` (this node's own agent).
+    pub source: String,
+}
+
+/// What the bounded pass found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// How long it browsed.
+    pub within_secs: u64,
+    /// Every peer found, with its source.
+    pub peers: Vec<PeerRecord>,
+    /// The identity it would learn.
+    pub learned: crate::peers::Learned,
+    /// Its problems.
+    pub problems: Vec<String>,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Whether the role leaves anything to discovery: a provider beyond the
+/// role's own lists, an identity to learn, the choice of a healthy Consul
+/// server (a Nomad without a local Consul), or something missing without
+/// one.
+fn leaves_to_discovery(role: &NodeRole) -> bool {
+    (role.roles.is_nomad() && !role.roles.is_consul())
+        || role.discovery.mdns
+        || role.discovery.dns.is_some()
+        || role.learnable.region
+        || role.learnable.datacenter
+        || !discovery::missing(role, &DiscoveryReport::default()).is_empty()
+}
+
+async fn discovery_section(role: &NodeRole, within: Duration, strict: bool) -> Section {
+    let (report, probe) = if !within.is_zero() && leaves_to_discovery(role) {
+        let r = discovery::probe(role, within).await;
+        let p = Probe {
+            within_secs: within.as_secs(),
+            peers: r.records.clone(),
+            learned: r.learned.clone(),
+            problems: r.problems.clone(),
+            warnings: r.warnings.clone(),
+        };
+        (r, Some(p))
+    } else {
+        (DiscoveryReport::default(), None)
+    };
+    let missing = discovery::missing(role, &report);
+    let mut learned = role.clone();
+    learned.learn(
+        report.learned.region.as_deref(),
+        report.learned.datacenter.as_deref(),
+    );
+    let plan = Plan::build(&learned, &report.peers);
+    Section {
+        doc: DiscoveryDoc {
+            providers: providers(role),
+            destinations: destinations(role, &plan, &report),
+            probe,
+            missing,
+            strict,
+        },
+        plan,
+    }
+}
+
+fn providers(role: &NodeRole) -> Providers {
+    let private = role.addresses.private;
+    let mdns = if !role.discovery.mdns {
+        "off (discovery.mdns = false)".to_string()
+    } else if private.is_loopback() || private.is_unspecified() {
+        format!("off ({private} is not a LAN address)")
+    } else {
+        match discovery::mdns::interface_of(role) {
+            Some((i, ip)) => format!("on {i} ({ip})"),
+            None => format!("off (no interface holds {private})"),
+        }
+    };
+    Providers {
+        r#static: true,
+        mdns_on: mdns.starts_with("on "),
+        mdns,
+        dns: role.discovery.dns.as_ref().map(|d| DnsProvider {
+            nameserver: d
+                .nameserver
+                .map_or_else(|| "system".to_string(), |n| n.to_string()),
+            consul_servers: d.consul_servers.clone(),
+            consul_wan: d.consul_wan.clone(),
+            nomad_servers: d.nomad_servers.clone(),
+            interval_secs: d.interval.as_secs(),
+        }),
+        cloud: role.discovery.cloud_auto_join.clone(),
+    }
+}
+
+/// Where a discovered value came from: the source of the record whose
+/// address it is (or whose host it names).
+fn found_source(value: &str, kinds: &[PeerKind], report: &DiscoveryReport) -> String {
+    let host = |a: &str| -> String {
+        a.parse::<std::net::SocketAddr>()
+            .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
+    };
+    report
+        .records
+        .iter()
+        .filter(|r| kinds.is_empty() || kinds.contains(&r.kind))
+        .find(|r| r.address == value)
+        .or_else(|| {
+            report
+                .records
+                .iter()
+                .filter(|r| kinds.is_empty() || kinds.contains(&r.kind))
+                .find(|r| host(&r.address) == host(value))
+        })
+        .map_or_else(
+            || "discovered".to_string(),
+            |r| r.source.as_str().to_string(),
+        )
+}
+
+fn destinations(role: &NodeRole, plan: &Plan, report: &DiscoveryReport) -> Vec<Destination> {
+    let d = &role.discovery;
+    let label = |value: &str, statics: &[&Vec<String>], kinds: &[PeerKind]| -> Sourced {
+        let source = if d.cloud_auto_join.iter().any(|c| c == value) {
+            "cloud".to_string()
+        } else if statics.iter().any(|l| l.iter().any(|v| v == value)) {
+            "static".to_string()
+        } else {
+            found_source(value, kinds, report)
+        };
+        Sourced {
+            value: value.to_string(),
+            source,
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(c) = &plan.render.consul {
+        out.push(Destination {
+            name: "consul retry_join".into(),
+            values: c
+                .retry_join
+                .iter()
+                .map(|v| {
+                    label(
+                        v,
+                        &[&d.consul_retry_join],
+                        &[PeerKind::ConsulServer, PeerKind::ConsulAgent],
+                    )
+                })
+                .collect(),
+        });
+        if c.server {
+            out.push(Destination {
+                name: "consul retry_join_wan".into(),
+                values: c
+                    .retry_join_wan
+                    .iter()
+                    .map(|v| label(v, &[&d.consul_retry_join_wan], &[PeerKind::ConsulWan]))
+                    .collect(),
+            });
+        }
+    }
+    if let Some(n) = &plan.render.nomad {
+        let address = n.consul_address.as_deref().map(|v| {
+            if role.roles.is_consul() {
+                Sourced {
+                    value: v.to_string(),
+                    source: "local".into(),
+                }
+            } else if d.consul_address.as_deref() == Some(v) && report.peers.consul_http.is_none() {
+                Sourced {
+                    value: v.to_string(),
+                    source: "static".into(),
+                }
+            } else {
+                label(v, &[], &[PeerKind::ConsulServer])
+            }
+        });
+        out.push(Destination {
+            name: "nomad consul.address".into(),
+            values: address.into_iter().collect(),
+        });
+        out.push(Destination {
+            name: "nomad server_join".into(),
+            values: n
+                .retry_join
+                .iter()
+                .map(|v| label(v, &[&d.nomad_retry_join], &[PeerKind::NomadServer]))
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The "Discovery" section as text.
+pub fn discovery_text(d: &DiscoveryDoc) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("Discovery\n");
+    let _ = writeln!(s, "  static:   on (role file lists)");
+    let _ = writeln!(s, "  mdns:     {}", d.providers.mdns);
+    match &d.providers.dns {
+        Some(dns) => {
+            let _ = writeln!(
+                s,
+                "  dns:      on via {} every {}s",
+                dns.nameserver, dns.interval_secs
+            );
+            for (what, names) in [
+                ("consul servers", &dns.consul_servers),
+                ("consul wan", &dns.consul_wan),
+                ("nomad servers", &dns.nomad_servers),
+            ] {
+                if !names.is_empty() {
+                    let _ = writeln!(s, "            {what}: {}", names.join(", "));
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(s, "  dns:      off");
+        }
+    }
+    if d.providers.cloud.is_empty() {
+        let _ = writeln!(s, "  cloud:    none");
+    } else {
+        for c in &d.providers.cloud {
+            let _ = writeln!(s, "  cloud:    {c}");
+        }
+    }
+    for dest in &d.destinations {
+        let values = if dest.values.is_empty() {
+            "none".to_string()
+        } else {
+            dest.values
+                .iter()
+                .map(|v| format!("{} ({})", v.value, v.source))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(s, "  {:<22} {values}", format!("{}:", dest.name));
+    }
+    match &d.probe {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "  probe ({}s): {} peer{} found",
+                p.within_secs,
+                p.peers.len(),
+                if p.peers.len() == 1 { "" } else { "s" }
+            );
+            for r in &p.peers {
+                let kind = serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "    {} {kind} from {}{}",
+                    r.address,
+                    r.source.as_str(),
+                    match (&r.node, &r.datacenter) {
+                        (Some(n), Some(dc)) => format!(" ({n}, {dc})"),
+                        (Some(n), None) => format!(" ({n})"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            if let (Some(r), Some(dc)) = (&p.learned.region, &p.learned.datacenter) {
+                let _ = writeln!(
+                    s,
+                    "    would learn region {r} and datacenter {dc} from {}",
+                    p.learned.from_node.as_deref().unwrap_or("?")
+                );
+            }
+            for w in &p.problems {
+                let _ = writeln!(s, "    problem: {w}");
+            }
+            for w in &p.warnings {
+                let _ = writeln!(s, "    warning: {w}");
+            }
+        }
+        None if !d.missing.is_empty() => {
+            let _ = writeln!(s, "  probe:    skipped (--discover-secs 0)");
+            for m in &d.missing {
+                let _ = writeln!(s, "  left to discovery: {m}");
+            }
+            return s;
+        }
+        None => {
+            let _ = writeln!(s, "  probe:    not run (nothing left to discovery)");
+        }
+    }
+    if d.missing.is_empty() {
+        let _ = writeln!(s, "  nothing missing: the node can start");
+    } else {
+        for m in &d.missing {
+            let _ = writeln!(s, "  MISSING: {m}");
+        }
+        if d.strict {
+            let _ = writeln!(s, "  the node would wait for discovery");
+        } else {
+            let _ = writeln!(
+                s,
+                "  the node would wait for discovery (no failure: `--discover-secs N` makes it one)"
+            );
+        }
+    }
+    s
 }
 
 /// The human summary of a plan.
@@ -99,4 +512,104 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
     }
     s.push_str("role file is valid\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::peers::{Peers, Source};
+    use crate::role::StaticHost;
+
+    fn role(text: &str) -> NodeRole {
+        let host = StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            ..StaticHost::default()
+        };
+        crate::role::parse(Path::new("/r/node.toml"), text, &[], &host).unwrap()
+    }
+
+    fn found(address: &str, kind: PeerKind, source: Source) -> PeerRecord {
+        PeerRecord {
+            address: address.into(),
+            kind,
+            source,
+            node: None,
+            datacenter: None,
+            region: None,
+            last_seen: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn each_rendered_peer_is_labelled_with_where_it_came_from() {
+        let r = role(
+            "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\n\
+             region = \"eu\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"127.0.0.1\"\n\
+             [discovery]\nconsul_retry_join = [\"10.0.1.12\"]\n\
+             cloud_auto_join = [\"provider=aws tag_key=consul tag_value=ams2\"]\n",
+        );
+        let report = DiscoveryReport {
+            peers: Peers {
+                consul_lan: vec!["10.0.1.13".into(), "10.0.1.14:8301".into()],
+                consul_wan: vec!["203.0.113.7".into()],
+                nomad_servers: vec!["10.0.1.13".into()],
+                consul_http: None,
+            },
+            records: vec![
+                found("10.0.1.13", PeerKind::ConsulServer, Source::Mdns),
+                found("10.0.1.14", PeerKind::ConsulAgent, Source::Dns),
+                found("203.0.113.7", PeerKind::ConsulWan, Source::Dns),
+                found("10.0.1.13", PeerKind::NomadServer, Source::Mdns),
+            ],
+            ..DiscoveryReport::default()
+        };
+        let plan = Plan::build(&r, &report.peers);
+        let d = destinations(&r, &plan, &report);
+        let show = |name: &str| -> Vec<(String, String)> {
+            d.iter()
+                .find(|x| x.name == name)
+                .unwrap()
+                .values
+                .iter()
+                .map(|v| (v.value.clone(), v.source.clone()))
+                .collect()
+        };
+        let pair = |v: &str, s: &str| (v.to_string(), s.to_string());
+        assert_eq!(
+            show("consul retry_join"),
+            vec![
+                pair("10.0.1.12", "static"),
+                pair("provider=aws tag_key=consul tag_value=ams2", "cloud"),
+                pair("10.0.1.13", "mdns"),
+                pair("10.0.1.14:8301", "dns"),
+            ]
+        );
+        assert_eq!(
+            show("consul retry_join_wan"),
+            vec![pair("203.0.113.7", "dns")]
+        );
+        assert_eq!(
+            show("nomad consul.address"),
+            vec![pair("127.0.0.1:8500", "local")]
+        );
+        let text = discovery_text(&DiscoveryDoc {
+            providers: providers(&r),
+            destinations: d,
+            probe: None,
+            missing: Vec::new(),
+            strict: false,
+        });
+        assert!(text.contains("  mdns:     off ("), "{text}");
+        assert!(
+            text.contains("  cloud:    provider=aws tag_key=consul tag_value=ams2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  consul retry_join:     10.0.1.12 (static), provider=aws"),
+            "{text}"
+        );
+    }
 }
