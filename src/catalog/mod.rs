@@ -11,6 +11,7 @@
 //! [`AgentClient`], reads the supervisor's status, and must not import
 //! `health` (nor `health` import it) nor write any file.
 
+pub mod fleet;
 pub mod register;
 
 use std::net::SocketAddr;
