@@ -399,69 +399,65 @@ pub fn findings(nodes: &[NodeResult]) -> Vec<Finding> {
         }
     }
 
-    // Per datacenter.
+    // Nomad's gossip and Raft span a region: leaders and servers per region.
+    let mut by_region: BTreeMap<&str, Vec<&super::status::NodeStatus>> = BTreeMap::new();
+    for (_, s) in &answered {
+        by_region.entry(s.region.as_str()).or_default().push(s);
+    }
+    for (region, members) in by_region {
+        if let Some(f) = leader_split(&members, "nomad", region, |s| s.nomad.as_ref()) {
+            out.push(f);
+        }
+        let servers: Vec<&AgentSummary> = members
+            .iter()
+            .filter_map(|s| s.nomad.as_ref().filter(|a| a.server))
+            .collect();
+        if servers.is_empty() {
+            continue;
+        }
+        let reported_alive = servers
+            .iter()
+            .filter(|a| a.is_up())
+            .filter_map(|a| a.members_alive)
+            .max()
+            .map(|m| m as usize);
+        let up = servers.iter().filter(|a| a.is_up()).count();
+        let expected = servers
+            .iter()
+            .filter_map(|a| a.members)
+            .map(|m| m as usize)
+            .max()
+            .unwrap_or(0)
+            .max(servers.len());
+        // A server that answered but is down is not alive, whatever the
+        // gossip of the others still says.
+        let down = servers.len() - up;
+        let alive = reported_alive.map_or(up, |r| r.min(expected.saturating_sub(down)));
+        if alive < expected {
+            let quorum = expected / 2 + 1;
+            out.push(Finding {
+                kind: "nomad_servers_short".into(),
+                datacenter: None,
+                message: format!(
+                    "region {region}: {alive} of {expected} nomad servers alive{}",
+                    if alive < quorum {
+                        format!(" (below the quorum of {quorum})")
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+        }
+    }
+
+    // Consul is per datacenter.
     let mut by_dc: BTreeMap<&str, Vec<&super::status::NodeStatus>> = BTreeMap::new();
     for (_, s) in &answered {
         by_dc.entry(s.datacenter.as_str()).or_default().push(s);
     }
     for (dc, members) in by_dc {
-        // Servers disagreeing on the leader.
-        type AgentOf = fn(&super::status::NodeStatus) -> Option<&AgentSummary>;
-        let leaders: [(&str, AgentOf); 2] = [
-            ("consul", |s| s.consul.as_ref()),
-            ("nomad", |s| s.nomad.as_ref()),
-        ];
-        for (product, agent_of) in leaders {
-            let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for s in &members {
-                if let Some(a) = agent_of(s).filter(|a| a.server && a.state == "running") {
-                    let l = a.leader.clone().unwrap_or_else(|| "no leader".into());
-                    seen.entry(l).or_default().push(s.node.clone());
-                }
-            }
-            if seen.len() > 1 {
-                let text = seen
-                    .iter()
-                    .map(|(l, ns)| format!("{l} ({})", names(ns)))
-                    .collect::<Vec<_>>()
-                    .join(" vs ");
-                out.push(Finding {
-                    kind: "leader_disagreement".into(),
-                    datacenter: Some(dc.to_string()),
-                    message: format!("{dc}: {product} servers disagree on the leader: {text}"),
-                });
-            }
-        }
-
-        // Nomad servers alive against the expected count.
-        let nomad_servers: Vec<&AgentSummary> = members
-            .iter()
-            .filter_map(|s| s.nomad.as_ref().filter(|a| a.server))
-            .collect();
-        if !nomad_servers.is_empty() {
-            let alive = nomad_servers.iter().filter(|a| a.is_up()).count();
-            let expected = nomad_servers
-                .iter()
-                .filter_map(|a| a.members)
-                .map(|m| m as usize)
-                .max()
-                .unwrap_or(0)
-                .max(nomad_servers.len());
-            if alive < expected {
-                let quorum = expected / 2 + 1;
-                out.push(Finding {
-                    kind: "nomad_servers_short".into(),
-                    datacenter: Some(dc.to_string()),
-                    message: format!(
-                        "{dc}: {alive} of {expected} nomad servers alive{}",
-                        if alive < quorum {
-                            format!(" (below the quorum of {quorum})")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                });
-            }
+        if let Some(f) = leader_split(&members, "consul", dc, |s| s.consul.as_ref()) {
+            out.push(f);
         }
 
         // No healthy Consul server.
@@ -485,4 +481,38 @@ pub fn findings(nodes: &[NodeResult]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Servers of one group (a datacenter for Consul, a region for Nomad)
+/// that are running but name different leaders (or none).
+fn leader_split(
+    members: &[&super::status::NodeStatus],
+    product: &str,
+    group: &str,
+    agent_of: fn(&super::status::NodeStatus) -> Option<&AgentSummary>,
+) -> Option<Finding> {
+    let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in members {
+        if let Some(a) = agent_of(s).filter(|a| a.server && a.state == "running") {
+            let l = a.leader.clone().unwrap_or_else(|| "no leader".into());
+            seen.entry(l).or_default().push(s.node.clone());
+        }
+    }
+    (seen.len() > 1).then(|| {
+        let text = seen
+            .iter()
+            .map(|(l, ns)| format!("{l} ({})", names(ns)))
+            .collect::<Vec<_>>()
+            .join(" vs ");
+        let (is_dc, label) = if product == "consul" {
+            (true, group.to_string())
+        } else {
+            (false, format!("region {group}"))
+        };
+        Finding {
+            kind: "leader_disagreement".into(),
+            datacenter: is_dc.then(|| group.to_string()),
+            message: format!("{label}: {product} servers disagree on the leader: {text}"),
+        }
+    })
 }
