@@ -45,15 +45,25 @@ pub async fn run(args: &FleetArgs) -> Result<u8, Error> {
             && (first.len() as u64 + u64::from(args.concurrency) + SPARE_FDS) < nofile,
         ..PollOptions::default()
     };
-    let poller = Poller::new(opts);
+    let rt = PollRuntime::new()?;
+    let poller = Arc::new(rt.enter(|| Poller::new(opts)));
     match &args.action {
         Some(FleetAction::Serve(s)) => {
-            serve_loop(args, token.as_deref(), &poller, first, s.listen, s.interval).await
+            serve_loop(
+                args,
+                token.as_deref(),
+                &rt,
+                &poller,
+                first,
+                s.listen,
+                s.interval,
+            )
+            .await
         }
         None => match args.watch {
-            Some(secs) => watch_loop(args, token.as_deref(), &poller, first, secs).await,
+            Some(secs) => watch_loop(args, token.as_deref(), &rt, &poller, first, secs).await,
             None => {
-                let report = poll(&poller, &first, std::io::stderr().is_terminal()).await;
+                let (report, _) = poll(&rt, &poller, first, std::io::stderr().is_terminal()).await;
                 write_sd(args, &report)?;
                 print_report(args, &report, false)?;
                 Ok(exit_code(&report))
@@ -136,9 +146,56 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The runtime polls run on: a worker per core (at most 4), so that a large
+/// poll uses every core, while the command's own runtime (one thread) keeps
+/// the page server, the progress line and signals responsive.
+struct PollRuntime(Option<tokio::runtime::Runtime>);
+
+impl PollRuntime {
+    fn new() -> Result<Self, Error> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("fleet-poll")
+            .enable_all()
+            .build()
+            .map(|rt| Self(Some(rt)))
+            .map_err(|e| Error::io("start the fleet poll runtime", e))
+    }
+
+    /// Runs `f` inside the runtime's context (the client binds to it).
+    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.0 {
+            Some(rt) => {
+                let _guard = rt.enter();
+                f()
+            }
+            None => f(),
+        }
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for PollRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code: blocking on its workers is not allowed.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// One poll of `targets`; a progress line on stderr when it is a terminal
 /// and the poll is large.
-async fn poll(poller: &Poller, targets: &[Target], progress: bool) -> FleetReport {
+async fn poll(
+    rt: &PollRuntime,
+    poller: &Arc<Poller>,
+    targets: Vec<Target>,
+    progress: bool,
+) -> (FleetReport, Vec<Target>) {
     let start = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicBool::new(false));
@@ -161,13 +218,25 @@ async fn poll(poller: &Poller, targets: &[Target], progress: bool) -> FleetRepor
             let _ = err.flush();
         })
     });
-    let nodes = poller.poll_all(targets, &done).await;
+    let targets = Arc::new(targets);
+    let work = poller.clone().poll_owned(targets.clone(), done.clone());
+    let nodes = match rt.handle() {
+        Some(h) => match h.spawn(work).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "fleet poll task failed");
+                Vec::new()
+            }
+        },
+        None => work.await,
+    };
+    let targets = Arc::unwrap_or_clone(targets);
     finished.store(true, Ordering::Relaxed);
     if let Some(t) = ticker {
         let _ = t.await;
     }
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    FleetReport::new(nodes, now_unix(), ms)
+    (FleetReport::new(nodes, now_unix(), ms), targets)
 }
 
 fn print_report(args: &FleetArgs, report: &FleetReport, redraw: bool) -> Result<(), Error> {
@@ -256,7 +325,8 @@ async fn regather(args: &FleetArgs, token: Option<&str>, previous: Vec<Target>) 
 async fn watch_loop(
     args: &FleetArgs,
     token: Option<&str>,
-    poller: &Poller,
+    rt: &PollRuntime,
+    poller: &Arc<Poller>,
     mut targets: Vec<Target>,
     secs: u64,
 ) -> Result<u8, Error> {
@@ -264,7 +334,7 @@ async fn watch_loop(
     let mut last: Option<FleetReport> = None;
     loop {
         remember_dcs(&mut targets, last.as_ref());
-        let report = poll(poller, &targets, std::io::stderr().is_terminal()).await;
+        let (report, polled) = poll(rt, poller, targets, std::io::stderr().is_terminal()).await;
         write_sd(args, &report)?;
         print_report(args, &report, terminal && !args.json)?;
         let code = exit_code(&report);
@@ -273,14 +343,15 @@ async fn watch_loop(
             _ = tokio::signal::ctrl_c() => return Ok(code),
             () = tokio::time::sleep(Duration::from_secs(secs)) => {}
         }
-        targets = regather(args, token, targets).await;
+        targets = regather(args, token, polled).await;
     }
 }
 
 async fn serve_loop(
     args: &FleetArgs,
     token: Option<&str>,
-    poller: &Poller,
+    rt: &PollRuntime,
+    poller: &Arc<Poller>,
     mut targets: Vec<Target>,
     listen: std::net::SocketAddr,
     interval: u64,
@@ -302,8 +373,8 @@ async fn serve_loop(
     let mut last: Option<FleetReport> = None;
     let code = loop {
         remember_dcs(&mut targets, last.as_ref());
-        let round = poll(poller, &targets, false);
-        let report = tokio::select! {
+        let round = poll(rt, poller, std::mem::take(&mut targets), false);
+        let (report, polled) = tokio::select! {
             r = round => r,
             _ = tokio::signal::ctrl_c() => break last.as_ref().map_or(0, exit_code),
             _ = sigterm.recv() => break last.as_ref().map_or(0, exit_code),
@@ -320,7 +391,7 @@ async fn serve_loop(
             _ = sigterm.recv() => break code,
             () = tokio::time::sleep(refresh) => {}
         }
-        targets = regather(args, token, targets).await;
+        targets = regather(args, token, polled).await;
     };
     cancel.cancel();
     let _ = server.await;

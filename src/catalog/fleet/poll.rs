@@ -10,11 +10,11 @@
 //! Connections are kept for reuse when the poll repeats (`--watch`,
 //! `fleet serve`) and the descriptor limit allows one per target.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT};
 use hyper::{Request, StatusCode, Uri};
@@ -162,20 +162,65 @@ impl Poller {
         &self.opts
     }
 
-    /// Polls every target; the results are in the targets' order. `done`
-    /// counts finished targets (for a progress line).
-    pub async fn poll_all(&self, targets: &[Target], done: &AtomicUsize) -> Vec<NodeResult> {
-        let mut slots: Vec<Option<NodeResult>> = vec![None; targets.len()];
-        let mut stream = futures_util::stream::iter(targets.iter().enumerate())
-            .map(|(i, t)| async move { (i, self.poll_one(t).await) })
-            .buffer_unordered(self.opts.concurrency);
-        while let Some((i, r)) = stream.next().await {
-            done.fetch_add(1, Ordering::Relaxed);
-            if let Some(slot) = slots.get_mut(i) {
-                *slot = Some(r);
+    /// Polls every target; the results are in the targets' order. Each
+    /// target is its own task, so a multi-threaded runtime spreads the work
+    /// over its workers; at most `concurrency` run at once. `done` counts
+    /// finished targets (for a progress line).
+    pub async fn poll_all(
+        self: &Arc<Self>,
+        targets: Arc<Vec<Target>>,
+        done: Arc<AtomicUsize>,
+    ) -> Vec<NodeResult> {
+        let n = targets.len();
+        let mut slots: Vec<Option<NodeResult>> = vec![None; n];
+        let mut set = tokio::task::JoinSet::new();
+        let mut next = 0;
+        loop {
+            while set.len() < self.opts.concurrency && next < n {
+                let (me, ts, i) = (self.clone(), targets.clone(), next);
+                set.spawn(async move {
+                    let r = me.poll_one(&ts[i]).await;
+                    (i, r)
+                });
+                next += 1;
+            }
+            match set.join_next().await {
+                Some(Ok((i, r))) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if let Some(slot) = slots.get_mut(i) {
+                        *slot = Some(r);
+                    }
+                }
+                Some(Err(e)) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "fleet poll task failed");
+                }
+                None => break,
             }
         }
-        slots.into_iter().flatten().collect()
+        slots
+            .into_iter()
+            .zip(targets.iter())
+            .map(|(slot, t)| {
+                slot.unwrap_or_else(|| NodeResult {
+                    target: t.clone(),
+                    state: NodeState::BadAnswer,
+                    problem: Some("internal error: its poll task failed".into()),
+                    attempts: 0,
+                    elapsed_ms: 0,
+                    status: None,
+                })
+            })
+            .collect()
+    }
+
+    /// [`Self::poll_all`] as a future that owns its inputs (to spawn).
+    pub async fn poll_owned(
+        self: Arc<Self>,
+        targets: Arc<Vec<Target>>,
+        done: Arc<AtomicUsize>,
+    ) -> Vec<NodeResult> {
+        self.poll_all(targets, done).await
     }
 
     /// Polls one target, with its retries.

@@ -429,10 +429,11 @@ pub fn findings(nodes: &[NodeResult]) -> Vec<Finding> {
             .max()
             .unwrap_or(0)
             .max(servers.len());
-        // A server that answered but is down is not alive, whatever the
-        // gossip of the others still says.
+        // Alive: what the gossip of the running servers says, but a server
+        // that answered and is down is not alive whatever the gossip still
+        // says, and one that answered and is up is.
         let down = servers.len() - up;
-        let alive = reported_alive.map_or(up, |r| r.min(expected.saturating_sub(down)));
+        let alive = reported_alive.map_or(up, |r| r.min(expected.saturating_sub(down)).max(up));
         if alive < expected {
             let quorum = expected / 2 + 1;
             out.push(Finding {
