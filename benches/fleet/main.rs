@@ -12,16 +12,17 @@
 //! fleet answers on its own CPUs). The targets file lists the bare
 //! addresses (the default port applies).
 //!
-//! Then, `BENCH_ROUNDS` times each (the best and the median reported):
-//! * `supervisor fleet --targets FILE --json` (the release binary), run
+//! Then (the best and the median reported):
+//! * `BENCH_ROUNDS` times, `supervisor fleet --targets FILE --json` (the release binary), run
 //!   through this binary's small `measure` mode: wall time, user and system
 //!   CPU and peak RSS (`getrusage(RUSAGE_CHILDREN)` of that small process),
 //!   and its counts checked: every node must be healthy;
-//! * `xargs -P 64 curl` fetching the same URLs to /dev/null (no parsing, no
+//! * `BENCH_CURL_ROUNDS` times, `xargs -P 64 curl` fetching the same URLs to /dev/null (no parsing, no
 //!   report), its wall time and the number of 200s.
 //!
 //! Environment: `BENCH_NODES` (default 10000), `BENCH_ROUNDS` (default 3),
-//! `BENCH_CURL` (0 leaves curl out), `BENCH_SERVE_ONLY` (1: only serve the
+//! `BENCH_CURL_ROUNDS` (default 1: 10,000 curl processes take minutes; 0
+//! leaves curl out), `BENCH_SERVE_ONLY` (1: only serve the
 //! simulated fleet, until killed, for measuring by hand).
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::expect_used)]
 #![allow(
@@ -202,7 +203,7 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken.
     let n = env_usize("BENCH_NODES", 10_000);
     let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
-    let with_curl = env_usize("BENCH_CURL", 1) != 0;
+    let curl_rounds = env_usize("BENCH_CURL_ROUNDS", 1);
     raise_nofile();
     let supervisor = PathBuf::from(env!("CARGO_BIN_EXE_supervisor"));
     let work = std::env::temp_dir().join(format!("fleet-bench-{}", std::process::id()));
@@ -279,9 +280,9 @@ fn main() {
     );
     println!("server CPU so far: {:.2} s", server_cpu());
 
-    if with_curl {
+    if curl_rounds > 0 {
         let mut theirs = Vec::new();
-        for round in 1..=rounds {
+        for round in 1..=curl_rounds {
             let start = Instant::now();
             let out = Command::new("sh")
                 .arg("-c")

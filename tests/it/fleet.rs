@@ -982,3 +982,105 @@ async fn fleet_finds_targets_in_dns_a_records_and_srv_records() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("nothing.test"), "{err}");
 }
+
+// ------------------------------------------------- the five-node topology ---
+
+/// The reference topology's real supervisors (network namespaces, stand-in
+/// agents): one node made unhealthy (its Nomad agent frozen with SIGSTOP,
+/// so its API stops answering), one stopped; `supervisor fleet` over the
+/// five forwarded health endpoints names both, and sees what no node can:
+/// lon1 without a healthy Consul server, the region one Nomad server short.
+#[test]
+fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() {
+    use hashi_testrig::demo::{Demo, DemoOptions};
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if !support::require_tools(&["ip"])
+        || !support::available("network namespaces", hashi_testrig::netns::is_available())
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        supervisor: support::supervisor_bin(),
+        standin: support::standin::standin_bin(),
+        examples_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples"),
+        work_dir: work.path().join("demo"),
+        forward_base_port: 0,
+    };
+    let mut demo = Demo::start(&opts).expect("start the demo");
+    demo.wait_ready(Duration::from_secs(300)).expect("the five nodes get ready");
+    let addr_of = |name: &str| demo.node(name).unwrap().forward;
+    let targets: Vec<SocketAddr> = demo.nodes().iter().map(|n| n.forward).collect();
+    let file = targets_file(work.path(), &targets);
+
+    let run = |file: &Path| {
+        let out = std::process::Command::new(support::supervisor_bin())
+            .args(["fleet", "--json", "--timeout", "1", "--targets"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let r: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), r)
+    };
+    let (code, r) = run(&file);
+    assert_eq!(code, Some(0), "the fresh topology is healthy: {r}");
+    assert_eq!(r["counts"]["healthy"], 5, "{r}");
+    assert_eq!(r["findings"], serde_json::json!([]), "{r}");
+
+    // ams2-client-01's Nomad agent frozen; lon1-server-01's supervisor stopped.
+    let (_, st) = demo.get("ams2-client-01", "/v1/status", "application/json").unwrap();
+    let st: Value = serde_json::from_str(&st).unwrap();
+    let nomad_pid = st["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "nomad")
+        .and_then(|a| a["pid"].as_i64())
+        .expect("nomad pid");
+    let nomad_pid = Pid::from_raw(i32::try_from(nomad_pid).unwrap());
+    kill(nomad_pid, Signal::SIGSTOP).unwrap();
+    let lon1 = demo.node("lon1-server-01").unwrap().pid().expect("lon1-server-01 runs");
+    kill(Pid::from_raw(i32::try_from(lon1).unwrap()), Signal::SIGTERM).unwrap();
+
+    let end = Instant::now() + Duration::from_secs(180);
+    let r = loop {
+        let (code, r) = run(&file);
+        let seen = |addr: SocketAddr| {
+            r["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["target"]["port"] == addr.port())
+                .map(|n| n["state"].as_str().unwrap_or("").to_string())
+        };
+        if seen(addr_of("ams2-client-01")).as_deref() == Some("unhealthy")
+            && seen(addr_of("lon1-server-01")).as_deref() == Some("unreachable")
+            && r["findings"].to_string().contains("nomad servers alive")
+        {
+            assert_eq!(code, Some(1), "{r}");
+            break r;
+        }
+        if Instant::now() > end {
+            let _ = kill(nomad_pid, Signal::SIGCONT);
+            panic!("the fleet did not show the unhealthy and the stopped node: {r}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = kill(nomad_pid, Signal::SIGCONT);
+    assert_eq!(r["counts"]["healthy"], 3, "{r}");
+    let findings = r["findings"].to_string();
+    assert!(findings.contains("lon1: no consul server among the nodes that answered"), "{findings}");
+    assert!(findings.contains("region eu: 2 of 3 nomad servers alive"), "{findings}");
+    let unhealthy = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["state"] == "unhealthy")
+        .unwrap();
+    assert_eq!(unhealthy["status"]["node"], "ams2-client-01", "{unhealthy}");
+    assert!(unhealthy["problem"].as_str().unwrap().contains("nomad"), "{unhealthy}");
+    let stopped = demo.stop(Duration::from_secs(60));
+    assert!(stopped.iter().all(|(_, s)| s.is_some()), "{stopped:?}");
+}

@@ -151,9 +151,10 @@ pub fn page(report: Option<&FleetReport>, refresh: Duration) -> String {
             .count();
         let _ = write!(
             o,
-            "<tbody data-dc=\"{0}\"><tr class=\"dc\"><th colspan=\"10\">{0}: {1} nodes, {2} with problems</th></tr>",
+            "<tbody data-dc=\"{0}\"><tr class=\"dc\"><th colspan=\"10\">{0}: {1} node{2}, {3} with problems</th></tr>",
             esc(dc),
             nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" },
             bad
         );
         for n in nodes {
