@@ -85,7 +85,7 @@ async fn handle(mut s: TcpStream, b: Behaviour) {
     match b {
         Behaviour::Hang => tokio::time::sleep(Duration::from_secs(600)).await,
         Behaviour::Reset => {
-            let _ = s.set_linger(Some(Duration::ZERO));
+            let _ = s.set_zero_linger();
             drop(s);
         }
         Behaviour::Answer {
@@ -1009,7 +1009,8 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
         forward_base_port: 0,
     };
     let mut demo = Demo::start(&opts).expect("start the demo");
-    demo.wait_ready(Duration::from_secs(300)).expect("the five nodes get ready");
+    demo.wait_ready(Duration::from_secs(300))
+        .expect("the five nodes get ready");
     let addr_of = |name: &str| demo.node(name).unwrap().forward;
     let targets: Vec<SocketAddr> = demo.nodes().iter().map(|n| n.forward).collect();
     let file = targets_file(work.path(), &targets);
@@ -1030,7 +1031,9 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
     assert_eq!(r["findings"], serde_json::json!([]), "{r}");
 
     // ams2-client-01's Nomad agent frozen; lon1-server-01's supervisor stopped.
-    let (_, st) = demo.get("ams2-client-01", "/v1/status", "application/json").unwrap();
+    let (_, st) = demo
+        .get("ams2-client-01", "/v1/status", "application/json")
+        .unwrap();
     let st: Value = serde_json::from_str(&st).unwrap();
     let nomad_pid = st["agents"]
         .as_array()
@@ -1041,7 +1044,11 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
         .expect("nomad pid");
     let nomad_pid = Pid::from_raw(i32::try_from(nomad_pid).unwrap());
     kill(nomad_pid, Signal::SIGSTOP).unwrap();
-    let lon1 = demo.node("lon1-server-01").unwrap().pid().expect("lon1-server-01 runs");
+    let lon1 = demo
+        .node("lon1-server-01")
+        .unwrap()
+        .pid()
+        .expect("lon1-server-01 runs");
     kill(Pid::from_raw(i32::try_from(lon1).unwrap()), Signal::SIGTERM).unwrap();
 
     let end = Instant::now() + Duration::from_secs(180);
@@ -1071,8 +1078,14 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
     let _ = kill(nomad_pid, Signal::SIGCONT);
     assert_eq!(r["counts"]["healthy"], 3, "{r}");
     let findings = r["findings"].to_string();
-    assert!(findings.contains("lon1: no consul server among the nodes that answered"), "{findings}");
-    assert!(findings.contains("region eu: 2 of 3 nomad servers alive"), "{findings}");
+    assert!(
+        findings.contains("lon1: no consul server among the nodes that answered"),
+        "{findings}"
+    );
+    assert!(
+        findings.contains("region eu: 2 of 3 nomad servers alive"),
+        "{findings}"
+    );
     let unhealthy = r["nodes"]
         .as_array()
         .unwrap()
@@ -1080,7 +1093,10 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
         .find(|n| n["state"] == "unhealthy")
         .unwrap();
     assert_eq!(unhealthy["status"]["node"], "ams2-client-01", "{unhealthy}");
-    assert!(unhealthy["problem"].as_str().unwrap().contains("nomad"), "{unhealthy}");
+    assert!(
+        unhealthy["problem"].as_str().unwrap().contains("nomad"),
+        "{unhealthy}"
+    );
     let stopped = demo.stop(Duration::from_secs(60));
     assert!(stopped.iter().all(|(_, s)| s.is_some()), "{stopped:?}");
 }
