@@ -5,6 +5,8 @@
 //! Prometheus. The simulated nodes serve the real `/v1/status` answers of
 //! the demo topology (`tests/data/fleet/`), some altered here.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -141,7 +143,7 @@ async fn fleet(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn node_of<'a>(report: &'a Value, addr: SocketAddr) -> &'a Value {
+fn node_of(report: &Value, addr: SocketAddr) -> &Value {
     report["nodes"]
         .as_array()
         .unwrap()
@@ -574,7 +576,10 @@ async fn fleet_lists_targets_from_every_consul_datacenter_with_the_token() {
 
 /// GETs `http://addr{path}`; (status, body).
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let resp = reqwest::Client::new()
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .ok()?
         .get(format!("http://{addr}{path}"))
         .timeout(Duration::from_secs(5))
         .send()

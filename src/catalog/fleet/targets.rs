@@ -273,7 +273,10 @@ pub async fn consul_targets(url: &str, token: Option<&str>) -> Result<Vec<Target
         url: base.clone(),
         reason,
     };
+    // No proxy from the environment, as for every agent API call
+    // (`agent::transport`): Consul is asked directly.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(CONSUL_TIMEOUT)
         .build()
         .map_err(|e| fail(format!("failed to build an HTTP client: {e}")))?;
