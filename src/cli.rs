@@ -160,6 +160,10 @@ pub struct FleetArgs {
     /// service, asked in every datacenter it knows.
     #[arg(long, value_name = "URL", global = true)]
     pub consul: Option<String>,
+    /// Browse the supervisors' mDNS announcements (`_hashi-sup._tcp.local.`)
+    /// on this interface for 3 seconds.
+    #[arg(long, value_name = "IFACE", global = true)]
+    pub mdns: Option<String>,
     /// File holding the Consul ACL token for `--consul`.
     #[arg(long, value_name = "FILE", global = true, requires = "consul")]
     pub token_file: Option<PathBuf>,

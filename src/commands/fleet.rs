@@ -26,10 +26,21 @@ const SPARE_FDS: u64 = 512;
 
 /// Runs `supervisor fleet`.
 pub async fn run(args: &FleetArgs) -> Result<u8, Error> {
-    if args.targets.is_empty() && args.dns.is_empty() && args.consul.is_none() {
+    if args.targets.is_empty()
+        && args.dns.is_empty()
+        && args.consul.is_none()
+        && args.mdns.is_none()
+    {
         return Err(Error::Usage(
-            "no targets: give --targets FILE, --dns NAME or --consul URL".into(),
+            "no targets: give --targets FILE, --dns NAME, --consul URL or --mdns IFACE".into(),
         ));
+    }
+    if let Some(iface) = &args.mdns {
+        if nix::net::if_::if_nametoindex(iface.as_str()).is_err() {
+            return Err(
+                FleetError::Usage(format!("--mdns: no network interface `{iface}`")).into(),
+            );
+        }
     }
     let token = match &args.token_file {
         Some(p) => Some(read_token(p)?),
@@ -114,6 +125,9 @@ async fn gather(args: &FleetArgs, token: Option<&str>) -> Result<Vec<Target>, Fl
             format!("http://{url}")
         };
         all.extend(targets::consul_targets(&url, token).await?);
+    }
+    if let Some(iface) = &args.mdns {
+        all.extend(targets::mdns_targets(iface, targets::MDNS_BROWSE).await?);
     }
     let all = targets::dedup(all);
     if all.is_empty() {

@@ -1105,3 +1105,115 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
     let stopped = demo.stop(Duration::from_secs(60));
     assert!(stopped.iter().all(|(_, s)| s.is_some()), "{stopped:?}");
 }
+
+// ----------------------------------------------------------------- mDNS ---
+
+/// A supervisor announced over mDNS on one namespace node's `eth0` (the
+/// discovery contract: `_hashi-sup._tcp.local.`, `v=1`, `dc`), found by
+/// `supervisor fleet --mdns eth0` run on another node of the same LAN, and
+/// polled at the announced address and port. Nothing leaves the test's own
+/// namespaces.
+#[test]
+fn fleet_finds_supervisors_in_mdns_announcements_on_the_named_interface() {
+    use hashi_testrig::netns::{NodeSpec, Topology};
+    use nix::sched::{CloneFlags, setns};
+    if !support::require_tools(&["ip"])
+        || !support::available("network namespaces", hashi_testrig::netns::is_available())
+    {
+        return;
+    }
+    let spec = |name: &str, host: u8| NodeSpec {
+        name: name.into(),
+        datacenter: "ams2".into(),
+        host,
+        public_host: None,
+    };
+    let topo = Topology::build(&["ams2"], &[spec("mdns-a", 11), spec("mdns-b", 21)]).unwrap();
+    let a = topo.node("mdns-a").unwrap().clone();
+    let b = topo.node("mdns-b").unwrap().clone();
+    let ns = std::fs::File::open(format!("/run/netns/{}", a.netns)).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let ip = a.private_ip;
+    let announcer = std::thread::spawn(move || {
+        setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let addr = sim_at(
+                &ip.to_string(),
+                4680,
+                answer(doc(SERVER, "mdns-a", "ams2", |_| {})),
+            )
+            .await;
+            // The daemon's thread starts here, so it lives in this namespace.
+            let daemon = mdns_sd::ServiceDaemon::new().unwrap();
+            daemon.disable_interface(mdns_sd::IfKind::All).unwrap();
+            daemon
+                .enable_interface(mdns_sd::IfKind::Name("eth0".into()))
+                .unwrap();
+            let props = [
+                ("v", "1"),
+                ("node", "mdns-a"),
+                ("region", "eu"),
+                ("dc", "ams2"),
+                ("roles", "consul-server,nomad-server"),
+            ];
+            let info = mdns_sd::ServiceInfo::new(
+                "_hashi-sup._tcp.local.",
+                "mdns-a",
+                "mdns-a.local.",
+                ip.to_string().as_str(),
+                addr.port(),
+                &props[..],
+            )
+            .unwrap();
+            daemon.register(info).unwrap();
+            ready_tx.send(addr).unwrap();
+            let _ = tokio::task::spawn_blocking(move || stop_rx.recv_timeout(DEADLINE)).await;
+            let _ = daemon.shutdown();
+        });
+    });
+    let announced = ready_rx.recv_timeout(DEADLINE).unwrap();
+
+    let end = Instant::now() + DEADLINE;
+    let r = loop {
+        let out = b
+            .command(support::supervisor_bin().to_str().unwrap())
+            .args(["fleet", "--mdns", "eth0", "--json"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.code() == Some(0) {
+            break serde_json::from_str::<Value>(&stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < end,
+            "no announcement found within {DEADLINE:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert_eq!(r["counts"]["healthy"], 1, "{r}");
+    let n = node_of(&r, announced);
+    assert_eq!(n["target"]["datacenter"], "ams2", "{n}");
+    assert_eq!(n["target"]["origin"], "mdns eth0 mdns-a", "{n}");
+    assert_eq!(n["status"]["node"], "mdns-a", "{n}");
+
+    // An interface that does not exist is a usage error.
+    let out = b
+        .command(support::supervisor_bin().to_str().unwrap())
+        .args(["fleet", "--mdns", "nosuch0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = stop_tx.send(());
+    announcer.join().unwrap();
+    drop(topo);
+}

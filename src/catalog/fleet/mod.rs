@@ -2,8 +2,9 @@
 //! `/v1/status` says, and what the fleet as a whole looks like.
 //!
 //! * [`targets`]: the list of endpoints to ask, from a file, DNS (A/AAAA or
-//!   SRV) or the Consul catalog (the `hashi-supervisor` service that
-//!   [`super::register`] keeps, in every datacenter).
+//!   SRV), the Consul catalog (the `hashi-supervisor` service that
+//!   [`super::register`] keeps, in every datacenter) or the mDNS
+//!   announcements heard on one interface.
 //! * [`status`]: the part of a node's `/v1/status` document the fleet view
 //!   needs, parsed leniently from the peer's bytes and cut to size.
 //! * [`poll`]: one HTTP client polling every target with bounded
@@ -72,6 +73,14 @@ pub enum FleetError {
     Consul {
         /// The Consul HTTP address.
         url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The mDNS browse could not run.
+    #[error("failed to browse mDNS on {interface}: {reason}")]
+    Mdns {
+        /// The interface named.
+        interface: String,
         /// What went wrong.
         reason: String,
     },

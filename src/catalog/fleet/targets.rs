@@ -1,8 +1,11 @@
-//! Where the fleet's supervisors are: a targets file, DNS, or the Consul
-//! catalog. Each source yields [`Target`]s; [`dedup`] merges them.
+//! Where the fleet's supervisors are: a targets file, DNS, the Consul
+//! catalog, or the mDNS announcements on one interface. Each source yields
+//! [`Target`]s; [`dedup`] merges them.
 //!
-//! Reads files and asks DNS servers and Consul; writes nothing and polls
-//! nothing.
+//! Reads files, asks DNS servers and Consul, and browses mDNS (sending only
+//! queries, on the one interface it is given, for a bounded time); writes
+//! nothing, announces nothing and polls nothing. Discovery's own mDNS
+//! (announcing and joining) is not here.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -365,6 +368,62 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
+}
+
+/// The service type the supervisors announce (the discovery contract).
+pub const MDNS_SERVICE: &str = "_hashi-sup._tcp.local.";
+/// How long an mDNS browse listens for announcements.
+pub const MDNS_BROWSE: Duration = Duration::from_secs(3);
+
+/// Targets from the mDNS announcements heard on `interface` within `wait`:
+/// one per announced instance (`v=1`), at its first IPv4 address (else its
+/// first address) and announced port, with its `dc` TXT key as datacenter.
+pub async fn mdns_targets(interface: &str, wait: Duration) -> Result<Vec<Target>, FleetError> {
+    use mdns_sd::{IfKind, ServiceDaemon, ServiceEvent};
+    let fail = |what: &str, e: mdns_sd::Error| FleetError::Mdns {
+        interface: interface.to_string(),
+        reason: format!("{what}: {e}"),
+    };
+    let daemon = ServiceDaemon::new().map_err(|e| fail("start the mDNS daemon", e))?;
+    let browse = async {
+        daemon
+            .disable_interface(IfKind::All)
+            .map_err(|e| fail("leave the other interfaces", e))?;
+        daemon
+            .enable_interface(IfKind::Name(interface.to_string()))
+            .map_err(|e| fail("use the interface", e))?;
+        let events = daemon.browse(MDNS_SERVICE).map_err(|e| fail("browse", e))?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out: Vec<Target> = Vec::new();
+        while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, events.recv_async()).await {
+            let ServiceEvent::ServiceResolved(s) = event else {
+                continue;
+            };
+            if s.get_property_val_str("v") != Some("1") || s.port == 0 {
+                continue;
+            }
+            let mut ips: Vec<IpAddr> = s.addresses.iter().map(|a| a.to_ip_addr()).collect();
+            ips.sort_by_key(|ip| (!ip.is_ipv4(), *ip));
+            let Some(ip) = ips.first() else { continue };
+            let node = super::status::clean(s.fullname.split('.').next().unwrap_or(""), 64);
+            out.retain(|t| !t.origin.ends_with(&format!(" {node}")));
+            out.push(Target {
+                host: ip.to_string(),
+                port: s.port,
+                origin: format!("mdns {interface} {node}"),
+                datacenter: s
+                    .get_property_val_str("dc")
+                    .map(|dc| super::status::clean(dc, 64)),
+            });
+            if out.len() >= MAX_TARGETS {
+                break;
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = daemon.shutdown();
+    browse
 }
 
 /// Drops repeated endpoints (same `host:port`), keeping the first.
