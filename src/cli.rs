@@ -88,7 +88,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Poll every supervisor of a fleet: which nodes are unhealthy, and why.
     /// Exit 0 all healthy, 1 any unhealthy or unreachable, 64 usage.
-    Fleet(FleetArgs),
+    Fleet(Box<FleetArgs>),
     /// Print a new gossip encryption key (32 random bytes, base64).
     Keygen,
     /// Print shell completions.
