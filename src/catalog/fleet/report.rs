@@ -517,3 +517,21 @@ fn leader_split(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_is_short_and_readable() {
+        assert_eq!(uptime(9), "9s");
+        assert_eq!(uptime(250), "4m10s");
+        assert_eq!(uptime(5 * 3600 + 12 * 60), "5h12m");
+        assert_eq!(uptime(3 * 86400 + 4 * 3600 + 1), "3d4h");
+    }
+
+    #[test]
+    fn metric_labels_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -266,3 +266,76 @@ pub async fn serve(
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::fleet::poll::NodeResult;
+    use crate::catalog::fleet::status::parse_status;
+    use crate::catalog::fleet::targets::Target;
+
+    fn node(name: &str, healthy: bool) -> NodeResult {
+        let body = format!(
+            r#"{{"node":"{name}","datacenter":"dc<1>","region":"eu","healthy":{healthy},
+               "checks":[{{"name":"nomad.api","ok":{healthy},"reason":"<img src=x onerror=alert(1)>"}}]}}"#
+        );
+        let status = parse_status(body.as_bytes()).unwrap();
+        NodeResult {
+            target: Target {
+                host: "10.0.0.1".into(),
+                port: 4680,
+                origin: "t".into(),
+                datacenter: None,
+            },
+            state: if healthy {
+                NodeState::Healthy
+            } else {
+                NodeState::Unhealthy
+            },
+            problem: (!healthy).then(|| "nomad.api: <img src=x onerror=alert(1)>".into()),
+            attempts: 1,
+            elapsed_ms: 1,
+            status: Some(status),
+        }
+    }
+
+    #[test]
+    fn page_escapes_what_peers_send_and_has_no_external_asset() {
+        let r = FleetReport::new(
+            vec![node("<script>x</script>", false), node("ok", true)],
+            0,
+            1,
+        );
+        let html = page(Some(&r), Duration::from_secs(5));
+        assert!(!html.contains("<script>x"), "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+        assert!(html.contains("data-dc=\"dc&lt;1&gt;\""), "{html}");
+        assert!(html.contains("class=\"node unhealthy\""), "{html}");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "{html}"
+        );
+        assert!(html.contains("data-refresh=\"5\""), "{html}");
+    }
+
+    #[test]
+    fn routes_answer_from_the_published_poll() {
+        let r = FleetReport::new(vec![node("a", true)], 0, 1);
+        let p = Published::from_report(&r, Duration::from_secs(5));
+        let resp = route(&Method::GET, "/v1/fleet", &p);
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(route(&Method::GET, "/metrics", &p).status(), StatusCode::OK);
+        assert_eq!(
+            route(&Method::GET, "/nope", &p).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&Method::POST, "/", &p).status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let waiting = Published::waiting(Duration::from_secs(5));
+        assert_eq!(&waiting.json[..], b"{\"polling\":true}\n");
+    }
+}
