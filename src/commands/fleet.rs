@@ -336,6 +336,14 @@ async fn regather(args: &FleetArgs, token: Option<&str>, previous: Vec<Target>) 
     }
 }
 
+/// SIGINT and SIGTERM streams, made once per command.
+fn stop_signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal), Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt()).map_err(|e| Error::io("watch SIGINT", e))?;
+    let term = signal(SignalKind::terminate()).map_err(|e| Error::io("watch SIGTERM", e))?;
+    Ok((int, term))
+}
+
 async fn watch_loop(
     args: &FleetArgs,
     token: Option<&str>,
@@ -345,6 +353,8 @@ async fn watch_loop(
     secs: u64,
 ) -> Result<u8, Error> {
     let terminal = std::io::stdout().is_terminal();
+    // Made once, so that a signal arriving during a poll is not lost.
+    let (mut sigint, mut sigterm) = stop_signals()?;
     let mut last: Option<FleetReport> = None;
     loop {
         remember_dcs(&mut targets, last.as_ref());
@@ -354,7 +364,8 @@ async fn watch_loop(
         let code = exit_code(&report);
         last = Some(report);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(code),
+            _ = sigint.recv() => return Ok(code),
+            _ = sigterm.recv() => return Ok(code),
             () = tokio::time::sleep(Duration::from_secs(secs)) => {}
         }
         targets = regather(args, token, polled).await;
@@ -382,15 +393,14 @@ async fn serve_loop(
     let (tx, rx) = watch::channel(Arc::new(Published::waiting(refresh)));
     let cancel = CancellationToken::new();
     let server = tokio::spawn(serve::serve(listener, rx, cancel.clone()));
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::io("watch SIGTERM", e))?;
+    let (mut sigint, mut sigterm) = stop_signals()?;
     let mut last: Option<FleetReport> = None;
     let code = loop {
         remember_dcs(&mut targets, last.as_ref());
         let round = poll(rt, poller, std::mem::take(&mut targets), false);
         let (report, polled) = tokio::select! {
             r = round => r,
-            _ = tokio::signal::ctrl_c() => break last.as_ref().map_or(0, exit_code),
+            _ = sigint.recv() => break last.as_ref().map_or(0, exit_code),
             _ = sigterm.recv() => break last.as_ref().map_or(0, exit_code),
         };
         tx.send_replace(Arc::new(Published::from_report(&report, refresh)));
@@ -401,7 +411,7 @@ async fn serve_loop(
         let code = exit_code(&report);
         last = Some(report);
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break code,
+            _ = sigint.recv() => break code,
             _ = sigterm.recv() => break code,
             () = tokio::time::sleep(refresh) => {}
         }

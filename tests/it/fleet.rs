@@ -1217,3 +1217,91 @@ fn fleet_finds_supervisors_in_mdns_announcements_on_the_named_interface() {
     announcer.join().unwrap();
     drop(topo);
 }
+
+// ------------------------------------------------------ watch and serve ---
+
+/// `fleet serve` answers while its first poll still waits on a hanging node
+/// (timeout 60 s, so that poll cannot end within the test's deadline).
+#[tokio::test]
+async fn fleet_serve_answers_while_a_poll_waits_on_a_hanging_node() {
+    let hanging = sim(Behaviour::Hang).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = targets_file(dir.path(), &[hanging]);
+    let listen = free_port();
+    let mut child = tokio::process::Command::new(support::supervisor_bin())
+        .args(["fleet", "serve", "--listen", &listen.to_string()])
+        .args(["--targets", file.to_str().unwrap(), "--timeout", "60"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        assert!(Instant::now() < end, "fleet serve did not answer");
+        if let Some((200, body)) = get(listen, "/v1/fleet").await {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, "{\"polling\":true}\n");
+    let (code, page) = get(listen, "/").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("first poll running"), "{page}");
+    // SIGTERM ends it at once, the hanging poll abandoned.
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "no poll completed: nothing unhealthy seen"
+    );
+}
+
+/// `--watch` polls again and again, one report per round, and on SIGINT
+/// exits with the last round's code (1: a node is unreachable).
+#[tokio::test]
+async fn fleet_watch_repeats_and_exits_with_the_last_rounds_code_on_sigint() {
+    use tokio::io::AsyncBufReadExt;
+    let ok = sim(answer(doc(SERVER, "w-ok", "ams2", |_| {}))).await;
+    let gone = closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = targets_file(dir.path(), &[ok, gone]);
+    let mut child = tokio::process::Command::new(support::supervisor_bin())
+        .args([
+            "fleet",
+            "--watch",
+            "1",
+            "--json",
+            "--targets",
+            file.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut reports = 0;
+    while reports < 2 {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .expect("a report within the deadline")
+            .unwrap()
+            .expect("stdout open");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["counts"]["healthy"], 1, "{v}");
+        assert_eq!(v["counts"]["unreachable"], 1, "{v}");
+        reports += 1;
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}
