@@ -1305,3 +1305,67 @@ async fn fleet_watch_repeats_and_exits_with_the_last_rounds_code_on_sigint() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
 }
+
+/// A keep-alive simulated node that counts the connections it accepts.
+async fn counting_node(body: Vec<u8>) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 2048];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        if s.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_polls_reuse_connections_when_asked_and_only_then() {
+    use hashi_supervisor::catalog::fleet::{PollOptions, Poller};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for (reuse, want) in [(true, 1), (false, 3)] {
+        let (addr, accepted) = counting_node(doc(SERVER, "keep", "ams2", |_| {})).await;
+        let poller = Arc::new(Poller::new(PollOptions {
+            reuse_connections: reuse,
+            ..PollOptions::default()
+        }));
+        let targets = Arc::new(vec![Target {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            origin: "test".into(),
+            datacenter: None,
+        }]);
+        for _ in 0..3 {
+            let r = poller
+                .poll_all(targets.clone(), Arc::new(AtomicUsize::new(0)))
+                .await;
+            assert_eq!(r[0].state, NodeState::Healthy, "{r:?}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), want, "reuse {reuse}");
+    }
+}
