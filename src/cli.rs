@@ -86,6 +86,9 @@ pub enum Command {
     Versions(VersionsArgs),
     /// Show a node's status from its health endpoint.
     Status(StatusArgs),
+    /// Poll every supervisor of a fleet: which nodes are unhealthy, and why.
+    /// Exit 0 all healthy, 1 any unhealthy or unreachable, 64 usage.
+    Fleet(Box<FleetArgs>),
     /// Print a new gossip encryption key (32 random bytes, base64).
     Keygen,
     /// Print shell completions.
@@ -141,4 +144,100 @@ pub struct StatusArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `supervisor fleet`: targets from `--targets`, `--dns` and `--consul`
+/// together (repeats dropped). The options also apply to `fleet serve`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetArgs {
+    /// `serve`: the live fleet page instead of one table.
+    #[command(subcommand)]
+    pub action: Option<FleetAction>,
+    /// File of targets: one `host[:port]` a line, `#` comments.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub targets: Vec<PathBuf>,
+    /// DNS name of the fleet: A/AAAA records (default port), or SRV when
+    /// the name starts with `_` (its ports).
+    #[arg(long, value_name = "NAME", global = true)]
+    pub dns: Vec<String>,
+    /// DNS server for `--dns` (default: the system's resolv.conf).
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub nameserver: Option<SocketAddr>,
+    /// Consul HTTP address whose catalog lists the `hashi-supervisor`
+    /// service, asked in every datacenter it knows.
+    #[arg(long, value_name = "URL", global = true)]
+    pub consul: Option<String>,
+    /// Browse the supervisors' mDNS announcements (`_hashi-sup._tcp.local.`)
+    /// on this interface for 3 seconds.
+    #[arg(long, value_name = "IFACE", global = true)]
+    pub mdns: Option<String>,
+    /// File holding the Consul ACL token for `--consul`.
+    #[arg(long, value_name = "FILE", global = true, requires = "consul")]
+    pub token_file: Option<PathBuf>,
+    /// Port of targets that name none.
+    #[arg(long, value_name = "PORT", default_value_t = crate::paths::DEFAULT_HEALTH_PORT,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub port: u16,
+    /// Requests in flight at most.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..=4096), global = true)]
+    pub concurrency: u16,
+    /// Timeout of one request (`2`, `1.5`, `500ms`; 10ms to 60s).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_timeout, global = true)]
+    pub timeout: std::time::Duration,
+    /// Print the report as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Poll again every SECS seconds, redrawing in place on a terminal.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub watch: Option<u64>,
+    /// Also write the targets as a Prometheus file_sd JSON document.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub prometheus_sd: Option<PathBuf>,
+}
+
+/// `supervisor fleet` subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum FleetAction {
+    /// Serve the live fleet page, `/v1/fleet` and `/metrics`, polling every
+    /// `--interval` seconds.
+    Serve(FleetServeArgs),
+}
+
+/// `supervisor fleet serve`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Seconds between polls (and the page's refresh).
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub interval: u64,
+}
+
+/// `--timeout`: seconds (`2`, `1.5`) or milliseconds (`500ms`), 10 ms to 60 s.
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let d = if let Some(ms) = s.strip_suffix("ms") {
+        ms.trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a number of milliseconds"))?
+    } else {
+        let secs: f64 = s
+            .strip_suffix('s')
+            .unwrap_or(s)
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+        if !secs.is_finite() || !(0.0..=60.0).contains(&secs) {
+            return Err(format!("`{s}` is out of range (10ms to 60s)"));
+        }
+        std::time::Duration::from_secs_f64(secs)
+    };
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(60) {
+        return Err(format!("`{s}` is out of range (10ms to 60s)"));
+    }
+    Ok(d)
 }

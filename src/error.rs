@@ -37,6 +37,9 @@ pub enum Error {
     /// The health endpoint failed.
     #[error(transparent)]
     Health(#[from] health::HealthError),
+    /// Polling the fleet failed before any node was asked.
+    #[error(transparent)]
+    Fleet(#[from] crate::catalog::fleet::FleetError),
     /// A local I/O operation failed.
     #[error("failed to {what}")]
     Io {
@@ -63,6 +66,8 @@ impl Error {
             Self::Health(e) => health_exit_code(e),
             Self::Supervise(_) | Self::Io { .. } => EXIT_FAILURE,
             Self::Internal(_) => EXIT_INTERNAL,
+            Self::Fleet(e) if e.is_usage() => EXIT_USAGE,
+            Self::Fleet(_) => EXIT_FAILURE,
         }
     }
 

@@ -8,7 +8,7 @@
 //! (--role)       (validated)    ├─► render: consul.json / nomad.hcl (atomic, 0640)
 //!                               ├─► agent: one client + one observer per agent
 //!                               ├─► supervise: consul ─(ready)─► nomad
-//!                               ├─► catalog: registration in consul
+//!                               ├─► catalog: registration, discovery, fleet poller
 //!                               └─► health: /health /v1/status /metrics
 //! ```
 //!
@@ -26,8 +26,8 @@
 //! * [`supervise`] runs one actor per agent: spawn, restart policy, graceful
 //!   stop, reload.
 //! * [`health`] serves pure functions of a snapshot over HTTP.
-//! * [`catalog`] keeps the node's registration in Consul (and is the home
-//!   of discovery and the fleet poller).
+//! * [`catalog`] keeps the node's registration in Consul, finds its peers
+//!   (static, DNS, mDNS, cloud) and joins them live, and polls the fleet.
 //!
 //! # Layering
 //!

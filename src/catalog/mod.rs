@@ -9,13 +9,18 @@
 //!   through), the Consul server a Nomad without a local Consul uses, and
 //!   the live joins through the node's agents' APIs.
 //!
-//! This is also the home of the fleet poller (finding the other
-//! supervisors). Stage: after `agent` and `supervise`,
-//! beside `health`; it talks to Consul only through the node's one
-//! [`AgentClient`], reads the supervisor's status, and must not import
-//! `health` (nor `health` import it) nor write any file.
+//! * [`fleet`]: `supervisor fleet`, the poller of every supervisor's
+//!   `/v1/status` (targets from a file, DNS, the Consul catalog or mDNS),
+//!   its findings, table, page and Prometheus documents.
+//!
+//! Stage: after `agent` and `supervise`, beside `health`; the node's own
+//! code talks to Consul only through its one [`AgentClient`], reads the
+//! supervisor's status, and must not import `health` (nor `health` import
+//! it). Nothing here writes a file: `discovery.json` is written by the
+//! daemon, the fleet's Prometheus file by the `fleet` command.
 
 pub mod discovery;
+pub mod fleet;
 pub mod register;
 
 use std::net::SocketAddr;

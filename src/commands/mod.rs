@@ -8,6 +8,7 @@
 mod check;
 mod completions;
 mod fetch;
+mod fleet;
 mod keygen;
 mod render;
 mod run;
@@ -51,6 +52,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Fetch => fetch::run(&global).await,
         Command::Versions(a) => versions::run(&global, &a).await,
         Command::Status(a) => status::run(&global, &a).await,
+        Command::Fleet(a) => fleet::run(&a).await,
         Command::Keygen => keygen::run(),
         Command::Completions { shell } => completions::run(&shell),
     }

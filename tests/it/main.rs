@@ -13,6 +13,7 @@ mod cluster;
 mod day_one;
 mod discovery_unit;
 mod discovery_wire;
+mod fleet;
 mod health;
 mod health_e2e;
 mod layering;
