@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use hashi_testrig::demo::{Demo, DemoOptions};
+use hashi_testrig::demo::{Demo, DemoOptions, reference_demo_nodes};
 use serde_json::Value;
 
 use crate::support::{standin::standin_bin, supervisor_bin};
@@ -80,6 +80,8 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
         examples_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples"),
         work_dir: work.path().join("demo"),
         forward_base_port: 0,
+        nodes: reference_demo_nodes(),
+        dns: Vec::new(),
     };
     let mut demo = Demo::start(&opts).expect("start the demo");
     if let Err(e) = demo.wait_ready(READY_WITHIN) {
