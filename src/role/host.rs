@@ -36,6 +36,21 @@ pub fn is_private_v4(ip: Ipv4Addr) -> bool {
     ip.is_private()
 }
 
+/// Whether `ip` belongs to a private network: IPv4 RFC 1918 (10/8,
+/// 172.16/12, 192.168/16) or shared address space (100.64/10, RFC 6598,
+/// carrier-grade NAT), IPv6 unique local (fc00::/7, RFC 4193). Loopback,
+/// link-local, unspecified and public addresses are not. mDNS discovery is
+/// on by default only on such an address: multicast stays on the LAN.
+pub fn is_private_network(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
 /// The first private IPv4 address of the host, if any.
 pub fn first_private_ipv4(host: &dyn Host) -> Option<IpAddr> {
     host.all_ipv4()

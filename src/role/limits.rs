@@ -64,3 +64,17 @@ pub const LIST_ENTRIES: usize = 256;
 /// both agents use the names as (`<node>.node.<dc>.consul`,
 /// `server.<region>.nomad`).
 pub const NAME_CHARS: usize = 63;
+
+/// `[discovery.dns] interval_secs`: how often the names are resolved
+/// again. Under 5 s is a query storm for nothing (peers change by
+/// operator action, not by the second); a day is the most a DNS-published
+/// server list could be meant to stay unread.
+pub const DNS_INTERVAL_SECS: RangeInclusive<u64> = 5..=DAY;
+/// Longest DNS name (RFC 1035: 255 octets on the wire, 253 characters
+/// written without the trailing dot).
+pub const DNS_NAME_CHARS: usize = 253;
+/// Longest label of a DNS name (RFC 1035).
+pub const DNS_LABEL_CHARS: usize = 63;
+/// Most names in one `[discovery.dns]` list: each is resolved on every
+/// interval, and a handful per role is what a cluster needs.
+pub const DNS_NAMES: usize = 64;

@@ -10,6 +10,7 @@ mod diag;
 pub mod file;
 mod host;
 pub mod limits;
+pub mod names;
 mod raw;
 mod validate;
 
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diag::Problem;
-pub use host::{Host, StaticHost, SystemHost};
+pub use host::{Host, StaticHost, SystemHost, is_private_network};
 
 use crate::version::VersionSpec;
 use crate::vocab::RestartPolicy;
@@ -686,7 +687,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_not_just_the_first() {
         let e = load_text(
-            "schema = 1\nroles = [\"nomad-server\"]\n[consul]\nversion = \"newest\"\n[nomad]\nbootstrap_expect = 0\n",
+            "schema = 1\nroles = [\"nomad-server\"]\n[consul]\nversion = \"newest\"\n[nomad]\nbootstrap_expect = 0\n[discovery]\nmdns = false\n",
             &[],
         )
         .unwrap_err();

@@ -131,6 +131,19 @@ pub struct RawDiscovery {
     pub nomad_retry_join: Option<Spanned<Vec<SpStr>>>,
     pub consul_address: Option<SpStr>,
     pub cloud_auto_join: Option<Spanned<Vec<SpStr>>>,
+    pub mdns: Option<Spanned<bool>>,
+    pub dns: Option<Spanned<RawDns>>,
+}
+
+/// `[discovery.dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub nameserver: Option<SpStr>,
+    pub consul_servers: Option<Spanned<Vec<SpStr>>>,
+    pub consul_wan: Option<Spanned<Vec<SpStr>>>,
+    pub nomad_servers: Option<Spanned<Vec<SpStr>>>,
+    pub interval_secs: Option<Spanned<u64>>,
 }
 
 /// `[health]`.

@@ -16,14 +16,17 @@
 //!   gossip keys), [`restart`] (the restart policy), [`users`] (the agents'
 //!   Unix users) and [`extra`] (pass-through tables);
 //! * [`release`]: `[release]`, trusted key files parsed as the verifier will;
-//! * [`discovery`]: the `[discovery]` table;
+//! * [`discovery`]: the `[discovery]` table, with [`cloud`] (the shape of
+//!   cloud auto-join strings) and [`dns`] (`[discovery.dns]`);
 //! * [`paths`]: the `[paths]` table.
 //!
 //! Checks read the machine only through [`Host`] and never write.
 
 mod addresses;
 mod agents;
+mod cloud;
 mod discovery;
+mod dns;
 mod extra;
 mod node;
 mod paths;
@@ -188,12 +191,22 @@ pub fn validate(
     found.append(sizes::check_lengths(&raw));
     found.append(sizes::check_list_sizes(&raw));
     let node = found.keep(node::check(&raw, host));
-    let addresses = found.keep(addresses::check(&raw.addresses, roles.set, host));
+    let (addresses, addresses_found) = addresses::check(&raw.addresses, roles.set, host);
+    // Whether the private address is the node's own (else its problem is
+    // reported, and discovery judges nothing by it).
+    let private = addresses_found.0.is_empty().then_some(addresses.private);
+    found.append(addresses_found);
     let consul = found.keep(agents::consul(cx, &raw.consul, roles.set));
     let has_public = raw.addresses.public.is_some();
     let nomad = found.keep(agents::nomad(cx, &raw.nomad, roles.set, has_public));
     let release = found.keep(release::check(cx, &raw.release));
-    let discovery = found.keep(discovery::check(&raw.discovery, &roles, &asked.list));
+    let discovery = found.keep(discovery::check(
+        &raw.discovery,
+        &roles,
+        &asked.list,
+        private,
+        source,
+    ));
     let health_listen = found.keep(addresses::health_listen(&raw.health, addresses.private));
     let paths = found.keep(paths::check(&raw.paths));
     found.append(users::check_exist(

@@ -5,7 +5,10 @@
 use super::{Checked, Findings};
 use crate::role::diag::Location;
 use crate::role::host::Host;
-use crate::role::limits;
+use crate::role::names::{
+    datacenter_problem as check_datacenter_name, node_name_problem as check_node_name,
+    region_problem as check_region_name,
+};
 use crate::role::raw::{RawRole, SpStr};
 
 /// Nomad's and Consul's default region / datacenter.
@@ -101,106 +104,6 @@ fn log_level(found: &mut Findings, v: &Option<SpStr>) -> String {
                 );
             }
             l
-        }
-    }
-}
-
-/// A name longer than a DNS label, or empty.
-fn check_name_length(name: &str) -> Option<String> {
-    if name.is_empty() {
-        return Some("must not be empty".to_string());
-    }
-    (name.len() > limits::NAME_CHARS).then(|| {
-        format!(
-            "is {} bytes long, at most {} are allowed",
-            name.len(),
-            limits::NAME_CHARS
-        )
-    })
-}
-
-/// Consul's own rule for a datacenter: `^[a-z0-9_-]+$` (consul
-/// `agent/config/builder.go`, `Builder.Validate`: "Datacenter must be
-/// alpha-numeric with underscores and hyphens only"; Consul lower-cases the
-/// value first, Nomad does not, so upper case would name two different
-/// datacenters). Nomad's rule (no NUL, no `*`: nomad
-/// `command/agent/command.go`, `isValidConfig`) is weaker.
-fn check_datacenter_name(name: &str) -> Option<String> {
-    if let Some(why) = check_name_length(name) {
-        return Some(format!("`datacenter` {why}"));
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    (!ok).then(|| {
-        "`datacenter` may only hold lower-case letters, digits, `-` and `_` (Consul's rule)"
-            .to_string()
-    })
-}
-
-/// Nomad's region: no NUL (nomad `command/agent/command.go`,
-/// `isValidConfig`); it is also one label of the name Nomad's TLS checks
-/// (`server.<region>.nomad`), so no `.` and nothing outside a DNS label.
-fn check_region_name(name: &str) -> Option<String> {
-    if let Some(why) = check_name_length(name) {
-        return Some(format!("`region` {why}"));
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    (!ok).then(|| "`region` may only hold letters, digits, `-` and `_`".to_string())
-}
-
-/// Consul refuses an empty node name and warns when it is not a DNS label
-/// of at most 63 bytes (consul `agent/config/builder.go`: "will not be
-/// discoverable via DNS"). We refuse what is longer, and keep the
-/// characters we always allowed (a dotted hostname is common).
-fn check_node_name(name: &str) -> Option<String> {
-    if let Some(why) = check_name_length(name) {
-        return Some(format!("`node_name` {why}"));
-    }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    (!ok).then(|| "`node_name` may only hold letters, digits, `-`, `_` and `.`".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_agents_own_rules() {
-        for ok in ["ams2", "lon1", "dc_1-a", &"d".repeat(63)] {
-            assert_eq!(check_datacenter_name(ok), None, "{ok}");
-        }
-        for bad in [
-            "DC1",
-            "dc.1",
-            "ams 2",
-            "",
-            "dc*",
-            "dc\0",
-            "dé",
-            &"d".repeat(64),
-        ] {
-            assert!(check_datacenter_name(bad).is_some(), "{bad:?}");
-        }
-        for ok in ["eu", "global", "EU-West_1"] {
-            assert_eq!(check_region_name(ok), None, "{ok}");
-        }
-        for bad in ["eu.west", "", "e u", &"r".repeat(64)] {
-            assert!(check_region_name(bad).is_some(), "{bad:?}");
-        }
-        for ok in ["ams2-server-01", "ams2-server-01.eu.example", "n_1"] {
-            assert_eq!(check_node_name(ok), None, "{ok}");
-        }
-        for bad in ["", "a b", "n\u{202e}", &"n".repeat(1_000_000)] {
-            assert!(
-                check_node_name(bad).is_some(),
-                "{:?}",
-                &bad[..bad.len().min(8)]
-            );
         }
     }
 }

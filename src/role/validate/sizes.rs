@@ -85,7 +85,10 @@ pub(super) fn check_list_sizes(raw: &RawRole) -> Findings {
 fn long_strings(raw: &RawRole) -> Vec<(Range<usize>, String)> {
     use limits::{ADDRESS_CHARS, PATH_CHARS, VERSION_CHARS};
     let (rc, rn, rr, rd) = (&raw.consul, &raw.nomad, &raw.release, &raw.discovery);
-    let single: [(&Option<SpStr>, &str, usize); 20] = [
+    let dns = rd.dns.as_ref().map(|d| d.get_ref());
+    let none = None;
+    let dns_nameserver = dns.map_or(&none, |d| &d.nameserver);
+    let single: [(&Option<SpStr>, &str, usize); 21] = [
         (&raw.log_level, "log_level", VERSION_CHARS),
         (&raw.addresses.bind, "addresses.bind", ADDRESS_CHARS),
         (&raw.addresses.private, "addresses.private", ADDRESS_CHARS),
@@ -110,8 +113,11 @@ fn long_strings(raw: &RawRole) -> Vec<(Range<usize>, String)> {
         (&raw.paths.config_dir, "paths.config_dir", PATH_CHARS),
         (&raw.paths.state_dir, "paths.state_dir", PATH_CHARS),
         (&rn.advertise, "nomad.advertise", VERSION_CHARS),
+        (dns_nameserver, "discovery.dns.nameserver", ADDRESS_CHARS),
     ];
-    let lists: [(&Option<SpList>, &str, usize); 5] = [
+    let no_list = None;
+    let dns_lists = dns_lists(raw, &no_list);
+    let lists: [(&Option<SpList>, &str, usize); 8] = [
         (
             &rr.trusted_key_files,
             "release.trusted_key_files",
@@ -137,6 +143,9 @@ fn long_strings(raw: &RawRole) -> Vec<(Range<usize>, String)> {
             "discovery.cloud_auto_join",
             ADDRESS_CHARS,
         ),
+        (dns_lists[0].0, dns_lists[0].1, limits::DNS_NAME_CHARS),
+        (dns_lists[1].0, dns_lists[1].1, limits::DNS_NAME_CHARS),
+        (dns_lists[2].0, dns_lists[2].1, limits::DNS_NAME_CHARS),
     ];
     let entries = single
         .into_iter()
@@ -160,27 +169,61 @@ fn long_strings(raw: &RawRole) -> Vec<(Range<usize>, String)> {
         .collect()
 }
 
+/// The three name lists of `[discovery.dns]` with their keys (`none` for
+/// each when the table is not written).
+fn dns_lists<'a>(
+    raw: &'a RawRole,
+    none: &'a Option<SpList>,
+) -> [(&'a Option<SpList>, &'static str); 3] {
+    let dns = raw.discovery.dns.as_ref().map(|d| d.get_ref());
+    [
+        (
+            dns.map_or(none, |d| &d.consul_servers),
+            "discovery.dns.consul_servers",
+        ),
+        (
+            dns.map_or(none, |d| &d.consul_wan),
+            "discovery.dns.consul_wan",
+        ),
+        (
+            dns.map_or(none, |d| &d.nomad_servers),
+            "discovery.dns.nomad_servers",
+        ),
+    ]
+}
+
 /// `(span, problem)` of every list with more entries than anything it could mean.
 fn long_lists(raw: &RawRole) -> Vec<(Range<usize>, String)> {
     let rd = &raw.discovery;
+    let none = None;
+    let most = limits::LIST_ENTRIES;
+    let dns = dns_lists(raw, &none).map(|(l, key)| (l, key, limits::DNS_NAMES));
     [
-        (&raw.roles, "roles"),
-        (&raw.release.trusted_key_files, "release.trusted_key_files"),
-        (&rd.consul_retry_join, "discovery.consul_retry_join"),
-        (&rd.consul_retry_join_wan, "discovery.consul_retry_join_wan"),
-        (&rd.nomad_retry_join, "discovery.nomad_retry_join"),
-        (&rd.cloud_auto_join, "discovery.cloud_auto_join"),
+        (&raw.roles, "roles", most),
+        (
+            &raw.release.trusted_key_files,
+            "release.trusted_key_files",
+            most,
+        ),
+        (&rd.consul_retry_join, "discovery.consul_retry_join", most),
+        (
+            &rd.consul_retry_join_wan,
+            "discovery.consul_retry_join_wan",
+            most,
+        ),
+        (&rd.nomad_retry_join, "discovery.nomad_retry_join", most),
+        (&rd.cloud_auto_join, "discovery.cloud_auto_join", most),
     ]
     .into_iter()
-    .filter_map(|(v, key)| v.as_ref().map(|l| (l, key)))
-    .filter(|(l, _)| l.get_ref().len() > limits::LIST_ENTRIES)
-    .map(|(l, key)| {
+    .chain(dns)
+    .filter_map(|(v, key, most)| v.as_ref().map(|l| (l, key, most)))
+    .filter(|(l, _, most)| l.get_ref().len() > *most)
+    .map(|(l, key, most)| {
         (
             l.span(),
             format!(
-                "`{key}` has {} entries, at most {} are allowed",
+                "`{key}` has {} entries, at most {most} are allowed",
                 l.get_ref().len(),
-                limits::LIST_ENTRIES
             ),
         )
     })
