@@ -40,7 +40,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-use crate::dns::{Dnsmasq, Records};
+use crate::dns::{Dnsmasq, Records, SilentNameserver};
 use crate::mirror::{MirrorBuilder, serve_on};
 use crate::netns::{NetnsError, NodeSpec, Topology, reference_nodes, variant_nodes};
 
@@ -101,6 +101,10 @@ pub struct DemoOptions {
     /// dnsmasq on its router's LAN address (`10.0.<n>.1:53`) serving these
     /// records ([`reference_dns_records`] for `config/examples/dns`).
     pub dns: Vec<(String, Records)>,
+    /// Nameservers that never answer, each on a datacenter's router at this
+    /// address (added to the router's LAN bridge when it is not the
+    /// gateway), started before the supervisors.
+    pub silent_nameservers: Vec<(String, SocketAddr)>,
 }
 
 /// The records `config/examples/dns/` asks for, served by datacenter
@@ -447,6 +451,7 @@ pub struct Demo {
     key_file: PathBuf,
     threads: Vec<NsThread>,
     dns: Vec<Dnsmasq>,
+    silent: Vec<SilentNameserver>,
     topology: Option<Topology>,
 }
 
@@ -600,8 +605,23 @@ impl Demo {
             key_file: key_file.clone(),
             threads: Vec::new(),
             dns: Vec::new(),
+            silent: Vec::new(),
             topology: Some(topology),
         };
+        for (dc, addr) in &opts.silent_nameservers {
+            let (ns, gw) = demo
+                .topology()
+                .router(dc)
+                .map(|(ns, gw)| (ns.to_string(), gw))
+                .ok_or_else(|| DemoError(format!("no datacenter {dc} for its nameserver")))?;
+            if addr.ip() != std::net::IpAddr::V4(gw) {
+                demo.topology()
+                    .add_router_address(dc, &format!("{}/32", addr.ip()))?;
+            }
+            let server =
+                SilentNameserver::start(&ns, *addr).map_err(|e| DemoError(e.to_string()))?;
+            demo.silent.push(server);
+        }
         for (dc, records) in &opts.dns {
             let (ns, gw) = demo
                 .topology()
@@ -782,6 +802,14 @@ impl Demo {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// Queries the silent nameserver at `addr` received (never answered).
+    pub fn silent_queries(&self, addr: SocketAddr) -> Option<u64> {
+        self.silent
+            .iter()
+            .find(|s| s.addr() == addr)
+            .map(SilentNameserver::queries)
+    }
+
     /// The mirror every node installs from.
     pub fn mirror_url(&self) -> &str {
         &self.mirror_url
@@ -837,6 +865,22 @@ impl Demo {
         within: Duration,
         give_up: impl Fn() -> bool,
     ) -> Result<Duration, DemoError> {
+        let all: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        self.wait_nodes_ready(&all, within, give_up)
+    }
+
+    /// [`Demo::wait_ready_unless`] for the nodes named in `nodes` only.
+    pub fn wait_nodes_ready(
+        &mut self,
+        nodes: &[String],
+        within: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Duration, DemoError> {
         let start = Instant::now();
         loop {
             if give_up() {
@@ -851,7 +895,7 @@ impl Demo {
                 )));
             }
             let mut waiting = Vec::new();
-            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            for n in self.nodes.iter().filter(|n| nodes.contains(&n.name)) {
                 match http_get(n.forward, "/ready", "text/plain") {
                     Ok((200, _)) => {}
                     Ok((code, body)) => waiting.push(format!(
@@ -911,6 +955,7 @@ impl Drop for Demo {
             t.stop();
         }
         self.dns.clear();
+        self.silent.clear();
         // Dropping the topology kills what is left in the namespaces and
         // deletes them.
         self.topology.take();

@@ -89,21 +89,12 @@ impl Records {
 
     /// The dnsmasq options serving these records.
     fn args(&self) -> Vec<String> {
-        // Several addresses of one name: dnsmasq takes one --host-record
-        // per name with every address, so group them.
-        let mut names: Vec<(&str, Vec<Ipv4Addr>)> = Vec::new();
-        for (name, ip) in &self.a {
-            match names.iter_mut().find(|(n, _)| n == name) {
-                Some((_, ips)) => ips.push(*ip),
-                None => names.push((name, vec![*ip])),
-            }
-        }
-        let mut out: Vec<String> = names
-            .into_iter()
-            .map(|(name, ips)| {
-                let ips: Vec<String> = ips.iter().map(Ipv4Addr::to_string).collect();
-                format!("--host-record={name},{}", ips.join(","))
-            })
+        // One --host-record per address: dnsmasq takes one IPv4 address
+        // per option and answers every record of a name.
+        let mut out: Vec<String> = self
+            .a
+            .iter()
+            .map(|(name, ip)| format!("--host-record={name},{ip}"))
             .collect();
         out.extend(self.srv.iter().map(|s| {
             format!(
@@ -355,7 +346,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_become_dnsmasq_options_with_one_host_record_per_name() {
+    fn records_become_dnsmasq_options_with_one_host_record_per_address() {
         let r = Records::default()
             .a("consul.ams2.eu.hashi.test", Ipv4Addr::new(10, 0, 1, 11))
             .a("consul.ams2.eu.hashi.test", Ipv4Addr::new(10, 0, 1, 12))
@@ -368,7 +359,8 @@ mod tests {
         assert_eq!(
             r.args(),
             vec![
-                "--host-record=consul.ams2.eu.hashi.test,10.0.1.11,10.0.1.12".to_string(),
+                "--host-record=consul.ams2.eu.hashi.test,10.0.1.11".to_string(),
+                "--host-record=consul.ams2.eu.hashi.test,10.0.1.12".to_string(),
                 "--srv-host=_consul-server._tcp.ams2.eu.hashi.test,consul.ams2.eu.hashi.test,8500,10,10"
                     .to_string(),
                 "--local=/eu.hashi.test/".to_string(),

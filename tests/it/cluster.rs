@@ -82,6 +82,7 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
         forward_base_port: 0,
         nodes: reference_demo_nodes(),
         dns: Vec::new(),
+        silent_nameservers: Vec::new(),
     };
     let mut demo = Demo::start(&opts).expect("start the demo");
     if let Err(e) = demo.wait_ready(READY_WITHIN) {

@@ -11,6 +11,7 @@ mod support;
 
 mod cluster;
 mod day_one;
+mod discovery;
 mod health;
 mod health_e2e;
 mod layering;

@@ -108,6 +108,7 @@ fn main() -> ExitCode {
         forward_base_port: cli.base_port,
         nodes,
         dns: if cli.dns { reference_dns() } else { Vec::new() },
+        silent_nameservers: Vec::new(),
     };
     // Signals are caught before anything starts, so Ctrl-C during start-up
     // still tears down.

@@ -74,7 +74,8 @@ pub const HEALTH_PATHS: &[&str] = &[
 
 /// The apt line that installs every external tool the tests run (also in
 /// the README and `.ci/run`).
-pub const APT_LINE: &str = "apt-get install iproute2 iputils-ping prometheus chromium";
+pub const APT_LINE: &str =
+    "apt-get install iproute2 iputils-ping prometheus chromium dnsmasq-base";
 
 /// Each external tool the tests run: the names it is found under in `PATH`
 /// and its Debian package.
@@ -82,6 +83,7 @@ const TOOLS: &[(&str, &[&str], &str)] = &[
     ("ip", &["ip"], "iproute2"),
     ("ping", &["ping"], "iputils-ping"),
     ("unshare", &["unshare"], "util-linux"),
+    ("dnsmasq", &["dnsmasq"], "dnsmasq-base"),
     ("promtool", &["promtool"], "prometheus"),
     ("prometheus", &["prometheus"], "prometheus"),
     (
