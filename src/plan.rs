@@ -629,6 +629,34 @@ mod tests {
     }
 
     #[test]
+    fn providers_alone_put_nothing_in_the_plan_only_what_they_find_does() {
+        // DNS names and mDNS are for discovery to resolve: never rendered
+        // as they are (a name in retry_join would be resolved by Consul
+        // once, at its start, and never again).
+        let plain = "schema = 1\n[discovery]\nmdns = false\nconsul_retry_join = [\"10.0.1.6\"]\n";
+        let with_providers = "schema = 1\n[discovery]\nconsul_retry_join = [\"10.0.1.6\"]\n\
+            [discovery.dns]\nnameserver = \"10.0.1.1\"\n\
+            consul_servers = [\"_consul-server._tcp.ams2.eu.hashi.test\"]\n\
+            consul_wan = [\"consul-wan.eu.hashi.test\"]\nnomad_servers = [\"nomad.eu.hashi.test\"]\n";
+        let roles = ["consul-server", "nomad-server"];
+        let a = role_of(plain, &roles);
+        let b = role_of(with_providers, &roles);
+        assert!(!a.discovery.mdns && b.discovery.mdns && b.discovery.dns.is_some());
+        assert_eq!(Plan::from_role(&a), Plan::from_role(&b));
+        let found = Peers {
+            consul_lan: vec!["10.0.1.12".into()],
+            consul_wan: vec!["203.0.113.21".into()],
+            consul_http: None,
+            nomad_servers: vec!["10.0.1.13".into()],
+        };
+        let p = Plan::build(&b, &found);
+        let c = p.render.consul.as_ref().unwrap();
+        assert_eq!(c.retry_join, ["10.0.1.6", "10.0.1.12"]);
+        assert_eq!(c.retry_join_wan, ["203.0.113.21"]);
+        assert_eq!(p.render.nomad.as_ref().unwrap().retry_join, ["10.0.1.13"]);
+    }
+
+    #[test]
     fn consul_starts_before_nomad() {
         let p = plan(BASE, &["nomad-client", "consul-client"]);
         let order: Vec<Product> = p.agents.iter().map(|a| a.product).collect();

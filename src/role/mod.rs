@@ -741,12 +741,32 @@ mod tests {
             format!("Range: {} (1 MiB)", limits::MAX_DOWNLOAD_BYTES.start()),
             format!("to {} (4 GiB)", limits::MAX_DOWNLOAD_BYTES.end()),
             format!("At most {} characters", limits::NAME_CHARS),
+            format!("Range: {}.", range(&limits::DNS_INTERVAL_SECS)),
+            format!("at most {} characters", limits::DNS_NAME_CHARS),
+            format!("labels of at most {}", limits::DNS_LABEL_CHARS),
+            format!("at most {} names", limits::DNS_NAMES),
         ] {
             assert!(
                 text.contains(&want),
                 "config/node.toml does not say {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_shipped_role_file_with_role_nomad_client_alone_is_valid_on_a_lan() {
+        // The package's promise: its default role file and
+        // `HASHI_SUPERVISOR_ROLE=nomad-client` on a fresh LAN node.
+        let r = parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            include_str!("../../config/node.toml"),
+            &["nomad-client".into()],
+            &host(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.discovery.mdns, "mDNS finds its Consul server");
+        assert_eq!(r.discovery.dns, None);
+        assert!(r.learnable.region && r.learnable.datacenter);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! Integration tests: render. Golden files (`tests/golden/`, refreshed with
-//! `UPDATE_GOLDEN=1`) for the five reference examples and every role
-//! combination; `supervisor render` and `render --check` through the real
-//! binary.
+//! `UPDATE_GOLDEN=1`) for the five reference examples (rendered with what
+//! discovery finds in the reference topology) and every role combination;
+//! `supervisor render` and `render --check` through the real binary.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use hashi_supervisor::peers::Peers;
 use hashi_supervisor::plan::Plan;
 use hashi_supervisor::render::{self, RenderedFile};
 use hashi_supervisor::role;
@@ -43,11 +44,62 @@ fn root() -> PathBuf {
 }
 
 fn render_file(path: &Path, roles: &[String]) -> Vec<RenderedFile> {
+    render_with(path, roles, &Peers::default())
+}
+
+/// Renders the role file at `path` with what discovery found.
+fn render_with(path: &Path, roles: &[String], peers: &Peers) -> Vec<RenderedFile> {
     crate::support::agent_users();
     let role = role::load(path, true, roles, &role::SystemHost)
         .unwrap_or_else(|e| panic!("{e}"))
         .role;
-    render::render_plan(&Plan::from_role(&role)).unwrap()
+    render::render_plan(&Plan::build(&role, peers)).unwrap()
+}
+
+/// The Consul HTTP address discovery chooses for a node of the reference
+/// topology without a local Consul: the Consul server of its datacenter
+/// (ams2-server-01 at 10.0.1.11, lon1-server-01 at 10.0.2.11), announced
+/// over mDNS. `None` for the nodes that run Consul themselves.
+fn reference_consul_http(node: &str) -> Option<&'static str> {
+    match node {
+        "ams2-server-03" | "ams2-client-01" => Some("10.0.1.11:8500"),
+        "lon1-client-01" => Some("10.0.2.11:8500"),
+        _ => None,
+    }
+}
+
+/// What discovery gives the plan of `node` in the reference topology, as
+/// far as it changes the rendered files: the choice of Consul server.
+/// (The Consul servers find each other over the WAN through lon1's seed;
+/// the Nomad servers find each other through Consul; the Nomad servers an
+/// announcement names only add `server_join` entries, which the plan's
+/// own tests cover.)
+fn reference_peers(node: &str) -> Peers {
+    Peers {
+        consul_http: reference_consul_http(node).map(str::to_string),
+        ..Peers::default()
+    }
+}
+
+/// The `consul.address` of a rendered nomad.hcl (`None`: no address).
+fn nomad_consul_address(files: &[RenderedFile]) -> Option<String> {
+    let hcl = files
+        .iter()
+        .find(|f| f.path.extension().is_some_and(|e| e == "hcl"))
+        .unwrap();
+    let body: hcl::Body = hcl::from_str(&hcl.contents).unwrap();
+    let consul = body
+        .blocks()
+        .find(|b| b.identifier.as_str() == "consul")
+        .unwrap();
+    consul
+        .body
+        .attributes()
+        .find(|a| a.key.as_str() == "address")
+        .map(|a| match &a.expr {
+            hcl::Expression::String(s) => s.clone(),
+            other => panic!("consul.address is not a string: {other:?}"),
+        })
 }
 
 /// Compares each file with `golden_dir/<file name>`, or rewrites the golden
@@ -96,13 +148,59 @@ fn check_golden(files: &[RenderedFile], golden_dir: &Path) -> Vec<String> {
 fn reference_examples_render_byte_for_byte_to_their_golden_files() {
     let mut bad = Vec::new();
     for node in EXAMPLES {
-        let files = render_file(&root().join(format!("config/examples/{node}.toml")), &[]);
+        let files = render_with(
+            &root().join(format!("config/examples/{node}.toml")),
+            &[],
+            &reference_peers(node),
+        );
+        // A node with a local Consul uses it; the others the Consul server
+        // discovery chose for them.
+        let want = reference_consul_http(node).unwrap_or("127.0.0.1:8500");
+        assert_eq!(
+            nomad_consul_address(&files).as_deref(),
+            Some(want),
+            "{node}"
+        );
         bad.extend(check_golden(
             &files,
             &root().join("tests/golden/examples").join(node),
         ));
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn a_client_with_nothing_discovered_yet_renders_no_consul_address() {
+    let path = root().join("config/examples/ams2-client-01.toml");
+    let files = render_file(&path, &[]);
+    assert_eq!(nomad_consul_address(&files), None);
+    let flat = hcl_flat(&files[0].contents);
+    for key in ["auto_advertise", "server_auto_join", "client_auto_join"] {
+        assert_eq!(flat[&format!("consul.{key}")], "false", "consul.{key}");
+    }
+    // Once discovery has chosen ams2's Consul server, Nomad uses it.
+    let found = render_with(&path, &[], &reference_peers("ams2-client-01"));
+    assert_eq!(
+        nomad_consul_address(&found).as_deref(),
+        Some("10.0.1.11:8500")
+    );
+    let flat = hcl_flat(&found[0].contents);
+    assert_eq!(flat["consul.server_auto_join"], "true");
+}
+
+/// `block.key` → value text of a rendered nomad.hcl (top-level blocks).
+fn hcl_flat(text: &str) -> std::collections::BTreeMap<String, String> {
+    let body: hcl::Body = hcl::from_str(text).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for b in body.blocks() {
+        for a in b.body.attributes() {
+            out.insert(
+                format!("{}.{}", b.identifier.as_str(), a.key.as_str()),
+                hcl::format::to_string(&a.expr).unwrap(),
+            );
+        }
+    }
+    out
 }
 
 #[test]
@@ -323,11 +421,13 @@ fn render_without_out_writes_into_the_role_files_config_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let etc = tmp.path().join("etc");
     let role = tmp.path().join("node.toml");
+    // The example leaves its Consul server to discovery; `render` alone
+    // (nothing discovered) renders a written one.
     let text = std::fs::read_to_string(root().join("config/examples/ams2-server-03.toml")).unwrap();
     std::fs::write(
         &role,
         format!(
-            "{text}\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+            "{text}\n[discovery]\nconsul_address = \"10.0.1.11:8500\"\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
             etc.display(),
             tmp.path().join("var").display()
         ),

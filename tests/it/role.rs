@@ -29,6 +29,17 @@ fn examples() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples")
 }
 
+/// The role files (`*.toml`) of an examples directory, sorted.
+fn example_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
 fn supervisor(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new(supervisor_bin())
         .current_dir(dir)
@@ -454,6 +465,12 @@ const ROLE_KEYS: &[(&str, &str, char)] = &[
     ("discovery", "nomad_retry_join", 'l'),
     ("discovery", "consul_address", 's'),
     ("discovery", "cloud_auto_join", 'l'),
+    ("discovery", "mdns", 'b'),
+    ("discovery.dns", "nameserver", 's'),
+    ("discovery.dns", "consul_servers", 'l'),
+    ("discovery.dns", "consul_wan", 'l'),
+    ("discovery.dns", "nomad_servers", 'l'),
+    ("discovery.dns", "interval_secs", 'i'),
     ("health", "listen", 's'),
     ("paths", "config_dir", 's'),
     ("paths", "state_dir", 's'),
@@ -505,6 +522,8 @@ fn any_string() -> impl Strategy<Value = String> {
             "https://releases.example",
             "file:///srv/mirror",
             "provider=aws tag_key=x",
+            "consul.ams2.eu.hashi.test",
+            "_consul-server._tcp.ams2.eu.hashi.test",
             "\u{202e}evil",
             "ümlaut",
             "a\u{0}b",
@@ -578,7 +597,23 @@ fn typed_value(key: &str, kind: char) -> BoxedStrategy<toml::Value> {
         "listen" => vec!["0.0.0.0:4680", "127.0.0.1:0", "[::1]:4680"],
         "config_dir" | "state_dir" => vec!["/etc/hs", "/var/lib/hs"],
         "encrypt_key_file" => vec!["/k/gossip.key"],
-        "cloud_auto_join" => vec!["provider=aws tag_key=consul tag_value=ams2"],
+        "cloud_auto_join" => vec![
+            "provider=aws tag_key=consul tag_value=ams2",
+            "provider=gce project_name=p zone_pattern=eu-*",
+            "provider=awz tag_key=x",
+            "provider=azure tag_value=\"a b\"",
+            "provider=aws tag_key=\"a",
+            "provider=aws Tag=x",
+        ],
+        "consul_servers" | "consul_wan" | "nomad_servers" => vec![
+            "consul.ams2.eu.hashi.test",
+            "_consul-server._tcp.ams2.eu.hashi.test",
+            "consul-wan.eu.hashi.test",
+            "_consul._tcp",
+            "a..b",
+            "10.0.1.11",
+        ],
+        "nameserver" => vec!["10.0.1.1", "10.0.2.1:53", "[fd00::1]:5353", "ns1.example"],
         _ => vec![
             "10.0.1.11",
             "203.0.113.21",
@@ -718,6 +753,33 @@ fn assert_plan_in_range(plan: &Plan) {
     }
 }
 
+/// The discovery settings of a valid role are in their ranges: the DNS
+/// interval, the number and length of the names, each a DNS name.
+fn assert_discovery_in_range(role: &hashi_supervisor::role::NodeRole) {
+    use hashi_supervisor::role::{limits as l, names};
+    let Some(dns) = &role.discovery.dns else {
+        return;
+    };
+    let secs = dns.interval.as_secs();
+    assert!(l::DNS_INTERVAL_SECS.contains(&secs), "{dns:?}");
+    assert_eq!(dns.interval, Duration::from_secs(secs), "whole seconds");
+    for list in [&dns.consul_servers, &dns.consul_wan, &dns.nomad_servers] {
+        assert!(list.len() <= l::DNS_NAMES, "{} names", list.len());
+        for name in list {
+            assert!(name.len() <= l::DNS_NAME_CHARS, "{} chars", name.len());
+            assert_eq!(names::dns_name_problem(name), None, "{name:?}");
+        }
+    }
+    assert!(
+        !dns.consul_servers.is_empty()
+            || !dns.consul_wan.is_empty()
+            || !dns.nomad_servers.is_empty()
+    );
+    if let Some(ns) = dns.nameserver {
+        assert!(ns.port() != 0 && !ns.ip().is_unspecified(), "{ns}");
+    }
+}
+
 /// Loads one mutated role file → plan → render, asserting the contract.
 fn check_one(example: &str, mutations: &[Mutation]) {
     let mut table: toml::Table = toml::from_str(example).unwrap();
@@ -761,6 +823,7 @@ fn check_one(example: &str, mutations: &[Mutation]) {
             assert_eq!(hashi_supervisor::Error::from(e).exit_code(), 78);
         }
         Ok(role) => {
+            assert_discovery_in_range(&role);
             let plan = Plan::from_role(&role);
             assert_plan_in_range(&plan);
             if let Err(e) = hashi_supervisor::render::render_plan(&plan) {
@@ -776,11 +839,13 @@ const PROPERTY_CASES: u32 = 256;
 
 #[test]
 fn arbitrary_role_files_are_refused_with_a_location_or_give_a_plan_in_range() {
-    let examples: Vec<String> = std::fs::read_dir(examples())
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+    // The reference roles, with mDNS and with DNS discovery.
+    let examples: Vec<String> = [examples(), examples().join("dns")]
+        .iter()
+        .flat_map(|dir| example_files(dir))
+        .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
-    assert_eq!(examples.len(), 5);
+    assert_eq!(examples.len(), 10);
     // On its own thread, so that a hang fails the test instead of stalling it.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -843,5 +908,423 @@ fn check_and_run_as_root_refuse_an_agent_user_that_does_not_exist_with_exit_78()
             !tmp.path().join("etc").exists(),
             "{cmd} made the config dir"
         );
+    }
+}
+
+/// A host with `eth1` holding `ip` (IPv4) and a hostname.
+fn host_on(ip: &str) -> StaticHost {
+    StaticHost {
+        hostname: Some("n1".into()),
+        interfaces: vec![("eth1".into(), ip.parse().unwrap())],
+        ..StaticHost::default()
+    }
+}
+
+/// Validates `text` as `/etc/hashi-supervisor/node.toml` on `host`.
+fn parse_on(
+    text: &str,
+    roles: &[&str],
+    host: &StaticHost,
+) -> Result<hashi_supervisor::role::NodeRole, RoleError> {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    hashi_supervisor::role::parse(
+        Path::new("/etc/hashi-supervisor/node.toml"),
+        text,
+        &roles,
+        host,
+    )
+}
+
+/// The problems of an invalid `text`, each as `line:col: message`.
+fn problems_of(text: &str, roles: &[&str]) -> Vec<String> {
+    match parse_on(text, roles, &host_on("10.0.1.5")) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(RoleError::Invalid { problems, .. }) => problems
+            .iter()
+            .map(|p| {
+                let at = p
+                    .position
+                    .strip_prefix("/etc/hashi-supervisor/node.toml:")
+                    .unwrap_or(&p.position);
+                format!("{at}: {}", p.message)
+            })
+            .collect(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn mdns_is_on_by_default_on_a_private_network_only_and_never_for_dev() {
+    for (private, on) in [
+        ("10.0.1.5", true),
+        ("172.16.0.1", true),
+        ("172.31.255.254", true),
+        ("192.168.1.1", true),
+        ("100.64.0.1", true),
+        ("100.127.255.254", true),
+        ("fd00::5", true),
+        ("fc00::5", true),
+        ("172.32.0.1", false),
+        ("100.128.0.1", false),
+        ("203.0.113.5", false),
+        ("8.8.8.8", false),
+        ("127.0.0.1", false),
+        ("169.254.1.1", false),
+        ("::1", false),
+        ("fe80::1", false),
+        ("2001:db8::5", false),
+    ] {
+        let text = format!(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"{private}\"\n"
+        );
+        let role = parse_on(&text, &[], &host_on("10.0.1.5")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(role.discovery.mdns, on, "{private}");
+    }
+    // `auto` picks the host's first private IPv4 address: on.
+    let auto = parse_on(
+        "schema = 1\nroles = [\"consul-server\"]\n",
+        &[],
+        &host_on("10.0.1.5"),
+    );
+    assert!(auto.unwrap().discovery.mdns);
+    // dev stays on its own machine, even on a private address.
+    for text in [
+        "schema = 1\nroles = [\"dev\"]\n",
+        "schema = 1\nroles = [\"dev\"]\n[addresses]\nprivate = \"10.0.1.5\"\n",
+    ] {
+        let role = parse_on(text, &[], &host_on("10.0.1.5")).unwrap();
+        assert!(!role.discovery.mdns, "{text}");
+    }
+    // Written, it wins: off on a private network, on on a public one.
+    let off = "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery]\nmdns = false\n";
+    assert!(
+        !parse_on(off, &[], &host_on("10.0.1.5"))
+            .unwrap()
+            .discovery
+            .mdns
+    );
+    let on = "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"203.0.113.5\"\n[discovery]\nmdns = true\n";
+    assert!(
+        parse_on(on, &[], &host_on("10.0.1.5"))
+            .unwrap()
+            .discovery
+            .mdns
+    );
+    let dev_on = "schema = 1\nroles = [\"dev\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery]\nmdns = true\n";
+    assert!(
+        parse_on(dev_on, &[], &host_on("10.0.1.5"))
+            .unwrap()
+            .discovery
+            .mdns
+    );
+    // Not a boolean: refused at the value.
+    let text = "schema = 1\nroles = [\"consul-server\"]\n[discovery]\nmdns = \"yes\"\n";
+    let e = parse_on(text, &[], &host_on("10.0.1.5"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node.toml:4:8: invalid type: string \"yes\", expected `true` or `false`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_dns_examples_keep_their_names_nameserver_and_default_interval() {
+    crate::support::agent_users();
+    let dir = examples().join("dns");
+    let files = example_files(&dir);
+    assert_eq!(files.len(), 5);
+    for path in files {
+        let role =
+            hashi_supervisor::role::load(&path, true, &[], &hashi_supervisor::role::SystemHost)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .role;
+        let d = &role.discovery;
+        assert!(!d.mdns, "{}: mDNS is off", path.display());
+        assert!(
+            d.consul_retry_join.is_empty()
+                && d.consul_retry_join_wan.is_empty()
+                && d.nomad_retry_join.is_empty()
+                && d.consul_address.is_none(),
+            "{}: no static address",
+            path.display()
+        );
+        let dns = d.dns.as_ref().unwrap();
+        let dc_router = if role.datacenter == "ams2" {
+            "10.0.1.1:53"
+        } else {
+            "10.0.2.1:53"
+        };
+        assert_eq!(dns.nameserver.unwrap().to_string(), dc_router);
+        assert_eq!(dns.interval, Duration::from_secs(30), "the default");
+        assert!(!dns.consul_servers.is_empty(), "{}", path.display());
+        for name in dns.consul_servers.iter().chain(&dns.consul_wan) {
+            assert!(name.ends_with(".eu.hashi.test"), "{name}");
+        }
+        assert_eq!(
+            !dns.consul_wan.is_empty(),
+            role.roles.consul_server,
+            "{}: the Consul servers, and only they, have WAN names",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn dns_values_at_the_edges_of_their_ranges() {
+    let base = "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery.dns]\nconsul_servers = [\"consul.ams2.eu.hashi.test\"]\n";
+    let dns = |extra: &str| {
+        parse_on(&format!("{base}{extra}"), &[], &host_on("10.0.1.5"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .discovery
+            .dns
+            .unwrap()
+    };
+    assert_eq!(dns("").interval, Duration::from_secs(30));
+    assert_eq!(dns("interval_secs = 5\n").interval, Duration::from_secs(5));
+    assert_eq!(
+        dns("interval_secs = 86400\n").interval,
+        Duration::from_secs(86_400)
+    );
+    assert_eq!(dns("").nameserver, None, "the system's resolver");
+    assert_eq!(
+        dns("nameserver = \"[fd00::53]:5353\"\n").nameserver,
+        Some("[fd00::53]:5353".parse().unwrap())
+    );
+    // Trimmed as the static lists are; an SRV name and an FQDN kept as written.
+    let d = dns("nomad_servers = [\" nomad.eu.hashi.test \", \"_nomad._tcp.eu.hashi.test.\"]\n");
+    assert_eq!(
+        d.nomad_servers,
+        ["nomad.eu.hashi.test", "_nomad._tcp.eu.hashi.test."]
+    );
+    // The longest name and the most names allowed.
+    let label = "a".repeat(63);
+    let longest = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+    assert_eq!(longest.len(), 253);
+    let names = vec![format!("\"{longest}\""); 64].join(", ");
+    let d = dns(&format!("nomad_servers = [{names}]\n"));
+    assert_eq!(d.nomad_servers.len(), 64);
+
+    for (extra, want) in [
+        (
+            "interval_secs = 0\n",
+            "7:17: interval_secs must be between 5 and 86400 (got 0)",
+        ),
+        (
+            "interval_secs = -1\n",
+            "7:17: invalid value: integer `-1`, expected a non-negative integer",
+        ),
+        (
+            "nameserver = \"10.0.1.1:0\"\n",
+            "7:14: `10.0.1.1:0` is not an address a query can be sent to",
+        ),
+        (
+            "nameserver = [\"10.0.1.1\"]\n",
+            "7:14: invalid type: sequence, expected a string",
+        ),
+        (
+            "search = [\"eu.hashi.test\"]\n",
+            "7:1: unknown key `search`, expected one of: nameserver, consul_servers, consul_wan, nomad_servers, interval_secs",
+        ),
+    ] {
+        let got = problems_of(&format!("{base}{extra}"), &[]);
+        assert_eq!(got, [want], "{extra}");
+    }
+    // A name one character too long, and one name too many.
+    let too_long = format!("{longest}c");
+    let got = problems_of(&format!("{base}nomad_servers = [\"{too_long}\"]\n"), &[]);
+    assert_eq!(
+        got,
+        ["7:18: `discovery.dns.nomad_servers` is 254 characters long, at most 253 are allowed"]
+    );
+    let names = vec!["\"nomad.eu.hashi.test\""; 65].join(", ");
+    let got = problems_of(&format!("{base}consul_wan = [{names}]\n"), &[]);
+    assert_eq!(
+        got,
+        ["7:14: `discovery.dns.consul_wan` has 65 entries, at most 64 are allowed"]
+    );
+    // A million-character name: one short message.
+    let huge = "a".repeat(1_000_000);
+    let got = problems_of(&format!("{base}consul_wan = [\"{huge}\"]\n"), &[]);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].len() < 200, "{}", got[0]);
+}
+
+#[test]
+fn a_nomad_without_consul_finds_its_servers_any_of_four_ways() {
+    let nomad = |private: &str, discovery: &str| {
+        format!(
+            "schema = 1\nroles = [\"nomad-client\"]\n[addresses]\nprivate = \"{private}\"\n[discovery]\n{discovery}"
+        )
+    };
+    let host = host_on("10.0.1.5");
+    for (private, discovery) in [
+        // mDNS, on by default on a private network.
+        ("10.0.1.5", ""),
+        // Each of the others with mDNS off.
+        ("203.0.113.5", "consul_address = \"10.0.1.11\"\n"),
+        ("203.0.113.5", "nomad_retry_join = [\"10.0.1.11\"]\n"),
+        (
+            "203.0.113.5",
+            "[discovery.dns]\nconsul_servers = [\"consul.ams2.eu.hashi.test\"]\n",
+        ),
+        (
+            "203.0.113.5",
+            "[discovery.dns]\nnomad_servers = [\"_nomad._tcp.eu.hashi.test\"]\n",
+        ),
+        ("10.0.1.5", "mdns = false\nconsul_address = \"10.0.1.11\"\n"),
+        ("203.0.113.5", "mdns = true\n"),
+    ] {
+        let text = nomad(private, discovery);
+        parse_on(&text, &[], &host).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    }
+    let four = "a Nomad role without a local Consul needs a way to find its servers: \
+        `discovery.consul_address`, `discovery.nomad_retry_join`, \
+        `[discovery.dns] consul_servers` or `nomad_servers`, or mDNS (`discovery.mdns`); ";
+    for (private, discovery, why) in [
+        (
+            "10.0.1.5",
+            "mdns = false\n",
+            "mDNS is off (`discovery.mdns = false`)".to_string(),
+        ),
+        (
+            "203.0.113.5",
+            "",
+            "mDNS is off because the private address 203.0.113.5 is not on a private network \
+             (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)"
+                .to_string(),
+        ),
+        (
+            "2001:db8::5",
+            "[discovery.dns]\nconsul_wan = [\"consul-wan.eu.hashi.test\"]\n",
+            "mDNS is off because the private address 2001:db8::5 is not on a private network \
+             (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7)"
+                .to_string(),
+        ),
+    ] {
+        let got = problems_of(&nomad(private, discovery), &[]);
+        assert_eq!(got[0], format!("2:9: {four}{why}"), "{discovery}");
+    }
+    // A DNS table of WAN names only is no way for a client: still refused
+    // (and the WAN names are a server's).
+    let got = problems_of(
+        &nomad(
+            "10.0.1.5",
+            "mdns = false\n[discovery.dns]\nconsul_wan = [\"consul-wan.eu.hashi.test\"]\n",
+        ),
+        &[],
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    // A private address that does not resolve is reported once, at its
+    // line, with nothing made up about mDNS.
+    let got = problems_of(&nomad("eth9", ""), &[]);
+    assert_eq!(
+        got,
+        ["4:11: `eth9` is neither an IP address, `auto`, nor an interface of this host"]
+    );
+}
+
+#[test]
+fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
+    // No role file at all: `--role nomad-client` on a host whose first
+    // private IPv4 is 10.0.1.21 (`auto`).
+    let role = hashi_supervisor::role::load(
+        Path::new("/nonexistent/hashi-supervisor/node.toml"),
+        false,
+        &["nomad-client".to_string()],
+        &host_on("10.0.1.21"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .role;
+    assert!(role.discovery.mdns);
+    assert_eq!(role.addresses.private.to_string(), "10.0.1.21");
+    assert!(role.learnable.region && role.learnable.datacenter);
+    assert_eq!(role.discovery.consul_address, None);
+    let plan = Plan::from_role(&role);
+    assert_eq!(
+        plan.render.nomad.unwrap().consul_address,
+        None,
+        "nothing found yet"
+    );
+    // On a host with only a public address there is no way: said so.
+    let e = hashi_supervisor::role::load(
+        Path::new("/nonexistent/hashi-supervisor/node.toml"),
+        false,
+        &["nomad-client".to_string()],
+        &StaticHost {
+            hostname: Some("n1".into()),
+            interfaces: vec![("eth0".into(), "203.0.113.5".parse().unwrap())],
+            ..StaticHost::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`addresses.private` is not set and this host has no private IPv4 address"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cloud_auto_join_strings_of_every_provider_pass_and_a_near_miss_is_named() {
+    let text = |s: &str| {
+        format!(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"10.0.1.5\"\n[discovery]\ncloud_auto_join = [{s}]\n"
+        )
+    };
+    for provider in [
+        "aliyun",
+        "aws",
+        "azure",
+        "digitalocean",
+        "exoscale",
+        "gce",
+        "hcp",
+        "k8s",
+        "linode",
+        "mdns",
+        "os",
+        "packet",
+        "scaleway",
+        "softlayer",
+        "tencentcloud",
+        "triton",
+        "vsphere",
+    ] {
+        let t = text(&format!(
+            "\"provider={provider} tag_key=consul tag_value=\\\"a b\\\"\""
+        ));
+        let role = parse_on(&t, &[], &host_on("10.0.1.5")).unwrap_or_else(|e| panic!("{e}"));
+        // Passed to Consul as written.
+        assert_eq!(
+            role.discovery.cloud_auto_join,
+            [format!(
+                "provider={provider} tag_key=consul tag_value=\"a b\""
+            )]
+        );
+    }
+    for (s, want) in [
+        (
+            "'provider=amazon tag_key=x'",
+            "6:30: unknown cloud auto-join provider `amazon`, expected one of: aliyun, aws, azure, digitalocean, exoscale, gce, hcp, k8s, linode, mdns, os, packet, scaleway, softlayer, tencentcloud, triton, vsphere",
+        ),
+        (
+            "'provider=kubernetes'",
+            "6:30: unknown cloud auto-join provider `kubernetes`, expected one of: aliyun, aws, azure, digitalocean, exoscale, gce, hcp, k8s, linode, mdns, os, packet, scaleway, softlayer, tencentcloud, triton, vsphere",
+        ),
+        (
+            "'provider=tencent_cloud'",
+            "6:30: unknown cloud auto-join provider `tencent_cloud`, did you mean `tencentcloud`?",
+        ),
+        (
+            "'provider=aws tag-key=x'",
+            "6:34: `tag-key` is not a cloud auto-join key: keys are lower-case letters, digits and `_`",
+        ),
+        (
+            "'tag_key=x provider=aws'",
+            "6:20: a cloud auto-join string starts with `provider=`",
+        ),
+    ] {
+        assert_eq!(problems_of(&text(s), &[]), [want], "{s}");
     }
 }
