@@ -102,6 +102,10 @@ pub struct CheckArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// How long to look for peers (mDNS browse) when the role leaves
+    /// something to discovery, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub discover_secs: u64,
 }
 
 /// `supervisor render`.

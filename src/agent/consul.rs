@@ -16,6 +16,8 @@ use super::{AgentError, de_null_as_default, decode};
 
 /// Serf's integer member status for a live member (Consul's `Status: 1`).
 pub const SERF_STATUS_ALIVE: u8 = 1;
+/// Serf's integer member status for a member it declared failed.
+pub const SERF_STATUS_FAILED: u8 = 4;
 
 /// A serf member as Consul lists it (`Status` is serf's integer).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -38,6 +40,16 @@ impl ConsulMember {
     /// Whether serf sees the member alive.
     pub fn is_alive(&self) -> bool {
         self.status == SERF_STATUS_ALIVE
+    }
+
+    /// The member's datacenter: its `dc` tag, else what follows the last
+    /// dot of a WAN name (`<node>.<dc>`).
+    pub fn datacenter(&self) -> &str {
+        self.tags
+            .get("dc")
+            .map(String::as_str)
+            .or_else(|| self.name.rsplit_once('.').map(|(_, dc)| dc))
+            .unwrap_or("")
     }
 }
 
@@ -166,6 +178,21 @@ pub fn parse_consul_members(url: &str, body: &[u8]) -> Result<Vec<ConsulMember>,
     Ok(decode::<Option<Vec<ConsulMember>>>(url, body)?.unwrap_or_default())
 }
 
+/// `s` with every byte but the unreserved ones (RFC 3986: letters,
+/// digits, `-._~`) percent-encoded: a path segment or query value (a peer
+/// address may come from DNS or a role file).
+pub(crate) fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Client of one Consul agent's HTTP API.
 #[derive(Debug, Clone)]
 pub struct ConsulClient {
@@ -242,6 +269,22 @@ impl ConsulClient {
         let a = self.api.get("/v1/agent/services", &[200]).await?;
         let services: BTreeMap<String, serde::de::IgnoredAny> = decode(&a.url, &a.body)?;
         Ok(services.contains_key(id))
+    }
+
+    /// `PUT /v1/agent/join/<address>` (`?wan=1`: the WAN pool, servers
+    /// only): asks the agent to join the gossip pool of `address` (`host`
+    /// or `host:port`; Serf's LAN/WAN port when none). 200 with an empty
+    /// body when joined; the agent's 500 carries the join error.
+    pub async fn join(&self, address: &str, wan: bool) -> Result<(), AgentError> {
+        let mut path = format!("/v1/agent/join/{}", percent_encode(address));
+        if wan {
+            path.push_str("?wan=1");
+        }
+        self.api
+            .send(Method::PUT, &path, None)
+            .await?
+            .require(&[200])?;
+        Ok(())
     }
 
     /// `PUT /v1/agent/service/deregister/<id>`. An unknown ID (404, the

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::consul::parse_consul_leader;
+use super::consul::{parse_consul_leader, percent_encode};
 use super::transport::Endpoint;
 use super::{AgentError, de_null_as_default, decode, truncate};
 
@@ -195,6 +195,25 @@ pub struct NomadNode {
     #[serde(default)]
     pub version: String,
 }
+/// Nomad's answer to `PUT /v1/agent/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NomadJoin {
+    /// How many of the addresses were joined.
+    pub num_joined: u32,
+    /// The join errors, `;`-separated; empty when all joined.
+    #[serde(default)]
+    pub error: String,
+}
+
+/// `address=a&address=b`, each percent-encoded.
+fn address_query(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .map(|a| format!("address={}", percent_encode(a)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Nomad `/v1/status/leader`: a JSON string; empty means no leader.
 pub fn parse_nomad_leader(url: &str, body: &[u8]) -> Result<Option<String>, AgentError> {
     parse_consul_leader(url, body)
@@ -258,6 +277,39 @@ impl NomadClient {
         parse_nomad_leader(&a.url, &a.body)
     }
 
+    /// `PUT /v1/agent/join?address=..` (servers): joins the server gossip
+    /// pool of each of `addresses` (`host` or `host:port`, Serf port 4648
+    /// when none). Nomad answers 200 even when a join failed, with the
+    /// errors in `error`: that is an error here, with the count joined.
+    pub async fn join(&self, addresses: &[String]) -> Result<NomadJoin, AgentError> {
+        let path = format!("/v1/agent/join?{}", address_query(addresses));
+        let a = self
+            .api
+            .send(reqwest::Method::PUT, &path, None)
+            .await?
+            .require(&[200])?;
+        let j: NomadJoin = decode(&a.url, &a.body)?;
+        if !j.error.is_empty() {
+            return Err(AgentError::Status {
+                url: a.url,
+                status: a.status,
+                body: truncate(j.error.as_bytes()),
+            });
+        }
+        Ok(j)
+    }
+
+    /// `PUT /v1/agent/servers?address=..` (clients): replaces the client's
+    /// list of servers with `addresses` (`host:port` of their RPC port).
+    pub async fn set_servers(&self, addresses: &[String]) -> Result<(), AgentError> {
+        let path = format!("/v1/agent/servers?{}", address_query(addresses));
+        self.api
+            .send(reqwest::Method::PUT, &path, None)
+            .await?
+            .require(&[200])?;
+        Ok(())
+    }
+
     /// `GET /v1/nodes`.
     pub async fn nodes(&self) -> Result<Vec<NomadNode>, AgentError> {
         let a = self.api.get("/v1/nodes", &[200]).await?;
@@ -307,6 +359,17 @@ mod tests {
         assert!(m.members[0].is_alive());
         // A Consul-shaped list is not Nomad's answer.
         assert!(decode::<NomadMembers>("u", &sample("consul/agent_members.json")).is_err());
+    }
+
+    #[test]
+    fn nomad_join_sample_parses_and_addresses_are_encoded() {
+        let j: NomadJoin = decode("u", &sample("nomad/agent_join.json")).unwrap();
+        assert_eq!(j.num_joined, 2);
+        assert!(j.error.is_empty());
+        assert_eq!(
+            address_query(&["10.0.1.11:4647".into(), "fd00::1".into(), "a b&c".into()]),
+            "address=10.0.1.11%3A4647&address=fd00%3A%3A1&address=a%20b%26c"
+        );
     }
 
     #[test]

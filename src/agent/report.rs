@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::AgentError;
-use super::consul::ConsulClient;
+use super::consul::{ConsulClient, ConsulMember, SERF_STATUS_FAILED};
 use super::nomad::{NomadClient, NomadHealthItem};
 use super::transport::Endpoint;
 use crate::plan::ApiTls;
@@ -45,6 +45,12 @@ pub struct ConsulReport {
     pub lan_members_alive: Option<u32>,
     /// WAN pool members (servers only).
     pub wan_members: Option<u32>,
+    /// Datacenters in the WAN pool (servers only).
+    #[serde(default)]
+    pub wan_datacenters: Option<u32>,
+    /// WAN pool members serf marks failed (`<node>.<dc>`, servers only).
+    #[serde(default)]
+    pub wan_failed: Vec<String>,
     /// Autopilot failure tolerance (servers only).
     pub failure_tolerance: Option<u32>,
     /// Autopilot's overall health (servers only).
@@ -195,6 +201,14 @@ pub async fn query_consul(c: ConsulClient, server: bool) -> ConsulReport {
     }
     if let Some(m) = wan.and_then(|w| note(&mut r.errors, w)) {
         r.wan_members = Some(count(m.len()));
+        let dcs: std::collections::BTreeSet<&str> =
+            m.iter().map(ConsulMember::datacenter).collect();
+        r.wan_datacenters = Some(count(dcs.len()));
+        r.wan_failed = m
+            .iter()
+            .filter(|m| m.status == SERF_STATUS_FAILED)
+            .map(|m| m.name.clone())
+            .collect();
     }
     if let Some(a) = autopilot.and_then(|a| note(&mut r.errors, a)) {
         r.failure_tolerance = Some(a.failure_tolerance);

@@ -4,13 +4,18 @@
 //!   check on its `/ready`, kept while the node runs and removed when it
 //!   stops, so the fleet can be listed from the catalog.
 //!
-//! This is also the home of what comes next: discovery (finding peers to
-//! join: static lists, DNS, mDNS, cloud auto-join) and the fleet poller
-//! (finding the other supervisors). Stage: after `agent` and `supervise`,
+//! * [`discovery`]: finding the peers to join (static lists, DNS, mDNS
+//!   announcements between supervisors, cloud auto-join strings passed
+//!   through), the Consul server a Nomad without a local Consul uses, and
+//!   the live joins through the node's agents' APIs.
+//!
+//! This is also the home of the fleet poller (finding the other
+//! supervisors). Stage: after `agent` and `supervise`,
 //! beside `health`; it talks to Consul only through the node's one
 //! [`AgentClient`], reads the supervisor's status, and must not import
 //! `health` (nor `health` import it) nor write any file.
 
+pub mod discovery;
 pub mod register;
 
 use std::net::SocketAddr;

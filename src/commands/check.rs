@@ -1,37 +1,416 @@
 //! `supervisor check`: validate the role file and print the resolved plan.
 //! It runs exactly what `run` runs before starting anything
 //! ([`super::load`], then rendering in memory).
+//!
+//! Its "Discovery" section says where every peer value of the rendered
+//! configs comes from (Consul `retry_join` and `retry_join_wan`, Nomad's
+//! `consul.address` and `server_join`), which providers are on, and, when
+//! the role leaves something to discovery, runs one bounded pass
+//! (`catalog::discovery::probe`, `--discover-secs`) and prints what it
+//! found, or exactly what is missing: exit 1 then, since `run` would wait.
 
 use std::io::Write;
+use std::time::Duration;
 
+use serde::Serialize;
+
+use crate::catalog::discovery;
 use crate::cli::{CheckArgs, GlobalArgs};
-use crate::error::Error;
+use crate::error::{EXIT_FAILURE, Error};
+use crate::peers::{DiscoveryReport, PeerKind, PeerRecord};
 use crate::plan::Plan;
 use crate::render::{self, RenderedFile};
 use crate::role::NodeRole;
 
 /// Runs `supervisor check`.
-pub fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
+pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     let super::Loaded { role, plan, .. } = super::load(global)?;
     // Rendering can still refuse a pass-through block: part of the check.
+    render::render_plan(&plan)?;
+    let section = discovery_section(&role, Duration::from_secs(args.discover_secs)).await;
+    // What `run` would render once discovery found what the probe found.
+    let plan = section.plan.clone();
     let files = render::render_plan(&plan)?;
+    let code = if section.doc.missing.is_empty() {
+        0
+    } else {
+        EXIT_FAILURE
+    };
     let mut out = std::io::stdout().lock();
     let text = if args.json {
         let doc = serde_json::json!({
             "role_file": role.source.as_ref().map(|p| p.display().to_string()),
             "plan": plan,
             "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+            "discovery": section.doc,
         });
         let mut s = serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::Internal(format!("failed to encode the plan: {e}")))?;
         s.push('\n');
         s
     } else {
-        summary(&role, &plan, &files)
+        let mut s = summary(&role, &plan, &files);
+        s.push_str(&discovery_text(&section.doc));
+        s
     };
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write to stdout", e))?;
-    Ok(0)
+    Ok(code)
+}
+
+/// The discovery part of `check`: the document, and the plan built with
+/// what the probe found.
+struct Section {
+    doc: DiscoveryDoc,
+    plan: Plan,
+}
+
+/// The "Discovery" section as `--json` carries it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryDoc {
+    /// Which providers run and with what.
+    pub providers: Providers,
+    /// Each destination of the rendered configs, its values and sources.
+    pub destinations: Vec<Destination>,
+    /// The bounded pass, when the role leaves something to discovery.
+    pub probe: Option<Probe>,
+    /// What `run` would wait for (empty: it would start at once).
+    pub missing: Vec<String>,
+}
+
+/// Providers on and off.
+#[derive(Debug, Clone, Serialize)]
+pub struct Providers {
+    /// The role file's own lists (always on).
+    pub r#static: bool,
+    /// mDNS: `on eth0 (10.0.1.21)`, or `off (...)` and why.
+    pub mdns: String,
+    /// Whether mDNS runs.
+    pub mdns_on: bool,
+    /// The DNS names asked, and of which nameserver.
+    pub dns: Option<DnsProvider>,
+    /// Cloud auto-join strings, passed to the agents as written.
+    pub cloud: Vec<String>,
+}
+
+/// `[discovery.dns]` as `check` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsProvider {
+    /// `ip:port`, or `system` (`/etc/resolv.conf`).
+    pub nameserver: String,
+    /// Consul servers of this datacenter.
+    pub consul_servers: Vec<String>,
+    /// Consul servers of other datacenters.
+    pub consul_wan: Vec<String>,
+    /// Nomad servers.
+    pub nomad_servers: Vec<String>,
+    /// Re-resolved every this many seconds.
+    pub interval_secs: u64,
+}
+
+/// One destination of the rendered configs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Destination {
+    /// `consul retry_join`, `consul retry_join_wan`, `nomad consul.address`,
+    /// `nomad server_join`.
+    pub name: String,
+    /// Its values in rendered order, each with where it came from.
+    pub values: Vec<Sourced>,
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sourced {
+    /// The value as rendered.
+    pub value: String,
+    /// `static`, `cloud`, `dns`, `mdns`, `local` (this node's own agent).
+    pub source: String,
+}
+
+/// What the bounded pass found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// How long it browsed.
+    pub within_secs: u64,
+    /// Every peer found, with its source.
+    pub peers: Vec<PeerRecord>,
+    /// The identity it would learn.
+    pub learned: crate::peers::Learned,
+    /// Its problems.
+    pub problems: Vec<String>,
+    /// Its warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Whether the role leaves anything to discovery: a provider beyond the
+/// role's own lists, an identity to learn, or something missing without one.
+fn leaves_to_discovery(role: &NodeRole) -> bool {
+    role.discovery.mdns
+        || role.discovery.dns.is_some()
+        || role.learnable.region
+        || role.learnable.datacenter
+        || !discovery::missing(role, &DiscoveryReport::default()).is_empty()
+}
+
+async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
+    let (report, probe) = if leaves_to_discovery(role) {
+        let r = discovery::probe(role, within).await;
+        let p = Probe {
+            within_secs: within.as_secs(),
+            peers: r.records.clone(),
+            learned: r.learned.clone(),
+            problems: r.problems.clone(),
+            warnings: r.warnings.clone(),
+        };
+        (r, Some(p))
+    } else {
+        (DiscoveryReport::default(), None)
+    };
+    let missing = discovery::missing(role, &report);
+    let mut learned = role.clone();
+    learned.learn(
+        report.learned.region.as_deref(),
+        report.learned.datacenter.as_deref(),
+    );
+    let plan = Plan::build(&learned, &report.peers);
+    Section {
+        doc: DiscoveryDoc {
+            providers: providers(role),
+            destinations: destinations(role, &plan, &report),
+            probe,
+            missing,
+        },
+        plan,
+    }
+}
+
+fn providers(role: &NodeRole) -> Providers {
+    let private = role.addresses.private;
+    let mdns = if !role.discovery.mdns {
+        "off (discovery.mdns = false)".to_string()
+    } else if private.is_loopback() || private.is_unspecified() {
+        format!("off ({private} is not a LAN address)")
+    } else {
+        match discovery::mdns::interface_of(role) {
+            Some((i, ip)) => format!("on {i} ({ip})"),
+            None => format!("off (no interface holds {private})"),
+        }
+    };
+    Providers {
+        r#static: true,
+        mdns_on: mdns.starts_with("on "),
+        mdns,
+        dns: role.discovery.dns.as_ref().map(|d| DnsProvider {
+            nameserver: d
+                .nameserver
+                .map_or_else(|| "system".to_string(), |n| n.to_string()),
+            consul_servers: d.consul_servers.clone(),
+            consul_wan: d.consul_wan.clone(),
+            nomad_servers: d.nomad_servers.clone(),
+            interval_secs: d.interval.as_secs(),
+        }),
+        cloud: role.discovery.cloud_auto_join.clone(),
+    }
+}
+
+/// Where a discovered value came from: the source of the record whose
+/// address it is (or whose host it names).
+fn found_source(value: &str, kinds: &[PeerKind], report: &DiscoveryReport) -> String {
+    let host = |a: &str| -> String {
+        a.parse::<std::net::SocketAddr>()
+            .map_or_else(|_| a.to_string(), |s| s.ip().to_string())
+    };
+    report
+        .records
+        .iter()
+        .filter(|r| kinds.is_empty() || kinds.contains(&r.kind))
+        .find(|r| r.address == value)
+        .or_else(|| {
+            report
+                .records
+                .iter()
+                .filter(|r| kinds.is_empty() || kinds.contains(&r.kind))
+                .find(|r| host(&r.address) == host(value))
+        })
+        .map_or_else(
+            || "discovered".to_string(),
+            |r| r.source.as_str().to_string(),
+        )
+}
+
+fn destinations(role: &NodeRole, plan: &Plan, report: &DiscoveryReport) -> Vec<Destination> {
+    let d = &role.discovery;
+    let label = |value: &str, statics: &[&Vec<String>], kinds: &[PeerKind]| -> Sourced {
+        let source = if d.cloud_auto_join.iter().any(|c| c == value) {
+            "cloud".to_string()
+        } else if statics.iter().any(|l| l.iter().any(|v| v == value)) {
+            "static".to_string()
+        } else {
+            found_source(value, kinds, report)
+        };
+        Sourced {
+            value: value.to_string(),
+            source,
+        }
+    };
+    let mut out = Vec::new();
+    if let Some(c) = &plan.render.consul {
+        out.push(Destination {
+            name: "consul retry_join".into(),
+            values: c
+                .retry_join
+                .iter()
+                .map(|v| {
+                    label(
+                        v,
+                        &[&d.consul_retry_join],
+                        &[PeerKind::ConsulServer, PeerKind::ConsulAgent],
+                    )
+                })
+                .collect(),
+        });
+        if c.server {
+            out.push(Destination {
+                name: "consul retry_join_wan".into(),
+                values: c
+                    .retry_join_wan
+                    .iter()
+                    .map(|v| label(v, &[&d.consul_retry_join_wan], &[PeerKind::ConsulWan]))
+                    .collect(),
+            });
+        }
+    }
+    if let Some(n) = &plan.render.nomad {
+        let address = n.consul_address.as_deref().map(|v| {
+            if role.roles.is_consul() {
+                Sourced {
+                    value: v.to_string(),
+                    source: "local".into(),
+                }
+            } else if d.consul_address.as_deref() == Some(v) && report.peers.consul_http.is_none() {
+                Sourced {
+                    value: v.to_string(),
+                    source: "static".into(),
+                }
+            } else {
+                label(v, &[], &[PeerKind::ConsulServer])
+            }
+        });
+        out.push(Destination {
+            name: "nomad consul.address".into(),
+            values: address.into_iter().collect(),
+        });
+        out.push(Destination {
+            name: "nomad server_join".into(),
+            values: n
+                .retry_join
+                .iter()
+                .map(|v| label(v, &[&d.nomad_retry_join], &[PeerKind::NomadServer]))
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The "Discovery" section as text.
+pub fn discovery_text(d: &DiscoveryDoc) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("Discovery\n");
+    let _ = writeln!(s, "  static:   on (role file lists)");
+    let _ = writeln!(s, "  mdns:     {}", d.providers.mdns);
+    match &d.providers.dns {
+        Some(dns) => {
+            let _ = writeln!(
+                s,
+                "  dns:      on via {} every {}s",
+                dns.nameserver, dns.interval_secs
+            );
+            for (what, names) in [
+                ("consul servers", &dns.consul_servers),
+                ("consul wan", &dns.consul_wan),
+                ("nomad servers", &dns.nomad_servers),
+            ] {
+                if !names.is_empty() {
+                    let _ = writeln!(s, "            {what}: {}", names.join(", "));
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(s, "  dns:      off");
+        }
+    }
+    if d.providers.cloud.is_empty() {
+        let _ = writeln!(s, "  cloud:    none");
+    } else {
+        for c in &d.providers.cloud {
+            let _ = writeln!(s, "  cloud:    {c}");
+        }
+    }
+    for dest in &d.destinations {
+        let values = if dest.values.is_empty() {
+            "none".to_string()
+        } else {
+            dest.values
+                .iter()
+                .map(|v| format!("{} ({})", v.value, v.source))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(s, "  {:<22} {values}", format!("{}:", dest.name));
+    }
+    match &d.probe {
+        Some(p) => {
+            let _ = writeln!(
+                s,
+                "  probe ({}s): {} peer{} found",
+                p.within_secs,
+                p.peers.len(),
+                if p.peers.len() == 1 { "" } else { "s" }
+            );
+            for r in &p.peers {
+                let kind = serde_json::to_value(r.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "    {} {kind} from {}{}",
+                    r.address,
+                    r.source.as_str(),
+                    match (&r.node, &r.datacenter) {
+                        (Some(n), Some(dc)) => format!(" ({n}, {dc})"),
+                        (Some(n), None) => format!(" ({n})"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            if let (Some(r), Some(dc)) = (&p.learned.region, &p.learned.datacenter) {
+                let _ = writeln!(
+                    s,
+                    "    would learn region {r} and datacenter {dc} from {}",
+                    p.learned.from_node.as_deref().unwrap_or("?")
+                );
+            }
+            for w in &p.problems {
+                let _ = writeln!(s, "    problem: {w}");
+            }
+            for w in &p.warnings {
+                let _ = writeln!(s, "    warning: {w}");
+            }
+        }
+        None => {
+            let _ = writeln!(s, "  probe:    not needed (the role file names every peer)");
+        }
+    }
+    if d.missing.is_empty() {
+        let _ = writeln!(s, "  nothing missing: the node can start");
+    } else {
+        for m in &d.missing {
+            let _ = writeln!(s, "  MISSING: {m}");
+        }
+        let _ = writeln!(s, "  the node would wait for discovery");
+    }
+    s
 }
 
 /// The human summary of a plan.

@@ -46,7 +46,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
     let global = cli.global;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run::run(&global).await,
-        Command::Check(a) => check::run(&global, &a),
+        Command::Check(a) => check::run(&global, &a).await,
         Command::Render(a) => render::run(&global, &a),
         Command::Fetch => fetch::run(&global).await,
         Command::Versions(a) => versions::run(&global, &a).await,

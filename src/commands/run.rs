@@ -6,30 +6,47 @@
 //! through [`super::load`] (at start as on a reload), and each step applies
 //! exactly the plan it is handed. Its errors are [`Error`]s, so a failed
 //! first install or render ends `run` with that stage's exit code.
+//!
+//! Discovery (`catalog::discovery`) starts once the health endpoint is up
+//! (it announces the endpoint's port), seeded with the last run's persisted
+//! report. When the role cannot start without something discovery has not
+//! found yet (`discovery::missing`), `run` waits for it (a stop request
+//! ends the wait; `/ready` and `/v1/status` say what it waits for), then
+//! learns the identity the role left unwritten and builds the plan with the
+//! peers found. From there the daemon follows discovery
+//! ([`RunOptions::discovery`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::discovery::{self, Discovery, DiscoveryConfig};
 use crate::cli::GlobalArgs;
 use crate::error::Error;
+use crate::peers::DiscoveryReport;
 use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::release::Installed;
 use crate::render::ChangeKind;
-use crate::supervise::daemon::status_channel;
-use crate::supervise::{self, Preparer, RunOptions};
+use crate::role::NodeRole;
+use crate::supervise::daemon::discovery::{DEFAULT_DEBOUNCE, load_cached};
+use crate::supervise::daemon::{DiscoveryFeed, error_chain, status_channel};
+use crate::supervise::{self, NodeIdentity, Preparer, RunOptions};
 use crate::vocab::Product;
 use crate::{agent, catalog, health, release, render, shutdown};
 
 /// Longest wait for the Consul deregistration before the agents stop.
 const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often a node waiting for discovery says what it waits for.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
     let metrics = Arc::new(health::Metrics::default());
+    let metrics_replans = metrics.replans.clone();
     let preparer = Arc::new(RolePreparer {
         global: global.clone(),
         metrics: metrics.clone(),
@@ -37,7 +54,7 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let super::Loaded {
         plan,
         hash: config_hash,
-        ..
+        mut role,
     } = super::load(global)?;
     // The state dir's lock before anything else: a second `run` beside a
     // live one must change nothing (not its Consul registration, not its
@@ -68,6 +85,66 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         health_cancel.clone(),
     )
     .await?;
+    // Signals count from here: a stop while waiting for discovery or
+    // during a slow download ends the run (the download's temp file is
+    // removed; nothing half-installed stays).
+    let token = CancellationToken::new();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let requested = CancellationToken::new();
+    tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
+    // Discovery: seeded with the last run's peers, announcing the health
+    // endpoint's real port.
+    let cached = match load_cached(&plan.state_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "ignoring the persisted discovery report");
+            None
+        }
+    };
+    let disc = discovery::start(
+        DiscoveryConfig::new(&role, &plan, started.addr, cached),
+        &agents,
+        &tracker,
+        &health_cancel,
+    );
+    let (waiting_tx, waiting_rx) = watch::channel(Vec::new());
+    tracker.spawn(publish_discovery(
+        disc.subscribe(),
+        waiting_rx,
+        started.discovery,
+        health_cancel.clone(),
+    ));
+    let Some(report) = wait_for_discovery(&role, &disc, &waiting_tx, &requested).await else {
+        tracing::info!("stopped while waiting for discovery, before any agent was started");
+        health_cancel.cancel();
+        tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+        drop(state_lock);
+        return Ok(0);
+    };
+    if role.learn(
+        report.learned.region.as_deref(),
+        report.learned.datacenter.as_deref(),
+    ) {
+        let from = report
+            .learned
+            .from_node
+            .as_deref()
+            .unwrap_or("an announcement");
+        let how = report
+            .records
+            .iter()
+            .find(|r| r.node.as_deref() == report.learned.from_node.as_deref())
+            .map_or("discovery", |r| r.source.as_str());
+        tracing::info!(
+            "learned region {} and datacenter {} from {from} ({how})",
+            role.region,
+            role.datacenter
+        );
+    }
+    let plan = Plan::build(&role, &report.peers);
+    disc.set_role(&role, &plan);
+    status.send_modify(|s| s.node = Some(NodeIdentity::of(&plan)));
     let registration = catalog::start_registration(
         &plan,
         &agents,
@@ -76,14 +153,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         &tracker,
         &health_cancel,
     );
-    // Signals count from here: a stop during a slow download ends the run
-    // (the download's temp file is removed; nothing half-installed stays).
-    let token = CancellationToken::new();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     // A stop request first takes the node out of the Consul catalog (while
     // Consul still runs), then stops the agents.
-    let requested = CancellationToken::new();
-    tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
     tokio::spawn({
         let token = token.clone();
         async move {
@@ -124,6 +195,17 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                     supervise::check::ObservedCheck::for_agent(&observers, a)
                         .map(|c| Arc::new(c) as Arc<dyn supervise::check::ReadyCheck>)
                 }),
+                discovery: Some(DiscoveryFeed {
+                    reports: disc.subscribe(),
+                    role: role.clone(),
+                    applied: report.peers.clone(),
+                    on_plan: {
+                        let disc = disc.clone();
+                        Arc::new(move |r: &NodeRole, p: &Plan| disc.set_role(r, p))
+                    },
+                    debounce: DEFAULT_DEBOUNCE,
+                    counts: metrics_replans,
+                }),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await
@@ -137,9 +219,73 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     health_cancel.cancel();
     tracker.close();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tracker.wait()).await;
+    drop(waiting_tx);
     drop(state_lock);
     result?;
     Ok(0)
+}
+
+/// Waits until discovery found everything `role` cannot start without
+/// (`discovery::missing`), saying what is missing at once and every
+/// [`WAITING_LOG_EVERY`], and publishing it on `waiting` for health.
+/// Returns the report to plan with; `None` when a stop was requested first.
+async fn wait_for_discovery(
+    role: &NodeRole,
+    disc: &Discovery,
+    waiting: &watch::Sender<Vec<String>>,
+    stop: &CancellationToken,
+) -> Option<DiscoveryReport> {
+    let mut rx = disc.subscribe();
+    let mut next_log = tokio::time::Instant::now();
+    loop {
+        let report = rx.borrow_and_update().clone();
+        let missing = discovery::missing(role, &report);
+        if missing.is_empty() {
+            waiting.send_replace(Vec::new());
+            return Some(report);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= next_log {
+            tracing::warn!("waiting for discovery: {}", missing.join("; "));
+            next_log = now + WAITING_LOG_EVERY;
+        }
+        waiting.send_if_modified(|w| {
+            let changed = *w != missing;
+            *w = missing;
+            changed
+        });
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            r = rx.changed() => if r.is_err() {
+                // Discovery ended (it stops only with health, at the end).
+                return None;
+            },
+            () = tokio::time::sleep_until(next_log) => {}
+        }
+    }
+}
+
+/// Publishes discovery's view for health: each report, with what `run`
+/// waits for. Ends with `cancel` or when discovery ends.
+async fn publish_discovery(
+    mut reports: watch::Receiver<DiscoveryReport>,
+    mut waiting: watch::Receiver<Vec<String>>,
+    to: watch::Sender<Option<health::DiscoveryView>>,
+    cancel: CancellationToken,
+) {
+    let mut waiting_open = true;
+    loop {
+        let view = health::DiscoveryView {
+            report: reports.borrow_and_update().clone(),
+            waiting_for: waiting.borrow_and_update().clone(),
+        };
+        to.send_replace(Some(view));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = reports.changed() => if r.is_err() { return },
+            r = waiting.changed(), if waiting_open => if r.is_err() { waiting_open = false },
+        }
+    }
 }
 
 /// The real preparation steps: role file → plan ([`super::load`]), release
@@ -158,6 +304,11 @@ impl Preparer for RolePreparer {
     async fn load(&self) -> Result<(Plan, String), Error> {
         let super::Loaded { plan, hash, .. } = super::load(&self.global)?;
         Ok((plan, hash))
+    }
+
+    async fn load_role(&self) -> Result<Option<(NodeRole, String)>, Error> {
+        let super::Loaded { role, hash, .. } = super::load(&self.global)?;
+        Ok(Some((role, hash)))
     }
 
     async fn install(&self, release: &ReleasePlan, agent: &AgentPlan) -> Result<Installed, Error> {

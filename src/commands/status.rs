@@ -134,5 +134,51 @@ pub fn summary(doc: &StatusDoc) -> String {
     for c in failing {
         let _ = writeln!(o, "  FAIL {}: {}", c.name, c.reason);
     }
+    if let Some(d) = &doc.discovery {
+        discovery_summary(d, &mut o);
+    }
     o
+}
+
+/// The discovery lines of the summary: learned identity, peers with their
+/// source and last sighting, warnings.
+fn discovery_summary(d: &crate::health::handlers::json::DiscoveryDoc, o: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "discovery: {} peer{}",
+        d.peers.len(),
+        if d.peers.len() == 1 { "" } else { "s" }
+    );
+    if let (Some(r), Some(dc)) = (&d.learned.region, &d.learned.datacenter) {
+        let _ = writeln!(
+            o,
+            "  learned region {r} and datacenter {dc} from {}",
+            d.learned.from_node.as_deref().unwrap_or("?")
+        );
+    }
+    for w in &d.waiting_for {
+        let _ = writeln!(o, "  waiting for {w}");
+    }
+    for p in &d.peers {
+        let _ = writeln!(
+            o,
+            "  {:<24} {:<13} {:<6} {:<20} {}",
+            p.address,
+            p.kind,
+            p.source,
+            match (&p.node, &p.datacenter) {
+                (Some(n), Some(dc)) => format!("{n} ({dc})"),
+                (Some(n), None) => n.clone(),
+                _ => "-".into(),
+            },
+            p.ago
+        );
+    }
+    if let Some(c) = &d.applied.consul_http {
+        let _ = writeln!(o, "  nomad uses consul at {c}");
+    }
+    for w in &d.warnings {
+        let _ = writeln!(o, "  WARN {w}");
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::snapshot::{AgentTarget, HealthSnapshot, NodeInfo};
+use super::snapshot::{AgentTarget, DiscoveryView, HealthSnapshot, NodeInfo};
 use super::{HealthError, Metrics};
 use crate::agent::{Observation, ObserverHandle, Observers};
 use crate::plan::Plan;
@@ -30,6 +30,8 @@ use crate::vocab::Product;
 #[derive(Debug)]
 pub struct Checker {
     status: watch::Receiver<SupervisorStatus>,
+    /// Discovery's view, once `run` publishes it.
+    discovery: Option<watch::Receiver<Option<DiscoveryView>>>,
     tx: watch::Sender<HealthSnapshot>,
     /// Per agent of the node, in its order: its observer, if one runs.
     observers: Vec<Option<ObserverHandle>>,
@@ -66,11 +68,21 @@ impl Checker {
         (
             Self {
                 status,
+                discovery: None,
                 tx,
                 observers,
             },
             rx,
         )
+    }
+
+    /// Also follows discovery's view (`None` until published).
+    pub fn with_discovery(mut self, rx: watch::Receiver<Option<DiscoveryView>>) -> Self {
+        if let Some(v) = rx.borrow().clone() {
+            self.tx.send_modify(|s| s.set_discovery(v));
+        }
+        self.discovery = Some(rx);
+        self
     }
 
     /// Runs until `cancel`. Never returns an error from an agent: those go
@@ -104,6 +116,11 @@ impl Checker {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                r = discovery_changed(self.discovery.as_mut()) => match r {
+                    Some(Some(v)) => self.tx.send_modify(|s| s.set_discovery(v)),
+                    Some(None) => {}
+                    None => self.discovery = None,
+                },
                 changed = self.status.changed(), if status_open => {
                     if changed.is_err() {
                         // The supervisor is gone; keep serving the last status.
@@ -140,6 +157,20 @@ impl Checker {
             }
         }
         Ok(())
+    }
+}
+
+/// The next view of `rx` (`Some(None)`: still unpublished), or forever
+/// without a receiver; `None` once it closed.
+async fn discovery_changed(
+    rx: Option<&mut watch::Receiver<Option<DiscoveryView>>>,
+) -> Option<Option<DiscoveryView>> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => None,
+        },
+        None => std::future::pending().await,
     }
 }
 

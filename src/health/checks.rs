@@ -6,10 +6,13 @@
 //!   leader cannot serve catalog reads or writes).
 //! * Nomad: `/v1/agent/health` is ok for each half (server, client) present,
 //!   the check the Nomad docs give for load balancers.
+//!
+//! With discovery running, a `discovery` check fails while the node waits
+//! for what its role needs and while discovery reports problems.
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshot::{AgentTarget, HealthSnapshot};
+use super::snapshot::{AgentTarget, DiscoveryView, HealthSnapshot};
 use crate::supervise::{AgentState, AgentStatus};
 use crate::vocab::Product;
 
@@ -60,11 +63,41 @@ pub fn evaluate(s: &HealthSnapshot) -> Vec<Check> {
     } else {
         Check::new("supervisor".into(), true, "running")
     });
+    if let Some(d) = s.discovery() {
+        out.push(discovery_check(d));
+    }
     for target in &s.node().agents {
         let status = sup.agents.iter().find(|a| a.product == target.product);
         agent_checks(s, target, status, &mut out);
     }
     out
+}
+
+/// `discovery`: fails while `run` waits for what the role needs, and while
+/// discovery has problems (no healthy Consul server, disagreeing
+/// announcements). Warnings never fail it.
+fn discovery_check(d: &DiscoveryView) -> Check {
+    let name = "discovery".to_string();
+    if !d.waiting_for.is_empty() {
+        return Check::new(
+            name,
+            false,
+            format!("waiting for discovery: {}", d.waiting_for.join("; ")),
+        );
+    }
+    if !d.report.problems.is_empty() {
+        return Check::new(
+            name,
+            false,
+            format!("degraded: {}", d.report.problems.join("; ")),
+        );
+    }
+    let n = d.report.records.len();
+    Check::new(
+        name,
+        true,
+        format!("{n} peer{} known", if n == 1 { "" } else { "s" }),
+    )
 }
 
 fn agent_checks(

@@ -1,4 +1,5 @@
-//! Counters other components bump (release fetch and verify outcomes) and
+//! Counters other components bump (release fetch and verify outcomes, the
+//! daemon's re-plans on discovered peers) and
 //! the endpoint renders in `/metrics`. Lock-free: atomics only.
 //!
 //! Counts what it is given ([`ReleaseOutcome`], stage-0 vocabulary) and
@@ -6,7 +7,10 @@
 //! and which release error is a fetch or a verification failure is
 //! release's call (`From<&ReleaseError> for ReleaseOutcome`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::supervise::daemon::ReplanCounts;
 
 use crate::vocab::{Product, ReleaseOutcome};
 
@@ -17,6 +21,8 @@ pub struct Metrics {
     fetch: [[AtomicU64; 2]; 2],
     /// `[product][ok=0 | error=1]`.
     verify: [[AtomicU64; 2]; 2],
+    /// Re-plans on discovered peers (the daemon counts them).
+    pub replans: Arc<ReplanCounts>,
 }
 
 fn idx(product: Product) -> usize {

@@ -15,7 +15,13 @@
 //!   response`, tested without sockets.
 //! * [`server`]: hyper 1.x accept loop with a header read timeout, a body
 //!   limit and a bound on connections.
-//! * [`metrics`]: counters other components bump (fetch/verify outcomes).
+//! * [`metrics`]: counters other components bump (fetch/verify outcomes,
+//!   re-plans on discovered peers).
+//!
+//! Discovery (`catalog::discovery`) is shown from the
+//! [`DiscoveryView`] `run` publishes ([`Started::discovery`]): peers with
+//! their sources in `/v1/status` and on the page, its counters in
+//! `/metrics`, and its problems (or what the node waits for) in `/ready`.
 //!
 //! This module must not write anything but HTTP answers and logs, must
 //! never expose a secret (gossip key, token, key file content), never asks
@@ -42,7 +48,9 @@ pub use checks::Check;
 pub use handlers::{StatusDoc, handle};
 pub use metrics::Metrics;
 pub use server::{ServerLimits, bind, default_listen, serve, serve_with};
-pub use snapshot::{AgentReport, ConsulReport, HealthSnapshot, NodeInfo, NomadReport};
+pub use snapshot::{
+    AgentReport, ConsulReport, DiscoveryView, HealthSnapshot, NodeInfo, NomadReport,
+};
 
 use crate::agent::{AgentError, Observers};
 use crate::plan::Plan;
@@ -57,6 +65,9 @@ pub struct Started {
     /// The snapshots the endpoint serves (for other readers, e.g. sd_notify
     /// or tests).
     pub snapshot: watch::Receiver<HealthSnapshot>,
+    /// Where `run` publishes discovery's view once discovery runs (the
+    /// endpoint starts first: discovery announces its port).
+    pub discovery: watch::Sender<Option<DiscoveryView>>,
 }
 
 /// Binds the plan's `health_listen`, then spawns the checker (reading the
@@ -74,10 +85,16 @@ pub async fn start(
 ) -> Result<Started, HealthError> {
     let listener = bind(plan.health_listen).await?;
     let addr = listener.local_addr().map_err(HealthError::LocalAddr)?;
+    let (discovery, discovery_rx) = watch::channel(None);
     let (checker, snapshot) = Checker::new(plan, status, metrics, observers);
+    let checker = checker.with_discovery(discovery_rx);
     tracker.spawn(checker.run(cancel.clone()));
     tracker.spawn(serve(listener, snapshot.clone(), cancel));
-    Ok(Started { addr, snapshot })
+    Ok(Started {
+        addr,
+        snapshot,
+        discovery,
+    })
 }
 
 /// Why the health endpoint (or a client of it) failed.

@@ -13,6 +13,7 @@ use super::checks::{self, Check};
 use super::metrics::Metrics;
 use super::redact::redact;
 pub use crate::agent::{AgentReport, AgentTarget, ConsulReport, NomadReport};
+use crate::peers::DiscoveryReport;
 use crate::plan::Plan;
 use crate::supervise::SupervisorStatus;
 use crate::vocab::Product;
@@ -55,6 +56,17 @@ impl NodeInfo {
     }
 }
 
+/// Discovery as health shows it: the latest report and, while `run` waits
+/// for it before starting the agents, what it waits for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DiscoveryView {
+    /// The latest report (`catalog::discovery` publishes it).
+    pub report: DiscoveryReport,
+    /// What the role cannot start without and discovery has not found yet
+    /// (`catalog::discovery::missing`); empty once the agents may start.
+    pub waiting_for: Vec<String>,
+}
+
 /// What depends only on the snapshot's content, computed once per change.
 #[derive(Debug, Clone)]
 struct Derived {
@@ -75,6 +87,8 @@ pub struct HealthSnapshot {
     pub reports: Vec<AgentReport>,
     /// Live outcome counters.
     pub metrics: Arc<Metrics>,
+    /// Discovery, once `run` started it (redacted).
+    discovery: Option<DiscoveryView>,
     /// The checks of this content.
     derived: Arc<Derived>,
 }
@@ -93,6 +107,7 @@ impl HealthSnapshot {
             },
             reports: Vec::new(),
             metrics,
+            discovery: None,
             derived: Arc::new(Derived {
                 checks: Vec::new(),
                 healthy: false,
@@ -169,6 +184,27 @@ impl HealthSnapshot {
             None => self.reports.push(report),
         }
         self.refresh();
+    }
+
+    /// Replaces discovery's view, redacting its free text (warnings and
+    /// problems quote what peers and resolvers sent).
+    pub fn set_discovery(&mut self, mut view: DiscoveryView) {
+        let r = &mut view.report;
+        for t in r
+            .problems
+            .iter_mut()
+            .chain(r.warnings.iter_mut())
+            .chain(view.waiting_for.iter_mut())
+        {
+            *t = redact(t);
+        }
+        self.discovery = Some(view);
+        self.refresh();
+    }
+
+    /// Discovery's view, once set.
+    pub fn discovery(&self) -> Option<&DiscoveryView> {
+        self.discovery.as_ref()
     }
 
     /// The last report of an agent.

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use hyper::header;
 use hyper::{Method, Request, StatusCode};
 
+use super::handlers::status_doc;
 use super::snapshot::AgentTarget;
 use super::*;
 use crate::agent::NomadHealthItem;
@@ -427,5 +428,155 @@ fn secrets_never_appear_in_any_response() {
     assert!(
         seen > 0,
         "the redacted lines are shown (redacted), not dropped"
+    );
+}
+
+fn discovery_view() -> DiscoveryView {
+    use crate::peers::{DiscoveryReport, Learned, PeerKind, PeerRecord, Peers, Source};
+    DiscoveryView {
+        report: DiscoveryReport {
+            peers: Peers {
+                consul_lan: vec!["10.0.1.12".into()],
+                nomad_servers: vec!["10.0.1.12".into()],
+                ..Peers::default()
+            },
+            records: vec![
+                PeerRecord {
+                    address: "10.0.1.12".into(),
+                    kind: PeerKind::ConsulServer,
+                    source: Source::Mdns,
+                    node: Some("ams2-server-02".into()),
+                    datacenter: Some("ams2".into()),
+                    region: Some("eu".into()),
+                    last_seen: SystemTime::now() - Duration::from_secs(12),
+                },
+                PeerRecord {
+                    address: "10.0.1.13".into(),
+                    kind: PeerKind::ConsulAgent,
+                    source: Source::Static,
+                    node: None,
+                    datacenter: None,
+                    region: None,
+                    last_seen: SystemTime::now(),
+                },
+            ],
+            learned: Learned {
+                region: Some("eu".into()),
+                datacenter: Some("ams2".into()),
+                from_node: Some("ams2-server-02".into()),
+            },
+            problems: Vec::new(),
+            warnings: vec![format!("rogue announcement from 10.0.1.99: token={TOKEN}")],
+            joins: vec![("consul".into(), 2)],
+            errors: vec![("dns".into(), 3)],
+        },
+        waiting_for: Vec::new(),
+    }
+}
+
+#[test]
+fn status_lists_discovered_peers_with_source_sighting_learned_and_counters() {
+    let mut s = healthy();
+    assert!(status_doc(&s, SystemTime::now()).discovery.is_none());
+    s.set_discovery(discovery_view());
+    let (code, body) = get(&s, "/v1/status");
+    assert_eq!(code, StatusCode::OK);
+    assert!(!body.contains(TOKEN), "redacted: {body}");
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    let d = doc.discovery.unwrap();
+    assert_eq!(d.peers.len(), 2);
+    let p = &d.peers[0];
+    assert_eq!(
+        (p.address.as_str(), p.kind.as_str(), p.source.as_str()),
+        ("10.0.1.12", "consul-server", "mdns")
+    );
+    assert_eq!(p.node.as_deref(), Some("ams2-server-02"));
+    assert!(p.ago_secs >= 12 && p.ago.ends_with("s ago"), "{p:?}");
+    assert_eq!(d.applied.consul_lan, vec!["10.0.1.12".to_string()]);
+    assert_eq!(d.learned.from_node.as_deref(), Some("ams2-server-02"));
+    assert_eq!(d.joins.get("consul"), Some(&2));
+    assert_eq!(d.errors.get("dns"), Some(&3));
+    assert_eq!(d.warnings.len(), 1);
+    // Warnings alone keep the node ready.
+    assert_eq!(get(&s, "/ready").0, StatusCode::OK);
+    // The page lists the peers.
+    let (_, page) = get(&s, "/");
+    assert!(page.contains("<h2>Discovery</h2>"), "{page}");
+    assert!(page.contains("data-peer=\"10.0.1.12\""), "{page}");
+    assert!(page.contains("learned region <b>eu</b>"), "{page}");
+    assert!(!page.contains(TOKEN));
+}
+
+#[test]
+fn discovery_problems_make_ready_503_naming_them_and_waiting_says_for_what() {
+    let mut s = healthy();
+    let mut v = discovery_view();
+    v.report.problems =
+        vec!["no healthy Consul server of ams2: 10.0.1.12:8500: connection refused".into()];
+    s.set_discovery(v.clone());
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains(
+            "[FAIL] discovery: degraded: no healthy Consul server of ams2: 10.0.1.12:8500: connection refused"
+        ),
+        "{body}"
+    );
+    v.report.problems.clear();
+    v.waiting_for = vec!["the Consul server of this datacenter (mDNS on eth0)".into()];
+    s.set_discovery(v.clone());
+    let (code, body) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body.contains(
+            "discovery: waiting for discovery: the Consul server of this datacenter (mDNS on eth0)"
+        ),
+        "{body}"
+    );
+    let doc = status_doc(&s, SystemTime::now());
+    assert!(!doc.healthy);
+    assert_eq!(doc.discovery.unwrap().waiting_for, v.waiting_for);
+    v.waiting_for.clear();
+    s.set_discovery(v);
+    assert_eq!(get(&s, "/ready").0, StatusCode::OK);
+}
+
+#[test]
+fn metrics_count_discovery_joins_errors_peers_and_replans() {
+    let mut s = healthy();
+    let (_, before) = get(&s, "/metrics");
+    assert!(before.contains("hashi_supervisor_discovery_joins_total{agent=\"consul\"} 0"));
+    assert!(before.contains("hashi_supervisor_discovery_errors_total{source=\"mdns\"} 0"));
+    s.set_discovery(discovery_view());
+    let (_, m) = get(&s, "/metrics");
+    for line in [
+        "hashi_supervisor_discovery_joins_total{agent=\"consul\"} 2",
+        "hashi_supervisor_discovery_joins_total{agent=\"nomad\"} 0",
+        "hashi_supervisor_discovery_errors_total{source=\"dns\"} 3",
+        "hashi_supervisor_discovery_errors_total{source=\"static\"} 0",
+        "hashi_supervisor_discovery_peers{source=\"mdns\",kind=\"consul-server\"} 1",
+        "hashi_supervisor_discovery_peers{source=\"static\",kind=\"consul-agent\"} 1",
+        "hashi_supervisor_discovery_replans_total{outcome=\"ok\"} 0",
+        "# TYPE hashi_supervisor_discovery_joins_total counter",
+        "# TYPE hashi_supervisor_discovery_peers gauge",
+    ] {
+        assert!(m.contains(line), "{line} missing:\n{m}");
+    }
+}
+
+#[test]
+fn failed_wan_servers_warn_in_status_without_failing_ready() {
+    let mut s = healthy();
+    let mut r = s.report(Product::Consul).unwrap().clone();
+    let c = r.consul.as_mut().unwrap();
+    c.wan_datacenters = Some(2);
+    c.wan_failed = vec!["lon1-server-01.lon1".into()];
+    s.set_report(r);
+    let (code, _) = get(&s, "/ready");
+    assert_eq!(code, StatusCode::OK);
+    let d = status_doc(&s, SystemTime::now()).discovery.unwrap();
+    assert_eq!(
+        d.warnings,
+        vec!["WAN: 1 of 2 datacenters' servers failed: lon1-server-01.lon1".to_string()]
     );
 }

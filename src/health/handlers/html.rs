@@ -40,7 +40,7 @@ pub fn render_page(s: &HealthSnapshot, now: SystemTime) -> String {
 <title>{node}: {verdict}</title><style>\
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}\
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}\
-.ok{{color:#176b2c}}.fail{{color:#a1151f;font-weight:bold}}\
+.ok{{color:#176b2c}}.fail{{color:#a1151f;font-weight:bold}}.warn{{color:#8a5a00}}\
 .healthy{{background:#e3f5e6}}.unhealthy{{background:#fbe3e4}}pre{{background:#f4f4f4;padding:.5em}}\
 </style></head><body>\
 <h1 id=\"verdict\" class=\"{verdict}\" data-healthy=\"{healthy}\">{node}: {verdict}</h1>\
@@ -107,6 +107,41 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
         );
     }
     o.push_str("</ul>");
+    if let Some(d) = &doc.discovery {
+        o.push_str("<h2>Discovery</h2>");
+        for (cls, what, list) in [
+            ("fail", "waiting for", &d.waiting_for),
+            ("fail", "problem", &d.problems),
+            ("warn", "warning", &d.warnings),
+        ] {
+            for t in list {
+                let _ = write!(o, "<p class=\"{cls}\">{what}: {}</p>", esc(t));
+            }
+        }
+        if let (Some(r), Some(dc)) = (&d.learned.region, &d.learned.datacenter) {
+            let _ = write!(
+                o,
+                "<p>learned region <b>{}</b> and datacenter <b>{}</b> from {}</p>",
+                esc(r),
+                esc(dc),
+                esc(d.learned.from_node.as_deref().unwrap_or("?"))
+            );
+        }
+        o.push_str("<table id=\"peers\"><tr><th>address</th><th>kind</th><th>source</th><th>node</th><th>datacenter</th><th>last seen</th></tr>");
+        for p in &d.peers {
+            let _ = write!(
+                o,
+                "<tr data-peer=\"{addr}\"><td>{addr}</td><td>{kind}</td><td>{src}</td><td>{node}</td><td>{dc}</td><td>{ago}</td></tr>",
+                addr = esc(&p.address),
+                kind = esc(&p.kind),
+                src = esc(&p.source),
+                node = esc(p.node.as_deref().unwrap_or("-")),
+                dc = esc(p.datacenter.as_deref().unwrap_or("-")),
+                ago = esc(&p.ago),
+            );
+        }
+        o.push_str("</table>");
+    }
     for a in &doc.agents {
         if !a.last_lines.is_empty() {
             let _ = write!(o, "<h3>{} last lines</h3><pre>", esc(&a.agent));

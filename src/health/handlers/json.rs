@@ -38,6 +38,91 @@ pub struct StatusDoc {
     pub checks: Vec<Check>,
     /// One entry per agent of the plan.
     pub agents: Vec<AgentDoc>,
+    /// What discovery found, once it runs (absent from older supervisors).
+    #[serde(default)]
+    pub discovery: Option<DiscoveryDoc>,
+}
+
+/// Discovery in [`StatusDoc`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryDoc {
+    /// What the node waits for before starting its agents (empty once
+    /// started).
+    #[serde(default)]
+    pub waiting_for: Vec<String>,
+    /// Every peer known.
+    #[serde(default)]
+    pub peers: Vec<PeerDoc>,
+    /// What the plan is built with now.
+    #[serde(default)]
+    pub applied: AppliedDoc,
+    /// The identity learned for what the role file left unwritten.
+    #[serde(default)]
+    pub learned: LearnedDoc,
+    /// Problems (they make `/ready` fail).
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// Warnings (they do not).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Joins made through the agents' APIs, by agent.
+    #[serde(default)]
+    pub joins: std::collections::BTreeMap<String, u64>,
+    /// Discovery errors, by source.
+    #[serde(default)]
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+/// One peer in [`DiscoveryDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerDoc {
+    /// `host` or `host:port`.
+    pub address: String,
+    /// `consul-server`, `consul-agent`, `consul-wan`, `nomad-server`,
+    /// `supervisor`.
+    pub kind: String,
+    /// `static`, `dns`, `mdns`, `cloud`.
+    pub source: String,
+    /// Its node name, when known.
+    pub node: Option<String>,
+    /// Its datacenter, when known.
+    pub datacenter: Option<String>,
+    /// Its region, when known.
+    pub region: Option<String>,
+    /// Last sighting, seconds since the Unix epoch.
+    pub last_seen: u64,
+    /// Seconds since that sighting.
+    pub ago_secs: u64,
+    /// The same in words (`12s ago`).
+    pub ago: String,
+}
+
+/// The peers a plan is built with, in [`DiscoveryDoc`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedDoc {
+    /// Consul `retry_join` additions.
+    #[serde(default)]
+    pub consul_lan: Vec<String>,
+    /// Consul `retry_join_wan` additions.
+    #[serde(default)]
+    pub consul_wan: Vec<String>,
+    /// Nomad's Consul address, when discovered.
+    #[serde(default)]
+    pub consul_http: Option<String>,
+    /// Nomad `server_join` additions.
+    #[serde(default)]
+    pub nomad_servers: Vec<String>,
+}
+
+/// The learned identity in [`DiscoveryDoc`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedDoc {
+    /// Region, when learned.
+    pub region: Option<String>,
+    /// Datacenter, when learned.
+    pub datacenter: Option<String>,
+    /// The node whose announcement taught it.
+    pub from_node: Option<String>,
 }
 
 /// One agent in [`StatusDoc`].
@@ -148,7 +233,93 @@ pub fn status_doc(s: &HealthSnapshot, now: SystemTime) -> StatusDoc {
         reload_error: sup.reload_error.clone(),
         checks,
         agents,
+        discovery: discovery_doc(s, now),
     }
+}
+
+/// `12s ago`, `4m ago`, `2h ago`, `3d ago`.
+pub fn ago_words(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+/// The WAN warning of a Consul server some of whose WAN peers serf marks
+/// failed: "WAN: 1 of 2 datacenters' servers failed: lon1-server-01.lon1".
+fn wan_warning(c: &ConsulReport) -> Option<String> {
+    if c.wan_failed.is_empty() {
+        return None;
+    }
+    let dcs: std::collections::BTreeSet<&str> = c
+        .wan_failed
+        .iter()
+        .map(|n| n.rsplit_once('.').map_or("", |(_, dc)| dc))
+        .collect();
+    Some(format!(
+        "WAN: {} of {} datacenters' servers failed: {}",
+        dcs.len(),
+        c.wan_datacenters.map_or(dcs.len(), |n| n as usize),
+        c.wan_failed.join(", ")
+    ))
+}
+
+/// Discovery's part of the document: the view `run` published, and the
+/// WAN warning of a Consul server (present with either).
+fn discovery_doc(s: &HealthSnapshot, now: SystemTime) -> Option<DiscoveryDoc> {
+    let wan = s
+        .report(crate::vocab::Product::Consul)
+        .and_then(|r| r.consul.as_ref())
+        .and_then(wan_warning);
+    let view = s.discovery();
+    if view.is_none() && wan.is_none() {
+        return None;
+    }
+    let mut doc = DiscoveryDoc::default();
+    if let Some(v) = view {
+        let r = &v.report;
+        doc.waiting_for.clone_from(&v.waiting_for);
+        doc.peers = r
+            .records
+            .iter()
+            .map(|p| {
+                let ago = now.duration_since(p.last_seen).map_or(0, |d| d.as_secs());
+                PeerDoc {
+                    address: p.address.clone(),
+                    kind: serde_json::to_value(p.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    source: p.source.as_str().to_string(),
+                    node: p.node.clone(),
+                    datacenter: p.datacenter.clone(),
+                    region: p.region.clone(),
+                    last_seen: unix(p.last_seen),
+                    ago_secs: ago,
+                    ago: ago_words(ago),
+                }
+            })
+            .collect();
+        doc.applied = AppliedDoc {
+            consul_lan: r.peers.consul_lan.clone(),
+            consul_wan: r.peers.consul_wan.clone(),
+            consul_http: r.peers.consul_http.clone(),
+            nomad_servers: r.peers.nomad_servers.clone(),
+        };
+        doc.learned = LearnedDoc {
+            region: r.learned.region.clone(),
+            datacenter: r.learned.datacenter.clone(),
+            from_node: r.learned.from_node.clone(),
+        };
+        doc.problems.clone_from(&r.problems);
+        doc.warnings.clone_from(&r.warnings);
+        doc.joins = r.joins.iter().cloned().collect();
+        doc.errors = r.errors.iter().cloned().collect();
+    }
+    doc.warnings.extend(wan);
+    Some(doc)
 }
 
 /// The `/v1/status` answer.

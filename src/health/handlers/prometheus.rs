@@ -8,6 +8,7 @@ use super::Answer;
 use crate::health::checks::{self, state_name};
 use crate::health::metrics::Metrics;
 use crate::health::snapshot::HealthSnapshot;
+use crate::peers::Source;
 use crate::supervise::AgentState;
 use crate::vocab::Product;
 
@@ -149,7 +150,83 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
             }
         }
     }
+    discovery_metrics(s, &mut o);
     o
+}
+
+/// Discovery's counters (joins by agent, errors by source), its peers by
+/// source and kind, and the daemon's re-plans on them.
+fn discovery_metrics(s: &HealthSnapshot, o: &mut String) {
+    let r = s.discovery().map(|d| &d.report);
+    let _ = writeln!(
+        o,
+        "# HELP hashi_supervisor_discovery_joins_total Joins made through the agents' APIs for discovered peers."
+    );
+    let _ = writeln!(o, "# TYPE hashi_supervisor_discovery_joins_total counter");
+    for agent in ["consul", "nomad"] {
+        let n = r
+            .and_then(|r| r.joins.iter().find(|(a, _)| a == agent))
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(
+            o,
+            "hashi_supervisor_discovery_joins_total{{agent=\"{agent}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP hashi_supervisor_discovery_errors_total Discovery errors by source."
+    );
+    let _ = writeln!(o, "# TYPE hashi_supervisor_discovery_errors_total counter");
+    let mut sources: Vec<(String, u64)> =
+        [Source::Static, Source::Dns, Source::Mdns, Source::Cloud]
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+    for (src, n) in r.map(|r| r.errors.as_slice()).unwrap_or_default() {
+        match sources.iter_mut().find(|(s, _)| s == src) {
+            Some((_, c)) => *c = *n,
+            None => sources.push((src.clone(), *n)),
+        }
+    }
+    for (src, n) in &sources {
+        let _ = writeln!(
+            o,
+            "hashi_supervisor_discovery_errors_total{{source=\"{}\"}} {n}",
+            label(src)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP hashi_supervisor_discovery_peers Peers known, by source and kind."
+    );
+    let _ = writeln!(o, "# TYPE hashi_supervisor_discovery_peers gauge");
+    let mut by: std::collections::BTreeMap<(&str, String), u64> = Default::default();
+    for p in r.map(|r| r.records.as_slice()).unwrap_or_default() {
+        let kind = serde_json::to_value(p.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        *by.entry((p.source.as_str(), kind)).or_default() += 1;
+    }
+    for ((src, kind), n) in &by {
+        let _ = writeln!(
+            o,
+            "hashi_supervisor_discovery_peers{{source=\"{src}\",kind=\"{}\"}} {n}",
+            label(kind)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP hashi_supervisor_discovery_replans_total Re-plans on a change of discovered peers, by outcome."
+    );
+    let _ = writeln!(o, "# TYPE hashi_supervisor_discovery_replans_total counter");
+    let c = &s.metrics.replans;
+    for (outcome, n) in [("ok", c.ok()), ("error", c.failed())] {
+        let _ = writeln!(
+            o,
+            "hashi_supervisor_discovery_replans_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
 }
 
 /// The `/metrics` answer.

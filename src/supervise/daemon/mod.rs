@@ -15,8 +15,11 @@
 //! * `start`: Consul, then Nomad once Consul is ready (bounded).
 //! * `serve`: the steady loop: systemd status, readiness and watchdog.
 //! * `reload`: SIGHUP: re-load, render, reload/restart/upgrade, rollback.
+//! * `discovery`: re-plan on a change of discovered peers, and the
+//!   persisted discovery report.
 //! * `stop`: reverse-order stop, hurried by a second request.
 
+pub mod discovery;
 mod lock;
 mod reload;
 mod restart;
@@ -25,6 +28,7 @@ mod start;
 mod stop;
 mod takeover;
 
+pub use discovery::{DiscoveryFeed, ReplanCounts};
 pub use lock::{LOCK_FILE, StateLock, lock_state_dir};
 pub use restart::{RESTART_MARKER, RESTART_MARKER_ENV, restart_marker_path};
 pub use takeover::stop_leftover;
@@ -47,6 +51,7 @@ use super::{SuperviseError, reap};
 use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::release::Installed;
 use crate::render::ChangeKind;
+use crate::role::NodeRole;
 use crate::vocab::Product;
 
 /// Default bound on waiting for Consul before starting Nomad anyway.
@@ -90,6 +95,15 @@ pub trait Preparer: Send + Sync + 'static {
         &self,
         plan: &Plan,
     ) -> impl Future<Output = Result<Vec<(Product, ChangeKind)>, Self::Error>> + Send;
+    /// Re-reads the role file and returns the validated role (not yet
+    /// planned) and its SHA-256 (hex), for a daemon that builds its plan
+    /// with discovered peers ([`RunOptions::discovery`]). `None` (the
+    /// default): this preparer only gives plans ([`Preparer::load`]).
+    fn load_role(
+        &self,
+    ) -> impl Future<Output = Result<Option<(NodeRole, String)>, Self::Error>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Builds the readiness check of an agent.
@@ -130,6 +144,10 @@ pub struct RunOptions {
     /// The restart marker ([`RESTART_MARKER`]): found fresh at stop time,
     /// the stop is a restart and Nomad stops without leaving or draining.
     pub restart_marker: Option<PathBuf>,
+    /// Discovery's reports and the role in force: a change of peers
+    /// re-plans ([`discovery`]), SIGHUP plans with the current peers and
+    /// learned identity. `None`: the plan never follows discovery.
+    pub discovery: Option<DiscoveryFeed>,
 }
 
 impl Default for RunOptions {
@@ -147,6 +165,7 @@ impl Default for RunOptions {
             state_lock: None,
             agent_log: crate::telemetry::AgentLog::default(),
             restart_marker: None,
+            discovery: None,
         }
     }
 }
@@ -260,11 +279,21 @@ pub async fn run<P: Preparer>(
         status,
         handles,
         hurry: false,
+        persisted: None,
     };
     if daemon.start_in_order(&shutdown).await {
         daemon.serve(&mut events, &shutdown).await;
     }
     daemon.stop_all(&mut events).await;
+    // The last sightings go to disk: the next start's seeds.
+    if let Some(report) = daemon
+        .opts
+        .discovery
+        .as_ref()
+        .map(|f| f.reports.borrow().clone())
+    {
+        daemon.persist_discovery(&report);
+    }
     let Daemon { handles, .. } = daemon;
     drop(handles);
     reaper_cancel.cancel();
@@ -285,6 +314,8 @@ struct Daemon<P> {
     status: Arc<watch::Sender<SupervisorStatus>>,
     handles: Vec<AgentHandle>,
     hurry: bool,
+    /// The discovery report last written to the state dir.
+    persisted: Option<discovery::Cached>,
 }
 
 impl<P: Preparer> Daemon<P> {
@@ -304,7 +335,7 @@ fn on_release(agent: &AgentPlan, installed: Option<&Installed>) -> AgentPlan {
 }
 
 /// An error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -11,8 +11,10 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Preparer, error_chain, on_release};
-use crate::plan::{AgentPlan, ReleasePlan};
+use crate::peers::Peers;
+use crate::plan::{AgentPlan, Plan, ReleasePlan};
 use crate::render::ChangeKind;
+use crate::role::NodeRole;
 use crate::supervise::actor::{AgentHandle, Control};
 use crate::supervise::notify::notify_systemd;
 use crate::supervise::status::{AgentState, AgentStatus, NodeIdentity};
@@ -37,7 +39,7 @@ impl<P: Preparer> Daemon<P> {
     }
 
     async fn try_reload(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
-        let (new, hash) = self.preparer.load().await.map_err(|e| error_chain(&e))?;
+        let (new, hash, role) = self.load_for_reload().await?;
         let old_set: Vec<Product> = self.plan.agents.iter().map(|a| a.product).collect();
         let new_set: Vec<Product> = new.agents.iter().map(|a| a.product).collect();
         if old_set != new_set {
@@ -110,6 +112,11 @@ impl<P: Preparer> Daemon<P> {
         // The node info the health endpoint shows follows the plan now in
         // force (e.g. a new datacenter).
         let node = NodeIdentity::of(&new);
+        if let (Some((role, peers)), Some(feed)) = (role, self.opts.discovery.as_mut()) {
+            (feed.on_plan)(&role, &new);
+            feed.role = role;
+            feed.applied = peers;
+        }
         self.plan = new;
         self.status.send_modify(|s| {
             s.config_hash = hash;
@@ -120,6 +127,29 @@ impl<P: Preparer> Daemon<P> {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// The role file's new plan and hash; with discovery, built with the
+    /// current peers and learned identity (and the new role, to keep).
+    async fn load_for_reload(&self) -> Result<(Plan, String, Option<(NodeRole, Peers)>), String> {
+        if let Some(feed) = &self.opts.discovery {
+            if let Some((mut role, hash)) = self
+                .preparer
+                .load_role()
+                .await
+                .map_err(|e| error_chain(&e))?
+            {
+                let report = feed.reports.borrow().clone();
+                role.learn(
+                    report.learned.region.as_deref(),
+                    report.learned.datacenter.as_deref(),
+                );
+                let plan = Plan::build(&role, &report.peers);
+                return Ok((plan, hash, Some((role, report.peers))));
+            }
+        }
+        let (plan, hash) = self.preparer.load().await.map_err(|e| error_chain(&e))?;
+        Ok((plan, hash, None))
     }
 
     /// Installs `new`'s version under `release` (the settings of the plan

@@ -2,8 +2,8 @@
 //! status, readiness and watchdog pings, dispatches reloads and the
 //! second stop request, and gives the start-up working set back each time
 //! all agents become ready and after each reload
-//! ([`crate::supervise::trim`]). It changes no agent
-//! itself.
+//! ([`crate::supervise::trim`]), and re-plans (after a quiet time) when
+//! discovery's peers change (`discovery`). It changes no agent itself.
 
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
@@ -29,6 +29,17 @@ impl<P: Preparer> Daemon<P> {
         let mut last_status_line = String::new();
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
         let mut next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
+        // Discovery's reports (a clone: the daemon's own copy is read in
+        // the handler), and when the pending re-plan is due.
+        let mut reports = self.opts.discovery.as_ref().map(|f| f.reports.clone());
+        let mut replan_at: Option<Instant> = None;
+        if let Some(rx) = &mut reports {
+            // Whatever changed while the agents started counts too.
+            let now = rx.borrow_and_update().clone();
+            if self.discovery_pending(&now) {
+                replan_at = Some(Instant::now());
+            }
+        }
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -68,12 +79,42 @@ impl<P: Preparer> Daemon<P> {
                     None => {}
                 },
                 r = rx.changed() => if r.is_err() { return },
+                r = changed_some(reports.as_mut()) => match r {
+                    Ok(report) => {
+                        // The first change starts the quiet time; later
+                        // ones before it ends are folded in.
+                        if replan_at.is_none() && self.discovery_pending(&report) {
+                            let debounce = self.opts.discovery.as_ref().map(|f| f.debounce).unwrap_or_default();
+                            replan_at = Some(Instant::now() + debounce);
+                        }
+                    }
+                    Err(()) => reports = None,
+                },
+                () = sleep_until_some(replan_at) => {
+                    replan_at = None;
+                    if let Some(report) = reports.as_ref().map(|rx| rx.borrow().clone()) {
+                        self.follow_discovery(&report).await;
+                    }
+                }
                 () = sleep_until_some(next_watchdog) => {
                     notify_systemd(&[NotifyState::Watchdog]);
                     next_watchdog = watchdog.map(|d| deadline_after(Instant::now(), d));
                 }
             }
         }
+    }
+}
+
+/// The next report of `rx`, or forever without one; `Err` once it closed.
+async fn changed_some(
+    rx: Option<&mut tokio::sync::watch::Receiver<crate::peers::DiscoveryReport>>,
+) -> Result<crate::peers::DiscoveryReport, ()> {
+    match rx {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Ok(rx.borrow_and_update().clone()),
+            Err(_) => Err(()),
+        },
+        None => std::future::pending().await,
     }
 }
 

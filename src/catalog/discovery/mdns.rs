@@ -1,0 +1,449 @@
+//! The mDNS provider (mdns-sd): announces this node as
+//! `_hashi-sup._tcp.local.` (instance = node name, port = health port,
+//! address = the private address, TXT per [`txt`]) and browses for the
+//! other supervisors, on the interface holding the private address only,
+//! and only when `role.discovery.mdns` is on. A node whose private address
+//! is loopback, or on no interface, announces and browses nothing.
+//!
+//! Announcements are untrusted: each is checked ([`txt::parse`]); a bad one
+//! is a rate-limited warning naming its source address and why. Another
+//! region is kept as a record but never joined (warned once per node);
+//! this node's own announcement is ignored. At most [`MAX_PEERS`] nodes are
+//! kept (the oldest dropped); one unseen for 3 × [`ANNOUNCE_TTL`], or
+//! removed (a goodbye), is dropped. The daemon is shut down on cancel.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::role::NodeRole;
+
+use super::backoff::Backoff;
+use super::txt::{self, Announcement, SERVICE_TYPE};
+use super::{Node, Shared, State};
+
+/// The lifetime of an announcement's records (mdns-sd's host record TTL):
+/// a node unseen for three of these is dropped.
+pub const ANNOUNCE_TTL: Duration = Duration::from_secs(120);
+/// How often the browse is restarted, which re-reads the live cache and
+/// asks the LAN again (so a live node's sighting stays fresh).
+pub const REBROWSE: Duration = Duration::from_secs(40);
+/// Most other nodes kept.
+pub const MAX_PEERS: usize = 256;
+/// Most nodes of another region remembered for their one warning.
+const MAX_REGION_WARNED: usize = 256;
+
+/// One announcing node as last seen.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Its DNS-SD instance full name.
+    pub fullname: String,
+    /// Its checked announcement.
+    pub ann: Announcement,
+    /// When it was last resolved (for the report).
+    pub seen: SystemTime,
+    /// When it was last resolved (for expiry).
+    pub at: Instant,
+}
+
+/// An announcement as received, before any check.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    /// Instance full name.
+    pub fullname: String,
+    /// TXT properties (a value that is not UTF-8 is refused later).
+    pub props: Vec<(String, Option<String>)>,
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Raw {
+    fn of(rs: &ResolvedService) -> Self {
+        let mut addresses: Vec<IpAddr> = rs.addresses.iter().map(|a| a.to_ip_addr()).collect();
+        addresses.sort();
+        addresses.truncate(txt::MAX_ADDRESSES * 4);
+        let props = rs
+            .txt_properties
+            .iter()
+            .take(txt::MAX_PROPERTIES + 1)
+            .map(|p| {
+                let v = match p.val() {
+                    None => Some(String::new()),
+                    Some(b) => std::str::from_utf8(b).ok().map(str::to_string),
+                };
+                (p.key().to_string(), v)
+            })
+            .collect();
+        Self {
+            fullname: rs.fullname.clone(),
+            props,
+            addresses,
+            port: rs.port,
+        }
+    }
+
+    /// Where it came from, for a warning: its first address, else its name.
+    pub fn source(&self) -> String {
+        self.addresses
+            .first()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| txt::short(&self.fullname))
+    }
+}
+
+/// The interface holding `role`'s private address and that address, when
+/// mDNS may run there: mDNS on, the address not loopback nor unspecified.
+pub fn interface_of(role: &NodeRole) -> Option<(String, IpAddr)> {
+    let ip = role.addresses.private;
+    if !role.discovery.mdns || ip.is_loopback() || ip.is_unspecified() {
+        return None;
+    }
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        let Some(sa) = a.address else { continue };
+        let found = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        if found == ip {
+            return Some((a.interface_name, ip));
+        }
+    }
+    None
+}
+
+/// Takes one received announcement into `state`: this node's own is
+/// ignored, a bad one warned about, another region warned once.
+pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<String>) {
+    let own = state.node.own_addresses();
+    let me = &state.node.role.node_name;
+    let props: Result<Vec<(String, String)>, String> = raw
+        .props
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => Ok((k.clone(), v.clone())),
+            None => Err(format!("TXT `{}` is not UTF-8", txt::short(k))),
+        })
+        .collect();
+    let parsed = props.and_then(|p| {
+        // Our own announcement comes back to us: not a peer.
+        let node = p.iter().find(|(k, _)| k == "node").map(|(_, v)| v.as_str());
+        if node == Some(me.as_str()) && raw.addresses.iter().any(|a| own.contains(a)) {
+            return Err(String::new());
+        }
+        txt::parse(&raw.fullname, &p, &raw.addresses, raw.port)
+    });
+    let ann = match parsed {
+        Ok(a) => a,
+        Err(why) if why.is_empty() => return,
+        Err(why) => {
+            state.count_error("mdns");
+            state.warn(
+                &format!("mdns {}", raw.source()),
+                format!(
+                    "ignored an mDNS announcement from {} ({}): {why}",
+                    raw.source(),
+                    txt::short(&raw.fullname)
+                ),
+            );
+            return;
+        }
+    };
+    if ann.node == *me {
+        // Another host claims our name: never a peer.
+        state.warn(
+            &format!("mdns name {}", raw.source()),
+            format!(
+                "ignored an mDNS announcement from {}: it claims this node's name {me}",
+                raw.source()
+            ),
+        );
+        return;
+    }
+    let ident = super::merge::Identity::of(&state.node, &state.report_learned());
+    if ann.region != ident.region
+        && region_warned.len() < MAX_REGION_WARNED
+        && region_warned.insert(ann.node.clone())
+    {
+        state.warn(
+            &format!("mdns region {}", ann.node),
+            format!(
+                "{} ({}) announces region {}, not {}: it is never joined",
+                ann.node,
+                raw.source(),
+                ann.region,
+                ident.region
+            ),
+        );
+    }
+    let now = Instant::now();
+    state.mdns.insert(
+        ann.node.clone(),
+        Seen {
+            fullname: raw.fullname.clone(),
+            ann,
+            seen: SystemTime::now(),
+            at: now,
+        },
+    );
+    while state.mdns.len() > MAX_PEERS {
+        let oldest = state
+            .mdns
+            .iter()
+            .min_by_key(|(_, s)| s.at)
+            .map(|(k, _)| k.clone());
+        match oldest {
+            Some(k) => {
+                state.mdns.remove(&k);
+            }
+            None => break,
+        }
+    }
+}
+
+/// Drops the node announced as `fullname` (a goodbye or an expiry).
+pub(crate) fn remove(state: &mut State, fullname: &str) {
+    state.mdns.retain(|_, s| s.fullname != fullname);
+}
+
+/// Drops nodes unseen for 3 × [`ANNOUNCE_TTL`].
+pub(crate) fn expire(state: &mut State, now: Instant) {
+    state
+        .mdns
+        .retain(|_, s| now.duration_since(s.at) < ANNOUNCE_TTL * 3);
+}
+
+/// A daemon on `ip`'s interface only.
+fn daemon(ip: IpAddr) -> Result<ServiceDaemon, String> {
+    let d = ServiceDaemon::new().map_err(|e| format!("cannot start mDNS: {e}"))?;
+    let r = d
+        .disable_interface(IfKind::All)
+        .and_then(|_| d.enable_interface(IfKind::Addr(ip)));
+    if let Err(e) = r {
+        shutdown(&d);
+        return Err(format!("cannot limit mDNS to {ip}: {e}"));
+    }
+    Ok(d)
+}
+
+fn shutdown(d: &ServiceDaemon) {
+    // The daemon's thread ends on its own; its status is not awaited.
+    if let Err(e) = d.shutdown() {
+        tracing::debug!(target: "hashi_supervisor::discovery", error = %e, "mdns daemon shutdown");
+    }
+}
+
+/// This node's service record.
+fn service(node: &Node, ip: IpAddr) -> Result<ServiceInfo, String> {
+    let name = &node.role.node_name;
+    let host = format!("{name}.local.");
+    let props: Vec<(String, String)> = txt::build(node);
+    let props: Vec<(&str, &str)> = props
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    ServiceInfo::new(
+        SERVICE_TYPE,
+        name,
+        &host,
+        ip,
+        node.health.port(),
+        &props[..],
+    )
+    .map_err(|e| format!("cannot build this node's mDNS record: {e}"))
+}
+
+/// What an announcement session depends on: restart when it changes.
+fn session_key(node: &Node) -> Option<(String, IpAddr, Vec<(String, String)>, u16)> {
+    let (iface, ip) = interface_of(&node.role)?;
+    Some((iface, ip, txt::build(node), node.health.port()))
+}
+
+/// Spawns the provider on `tracker`.
+pub(crate) fn start(shared: Arc<Shared>, tracker: &TaskTracker, cancel: &CancellationToken) {
+    tracker.spawn(run(shared, cancel.clone()));
+}
+
+async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut nodes = shared.node_tx.subscribe();
+    let mut backoff = Backoff::new(Duration::from_secs(60));
+    loop {
+        let node = nodes.borrow_and_update().clone();
+        let key = session_key(&node);
+        let outcome = match &key {
+            None => {
+                shared.update(|s| s.mdns.clear());
+                Ok(())
+            }
+            Some((iface, ip, _, _)) => {
+                session(&shared, &node, iface, *ip, &key, &mut nodes, &cancel).await
+            }
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        let wait = match outcome {
+            Ok(()) => {
+                backoff.reset();
+                None
+            }
+            Err(why) => {
+                let wait = backoff.fail();
+                shared.update(|s| {
+                    s.count_error("mdns");
+                    s.warn(
+                        "mdns daemon",
+                        format!("{why} (again in {} s)", wait.as_secs()),
+                    );
+                });
+                Some(wait)
+            }
+        };
+        // Wait for a role change (or the retry).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = nodes.changed(), if key.is_none() => if r.is_err() { return },
+            _ = async {
+                match wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None if key.is_some() => {}
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+/// Announces and browses until the node's announcement changes (Ok) or
+/// the daemon fails (Err); on `cancel` it unregisters and shuts down.
+async fn session(
+    shared: &Arc<Shared>,
+    node: &Node,
+    iface: &str,
+    ip: IpAddr,
+    key: &Option<(String, IpAddr, Vec<(String, String)>, u16)>,
+    nodes: &mut tokio::sync::watch::Receiver<Node>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let d = daemon(ip)?;
+    let info = match service(node, ip) {
+        Ok(i) => i,
+        Err(e) => {
+            shutdown(&d);
+            return Err(e);
+        }
+    };
+    let fullname = info.get_fullname().to_string();
+    if let Err(e) = d.register(info) {
+        shutdown(&d);
+        return Err(format!("cannot announce on {iface}: {e}"));
+    }
+    tracing::info!(target: "hashi_supervisor::discovery", interface = iface, %ip, "mdns: announcing and browsing");
+    let mut rx = match d.browse(SERVICE_TYPE) {
+        Ok(rx) => rx,
+        Err(e) => {
+            shutdown(&d);
+            return Err(format!("cannot browse on {iface}: {e}"));
+        }
+    };
+    let mut region_warned = BTreeSet::new();
+    let mut tick = tokio::time::interval(REBROWSE);
+    tick.tick().await;
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            r = nodes.changed() => {
+                if r.is_err() { break Ok(()) }
+                let now = nodes.borrow_and_update().clone();
+                if session_key(&now) != *key { break Ok(()) }
+            }
+            _ = tick.tick() => {
+                shared.update(|s| expire(s, Instant::now()));
+                let _ = d.stop_browse(SERVICE_TYPE);
+                rx = match d.browse(SERVICE_TYPE) {
+                    Ok(rx) => rx,
+                    Err(e) => break Err(format!("cannot browse on {iface}: {e}")),
+                };
+            }
+            ev = rx.recv_async() => match ev {
+                Ok(ServiceEvent::ServiceResolved(rs)) => {
+                    let raw = Raw::of(&rs);
+                    shared.update(|s| take(s, &raw, &mut region_warned));
+                }
+                Ok(ServiceEvent::ServiceRemoved(_, name)) => {
+                    shared.update(|s| remove(s, &name));
+                }
+                Ok(_) => {}
+                // A browse channel closes when it is replaced; wait for the
+                // next tick's.
+                Err(_) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break Ok(()),
+                        _ = tick.tick() => {
+                            rx = match d.browse(SERVICE_TYPE) {
+                                Ok(rx) => rx,
+                                Err(e) => break Err(format!("cannot browse on {iface}: {e}")),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let _ = d.unregister(&fullname);
+    shutdown(&d);
+    result
+}
+
+/// A one-off browse for `check`: everything resolved within `within`,
+/// announcing nothing.
+pub async fn browse_once(node: &Node, within: Duration) -> Result<Vec<Raw>, String> {
+    let Some((iface, ip)) = interface_of(&node.role) else {
+        return Ok(Vec::new());
+    };
+    let d = daemon(ip)?;
+    let rx = match d.browse(SERVICE_TYPE) {
+        Ok(rx) => rx,
+        Err(e) => {
+            shutdown(&d);
+            return Err(format!("cannot browse on {iface}: {e}"));
+        }
+    };
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, rx.recv_async()).await {
+        if let ServiceEvent::ServiceResolved(rs) = ev {
+            if out.len() < MAX_PEERS * 2 {
+                out.push(Raw::of(&rs));
+            }
+        }
+    }
+    shutdown(&d);
+    Ok(out)
+}
+
+/// Takes a one-off browse's announcements into `state`.
+pub(crate) fn apply_browse(state: &mut State, got: Result<Vec<Raw>, String>) {
+    match got {
+        Ok(raws) => {
+            let mut warned = BTreeSet::new();
+            for r in &raws {
+                take(state, r, &mut warned);
+            }
+        }
+        Err(why) => {
+            state.count_error("mdns");
+            state.warn("mdns daemon", why);
+        }
+    }
+}
