@@ -18,7 +18,7 @@ use hickory_resolver::proto::xfer::Protocol;
 use tokio_util::sync::CancellationToken;
 
 use crate::peers::{PeerKind, Source};
-use crate::role::{DnsDiscovery, NodeRole};
+use crate::role::{DnsDiscovery, NodeRole, names};
 
 use super::backoff::Backoff;
 use super::merge::Found;
@@ -104,7 +104,7 @@ pub fn resolver(dns: &DnsDiscovery) -> Result<TokioResolver, String> {
 /// order, or why not.
 pub async fn lookup(r: &TokioResolver, name: &str) -> Result<Vec<(IpAddr, Option<u16>)>, String> {
     let mut out = Vec::new();
-    if name.starts_with('_') {
+    if names::is_srv_name(name) {
         let srv = r.srv_lookup(name).await.map_err(|e| e.to_string())?;
         let mut targets: Vec<(u16, String)> = srv
             .iter()

@@ -6,8 +6,8 @@
 //! Consul server → `?wan=1`; a new Nomad server → on a Nomad server
 //! `PUT /v1/agent/join?address=<addr>`, on a Nomad client
 //! `PUT /v1/agent/servers?address=..` with the whole list (RPC port 4647).
-//! Peers the role file lists are in the rendered configs already and are
-//! not joined again. A local agent that does not answer (not running yet,
+//! The role file's lists are joined the same way, so a dead seed is a
+//! warning naming it (cloud strings are left to the agents). A local agent that does not answer (not running yet,
 //! restarting) is asked again shortly, quietly; a join the agent refuses
 //! is counted, warned and retried with backoff. Joins only what the merge
 //! published, which never holds a peer of another region.
@@ -72,44 +72,40 @@ impl Target {
     }
 }
 
-/// The joins `peers` call for on `node`, sorted: discovered peers only
-/// (the role file's lists are in the rendered configs), each through the
-/// local agent that can make it.
+/// The joins `peers` call for on `node`, sorted, each through the local
+/// agent that can make it. The role file's lists are joined too (they are
+/// in the rendered configs, and joining a member again is a no-op): a dead
+/// seed is then a warning naming it. Cloud strings are the agents' own.
 pub fn wanted(node: &Node, peers: &Peers) -> Vec<Target> {
     let d = &node.role.discovery;
     let mut out = BTreeSet::new();
+    let statics = |list: &Vec<String>| -> Vec<String> {
+        list.iter()
+            .filter(|a| !d.cloud_auto_join.contains(a))
+            .cloned()
+            .collect()
+    };
     if let Some(c) = node.local_agent(Product::Consul) {
-        for a in &peers.consul_lan {
-            if !d.consul_retry_join.contains(a) && !d.cloud_auto_join.contains(a) {
+        for a in statics(&d.consul_retry_join).iter().chain(&peers.consul_lan) {
+            if !d.cloud_auto_join.contains(a) {
                 out.insert(Target::ConsulLan(a.clone()));
             }
         }
         if c.server {
-            for a in &peers.consul_wan {
-                if !d.consul_retry_join_wan.contains(a) {
-                    out.insert(Target::ConsulWan(a.clone()));
-                }
+            for a in statics(&d.consul_retry_join_wan).iter().chain(&peers.consul_wan) {
+                out.insert(Target::ConsulWan(a.clone()));
             }
         }
     }
     if let Some(n) = node.local_agent(Product::Nomad) {
-        let discovered: Vec<&String> = peers
-            .nomad_servers
-            .iter()
-            .filter(|a| !d.nomad_retry_join.contains(a))
-            .collect();
+        let all: BTreeSet<&String> = d.nomad_retry_join.iter().chain(&peers.nomad_servers).collect();
         if n.server {
-            for a in discovered {
+            for a in all {
                 out.insert(Target::NomadJoin(a.clone()));
             }
-        } else if n.client && !discovered.is_empty() {
-            let all: BTreeSet<String> = d
-                .nomad_retry_join
-                .iter()
-                .chain(peers.nomad_servers.iter())
-                .map(|a| rpc_address(a))
-                .collect();
-            out.insert(Target::NomadServers(all.into_iter().collect()));
+        } else if n.client && !all.is_empty() {
+            let rpc: BTreeSet<String> = all.into_iter().map(|a| rpc_address(a)).collect();
+            out.insert(Target::NomadServers(rpc.into_iter().collect()));
         }
     }
     out.into_iter().collect()
@@ -263,15 +259,17 @@ mod tests {
     }
 
     #[test]
-    fn a_server_joins_lan_wan_and_nomad_servers_but_not_its_static_lists() {
+    fn a_server_joins_lan_wan_and_nomad_servers_its_static_lists_included() {
         let n = node(
-            "schema = 1\n[discovery]\nconsul_retry_join = [\"10.0.1.13\"]\n",
+            "schema = 1\n[discovery]\nconsul_retry_join = [\"10.0.1.13\"]\n\
+             cloud_auto_join = [\"provider=aws tag_key=consul tag_value=ams2\"]\n",
             &["consul-server", "nomad-server"],
         );
         assert_eq!(
             wanted(&n, &peers()),
             vec![
                 Target::ConsulLan("10.0.1.12".into()),
+                Target::ConsulLan("10.0.1.13".into()),
                 Target::ConsulWan("203.0.113.21".into()),
                 Target::NomadJoin("10.0.1.12".into()),
                 Target::NomadJoin("203.0.113.21".into()),
@@ -289,6 +287,7 @@ mod tests {
         assert_eq!(
             wanted(&n, &peers()),
             vec![
+                Target::ConsulLan("10.0.1.11".into()),
                 Target::ConsulLan("10.0.1.12".into()),
                 Target::ConsulLan("10.0.1.13".into()),
                 Target::NomadServers(vec![
@@ -298,12 +297,12 @@ mod tests {
                 ]),
             ]
         );
-        // Nothing discovered beyond the static list: nothing to set.
-        let only_static = Peers {
-            nomad_servers: vec!["10.0.1.14:4648".into()],
-            ..Peers::default()
-        };
-        assert!(wanted(&n, &only_static).is_empty());
+        // A Nomad without a local Consul and nothing found: nothing to do.
+        let bare = node(
+            "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\n",
+            &["nomad-client"],
+        );
+        assert!(wanted(&bare, &Peers::default()).is_empty());
     }
 
     #[test]

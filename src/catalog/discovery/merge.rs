@@ -205,7 +205,8 @@ pub fn seeds(report: &DiscoveryReport) -> Vec<Found> {
 }
 
 /// What one announcement is to this node: one [`Found`] per thing it
-/// runs. Another region: nothing but a supervisor record (never joined).
+/// runs (a supervisor record when it runs no agent we join). Another
+/// region: nothing at all (never a peer, not even listed).
 pub fn from_announcement(ident: &Identity, a: &Announcement, seen: SystemTime) -> Vec<Found> {
     let Some(private) = a.private() else {
         return Vec::new();
@@ -224,9 +225,12 @@ pub fn from_announcement(ident: &Identity, a: &Announcement, seen: SystemTime) -
         consul_http,
         join: true,
     };
+    if a.region != ident.region {
+        return Vec::new();
+    }
     let roles = a.role_set();
     let mut out = Vec::new();
-    if a.region == ident.region {
+    {
         let same_dc = a.datacenter == ident.datacenter;
         if roles.consul_server {
             if same_dc {
@@ -397,14 +401,15 @@ mod tests {
         assert_eq!(p.consul_wan, vec!["203.0.113.21"]);
         assert_eq!(p.nomad_servers, vec!["10.0.1.11", "203.0.113.21"]);
         assert_eq!(p.consul_http, None);
-        // The other region is only a supervisor record, never joined.
-        let us: Vec<&Found> = found
-            .iter()
-            .filter(|f| f.record.node.as_deref() == Some("us-server-01"))
-            .collect();
-        assert_eq!(us.len(), 1);
-        assert_eq!(us[0].record.kind, PeerKind::Supervisor);
-        assert!(!us[0].join);
+        // The other region is nothing: never joined, never listed.
+        assert!(from_announcement(&id, &other, t(1)).is_empty());
+        assert!(!found.iter().any(|f| f.record.address == "10.0.3.11"));
+        // A node running no agent we join is listed, never joined.
+        let plain = ann("ams2-client-09", "ams2", "nomad-client", "10.0.1.29", None);
+        let f = from_announcement(&id, &plain, t(1));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].record.kind, PeerKind::Supervisor);
+        assert!(!f[0].join);
         // The server of this DC offers its Consul API as a candidate.
         assert!(
             found

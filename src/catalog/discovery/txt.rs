@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::role::{ROLE_NAMES, RoleSet};
+use crate::role::{ROLE_NAMES, RoleSet, names};
 use crate::vocab::Product;
 
 use super::Node;
@@ -27,8 +27,6 @@ pub const MAX_VALUE: usize = 255;
 pub const MAX_PROPERTIES: usize = 16;
 /// Most addresses read from one announcement.
 pub const MAX_ADDRESSES: usize = 8;
-/// Longest name (node, region, datacenter): one DNS label.
-pub const MAX_NAME: usize = 63;
 
 /// Another supervisor's announcement, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +130,7 @@ pub fn parse(
         None => return Err("no `v` (announcement version)".into()),
     }
     let node = get("node").ok_or("no `node`")?;
-    check_node_name(node).map_err(|e| format!("`node` {e}"))?;
+    name_check("node", node, names::node_name_problem(node))?;
     let instance = instance.strip_suffix(".").unwrap_or(instance);
     let instance = instance
         .strip_suffix(SERVICE_TYPE.trim_end_matches('.'))
@@ -145,9 +143,9 @@ pub fn parse(
         ));
     }
     let region = get("region").ok_or("no `region`")?;
-    check_region_name(region).map_err(|e| format!("`region` {e}"))?;
+    name_check("region", region, names::region_problem(region))?;
     let datacenter = get("dc").ok_or("no `dc`")?;
-    check_datacenter_name(datacenter).map_err(|e| format!("`dc` {e}"))?;
+    name_check("dc", datacenter, names::datacenter_problem(datacenter))?;
     let roles_txt = get("roles").ok_or("no `roles`")?;
     let mut roles = Vec::new();
     for r in roles_txt.split(',') {
@@ -230,61 +228,12 @@ pub fn short(s: &str) -> String {
     out
 }
 
-fn check_len(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("is empty".into());
-    }
-    if name.len() > MAX_NAME {
-        return Err(format!("is longer than {MAX_NAME} bytes"));
-    }
-    Ok(())
-}
-
-/// The role file's rule for `node_name`.
-pub fn check_node_name(name: &str) -> Result<(), String> {
-    check_len(name)?;
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` may only hold letters, digits, `-`, `_` and `.`",
-            short(name)
-        ))
-    }
-}
-
-/// The role file's rule for `region`.
-pub fn check_region_name(name: &str) -> Result<(), String> {
-    check_len(name)?;
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` may only hold letters, digits, `-` and `_`",
-            short(name)
-        ))
-    }
-}
-
-/// The role file's rule for `datacenter` (Consul's).
-pub fn check_datacenter_name(name: &str) -> Result<(), String> {
-    check_len(name)?;
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` may only hold lower-case letters, digits, `-` and `_`",
-            short(name)
-        ))
+/// A name refused by the role file's rules ([`crate::role::names`]), with
+/// the (shortened) value.
+fn name_check(key: &str, value: &str, problem: Option<String>) -> Result<(), String> {
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(format!("`{key}` `{}`: {why}", short(value))),
     }
 }
 
@@ -353,7 +302,7 @@ mod tests {
         assert!(refused(good(), "region", Some("e u")).contains("region"));
         assert!(refused(good(), "region", None).contains("region"));
         assert!(refused(good(), "dc", Some("AMS2")).contains("dc"));
-        assert!(refused(good(), "dc", Some(&"a".repeat(64))).contains("longer"));
+        assert!(refused(good(), "dc", Some(&"a".repeat(64))).contains("at most 63"));
         assert!(refused(good(), "roles", Some("consul-server,root")).contains("root"));
         assert!(refused(good(), "roles", Some("")).contains("unknown role"));
         assert!(refused(good(), "consul_http", Some("10.0.1.99:8500")).contains("own"));
