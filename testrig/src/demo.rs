@@ -171,8 +171,8 @@ pub enum RoleSource {
     Example,
     /// This role, only `[release]` and `[paths]` changed.
     Table(toml::Table),
-    /// A role file holding nothing but `[release]` and `[paths]` (no roles,
-    /// region, datacenter, addresses or discovery): the node runs with the
+    /// A role file holding nothing but `schema = 1`, `[release]` and
+    /// `[paths]` (no roles, region, datacenter, addresses or discovery): the node runs with the
     /// node's `args` (e.g. `--role nomad-client`) and learns the rest. The
     /// mirror and its key still come from that file: a fresh node has no
     /// other way to know which mirror and key to trust.
@@ -511,9 +511,13 @@ fn demo_role(
     role
 }
 
-/// A role file of nothing but the demo's `[release]` and `[paths]`.
+/// A role file of nothing but `schema = 1` (the file format version every
+/// role file carries, as the package's default one does) and the demo's
+/// `[release]` and `[paths]`.
 fn bare_role(mirror_url: &str, key_file: &Path, node_dir: &Path) -> toml::Table {
-    demo_role(&toml::Table::new(), mirror_url, key_file, node_dir)
+    let mut role = toml::Table::new();
+    role.insert("schema".into(), 1.into());
+    demo_role(&role, mirror_url, key_file, node_dir)
 }
 
 fn read_example(dir: &Path, node: &str) -> Result<toml::Table, DemoError> {

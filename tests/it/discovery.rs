@@ -258,7 +258,7 @@ fn rig_dnsmasq_serves_a_and_srv_records_and_the_silent_nameserver_never_answers(
 // ------------------------------------------------------------- scenarios
 
 /// Issue 17's promise: a fresh node with nothing but `--role nomad-client`
-/// (its role file holds only `[release]`, the mirror and its key, which a
+/// (its role file holds only `schema = 1`, `[release]` (the mirror and its key, which a
 /// fresh node cannot learn from anyone, and `[paths]`) in ams2 learns region
 /// eu and datacenter ams2 from ams2-server-01's announcement, its Consul
 /// server's address, and joins the cluster.
