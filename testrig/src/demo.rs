@@ -190,15 +190,25 @@ pub struct DemoNodeSpec {
     pub role: RoleSource,
     /// Extra arguments after `supervisor run -c <role file>`.
     pub args: Vec<String>,
+    /// Not started by [`Demo::start`]: the test starts it with
+    /// [`Demo::start_node`] when it wants to.
+    pub deferred: bool,
 }
 
 impl DemoNodeSpec {
+    /// The same node, left for the test to start ([`Demo::start_node`]).
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
     /// A node run with its example role file.
     pub fn example(node: NodeSpec) -> Self {
         DemoNodeSpec {
             node,
             role: RoleSource::Example,
             args: Vec::new(),
+            deferred: false,
         }
     }
 
@@ -208,6 +218,7 @@ impl DemoNodeSpec {
             node,
             role: RoleSource::Table(role),
             args: Vec::new(),
+            deferred: false,
         }
     }
 
@@ -218,6 +229,7 @@ impl DemoNodeSpec {
             node,
             role: RoleSource::Bare,
             args: vec!["--role".into(), roles.into()],
+            deferred: false,
         }
     }
 
@@ -227,6 +239,7 @@ impl DemoNodeSpec {
             node,
             role: RoleSource::Host,
             args: Vec::new(),
+            deferred: false,
         }
     }
 }
@@ -242,18 +255,15 @@ pub fn reference_demo_nodes() -> Vec<DemoNodeSpec> {
 /// The variant topology: the reference nodes plus `ams2-server-02`
 /// (`10.0.1.12`, public `203.0.113.12`), a second Consul server of ams2
 /// whose role is ams2-server-01's example with its name and addresses,
-/// `roles = ["consul-server"]` and no `[nomad]`. Both ams2 Consul servers
-/// expect two servers (`bootstrap_expect = 2`): ams2's Consul only forms
-/// once discovery joined them.
+/// `roles = ["consul-server"]` and no `[nomad]` (so no fourth Nomad
+/// server). Every other node runs its example unchanged. Start it deferred
+/// ([`DemoNodeSpec::deferred`]) to have ams2's Nomad nodes settle on
+/// ams2-server-01 first: it joins the running ams2 Consul cluster (through
+/// discovery's live join) as a server added later does.
 pub fn variant_demo_nodes(examples_dir: &Path) -> Result<Vec<DemoNodeSpec>, DemoError> {
     let mut out = Vec::new();
     for node in variant_nodes() {
         let spec = match node.name.as_str() {
-            "ams2-server-01" => {
-                let mut role = read_example(examples_dir, "ams2-server-01")?;
-                set_bootstrap_expect(&mut role, 2);
-                DemoNodeSpec::with_role(node, role)
-            }
             "ams2-server-02" => {
                 let mut role = read_example(examples_dir, "ams2-server-01")?;
                 role.insert("node_name".into(), "ams2-server-02".into());
@@ -270,7 +280,6 @@ pub fn variant_demo_nodes(examples_dir: &Path) -> Result<Vec<DemoNodeSpec>, Demo
                         addr.insert("public".into(), "203.0.113.12".into());
                     }
                 }
-                set_bootstrap_expect(&mut role, 2);
                 DemoNodeSpec::with_role(node, role)
             }
             _ => DemoNodeSpec::example(node),
@@ -280,11 +289,6 @@ pub fn variant_demo_nodes(examples_dir: &Path) -> Result<Vec<DemoNodeSpec>, Demo
     Ok(out)
 }
 
-fn set_bootstrap_expect(role: &mut toml::Table, n: i64) {
-    if let Some(toml::Value::Table(consul)) = role.get_mut("consul") {
-        consul.insert("bootstrap_expect".into(), n.into());
-    }
-}
 
 /// One running node of the demo.
 #[derive(Debug)]
@@ -718,8 +722,9 @@ impl Demo {
         let names: Vec<String> = demo
             .nodes
             .iter()
-            .filter(|n| n.supervised)
-            .map(|n| n.name.clone())
+            .zip(&opts.nodes)
+            .filter(|(n, spec)| n.supervised && !spec.deferred)
+            .map(|(n, _)| n.name.clone())
             .collect();
         for name in names {
             demo.start_node(&name)?;

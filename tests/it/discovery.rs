@@ -456,7 +456,9 @@ fn dns_variant_forms_without_mdns_despite_a_silent_nameserver_and_a_dead_wan_see
 }
 
 /// Node loss in the variant topology (a second Consul server in ams2,
-/// ams2-server-02 at 10.0.1.12): stopping ams2-server-01's supervisor moves
+/// ams2-server-02 at 10.0.1.12, started once the five reference nodes are
+/// ready, so ams2's Nomad nodes have settled on ams2-server-01 and must keep
+/// it while it answers): stopping ams2-server-01's supervisor moves
 /// ams2-server-03 and ams2-client-01 to 10.0.1.12:8500 (status and the
 /// rendered nomad.hcl); stopping that one too leaves them degraded, and
 /// their health says why.
@@ -466,39 +468,53 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
-    let nodes = variant_demo_nodes(&examples("")).expect("variant roles");
+    let nodes: Vec<DemoNodeSpec> = variant_demo_nodes(&examples(""))
+        .expect("variant roles")
+        .into_iter()
+        .map(|n| {
+            if n.node.name == "ams2-server-02" {
+                n.deferred()
+            } else {
+                n
+            }
+        })
+        .collect();
     let mut demo = start(work.path(), nodes, examples(""), false, Vec::new());
-    wait_ready(
-        &mut demo,
-        &[
-            "ams2-server-01",
-            "ams2-server-02",
-            "ams2-server-03",
-            "ams2-client-01",
-            "lon1-server-01",
-            "lon1-client-01",
-        ],
-    );
+    let five = [
+        "ams2-server-01",
+        "ams2-server-03",
+        "ams2-client-01",
+        "lon1-server-01",
+        "lon1-client-01",
+    ];
+    wait_ready(&mut demo, &five);
     let movers = ["ams2-server-03", "ams2-client-01"];
     for n in movers {
         let st = status(&demo, n).expect("status");
         assert_eq!(consul_http(&st), Some("10.0.1.11:8500"), "{n}: {st}");
-        let ps = peers(&st);
-        for server in ["ams2-server-01", "ams2-server-02"] {
-            assert!(
-                ps.iter()
-                    .any(|p| p["node"] == server && p["source"] == "mdns"),
-                "{n} sees {server} over mDNS: {ps:?}"
-            );
-        }
     }
-    // ams2's two Consul servers found each other (bootstrap_expect = 2).
-    let st = status(&demo, "ams2-server-02").expect("status");
-    let leader = agent(&st, "consul")["consul"]["leader"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    assert!(!leader.is_empty(), "ams2-server-02 has a leader: {st}");
+    demo.start_node("ams2-server-02")
+        .expect("start ams2-server-02");
+    wait_ready(&mut demo, &["ams2-server-02"]);
+    for n in movers {
+        let st = wait_status(&demo, n, "ams2-server-02 over mDNS", |st| {
+            peers(st)
+                .iter()
+                .any(|p| p["node"] == "ams2-server-02" && p["source"] == "mdns")
+        });
+        assert_eq!(
+            consul_http(&st),
+            Some("10.0.1.11:8500"),
+            "{n} keeps its Consul server while it answers: {st}"
+        );
+    }
+    // ams2-server-02 joined ams2's Consul (its leader is ams2's).
+    let st = wait_status(&demo, "ams2-server-02", "ams2's Consul leader", |st| {
+        agent(st, "consul")["consul"]["leader"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("10.0.1.11"))
+    });
+    assert_eq!(st["healthy"], true, "{st}");
 
     demo.stop_node("ams2-server-01", STOP_WITHIN)
         .expect("ams2-server-01 stops");
