@@ -554,11 +554,13 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
     stop_all(&mut demo);
 }
 
-/// A rogue host on ams2's LAN (a plain namespace node, no supervisor)
-/// announces a malformed instance, a server of another region and a Consul
-/// server whose `consul_http` is not its own address: the supervisors warn,
-/// naming it, never use or join it, and nothing crashes. Only ams2's nodes
-/// run (mDNS stays inside a datacenter).
+/// Rogue hosts on ams2's LAN (plain namespace nodes, no supervisor), one
+/// per kind so that each has its own source address (warnings are
+/// rate-limited per source): 10.0.1.66 announces a malformed instance,
+/// 10.0.1.67 a server of another region, 10.0.1.68 a Consul server whose
+/// `consul_http` (10.0.1.99:8500) is not its own address. The supervisors
+/// warn, naming each, never use or join them, and nothing crashes. Only
+/// ams2's nodes run (mDNS stays inside a datacenter).
 #[test]
 fn rogue_announcements_are_warned_about_and_never_joined() {
     if !can_run(&[]) {
@@ -569,9 +571,16 @@ fn rogue_announcements_are_warned_about_and_never_joined() {
         .into_iter()
         .filter(|n| n.node.datacenter == "ams2")
         .collect();
-    nodes.push(DemoNodeSpec::host(node("ams2-rogue", "ams2", 66)));
+    for (name, host) in [("ams2-rogue-1", 66), ("ams2-rogue-2", 67), ("ams2-rogue-3", 68)] {
+        nodes.push(DemoNodeSpec::host(node(name, "ams2", host)));
+    }
     let mut demo = start(work.path(), nodes, examples(""), false, Vec::new());
-    let mut rogue = RogueAnnouncer::start(&demo, "ams2-rogue");
+    let mut rogues = vec![
+        RogueAnnouncer::start(&demo, "ams2-rogue-1", "malformed"),
+        RogueAnnouncer::start(&demo, "ams2-rogue-2", "other-region"),
+        RogueAnnouncer::start(&demo, "ams2-rogue-3", "foreign-http"),
+    ];
+    let rogue_ips = ["10.0.1.66", "10.0.1.67", "10.0.1.68", "10.0.1.99"];
     // ams2 alone cannot elect a Nomad leader (3 expected, lon1 absent): wait
     // for what discovery gives instead of /ready.
     for n in ["ams2-server-03", "ams2-client-01"] {
@@ -580,50 +589,47 @@ fn rogue_announcements_are_warned_about_and_never_joined() {
         });
     }
     for n in ["ams2-server-01", "ams2-server-03", "ams2-client-01"] {
-        let st = wait_status(&demo, n, "warnings naming the rogue", |st| {
+        // A warning per rogue, naming its address and what is wrong.
+        let st = wait_status(&demo, n, "a warning naming each rogue", |st| {
             mentions(st, "warnings", &["10.0.1.66"])
+                && mentions(st, "warnings", &["10.0.1.67", "us"])
+                && mentions(st, "warnings", &["10.0.1.68", "10.0.1.99"])
         });
-        let ws = texts(&st, "warnings");
-        assert!(
-            ws.iter()
-                .any(|w| w.contains("10.0.1.66") && w.contains("us")),
-            "{n}: the other region is named: {ws:?}"
-        );
-        // Never used: no peer at the rogue's address nor the address it
+        // Never used: no peer at a rogue's address nor the address it
         // points at, and the Consul choice unchanged.
         for p in peers(&st) {
             let a = p["address"].as_str().unwrap_or("");
             assert!(
-                !a.contains("10.0.1.66") && !a.contains("10.0.1.99"),
+                !rogue_ips.iter().any(|ip| a.contains(ip)),
                 "{n} took a rogue peer: {p}"
             );
         }
-        let applied = &st["discovery"]["applied"];
+        let applied = st["discovery"]["applied"].to_string();
         assert!(
-            !applied.to_string().contains("10.0.1.66") && !applied.to_string().contains("10.0.1.99"),
+            !rogue_ips.iter().any(|ip| applied.contains(ip)),
             "{n} plans with a rogue address: {applied}"
         );
         if n != "ams2-server-01" {
             assert_eq!(consul_http(&st), Some("10.0.1.11:8500"), "{n}: {st}");
         }
-        let joins = &st["discovery"]["joins"];
-        assert!(!joins.to_string().contains("10.0.1.66"), "{joins}");
     }
     // Never joined: ams2's Consul knows only its own members.
     let st = status(&demo, "ams2-server-01").expect("status");
     let consul = &agent(&st, "consul")["consul"];
     assert!(
-        consul["lan_members_alive"].as_u64().unwrap_or(0) <= 1,
+        consul["lan_members_alive"].as_u64() == Some(1),
         "ams2's Consul LAN holds only its server: {consul}"
     );
-    assert_eq!(consul["wan_members"].as_u64().unwrap_or(1), 1, "{consul}");
-    assert!(rogue.running(), "the rogue announcer died early");
+    assert_eq!(consul["wan_members"].as_u64(), Some(1), "{consul}");
+    for r in &mut rogues {
+        assert!(r.running(), "a rogue announcer died early");
+    }
     assert!(demo.exited().is_none(), "a supervisor exited\n{}", logs(&demo));
     for n in ["ams2-server-01", "ams2-server-03", "ams2-client-01"] {
         let (code, _) = demo.get(n, "/live", "text/plain").expect("live");
         assert_eq!(code, 200, "{n} alive");
     }
-    drop(rogue);
+    drop(rogues);
     stop_all(&mut demo);
 }
 
@@ -631,7 +637,7 @@ fn rogue_announcements_are_warned_about_and_never_joined() {
 struct RogueAnnouncer(Child);
 
 impl RogueAnnouncer {
-    fn start(demo: &Demo, host: &str) -> Self {
+    fn start(demo: &Demo, host: &str, kind: &str) -> Self {
         let n = demo.topology().node(host).expect("rogue host");
         let bin = crate::support::target_profile_dir().join("hashi-rogue-mdns");
         assert!(
@@ -641,7 +647,7 @@ impl RogueAnnouncer {
         );
         let child = n
             .command(&bin.display().to_string())
-            .args(["--ip", &n.private_ip.to_string(), "--dc", "ams2"])
+            .args(["--ip", &n.private_ip.to_string(), "--dc", "ams2", "--kind", kind])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
