@@ -12,6 +12,7 @@ mod support;
 mod cluster;
 mod day_one;
 mod discovery;
+mod discovery_unit;
 mod discovery_wire;
 mod health;
 mod health_e2e;

@@ -88,15 +88,20 @@ pub(crate) fn candidates(state: &State) -> Vec<String> {
     out
 }
 
-/// Asks every candidate at once; results in the candidates' order.
-pub async fn probe_all(client: &AgentClient, cands: &[String]) -> Vec<(String, Health)> {
+/// Asks every candidate at once, each within `timeout`; results in the
+/// candidates' order.
+pub async fn probe_all(
+    client: &AgentClient,
+    cands: &[String],
+    timeout: Duration,
+) -> Vec<(String, Health)> {
     let probes = cands.iter().map(|c| async move {
         let base = if c.starts_with("http://") || c.starts_with("https://") {
             c.clone()
         } else {
             format!("http://{c}")
         };
-        let consul = ConsulClient::new(client.endpoint_at(base, PROBE_TIMEOUT));
+        let consul = ConsulClient::new(client.endpoint_at(base, timeout));
         let h = match consul.leader().await {
             Ok(Some(_)) => Health::Leader,
             Ok(None) => Health::NoLeader,
@@ -163,16 +168,22 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 dc,
             )
         };
-        let last = if !needed {
+        if !needed {
             shared.update(|s| {
                 s.choice = None;
                 s.choice_problem = None;
             });
-            None
-        } else {
+            // Nothing to do until the role changes.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = nodes.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        let last = {
             let results = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = probe_all(&agents, &cands) => r,
+                r = probe_all(&agents, &cands, PROBE_TIMEOUT) => r,
             };
             let (pick, problem) = choose(current.as_deref(), &results, &dc);
             let down = results
@@ -194,7 +205,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 s.choice = pick;
                 s.choice_problem = problem;
             });
-            Some(cands)
+            cands
         };
         // Wait for the interval, or a change of candidates, or the role.
         let deadline = tokio::time::Instant::now() + INTERVAL;
@@ -209,7 +220,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 r = reports.changed() => {
                     if r.is_err() { return; }
                     let now = candidates(&shared.lock());
-                    if last.as_ref() != Some(&now) {
+                    if last != now {
                         break;
                     }
                 }

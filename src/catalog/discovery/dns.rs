@@ -259,7 +259,14 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             .as_ref()
             .map(|d| names(d).iter().map(|(k, n)| key(*k, n)).collect())
             .unwrap_or_default();
-        shared.update(|s| s.dns.retain(|k, _| keep.contains(k)));
+        let on = dns.is_some();
+        shared.update(|s| {
+            s.dns.retain(|k, _| keep.contains(k));
+            if !on {
+                // DNS is off: its seeds of the last run cannot be confirmed.
+                s.cached.retain(|c| c.record.source != Source::Dns);
+            }
+        });
         let Some(dns) = dns else {
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -79,26 +79,25 @@ impl Target {
 pub fn wanted(node: &Node, peers: &Peers) -> Vec<Target> {
     let d = &node.role.discovery;
     let mut out = BTreeSet::new();
-    let statics = |list: &Vec<String>| -> Vec<String> {
-        list.iter()
-            .filter(|a| !d.cloud_auto_join.contains(a))
-            .cloned()
-            .collect()
-    };
+    let not_cloud = |a: &&String| !d.cloud_auto_join.contains(*a);
     if let Some(c) = node.local_agent(Product::Consul) {
-        for a in statics(&d.consul_retry_join).iter().chain(&peers.consul_lan) {
-            if !d.cloud_auto_join.contains(a) {
-                out.insert(Target::ConsulLan(a.clone()));
-            }
+        let lan = d.consul_retry_join.iter().chain(&peers.consul_lan);
+        for a in lan.filter(not_cloud) {
+            out.insert(Target::ConsulLan(a.clone()));
         }
         if c.server {
-            for a in statics(&d.consul_retry_join_wan).iter().chain(&peers.consul_wan) {
+            let wan = d.consul_retry_join_wan.iter().chain(&peers.consul_wan);
+            for a in wan.filter(not_cloud) {
                 out.insert(Target::ConsulWan(a.clone()));
             }
         }
     }
     if let Some(n) = node.local_agent(Product::Nomad) {
-        let all: BTreeSet<&String> = d.nomad_retry_join.iter().chain(&peers.nomad_servers).collect();
+        let all: BTreeSet<&String> = d
+            .nomad_retry_join
+            .iter()
+            .chain(&peers.nomad_servers)
+            .collect();
         if n.server {
             for a in all {
                 out.insert(Target::NomadJoin(a.clone()));
@@ -146,7 +145,10 @@ async fn join(node: &Node, agents: &AgentClient, t: &Target) -> Result<(), Agent
     match t {
         Target::ConsulLan(a) => ConsulClient::new(api).join(a, false).await,
         Target::ConsulWan(a) => ConsulClient::new(api).join(a, true).await,
-        Target::NomadJoin(a) => NomadClient::new(api).join(&[a.clone()]).await.map(|_| ()),
+        Target::NomadJoin(a) => NomadClient::new(api)
+            .join(std::slice::from_ref(a))
+            .await
+            .map(|_| ()),
         Target::NomadServers(l) => NomadClient::new(api).set_servers(l).await,
     }
 }

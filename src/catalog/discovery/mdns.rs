@@ -21,6 +21,7 @@ use mdns_sd::{IfKind, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo}
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::peers::Source;
 use crate::role::NodeRole;
 
 use super::backoff::Backoff;
@@ -149,7 +150,7 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         Err(why) => {
             state.count_error("mdns");
             state.warn(
-                &format!("mdns {}", raw.source()),
+                &format!("mdns {} {}", raw.source(), txt::short(&raw.fullname)),
                 format!(
                     "ignored an mDNS announcement from {} ({}): {why}",
                     raw.source(),
@@ -170,32 +171,30 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         );
         return;
     }
-    let ident = super::merge::Identity::of(&state.node, &state.report_learned());
-    if ann.region != ident.region
-        && region_warned.len() < MAX_REGION_WARNED
-        && region_warned.insert(ann.node.clone())
-    {
-        state.warn(
-            &format!("mdns region {}", ann.node),
-            format!(
-                "{} ({}) announces region {}, not {}: it is never joined",
-                ann.node,
-                raw.source(),
-                ann.region,
-                ident.region
-            ),
-        );
-    }
-    let now = Instant::now();
+    let (node, region, source) = (ann.node.clone(), ann.region.clone(), raw.source());
     state.mdns.insert(
         ann.node.clone(),
         Seen {
             fullname: raw.fullname.clone(),
             ann,
             seen: SystemTime::now(),
-            at: now,
+            at: Instant::now(),
         },
     );
+    // Compared with the identity this announcement may have taught.
+    let ident = super::merge::Identity::of(&state.node, &state.report_learned());
+    if region != ident.region
+        && region_warned.len() < MAX_REGION_WARNED
+        && region_warned.insert(node.clone())
+    {
+        state.warn(
+            &format!("mdns region {node}"),
+            format!(
+                "{node} ({source}) announces region {region}, not {}: it is never joined",
+                ident.region
+            ),
+        );
+    }
     while state.mdns.len() > MAX_PEERS {
         let oldest = state
             .mdns
@@ -263,10 +262,39 @@ fn service(node: &Node, ip: IpAddr) -> Result<ServiceInfo, String> {
     .map_err(|e| format!("cannot build this node's mDNS record: {e}"))
 }
 
-/// What an announcement session depends on: restart when it changes.
-fn session_key(node: &Node) -> Option<(String, IpAddr, Vec<(String, String)>, u16)> {
+/// What an announcement session depends on (interface, address, TXT,
+/// port, whether it announces): the session restarts when it changes.
+type SessionKey = (String, IpAddr, Vec<(String, String)>, u16, bool);
+
+/// Whether `node` announces itself: a Consul server always (others learn
+/// from it); any other node once the identity its role file left open is
+/// settled (learned, and taken by [`super::Discovery::set_role`]), so a
+/// node never announces the defaults it is about to replace.
+pub fn announces(node: &Node, learned: &crate::peers::Learned) -> bool {
+    let role = &node.role;
+    if role.roles.consul_server || role.roles.dev {
+        return true;
+    }
+    let region = !role.learnable.region || learned.region.as_deref() == Some(role.region.as_str());
+    let dc = !role.learnable.datacenter
+        || learned.datacenter.as_deref() == Some(role.datacenter.as_str());
+    region && dc
+}
+
+fn session_key(node: &Node, learned: &crate::peers::Learned) -> Option<SessionKey> {
     let (iface, ip) = interface_of(&node.role)?;
-    Some((iface, ip, txt::build(node), node.health.port()))
+    Some((
+        iface,
+        ip,
+        txt::build(node),
+        node.health.port(),
+        announces(node, learned),
+    ))
+}
+
+fn key_now(shared: &Shared, node: &Node) -> Option<SessionKey> {
+    let learned = shared.lock().report_learned();
+    session_key(node, &learned)
 }
 
 /// Spawns the provider on `tracker`.
@@ -279,14 +307,27 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_secs(60));
     loop {
         let node = nodes.borrow_and_update().clone();
-        let key = session_key(&node);
+        let key = key_now(&shared, &node);
         let outcome = match &key {
             None => {
-                shared.update(|s| s.mdns.clear());
+                shared.update(|s| {
+                    s.mdns.clear();
+                    // mDNS is off: its seeds of the last run cannot be
+                    // confirmed.
+                    s.cached.retain(|c| c.record.source != Source::Mdns);
+                });
                 Ok(())
             }
-            Some((iface, ip, _, _)) => {
-                session(&shared, &node, iface, *ip, &key, &mut nodes, &cancel).await
+            Some((iface, ip, _, _, announce)) => {
+                session(
+                    &shared,
+                    &node,
+                    (iface, *ip, *announce),
+                    &key,
+                    &mut nodes,
+                    &cancel,
+                )
+                .await
             }
         };
         if cancel.is_cancelled() {
@@ -329,26 +370,30 @@ async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
 async fn session(
     shared: &Arc<Shared>,
     node: &Node,
-    iface: &str,
-    ip: IpAddr,
-    key: &Option<(String, IpAddr, Vec<(String, String)>, u16)>,
+    (iface, ip, announce): (&str, IpAddr, bool),
+    key: &Option<SessionKey>,
     nodes: &mut tokio::sync::watch::Receiver<Node>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
     let d = daemon(ip)?;
-    let info = match service(node, ip) {
-        Ok(i) => i,
-        Err(e) => {
+    let mut fullname = None;
+    if announce {
+        let info = match service(node, ip) {
+            Ok(i) => i,
+            Err(e) => {
+                shutdown(&d);
+                return Err(e);
+            }
+        };
+        let name = info.get_fullname().to_string();
+        if let Err(e) = d.register(info) {
             shutdown(&d);
-            return Err(e);
+            return Err(format!("cannot announce on {iface}: {e}"));
         }
-    };
-    let fullname = info.get_fullname().to_string();
-    if let Err(e) = d.register(info) {
-        shutdown(&d);
-        return Err(format!("cannot announce on {iface}: {e}"));
+        fullname = Some(name);
     }
-    tracing::info!(target: "hashi_supervisor::discovery", interface = iface, %ip, "mdns: announcing and browsing");
+    let mut reports = shared.tx.subscribe();
+    tracing::info!(target: "hashi_supervisor::discovery", interface = iface, %ip, announce, "mdns: browsing");
     let mut rx = match d.browse(SERVICE_TYPE) {
         Ok(rx) => rx,
         Err(e) => {
@@ -357,6 +402,7 @@ async fn session(
         }
     };
     let mut region_warned = BTreeSet::new();
+    let browsing_since = Instant::now();
     let mut tick = tokio::time::interval(REBROWSE);
     tick.tick().await;
     let result = loop {
@@ -365,10 +411,23 @@ async fn session(
             r = nodes.changed() => {
                 if r.is_err() { break Ok(()) }
                 let now = nodes.borrow_and_update().clone();
-                if session_key(&now) != *key { break Ok(()) }
+                if key_now(shared, &now) != *key { break Ok(()) }
+            }
+            r = reports.changed() => {
+                if r.is_err() { break Ok(()) }
+                // Learning may settle the identity: announce then.
+                if key_now(shared, node) != *key { break Ok(()) }
             }
             _ = tick.tick() => {
-                shared.update(|s| expire(s, Instant::now()));
+                let now = Instant::now();
+                shared.update(|s| {
+                    expire(s, now);
+                    // The last run's mDNS seeds, once every live node has
+                    // had time to answer.
+                    if now.duration_since(browsing_since) >= ANNOUNCE_TTL * 3 {
+                        s.cached.retain(|c| c.record.source != Source::Mdns);
+                    }
+                });
                 let _ = d.stop_browse(SERVICE_TYPE);
                 rx = match d.browse(SERVICE_TYPE) {
                     Ok(rx) => rx,
@@ -400,7 +459,12 @@ async fn session(
             }
         }
     };
-    let _ = d.unregister(&fullname);
+    if let Some(name) = &fullname {
+        // The goodbye: the others drop this node at once.
+        if let Ok(rx) = d.unregister(name) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.recv_async()).await;
+        }
+    }
     shutdown(&d);
     result
 }
@@ -445,5 +509,163 @@ pub(crate) fn apply_browse(state: &mut State, got: Result<Vec<Raw>, String>) {
             state.count_error("mdns");
             state.warn("mdns daemon", why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::plan::Plan;
+
+    fn state() -> State {
+        let host = crate::role::StaticHost {
+            hostname: Some("ams2-client-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
+            ..crate::role::StaticHost::default()
+        };
+        let role = crate::role::parse(
+            std::path::Path::new("/r/node.toml"),
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\nnode_name = \"ams2-client-01\"\n",
+            &["consul-client".to_string(), "nomad-client".to_string()],
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let plan = Plan::from_role(&role);
+        let node = Node {
+            health: role.health_listen,
+            role,
+            plan,
+        };
+        State::new(node, None)
+    }
+
+    fn raw(node: &str, ip: &str, pairs: &[(&str, &str)]) -> Raw {
+        let mut props = vec![
+            ("v".to_string(), Some("1".to_string())),
+            ("node".to_string(), Some(node.to_string())),
+        ];
+        props.extend(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string()))),
+        );
+        Raw {
+            fullname: format!("{node}.{SERVICE_TYPE}"),
+            props,
+            addresses: vec![ip.parse().unwrap()],
+            port: 9100,
+        }
+    }
+
+    const SERVER: &[(&str, &str)] = &[
+        ("region", "eu"),
+        ("dc", "ams2"),
+        ("roles", "consul-server,nomad-server"),
+        ("consul_http", "10.0.1.11:8500"),
+    ];
+
+    #[test]
+    fn a_good_announcement_is_a_peer_and_a_goodbye_drops_it() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        take(
+            &mut s,
+            &raw("ams2-server-01", "10.0.1.11", SERVER),
+            &mut warned,
+        );
+        let r = s.report();
+        assert_eq!(r.peers.consul_lan, vec!["10.0.1.11"]);
+        assert_eq!(r.peers.nomad_servers, vec!["10.0.1.11"]);
+        assert!(r.warnings.is_empty(), "{r:?}");
+        remove(&mut s, &format!("ams2-server-01.{SERVICE_TYPE}"));
+        assert!(s.report().peers.is_empty());
+    }
+
+    #[test]
+    fn own_bad_and_foreign_announcements_are_never_peers() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        // Our own, coming back: silently ignored.
+        take(
+            &mut s,
+            &raw(
+                "ams2-client-01",
+                "10.0.1.21",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "nomad-client")],
+            ),
+            &mut warned,
+        );
+        assert!(s.report().records.is_empty());
+        assert!(s.report().warnings.is_empty());
+        // Another host claiming our name.
+        take(
+            &mut s,
+            &raw(
+                "ams2-client-01",
+                "10.0.1.66",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "nomad-client")],
+            ),
+            &mut warned,
+        );
+        // Malformed: a value that is not UTF-8, an unknown role.
+        let mut not_utf8 = raw("rogue-1", "10.0.1.66", SERVER);
+        not_utf8.props.push(("x".into(), None));
+        take(&mut s, &not_utf8, &mut warned);
+        take(
+            &mut s,
+            &raw(
+                "rogue-2",
+                "10.0.1.66",
+                &[("region", "eu"), ("dc", "ams2"), ("roles", "root")],
+            ),
+            &mut warned,
+        );
+        // Another region: warned once, never listed.
+        let foreign = raw(
+            "us-server-01",
+            "10.0.1.67",
+            &[("region", "us"), ("dc", "ams2"), ("roles", "nomad-server")],
+        );
+        take(&mut s, &foreign, &mut warned);
+        take(&mut s, &foreign, &mut warned);
+        let r = s.report();
+        assert!(r.records.is_empty(), "{r:?}");
+        assert!(r.peers.is_empty());
+        assert_eq!(r.warnings.len(), 4, "{:#?}", r.warnings);
+        assert!(r.warnings[0].contains("10.0.1.66") && r.warnings[0].contains("this node's name"));
+        assert!(r.warnings[1].contains("10.0.1.66") && r.warnings[1].contains("UTF-8"));
+        assert!(r.warnings[2].contains("10.0.1.66") && r.warnings[2].contains("root"));
+        assert!(
+            r.warnings[3].contains("us-server-01")
+                && r.warnings[3].contains("10.0.1.67")
+                && r.warnings[3].contains("region us")
+        );
+        assert_eq!(r.errors, vec![("mdns".to_string(), 2)]);
+    }
+
+    #[test]
+    fn at_most_max_peers_are_kept_and_unseen_ones_expire() {
+        let mut s = state();
+        let mut warned = BTreeSet::new();
+        for i in 0..(MAX_PEERS + 10) {
+            let ip = format!("10.1.{}.{}", i / 200, i % 200 + 1);
+            take(
+                &mut s,
+                &raw(
+                    &format!("n{i}"),
+                    &ip,
+                    &[("region", "eu"), ("dc", "ams2"), ("roles", "consul-client")],
+                ),
+                &mut warned,
+            );
+        }
+        assert_eq!(s.mdns.len(), MAX_PEERS);
+        // The oldest went.
+        assert!(!s.mdns.contains_key("n0") && s.mdns.contains_key(&format!("n{}", MAX_PEERS + 9)));
+        let later = Instant::now() + ANNOUNCE_TTL * 3;
+        expire(&mut s, later);
+        assert!(s.mdns.is_empty());
     }
 }

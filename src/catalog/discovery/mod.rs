@@ -122,7 +122,8 @@ pub(crate) struct State {
     pub(crate) dns: BTreeMap<String, Vec<Found>>,
     /// mDNS nodes by node name, with when each was last seen.
     pub(crate) mdns: BTreeMap<String, mdns::Seen>,
-    /// Seeds of the last run, kept until their source has answered.
+    /// Seeds of the last run, kept until their source has answered (DNS:
+    /// a name resolved; mDNS: browsing for 3 announcement TTLs) or is off.
     pub(crate) cached: Vec<Found>,
     /// The chosen Consul HTTP API and the problem when none is healthy.
     pub(crate) choice: Option<String>,
@@ -141,8 +142,8 @@ impl State {
             .map(|c| merge::seeds(&c))
             .unwrap_or_default()
             .into_iter()
-            // Static seeds are recomputed from the role in force.
-            .filter(|f| f.record.source != Source::Static)
+            // Static and cloud seeds are recomputed from the role in force.
+            .filter(|f| matches!(f.record.source, Source::Dns | Source::Mdns))
             .collect();
         Self {
             node,
@@ -369,11 +370,14 @@ impl Discovery {
 /// "region and datacenter (no Consul server announced on eth0 yet)"). Empty: the node can start.
 pub fn missing(role: &NodeRole, report: &DiscoveryReport) -> Vec<String> {
     let mut out = Vec::new();
-    let iface = mdns::interface_of(role).map(|(name, _)| name);
-    let mdns_on = role.discovery.mdns && iface.is_some();
-    let where_mdns = iface.as_deref().unwrap_or("the private interface");
+    // mDNS as configured: on an interface, or why it cannot run.
+    let mdns: Option<Result<String, String>> = role.discovery.mdns.then(|| {
+        mdns::interface_of(role)
+            .map(|(name, _)| name)
+            .ok_or_else(|| format!("no interface holds {}", role.addresses.private))
+    });
     let learnable = role.learnable.region || role.learnable.datacenter;
-    if learnable && mdns_on {
+    if let (true, Some(m)) = (learnable, &mdns) {
         let region_ok = !role.learnable.region || report.learned.region.is_some();
         let dc_ok = !role.learnable.datacenter || report.learned.datacenter.is_some();
         if !(region_ok && dc_ok) {
@@ -382,29 +386,41 @@ pub fn missing(role: &NodeRole, report: &DiscoveryReport) -> Vec<String> {
                 (true, false) => "region",
                 _ => "datacenter",
             };
-            out.push(format!(
-                "{what} (no Consul server announced on {where_mdns} yet)"
-            ));
+            match m {
+                Ok(iface) => out.push(format!(
+                    "{what} (no Consul server announced on {iface} yet)"
+                )),
+                Err(why) => out.push(format!("{what} (mDNS cannot run: {why})")),
+            }
         }
     }
     let roles = role.roles;
     if roles.is_nomad() && !roles.is_consul() {
-        let has_consul = report.peers.consul_http.is_some();
+        // A written `consul_address` is used as written until discovery
+        // finds a healthy one.
+        let has_consul =
+            report.peers.consul_http.is_some() || role.discovery.consul_address.is_some();
         let has_nomad = !role.discovery.nomad_retry_join.is_empty()
             || !report.peers.nomad_servers.is_empty()
             || roles.nomad_server;
         if !has_consul && !has_nomad {
             let mut looked = Vec::new();
-            if mdns_on {
-                looked.push(format!("mDNS on {where_mdns}"));
+            match &mdns {
+                Some(Ok(iface)) => looked.push(format!("mDNS on {iface}")),
+                Some(Err(why)) => looked.push(format!("mDNS cannot run: {why}")),
+                None => {}
             }
             if let Some(d) = &role.discovery.dns {
                 if !d.consul_servers.is_empty() {
                     looked.push(format!("DNS {}", d.consul_servers.join(", ")));
                 }
             }
-            if let Some(a) = &role.discovery.consul_address {
-                looked.push(format!("consul_address {a}: no answer"));
+            if let Some(p) = report
+                .problems
+                .iter()
+                .find(|p| p.starts_with("no healthy Consul server"))
+            {
+                looked.push(p.clone());
             }
             let looked = if looked.is_empty() {
                 "no discovery provider is on: set discovery.consul_address, \
@@ -422,44 +438,55 @@ pub fn missing(role: &NodeRole, report: &DiscoveryReport) -> Vec<String> {
 /// One bounded pass for `check`: static + DNS once + mDNS browse for `within`; announces nothing,
 /// joins nothing. Never longer than `within` plus a second.
 pub async fn probe(role: &NodeRole, within: Duration) -> DiscoveryReport {
-    let deadline = tokio::time::Instant::now() + within;
+    let now = tokio::time::Instant::now;
+    let hard = now() + within + Duration::from_millis(900);
     let node = Node {
         role: role.clone(),
         plan: Plan::from_role(role),
         health: role.health_listen,
     };
-    let mut state = State::new(node.clone(), None);
-    let dns_pass = dns::resolve_all(&node.role, within);
-    let mdns_pass = mdns::browse_once(&node, within);
-    let (dns_out, mdns_out) = tokio::join!(dns_pass, mdns_pass);
-    match dns_out {
-        Ok(out) => {
-            dns::apply(&mut state, out);
-        }
-        Err(why) => {
-            state.count_error("dns");
-            state.warn("dns resolver", format!("DNS discovery is off: {why}"));
-        }
-    }
-    mdns::apply_browse(&mut state, mdns_out);
-    if node.needs_consul_choice() {
-        let budget = deadline.saturating_duration_since(tokio::time::Instant::now())
-            + Duration::from_millis(500);
-        if let Ok(client) = AgentClient::plain() {
-            let cands = choice::candidates(&state);
-            let probed = tokio::time::timeout(budget, choice::probe_all(&client, &cands)).await;
-            if let Ok(results) = probed {
-                let (pick, problem) = choice::choose(None, &results, &state.node.role.datacenter);
-                state.choice = pick;
-                state.choice_problem = problem;
-            } else {
-                state.choice_problem = Some(format!(
-                    "no Consul server of {} answered within {} ms",
-                    state.node.role.datacenter,
-                    budget.as_millis()
-                ));
+    let client = AgentClient::plain()
+        .ok()
+        .filter(|_| node.needs_consul_choice());
+    // A probe never outlives the pass.
+    let left = move || choice::PROBE_TIMEOUT.min(hard.saturating_duration_since(now()));
+    // DNS, then its and the role file's Consul servers asked, while mDNS
+    // browses for the whole of `within`.
+    let early = async {
+        let mut st = State::new(node.clone(), None);
+        match dns::resolve_all(&node.role, within).await {
+            Ok(out) => {
+                dns::apply(&mut st, out);
+            }
+            Err(why) => {
+                st.count_error("dns");
+                st.warn("dns resolver", format!("DNS discovery is off: {why}"));
             }
         }
+        let asked = match &client {
+            Some(c) => choice::probe_all(c, &choice::candidates(&st), left()).await,
+            None => Vec::new(),
+        };
+        (st, asked)
+    };
+    let ((mut state, mut asked), browsed) = tokio::join!(early, mdns::browse_once(&node, within));
+    mdns::apply_browse(&mut state, browsed);
+    if let Some(c) = &client {
+        let cands = choice::candidates(&state);
+        let new: Vec<String> = cands
+            .iter()
+            .filter(|c| !asked.iter().any(|(a, _)| a == *c))
+            .cloned()
+            .collect();
+        asked.extend(choice::probe_all(c, &new, left()).await);
+        let results: Vec<(String, choice::Health)> = cands
+            .iter()
+            .filter_map(|c| asked.iter().find(|(a, _)| a == c).cloned())
+            .collect();
+        let dc = merge::Identity::of(&state.node, &state.report_learned()).datacenter;
+        let (pick, problem) = choice::choose(None, &results, &dc);
+        state.choice = pick;
+        state.choice_problem = problem;
     }
     state.report()
 }
@@ -479,5 +506,156 @@ pub(crate) fn record(
         datacenter: None,
         region: None,
         last_seen: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::peers::Peers;
+
+    /// A role on an address no interface of the test machine holds.
+    fn role(text: &str, roles: &[&str]) -> NodeRole {
+        let host = crate::role::StaticHost {
+            hostname: Some("ams2-client-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 213, 57, 21))],
+            ..crate::role::StaticHost::default()
+        };
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        crate::role::parse(std::path::Path::new("/r/node.toml"), text, &roles, &host)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn node_of(role: NodeRole) -> Node {
+        let plan = Plan::from_role(&role);
+        Node {
+            health: role.health_listen,
+            role,
+            plan,
+        }
+    }
+
+    #[test]
+    fn a_role_less_client_misses_its_identity_and_consul_until_found() {
+        let r = role("schema = 1\n", &["nomad-client"]);
+        assert!(r.discovery.mdns && r.learnable.region && r.learnable.datacenter);
+        let m = missing(&r, &DiscoveryReport::default());
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(
+            m[0].starts_with(
+                "region and datacenter (mDNS cannot run: no interface holds 10.213.57.21"
+            ),
+            "{m:?}"
+        );
+        assert!(
+            m[1].starts_with("the Consul server of this datacenter (mDNS cannot run"),
+            "{m:?}"
+        );
+        let found = DiscoveryReport {
+            learned: Learned {
+                region: Some("eu".into()),
+                datacenter: Some("ams2".into()),
+                from_node: Some("ams2-server-01".into()),
+            },
+            peers: Peers {
+                consul_http: Some("10.213.57.11:8500".into()),
+                ..Peers::default()
+            },
+            ..DiscoveryReport::default()
+        };
+        assert!(missing(&r, &found).is_empty());
+    }
+
+    #[test]
+    fn written_values_are_never_missing() {
+        let r = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n\
+             [discovery]\nconsul_address = \"10.213.57.11\"\n",
+            &["nomad-client"],
+        );
+        assert!(missing(&r, &DiscoveryReport::default()).is_empty());
+        let servers = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n\
+             [discovery]\nmdns = false\nnomad_retry_join = [\"10.213.57.11\"]\n",
+            &["nomad-client"],
+        );
+        assert!(missing(&servers, &DiscoveryReport::default()).is_empty());
+        let consul = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n",
+            &["consul-client", "nomad-client"],
+        );
+        assert!(missing(&consul, &DiscoveryReport::default()).is_empty());
+    }
+
+    #[test]
+    fn the_report_lists_static_peers_and_warnings_are_rate_limited_and_bounded() {
+        let r = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n\
+             [discovery]\nconsul_retry_join = [\"10.213.57.12\", \"10.213.57.11\"]\n",
+            &["consul-client", "nomad-client"],
+        );
+        let mut s = State::new(node_of(r), None);
+        let rep = s.report();
+        assert_eq!(rep.peers.consul_lan, vec!["10.213.57.11", "10.213.57.12"]);
+        assert_eq!(rep.records.len(), 2);
+        assert!(rep.records.iter().all(|r| r.source == Source::Static));
+        s.warn("k", "first".into());
+        s.warn("k", "again".into());
+        assert_eq!(s.report().warnings, vec!["first".to_string()]);
+        for i in 0..(MAX_WARNINGS * 2) {
+            s.warn(&format!("k{i}"), format!("w{i}"));
+        }
+        let w = s.report().warnings;
+        assert_eq!(w.len(), MAX_WARNINGS);
+        assert_eq!(w.last().map(String::as_str), Some("w63"));
+        s.count_error("dns");
+        s.count_error("dns");
+        s.count_join("consul");
+        let rep = s.report();
+        assert_eq!(rep.errors, vec![("dns".to_string(), 2)]);
+        assert_eq!(rep.joins, vec![("consul".to_string(), 1)]);
+    }
+
+    #[test]
+    fn cached_seeds_are_used_until_their_source_answers_and_static_ones_are_recomputed() {
+        let r = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n",
+            &["consul-client", "nomad-client"],
+        );
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(9);
+        let cached = DiscoveryReport {
+            records: vec![
+                record(
+                    "10.213.57.11".into(),
+                    PeerKind::ConsulServer,
+                    Source::Dns,
+                    t,
+                ),
+                record(
+                    "10.213.57.99".into(),
+                    PeerKind::ConsulAgent,
+                    Source::Static,
+                    t,
+                ),
+            ],
+            ..DiscoveryReport::default()
+        };
+        let mut s = State::new(node_of(r), Some(cached));
+        let rep = s.report();
+        assert_eq!(rep.peers.consul_lan, vec!["10.213.57.11"]);
+        assert_eq!(rep.records[0].source, Source::Dns);
+        assert_eq!(rep.records[0].last_seen, t);
+        // DNS answers: its seeds go.
+        dns::apply(
+            &mut s,
+            vec![(
+                dns::NameKind::ConsulServers,
+                "c.example".into(),
+                Ok(Vec::new()),
+            )],
+        );
+        assert!(s.report().peers.consul_lan.is_empty());
     }
 }
