@@ -102,10 +102,13 @@ pub struct CheckArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
-    /// How long to look for peers (mDNS browse) when the role leaves
-    /// something to discovery, in seconds.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
-    pub discover_secs: u64,
+    /// Look for peers (mDNS browse, DNS, the Consul choice) for N seconds
+    /// (0 to 60; 3 when not given) when the role leaves something to
+    /// discovery, and exit 1 when the node would wait for what is missing.
+    /// Without it, what is missing is printed but is no failure (the
+    /// service's pre-start check: `run` does the waiting).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub discover_secs: Option<u64>,
 }
 
 /// `supervisor render`.

@@ -6,8 +6,12 @@
 //! configs comes from (Consul `retry_join` and `retry_join_wan`, Nomad's
 //! `consul.address` and `server_join`), which providers are on, and, when
 //! the role leaves something to discovery, runs one bounded pass
-//! (`catalog::discovery::probe`, `--discover-secs`) and prints what it
-//! found, or exactly what is missing: exit 1 then, since `run` would wait.
+//! (`catalog::discovery::probe`, `--discover-secs`, 3 s by default) and
+//! prints what it found, or exactly what is missing. Missing items make
+//! the exit 1 (the node would wait) only when `--discover-secs` was given:
+//! the packaged unit runs `check` before every start and reload, and a
+//! node that waits for discovery must still start (`run` waits, observable
+//! on `/ready`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -27,14 +31,17 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     let super::Loaded { role, plan, .. } = super::load(global)?;
     // Rendering can still refuse a pass-through block: part of the check.
     render::render_plan(&plan)?;
-    let section = discovery_section(&role, Duration::from_secs(args.discover_secs)).await;
+    let strict = args.discover_secs.is_some();
+    let secs = args.discover_secs.unwrap_or(DEFAULT_DISCOVER_SECS);
+    let section = discovery_section(&role, Duration::from_secs(secs), strict).await;
     // What `run` would render once discovery found what the probe found.
     let plan = section.plan.clone();
     let files = render::render_plan(&plan)?;
-    let code = if section.doc.missing.is_empty() {
-        0
-    } else {
+    // Only an asked-for probe that ran fails on what is missing.
+    let code = if strict && section.doc.probe.is_some() && !section.doc.missing.is_empty() {
         EXIT_FAILURE
+    } else {
+        0
     };
     let mut out = std::io::stdout().lock();
     let text = if args.json {
@@ -49,14 +56,19 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
         s.push('\n');
         s
     } else {
+        // The section goes before the verdict line, which stays last.
         let mut s = summary(&role, &plan, &files);
-        s.push_str(&discovery_text(&section.doc));
+        let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
+        s.insert_str(verdict, &discovery_text(&section.doc));
         s
     };
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write to stdout", e))?;
     Ok(code)
 }
+
+/// How long `check` looks for peers without `--discover-secs`.
+pub const DEFAULT_DISCOVER_SECS: u64 = 3;
 
 /// The discovery part of `check`: the document, and the plan built with
 /// what the probe found.
@@ -72,10 +84,14 @@ pub struct DiscoveryDoc {
     pub providers: Providers,
     /// Each destination of the rendered configs, its values and sources.
     pub destinations: Vec<Destination>,
-    /// The bounded pass, when the role leaves something to discovery.
+    /// The bounded pass, when the role leaves something to discovery and
+    /// `--discover-secs` is not 0.
     pub probe: Option<Probe>,
-    /// What `run` would wait for (empty: it would start at once).
+    /// What `run` would wait for (empty: it would start at once); without
+    /// a probe, what the role leaves to discovery.
     pub missing: Vec<String>,
+    /// Whether what is missing fails the check (`--discover-secs` given).
+    pub strict: bool,
 }
 
 /// Providers on and off.
@@ -143,17 +159,20 @@ pub struct Probe {
 }
 
 /// Whether the role leaves anything to discovery: a provider beyond the
-/// role's own lists, an identity to learn, or something missing without one.
+/// role's own lists, an identity to learn, the choice of a healthy Consul
+/// server (a Nomad without a local Consul), or something missing without
+/// one.
 fn leaves_to_discovery(role: &NodeRole) -> bool {
-    role.discovery.mdns
+    (role.roles.is_nomad() && !role.roles.is_consul())
+        || role.discovery.mdns
         || role.discovery.dns.is_some()
         || role.learnable.region
         || role.learnable.datacenter
         || !discovery::missing(role, &DiscoveryReport::default()).is_empty()
 }
 
-async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
-    let (report, probe) = if leaves_to_discovery(role) {
+async fn discovery_section(role: &NodeRole, within: Duration, strict: bool) -> Section {
+    let (report, probe) = if !within.is_zero() && leaves_to_discovery(role) {
         let r = discovery::probe(role, within).await;
         let p = Probe {
             within_secs: within.as_secs(),
@@ -179,6 +198,7 @@ async fn discovery_section(role: &NodeRole, within: Duration) -> Section {
             destinations: destinations(role, &plan, &report),
             probe,
             missing,
+            strict,
         },
         plan,
     }
@@ -398,8 +418,15 @@ pub fn discovery_text(d: &DiscoveryDoc) -> String {
                 let _ = writeln!(s, "    warning: {w}");
             }
         }
+        None if !d.missing.is_empty() => {
+            let _ = writeln!(s, "  probe:    skipped (--discover-secs 0)");
+            for m in &d.missing {
+                let _ = writeln!(s, "  left to discovery: {m}");
+            }
+            return s;
+        }
         None => {
-            let _ = writeln!(s, "  probe:    not needed (the role file names every peer)");
+            let _ = writeln!(s, "  probe:    not run (nothing left to discovery)");
         }
     }
     if d.missing.is_empty() {
@@ -408,7 +435,14 @@ pub fn discovery_text(d: &DiscoveryDoc) -> String {
         for m in &d.missing {
             let _ = writeln!(s, "  MISSING: {m}");
         }
-        let _ = writeln!(s, "  the node would wait for discovery");
+        if d.strict {
+            let _ = writeln!(s, "  the node would wait for discovery");
+        } else {
+            let _ = writeln!(
+                s,
+                "  the node would wait for discovery (no failure: `--discover-secs N` makes it one)"
+            );
+        }
     }
     s
 }
@@ -478,4 +512,104 @@ pub fn summary(role: &NodeRole, plan: &Plan, files: &[RenderedFile]) -> String {
     }
     s.push_str("role file is valid\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::peers::{Peers, Source};
+    use crate::role::StaticHost;
+
+    fn role(text: &str) -> NodeRole {
+        let host = StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            ..StaticHost::default()
+        };
+        crate::role::parse(Path::new("/r/node.toml"), text, &[], &host).unwrap()
+    }
+
+    fn found(address: &str, kind: PeerKind, source: Source) -> PeerRecord {
+        PeerRecord {
+            address: address.into(),
+            kind,
+            source,
+            node: None,
+            datacenter: None,
+            region: None,
+            last_seen: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn each_rendered_peer_is_labelled_with_where_it_came_from() {
+        let r = role(
+            "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\n\
+             region = \"eu\"\ndatacenter = \"ams2\"\n[addresses]\nprivate = \"127.0.0.1\"\n\
+             [discovery]\nconsul_retry_join = [\"10.0.1.12\"]\n\
+             cloud_auto_join = [\"provider=aws tag_key=consul tag_value=ams2\"]\n",
+        );
+        let report = DiscoveryReport {
+            peers: Peers {
+                consul_lan: vec!["10.0.1.13".into(), "10.0.1.14:8301".into()],
+                consul_wan: vec!["203.0.113.7".into()],
+                nomad_servers: vec!["10.0.1.13".into()],
+                consul_http: None,
+            },
+            records: vec![
+                found("10.0.1.13", PeerKind::ConsulServer, Source::Mdns),
+                found("10.0.1.14", PeerKind::ConsulAgent, Source::Dns),
+                found("203.0.113.7", PeerKind::ConsulWan, Source::Dns),
+                found("10.0.1.13", PeerKind::NomadServer, Source::Mdns),
+            ],
+            ..DiscoveryReport::default()
+        };
+        let plan = Plan::build(&r, &report.peers);
+        let d = destinations(&r, &plan, &report);
+        let show = |name: &str| -> Vec<(String, String)> {
+            d.iter()
+                .find(|x| x.name == name)
+                .unwrap()
+                .values
+                .iter()
+                .map(|v| (v.value.clone(), v.source.clone()))
+                .collect()
+        };
+        let pair = |v: &str, s: &str| (v.to_string(), s.to_string());
+        assert_eq!(
+            show("consul retry_join"),
+            vec![
+                pair("10.0.1.12", "static"),
+                pair("provider=aws tag_key=consul tag_value=ams2", "cloud"),
+                pair("10.0.1.13", "mdns"),
+                pair("10.0.1.14:8301", "dns"),
+            ]
+        );
+        assert_eq!(
+            show("consul retry_join_wan"),
+            vec![pair("203.0.113.7", "dns")]
+        );
+        assert_eq!(
+            show("nomad consul.address"),
+            vec![pair("127.0.0.1:8500", "local")]
+        );
+        let text = discovery_text(&DiscoveryDoc {
+            providers: providers(&r),
+            destinations: d,
+            probe: None,
+            missing: Vec::new(),
+            strict: false,
+        });
+        assert!(text.contains("  mdns:     off ("), "{text}");
+        assert!(
+            text.contains("  cloud:    provider=aws tag_key=consul tag_value=ams2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  consul retry_join:     10.0.1.12 (static), provider=aws"),
+            "{text}"
+        );
+    }
 }

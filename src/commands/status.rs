@@ -153,8 +153,9 @@ fn discovery_summary(d: &crate::health::handlers::json::DiscoveryDoc, o: &mut St
     if let (Some(r), Some(dc)) = (&d.learned.region, &d.learned.datacenter) {
         let _ = writeln!(
             o,
-            "  learned region {r} and datacenter {dc} from {}",
-            d.learned.from_node.as_deref().unwrap_or("?")
+            "  learned region {r} and datacenter {dc} from {} ({})",
+            d.learned.from_node.as_deref().unwrap_or("?"),
+            d.learned.from_source.as_deref().unwrap_or("discovery")
         );
     }
     for w in &d.waiting_for {

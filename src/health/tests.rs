@@ -494,6 +494,7 @@ fn status_lists_discovered_peers_with_source_sighting_learned_and_counters() {
     assert!(p.ago_secs >= 12 && p.ago.ends_with("s ago"), "{p:?}");
     assert_eq!(d.applied.consul_lan, vec!["10.0.1.12".to_string()]);
     assert_eq!(d.learned.from_node.as_deref(), Some("ams2-server-02"));
+    assert_eq!(d.learned.from_source.as_deref(), Some("mdns"));
     assert_eq!(d.joins.get("consul"), Some(&2));
     assert_eq!(d.errors.get("dns"), Some(&3));
     assert_eq!(d.warnings.len(), 1);

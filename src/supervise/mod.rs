@@ -8,7 +8,10 @@
 //! * [`check`]: pluggable readiness checks; the default one reads the
 //!   agent's observer (`agent::observe`), which does the asking.
 //! * [`reap`]: adopted orphans as PID 1 or subreaper.
-//! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload.
+//! * [`daemon`]: [`run`], start order, shutdown order, SIGHUP reload, and
+//!   the re-plan when discovery's peers change (told through
+//!   [`RunOptions::discovery`]; `catalog::discovery` itself is never
+//!   imported here).
 //! * [`runtime`]: the async runtime of the binary (and of the benchmark).
 //! * [`trim`]: gives back the start-up working set once the agents run.
 //!

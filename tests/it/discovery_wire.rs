@@ -31,6 +31,8 @@ use crate::support::preparer::{FakeError, installed};
 struct Recorder {
     rendered: Mutex<Vec<Plan>>,
     fail: Mutex<bool>,
+    /// What the next SIGHUP loads (a role: the daemon plans it).
+    reload: Mutex<Option<NodeRole>>,
 }
 
 impl Recorder {
@@ -40,13 +42,23 @@ impl Recorder {
     fn fail(&self, on: bool) {
         *self.fail.lock().unwrap() = on;
     }
+    fn reloads_to(&self, role: NodeRole) {
+        *self.reload.lock().unwrap() = Some(role);
+    }
 }
 
 impl Preparer for Recorder {
     type Error = FakeError;
 
     async fn load(&self) -> Result<(Plan, String), FakeError> {
-        Err(FakeError("no reload in this test".into()))
+        Err(FakeError("a daemon following discovery loads roles".into()))
+    }
+
+    async fn load_role(&self) -> Result<Option<(NodeRole, String)>, FakeError> {
+        match self.reload.lock().unwrap().take() {
+            Some(role) => Ok(Some((role, "hash2".into()))),
+            None => Err(FakeError("no reload queued".into())),
+        }
     }
 
     async fn install(&self, _: &ReleasePlan, _: &AgentPlan) -> Result<Installed, FakeError> {
@@ -71,10 +83,14 @@ impl Preparer for Recorder {
 /// A nomad-client without a local Consul (Consul at a static address),
 /// run by our own user, config and state in the rig, on loopback.
 fn client_role(rig: &Rig) -> NodeRole {
+    client_role_with(rig, "region = \"eu\"\ndatacenter = \"ams2\"\n")
+}
+
+/// The same with `identity` lines instead of the region and datacenter.
+fn client_role_with(rig: &Rig, identity: &str) -> NodeRole {
     let me = whoami();
     let text = format!(
-        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n\
-         region = \"eu\"\ndatacenter = \"ams2\"\n\
+        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n{identity}\
          [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"{me}\"\n\
          [discovery]\nconsul_address = \"10.0.1.11:8500\"\nnomad_retry_join = [\"10.0.1.11\"]\n\
          [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
@@ -136,8 +152,8 @@ struct Wired {
     counts: Arc<ReplanCounts>,
     told: Arc<Mutex<Vec<Plan>>>,
     status: watch::Receiver<SupervisorStatus>,
-    /// Kept open with the daemon (no event is sent).
-    _events: mpsc::UnboundedSender<hashi_supervisor::supervise::DaemonEvent>,
+    /// SIGHUP and the second stop request, as the signal layer sends them.
+    events: mpsc::UnboundedSender<hashi_supervisor::supervise::DaemonEvent>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), hashi_supervisor::supervise::SuperviseError>>,
 }
@@ -187,7 +203,7 @@ async fn wired() -> Wired {
         counts,
         told,
         status: status_rx,
-        _events: events,
+        events,
         shutdown,
         task,
     };
@@ -312,4 +328,387 @@ async fn a_render_failure_during_a_peer_change_keeps_the_agents_and_the_plan() {
     let rig = w.stop().await;
     // Up the whole time but for that one restart.
     assert_eq!(nomad_starts(&rig), 2, "{:?}", rig.events());
+}
+
+#[tokio::test]
+async fn a_sighup_plans_the_new_role_with_the_current_peers_and_learned_identity() {
+    let w = wired().await;
+    let mut r = report(Some("10.0.1.12:8500"), &["10.0.1.13"]);
+    r.learned = hashi_supervisor::peers::Learned {
+        region: Some("eu".into()),
+        datacenter: Some("ams2".into()),
+        from_node: Some("ams2-server-02".into()),
+    };
+    w.reports.send_replace(r);
+    poll("the first re-plan", || w.counts.ok() == 1).await;
+    // The role file now leaves region and datacenter to discovery.
+    let role = client_role_with(&w.rig, "");
+    assert!(role.learnable.region && role.learnable.datacenter);
+    w.preparer.reloads_to(role);
+    w.events
+        .send(hashi_supervisor::supervise::DaemonEvent::Reload)
+        .unwrap();
+    w.wait_status("the reload applied", |s| s.config_hash == "hash2")
+        .await;
+    let plan = w.preparer.rendered().last().unwrap().clone();
+    assert_eq!(
+        (plan.region.as_str(), plan.datacenter.as_str()),
+        ("eu", "ams2")
+    );
+    let nomad = plan.render.nomad.as_ref().unwrap();
+    assert_eq!(nomad.consul_address.as_deref(), Some("10.0.1.12:8500"));
+    assert!(nomad.retry_join.contains(&"10.0.1.13".to_string()));
+    let status = w.status.borrow().clone();
+    assert_eq!(status.reload_error, None);
+    assert_eq!(status.node.unwrap().datacenter, "ams2");
+    // Discovery is told the reloaded role's plan.
+    assert_eq!(w.told.lock().unwrap().len(), 2);
+    // The same peers after the reload: no further re-plan.
+    assert_eq!(w.counts.ok(), 1);
+    w.stop().await;
+}
+
+// ------------------------------------------------ the real binary ---
+
+mod binary {
+    use std::path::Path;
+    use std::process::Output;
+
+    use hashi_supervisor::peers::{DiscoveryReport, Peers};
+    use hashi_supervisor::supervise::daemon::discovery::{load_cached, persist};
+    use serde_json::{Value, json};
+
+    use crate::support::node::{DEADLINE, Ports, RoleFile, Supervisor, node_root};
+    use crate::support::standin::{StandIn, free_port, http, wait_for};
+    use crate::support::supervisor_bin;
+
+    /// A nomad-client of ams2 without a local Consul, on loopback (mDNS
+    /// off: a loopback private address), its Consul at `consul` (static).
+    fn client_role(root: &Path, ports: Ports, consul: &str) -> String {
+        RoleFile::new("ams2-client-01", "ams2", &["nomad-client"], ports)
+            .tables(&format!("[discovery]\nconsul_address = \"{consul}\"\n"))
+            .render(root)
+    }
+
+    fn supervisor(role: &Path, args: &[&str]) -> Output {
+        std::process::Command::new(supervisor_bin())
+            .arg("--config")
+            .arg(role)
+            .args(args)
+            .env_remove("HASHI_SUPERVISOR_ROLE")
+            .output()
+            .unwrap()
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    /// A stand-in Consul server of ams2 whose HTTP API is on `http_port`
+    /// (the builder waits on a port of its own choosing: not here).
+    fn consul_server(http_port: u16) -> StandIn {
+        let s = StandIn::consul()
+            .server(1)
+            .datacenter("ams2")
+            .set(
+                "ports",
+                json!({"http": http_port, "serf_lan": free_port(), "serf_wan": free_port(),
+                       "server": free_port(), "dns": -1}),
+            )
+            .no_wait()
+            .start();
+        let addr = format!("127.0.0.1:{http_port}");
+        wait_for(DEADLINE, || {
+            http(&addr, "GET", "/v1/status/leader", "")
+                .ok()
+                .filter(|r| r.status == 200 && r.body.len() > 2)
+        })
+        .unwrap_or_else(|| panic!("the stand-in Consul at {addr} never had a leader"));
+        s
+    }
+
+    /// A nomad-client of ams2 that finds its Consul server by DNS only,
+    /// asking `nameserver` on loopback.
+    fn dns_client_role(root: &Path, ports: Ports, nameserver: &str) -> String {
+        RoleFile::new("ams2-client-01", "ams2", &["nomad-client"], ports)
+            .tables(&format!(
+                "[discovery.dns]\nnameserver = \"{nameserver}\"\nconsul_servers = [\"consul.ams2.test\"]\n"
+            ))
+            .render(root)
+    }
+
+    /// A nameserver on loopback that never answers (a bound UDP socket).
+    fn silent_nameserver() -> (std::net::UdpSocket, String) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = s.local_addr().unwrap().to_string();
+        (s, addr)
+    }
+
+    #[test]
+    fn check_prints_each_destination_with_its_source_and_exactly_what_is_missing() {
+        let root = node_root();
+        let port = free_port();
+        let consul = format!("127.0.0.1:{port}");
+        let role = root.path().join("node.toml");
+
+        // Only DNS, and its nameserver silent: the node would wait.
+        let (_ns, nameserver) = silent_nameserver();
+        std::fs::write(
+            &role,
+            dns_client_role(root.path(), Ports::free(), &nameserver),
+        )
+        .unwrap();
+        let out = supervisor(&role, &["check", "--discover-secs", "1"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.ends_with("role file is valid\n"), "{stdout}");
+        for line in [
+            "Discovery\n",
+            "  mdns:     off (",
+            &format!("  dns:      on via {nameserver} every 30s\n"),
+            "            consul servers: consul.ams2.test\n",
+            "  nomad consul.address:  none\n",
+            "  MISSING: the Consul server of this datacenter (DNS consul.ams2.test",
+            "  the node would wait for discovery\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        let out = supervisor(&role, &["check", "--json", "--discover-secs", "1"]);
+        assert_eq!(out.status.code(), Some(1));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let d = &doc["discovery"];
+        assert_eq!(d["missing"].as_array().unwrap().len(), 1, "{d}");
+        assert_eq!(d["providers"]["mdns_on"], false);
+        assert_eq!(d["providers"]["dns"]["nameserver"], json!(nameserver));
+        assert!(d["probe"]["warnings"].as_array().is_some(), "{d}");
+        // Without --discover-secs (as the service's pre-start check runs
+        // it): the same probe and findings, and no failure: `run` waits.
+        let out = supervisor(&role, &["check"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        for line in [
+            "  probe (3s): 0 peers found\n",
+            "  MISSING: the Consul server of this datacenter (DNS consul.ams2.test",
+            "  the node would wait for discovery (no failure: `--discover-secs N` makes it one)\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        // No probe at all: what is left to discovery is shown.
+        let out = supervisor(&role, &["check", "--discover-secs", "0"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        for line in [
+            "  probe:    skipped (--discover-secs 0)\n",
+            "  left to discovery: the Consul server of this datacenter (DNS consul.ams2.test",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+
+        // A written Consul address nobody answers at: used as written (the
+        // node starts), the probe says it is unhealthy.
+        std::fs::write(&role, client_role(root.path(), Ports::free(), &consul)).unwrap();
+        let out = supervisor(&role, &["check", "--discover-secs", "1"]);
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+        for line in [
+            "  dns:      off\n",
+            &format!("  nomad consul.address:  {consul} (static)\n"),
+            &format!("    problem: no healthy Consul server of ams2: {consul}: "),
+            "  nothing missing: the node can start\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        let out = supervisor(&role, &["check", "--json", "--discover-secs", "1"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dest = doc["discovery"]["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "nomad consul.address")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            dest["values"],
+            json!([{"value": consul, "source": "static"}])
+        );
+
+        // A Consul server answers there: found, healthy.
+        let _server = consul_server(port);
+        let out = wait_for(DEADLINE, || {
+            let out = supervisor(&role, &["check", "--discover-secs", "1"]);
+            (out.status.code() == Some(0) && !text(&out.stdout).contains("problem:")).then_some(out)
+        })
+        .unwrap_or_else(|| panic!("check never found the live Consul server healthy"));
+        let stdout = text(&out.stdout);
+        for line in [
+            "  probe (1s): 1 peer found\n",
+            &format!("    {consul} consul-server from static\n"),
+            "  nothing missing: the node can start\n",
+        ] {
+            assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+        }
+        // Out of range: a usage error.
+        let out = supervisor(&role, &["check", "--discover-secs", "61"]);
+        assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    }
+
+    #[test]
+    fn render_uses_the_persisted_reports_peers() {
+        let root = node_root();
+        let role = root.path().join("node.toml");
+        std::fs::write(
+            &role,
+            client_role(root.path(), Ports::free(), "127.0.0.1:1"),
+        )
+        .unwrap();
+        let state = root.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        persist(
+            &state,
+            &DiscoveryReport {
+                peers: Peers {
+                    consul_http: Some("10.0.1.12:8500".into()),
+                    nomad_servers: vec!["10.0.1.13".into()],
+                    ..Peers::default()
+                },
+                ..DiscoveryReport::default()
+            },
+        )
+        .unwrap();
+        let out_dir = root.path().join("out");
+        let out = supervisor(&role, &["render", "--out", out_dir.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let hcl = std::fs::read_to_string(out_dir.join("nomad.d/nomad.hcl")).unwrap();
+        assert!(hcl.contains("10.0.1.12:8500"), "{hcl}");
+        assert!(hcl.contains("10.0.1.13"), "{hcl}");
+        assert!(
+            !hcl.contains("127.0.0.1:1\""),
+            "discovered replaces static: {hcl}"
+        );
+    }
+
+    #[test]
+    fn a_node_waits_for_what_discovery_has_not_found_and_a_stop_ends_the_wait() {
+        let root = node_root();
+        let ports = Ports::free();
+        let health = format!("127.0.0.1:{}", ports.health);
+        let (_ns, nameserver) = silent_nameserver();
+        let role = dns_client_role(root.path(), ports, &nameserver);
+        let mut sup = Supervisor::start(root, &role, &[]);
+        let body = wait_for(DEADLINE, || {
+            sup.assert_running("waiting for discovery");
+            http(&health, "GET", "/ready", "")
+                .ok()
+                .filter(|r| r.status == 503 && r.body.contains("waiting for discovery"))
+                .map(|r| r.body)
+        })
+        .unwrap_or_else(|| panic!("never said it waits; log:\n{}", sup.log()));
+        assert!(
+            body.contains(
+                "[FAIL] discovery: waiting for discovery: the Consul server of this datacenter (DNS consul.ams2.test"
+            ),
+            "{body}"
+        );
+        let doc = http(&health, "GET", "/v1/status", "").unwrap().json();
+        assert_eq!(
+            doc["discovery"]["waiting_for"].as_array().map(Vec::len),
+            Some(1),
+            "{doc}"
+        );
+        assert_eq!(doc["agents"][0]["state"], "stopped", "{doc}");
+        assert!(
+            sup.log()
+                .contains("waiting for discovery: the Consul server"),
+            "{}",
+            sup.log()
+        );
+        // SIGTERM ends the wait: a clean exit, no agent ever started.
+        assert!(sup.stop().success(), "{}", sup.log());
+        let log = sup.log();
+        assert!(log.contains("stopped while waiting for discovery"), "{log}");
+        assert!(!log.contains("downloading"), "{log}");
+    }
+
+    #[test]
+    fn a_node_degraded_by_an_unhealthy_consul_recovers_and_shows_what_it_found() {
+        let root = node_root();
+        let ports = Ports::free();
+        let port = free_port();
+        let consul = format!("127.0.0.1:{port}");
+        let health = format!("127.0.0.1:{}", ports.health);
+        let role = client_role(root.path(), ports, &consul);
+        let mut sup = Supervisor::start(root, &role, &[]);
+
+        // The written address answers nothing: degraded, naming it.
+        let body = wait_for(DEADLINE, || {
+            sup.assert_running("degraded");
+            http(&health, "GET", "/ready", "")
+                .ok()
+                .filter(|r| r.status == 503 && r.body.contains("discovery: degraded"))
+                .map(|r| r.body)
+        })
+        .unwrap_or_else(|| panic!("never degraded; log:\n{}", sup.log()));
+        assert!(
+            body.contains(&format!(
+                "[FAIL] discovery: degraded: no healthy Consul server of ams2: {consul}: "
+            )),
+            "{body}"
+        );
+
+        // The Consul server comes up: the problem clears.
+        let _server = consul_server(port);
+        let doc = wait_for(DEADLINE, || {
+            sup.assert_running("discovery ok");
+            let doc = http(&health, "GET", "/v1/status", "").ok()?.json();
+            let ok = doc["checks"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == "discovery" && c["ok"] == true);
+            (ok && doc["agents"][0]["state"] == "running").then_some(doc)
+        })
+        .unwrap_or_else(|| panic!("discovery never recovered; log:\n{}", sup.log()));
+        let d = &doc["discovery"];
+        assert_eq!(d["problems"], json!([]), "{d}");
+        assert_eq!(d["applied"]["consul_http"], json!(consul), "{d}");
+        let peer = d["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["address"] == json!(consul))
+            .unwrap_or_else(|| panic!("{d}"))
+            .clone();
+        assert_eq!(
+            (&peer["kind"], &peer["source"]),
+            (&json!("consul-server"), &json!("static"))
+        );
+        assert!(peer["last_seen"].as_u64().unwrap() > 0 && peer["ago"].is_string());
+        let metrics = http(&health, "GET", "/metrics", "").unwrap().body;
+        assert!(
+            metrics.contains(
+                "hashi_supervisor_discovery_peers{source=\"static\",kind=\"consul-server\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(metrics.contains("hashi_supervisor_discovery_joins_total{agent=\"nomad\"}"));
+        let page = http(&health, "GET", "/", "").unwrap().body;
+        assert!(page.contains(&format!("data-peer=\"{consul}\"")), "{page}");
+        // `supervisor status` lists the peers.
+        let out = std::process::Command::new(supervisor_bin())
+            .args(["status", "--addr", &health])
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("discovery: "), "{stdout}");
+        assert!(
+            stdout.contains(&consul) && stdout.contains("static"),
+            "{stdout}"
+        );
+
+        // Stopped: the report is persisted, the next start's seeds.
+        let state = sup.root.path().join("state");
+        assert!(sup.stop().success(), "{}", sup.log());
+        let cached = load_cached(&state).unwrap().unwrap();
+        assert_eq!(cached.peers.consul_http.as_deref(), Some(consul.as_str()));
+        assert!(cached.records.iter().any(|r| r.address == consul));
+    }
 }

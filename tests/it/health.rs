@@ -980,6 +980,95 @@ async fn start_serves_the_plans_node_and_registers_then_deregisters() {
     drop(status);
 }
 
+#[tokio::test]
+async fn discoverys_view_published_after_start_reaches_ready_status_and_metrics() {
+    use hashi_supervisor::health::DiscoveryView;
+    use hashi_supervisor::peers::{DiscoveryReport, PeerKind, PeerRecord, Source};
+    let consul = FakeAgent::start(Product::Consul).await;
+    let nomad = FakeAgent::start(Product::Nomad).await;
+    let (status, rx) = watch::channel(all_running());
+    let tracker = tokio_util::task::TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let plan = plan(consul.addr, nomad.addr);
+    let client = AgentClient::for_plan(&plan).unwrap();
+    let observers = Observers::start(
+        &client,
+        &NodeInfo::from_plan(&plan).agents,
+        ObserverConfig::default(),
+        &tracker,
+        &cancel,
+    );
+    let started = health::start(
+        &plan,
+        rx.clone(),
+        Arc::new(Metrics::default()),
+        observers,
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    wait_for(started.addr, "/ready", |c, _| c == 200).await;
+    // What `run` publishes while it waits for discovery.
+    let mut view = DiscoveryView {
+        report: DiscoveryReport::default(),
+        waiting_for: vec!["region and datacenter (no Consul server announced on eth1 yet)".into()],
+    };
+    started.discovery.send_replace(Some(view.clone()));
+    let (_, body) = wait_for(started.addr, "/ready", |c, _| c == 503).await;
+    assert!(
+        body.contains("[FAIL] discovery: waiting for discovery: region and datacenter"),
+        "{body}"
+    );
+    // Found, then degraded by a problem.
+    view.waiting_for.clear();
+    view.report.records.push(PeerRecord {
+        address: "10.0.2.11".into(),
+        kind: PeerKind::ConsulServer,
+        source: Source::Mdns,
+        node: Some("lon1-server-02".into()),
+        datacenter: Some("lon1".into()),
+        region: Some("eu".into()),
+        last_seen: SystemTime::now(),
+    });
+    view.report.problems =
+        vec!["no healthy Consul server of lon1: 10.0.2.11:8500: timed out".into()];
+    view.report.joins = vec![("consul".into(), 1)];
+    started.discovery.send_replace(Some(view.clone()));
+    let (_, body) = wait_for(started.addr, "/ready", |_, b| b.contains("degraded")).await;
+    assert!(
+        body.contains("[FAIL] discovery: degraded: no healthy Consul server of lon1: 10.0.2.11:8500: timed out"),
+        "{body}"
+    );
+    let doc: StatusDoc = serde_json::from_str(&get(started.addr, "/v1/status").await.1).unwrap();
+    let d = doc.discovery.unwrap();
+    assert_eq!(d.peers[0].address, "10.0.2.11");
+    assert_eq!(
+        (d.peers[0].kind.as_str(), d.peers[0].source.as_str()),
+        ("consul-server", "mdns")
+    );
+    let metrics = get(started.addr, "/metrics").await.1;
+    assert!(
+        metrics.contains("hashi_supervisor_discovery_joins_total{agent=\"consul\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("hashi_supervisor_discovery_peers{source=\"mdns\",kind=\"consul-server\"} 1"),
+        "{metrics}"
+    );
+    // The problem goes: ready again.
+    view.report.problems.clear();
+    started.discovery.send_replace(Some(view));
+    wait_for(started.addr, "/ready", |c, _| c == 200).await;
+    cancel.cancel();
+    tracker.close();
+    tokio::time::timeout(DEADLINE, tracker.wait())
+        .await
+        .expect("every health task stops on cancel");
+    drop(status);
+}
+
 /// A `MakeWriter` collecting log output in memory.
 #[derive(Clone, Default)]
 struct LogBuf(Arc<Mutex<Vec<u8>>>);

@@ -121,10 +121,11 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
         if let (Some(r), Some(dc)) = (&d.learned.region, &d.learned.datacenter) {
             let _ = write!(
                 o,
-                "<p>learned region <b>{}</b> and datacenter <b>{}</b> from {}</p>",
+                "<p>learned region <b>{}</b> and datacenter <b>{}</b> from {} ({})</p>",
                 esc(r),
                 esc(dc),
-                esc(d.learned.from_node.as_deref().unwrap_or("?"))
+                esc(d.learned.from_node.as_deref().unwrap_or("?")),
+                esc(d.learned.from_source.as_deref().unwrap_or("discovery"))
             );
         }
         o.push_str("<table id=\"peers\"><tr><th>address</th><th>kind</th><th>source</th><th>node</th><th>datacenter</th><th>last seen</th></tr>");

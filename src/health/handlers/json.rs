@@ -123,6 +123,9 @@ pub struct LearnedDoc {
     pub datacenter: Option<String>,
     /// The node whose announcement taught it.
     pub from_node: Option<String>,
+    /// Where that node was seen (`mdns`, `dns`, ...).
+    #[serde(default)]
+    pub from_source: Option<String>,
 }
 
 /// One agent in [`StatusDoc`].
@@ -312,6 +315,12 @@ fn discovery_doc(s: &HealthSnapshot, now: SystemTime) -> Option<DiscoveryDoc> {
             region: r.learned.region.clone(),
             datacenter: r.learned.datacenter.clone(),
             from_node: r.learned.from_node.clone(),
+            from_source: r.learned.from_node.as_ref().and_then(|n| {
+                r.records
+                    .iter()
+                    .find(|p| p.node.as_ref() == Some(n))
+                    .map(|p| p.source.as_str().to_string())
+            }),
         };
         doc.problems.clone_from(&r.problems);
         doc.warnings.clone_from(&r.warnings);

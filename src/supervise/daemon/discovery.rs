@@ -50,6 +50,9 @@ const MAX_CACHED_PEERS: usize = 256;
 /// Longest address, node, region or datacenter read back.
 const MAX_CACHED_FIELD: usize = 255;
 
+/// Tells discovery the role and plan the node runs with now.
+pub type OnPlan = Arc<dyn Fn(&NodeRole, &Plan) + Send + Sync>;
+
 /// Discovery as the daemon follows it ([`super::RunOptions::discovery`]).
 #[derive(Clone)]
 pub struct DiscoveryFeed {
@@ -62,7 +65,7 @@ pub struct DiscoveryFeed {
     pub applied: Peers,
     /// Tells discovery the role and plan the node runs with now
     /// (`catalog::discovery::Discovery::set_role`).
-    pub on_plan: Arc<dyn Fn(&NodeRole, &Plan) + Send + Sync>,
+    pub on_plan: OnPlan,
     /// Quiet time after a change of peers before the re-plan.
     pub debounce: Duration,
     /// Re-plans by outcome (`/metrics`).
