@@ -468,8 +468,8 @@ fn dns_variant_forms_without_mdns_despite_a_silent_nameserver_and_a_dead_wan_see
 /// ready, so ams2's Nomad nodes have settled on ams2-server-01 and must keep
 /// it while it answers): stopping ams2-server-01's supervisor moves
 /// ams2-server-03 and ams2-client-01 to 10.0.1.12:8500 (status and the
-/// rendered nomad.hcl); stopping that one too leaves them degraded, and
-/// their health says why.
+/// rendered nomad.hcl); losing that one too (taken off the network) leaves
+/// them degraded, and their health says why.
 #[test]
 fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
     if !can_run(&[]) {
@@ -545,8 +545,11 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         c == 200
     });
 
-    demo.stop_node("ams2-server-02", STOP_WITHIN)
-        .expect("ams2-server-02 stops");
+    // The last one is lost from the network (its link goes down: no
+    // goodbye, its Consul stops answering), as a crashed or cut-off node.
+    demo.topology()
+        .take_down("ams2-server-02")
+        .expect("take ams2-server-02 off the network");
     for n in movers {
         let body = wait_get(&demo, n, "/ready", "degraded", |code, body| {
             code == 503 && body.contains("no healthy Consul server")
