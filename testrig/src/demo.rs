@@ -289,7 +289,6 @@ pub fn variant_demo_nodes(examples_dir: &Path) -> Result<Vec<DemoNodeSpec>, Demo
     Ok(out)
 }
 
-
 /// One running node of the demo.
 #[derive(Debug)]
 pub struct DemoNode {
@@ -637,7 +636,8 @@ impl Demo {
                 .map(|(ns, gw)| (ns.to_string(), gw))
                 .ok_or_else(|| DemoError(format!("no datacenter {dc} for its DNS server")))?;
             let log = work.join(format!("dnsmasq-{dc}.log"));
-            let server = Dnsmasq::start(&ns, gw, records, &log).map_err(|e| DemoError(e.to_string()))?;
+            let server =
+                Dnsmasq::start(&ns, gw, records, &log).map_err(|e| DemoError(e.to_string()))?;
             demo.dns.push(server);
         }
         let (router_ns, gateway) = demo
@@ -759,7 +759,9 @@ impl Demo {
             .append(true)
             .open(&n.log_file)
             .map_err(|e| io_err("open", &n.log_file, e))?;
-        let log2 = log.try_clone().map_err(|e| io_err("open", &n.log_file, e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io_err("open", &n.log_file, e))?;
         let child = {
             use std::os::unix::process::CommandExt;
             netns_node

@@ -202,7 +202,9 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
             "{client} found {dc_server} over mDNS: {disc}"
         );
         assert!(
-            peers.iter().all(|p| p["datacenter"] != "lon1" || client.starts_with("lon1"))
+            peers
+                .iter()
+                .all(|p| p["datacenter"] != "lon1" || client.starts_with("lon1"))
                 && peers
                     .iter()
                     .all(|p| p["datacenter"] != "ams2" || client.starts_with("ams2")),
@@ -257,9 +259,13 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
     }
     // Healed with no hand: the WAN warnings clear.
     for server in ["ams2-server-01", "lon1-server-01"] {
-        let st = wait_status(&demo, server, PARTITION_WITHIN, "the WAN warning clears", |st| {
-            wan_warnings(st).is_empty()
-        });
+        let st = wait_status(
+            &demo,
+            server,
+            PARTITION_WITHIN,
+            "the WAN warning clears",
+            |st| wan_warnings(st).is_empty(),
+        );
         assert_eq!(agent(&st, "consul")["consul"]["wan_members"], 2, "{st}");
     }
 

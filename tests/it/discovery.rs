@@ -168,7 +168,10 @@ fn consul_http(st: &Value) -> Option<&str> {
 }
 
 fn peers(st: &Value) -> Vec<Value> {
-    st["discovery"]["peers"].as_array().cloned().unwrap_or_default()
+    st["discovery"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn texts(st: &Value, key: &str) -> Vec<String> {
@@ -200,7 +203,11 @@ fn rendered_consul_address(demo: &Demo, node: &str) -> String {
 fn stop_all(demo: &mut Demo) {
     for (node, st) in demo.stop(STOP_WITHIN) {
         let st = st.unwrap_or_else(|| panic!("{node} did not stop within {STOP_WITHIN:?}"));
-        assert!(st.success(), "{node} supervisor exited {st}\n{}", logs(demo));
+        assert!(
+            st.success(),
+            "{node} supervisor exited {st}\n{}",
+            logs(demo)
+        );
     }
 }
 
@@ -414,14 +421,17 @@ fn dns_variant_forms_without_mdns_despite_a_silent_nameserver_and_a_dead_wan_see
         assert_eq!(st["healthy"], true, "{server}: {st}");
     }
     // The dead seed: a warning naming it, retried, the rest unaffected.
-    let lon1 = wait_status(&demo, "lon1-server-01", "a warning about 203.0.113.99", |st| {
-        mentions(st, "warnings", &["203.0.113.99"])
-    });
+    let lon1 = wait_status(
+        &demo,
+        "lon1-server-01",
+        "a warning about 203.0.113.99",
+        |st| mentions(st, "warnings", &["203.0.113.99"]),
+    );
     assert!(
-        peers(&lon1)
-            .iter()
-            .any(|p| p["address"].as_str().unwrap_or("").contains("203.0.113.99")
-                && p["source"] == "static"),
+        peers(&lon1).iter().any(
+            |p| p["address"].as_str().unwrap_or("").contains("203.0.113.99")
+                && p["source"] == "static"
+        ),
         "the seed stays a static peer: {lon1}"
     );
 
@@ -459,7 +469,11 @@ fn dns_variant_forms_without_mdns_despite_a_silent_nameserver_and_a_dead_wan_see
         .expect("ready");
     assert_eq!(code, 503, "not ready without a Consul server: {body}");
     assert!(body.contains("discovery"), "{body}");
-    assert!(demo.exited().is_none(), "a supervisor exited\n{}", logs(&demo));
+    assert!(
+        demo.exited().is_none(),
+        "a supervisor exited\n{}",
+        logs(&demo)
+    );
     stop_all(&mut demo);
 }
 
@@ -541,9 +555,13 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         }
         assert!(!rendered_consul_address(&demo, n).contains("10.0.1.11:8500"));
     }
-    wait_get(&demo, "ams2-client-01", "/ready", "ready on 10.0.1.12", |c, _| {
-        c == 200
-    });
+    wait_get(
+        &demo,
+        "ams2-client-01",
+        "/ready",
+        "ready on 10.0.1.12",
+        |c, _| c == 200,
+    );
 
     // The last one is lost from the network (its link goes down: no
     // goodbye, its Consul stops answering), as a crashed or cut-off node.
@@ -554,7 +572,10 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         let body = wait_get(&demo, n, "/ready", "degraded", |code, body| {
             code == 503 && body.contains("no healthy Consul server")
         });
-        assert!(body.contains("degraded") && body.contains("ams2"), "{n}: {body}");
+        assert!(
+            body.contains("degraded") && body.contains("ams2"),
+            "{n}: {body}"
+        );
         let st = wait_status(&demo, n, "a problem naming ams2", |st| {
             mentions(st, "problems", &["no healthy Consul server", "ams2"])
         });
@@ -582,7 +603,11 @@ fn rogue_announcements_are_warned_about_and_never_joined() {
         .into_iter()
         .filter(|n| n.node.datacenter == "ams2")
         .collect();
-    for (name, host) in [("ams2-rogue-1", 66), ("ams2-rogue-2", 67), ("ams2-rogue-3", 68)] {
+    for (name, host) in [
+        ("ams2-rogue-1", 66),
+        ("ams2-rogue-2", 67),
+        ("ams2-rogue-3", 68),
+    ] {
         nodes.push(DemoNodeSpec::host(node(name, "ams2", host)));
     }
     let mut demo = start(work.path(), nodes, examples(""), false, Vec::new());
@@ -635,7 +660,11 @@ fn rogue_announcements_are_warned_about_and_never_joined() {
     for r in &mut rogues {
         assert!(r.running(), "a rogue announcer died early");
     }
-    assert!(demo.exited().is_none(), "a supervisor exited\n{}", logs(&demo));
+    assert!(
+        demo.exited().is_none(),
+        "a supervisor exited\n{}",
+        logs(&demo)
+    );
     for n in ["ams2-server-01", "ams2-server-03", "ams2-client-01"] {
         let (code, _) = demo.get(n, "/live", "text/plain").expect("live");
         assert_eq!(code, 200, "{n} alive");
@@ -658,7 +687,14 @@ impl RogueAnnouncer {
         );
         let child = n
             .command(&bin.display().to_string())
-            .args(["--ip", &n.private_ip.to_string(), "--dc", "ams2", "--kind", kind])
+            .args([
+                "--ip",
+                &n.private_ip.to_string(),
+                "--dc",
+                "ams2",
+                "--kind",
+                kind,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

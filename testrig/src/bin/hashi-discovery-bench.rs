@@ -28,12 +28,16 @@
 //! hashi-discovery-bench [--runs 3] [--idle-secs 60] [--work /tmp/hashi-discovery-bench] [--only form,idle]
 //! ```
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark driver: plain threads, its own work files"
+)]
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::process::ExitCode;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -124,9 +128,10 @@ fn agent<'a>(st: &'a Value, name: &str) -> &'a Value {
 }
 
 fn wan_warned(st: &Value) -> bool {
-    st["discovery"]["warnings"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|w| w.as_str().is_some_and(|w| w.starts_with("WAN"))))
+    st["discovery"]["warnings"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|w| w.as_str().is_some_and(|w| w.starts_with("WAN")))
+    })
 }
 
 /// Every node ready and every membership of the reference scenario complete.
@@ -174,7 +179,13 @@ fn wait(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Result<
     Err(format!("{what}: not within {within:?}"))
 }
 
-fn options(cli: &Cli, sup: &Path, standin: &Path, sub: &str, nodes: Vec<DemoNodeSpec>) -> DemoOptions {
+fn options(
+    cli: &Cli,
+    sup: &Path,
+    standin: &Path,
+    sub: &str,
+    nodes: Vec<DemoNodeSpec>,
+) -> DemoOptions {
     DemoOptions {
         supervisor: sup.to_path_buf(),
         standin: standin.to_path_buf(),
@@ -234,13 +245,19 @@ fn standin_start(standin: &Path, work: &Path, product: &str) -> Result<Duration,
         .map_err(|e| format!("start the stand-in {product}: {e}"))?;
     let addr = SocketAddr::from((Ipv4Addr::new(10, 0, 1, 11), api));
     let ns = node.netns.clone();
-    let took = wait(&format!("stand-in {product} leader"), Duration::from_secs(30), || {
-        let ns = ns.clone();
-        in_netns(&ns, move || http_get(addr, "/v1/status/leader", "application/json"))
+    let took = wait(
+        &format!("stand-in {product} leader"),
+        Duration::from_secs(30),
+        || {
+            let ns = ns.clone();
+            in_netns(&ns, move || {
+                http_get(addr, "/v1/status/leader", "application/json")
+            })
             .ok()
             .and_then(Result::ok)
             .is_some_and(|(code, body)| code == 200 && body.trim().len() > 2)
-    });
+        },
+    );
     let _ = child.kill();
     let _ = child.wait();
     took.map(|_| start.elapsed())
@@ -279,8 +296,14 @@ fn ctxt_switches(pid: u32) -> u64 {
 }
 
 fn run(cli: &Cli) -> Result<String, String> {
-    let sup = cli.supervisor.clone().unwrap_or_else(|| sibling("supervisor"));
-    let standin = cli.standin.clone().unwrap_or_else(|| sibling("hashi-standin"));
+    let sup = cli
+        .supervisor
+        .clone()
+        .unwrap_or_else(|| sibling("supervisor"));
+    let standin = cli
+        .standin
+        .clone()
+        .unwrap_or_else(|| sibling("hashi-standin"));
     let phase = |p: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == p);
     let _ = std::fs::remove_dir_all(&cli.work);
     std::fs::create_dir_all(&cli.work).map_err(|e| e.to_string())?;
@@ -309,10 +332,16 @@ fn run(cli: &Cli) -> Result<String, String> {
             host: 99,
             public_host: None,
         }));
-        let mut demo =
-            Demo::start(&options(cli, &sup, &standin, "reference", nodes)).map_err(|e| e.to_string())?;
-        let first = wait("first formation (installing)", READY_WITHIN, || formed(&demo))?;
-        let _ = writeln!(out, "first run (installs the releases): formed after {}", secs(first));
+        let mut demo = Demo::start(&options(cli, &sup, &standin, "reference", nodes))
+            .map_err(|e| e.to_string())?;
+        let first = wait("first formation (installing)", READY_WITHIN, || {
+            formed(&demo)
+        })?;
+        let _ = writeln!(
+            out,
+            "first run (installs the releases): formed after {}",
+            secs(first)
+        );
         say(out.lines().last().unwrap_or(""));
         if phase("form") {
             // Warm: each node keeps the discovery report it persisted
@@ -357,7 +386,11 @@ fn run(cli: &Cli) -> Result<String, String> {
                     "discovery done on every node, {}: median {} (runs: {})",
                     if cold { "cold" } else { "warm" },
                     secs(median(found_runs.clone())),
-                    found_runs.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(", ")
+                    found_runs
+                        .iter()
+                        .map(|d| secs(*d))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 let _ = writeln!(
                     out,
@@ -376,13 +409,17 @@ fn run(cli: &Cli) -> Result<String, String> {
             }
         }
         if phase("partition") {
-            demo.topology().cut("ams2", "lon1").map_err(|e| e.to_string())?;
+            demo.topology()
+                .cut("ams2", "lon1")
+                .map_err(|e| e.to_string())?;
             let noticed = wait("WAN warnings", CHANGE_WITHIN, || {
                 ["ams2-server-01", "lon1-server-01"]
                     .iter()
                     .all(|n| status(&demo, n).is_some_and(|s| wan_warned(&s)))
             })?;
-            demo.topology().heal("ams2", "lon1").map_err(|e| e.to_string())?;
+            demo.topology()
+                .heal("ams2", "lon1")
+                .map_err(|e| e.to_string())?;
             let healed = wait("re-convergence", CHANGE_WITHIN, || {
                 ["ams2-server-01", "lon1-server-01"]
                     .iter()
@@ -444,27 +481,42 @@ fn run(cli: &Cli) -> Result<String, String> {
         let nodes: Vec<DemoNodeSpec> = variant_demo_nodes(&cli.examples)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|n| if n.node.name == "ams2-server-02" { n.deferred() } else { n })
+            .map(|n| {
+                if n.node.name == "ams2-server-02" {
+                    n.deferred()
+                } else {
+                    n
+                }
+            })
             .collect();
-        let mut demo =
-            Demo::start(&options(cli, &sup, &standin, "variant", nodes)).map_err(|e| e.to_string())?;
+        let mut demo = Demo::start(&options(cli, &sup, &standin, "variant", nodes))
+            .map_err(|e| e.to_string())?;
         demo.wait_ready(READY_WITHIN).map_err(|e| e.to_string())?;
-        demo.start_node("ams2-server-02").map_err(|e| e.to_string())?;
+        demo.start_node("ams2-server-02")
+            .map_err(|e| e.to_string())?;
         demo.wait_ready(READY_WITHIN).map_err(|e| e.to_string())?;
         let movers = ["ams2-server-03", "ams2-client-01"];
-        wait("ams2-server-02 seen, ams2-server-01 kept", CHANGE_WITHIN, || {
-            movers.iter().all(|n| {
-                status(&demo, n).is_some_and(|s| {
-                    s["discovery"]["applied"]["consul_http"] == "10.0.1.11:8500"
-                        && s["discovery"]["peers"]
-                            .as_array()
-                            .is_some_and(|p| p.iter().any(|p| p["node"] == "ams2-server-02"))
+        wait(
+            "ams2-server-02 seen, ams2-server-01 kept",
+            CHANGE_WITHIN,
+            || {
+                movers.iter().all(|n| {
+                    status(&demo, n).is_some_and(|s| {
+                        s["discovery"]["applied"]["consul_http"] == "10.0.1.11:8500"
+                            && s["discovery"]["peers"]
+                                .as_array()
+                                .is_some_and(|p| p.iter().any(|p| p["node"] == "ams2-server-02"))
+                    })
                 })
-            })
-        })?;
+            },
+        )?;
         let rendered = |demo: &Demo, n: &str| {
             demo.node(n)
-                .and_then(|d| d.role_file.parent().map(|p| p.join("etc/nomad.d/nomad.hcl")))
+                .and_then(|d| {
+                    d.role_file
+                        .parent()
+                        .map(|p| p.join("etc/nomad.d/nomad.hcl"))
+                })
                 .and_then(|p| std::fs::read_to_string(p).ok())
                 .is_some_and(|t| t.contains("10.0.1.12:8500"))
         };
@@ -481,22 +533,26 @@ fn run(cli: &Cli) -> Result<String, String> {
             })
         })?;
         let moved = t0.elapsed();
-        wait("nomad.hcl", CHANGE_WITHIN, || movers.iter().all(|n| rendered(&demo, n)))?;
+        wait("nomad.hcl", CHANGE_WITHIN, || {
+            movers.iter().all(|n| rendered(&demo, n))
+        })?;
         let rewritten = t0.elapsed();
         // The client's /ready (ams2-server-03's also needs its Nomad server
         // to rejoin the other two, which it finds through Consul: that is
         // the agents' business, reported separately).
         wait("ready", CHANGE_WITHIN, || ready(&demo, "ams2-client-01"))?;
         let ready_again = t0.elapsed();
-        let server_ready = wait("ready", Duration::from_secs(30), || ready(&demo, "ams2-server-03"))
-            .map(|_| secs(t0.elapsed()))
-            .unwrap_or_else(|_| {
-                let body = demo
-                    .get("ams2-server-03", "/ready", "text/plain")
-                    .map(|(c, b)| format!("{c} {}", b.lines().collect::<Vec<_>>().join("; ")))
-                    .unwrap_or_default();
-                format!("not within 30 s more: {body}")
-            });
+        let server_ready = wait("ready", Duration::from_secs(30), || {
+            ready(&demo, "ams2-server-03")
+        })
+        .map(|_| secs(t0.elapsed()))
+        .unwrap_or_else(|_| {
+            let body = demo
+                .get("ams2-server-03", "/ready", "text/plain")
+                .map(|(c, b)| format!("{c} {}", b.lines().collect::<Vec<_>>().join("; ")))
+                .unwrap_or_default();
+            format!("not within 30 s more: {body}")
+        });
         let _ = writeln!(
             out,
             "lost Consul server, from SIGTERM to ams2-server-01's supervisor: it exited after {}; both ams2 Nomad nodes on 10.0.1.12:8500 after {}, nomad.hcl rewritten after {}, ams2-client-01 ready after {}; ams2-server-03 ready: {}",

@@ -19,6 +19,7 @@
 //! hashi-rogue-mdns --ip 10.0.1.66 [--iface eth0] [--dc ams2] [--kind malformed ...] [--for SECS]
 //! ```
 
+#![allow(clippy::disallowed_methods, reason = "a test tool: plain threads")]
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
