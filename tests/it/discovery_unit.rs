@@ -108,6 +108,51 @@ async fn fake_leader(addr: SocketAddr) {
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .expect("bind fake consul");
+    serve_leader(l).await
+}
+
+/// A fake Consul leader API on its own namespace thread; it stops (its
+/// socket closed, its connections dropped) on drop.
+struct FakeLeader {
+    stop: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeLeader {
+    fn start(ns: &str, addr: SocketAddr) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let stop = CancellationToken::new();
+        let stop2 = stop.clone();
+        let thread = spawn_in(ns, move || {
+            runtime().block_on(async move {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind fake consul");
+                let _ = tx.send(());
+                tokio::select! {
+                    _ = stop2.cancelled() => {}
+                    _ = serve_leader(l) => {}
+                }
+            })
+        });
+        rx.recv_timeout(WITHIN).expect("fake consul listening");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeLeader {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve_leader(l: tokio::net::TcpListener) {
     loop {
         let Ok((mut s, _)) = l.accept().await else {
             return;
@@ -325,12 +370,8 @@ fn dns_a_and_srv_records_from_dnsmasq_become_peers_and_the_consul_choice() {
         "ams2-client-01",
         me,
     );
-    let run = Running::start(
-        &ns,
-        client.clone(),
-        9110,
-        Some(SocketAddr::new(up.into(), 8500)),
-    );
+    let at_up = FakeLeader::start(&ns, SocketAddr::new(up.into(), 8500));
+    let run = Running::start(&ns, client.clone(), 9110, None);
     let rep = run.wait("the Consul choice", |r| r.peers.consul_http.is_some());
     assert_eq!(
         rep.peers.consul_http.as_deref(),
@@ -339,14 +380,30 @@ fn dns_a_and_srv_records_from_dnsmasq_become_peers_and_the_consul_choice() {
     );
     assert!(rep.problems.is_empty(), "{rep:#?}");
     assert!(discovery::missing(&client, &rep).is_empty());
+    // The chosen one dies and another answers: the choice moves.
+    drop(at_up);
+    let at_down = FakeLeader::start(&ns, SocketAddr::new(down.into(), 8500));
+    run.wait("the choice moved to 10.0.1.31:8500", |r| {
+        r.peers.consul_http.as_deref() == Some("10.0.1.31:8500")
+    });
+    // None left: no choice, and a problem naming each and why.
+    drop(at_down);
+    let rep = run.wait("no healthy Consul server", |r| {
+        r.peers.consul_http.is_none()
+    });
+    let p = rep.problems.join("\n");
+    assert!(
+        p.contains("no healthy Consul server of ams2")
+            && p.contains("10.0.1.31:8500")
+            && p.contains("10.0.1.32:8500"),
+        "{rep:#?}"
+    );
     run.stop();
+    let _at_up = FakeLeader::start(&ns, SocketAddr::new(up.into(), 8500));
 
     // `probe`: one bounded pass, the same peers.
     let probed = spawn_in(&ns, move || {
-        runtime().block_on(async move {
-            tokio::spawn(fake_leader(SocketAddr::new(up.into(), 8500)));
-            discovery::probe(&client, Duration::from_secs(3)).await
-        })
+        runtime().block_on(discovery::probe(&client, Duration::from_secs(3)))
     })
     .join()
     .expect("probe thread");
@@ -683,7 +740,7 @@ async fn agent_join_calls_work_against_the_stand_in_and_say_why_they_fail() {
     assert!(j.error.is_empty());
     // Nomad answers 200 with the error: an error here.
     let e = NomadClient::new(api(n1.addr()))
-        .join(&[dead.clone()])
+        .join(std::slice::from_ref(&dead))
         .await
         .expect_err("dead nomad peer");
     assert!(e.to_string().contains("200"), "{e}");
@@ -780,6 +837,31 @@ fn live_joins_go_through_the_local_agent_and_a_dead_seed_is_warned() {
     poll("the dead seed retried", &|r| {
         r.errors.iter().any(|(s, n)| s == "join" && *n > first)
     });
+    // A new role (a SIGHUP) with one more seed: listed and joined live.
+    let peer2 = StandIn::consul().node_name("peer2").start();
+    let text2 = text.replace(
+        &format!("consul_retry_join = [\"{}\"]", peer.join_addr()),
+        &format!(
+            "consul_retry_join = [\"{}\", \"{}\"]",
+            peer.join_addr(),
+            peer2.join_addr()
+        ),
+    );
+    assert_ne!(text, text2);
+    let r2 = role(
+        &text2,
+        &["consul-server"],
+        "local",
+        Ipv4Addr::new(10, 213, 57, 11),
+    );
+    d.set_role(&r2, &Plan::from_role(&r2));
+    let rep = poll("the new seed joined", &|r| {
+        r.joins.iter().any(|(a, n)| a == "consul" && *n >= 2)
+    });
+    assert!(
+        rep.peers.consul_lan.contains(&peer2.join_addr()),
+        "{rep:#?}"
+    );
     cancel.cancel();
     tracker.close();
     rt.block_on(async {

@@ -275,20 +275,20 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
             continue;
         };
         let interval = dns.interval.max(MIN_INTERVAL);
-        let resolver = match resolver(&dns) {
-            Ok(r) => Some(r),
-            Err(why) => {
-                shared.update(|s| {
-                    s.count_error("dns");
-                    s.warn("dns resolver", format!("DNS discovery is off: {why}"));
-                });
-                None
-            }
-        };
         let mut backoff = Backoff::new(interval);
+        let mut current: Option<TokioResolver> = None;
         // Passes until the role changes.
         loop {
-            let wait = match &resolver {
+            if current.is_none() {
+                match resolver(&dns) {
+                    Ok(r) => current = Some(r),
+                    Err(why) => shared.update(|s| {
+                        s.count_error("dns");
+                        s.warn("dns resolver", format!("DNS discovery is off: {why}"));
+                    }),
+                }
+            }
+            let wait = match &current {
                 Some(r) => {
                     let out = tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -301,6 +301,7 @@ pub(crate) async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
                         interval
                     }
                 }
+                // Asked again (the system's configuration may appear).
                 None => backoff.fail(),
             };
             tokio::select! {
