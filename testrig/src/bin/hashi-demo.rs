@@ -57,7 +57,7 @@ struct Cli {
     #[arg(long)]
     variant: bool,
     /// Also start ams2-client-02 (10.0.1.22) with a role file of nothing but
-    /// [release] and [paths], run as `--role nomad-client`: it learns its
+    /// `[release]` and `[paths]`, run as `--role nomad-client`: it learns its
     /// region, datacenter and Consul server from the announcements.
     #[arg(long)]
     role_less_client: bool,
