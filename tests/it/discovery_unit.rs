@@ -870,3 +870,105 @@ fn live_joins_go_through_the_local_agent_and_a_dead_seed_is_warned() {
             .expect("tasks end on cancel")
     });
 }
+
+/// Joins run each on its own: while the local agent holds one join open
+/// (a seed that hangs), the next one is asked and counted.
+#[test]
+fn a_hanging_join_delays_no_other_join() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let rt = runtime();
+    let hanging = Arc::new(AtomicBool::new(false));
+    let second_while_hanging = Arc::new(AtomicBool::new(false));
+    let (h, s2) = (hanging.clone(), second_while_hanging.clone());
+    // The local "Consul": holds a join of 127.0.0.1:1 open forever,
+    // answers a join of 127.0.0.1:2 at once.
+    let port = rt.block_on(async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let (h, s2) = (h.clone(), s2.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    if head.contains("/v1/agent/join/127.0.0.1%3A1 ") {
+                        h.store(true, Ordering::SeqCst);
+                        // Never answers; the client gives up at its timeout.
+                        let _ = s.read(&mut b).await;
+                        h.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    if head.contains("/v1/agent/join/127.0.0.1%3A2 ") {
+                        s2.store(h.load(Ordering::SeqCst), Ordering::SeqCst);
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        port
+    });
+    let text = format!(
+        "schema = 1\nregion = \"global\"\ndatacenter = \"dc1\"\n\
+         [consul.extra]\nports = {{ http = {port} }}\n\
+         [discovery]\nmdns = false\nconsul_retry_join = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n"
+    );
+    let r = role(
+        &text,
+        &["consul-client"],
+        "local",
+        Ipv4Addr::new(10, 213, 57, 21),
+    );
+    let plan = Plan::from_role(&r);
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let d = rt.block_on(async {
+        discovery::start(
+            DiscoveryConfig::new(&r, &plan, "127.0.0.1:9100".parse().expect("addr"), None),
+            &AgentClient::plain().expect("client"),
+            &tracker,
+            &cancel,
+        )
+    });
+    let joined = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + WITHIN;
+        while tokio::time::Instant::now() < deadline {
+            if d.report()
+                .joins
+                .iter()
+                .any(|(a, n)| a == "consul" && *n >= 1)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    assert!(joined, "{:#?}", d.report());
+    assert!(
+        second_while_hanging.load(Ordering::SeqCst),
+        "the second join was asked while the first was held open"
+    );
+    cancel.cancel();
+    tracker.close();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(20), tracker.wait())
+            .await
+            .expect("tasks end on cancel")
+    });
+}

@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -159,11 +161,21 @@ struct Retry {
     due: Instant,
 }
 
-/// Joins new peers as the report publishes them, until `cancel`.
+/// One join, owning what it needs (so several run at once).
+async fn attempt(node: Node, agents: AgentClient, t: Target) -> (Target, Result<(), AgentError>) {
+    let r = join(&node, &agents, &t).await;
+    (t, r)
+}
+
+/// Joins new peers as the report publishes them, until `cancel`. Joins
+/// run at once, each on its own: a seed that hangs for the whole request
+/// timeout delays no other join.
 pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: CancellationToken) {
     let mut reports = shared.tx.subscribe();
     let mut done: BTreeSet<Target> = BTreeSet::new();
     let mut retry: BTreeMap<Target, Retry> = BTreeMap::new();
+    let mut inflight: BTreeSet<Target> = BTreeSet::new();
+    let mut pending = FuturesUnordered::new();
     loop {
         let node = shared.node();
         let peers = reports.borrow_and_update().peers.clone();
@@ -173,57 +185,75 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
         retry.retain(|t, _| want.contains(t));
         let now = Instant::now();
         for t in &want {
-            if done.contains(t) || retry.get(t).is_some_and(|r| r.due > now) {
+            if done.contains(t) || inflight.contains(t) || retry.get(t).is_some_and(|r| r.due > now)
+            {
                 continue;
             }
-            let result = tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = join(&node, &agents, t) => r,
-            };
-            match result {
-                Ok(()) => {
-                    tracing::info!(target: "hashi_supervisor::discovery", join = %t.describe(), "joined a discovered peer");
-                    done.insert(t.clone());
-                    retry.remove(t);
-                    shared.update(|s| s.count_join(t.agent()));
-                }
-                Err(e) => {
-                    let down = agent_down(&e);
-                    let r = retry.entry(t.clone()).or_insert_with(|| Retry {
-                        backoff: Backoff::new(if down { MAX_AGENT_WAIT } else { MAX_RETRY }),
-                        due: now,
-                    });
-                    let wait = r.backoff.fail();
-                    r.due = Instant::now() + wait;
-                    if down {
-                        tracing::debug!(target: "hashi_supervisor::discovery", join = %t.describe(), error = %e.one_line(), "local agent not answering; will ask again");
-                    } else {
-                        shared.update(|s| {
-                            s.count_error("join");
-                            s.warn(
-                                &format!("join {}", t.describe()),
-                                format!(
-                                    "{} failed (again in {} s): {}",
-                                    t.describe(),
-                                    wait.as_secs(),
-                                    e.one_line()
-                                ),
-                            );
-                        });
-                    }
-                }
-            }
+            inflight.insert(t.clone());
+            pending.push(attempt(node.clone(), agents.clone(), t.clone()));
         }
-        let next_due = retry.values().map(|r| r.due).min();
+        let next_due = retry
+            .iter()
+            .filter(|(t, _)| !inflight.contains(*t))
+            .map(|(_, r)| r.due)
+            .min();
         tokio::select! {
             _ = cancel.cancelled() => return,
             r = reports.changed() => if r.is_err() { return },
+            Some((t, result)) = pending.next(), if !pending.is_empty() => {
+                inflight.remove(&t);
+                finished(&shared, &mut done, &mut retry, t, result);
+            }
             _ = async {
                 match next_due {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
             } => {}
+        }
+    }
+}
+
+/// Records how one join ended: done and counted, or retried later (a
+/// local agent that did not answer quietly, a refusal counted and warned).
+fn finished(
+    shared: &Shared,
+    done: &mut BTreeSet<Target>,
+    retry: &mut BTreeMap<Target, Retry>,
+    t: Target,
+    result: Result<(), AgentError>,
+) {
+    match result {
+        Ok(()) => {
+            tracing::info!(target: "hashi_supervisor::discovery", join = %t.describe(), "joined a peer");
+            retry.remove(&t);
+            shared.update(|s| s.count_join(t.agent()));
+            done.insert(t);
+        }
+        Err(e) => {
+            let down = agent_down(&e);
+            let r = retry.entry(t.clone()).or_insert_with(|| Retry {
+                backoff: Backoff::new(if down { MAX_AGENT_WAIT } else { MAX_RETRY }),
+                due: Instant::now(),
+            });
+            let wait = r.backoff.fail();
+            r.due = Instant::now() + wait;
+            if down {
+                tracing::debug!(target: "hashi_supervisor::discovery", join = %t.describe(), error = %e.one_line(), "local agent not answering; will ask again");
+            } else {
+                shared.update(|s| {
+                    s.count_error("join");
+                    s.warn(
+                        &format!("join {}", t.describe()),
+                        format!(
+                            "{} failed (again in {} s): {}",
+                            t.describe(),
+                            wait.as_secs(),
+                            e.one_line()
+                        ),
+                    );
+                });
+            }
         }
     }
 }

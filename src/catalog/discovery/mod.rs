@@ -1,5 +1,5 @@
 //! Discovery at run time: finds the peers a node joins and publishes them
-//! as a [`DiscoveryReport`] (the plan's [`Peers`] plus records, learned
+//! as a [`DiscoveryReport`] (the plan's [`Peers`](crate::peers::Peers) plus records, learned
 //! identity, problems, warnings and counters).
 //!
 //! Owns the providers ([`static`](statics) role lists, [`dns`] names
