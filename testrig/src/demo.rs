@@ -40,8 +40,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+use crate::dns::{Dnsmasq, Records, SilentNameserver};
 use crate::mirror::{MirrorBuilder, serve_on};
-use crate::netns::{NetnsError, Topology, reference_nodes};
+use crate::netns::{NetnsError, NodeSpec, Topology, reference_nodes, variant_nodes};
 
 /// Port of the mirror served from the `ams2` router.
 pub const MIRROR_PORT: u16 = 8880;
@@ -93,6 +94,199 @@ pub struct DemoOptions {
     /// First host port of the health forwarders (node `i` gets `base + i`);
     /// 0 picks free ports.
     pub forward_base_port: u16,
+    /// The nodes and how each gets its role ([`reference_demo_nodes`]:
+    /// the five of the reference scenario from `examples_dir`).
+    pub nodes: Vec<DemoNodeSpec>,
+    /// DNS servers to start before the supervisors: per datacenter, a
+    /// dnsmasq on its router's LAN address (`10.0.<n>.1:53`) serving these
+    /// records ([`reference_dns_records`] for `config/examples/dns`).
+    pub dns: Vec<(String, Records)>,
+    /// Nameservers that never answer, each on a datacenter's router at this
+    /// address (added to the router's LAN bridge when it is not the
+    /// gateway), started before the supervisors.
+    pub silent_nameservers: Vec<(String, SocketAddr)>,
+}
+
+/// The records `config/examples/dns/` asks for, served by datacenter
+/// `dc`'s router in the reference topology (each datacenter's server
+/// serves the whole `eu.hashi.test` zone, so a node asks its own router):
+/// per datacenter `consul.<dc>.eu.hashi.test` (A, the Consul server) and
+/// `_consul-server._tcp.<dc>.eu.hashi.test` (SRV, port 8500);
+/// `consul-wan.eu.hashi.test` (A, the Consul servers' public addresses);
+/// `nomad.eu.hashi.test` (A) and `_nomad-server._tcp.eu.hashi.test` (SRV,
+/// RPC port 4647) for the three Nomad servers.
+pub fn reference_dns_records() -> Records {
+    let ip = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+    Records::default()
+        .a("consul.ams2.eu.hashi.test", ip(10, 0, 1, 11))
+        .a("consul.lon1.eu.hashi.test", ip(10, 0, 2, 11))
+        .srv(
+            "_consul-server._tcp.ams2.eu.hashi.test",
+            "consul.ams2.eu.hashi.test",
+            8500,
+        )
+        .srv(
+            "_consul-server._tcp.lon1.eu.hashi.test",
+            "consul.lon1.eu.hashi.test",
+            8500,
+        )
+        .a("consul-wan.eu.hashi.test", ip(203, 0, 113, 11))
+        .a("consul-wan.eu.hashi.test", ip(203, 0, 113, 21))
+        .a("ams2-server-01.eu.hashi.test", ip(203, 0, 113, 11))
+        .a("ams2-server-03.eu.hashi.test", ip(203, 0, 113, 13))
+        .a("lon1-server-01.eu.hashi.test", ip(203, 0, 113, 21))
+        .a("nomad.eu.hashi.test", ip(203, 0, 113, 11))
+        .a("nomad.eu.hashi.test", ip(203, 0, 113, 13))
+        .a("nomad.eu.hashi.test", ip(203, 0, 113, 21))
+        .srv(
+            "_nomad-server._tcp.eu.hashi.test",
+            "ams2-server-01.eu.hashi.test",
+            4647,
+        )
+        .srv(
+            "_nomad-server._tcp.eu.hashi.test",
+            "ams2-server-03.eu.hashi.test",
+            4647,
+        )
+        .srv(
+            "_nomad-server._tcp.eu.hashi.test",
+            "lon1-server-01.eu.hashi.test",
+            4647,
+        )
+        .local("hashi.test")
+}
+
+/// [`reference_dns_records`] on both reference routers.
+pub fn reference_dns() -> Vec<(String, Records)> {
+    DATACENTERS
+        .iter()
+        .map(|dc| ((*dc).to_string(), reference_dns_records()))
+        .collect()
+}
+
+/// Where a demo node's role comes from.
+#[derive(Debug, Clone)]
+pub enum RoleSource {
+    /// `<examples_dir>/<node>.toml`, only `[release]` and `[paths]` changed.
+    Example,
+    /// This role, only `[release]` and `[paths]` changed.
+    Table(toml::Table),
+    /// A role file holding nothing but `schema = 1`, `[release]` and
+    /// `[paths]` (no roles, region, datacenter, addresses or discovery): the node runs with the
+    /// node's `args` (e.g. `--role nomad-client`) and learns the rest. The
+    /// mirror and its key still come from that file: a fresh node has no
+    /// other way to know which mirror and key to trust.
+    Bare,
+    /// No supervisor: a bare host on the LAN (e.g. for a rogue announcer).
+    Host,
+}
+
+/// One node of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoNodeSpec {
+    /// Name, datacenter and addresses.
+    pub node: NodeSpec,
+    /// Where its role comes from.
+    pub role: RoleSource,
+    /// Extra arguments after `supervisor run -c <role file>`.
+    pub args: Vec<String>,
+    /// Not started by [`Demo::start`]: the test starts it with
+    /// [`Demo::start_node`] when it wants to.
+    pub deferred: bool,
+}
+
+impl DemoNodeSpec {
+    /// The same node, left for the test to start ([`Demo::start_node`]).
+    pub fn deferred(mut self) -> Self {
+        self.deferred = true;
+        self
+    }
+
+    /// A node run with its example role file.
+    pub fn example(node: NodeSpec) -> Self {
+        DemoNodeSpec {
+            node,
+            role: RoleSource::Example,
+            args: Vec::new(),
+            deferred: false,
+        }
+    }
+
+    /// A node run with `role` (plus the demo's `[release]` and `[paths]`).
+    pub fn with_role(node: NodeSpec, role: toml::Table) -> Self {
+        DemoNodeSpec {
+            node,
+            role: RoleSource::Table(role),
+            args: Vec::new(),
+            deferred: false,
+        }
+    }
+
+    /// A node whose role file holds only `[release]` and `[paths]`, run as
+    /// `supervisor run -c <file> --role <roles>`.
+    pub fn role_less(node: NodeSpec, roles: &str) -> Self {
+        DemoNodeSpec {
+            node,
+            role: RoleSource::Bare,
+            args: vec!["--role".into(), roles.into()],
+            deferred: false,
+        }
+    }
+
+    /// A host with no supervisor.
+    pub fn host(node: NodeSpec) -> Self {
+        DemoNodeSpec {
+            node,
+            role: RoleSource::Host,
+            args: Vec::new(),
+            deferred: false,
+        }
+    }
+}
+
+/// The five nodes of the reference scenario, each with its example role.
+pub fn reference_demo_nodes() -> Vec<DemoNodeSpec> {
+    reference_nodes()
+        .into_iter()
+        .map(DemoNodeSpec::example)
+        .collect()
+}
+
+/// The variant topology: the reference nodes plus `ams2-server-02`
+/// (`10.0.1.12`, public `203.0.113.12`), a second Consul server of ams2
+/// whose role is ams2-server-01's example with its name and addresses,
+/// `roles = ["consul-server"]` and no `[nomad]` (so no fourth Nomad
+/// server). Every other node runs its example unchanged. Start it deferred
+/// ([`DemoNodeSpec::deferred`]) to have ams2's Nomad nodes settle on
+/// ams2-server-01 first: it joins the running ams2 Consul cluster (through
+/// discovery's live join) as a server added later does.
+pub fn variant_demo_nodes(examples_dir: &Path) -> Result<Vec<DemoNodeSpec>, DemoError> {
+    let mut out = Vec::new();
+    for node in variant_nodes() {
+        let spec = match node.name.as_str() {
+            "ams2-server-02" => {
+                let mut role = read_example(examples_dir, "ams2-server-01")?;
+                role.insert("node_name".into(), "ams2-server-02".into());
+                role.insert(
+                    "roles".into(),
+                    toml::Value::Array(vec!["consul-server".into()]),
+                );
+                role.remove("nomad");
+                if let Some(toml::Value::Table(addr)) = role.get_mut("addresses") {
+                    if addr.contains_key("private") {
+                        addr.insert("private".into(), "10.0.1.12".into());
+                    }
+                    if addr.contains_key("public") {
+                        addr.insert("public".into(), "203.0.113.12".into());
+                    }
+                }
+                DemoNodeSpec::with_role(node, role)
+            }
+            _ => DemoNodeSpec::example(node),
+        };
+        out.push(spec);
+    }
+    Ok(out)
 }
 
 /// One running node of the demo.
@@ -112,6 +306,9 @@ pub struct DemoNode {
     pub log_file: PathBuf,
     /// Host address forwarding to the node's health endpoint.
     pub forward: SocketAddr,
+    /// Whether a supervisor runs here (false for a [`RoleSource::Host`]).
+    pub supervised: bool,
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -251,10 +448,13 @@ fn forward_into(
 
 /// The reference scenario running under real `supervisor` processes.
 pub struct Demo {
+    supervisor: PathBuf,
     nodes: Vec<DemoNode>,
     mirror_url: String,
     key_file: PathBuf,
     threads: Vec<NsThread>,
+    dns: Vec<Dnsmasq>,
+    silent: Vec<SilentNameserver>,
     topology: Option<Topology>,
 }
 
@@ -314,6 +514,15 @@ fn demo_role(
     role
 }
 
+/// A role file of nothing but `schema = 1` (the file format version every
+/// role file carries, as the package's default one does) and the demo's
+/// `[release]` and `[paths]`.
+fn bare_role(mirror_url: &str, key_file: &Path, node_dir: &Path) -> toml::Table {
+    let mut role = toml::Table::new();
+    role.insert("schema".into(), 1.into());
+    demo_role(&role, mirror_url, key_file, node_dir)
+}
+
 fn read_example(dir: &Path, node: &str) -> Result<toml::Table, DemoError> {
     let path = dir.join(format!("{node}.toml"));
     let text = std::fs::read_to_string(&path).map_err(|e| io_err("read", &path, e))?;
@@ -359,11 +568,17 @@ impl Demo {
                 )));
             }
         }
-        let specs = reference_nodes();
-        let mut examples = Vec::new();
-        for spec in &specs {
-            examples.push(read_example(&opts.examples_dir, &spec.name)?);
+        let specs: Vec<NodeSpec> = opts.nodes.iter().map(|n| n.node.clone()).collect();
+        // The role of each node (None: a bare role file, or no supervisor).
+        let mut examples: Vec<Option<toml::Table>> = Vec::new();
+        for n in &opts.nodes {
+            examples.push(match &n.role {
+                RoleSource::Example => Some(read_example(&opts.examples_dir, &n.node.name)?),
+                RoleSource::Table(t) => Some(t.clone()),
+                RoleSource::Bare | RoleSource::Host => None,
+            });
         }
+        let roles: Vec<toml::Table> = examples.iter().flatten().cloned().collect();
 
         let work = &opts.work_dir;
         if work.exists() {
@@ -377,7 +592,7 @@ impl Demo {
         // The mirror: every requested version of each product holds the
         // stand-in, stamped with that version.
         let mut builder = MirrorBuilder::new();
-        for (product, versions) in requested_versions(&examples) {
+        for (product, versions) in requested_versions(&roles) {
             builder = builder.and_product(&product);
             for v in versions {
                 builder = builder.version(&v).binary(opts.standin.clone());
@@ -389,14 +604,42 @@ impl Demo {
         let key_file = work.join("mirror-test-key.asc");
         std::fs::copy(&built.public_key, &key_file).map_err(|e| io_err("write", &key_file, e))?;
 
-        let topology = Topology::build(&DATACENTERS, &specs)?;
+        let topology = Topology::build(&datacenters(&specs), &specs)?;
         let mut demo = Demo {
+            supervisor: opts.supervisor.clone(),
             nodes: Vec::new(),
             mirror_url: String::new(),
             key_file: key_file.clone(),
             threads: Vec::new(),
+            dns: Vec::new(),
+            silent: Vec::new(),
             topology: Some(topology),
         };
+        for (dc, addr) in &opts.silent_nameservers {
+            let (ns, gw) = demo
+                .topology()
+                .router(dc)
+                .map(|(ns, gw)| (ns.to_string(), gw))
+                .ok_or_else(|| DemoError(format!("no datacenter {dc} for its nameserver")))?;
+            if addr.ip() != std::net::IpAddr::V4(gw) {
+                demo.topology()
+                    .add_router_address(dc, &format!("{}/32", addr.ip()))?;
+            }
+            let server =
+                SilentNameserver::start(&ns, *addr).map_err(|e| DemoError(e.to_string()))?;
+            demo.silent.push(server);
+        }
+        for (dc, records) in &opts.dns {
+            let (ns, gw) = demo
+                .topology()
+                .router(dc)
+                .map(|(ns, gw)| (ns.to_string(), gw))
+                .ok_or_else(|| DemoError(format!("no datacenter {dc} for its DNS server")))?;
+            let log = work.join(format!("dnsmasq-{dc}.log"));
+            let server =
+                Dnsmasq::start(&ns, gw, records, &log).map_err(|e| DemoError(e.to_string()))?;
+            demo.dns.push(server);
+        }
         let (router_ns, gateway) = demo
             .topology()
             .router(MIRROR_DC)
@@ -408,20 +651,44 @@ impl Demo {
         demo.mirror_url = format!("http://{gateway}:{MIRROR_PORT}");
 
         let topo_nodes = demo.topology().nodes().to_vec();
-        for (i, (node, example)) in topo_nodes.iter().zip(&examples).enumerate() {
+        for (i, ((node, example), spec)) in topo_nodes
+            .iter()
+            .zip(&examples)
+            .zip(&opts.nodes)
+            .enumerate()
+        {
             let node_dir = work.join("nodes").join(&node.name);
             std::fs::create_dir_all(&node_dir).map_err(|e| io_err("create", &node_dir, e))?;
-            let role = demo_role(example, &demo.mirror_url, &key_file, &node_dir);
+            let (role, origin) = match (example, &spec.role) {
+                (Some(example), RoleSource::Example) => (
+                    demo_role(example, &demo.mirror_url, &key_file, &node_dir),
+                    format!(
+                        "from config/examples/{}.toml: only [release] (the demo's signed\n\
+                         # mirror and its test key) and [paths] differ.",
+                        node.name
+                    ),
+                ),
+                (Some(example), _) => (
+                    demo_role(example, &demo.mirror_url, &key_file, &node_dir),
+                    "by the test: its own role with the demo's [release] and [paths].".into(),
+                ),
+                (None, _) => (
+                    bare_role(&demo.mirror_url, &key_file, &node_dir),
+                    format!(
+                        "with nothing but [release] (the demo's mirror and key) and\n\
+                         # [paths]: roles from the command line ({}), the rest learned.",
+                        spec.args.join(" ")
+                    ),
+                ),
+            };
             let role_file = node_dir.join("node.toml");
             let text = format!(
-                "# Generated by the demo from config/examples/{}.toml: only\n\
-                 # [release] (the demo's signed mirror and its test key) and [paths]\n\
-                 # differ.\n{}",
-                node.name,
+                "# Generated by the demo {origin}\n{}",
                 toml::to_string(&role)
                     .map_err(|e| DemoError(format!("failed to write a role file: {e}")))?
             );
             std::fs::write(&role_file, text).map_err(|e| io_err("write", &role_file, e))?;
+            let supervised = !matches!(spec.role, RoleSource::Host);
 
             let port = if opts.forward_base_port == 0 {
                 0
@@ -439,24 +706,6 @@ impl Demo {
                 .push(forward_into(&node.netns, listener, target)?);
 
             let log_file = node_dir.join("supervisor.log");
-            let log = File::create(&log_file).map_err(|e| io_err("create", &log_file, e))?;
-            let log2 = log.try_clone().map_err(|e| io_err("open", &log_file, e))?;
-            let child = {
-                use std::os::unix::process::CommandExt;
-                node.command(&opts.supervisor.display().to_string())
-                    .args(["run", "-c"])
-                    .arg(&role_file)
-                    .stdin(Stdio::null())
-                    .stdout(log)
-                    .stderr(log2)
-                    // Own process group: Ctrl-C at the terminal reaches the
-                    // demo, which then stops the nodes in order.
-                    .process_group(0)
-                    .spawn()
-                    .map_err(|e| {
-                        DemoError(format!("failed to start supervisor on {}: {e}", node.name))
-                    })?
-            };
             demo.nodes.push(DemoNode {
                 name: node.name.clone(),
                 datacenter: node.datacenter.clone(),
@@ -465,10 +714,93 @@ impl Demo {
                 role_file,
                 log_file,
                 forward,
-                child: Some(child),
+                supervised,
+                args: spec.args.clone(),
+                child: None,
             });
         }
+        let names: Vec<String> = demo
+            .nodes
+            .iter()
+            .zip(&opts.nodes)
+            .filter(|(n, spec)| n.supervised && !spec.deferred)
+            .map(|(n, _)| n.name.clone())
+            .collect();
+        for name in names {
+            demo.start_node(&name)?;
+        }
         Ok(demo)
+    }
+
+    /// Starts `supervisor run -c <role file> <args>` on node `name` (again,
+    /// after [`Demo::stop_node`] or [`Demo::kill_node`]: its state dir, and
+    /// so its installed releases and cached peers, are kept). Its log is
+    /// appended to.
+    pub fn start_node(&mut self, name: &str) -> Result<(), DemoError> {
+        let supervisor = self.supervisor.clone();
+        let netns_node = self
+            .topology()
+            .node(name)
+            .cloned()
+            .ok_or_else(|| DemoError(format!("no node {name}")))?;
+        let n = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| DemoError(format!("no node {name}")))?;
+        if !n.supervised {
+            return Err(DemoError(format!("{name} is a host without a supervisor")));
+        }
+        if n.child.is_some() {
+            return Err(DemoError(format!("the supervisor on {name} already runs")));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log_file)
+            .map_err(|e| io_err("open", &n.log_file, e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io_err("open", &n.log_file, e))?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            netns_node
+                .command(&supervisor.display().to_string())
+                .args(["run", "-c"])
+                .arg(&n.role_file)
+                .args(&n.args)
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(log2)
+                // Own process group: Ctrl-C at the terminal reaches the
+                // demo, which then stops the nodes in order.
+                .process_group(0)
+                .spawn()
+                .map_err(|e| DemoError(format!("failed to start supervisor on {name}: {e}")))?
+        };
+        n.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGTERM to the supervisor of node `name` (a graceful stop: its
+    /// agents stop, and leave, with it), then waits up to `within`.
+    /// `None`: still running after `within`, then SIGKILLed.
+    pub fn stop_node(&mut self, name: &str, within: Duration) -> Option<ExitStatus> {
+        let n = self.nodes.iter_mut().find(|n| n.name == name)?;
+        let mut child = n.child.take()?;
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        wait_child(&mut child, Instant::now() + within)
+    }
+
+    /// SIGKILL to the supervisor of node `name` (a crash: its agents keep
+    /// running, orphaned, until the topology is torn down).
+    pub fn kill_node(&mut self, name: &str) -> Option<ExitStatus> {
+        let n = self.nodes.iter_mut().find(|n| n.name == name)?;
+        let mut child = n.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
     }
 
     /// The running nodes, in reference order.
@@ -479,6 +811,14 @@ impl Demo {
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&DemoNode> {
         self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Queries the silent nameserver at `addr` received (never answered).
+    pub fn silent_queries(&self, addr: SocketAddr) -> Option<u64> {
+        self.silent
+            .iter()
+            .find(|s| s.addr() == addr)
+            .map(SilentNameserver::queries)
     }
 
     /// The mirror every node installs from.
@@ -536,6 +876,22 @@ impl Demo {
         within: Duration,
         give_up: impl Fn() -> bool,
     ) -> Result<Duration, DemoError> {
+        let all: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.name.clone())
+            .collect();
+        self.wait_nodes_ready(&all, within, give_up)
+    }
+
+    /// [`Demo::wait_ready_unless`] for the nodes named in `nodes` only.
+    pub fn wait_nodes_ready(
+        &mut self,
+        nodes: &[String],
+        within: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Duration, DemoError> {
         let start = Instant::now();
         loop {
             if give_up() {
@@ -550,7 +906,7 @@ impl Demo {
                 )));
             }
             let mut waiting = Vec::new();
-            for n in &self.nodes {
+            for n in self.nodes.iter().filter(|n| nodes.contains(&n.name)) {
                 match http_get(n.forward, "/ready", "text/plain") {
                     Ok((200, _)) => {}
                     Ok((code, body)) => waiting.push(format!(
@@ -594,17 +950,7 @@ impl Demo {
             let Some(mut child) = n.child.take() else {
                 continue;
             };
-            let status = loop {
-                match child.try_wait() {
-                    Ok(Some(st)) => break Some(st),
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL / 4),
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break None;
-                    }
-                }
-            };
+            let status = wait_child(&mut child, deadline);
             out.push((n.name.clone(), status));
         }
         out
@@ -619,10 +965,39 @@ impl Drop for Demo {
         for t in &mut self.threads {
             t.stop();
         }
+        self.dns.clear();
+        self.silent.clear();
         // Dropping the topology kills what is left in the namespaces and
         // deletes them.
         self.topology.take();
     }
+}
+
+/// Waits for `child` until `deadline`; past it, SIGKILL (`None`).
+fn wait_child(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL / 4),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// The datacenters of `nodes` in order of first appearance, the reference
+/// ones first (so ams2 is always DC 1, `10.0.1.0/24`, and lon1 DC 2).
+fn datacenters(nodes: &[NodeSpec]) -> Vec<&str> {
+    let mut out: Vec<&str> = DATACENTERS.to_vec();
+    for n in nodes {
+        if !out.contains(&n.datacenter.as_str()) {
+            out.push(&n.datacenter);
+        }
+    }
+    out
 }
 
 /// A minimal HTTP/1.1 GET over a fresh connection (`Connection: close`).

@@ -1,8 +1,9 @@
 //! Test rig of hashi-supervisor: a signed local release mirror laid out like
 //! releases.hashicorp.com (built at test time with a test key, never
 //! HashiCorp's) and a small HTTP server for it with fault injection, and
-//! network-namespace nodes for multi-node tests, and the offline five-node
-//! demo built from them.
+//! network-namespace nodes for multi-node tests, DNS servers inside them
+//! (dnsmasq and a silent one), and the offline five-node demo built from
+//! them.
 //!
 //! Binaries zipped into the mirror are stand-ins (the `hashi-standin` test
 //! agent or a script), never the real Consul or Nomad.
@@ -15,6 +16,7 @@
 )]
 
 pub mod demo;
+pub mod dns;
 pub mod mirror;
 pub mod netns;
 pub mod require;

@@ -203,6 +203,56 @@ fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), NetnsError> {
     Ok(())
 }
 
+/// Runs `f` on a new thread that first enters network namespace `ns`
+/// (a name under `/var/run/netns`): sockets `f` creates live in that
+/// namespace, and stay there when handed back to the caller.
+pub fn in_netns<T, F>(ns: &str, f: F) -> Result<T, NetnsError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| NetnsError {
+        command: format!("open {path}"),
+        detail: e.to_string(),
+    })?;
+    let join = std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| e.to_string())?;
+        Ok::<T, String>(f())
+    });
+    match join.join() {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(NetnsError {
+            command: format!("setns {ns}"),
+            detail: e,
+        }),
+        Err(_) => Err(NetnsError {
+            command: format!("thread in {ns}"),
+            detail: "panicked".into(),
+        }),
+    }
+}
+
+/// Received and sent bytes of interface `dev` inside namespace `ns` (the
+/// kernel's counters: for a node's `eth0`, everything it put on its LAN).
+pub fn link_bytes(ns: &str, dev: &str) -> Result<(u64, u64), NetnsError> {
+    let out = run_in(ns, &["-s", "-j", "link", "show", "dev", dev])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| NetnsError {
+        command: format!("ip -n {ns} -s -j link show dev {dev}"),
+        detail: format!("unreadable JSON: {e}"),
+    })?;
+    let stats = &parsed[0]["stats64"];
+    match (stats["rx"]["bytes"].as_u64(), stats["tx"]["bytes"].as_u64()) {
+        (Some(rx), Some(tx)) => Ok((rx, tx)),
+        _ => Err(NetnsError {
+            command: format!("ip -n {ns} -s -j link show dev {dev}"),
+            detail: format!("no byte counters in {text}"),
+        }),
+    }
+}
+
 /// Deletes namespaces with our prefix whose owning process is gone (left
 /// behind by a test that was killed before its drop ran).
 pub fn remove_stale() {
@@ -448,6 +498,18 @@ impl Topology {
         Ok((da.router_ns, format!("w{}", db.index)))
     }
 
+    /// Adds `cidr` (e.g. `10.0.1.53/32`) to the LAN bridge of datacenter
+    /// `dc`'s router: a second address there for a service of the test
+    /// (a nameserver), reachable from every node.
+    pub fn add_router_address(&self, dc: &str, cidr: &str) -> Result<(), NetnsError> {
+        let (ns, _) = self.router(dc).ok_or_else(|| NetnsError {
+            command: "add router address".into(),
+            detail: format!("unknown datacenter {dc}"),
+        })?;
+        run_in(ns, &["addr", "add", cidr, "dev", "br0"])?;
+        Ok(())
+    }
+
     /// Cuts the WAN link between two datacenters.
     pub fn cut(&self, a: &str, b: &str) -> Result<(), NetnsError> {
         let (router_a, if_a) = self.wan_link(a, b)?;
@@ -567,4 +629,21 @@ pub fn reference_nodes() -> Vec<NodeSpec> {
         n("lon1-server-01", "lon1", 11, Some(21)),
         n("lon1-client-01", "lon1", 21, None),
     ]
+}
+
+/// The reference nodes plus a second Consul server in `ams2`
+/// (`ams2-server-02`, `10.0.1.12`, public `203.0.113.12`): the variant
+/// topology where ams2's Nomad nodes have a Consul server to move to.
+pub fn variant_nodes() -> Vec<NodeSpec> {
+    let mut nodes = reference_nodes();
+    nodes.insert(
+        1,
+        NodeSpec {
+            name: "ams2-server-02".into(),
+            datacenter: "ams2".into(),
+            host: 12,
+            public_host: Some(12),
+        },
+    );
+    nodes
 }

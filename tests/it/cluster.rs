@@ -2,15 +2,20 @@
 //! (`hashi_testrig::demo`) run by the real `supervisor` binary in network
 //! namespaces, each node with its unchanged `config/examples/<node>.toml`
 //! role (only `[release]` and `[paths]` differ), installing stand-in agents
-//! from a signed mirror served over HTTP inside the test network. Asserts
-//! who sees whom through each node's health endpoint, then a graceful stop
-//! that leaves no process behind. Needs root (CI runs as root).
+//! from a signed mirror served over HTTP inside the test network. The roles
+//! carry no peer address but lon1-server-01's WAN seed: the rest is found
+//! by discovery (mDNS inside each datacenter's namespaces, never on this
+//! machine's own interfaces). Asserts who sees whom through each node's
+//! health endpoint, what discovery found and where from, a partition
+//! between the datacenters and its healing, then a graceful stop that
+//! leaves no process behind. Needs root (CI runs as root). More discovery
+//! scenarios are in `discovery.rs`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use hashi_testrig::demo::{Demo, DemoOptions};
+use hashi_testrig::demo::{Demo, DemoOptions, reference_demo_nodes};
 use serde_json::Value;
 
 use crate::support::{standin::standin_bin, supervisor_bin};
@@ -47,6 +52,44 @@ fn status(demo: &Demo, node: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{node} status is JSON: {e}: {body}"))
 }
 
+/// Polls `/v1/status` of `node` until `pred` holds; returns that status.
+fn wait_status(
+    demo: &Demo,
+    node: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    let mut last = Value::Null;
+    while std::time::Instant::now() < deadline {
+        if let Ok((200, body)) = demo.get(node, "/v1/status", "application/json")
+            && let Ok(st) = serde_json::from_str::<Value>(&body)
+        {
+            if pred(&st) {
+                return st;
+            }
+            last = st;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{node}: {what} not seen within {within:?}; last status: {last}");
+}
+
+/// The discovery warnings of a status that are about the WAN.
+fn wan_warnings(st: &Value) -> Vec<String> {
+    st["discovery"]["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter(|w| w.starts_with("WAN"))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn agent<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["agents"]
         .as_array()
@@ -80,6 +123,9 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
         examples_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples"),
         work_dir: work.path().join("demo"),
         forward_base_port: 0,
+        nodes: reference_demo_nodes(),
+        dns: Vec::new(),
+        silent_nameservers: Vec::new(),
     };
     let mut demo = Demo::start(&opts).expect("start the demo");
     if let Err(e) = demo.wait_ready(READY_WITHIN) {
@@ -136,9 +182,34 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
         assert_eq!(nomad["members_alive"], 3, "{server}: {nomad}");
         assert_eq!(nomad["health_server"]["ok"], true, "{server}: {nomad}");
     }
-    // Clients found the servers through their datacenter's Consul server.
-    for client in ["ams2-client-01", "lon1-client-01"] {
+    // Clients found the servers through their datacenter's Consul server,
+    // whose address mDNS gave them (the example roles name none).
+    for (client, dc_server, consul) in [
+        ("ams2-client-01", "ams2-server-01", "10.0.1.11:8500"),
+        ("lon1-client-01", "lon1-server-01", "10.0.2.11:8500"),
+    ] {
         let st = status(&demo, client);
+        let disc = &st["discovery"];
+        assert_eq!(
+            disc["applied"]["consul_http"], consul,
+            "{client} uses its datacenter's Consul: {disc}"
+        );
+        let peers = disc["peers"].as_array().cloned().unwrap_or_default();
+        assert!(
+            peers
+                .iter()
+                .any(|p| p["node"] == dc_server && p["source"] == "mdns"),
+            "{client} found {dc_server} over mDNS: {disc}"
+        );
+        assert!(
+            peers
+                .iter()
+                .all(|p| p["datacenter"] != "lon1" || client.starts_with("lon1"))
+                && peers
+                    .iter()
+                    .all(|p| p["datacenter"] != "ams2" || client.starts_with("ams2")),
+            "mDNS stays inside a datacenter: {disc}"
+        );
         let nomad = &agent(&st, "nomad")["nomad"];
         assert_eq!(nomad["health_client"]["ok"], true, "{client}: {nomad}");
         assert!(
@@ -166,11 +237,36 @@ fn reference_cluster_forms_from_the_example_roles_and_stops_cleanly() {
         let (code, body) = demo.get(node, "/ready", "text/plain").expect("ready");
         assert_eq!(code, 200, "{node} keeps the majority: {body}");
     }
+    // Both Consul servers' status warns that the other datacenter's server
+    // failed over the WAN; ams2's stays ready all the same.
+    for (server, other) in [
+        ("ams2-server-01", "lon1-server-01"),
+        ("lon1-server-01", "ams2-server-01"),
+    ] {
+        wait_status(&demo, server, PARTITION_WITHIN, "a WAN warning", |st| {
+            wan_warnings(st).iter().any(|w| w.contains(other))
+        });
+    }
+    let (code, body) = demo
+        .get("ams2-server-01", "/ready", "text/plain")
+        .expect("ready");
+    assert_eq!(code, 200, "a WAN warning does not fail /ready: {body}");
     demo.topology()
         .heal("ams2", "lon1")
         .expect("heal the WAN link");
     if let Err(e) = demo.wait_ready(PARTITION_WITHIN) {
         panic!("not ready again after the heal: {e}");
+    }
+    // Healed with no hand: the WAN warnings clear.
+    for server in ["ams2-server-01", "lon1-server-01"] {
+        let st = wait_status(
+            &demo,
+            server,
+            PARTITION_WITHIN,
+            "the WAN warning clears",
+            |st| wan_warnings(st).is_empty(),
+        );
+        assert_eq!(agent(&st, "consul")["consul"]["wan_members"], 2, "{st}");
     }
 
     // Graceful stop: every supervisor exits 0 and nothing is left running

@@ -11,6 +11,7 @@ mod support;
 
 mod cluster;
 mod day_one;
+mod discovery;
 mod discovery_unit;
 mod discovery_wire;
 mod fleet;

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! hashi-demo [--work /tmp/hashi-demo] [--base-port 4681] [--for SECS]
+//!            [--examples config/examples/dns --dns] [--variant] [--role-less-client]
 //! ```
 
 use std::io::Write;
@@ -15,7 +16,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use hashi_testrig::demo::{Demo, DemoOptions, HEALTH_PORT};
+use hashi_testrig::demo::{
+    Demo, DemoNodeSpec, DemoOptions, HEALTH_PORT, reference_demo_nodes, reference_dns,
+    variant_demo_nodes,
+};
+use hashi_testrig::netns::NodeSpec;
 
 /// Runs the five-node reference scenario offline, with stand-in agents.
 #[derive(Debug, Parser)]
@@ -43,6 +48,19 @@ struct Cli {
     /// Stop after this many seconds once ready, instead of waiting for Ctrl-C.
     #[arg(long = "for")]
     run_for: Option<u64>,
+    /// Serve the DNS records of `config/examples/dns/` from each
+    /// datacenter's router (dnsmasq; use with `--examples config/examples/dns`).
+    #[arg(long)]
+    dns: bool,
+    /// The variant topology: a second Consul server in ams2
+    /// (ams2-server-02, 10.0.1.12).
+    #[arg(long)]
+    variant: bool,
+    /// Also start ams2-client-02 (10.0.1.22) with a role file of nothing but
+    /// `[release]` and `[paths]`, run as `--role nomad-client`: it learns its
+    /// region, datacenter and Consul server from the announcements.
+    #[arg(long)]
+    role_less_client: bool,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -60,12 +78,37 @@ fn say(line: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut nodes = if cli.variant {
+        match variant_demo_nodes(&cli.examples) {
+            Ok(n) => n,
+            Err(e) => {
+                say(&format!("error: {e}"));
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        reference_demo_nodes()
+    };
+    if cli.role_less_client {
+        nodes.push(DemoNodeSpec::role_less(
+            NodeSpec {
+                name: "ams2-client-02".into(),
+                datacenter: "ams2".into(),
+                host: 22,
+                public_host: None,
+            },
+            "nomad-client",
+        ));
+    }
     let opts = DemoOptions {
         supervisor: cli.supervisor.unwrap_or_else(|| sibling("supervisor")),
         standin: cli.standin.unwrap_or_else(|| sibling("hashi-standin")),
         examples_dir: cli.examples,
         work_dir: cli.work,
         forward_base_port: cli.base_port,
+        nodes,
+        dns: if cli.dns { reference_dns() } else { Vec::new() },
+        silent_nameservers: Vec::new(),
     };
     // Signals are caught before anything starts, so Ctrl-C during start-up
     // still tears down.
@@ -123,7 +166,8 @@ fn main() -> ExitCode {
     let code = match waited {
         Ok(took) => {
             say(&format!(
-                "all five nodes ready after {:.1} s:",
+                "all {} nodes ready after {:.1} s:",
+                demo.nodes().iter().filter(|n| n.supervised).count(),
                 took.as_secs_f64()
             ));
             for n in demo.nodes() {

@@ -74,7 +74,7 @@ pub const HEALTH_PATHS: &[&str] = &[
 
 /// The apt line that installs every external tool the tests run (also in
 /// the README and `.ci/run`).
-pub const APT_LINE: &str = "apt-get install iproute2 iputils-ping prometheus chromium";
+pub const APT_LINE: &str = "apt-get install iproute2 iputils-ping prometheus chromium dnsmasq-base";
 
 /// Each external tool the tests run: the names it is found under in `PATH`
 /// and its Debian package.
