@@ -1012,6 +1012,9 @@ fn fleet_over_the_five_node_topology_names_the_unhealthy_and_the_stopped_node() 
         examples_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/examples"),
         work_dir: work.path().join("demo"),
         forward_base_port: 0,
+        nodes: hashi_testrig::demo::reference_demo_nodes(),
+        dns: Vec::new(),
+        silent_nameservers: Vec::new(),
     };
     let mut demo = Demo::start(&opts).expect("start the demo");
     demo.wait_ready(Duration::from_secs(300))
