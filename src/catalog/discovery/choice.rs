@@ -20,8 +20,12 @@ use crate::peers::{PeerKind, Source};
 use super::merge::Identity;
 use super::{Shared, State};
 
-/// How often the candidates are asked.
+/// How often the candidates are asked once one is chosen.
 pub const INTERVAL: Duration = Duration::from_secs(5);
+/// How often they are asked while none is chosen: a node waits for this
+/// choice before it starts Nomad, and a server that was not up at the first
+/// probe is usually up a moment later.
+pub const INTERVAL_UNCHOSEN: Duration = Duration::from_millis(500);
 /// The timeout of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most candidates probed (the first ones in order).
@@ -133,7 +137,17 @@ pub fn choose(
         return (Some(c.clone()), None);
     }
     if results.is_empty() {
-        return (None, None);
+        // Nothing to ask. Before anything was found this is the wait the
+        // start-up reports as missing; after a choice it means the chosen
+        // server left (its goodbye removed it) and nobody else is known.
+        return (
+            None,
+            current.map(|cur| {
+                format!(
+                    "no healthy Consul server of {datacenter}: {cur} left and no other is known"
+                )
+            }),
+        );
     }
     let why: Vec<String> = results
         .iter()
@@ -156,6 +170,9 @@ pub fn choose(
 pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: CancellationToken) {
     let mut reports = shared.tx.subscribe();
     let mut nodes = shared.node_tx.subscribe();
+    // The last server chosen, kept after it goes, so that its loss stays
+    // a problem until another one is chosen.
+    let mut remembered: Option<String> = None;
     loop {
         let (needed, cands, current, dc) = {
             let s = shared.lock();
@@ -169,6 +186,7 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
             )
         };
         if !needed {
+            remembered = None;
             shared.update(|s| {
                 s.choice = None;
                 s.choice_problem = None;
@@ -185,7 +203,10 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
                 _ = cancel.cancelled() => return,
                 r = probe_all(&agents, &cands, PROBE_TIMEOUT) => r,
             };
-            let (pick, problem) = choose(current.as_deref(), &results, &dc);
+            let (pick, problem) = choose(current.or(remembered.clone()).as_deref(), &results, &dc);
+            if pick.is_some() {
+                remembered.clone_from(&pick);
+            }
             let down = results
                 .iter()
                 .filter(|(_, h)| matches!(h, Health::Down(_)))
@@ -208,7 +229,12 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
             cands
         };
         // Wait for the interval, or a change of candidates, or the role.
-        let deadline = tokio::time::Instant::now() + INTERVAL;
+        let every = if shared.lock().choice.is_some() {
+            INTERVAL
+        } else {
+            INTERVAL_UNCHOSEN
+        };
+        let deadline = tokio::time::Instant::now() + every;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -286,5 +312,19 @@ mod tests {
             )
         );
         assert_eq!(choose(None, &[], "ams2"), (None, None));
+    }
+
+    #[test]
+    fn a_chosen_server_that_left_with_no_other_known_is_a_problem() {
+        assert_eq!(
+            choose(Some("10.0.1.11:8500"), &[], "ams2"),
+            (
+                None,
+                Some(
+                    "no healthy Consul server of ams2: 10.0.1.11:8500 left and no other is known"
+                        .into()
+                )
+            )
+        );
     }
 }

@@ -173,6 +173,9 @@ pub fn seeds(report: &DiscoveryReport) -> Vec<Found> {
     let mut out: Vec<Found> = report
         .records
         .iter()
+        // The chosen Consul HTTP address is a candidate, never a gossip
+        // peer: it comes back below, not joined.
+        .filter(|r| report.peers.consul_http.as_deref() != Some(r.address.as_str()))
         .map(|r| Found {
             record: r.clone(),
             consul_http: None,
@@ -583,5 +586,37 @@ mod tests {
         assert_eq!(s[1].consul_http.as_deref(), Some("10.0.1.11:8500"));
         assert_eq!(s[1].record.source, Source::Dns);
         assert!(!s[1].join);
+    }
+
+    #[test]
+    fn a_cached_choice_never_comes_back_as_a_lan_peer() {
+        // A report written by a run that had chosen 10.0.1.11:8500 lists
+        // that address among its records too; read back as seeds it must
+        // stay a candidate, not become `retry_join` "10.0.1.11:8500".
+        let choice = super::super::record(
+            "10.0.1.11:8500".into(),
+            PeerKind::ConsulServer,
+            Source::Mdns,
+            t(3),
+        );
+        let report = DiscoveryReport {
+            peers: Peers {
+                consul_http: Some("10.0.1.11:8500".into()),
+                ..Peers::default()
+            },
+            records: vec![choice],
+            ..DiscoveryReport::default()
+        };
+        let s = seeds(&report);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(!s[0].join);
+        let id = Identity {
+            node: "ams2-client-01".into(),
+            region: "eu".into(),
+            datacenter: "ams2".into(),
+            own: Vec::new(),
+            roles: RoleSet::default(),
+        };
+        assert!(peers(&id, &s).consul_lan.is_empty());
     }
 }

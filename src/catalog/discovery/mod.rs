@@ -400,9 +400,27 @@ pub fn missing(role: &NodeRole, report: &DiscoveryReport) -> Vec<String> {
         // finds a healthy one.
         let has_consul =
             report.peers.consul_http.is_some() || role.discovery.consul_address.is_some();
-        let has_nomad = !role.discovery.nomad_retry_join.is_empty()
-            || !report.peers.nomad_servers.is_empty()
-            || roles.nomad_server;
+        // Where Consul can be found (mDNS, DNS names) and the role names no
+        // Nomad server of its own, Nomad finds its servers through that
+        // Consul: it waits for the choice rather than start without one and
+        // be restarted on it a moment later.
+        let consul_findable = mdns.is_some()
+            || role
+                .discovery
+                .dns
+                .as_ref()
+                .is_some_and(|d| !d.consul_servers.is_empty());
+        let nomad_named = !role.discovery.nomad_retry_join.is_empty()
+            || role
+                .discovery
+                .dns
+                .as_ref()
+                .is_some_and(|d| !d.nomad_servers.is_empty());
+        let has_nomad = if consul_findable && !nomad_named {
+            false
+        } else {
+            nomad_named || !report.peers.nomad_servers.is_empty() || roles.nomad_server
+        };
         if !has_consul && !has_nomad {
             let mut looked = Vec::new();
             match &mdns {
@@ -566,6 +584,44 @@ mod tests {
             ..DiscoveryReport::default()
         };
         assert!(missing(&r, &found).is_empty());
+    }
+
+    #[test]
+    fn a_nomad_that_can_find_consul_waits_for_the_choice_not_just_for_servers() {
+        let r = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n",
+            &["nomad-server"],
+        );
+        assert!(r.discovery.mdns);
+        // Nomad servers announced, no Consul chosen yet: still missing (it
+        // would start, then restart on the choice).
+        let servers_only = DiscoveryReport {
+            peers: Peers {
+                nomad_servers: vec!["10.213.57.12".into()],
+                ..Peers::default()
+            },
+            ..DiscoveryReport::default()
+        };
+        let m = missing(&r, &servers_only);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with("the Consul server of this datacenter"),
+            "{m:?}"
+        );
+        let chosen = DiscoveryReport {
+            peers: Peers {
+                consul_http: Some("10.213.57.11:8500".into()),
+                ..servers_only.peers.clone()
+            },
+            ..DiscoveryReport::default()
+        };
+        assert!(missing(&r, &chosen).is_empty());
+        // With no way to find Consul a Nomad server starts on its own.
+        let alone = role(
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\n[discovery]\nmdns = false\nnomad_retry_join = [\"10.213.57.12\"]\n",
+            &["nomad-server"],
+        );
+        assert!(missing(&alone, &DiscoveryReport::default()).is_empty());
     }
 
     #[test]
