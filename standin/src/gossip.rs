@@ -3,7 +3,9 @@
 //! `/_standin/gossip` endpoint (served on every listener of a stand-in:
 //! HTTP, serf and RPC ports), the answer carries the target's list; a
 //! background push-pull keeps lists converging and marks a member failed
-//! after a few failed pushes in a row. Not serf, and not meant to be.
+//! after a few failed pushes in a row. A Consul server also flood-joins the
+//! servers of its own DC into the WAN, as the real servers do
+//! ([`run_flood`]). Not serf, and not meant to be.
 
 use std::sync::Arc;
 use std::time::Duration;

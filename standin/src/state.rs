@@ -532,4 +532,72 @@ mod tests {
         s.merge(Pool::Lan, None, vec![member("x", false, 0, ALIVE)]);
         assert_eq!(s.lan["x"].status, LEFT);
     }
+
+    fn wan_record(node: &str, dc: &str, status: u8) -> Member {
+        let mut m = member(node, true, 0, status);
+        m.name = format!("{node}.{dc}");
+        m.dc = dc.into();
+        m
+    }
+
+    #[test]
+    fn flood_targets_are_alive_own_dc_servers_missing_from_the_wan() {
+        let mut s = state(member("s1", true, 1, ALIVE));
+        let mut s2 = member("s2", true, 1, ALIVE);
+        s2.addr = "10.0.0.2".into();
+        s2.wan_port = 9302;
+        let client = member("c1", false, 0, ALIVE);
+        let failed = member("s3", true, 1, FAILED);
+        let mut other_dc = member("x1", true, 1, ALIVE);
+        other_dc.dc = "dc2".into();
+        let mut no_port = member("s4", true, 1, ALIVE);
+        no_port.wan_port = 0;
+        let changed = s.merge(
+            Pool::Lan,
+            None,
+            vec![
+                s2,
+                client,
+                failed,
+                other_dc,
+                no_port,
+                member("s5", true, 1, ALIVE),
+            ],
+        );
+        assert!(changed, "new LAN members are a member event");
+        s.merge(Pool::Wan, None, vec![wan_record("s5", "dc1", ALIVE)]);
+        assert_eq!(
+            s.flood_targets(),
+            vec![("s2.dc1".to_string(), "10.0.0.2:9302".to_string())]
+        );
+        // A failed WAN record does not count as joined.
+        s.merge(Pool::Wan, None, vec![wan_record("s2", "dc1", FAILED)]);
+        assert_eq!(s.flood_targets().len(), 1);
+        let mut alive = wan_record("s2", "dc1", ALIVE);
+        alive.incarnation = 2;
+        s.merge(Pool::Wan, None, vec![alive]);
+        assert!(s.flood_targets().is_empty());
+        // Merging the same records again is no member event.
+        assert!(!s.merge(Pool::Lan, None, vec![member("s5", true, 1, ALIVE)]));
+    }
+
+    #[test]
+    fn clients_never_flood_and_old_records_without_wan_port_parse() {
+        let mut s = state(member("c0", false, 0, ALIVE));
+        s.merge(Pool::Lan, None, vec![member("s1", true, 1, ALIVE)]);
+        assert!(
+            s.flood_targets().is_empty(),
+            "a client agent does not flood"
+        );
+        let mut old = member("s1", true, 1, ALIVE).to_json();
+        old.as_object_mut().unwrap().remove("wan_port");
+        assert_eq!(Member::from_json(&old).unwrap().wan_port, 0);
+        let mut bad = member("s1", true, 1, ALIVE).to_json();
+        bad["wan_port"] = json!(70000);
+        assert_eq!(
+            Member::from_json(&bad),
+            None,
+            "out-of-range port is refused"
+        );
+    }
 }
