@@ -37,6 +37,8 @@ pub struct Shared {
     state: Mutex<State>,
     /// Set by `PUT /v1/agent/leave`.
     pub leave_requested: tokio::sync::Notify,
+    /// A LAN member event: a Consul server floods at once (gossip::run_flood).
+    pub lan_changed: tokio::sync::Notify,
     ready_sent: AtomicBool,
 }
 
@@ -428,6 +430,7 @@ async fn run(
         state: Mutex::new(State::new(&cfg, &version.full)),
         cfg: Mutex::new(cfg.clone()),
         leave_requested: tokio::sync::Notify::new(),
+        lan_changed: tokio::sync::Notify::new(),
         ready_sent: AtomicBool::new(false),
     });
     // Nomad with `tls.http`: HTTPS only; unreadable files stop the start,
@@ -513,6 +516,7 @@ async fn run(
                     Pool::Wan,
                     cfg.retry_join_wan.clone(),
                 ));
+                tokio::spawn(gossip::run_flood(shared.clone()));
             }
         }
         Product::Nomad => {

@@ -3,7 +3,9 @@
 //! `/_standin/gossip` endpoint (served on every listener of a stand-in:
 //! HTTP, serf and RPC ports), the answer carries the target's list; a
 //! background push-pull keeps lists converging and marks a member failed
-//! after a few failed pushes in a row. Not serf, and not meant to be.
+//! after a few failed pushes in a row. A Consul server also flood-joins the
+//! servers of its own DC into the WAN, as the real servers do
+//! ([`run_flood`]). Not serf, and not meant to be.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,8 +161,12 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
     } else {
         pool
     };
-    st.merge(target, from, members);
+    let changed = st.merge(target, from, members);
     st.merge_nodes(nodes);
+    drop(st);
+    if changed && target == Pool::Lan {
+        shared.lan_changed.notify_one();
+    }
 }
 
 /// Join one address in a pool; returns an error text like the agents'.
@@ -281,6 +287,37 @@ pub async fn push_all(shared: &Arc<Shared>) {
     for t in tasks {
         let _ = t.await;
     }
+}
+
+/// A Consul server's flood loop (consul:agent/consul/flood.go Server.Flood):
+/// every gossip interval, and at once on a LAN member event, WAN-join the
+/// servers of its own DC that are missing from the WAN pool
+/// ([`crate::state::State::flood_targets`]). A failed flood join is retried
+/// on the next round; like the real agent's (debug-level) it is not logged.
+pub async fn run_flood(shared: Arc<Shared>) {
+    let period = env_ms("STANDIN_GOSSIP_INTERVAL_MS", DEFAULT_GOSSIP_INTERVAL_MS);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shared.lan_changed.notified() => {}
+        }
+        flood(&shared).await;
+    }
+}
+
+/// One flood round; returns how many servers were joined into the WAN.
+pub async fn flood(shared: &Arc<Shared>) -> usize {
+    let targets = shared.lock().flood_targets();
+    let mut joined = 0;
+    for (name, addr) in targets {
+        if join(shared, Pool::Wan, &addr).await.is_ok() {
+            joined += 1;
+            crate::events::log(&format!(
+                "    [INFO] agent.server: (stand-in) flood-joined server into the WAN: server={name} address={addr}"
+            ));
+        }
+    }
+    joined
 }
 
 /// Join the configured addresses, retrying until one succeeds (retry_join).

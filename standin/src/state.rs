@@ -58,6 +58,10 @@ pub struct Member {
     pub addr: String,
     pub port: u16,
     pub rpc_port: u16,
+    /// Consul server: its serf WAN port (what the real agent advertises in
+    /// its LAN `wan_join_port` tag); 0 when unknown or not a Consul server.
+    /// LAN peers flood-join it into the WAN at `addr:wan_port`.
+    pub wan_port: u16,
     pub dc: String,
     pub region: String,
     pub server: bool,
@@ -77,7 +81,7 @@ impl Member {
         json!({
             "name": self.name, "node": self.node, "node_id": self.node_id,
             "addr": self.addr, "port": self.port, "rpc_port": self.rpc_port,
-            "dc": self.dc, "region": self.region, "server": self.server,
+            "wan_port": self.wan_port, "dc": self.dc, "region": self.region, "server": self.server,
             "expect": self.expect, "status": self.status,
             "incarnation": self.incarnation, "gossip": self.gossip,
             "version": self.version, "services": self.services,
@@ -94,6 +98,8 @@ impl Member {
             addr: s("addr")?,
             port: u16::try_from(n("port")?).ok()?,
             rpc_port: u16::try_from(n("rpc_port").unwrap_or(0)).ok()?,
+            // Absent in records from older stand-ins: 0, never flooded.
+            wan_port: u16::try_from(n("wan_port").unwrap_or(0)).ok()?,
             dc: s("dc").unwrap_or_default(),
             region: s("region").unwrap_or_default(),
             server: v.get("server").and_then(Value::as_bool).unwrap_or(false),
@@ -214,6 +220,11 @@ impl State {
             addr: cfg.advertise_ip.clone(),
             port: cfg.serf_port,
             rpc_port: cfg.rpc_port,
+            wan_port: if cfg.product == Product::Consul && cfg.server {
+                cfg.serf_wan_port
+            } else {
+                0
+            },
             dc: cfg.datacenter.clone(),
             region: cfg.region.clone(),
             server: cfg.server,
@@ -262,7 +273,9 @@ impl State {
     }
 
     /// Merge records learnt from a peer. `direct` is the sender's own record.
-    pub fn merge(&mut self, pool: Pool, direct: Option<Member>, others: Vec<Member>) {
+    /// Returns whether a member was added or changed status (a member event).
+    pub fn merge(&mut self, pool: Pool, direct: Option<Member>, others: Vec<Member>) -> bool {
+        let mut changed = false;
         let my_names = [
             self.me.name.clone(),
             format!("{}.{}", self.me.node, self.me.dc),
@@ -276,6 +289,7 @@ impl State {
                         || (m.incarnation == old.incarnation && old.status == FAILED)
                 });
                 if take {
+                    changed |= is_event(map.get(&m.name), &m);
                     map.insert(m.name.clone(), m);
                 }
             }
@@ -295,9 +309,36 @@ impl State {
                 }
             };
             if take {
+                changed |= is_event(map.get(&m.name), &m);
                 map.insert(m.name.clone(), m);
             }
         }
+        changed
+    }
+
+    /// Consul servers of the own DC to flood-join into the WAN, as
+    /// `(WAN member name, join address)`: the alive LAN members that are
+    /// servers of this DC, advertise a serf WAN port, and have no alive
+    /// `node.dc` record in the WAN pool (consul:agent/router/serf_flooder.go
+    /// FloodJoins; the join address is the member's LAN address with its
+    /// WAN join port, as consul:agent/consul/server.go builds it). Empty
+    /// unless this agent is a Consul server. Clients are never flooded.
+    pub fn flood_targets(&self) -> Vec<(String, String)> {
+        if self.product != Product::Consul || !self.me.server {
+            return Vec::new();
+        }
+        self.lan
+            .values()
+            .filter(|m| m.status == ALIVE && m.server && m.dc == self.me.dc)
+            .filter(|m| m.wan_port != 0 && !m.addr.is_empty())
+            .map(|m| (format!("{}.{}", m.node, m.dc), m))
+            .filter(|(wan_name, _)| {
+                self.wan
+                    .get(wan_name)
+                    .is_none_or(|w| w.status != ALIVE || !w.server)
+            })
+            .map(|(wan_name, m)| (wan_name, host_port(&m.addr, m.wan_port)))
+            .collect()
     }
 
     pub fn merge_nodes(&mut self, nodes: Vec<NodeRec>) {
@@ -400,6 +441,11 @@ impl State {
     }
 }
 
+/// Whether taking `new` over `old` is a member event (join, or a status change).
+fn is_event(old: Option<&Member>, new: &Member) -> bool {
+    old.is_none_or(|o| o.status != new.status || o.server != new.server)
+}
+
 /// `host:port`, with brackets around an IPv6 address.
 pub fn host_port(ip: &str, port: u16) -> String {
     if ip.contains(':') && !ip.starts_with('[') {
@@ -426,6 +472,7 @@ mod tests {
             addr: "10.0.0.1".into(),
             port: 8301,
             rpc_port: 8300,
+            wan_port: if server { 8302 } else { 0 },
             dc: "dc1".into(),
             region: "global".into(),
             server,
@@ -484,5 +531,73 @@ mod tests {
         assert_eq!(s.lan["x"].status, LEFT);
         s.merge(Pool::Lan, None, vec![member("x", false, 0, ALIVE)]);
         assert_eq!(s.lan["x"].status, LEFT);
+    }
+
+    fn wan_record(node: &str, dc: &str, status: u8) -> Member {
+        let mut m = member(node, true, 0, status);
+        m.name = format!("{node}.{dc}");
+        m.dc = dc.into();
+        m
+    }
+
+    #[test]
+    fn flood_targets_are_alive_own_dc_servers_missing_from_the_wan() {
+        let mut s = state(member("s1", true, 1, ALIVE));
+        let mut s2 = member("s2", true, 1, ALIVE);
+        s2.addr = "10.0.0.2".into();
+        s2.wan_port = 9302;
+        let client = member("c1", false, 0, ALIVE);
+        let failed = member("s3", true, 1, FAILED);
+        let mut other_dc = member("x1", true, 1, ALIVE);
+        other_dc.dc = "dc2".into();
+        let mut no_port = member("s4", true, 1, ALIVE);
+        no_port.wan_port = 0;
+        let changed = s.merge(
+            Pool::Lan,
+            None,
+            vec![
+                s2,
+                client,
+                failed,
+                other_dc,
+                no_port,
+                member("s5", true, 1, ALIVE),
+            ],
+        );
+        assert!(changed, "new LAN members are a member event");
+        s.merge(Pool::Wan, None, vec![wan_record("s5", "dc1", ALIVE)]);
+        assert_eq!(
+            s.flood_targets(),
+            vec![("s2.dc1".to_string(), "10.0.0.2:9302".to_string())]
+        );
+        // A failed WAN record does not count as joined.
+        s.merge(Pool::Wan, None, vec![wan_record("s2", "dc1", FAILED)]);
+        assert_eq!(s.flood_targets().len(), 1);
+        let mut alive = wan_record("s2", "dc1", ALIVE);
+        alive.incarnation = 2;
+        s.merge(Pool::Wan, None, vec![alive]);
+        assert!(s.flood_targets().is_empty());
+        // Merging the same records again is no member event.
+        assert!(!s.merge(Pool::Lan, None, vec![member("s5", true, 1, ALIVE)]));
+    }
+
+    #[test]
+    fn clients_never_flood_and_old_records_without_wan_port_parse() {
+        let mut s = state(member("c0", false, 0, ALIVE));
+        s.merge(Pool::Lan, None, vec![member("s1", true, 1, ALIVE)]);
+        assert!(
+            s.flood_targets().is_empty(),
+            "a client agent does not flood"
+        );
+        let mut old = member("s1", true, 1, ALIVE).to_json();
+        old.as_object_mut().unwrap().remove("wan_port");
+        assert_eq!(Member::from_json(&old).unwrap().wan_port, 0);
+        let mut bad = member("s1", true, 1, ALIVE).to_json();
+        bad["wan_port"] = json!(70000);
+        assert_eq!(
+            Member::from_json(&bad),
+            None,
+            "out-of-range port is refused"
+        );
     }
 }

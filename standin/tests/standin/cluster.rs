@@ -102,6 +102,70 @@ fn consul_wan_join_links_datacenters() {
     assert_eq!(dcs, Some(json!(["lon1", "ams2"])));
 }
 
+/// Consul servers flood-join the servers of their own DC into the WAN
+/// (consul:agent/consul/flood.go): a second ams2 server joined on the LAN
+/// only reaches lon1 over the WAN without any WAN join aimed at it; the
+/// ams2 client stays out of the WAN.
+#[test]
+fn consul_servers_flood_join_their_lan_servers_into_the_wan() {
+    let ams1 = StandIn::consul()
+        .server(2)
+        .node_name("ams2-server-01")
+        .datacenter("ams2")
+        .start();
+    let ams2 = StandIn::consul()
+        .server(2)
+        .node_name("ams2-server-02")
+        .datacenter("ams2")
+        .set("retry_join", json!([ams1.join_addr()]))
+        .start();
+    let client = StandIn::consul()
+        .client()
+        .node_name("ams2-client-01")
+        .datacenter("ams2")
+        .set("retry_join", json!([ams1.join_addr()]))
+        .start();
+    let lon = StandIn::consul()
+        .server(1)
+        .node_name("lon1-server-01")
+        .datacenter("lon1")
+        .start();
+    wait_members(
+        &ams2,
+        "/v1/agent/members",
+        &["ams2-client-01", "ams2-server-01", "ams2-server-02"],
+    );
+    let r = lon.put(
+        &format!("/v1/agent/join/{}?wan=1", ams1.wan_join_addr()),
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let wan = [
+        "ams2-server-01.ams2",
+        "ams2-server-02.ams2",
+        "lon1-server-01.lon1",
+    ];
+    wait_members(&lon, "/v1/agent/members?wan=1", &wan);
+    wait_members(&ams2, "/v1/agent/members?wan=1", &wan);
+    wait_members(&ams1, "/v1/agent/members?wan=1", &wan);
+    let dcs = wait_for(DEADLINE, || {
+        let v = ams2.get("/v1/catalog/datacenters").json();
+        let has_lon = v.as_array().is_some_and(|a| a.iter().any(|d| d == "lon1"));
+        has_lon.then_some(v)
+    });
+    assert!(
+        dcs.is_some(),
+        "ams2-server-02 never listed lon1: {}",
+        ams2.get("/v1/catalog/datacenters").body
+    );
+    // The client agent is in no WAN list (the waits above match exactly,
+    // checked once more after the flood rounds ran), and has none of its own.
+    assert_eq!(names(&lon.get("/v1/agent/members?wan=1").json()), wan);
+    assert_eq!(names(&ams1.get("/v1/agent/members?wan=1").json()), wan);
+    let r = client.get("/v1/agent/members?wan=1");
+    assert!(names(&r.json()).is_empty(), "client WAN list: {}", r.body);
+}
+
 #[test]
 fn consul_leave_is_seen_as_left_by_peers() {
     let a = StandIn::consul().server(1).node_name("a").start();
