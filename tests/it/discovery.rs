@@ -555,6 +555,9 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         }
         assert!(!rendered_consul_address(&demo, n).contains("10.0.1.11:8500"));
     }
+    // The client gets ready again on 10.0.1.12. (ams2-server-03's Nomad,
+    // restarted for its new Consul address, stays without a leader over
+    // the stand-ins here: a known gap, see BENCHMARKS.md "Discovery".)
     wait_get(
         &demo,
         "ams2-client-01",
@@ -582,6 +585,13 @@ fn losing_a_consul_server_moves_the_nomad_nodes_then_degrades_them() {
         assert_eq!(st["healthy"], false, "{n}: {st}");
         let (code, _) = demo.get(n, "/live", "text/plain").expect("live");
         assert_eq!(code, 200, "{n} stays alive while degraded");
+        // The last choice stays in the config: Nomad is not restarted
+        // into a config without Consul while none is healthy.
+        assert!(
+            rendered_consul_address(&demo, n).contains("10.0.1.12:8500"),
+            "{n}: nomad.hcl says {}",
+            rendered_consul_address(&demo, n)
+        );
     }
     stop_all(&mut demo);
 }

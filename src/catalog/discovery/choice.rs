@@ -6,7 +6,7 @@
 //! [`INTERVAL`] and at once when the candidates change; the current one
 //! is kept while it answers, else the first healthy one is taken (static,
 //! DNS, mDNS order, then by address). With none healthy the report's
-//! problems say why for each. Sends only that request; joins nothing.
+//! problems say why for each, and the last choice stays in the plan. Sends only that request; joins nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +22,9 @@ use super::{Shared, State};
 
 /// How often the candidates are asked once one is chosen.
 pub const INTERVAL: Duration = Duration::from_secs(5);
-/// How often they are asked while none is chosen: a node waits for this
-/// choice before it starts Nomad, and a server that was not up at the first
-/// probe is usually up a moment later.
+/// How often they are asked while none is chosen or the chosen one is
+/// down: a node waits for this choice before it starts Nomad, and a server
+/// that was not up at the first probe is usually up a moment later.
 pub const INTERVAL_UNCHOSEN: Duration = Duration::from_millis(500);
 /// The timeout of one probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -207,6 +207,11 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
             if pick.is_some() {
                 remembered.clone_from(&pick);
             }
+            // With none healthy the last choice stays in the plan (the
+            // problem says it is down): rendering Nomad without a Consul
+            // address would restart it for nothing, and that server is the
+            // likeliest to come back.
+            let pick = pick.or_else(|| remembered.clone());
             let down = results
                 .iter()
                 .filter(|(_, h)| matches!(h, Health::Down(_)))
@@ -229,10 +234,13 @@ pub(crate) async fn run(shared: Arc<Shared>, agents: AgentClient, cancel: Cancel
             cands
         };
         // Wait for the interval, or a change of candidates, or the role.
-        let every = if shared.lock().choice.is_some() {
-            INTERVAL
-        } else {
-            INTERVAL_UNCHOSEN
+        let every = {
+            let s = shared.lock();
+            if s.choice.is_some() && s.choice_problem.is_none() {
+                INTERVAL
+            } else {
+                INTERVAL_UNCHOSEN
+            }
         };
         let deadline = tokio::time::Instant::now() + every;
         loop {
