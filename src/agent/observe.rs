@@ -42,6 +42,11 @@ use crate::vocab::Product;
 
 /// Default interval between two full polls of an agent.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Default delay of the first poll after an agent started or changed state
+/// (a refresh): the polls that follow double from it up to the interval,
+/// so a forming cluster (members joining, a leader elected) shows in the
+/// node's status within a second or two instead of a whole interval.
+pub const DEFAULT_SETTLE_FIRST: Duration = Duration::from_millis(500);
 /// A full poll is bounded by this many request timeouts (its requests run
 /// concurrently, so one timeout is the normal worst case).
 pub const POLL_TIMEOUT_FACTOR: u32 = 3;
@@ -53,6 +58,10 @@ pub struct ObserverConfig {
     pub interval: Duration,
     /// Timeout of each request to the agent.
     pub request_timeout: Duration,
+    /// Delay of the first poll after a refresh, doubling up to `interval`
+    /// for the polls that follow; `Duration::ZERO`: every poll waits the
+    /// interval.
+    pub settle_first: Duration,
 }
 
 impl Default for ObserverConfig {
@@ -60,8 +69,21 @@ impl Default for ObserverConfig {
         Self {
             interval: DEFAULT_POLL_INTERVAL,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            settle_first: DEFAULT_SETTLE_FIRST,
         }
     }
+}
+
+/// The delay before the next full poll: the settling step (then doubled,
+/// at most the interval) or, once settled or with settling off, the
+/// interval.
+fn next_delay(settle: &mut Duration, interval: Duration) -> Duration {
+    if settle.is_zero() || *settle >= interval {
+        return interval;
+    }
+    let d = *settle;
+    *settle = settle.saturating_mul(2).min(interval);
+    d
 }
 
 /// How many probes and refreshes readers had asked for when a poll
@@ -238,6 +260,7 @@ impl Observer {
         let mut seen = *self.kicks.borrow_and_update();
         let mut full: Option<Task> = Some(self.full_poll(seen));
         let mut probe: Option<Task> = None;
+        let mut settle = self.config.settle_first;
         let mut next_full = Instant::now() + self.config.interval;
         loop {
             tokio::select! {
@@ -252,6 +275,7 @@ impl Observer {
                         // Dropping the poll in flight closes its requests.
                         full = Some(self.full_poll(now));
                         next_full = Instant::now() + self.config.interval;
+                        settle = self.config.settle_first;
                     }
                     if now.probes != seen.probes {
                         probe = Some(self.probe(now));
@@ -260,7 +284,7 @@ impl Observer {
                 }
                 () = run_opt(&mut full) => {
                     full = None;
-                    next_full = Instant::now() + self.config.interval;
+                    next_full = Instant::now() + next_delay(&mut settle, self.config.interval);
                 }
                 () = run_opt(&mut probe) => probe = None,
                 () = tokio::time::sleep_until(next_full), if full.is_none() => {
@@ -325,6 +349,21 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn polls_settle_from_the_first_delay_doubling_up_to_the_interval() {
+        let interval = Duration::from_secs(5);
+        let mut settle = Duration::from_millis(500);
+        let steps: Vec<u128> = (0..6)
+            .map(|_| next_delay(&mut settle, interval).as_millis())
+            .collect();
+        assert_eq!(steps, [500, 1000, 2000, 4000, 5000, 5000]);
+        let mut off = Duration::ZERO;
+        assert_eq!(next_delay(&mut off, interval), interval);
+        // A settle delay above the interval is the interval.
+        let mut long = Duration::from_secs(9);
+        assert_eq!(next_delay(&mut long, interval), interval);
+    }
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -390,6 +429,7 @@ mod tests {
             // No test waits out the interval: only kicks poll again.
             interval: Duration::from_secs(3600),
             request_timeout: Duration::from_secs(5),
+            settle_first: Duration::ZERO,
         };
         let observers = Observers::start(
             &AgentClient::plain().unwrap(),

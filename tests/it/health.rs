@@ -86,6 +86,7 @@ fn fast_checks() -> ObserverConfig {
     ObserverConfig {
         interval: Duration::from_millis(200),
         request_timeout: Duration::from_millis(500),
+        settle_first: Duration::ZERO,
     }
 }
 
@@ -305,6 +306,7 @@ fn hour_interval(request_timeout: Duration) -> ObserverConfig {
     ObserverConfig {
         interval: Duration::from_secs(3600),
         request_timeout,
+        settle_first: Duration::ZERO,
     }
 }
 
