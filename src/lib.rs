@@ -38,7 +38,7 @@
 //! ```text
 //! 0  shared vocabulary  vocab (Product, RestartPolicy, agent users,
 //!                       ReleaseOutcome), exit (exit codes), paths, version
-//! 1  formats            openpgp (public keys, for role checks and release)
+//! 1  formats            openpgp (public keys, for role checks and release), html (escaping)
 //! 2  logging            telemetry
 //! 3  role               the role file → NodeRole
 //! 4  plan               NodeRole → Plan
@@ -79,6 +79,7 @@ pub mod commands;
 pub mod error;
 pub mod exit;
 pub mod health;
+pub mod html;
 pub mod openpgp;
 pub mod paths;
 pub mod peers;

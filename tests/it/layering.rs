@@ -28,7 +28,7 @@ const STAGES: &[(&str, &[&str])] = &[
     // Words and numbers every stage uses: no behaviour, no imports.
     ("shared vocabulary", &["vocab", "exit", "paths", "version"]),
     // Parsers of outside formats that know nothing of the pipeline.
-    ("formats", &["openpgp"]),
+    ("formats", &["openpgp", "html"]),
     // Every stage logs, and supervise routes the agents' output through it.
     ("logging", &["telemetry"]),
     ("role", &["role"]),

@@ -7,6 +7,7 @@
 //! style and script, no external asset) that reloads itself and keeps its
 //! filter across reloads. Polling is the command's loop, not this module's.
 
+use crate::html::escape as esc;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -66,21 +67,6 @@ impl Published {
             metrics: Bytes::from(report.metrics()),
         }
     }
-}
-
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1em;color:#222}\

@@ -1,6 +1,7 @@
 //! `/`: a small self-contained HTML page (no script, no external resource)
 //! that reloads itself, built from the same document as `/v1/status`.
 
+use crate::html::escape as esc;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
@@ -11,22 +12,6 @@ use crate::health::snapshot::HealthSnapshot;
 const HTML: &str = "text/html; charset=utf-8";
 /// How often the HTML page reloads itself.
 const PAGE_REFRESH_SECS: u32 = 5;
-
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
 
 /// Renders the self-contained HTML status page.
 pub fn render_page(s: &HealthSnapshot, now: SystemTime) -> String {
