@@ -16,7 +16,7 @@
 //!    healed: time from the heal until the warnings clear and every node is
 //!    ready;
 //! 4. `idle`: per node over `--idle-secs`, the supervisor's context switches
-//!    (all threads, /proc/<pid>/task/*/status) and its `eth0` bytes, plus
+//!    (all threads, `/proc/<pid>/task/*/status`) and its `eth0` bytes, plus
 //!    the bytes a silent host on ams2's LAN receives (the multicast and
 //!    broadcast every node hears: mDNS announcements and ARP);
 //! 5. `loss`: the variant topology (second Consul server in ams2); stop
