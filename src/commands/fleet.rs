@@ -359,7 +359,11 @@ async fn watch_loop(
     loop {
         remember_dcs(&mut targets, last.as_ref());
         let (report, polled) = poll(rt, poller, targets, std::io::stderr().is_terminal()).await;
-        write_sd(args, &report)?;
+        // One failed write of the SD file (disk full, permissions) is a
+        // warning in a loop that goes on, as in `fleet serve`.
+        if let Err(e) = write_sd(args, &report) {
+            tracing::warn!(error = %e, "fleet: writing the Prometheus SD file failed");
+        }
         print_report(args, &report, terminal && !args.json)?;
         let code = exit_code(&report);
         last = Some(report);

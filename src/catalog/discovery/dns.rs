@@ -129,13 +129,35 @@ pub async fn lookup(r: &TokioResolver, name: &str) -> Result<Vec<(IpAddr, Option
         let ips = r.lookup_ip(name).await.map_err(|e| e.to_string())?;
         out.extend(ips.iter().map(|ip| (ip, None)));
     }
+    let answered = out.len();
+    out.retain(|&(ip, port)| usable(ip, port));
     out.sort();
     out.dedup();
     out.truncate(MAX_ADDRESSES);
     if out.is_empty() {
-        return Err("no address records".into());
+        return Err(if answered == 0 {
+            "no address records".into()
+        } else {
+            format!(
+                "{answered} answer(s), none usable (loopback, unspecified, multicast or port 0)"
+            )
+        });
     }
     Ok(out)
+}
+
+/// Whether a DNS answer can be a peer: the same rule announcements follow
+/// (no loopback, unspecified, multicast or broadcast address, no port 0),
+/// so a sinkholed or parked name never becomes a join target or a Consul
+/// candidate.
+fn usable(ip: IpAddr, port: Option<u16>) -> bool {
+    let addr_ok = match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast())
+        }
+        IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast()),
+    };
+    addr_ok && port != Some(0)
 }
 
 /// What the addresses of a name of `kind` are, found `now`.
@@ -322,6 +344,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn sinkholed_and_portless_answers_are_not_peers() {
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert!(usable(ip("10.0.1.11"), Some(8500)));
+        assert!(usable(ip("fd00::11"), None));
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.251",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "ff02::fb",
+        ] {
+            assert!(!usable(ip(bad), None), "{bad}");
+        }
+        assert!(!usable(ip("10.0.1.11"), Some(0)));
+    }
 
     #[test]
     fn a_and_srv_answers_become_records_of_their_kind() {

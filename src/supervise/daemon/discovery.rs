@@ -510,7 +510,11 @@ impl Cached {
                     node: r.node,
                     datacenter: r.datacenter,
                     region: r.region,
-                    last_seen: SystemTime::UNIX_EPOCH + Duration::from_secs(r.last_seen_unix),
+                    // A value past what a clock can hold (a hand-edited or
+                    // corrupted file) reads as the epoch: never a panic.
+                    last_seen: SystemTime::UNIX_EPOCH
+                        .checked_add(Duration::from_secs(r.last_seen_unix))
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
                 })
                 .collect(),
             learned: Learned {
@@ -576,6 +580,22 @@ mod tests {
         // Runtime state is not seeded from a file.
         assert!(back.problems.is_empty() && back.warnings.is_empty());
         assert!(back.joins.is_empty() && back.errors.is_empty());
+    }
+
+    #[test]
+    fn a_last_seen_past_any_clock_reads_as_the_epoch_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Cached::of(&report());
+        c.records
+            .iter_mut()
+            .for_each(|r| r.last_seen_unix = u64::MAX);
+        let text = serde_json::to_string(&c).unwrap();
+        let path = cache_path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        #[allow(clippy::disallowed_methods)]
+        std::fs::write(&path, text).unwrap();
+        let back = load_cached(dir.path()).unwrap().unwrap();
+        assert_eq!(back.records[0].last_seen, SystemTime::UNIX_EPOCH);
     }
 
     #[test]
