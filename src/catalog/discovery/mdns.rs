@@ -150,9 +150,7 @@ pub(crate) fn take(state: &mut State, raw: &Raw, region_warned: &mut BTreeSet<St
         Err(why) => {
             state.count_error("mdns");
             state.warn(
-                // Keyed on the sender only: a host that changes its
-                // instance name on every packet is still one warning a minute.
-                &format!("mdns {}", raw.source()),
+                &format!("mdns {} {}", raw.source(), txt::short(&raw.fullname)),
                 format!(
                     "ignored an mDNS announcement from {} ({}): {why}",
                     raw.source(),
