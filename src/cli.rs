@@ -54,6 +54,26 @@ pub struct GlobalArgs {
     /// Log format on stderr (journald is used by itself under systemd).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Join token from `supervisor cluster token create` (`<id>.<secret>@sha256:<hex>`),
+    /// used when this node has no certificate yet. Visible in `ps` to local
+    /// users: prefer `--join-token-file` or the role file's
+    /// `[security] join_token_file`.
+    #[arg(
+        long,
+        global = true,
+        env = "HASHI_SUPERVISOR_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+    /// File holding the join token (read as a regular file, at most 1 KiB).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "join_token"
+    )]
+    pub join_token_file: Option<PathBuf>,
 }
 
 impl GlobalArgs {
@@ -91,12 +111,84 @@ pub enum Command {
     Fleet(Box<FleetArgs>),
     /// Print a new gossip encryption key (32 random bytes, base64).
     Keygen,
+    /// The cluster's CA, gossip keys and join tokens (secure bootstrap).
+    Cluster(ClusterArgs),
     /// Print shell completions.
     #[command(hide = true)]
     Completions {
         /// Shell to generate completions for.
         shell: String,
     },
+}
+
+/// `supervisor cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+/// `supervisor cluster ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// On the first server: create the cluster CA, the gossip keys and this
+    /// node's certificate, and print a join token for the other nodes.
+    Init(ClusterInitArgs),
+    /// Create, list or revoke join tokens (on a node holding the CA).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `supervisor cluster init`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterInitArgs {
+    /// Lifetime of the printed join token (`30m`, `24h`, `7d`; 1m to 365d).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub token_ttl: String,
+    /// Leave ACLs off (TLS and gossip encryption still on).
+    #[arg(long)]
+    pub no_acl: bool,
+}
+
+/// `supervisor cluster token ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new join token.
+    Create(TokenCreateArgs),
+    /// List join tokens (ids, lifetimes, uses; never the secrets).
+    List(TokenListArgs),
+    /// Revoke a join token by its id.
+    Revoke(TokenRevokeArgs),
+}
+
+/// `supervisor cluster token create`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// Lifetime (`30m`, `24h`, `7d`; 1m to 365d).
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub ttl: String,
+    /// A note shown by `token list` (at most 200 characters).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// The token joins clients only: no server certificate, no CA key.
+    #[arg(long)]
+    pub clients_only: bool,
+}
+
+/// `supervisor cluster token list`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `supervisor cluster token revoke`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (the part before the dot).
+    pub id: String,
 }
 
 /// `supervisor check`.

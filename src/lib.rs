@@ -87,6 +87,7 @@ pub mod plan;
 pub mod release;
 pub mod render;
 pub mod role;
+pub mod security;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 //! `check` validates exactly what `run` applies.
 
 mod check;
+mod cluster;
 mod completions;
 mod fetch;
 mod fleet;
@@ -54,6 +55,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Status(a) => status::run(&global, &a).await,
         Command::Fleet(a) => fleet::run(&a).await,
         Command::Keygen => keygen::run(),
+        Command::Cluster(a) => cluster::run(&global, &a).await,
         Command::Completions { shell } => completions::run(&shell),
     }
 }

@@ -12,6 +12,7 @@ mod host;
 pub mod limits;
 pub mod names;
 mod raw;
+pub mod security;
 mod validate;
 
 use std::fmt;
@@ -301,6 +302,8 @@ pub struct NodeRole {
     pub discovery: Discovery,
     /// Health endpoint listen address.
     pub health_listen: SocketAddr,
+    /// `[security]` and the node's security material.
+    pub security: security::SecurityRole,
     /// Where rendered configs go.
     pub config_dir: PathBuf,
     /// Where releases and data go.

@@ -39,7 +39,10 @@ const STAGES: &[(&str, &[&str])] = &[
     // The one client of the agents' HTTP APIs and the observers.
     ("agent", &["agent"]),
     ("supervise", &["supervise"]),
-    ("health/catalog", &["health", "catalog"]),
+    (
+        "health/catalog/security",
+        &["health", "catalog", "security"],
+    ),
     // The application: commands wire the stages together, `error` wraps
     // every stage's error and maps it to an exit code, `shutdown` turns
     // signals into daemon events, `main` is the binary.

@@ -231,6 +231,7 @@ pub fn validate(
             problems: found.into_problems(&shown_path, source),
         });
     }
+    let join_listen = std::net::SocketAddr::new(addresses.private, crate::paths::DEFAULT_JOIN_PORT);
     Ok(NodeRole {
         source: path.map(Path::to_path_buf),
         role_names: roles.names,
@@ -249,6 +250,18 @@ pub fn validate(
         release,
         discovery,
         health_listen,
+        // Seam: `[security]` is parsed and `<config>/security/` read by the
+        // role loader in a later commit.
+        security: crate::role::security::SecurityRole {
+            plaintext: false,
+            join_token: None,
+            join: Vec::new(),
+            join_listen,
+            renew_before: std::time::Duration::from_secs(30 * 86_400),
+            cert_lifetime: std::time::Duration::from_secs(90 * 86_400),
+            material: None,
+            ca_holder: false,
+        },
         config_dir: paths.config_dir,
         state_dir: paths.state_dir,
     })
