@@ -119,6 +119,21 @@ pub struct ApiTls {
     pub ca_file: PathBuf,
     /// The name the agent's certificate must carry.
     pub server_name: String,
+    /// The certificate the supervisor presents (the node's own), for an API
+    /// that verifies clients (Consul's HTTPS with `verify_incoming`).
+    pub client_cert: Option<ClientCert>,
+    /// The supervisor's ACL token for this agent (`X-Consul-Token` /
+    /// `X-Nomad-Token`).
+    pub token: Option<crate::role::Secret>,
+}
+
+/// A client certificate and its key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientCert {
+    /// Certificate chain.
+    pub cert_file: PathBuf,
+    /// Private key.
+    pub key_file: PathBuf,
 }
 
 /// Release settings shared by both agents.
@@ -473,6 +488,8 @@ impl Plan {
                             if server { "server" } else { "client" },
                             role.region
                         ),
+                        client_cert: None,
+                        token: None,
                     }),
                     _ => None,
                 },
@@ -781,7 +798,9 @@ mod tests {
             p.agents[1].api_tls,
             Some(ApiTls {
                 ca_file: "/t/ca.pem".into(),
-                server_name: "server.eu.nomad".into()
+                server_name: "server.eu.nomad".into(),
+                client_cert: None,
+                token: None,
             })
         );
         let p = plan(&text, &["nomad-client"]);

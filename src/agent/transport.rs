@@ -508,6 +508,8 @@ mod tests {
         let tls = ApiTls {
             ca_file: "/nonexistent/ca.pem".into(),
             server_name: "server.eu.nomad".into(),
+            client_cert: None,
+            token: None,
         };
         let addr: SocketAddr = "127.0.0.1:4646".parse().unwrap();
         let c = AgentClient::new([(addr, &tls)]).unwrap();
