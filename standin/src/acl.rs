@@ -34,6 +34,8 @@ pub struct Token {
     /// Policy names.
     pub policies: Vec<String>,
     pub management: bool,
+    /// Nomad `Global` (Consul tokens are global unless `Local`).
+    pub global: bool,
     pub created_ms: u64,
     pub index: u64,
 }
@@ -193,6 +195,7 @@ impl AclState {
                 description: "Initial Management Token".to_string(),
                 policies: vec![GLOBAL_MANAGEMENT.to_string()],
                 management: true,
+                global: true,
                 created_ms: 0,
                 index: 1,
             });
@@ -239,6 +242,7 @@ impl AclState {
                 Product::Nomad => Vec::new(),
             },
             management: true,
+            global: true,
             created_ms: now_ms(),
             index,
         };
@@ -284,6 +288,7 @@ impl AclState {
         description: &str,
         policies: Vec<String>,
         management: bool,
+        global: bool,
     ) -> Result<Token, ApiError> {
         for p in &policies {
             if p != GLOBAL_MANAGEMENT && !self.policies.values().any(|x| &x.name == p) {
@@ -310,6 +315,7 @@ impl AclState {
             description: description.to_string(),
             policies,
             management,
+            global,
             created_ms: now_ms(),
             index,
         };
@@ -349,7 +355,7 @@ impl AclState {
                 "AccessorID": t.accessor, "SecretID": t.secret, "Name": t.description,
                 "Type": if t.management { "management" } else { "client" },
                 "Policies": if t.policies.is_empty() { Value::Null } else { json!(t.policies) },
-                "Global": true, "CreateTime": rfc3339(t.created_ms),
+                "Global": t.global, "CreateTime": rfc3339(t.created_ms),
                 "CreateIndex": t.index, "ModifyIndex": t.index,
             }),
         }
@@ -370,7 +376,7 @@ impl AclState {
             .values()
             .map(|t| {
                 json!({"accessor": t.accessor, "secret": t.secret, "description": t.description,
-                       "policies": t.policies, "management": t.management,
+                       "policies": t.policies, "management": t.management, "global": t.global,
                        "created_ms": t.created_ms, "index": t.index})
             })
             .collect();
@@ -410,6 +416,7 @@ impl AclState {
                     })
                     .unwrap_or_default(),
                 management: t["management"].as_bool().unwrap_or(false),
+                global: t["global"].as_bool().unwrap_or(false),
                 created_ms: n(t, "created_ms"),
                 index: n(t, "index"),
             };
@@ -494,7 +501,13 @@ mod tests {
         a.upsert_policy("agent", "", "node_prefix \"\" { policy = \"write\" }")
             .unwrap();
         let t = a
-            .create_token(Some("chosen".into()), "agent", vec!["agent".into()], false)
+            .create_token(
+                Some("chosen".into()),
+                "agent",
+                vec!["agent".into()],
+                false,
+                true,
+            )
             .unwrap();
         let mut b = state(Product::Consul);
         assert!(b.merge(&a.to_json()));
@@ -509,7 +522,7 @@ mod tests {
     fn unknown_policy_is_refused() {
         let mut a = state(Product::Consul);
         assert_eq!(
-            a.create_token(None, "", vec!["nope".into()], false)
+            a.create_token(None, "", vec!["nope".into()], false, true)
                 .unwrap_err()
                 .0,
             400

@@ -253,7 +253,12 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
             match acl.bootstrap(s("BootstrapSecret")) {
                 Ok(t) => {
                     crate::events::log("    [INFO] agent: (stand-in) ACL bootstrap completed");
-                    json_resp(200, &acl.token_json(&t))
+                    let mut v = acl.token_json(&t);
+                    // Consul's legacy `ID`, a copy of SecretID (api-docs/acl).
+                    if product == Product::Consul {
+                        v["ID"] = json!(t.secret);
+                    }
+                    json_resp(200, &v)
                 }
                 Err(e) => err(e),
             }
@@ -295,6 +300,7 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
                 &s("Description").unwrap_or_default(),
                 names,
                 management,
+                true,
             ) {
                 Ok(t) => json_resp(200, &acl.token_json(&t)),
                 Err(e) => err(e),
@@ -316,7 +322,16 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
                 return text(400, "client token missing policies");
             }
             // Nomad generates the SecretID itself.
-            match acl.create_token(None, &s("Name").unwrap_or_default(), names, management) {
+            let global = field(&v, "Global")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match acl.create_token(
+                None,
+                &s("Name").unwrap_or_default(),
+                names,
+                management,
+                global,
+            ) {
                 Ok(t) => json_resp(200, &acl.token_json(&t)),
                 Err(e) => err(e),
             }

@@ -534,6 +534,7 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     let r = req(&s, "PUT", "/v1/acl/bootstrap", None, "");
     assert_eq!(r.status, 200, "{}", r.body);
     let boot = r.json();
+    crate::shape::assert_shape("consul", "acl_bootstrap", &boot);
     assert_eq!(
         boot["Policies"][0]["Name"],
         json!("global-management"),
@@ -548,6 +549,7 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     assert_eq!(req(&s, "PUT", "/v1/acl/policy", None, &policy).status, 403);
     let r = req(&s, "PUT", "/v1/acl/policy", Some(&root), &policy);
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("consul", "acl_policy", &r.json());
     assert!(r.json()["ID"].as_str().is_some_and(|id| !id.is_empty()));
     let chosen = "0b0d1f2e-3c4b-4a59-8e7d-6c5b4a392817";
     let token = json!({"SecretID": chosen, "Description": "supervisor",
@@ -555,12 +557,14 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     .to_string();
     let r = req(&s, "PUT", "/v1/acl/token", Some(&root), &token);
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("consul", "acl_token", &r.json());
     assert_eq!(r.json()["SecretID"], json!(chosen));
     assert_eq!(
         req(&s, "GET", "/v1/agent/members", Some(chosen), "").status,
         200
     );
     let me = req(&s, "GET", "/v1/acl/token/self", Some(chosen), "").json();
+    crate::shape::assert_shape("consul", "acl_token_self", &me);
     assert_eq!(me["Policies"][0]["Name"], json!("supervisor"));
 }
 
@@ -612,6 +616,7 @@ fn nomad_acl_bootstrap_with_bootstrap_secret_once_then_tokens() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["SecretID"], json!(secret));
     assert_eq!(r.json()["Type"], json!("management"));
+    crate::shape::assert_shape("nomad", "acl_bootstrap", &r.json());
     let r = req(&s, "POST", "/v1/acl/bootstrap", None, "");
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
@@ -640,15 +645,15 @@ fn nomad_acl_bootstrap_with_bootstrap_secret_once_then_tokens() {
         &json!({"Name": "supervisor", "Type": "client", "Policies": ["supervisor"]}).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("nomad", "acl_token", &r.json());
     let t = r.json()["SecretID"].as_str().unwrap().to_string();
     assert_eq!(
         req(&s, "GET", "/v1/agent/members", Some(&t), "").status,
         200
     );
-    assert_eq!(
-        req(&s, "GET", "/v1/acl/token/self", Some(&t), "").json()["Name"],
-        json!("supervisor")
-    );
+    let me = req(&s, "GET", "/v1/acl/token/self", Some(&t), "").json();
+    assert_eq!(me["Name"], json!("supervisor"));
+    crate::shape::assert_shape("nomad", "acl_token_self", &me);
 }
 
 fn peers_of(addr: &str, f: &NodeFiles) -> Vec<Value> {
