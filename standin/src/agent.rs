@@ -505,9 +505,10 @@ async fn run(
         let acceptor = if tls { https.clone() } else { None };
         crate::http::serve(shared.clone(), l, acceptor, crate::http::Kind::Api);
     }
-    // With TLS, the serf listeners only carry gossip (as the real serf
-    // ports carry no API); without, they serve the whole API as before.
-    let gossip_kind = if node_tls.is_some() {
+    // With TLS links, the serf listeners only carry gossip (as the real
+    // serf ports carry no API; the links use the RPC port); without, they
+    // serve the whole API as before.
+    let gossip_kind = if shared.rpc_tls().is_some() {
         crate::http::Kind::Gossip
     } else {
         crate::http::Kind::Api
