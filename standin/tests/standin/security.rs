@@ -751,3 +751,211 @@ fn nomad_client_registers_with_its_server_over_tls() {
     .expect("the client verified the server");
     assert_eq!(peer["VerifiedName"], json!("server.global.nomad"));
 }
+
+#[test]
+fn consul_token_made_on_one_server_works_on_another_of_its_dc() {
+    let a = StandIn::consul()
+        .server(2)
+        .node_name("s1")
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let b = StandIn::consul()
+        .server(2)
+        .node_name("s2")
+        .set("retry_join", json!([a.join_addr()]))
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    wait_leader(&a);
+    wait_leader(&b);
+    let chosen = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let token = json!({"SecretID": chosen, "Policies": [{"Name": "global-management"}]});
+    let r = req(&b, "PUT", "/v1/acl/token", Some(MGMT), &token.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    // s1 learns it by the servers' exchange (or asks its leader).
+    let r = wait_for(DEADLINE, || {
+        let r = req(&a, "GET", "/v1/agent/members", Some(chosen), "");
+        (r.status == 200).then_some(r)
+    });
+    assert!(r.is_some(), "s1 never accepted the token made on s2");
+    // And keeps it in its data dir (0600).
+    let f = a.dir().join("data").join("standin-acl.json");
+    let text = wait_for(DEADLINE, || {
+        std::fs::read_to_string(&f)
+            .ok()
+            .filter(|t| t.contains(chosen))
+    });
+    assert!(text.is_some(), "no ACL state file with the token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn consul_server_outside_the_primary_dc_asks_the_primary_over_the_wan() {
+    let primary = StandIn::consul()
+        .server(1)
+        .node_name("s1")
+        .datacenter("dc1")
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let mut acl = consul_acl(None);
+    acl["primary_datacenter"] = json!("dc1");
+    let other = StandIn::consul()
+        .server(1)
+        .node_name("s9")
+        .datacenter("dc2")
+        .set("retry_join_wan", json!([primary.wan_join_addr()]))
+        .file("10-acl.json", &acl.to_string())
+        .start();
+    wait_leader(&other);
+    let r = wait_for(DEADLINE, || {
+        let r = req(&other, "GET", "/v1/agent/members", Some(MGMT), "");
+        (r.status == 200).then_some(r)
+    });
+    assert!(r.is_some(), "dc2 never resolved the primary's token");
+    assert_eq!(
+        req(&other, "GET", "/v1/agent/members", Some("unknown"), "").status,
+        403
+    );
+}
+
+#[test]
+fn nomad_servers_of_a_region_share_the_bootstrap() {
+    let a = StandIn::nomad()
+        .server(2)
+        .node_name("n1")
+        .hcl("acl {\n  enabled = true\n}")
+        .start();
+    let b = StandIn::nomad()
+        .server(2)
+        .node_name("n2")
+        .hcl(&format!(
+            "acl {{\n  enabled = true\n}}\nserver {{\n  server_join {{\n    retry_join = [\"{}\"]\n  }}\n}}",
+            a.join_addr()
+        ))
+        .start();
+    wait_for(DEADLINE, || {
+        (a.get("/v1/status/leader").status == 200 && b.get("/v1/status/leader").status == 200)
+            .then_some(())
+    })
+    .expect("a leader");
+    let secret = "11111111-2222-4333-8444-555555555555";
+    let r = req(
+        &a,
+        "POST",
+        "/v1/acl/bootstrap",
+        None,
+        &json!({"BootstrapSecret": secret}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ok = wait_for(DEADLINE, || {
+        (req(&b, "GET", "/v1/agent/members", Some(secret), "").status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "n2 never accepted n1's bootstrap token");
+    let r = wait_for(DEADLINE, || {
+        let r = req(&b, "POST", "/v1/acl/bootstrap", None, "");
+        (r.status == 400).then_some(r)
+    });
+    assert!(r.is_some(), "n2 bootstrapped a second time");
+}
+
+/// Every key the supervisor renders for a secured node (design contract of
+/// issue 19) loads with its type.
+#[test]
+fn secured_configs_as_the_supervisor_renders_them_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let consul = r#"
+encrypt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+primary_datacenter = "dc1"
+ports {
+  http  = -1
+  https = 8501
+}
+tls {
+  defaults {
+    ca_file         = "/etc/hashi-supervisor/security/ca.pem"
+    cert_file       = "/etc/hashi-supervisor/security/node.pem"
+    key_file        = "/etc/hashi-supervisor/security/consul-key.pem"
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc {
+    verify_server_hostname = true
+  }
+}
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  down_policy              = "extend-cache"
+  enable_token_persistence = true
+  enable_token_replication = true
+  tokens {
+    agent              = "0b0d1f2e-3c4b-4a59-8e7d-6c5b4a392817"
+    initial_management = "6c4c9d4f-0c33-4b3a-9d22-6f1e5c0a7b11"
+    replication        = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+  }
+}
+"#;
+    let nomad = r#"
+server {
+  enabled = true
+  encrypt = "Dt3P9SpKGAR/DIUN1cDirg=="
+}
+tls {
+  http                   = true
+  rpc                    = true
+  ca_file                = "/etc/hashi-supervisor/security/ca.pem"
+  cert_file              = "/etc/hashi-supervisor/security/node.pem"
+  key_file               = "/etc/hashi-supervisor/security/nomad-key.pem"
+  verify_server_hostname = true
+  verify_https_client    = false
+}
+consul {
+  address   = "127.0.0.1:8501"
+  ssl       = true
+  ca_file   = "/etc/hashi-supervisor/security/ca.pem"
+  cert_file = "/etc/hashi-supervisor/security/node.pem"
+  key_file  = "/etc/hashi-supervisor/security/nomad-key.pem"
+  token     = "11111111-2222-4333-8444-555555555555"
+}
+acl {
+  enabled = true
+}
+"#;
+    for (product, file, text, args) in [
+        ("consul", "consul.hcl", consul, vec!["validate"]),
+        ("nomad", "nomad.hcl", nomad, vec!["config", "validate"]),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let bin = install_as(&dir.path().join(format!("bin-{product}")), product);
+        let out = Command::new(bin).args(&args).arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{product}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A wrong type is still refused (the tables check inside these blocks).
+    let path = dir.path().join("bad.hcl");
+    std::fs::write(
+        &path,
+        "tls {\n  defaults {\n    verify_incoming = \"yes\"\n  }\n}\n",
+    )
+    .unwrap();
+    let bin = install_as(&dir.path().join("bin-bad"), "consul");
+    let out = Command::new(bin)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls.defaults.verify_incoming"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
