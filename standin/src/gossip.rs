@@ -258,7 +258,7 @@ fn message(shared: &Shared, pool: Pool) -> Value {
 
 /// Whether `peer` shares this server's ACL state: both servers of one
 /// Consul DC / Nomad region, with ACLs on.
-fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
+pub fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
     let cfg = shared.cfg();
     cfg.acl.enabled
         && cfg.server
@@ -269,9 +269,11 @@ fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
         }
 }
 
-/// Add this server's ACL state to a message for `peer` when it shares it.
+/// Add this server's ACL state to a message for `peer` when it shares it
+/// (plain gossip only: with TLS links the state goes over the RPC link,
+/// [`crate::link::sync_acl`], never in the clear).
 fn with_acl(shared: &Shared, msg: &mut Value, peer: &Member) {
-    if is_acl_peer(shared, peer) {
+    if shared.rpc_tls().is_none() && is_acl_peer(shared, peer) {
         msg["acl"] = shared.acl().to_json();
     }
 }
@@ -290,7 +292,7 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
         .map(|a| a.iter().filter_map(NodeRec::from_json).collect())
         .unwrap_or_default();
     if let (Some(acl), Some(f)) = (answer.get("acl"), from.as_ref()) {
-        if is_acl_peer(shared, f) {
+        if shared.rpc_tls().is_none() && is_acl_peer(shared, f) {
             shared.acl().merge(acl);
         }
     }
@@ -509,6 +511,7 @@ pub async fn push_all(shared: &Arc<Shared>) {
         let _ = t.await;
     }
     crate::link::ping_servers(shared).await;
+    crate::link::sync_acl(shared).await;
 }
 
 /// A Consul server's flood loop (consul:agent/consul/flood.go Server.Flood):

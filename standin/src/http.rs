@@ -48,6 +48,8 @@ pub struct ConnInfo {
     pub remote: String,
     /// A client certificate was presented and verified against the CA.
     pub client_cert: bool,
+    /// That certificate also carries this DC's / region's server name.
+    pub peer_server: bool,
 }
 
 /// Accept connections forever on `listener` (over TLS with `tls`).
@@ -74,17 +76,26 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor
                     kind,
                     remote: remote.to_string(),
                     client_cert: false,
+                    peer_server: false,
                 };
                 match tls {
                     // A failed handshake (plain HTTP, unknown CA, no client
                     // certificate when one is required) just closes.
                     Some(tls) => {
                         if let Ok(stream) = tls.accept(stream).await {
-                            info.client_cert = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .is_some_and(|c| !c.is_empty());
+                            let certs = stream.get_ref().1.peer_certificates();
+                            info.client_cert = certs.is_some_and(|c| !c.is_empty());
+                            if let (Some(certs), Some(t)) = (certs, shared.tls.as_ref()) {
+                                let cfg = shared.cfg();
+                                let name = crate::tls::server_name(
+                                    cfg.product,
+                                    match cfg.product {
+                                        Product::Consul => &cfg.datacenter,
+                                        Product::Nomad => &cfg.region,
+                                    },
+                                );
+                                info.peer_server = t.cert_has_name(certs, &name);
+                            }
                             let svc = service_fn(move |req| {
                                 let shared = shared.clone();
                                 let info = info.clone();
@@ -234,6 +245,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
                 .map(|t| t.peers())
                 .unwrap_or_else(|| json!([]));
             return json_resp(200, &peers);
+        }
+        // Only from a server of this DC / region (its certificate carries
+        // the server name), over the TLS RPC port.
+        link::ACL_SYNC_PATH if info.kind == Kind::Rpc && info.peer_server => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(400, &e.to_string()),
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                return text(400, "bad ACL state");
+            };
+            let mut acl = shared.acl();
+            if shared.cfg().server && shared.cfg().acl.enabled {
+                acl.merge(&v);
+            }
+            return json_resp(200, &acl.to_json());
         }
         link::PING_PATH => {
             let node = shared.lock().me.node.clone();

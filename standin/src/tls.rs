@@ -301,6 +301,15 @@ impl NodeTls {
         Ok(TlsConnector::from(Arc::new(config)))
     }
 
+    /// Whether a peer's certificate chain (already verified as a client's)
+    /// also carries `name` (e.g. this DC's `server.<dc>.consul`).
+    pub fn cert_has_name(&self, chain: &[CertificateDer<'static>], name: &str) -> bool {
+        match &self.roots {
+            Some(roots) => check_name(roots, chain, name, Path::new("peer")).is_ok(),
+            None => false,
+        }
+    }
+
     /// Record a verified handshake with a peer and log it.
     pub fn record_peer(&self, direction: &str, node: &str, addr: &str, name: &str) {
         let entry = serde_json::json!({

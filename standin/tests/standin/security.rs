@@ -959,3 +959,50 @@ acl {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn consul_servers_with_tls_links_share_acl_state_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f1 = ca.node(&dir.path().join("s1"), &["server.dc1.consul", "localhost"]);
+    let f2 = ca.node(&dir.path().join("s2"), &["server.dc1.consul", "localhost"]);
+    let mut t1 = consul_tls(&f1);
+    t1["tls"]["defaults"]["verify_incoming"] = json!(false);
+    let mut t2 = consul_tls(&f2);
+    t2["tls"]["defaults"]["verify_incoming"] = json!(false);
+    let a = StandIn::consul()
+        .server(2)
+        .node_name("s1")
+        .set("encrypt", json!(KEY_A))
+        .file("10-tls.json", &t1.to_string())
+        .file("20-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let b = StandIn::consul()
+        .server(2)
+        .node_name("s2")
+        .set("encrypt", json!(KEY_A))
+        .set("retry_join", json!([a.join_addr()]))
+        .file("10-tls.json", &t2.to_string())
+        .file("20-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    wait_leader(&a);
+    wait_leader(&b);
+    let chosen = "7f6e5d4c-3b2a-4190-8fed-cba987654321";
+    let token = json!({"SecretID": chosen, "Policies": [{"Name": "global-management"}]});
+    let r = req(&b, "PUT", "/v1/acl/token", Some(MGMT), &token.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ok = wait_for(DEADLINE, || {
+        (req(&a, "GET", "/v1/agent/members", Some(chosen), "").status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "s1 never accepted the token made on s2");
+    // Both verified each other as servers of dc1 over TLS.
+    let peer = wait_for(DEADLINE, || {
+        let v = a.get("/_standin/tls-peers").json();
+        v.as_array()?
+            .iter()
+            .find(|p| p["Node"] == "s2" && p["Direction"] == "out")
+            .cloned()
+    })
+    .expect("s1 verified s2");
+    assert_eq!(peer["VerifiedName"], json!("server.dc1.consul"));
+}
