@@ -203,13 +203,10 @@ pub async fn sync_acl(shared: &Shared) {
             continue;
         }
         let body = shared.acl().to_json().to_string();
-        match call(shared, &m, "POST", ACL_SYNC_PATH, None, &body, 1).await {
-            Ok((200, answer)) => {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&answer) {
-                    shared.acl().merge(&v);
-                }
+        if let Ok((200, answer)) = call(shared, &m, "POST", ACL_SYNC_PATH, None, &body, 1).await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&answer) {
+                shared.acl().merge(&v);
             }
-            Ok(_) | Err(_) => {}
         }
     }
 }
