@@ -67,7 +67,13 @@ pub struct AclState {
     /// Raft-like index, bumped on every write.
     pub index: u64,
     file: Option<PathBuf>,
+    /// Requests refused for want of a valid token (`/_standin/acl-denied`),
+    /// the newest [`DENIED_KEEP`].
+    pub denied: Vec<Value>,
 }
+
+/// How many refused requests are kept.
+pub const DENIED_KEEP: usize = 1000;
 
 /// A random UUID (v4 layout) from the system RNG.
 pub fn uuid() -> String {

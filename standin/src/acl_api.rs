@@ -82,18 +82,42 @@ fn not_found_text(product: Product) -> &'static str {
 }
 
 /// The token check: None to go on, else the 403 answer.
-pub async fn gate(shared: &Arc<Shared>, req: &Request<Incoming>, path: &str) -> Option<Resp> {
+pub async fn gate(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+    path: &str,
+    remote: &str,
+) -> Option<Resp> {
     let product = shared.product;
     if !shared.acl().deny || is_open(product, path) {
         return None;
     }
     let Some(token) = request_token(req, product) else {
+        record_denied(shared, req, remote, "no token");
         return Some(text(403, "Permission denied"));
     };
     match resolve(shared, &token, hops(req)).await {
         Some(_) => None,
-        None => Some(text(403, not_found_text(product))),
+        None => {
+            record_denied(shared, req, remote, "unknown token");
+            Some(text(403, not_found_text(product)))
+        }
     }
+}
+
+/// Log and keep a refused request (never the token itself).
+fn record_denied(shared: &Shared, req: &Request<Incoming>, remote: &str, reason: &str) {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    crate::events::log(&format!(
+        "    [WARN] standin: request refused by ACLs: method={method} path={path} from={remote} reason=\"{reason}\""
+    ));
+    let mut acl = shared.acl();
+    if acl.denied.len() >= crate::acl::DENIED_KEEP {
+        acl.denied.remove(0);
+    }
+    acl.denied
+        .push(json!({"Method": method, "Path": path, "From": remote, "Reason": reason}));
 }
 
 /// Where a token lookup this agent cannot answer goes (see module doc).

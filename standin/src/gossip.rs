@@ -325,8 +325,7 @@ pub async fn join(shared: &Arc<Shared>, pool: Pool, addr: &str) -> Result<(), St
     });
     let (status, body) = post_gossip(shared, addr, &msg, tls).await?;
     if let Some((_, name)) = &rpc_tls {
-        if let (Some(tls), Ok(answer)) = (shared.tls.as_ref(), serde_json::from_str::<Value>(&body))
-        {
+        if let (Some(tls), Ok(answer)) = (shared.tls(), serde_json::from_str::<Value>(&body)) {
             let node = answer["from"]["node"].as_str().unwrap_or(addr).to_string();
             tls.record_peer("out", &node, addr, name);
         }
@@ -490,8 +489,7 @@ pub async fn push_all(shared: &Arc<Shared>) {
                     name: n,
                 });
                 let res = post_gossip(&shared, &addr, &msg, tls).await;
-                if let (Ok((200, _)), Some((_, n)), Some(t)) = (&res, &rpc_tls, shared.tls.as_ref())
-                {
+                if let (Ok((200, _)), Some((_, n)), Some(t)) = (&res, &rpc_tls, shared.tls()) {
                     t.record_peer("out", name.split('.').next().unwrap_or(&name), &addr, n);
                 }
                 match res.and_then(|(status, body)| {

@@ -26,6 +26,8 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 
 /// The stand-in-only list of verified TLS peer handshakes.
 pub const TLS_PEERS_PATH: &str = "/_standin/tls-peers";
+/// The stand-in-only list of requests refused by the ACL check.
+pub const DENIED_PATH: &str = "/_standin/acl-denied";
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -52,8 +54,28 @@ pub struct ConnInfo {
     pub peer_server: bool,
 }
 
+/// Which TLS side a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    /// The HTTPS API ([`crate::tls::NodeTls::https_acceptor`]).
+    Https,
+    /// The RPC port ([`crate::tls::NodeTls::rpc_acceptor`]).
+    Rpc,
+}
+
+/// The acceptor of `side` from the TLS material of the moment (so a
+/// reload's new certificate serves the next connection).
+fn acceptor(shared: &Shared, side: TlsSide) -> Option<TlsAcceptor> {
+    let t = shared.tls()?;
+    match side {
+        TlsSide::Https => t.https_acceptor(),
+        TlsSide::Rpc => t.rpc_acceptor(),
+    }
+    .ok()
+}
+
 /// Accept connections forever on `listener` (over TLS with `tls`).
-pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>, kind: Kind) {
+pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsSide>, kind: Kind) {
     let hang = crate::knobs::var("STANDIN_HTTP_HANG").is_some_and(|v| v == "1");
     tokio::spawn(async move {
         loop {
@@ -81,11 +103,14 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor
                 match tls {
                     // A failed handshake (plain HTTP, unknown CA, no client
                     // certificate when one is required) just closes.
-                    Some(tls) => {
+                    Some(side) => {
+                        let Some(tls) = acceptor(&shared, side) else {
+                            return;
+                        };
                         if let Ok(stream) = tls.accept(stream).await {
                             let certs = stream.get_ref().1.peer_certificates();
                             info.client_cert = certs.is_some_and(|c| !c.is_empty());
-                            if let (Some(certs), Some(t)) = (certs, shared.tls.as_ref()) {
+                            if let (Some(certs), Some(t)) = (certs, shared.tls()) {
                                 let cfg = shared.cfg();
                                 let name = crate::tls::server_name(
                                     cfg.product,
@@ -227,7 +252,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
     // A stand-in calling over its TLS RPC link names itself: record the
     // verified peer.
     if info.kind == Kind::Rpc && info.client_cert {
-        if let (Some(node), Some(tls)) = (header(&req, link::NODE_HEADER), shared.tls.as_ref()) {
+        if let (Some(node), Some(tls)) = (header(&req, link::NODE_HEADER), shared.tls()) {
             tls.record_peer(
                 "in",
                 &node,
@@ -239,11 +264,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
     match path.as_str() {
         // Stand-in only: every verified TLS peer handshake (README "TLS").
         TLS_PEERS_PATH => {
-            let peers = shared
-                .tls
-                .as_ref()
-                .map(|t| t.peers())
-                .unwrap_or_else(|| json!([]));
+            let peers = shared.tls().map(|t| t.peers()).unwrap_or_else(|| json!([]));
             return json_resp(200, &peers);
         }
         // Only from a server of this DC / region (its certificate carries
@@ -262,13 +283,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
             }
             return json_resp(200, &acl.to_json());
         }
+        // Stand-in only: requests refused for want of a valid token.
+        DENIED_PATH => {
+            let list = shared.acl().denied.clone();
+            return json_resp(200, &Value::Array(list));
+        }
         link::PING_PATH => {
             let node = shared.lock().me.node.clone();
             return json_resp(200, &json!({"Node": node}));
         }
         _ => {}
     }
-    if let Some(denied) = crate::acl_api::gate(&shared, &req, &path).await {
+    if let Some(denied) = crate::acl_api::gate(&shared, &req, &path, &info.remote).await {
         return denied;
     }
     if path.starts_with("/v1/acl/") {

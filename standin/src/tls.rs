@@ -72,8 +72,9 @@ pub struct NodeTls {
     roots: Option<Arc<RootCertStore>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    /// Verified peer handshakes (`/_standin/tls-peers`).
-    peers: Mutex<Vec<serde_json::Value>>,
+    /// Verified peer handshakes (`/_standin/tls-peers`), kept across a
+    /// reload of the files.
+    peers: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -153,7 +154,7 @@ pub fn load(cfg: &AgentConfig) -> Result<Option<NodeTls>, String> {
         roots,
         chain,
         key,
-        peers: Mutex::new(Vec::new()),
+        peers: Arc::new(Mutex::new(Vec::new())),
     }))
 }
 
@@ -299,6 +300,11 @@ impl NodeTls {
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| e.to_string())?;
         Ok(TlsConnector::from(Arc::new(config)))
+    }
+
+    /// Keep the peer record of the material this one replaces (SIGHUP).
+    pub fn keep_peers_of(&mut self, old: &NodeTls) {
+        self.peers = old.peers.clone();
     }
 
     /// Whether a peer's certificate chain (already verified as a client's)

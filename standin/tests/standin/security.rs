@@ -240,6 +240,19 @@ fn https(
     client: Option<&NodeFiles>,
     headers: &[(&str, &str)],
 ) -> Result<HttpReply, String> {
+    https_as(addr, "localhost", method, path, ca_pem, client, headers)
+}
+
+/// [`https`] verifying the server for `server_name`.
+fn https_as(
+    addr: &str,
+    server_name: &str,
+    method: &str,
+    path: &str,
+    ca_pem: &str,
+    client: Option<&NodeFiles>,
+    headers: &[(&str, &str)],
+) -> Result<HttpReply, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -260,7 +273,7 @@ fn https(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    let name = ServerName::try_from("localhost").unwrap();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -510,6 +523,23 @@ fn consul_acl_denies_without_a_token_and_accepts_initial_management() {
     assert_eq!(r.status, 403, "{}", r.body);
     let r = req(&s, "GET", "/v1/agent/members", Some(MGMT), "");
     assert_eq!(r.status, 200, "{}", r.body);
+    // The refusals are listed (for "every call carries a token"), secrets never.
+    let denied = s.get("/_standin/acl-denied");
+    assert!(!denied.body.contains("not-a-token"), "{}", denied.body);
+    let denied = denied.json();
+    let reasons: Vec<(&str, &str)> = denied
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["Path"].as_str().unwrap(), d["Reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("/v1/agent/members", "no token"),
+            ("/v1/agent/members", "unknown token")
+        ]
+    );
     let r = req(&s, "GET", "/v1/acl/token/self", Some(MGMT), "");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["SecretID"], json!(MGMT));
@@ -1005,4 +1035,50 @@ fn consul_servers_with_tls_links_share_acl_state_over_tls() {
     })
     .expect("s1 verified s2");
     assert_eq!(peer["VerifiedName"], json!("server.dc1.consul"));
+}
+
+#[test]
+fn sighup_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f = ca.node(dir.path(), &["server.dc1.consul", "localhost"]);
+    let https_port = free_port();
+    let mut tls = consul_tls(&f);
+    tls["ports"] = json!({"https": https_port});
+    let s = StandIn::consul()
+        .server(1)
+        .node_name("s1")
+        .file("10-tls.json", &tls.to_string())
+        .start();
+    let addr = format!("127.0.0.1:{https_port}");
+    wait_port(&addr);
+    let get = |name: &str| {
+        https_as(
+            &addr,
+            name,
+            "GET",
+            "/v1/status/leader",
+            &f.ca_pem,
+            Some(&f),
+            &[],
+        )
+    };
+    assert_eq!(get("localhost").unwrap().status, 200);
+    assert!(
+        get("renewed.example").is_err(),
+        "the old certificate has no such name"
+    );
+    // The renewal writes a new certificate and key over the old files.
+    let _renewed = ca.node(
+        dir.path(),
+        &["server.dc1.consul", "localhost", "renewed.example"],
+    );
+    s.signal(crate::support::Signal::SIGHUP);
+    assert!(s.wait_event("reload ok", DEADLINE));
+    let r = wait_for(DEADLINE, || get("renewed.example").ok());
+    assert_eq!(
+        r.map(|r| r.status),
+        Some(200),
+        "the renewed certificate is not served"
+    );
 }
