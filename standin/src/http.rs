@@ -91,7 +91,6 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsSide>, k
                 continue;
             }
             let shared = shared.clone();
-            let tls = tls.clone();
             tokio::spawn(async move {
                 let http = hyper::server::conn::http1::Builder::new();
                 let mut info = ConnInfo {
