@@ -1082,3 +1082,27 @@ fn sighup_picks_up_a_renewed_certificate() {
         "the renewed certificate is not served"
     );
 }
+
+#[test]
+fn nomad_https_with_verify_https_client_requires_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f = ca.node(dir.path(), &["server.global.nomad", "localhost"]);
+    let tls = nomad_tls(&f).replace("verify_https_client = false", "verify_https_client = true");
+    let s = StandIn::nomad().node_name("s1").hcl(&tls).start();
+    let r = https(&s.addr(), "GET", "/v1/status/leader", &f.ca_pem, None, &[]);
+    assert!(r.is_err(), "answered without a client certificate: {r:?}");
+    let r = wait_for(DEADLINE, || {
+        https(
+            &s.addr(),
+            "GET",
+            "/v1/status/leader",
+            &f.ca_pem,
+            Some(&f),
+            &[],
+        )
+        .ok()
+        .filter(|r| r.status == 200)
+    });
+    assert!(r.is_some(), "no answer with a client certificate");
+}
