@@ -24,8 +24,8 @@ pub const GLOBAL_MANAGEMENT: &str = "global-management";
 /// Name of the state file in a server's data dir.
 pub const STATE_FILE: &str = "standin-acl.json";
 
-/// A token.
-#[derive(Debug, Clone, PartialEq)]
+/// A token (its Debug never shows the secret).
+#[derive(Clone, PartialEq)]
 pub struct Token {
     pub accessor: String,
     pub secret: String,
@@ -38,6 +38,18 @@ pub struct Token {
     pub global: bool,
     pub created_ms: u64,
     pub index: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("accessor", &self.accessor)
+            .field("secret", &"<redacted>")
+            .field("description", &self.description)
+            .field("policies", &self.policies)
+            .field("management", &self.management)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A policy.
@@ -54,7 +66,7 @@ pub struct Policy {
 pub type ApiError = (u16, String);
 
 /// Tokens, policies and the bootstrap flag of one DC / region.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AclState {
     pub product: Option<Product>,
     pub enabled: bool,
@@ -70,6 +82,19 @@ pub struct AclState {
     /// Requests refused for want of a valid token (`/_standin/acl-denied`),
     /// the newest [`DENIED_KEEP`].
     pub denied: Vec<Value>,
+}
+
+impl std::fmt::Debug for AclState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: no secret in Debug output.
+        f.debug_struct("AclState")
+            .field("enabled", &self.enabled)
+            .field("deny", &self.deny)
+            .field("bootstrapped", &self.bootstrapped)
+            .field("tokens", &self.tokens.len())
+            .field("policies", &self.policies.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many refused requests are kept.
@@ -131,6 +156,7 @@ impl AclState {
                 .acl
                 .initial_management
                 .clone()
+                .map(|t| t.0)
                 .filter(|_| cfg.server && cfg.product == Product::Consul),
             file: (cfg.server && !cfg.data_dir.is_empty())
                 .then(|| PathBuf::from(&cfg.data_dir).join(STATE_FILE)),

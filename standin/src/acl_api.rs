@@ -397,7 +397,7 @@ pub async fn watch_agent_token(shared: Arc<Shared>) {
             continue;
         }
         let ok = match &cfg.acl.agent_token {
-            Some(t) => resolve(&shared, t, 0).await.is_some(),
+            Some(t) => resolve(&shared, &t.0, 0).await.is_some(),
             None => false,
         };
         if ok {

@@ -182,7 +182,7 @@ async fn post_gossip(
     tls: Option<Tls<'_>>,
 ) -> Result<(u16, String), String> {
     let headers: Vec<(&str, String)> = match &shared.cfg().gossip_key {
-        Some(key) => vec![(MAC_HEADER, mac(key, msg.as_bytes()))],
+        Some(key) => vec![(MAC_HEADER, mac(&key.0, msg.as_bytes()))],
         None => Vec::new(),
     };
     let req = Req {
@@ -416,7 +416,7 @@ fn check_proof(
     const NO_KEYS: &str = "No installed keys could decrypt the message";
     const NOT_CONFIGURED: &str = "Remote state is encrypted and encryption is not configured";
     match (&shared.cfg().gossip_key, proof) {
-        (Some(key), Some(p)) if mac_ok(key, body, p) => Ok(()),
+        (Some(key), Some(p)) if mac_ok(&key.0, body, p) => Ok(()),
         (Some(_), _) => {
             crate::events::log(&format!(
                 "    [ERR] memberlist: failed to receive: {NO_KEYS} from={remote}"

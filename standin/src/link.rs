@@ -148,7 +148,7 @@ pub async fn consul_request(
     let c = shared.cfg().consul;
     let mut headers: Vec<(&str, String)> = Vec::new();
     if let Some(t) = &c.token {
-        headers.push(("X-Consul-Token", t.clone()));
+        headers.push(("X-Consul-Token", t.0.clone()));
     }
     let req = Req {
         addr,

@@ -117,12 +117,10 @@ pub fn load(cfg: &AgentConfig) -> Result<Option<NodeTls>, String> {
         }
         None => None,
     };
+    // The stand-in always presents its own certificate once TLS is
+    // configured (README "TLS"), so both files are needed.
     let (Some(cert_file), Some(key_file)) = (&t.cert_file, &t.key_file) else {
-        if t.rpc || cfg.http_tls || t.verify_incoming_https || t.verify_incoming_rpc {
-            return Err("cert_file and key_file must both be set for TLS".to_string());
-        }
-        // Only a CA: nothing of ours to present.
-        return Err("TLS configured without cert_file and key_file".to_string());
+        return Err("cert_file and key_file must both be set".to_string());
     };
     let chain = read_certs("certificate file", cert_file)?;
     std::fs::read(key_file)
