@@ -376,14 +376,47 @@ pub struct LoadedRole {
     pub hash: String,
 }
 
-/// Reads (once, through [`file::read_regular`]) and validates the role
-/// file at `path` (a missing file is allowed when `must_exist` is false),
-/// with `roles_override` from `--role`, against `host`; hashes the bytes
-/// it validated. The only reader of the role file.
+/// What the command line adds to the role file: `--role` (replaces
+/// `roles`), `--join-token` and `--join-token-file` (replace
+/// `[security] join_token_file`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--role`.
+    pub roles: Vec<String>,
+    /// `--join-token`.
+    pub join_token: Option<Secret>,
+    /// `--join-token-file`.
+    pub join_token_file: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Only `--role`.
+    pub fn roles(roles: &[String]) -> Self {
+        Self {
+            roles: roles.to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
+/// [`load_with`] with only `--role` from the command line.
 pub fn load(
     path: &Path,
     must_exist: bool,
     roles_override: &[String],
+    host: &dyn Host,
+) -> Result<LoadedRole, RoleError> {
+    load_with(path, must_exist, &Overrides::roles(roles_override), host)
+}
+
+/// Reads (once, through [`file::read_regular`]) and validates the role
+/// file at `path` (a missing file is allowed when `must_exist` is false),
+/// with the command line's `overrides`, against `host`; hashes the bytes
+/// it validated. The only reader of the role file.
+pub fn load_with(
+    path: &Path,
+    must_exist: bool,
+    overrides: &Overrides,
     host: &dyn Host,
 ) -> Result<LoadedRole, RoleError> {
     let bytes = match file::read_regular(path, limits::ROLE_FILE_BYTES) {
@@ -401,7 +434,7 @@ pub fn load(
         }
     };
     let Some(bytes) = bytes else {
-        let role = validate::validate(None, "", raw::RawRole::default(), roles_override, host)?;
+        let role = validate::validate(None, "", raw::RawRole::default(), overrides, host)?;
         return Ok(LoadedRole {
             role,
             hash: String::new(),
@@ -415,16 +448,27 @@ pub fn load(
         path: path.to_path_buf(),
         source,
     })?;
-    let role = parse(path, &text, roles_override, host)?;
+    let role = parse_with(path, &text, overrides, host)?;
     Ok(LoadedRole { role, hash })
 }
 
-/// Validates role file text as if read from `path` (relative key file paths
-/// resolve against `path`'s directory).
+/// [`parse_with`] with only `--role` from the command line.
 pub fn parse(
     path: &Path,
     text: &str,
     roles_override: &[String],
+    host: &dyn Host,
+) -> Result<NodeRole, RoleError> {
+    parse_with(path, text, &Overrides::roles(roles_override), host)
+}
+
+/// Validates role file text as if read from `path` (relative key file paths
+/// resolve against `path`'s directory), with the command line's
+/// `overrides`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    overrides: &Overrides,
     host: &dyn Host,
 ) -> Result<NodeRole, RoleError> {
     let raw: raw::RawRole = match toml::from_str(text) {
@@ -436,7 +480,7 @@ pub fn parse(
             });
         }
     };
-    validate::validate(Some(path), text, raw, roles_override, host)
+    validate::validate(Some(path), text, raw, overrides, host)
 }
 
 /// At most this many key/type problems are collected from one file.
