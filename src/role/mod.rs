@@ -577,6 +577,18 @@ fn blank_key_line(text: &mut String, at: usize) -> bool {
     true
 }
 
+/// Test support: `text` with `[security] plaintext = true` added (unless it
+/// has a `[security]` table), for role texts of tests that are not about
+/// security: secure by default refuses a multi-node role without it.
+#[cfg(test)]
+pub(crate) fn with_plaintext(text: &str) -> String {
+    if text.contains("[security]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[security]\nplaintext = true\n")
+    }
+}
+
 fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
@@ -601,19 +613,31 @@ mod tests {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         parse(
             Path::new("/etc/hashi-supervisor/node.toml"),
-            text,
+            &with_plaintext(text),
             &roles,
             &host(),
         )
     }
 
+    /// A join token of the right shape (never a real one).
+    const TOKEN: &str = "abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn with_token(roles: &[&str]) -> Overrides {
+        Overrides {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            join_token: Some(Secret::new(TOKEN)),
+            join_token_file: None,
+        }
+    }
+
     #[test]
     fn role_flag_without_a_file_uses_defaults_hostname_and_auto_address() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
-        let loaded = load(
+        // Secure by default: `--role` alone needs a join token.
+        let loaded = load_with(
             &dir.join("node.toml"),
             false,
-            &["consul-client".into()],
+            &with_token(&["consul-client"]),
             &host(),
         )
         .unwrap();
@@ -758,7 +782,7 @@ mod tests {
         );
         let r = parse(
             Path::new("/etc/hashi-supervisor/node.toml"),
-            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n",
+            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n[security]\nplaintext = true\n",
             &[],
             &h,
         )
@@ -802,18 +826,33 @@ mod tests {
 
     #[test]
     fn the_shipped_role_file_with_role_nomad_client_alone_is_valid_on_a_lan() {
-        // The package's promise: its default role file and
-        // `HASHI_SUPERVISOR_ROLE=nomad-client` on a fresh LAN node.
-        let r = parse(
+        // The package's promise: its default role file,
+        // `HASHI_SUPERVISOR_ROLE=nomad-client` and a join token
+        // (`HASHI_SUPERVISOR_JOIN_TOKEN`) on a fresh LAN node.
+        let r = parse_with(
             Path::new("/etc/hashi-supervisor/node.toml"),
             include_str!("../../config/node.toml"),
-            &["nomad-client".into()],
+            &with_token(&["nomad-client"]),
             &host(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.discovery.mdns, "mDNS finds its Consul server");
         assert_eq!(r.discovery.dns, None);
         assert!(r.learnable.region && r.learnable.datacenter);
+        assert!(r.security.join_token.is_some());
+        // Without the token, secure by default refuses it, at `--role`.
+        let e = parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            include_str!("../../config/node.toml"),
+            &["nomad-client".into()],
+            &host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--role: these roles span more than one node"),
+            "{e}"
+        );
     }
 
     #[test]

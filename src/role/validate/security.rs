@@ -540,19 +540,16 @@ fn check_rules(i: &Inputs<'_>, s: &SecurityRole) -> Findings {
         return found;
     }
     let own = if hand_written.iter().any(|(v, _)| v.is_some()) {
-        format!(
-            "; with your own certificates and keys, also set {}",
-            missing.join(", ")
-        )
+        format!("; your own TLS also needs {}", missing.join(", "))
     } else {
         String::new()
     };
     found.at(
         i.roles_at.clone(),
         format!(
-            "these roles span more than one node and this node has no cluster security (no TLS material in {}, no join token): \
-             run `supervisor cluster init` on the first server, start the others with `--join-token` (or `[security] join_token_file`), \
-             or write `[security] plaintext = true` to run without TLS, gossip encryption and ACLs on purpose{own}",
+            "these roles span more than one node and this node has no cluster security (no material in {}, no join token): \
+             run `supervisor cluster init` on the first server, `--join-token` or `[security] join_token_file` on the others, \
+             or set `[security] plaintext = true`{own}",
             i.config_dir.join(SECURITY_SUBDIR).display()
         ),
     );
@@ -562,6 +559,392 @@ fn check_rules(i: &Inputs<'_>, s: &SecurityRole) -> Findings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::role::{NodeRole, RoleError, StaticHost, parse_with};
+
+    const SECRET: &str = "0123456789abcdef";
+    const TOKEN: &str = "abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const SEC: &str = "/etc/hashi-supervisor/security";
+
+    fn host() -> StaticHost {
+        StaticHost {
+            hostname: Some("ams2-server-01".into()),
+            interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 11))],
+            ..StaticHost::default()
+        }
+    }
+
+    fn node_json() -> String {
+        serde_json::json!({
+            "version": 1,
+            "ca_sha256": PIN,
+            "names": ["server.ams2.consul", "localhost"],
+            "ips": ["127.0.0.1", "10.0.1.11"],
+            "not_before": 1_700_000_000u64,
+            "not_after": 1_707_776_000u64,
+            "primary_datacenter": "ams2",
+            "consul_gossip_key": "AAAAAAAAAAAAAAAAAAAAAA==",
+            "nomad_gossip_key": "BBBBBBBBBBBBBBBBBBBBBB==",
+            "acl_enabled": true,
+            "acl": {"consul_agent": "11111111-1111-4111-8111-111111111111"}
+        })
+        .to_string()
+    }
+
+    /// A host with the material of a node running Consul and Nomad.
+    fn secured_host() -> StaticHost {
+        let mut h = host();
+        for f in [
+            "ca.pem",
+            "node.pem",
+            "node-key.pem",
+            "consul-key.pem",
+            "nomad-key.pem",
+        ] {
+            h.files.insert(Path::new(SEC).join(f), "pem".into());
+        }
+        h.files
+            .insert(Path::new(SEC).join("node.json"), node_json());
+        h
+    }
+
+    fn load(text: &str, ov: &Overrides, h: &StaticHost) -> Result<NodeRole, String> {
+        parse_with(Path::new("/r/node.toml"), text, ov, h).map_err(|e: RoleError| e.to_string())
+    }
+
+    fn load_ok(text: &str, h: &StaticHost) -> NodeRole {
+        load(text, &Overrides::default(), h).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn load_err(text: &str, h: &StaticHost) -> String {
+        load(text, &Overrides::default(), h).unwrap_err()
+    }
+
+    const SERVER: &str = "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\n";
+
+    #[test]
+    fn secure_by_default_refuses_a_cluster_role_at_roles_naming_the_three_ways_out() {
+        let e = load_err(SERVER, &host());
+        assert!(
+            e.contains("/r/node.toml:2:9: these roles span more than one node"),
+            "{e}"
+        );
+        for want in [
+            "`supervisor cluster init`",
+            "`--join-token`",
+            "join_token_file",
+            "`[security] plaintext = true`",
+            "/etc/hashi-supervisor/security",
+        ] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        // From `--role` alone, the flag is the place.
+        let e = parse_with(
+            Path::new("/r/node.toml"),
+            "schema = 1\n",
+            &Overrides::roles(&["nomad-client".into()]),
+            &host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--role: these roles span more than one node"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dev_and_explicit_plaintext_need_nothing() {
+        let r = load_ok("schema = 1\nroles = [\"dev\"]\n", &host());
+        assert!(!r.security.plaintext && r.security.material.is_none());
+        let r = load_ok(&format!("{SERVER}[security]\nplaintext = true\n"), &host());
+        assert!(r.security.plaintext);
+        assert_eq!(r.security.join_listen.to_string(), "10.0.1.11:4681");
+        assert_eq!(r.security.cert_lifetime, Duration::from_secs(90 * DAY_SECS));
+        assert_eq!(r.security.renew_before, Duration::from_secs(30 * DAY_SECS));
+        assert!(!r.security.ca_holder);
+    }
+
+    #[test]
+    fn the_operators_own_tls_and_gossip_keys_for_every_agent_are_enough() {
+        let mut h = host();
+        for f in ["/k/c.key", "/k/n.key"] {
+            h.files.insert(f.into(), "AAAAAAAAAAAAAAAAAAAAAA==".into());
+        }
+        for f in ["/t/ca.pem", "/t/c.pem", "/t/k.pem"] {
+            h.files.insert(f.into(), "pem".into());
+        }
+        let tls = |t: &str| {
+            format!(
+                "[{t}]\nca_file = \"/t/ca.pem\"\ncert_file = \"/t/c.pem\"\nkey_file = \"/t/k.pem\"\n"
+            )
+        };
+        let full = format!(
+            "{SERVER}[consul]\nencrypt_key_file = \"/k/c.key\"\n{}[nomad]\nencrypt_key_file = \"/k/n.key\"\n{}",
+            tls("consul.tls"),
+            tls("nomad.tls")
+        );
+        load_ok(&full, &h);
+        // Consul's half alone: refused, saying what is missing.
+        let half = format!(
+            "{SERVER}[consul]\nencrypt_key_file = \"/k/c.key\"\n{}",
+            tls("consul.tls")
+        );
+        let e = load_err(&half, &h);
+        assert!(
+            e.contains("your own TLS also needs `[nomad.tls]`, `nomad.encrypt_key_file`"),
+            "{e}"
+        );
+        // A Nomad client does not gossip: TLS is enough for it.
+        let client = format!(
+            "schema = 1\nroles = [\"nomad-client\"]\n{}",
+            tls("nomad.tls")
+        );
+        load_ok(&client, &h);
+    }
+
+    #[test]
+    fn join_token_file_is_read_trimmed_and_shape_checked_at_its_key() {
+        let mut h = host();
+        h.files
+            .insert("/r/join.token".into(), format!("  {TOKEN}\n"));
+        h.files.insert(
+            "/r/bad.token".into(),
+            format!("{}\n", TOKEN.replace("abc123", "ABC123")),
+        );
+        let text = |f: &str| format!("{SERVER}[security]\njoin_token_file = \"{f}\"\n");
+        let r = load_ok(&text("join.token"), &h);
+        let t = r.security.join_token.as_ref().unwrap();
+        assert_eq!(t.expose(), TOKEN);
+        assert!(!format!("{r:?}").contains(SECRET), "the secret is in Debug");
+        assert!(
+            !serde_json::to_string(&r).unwrap().contains(SECRET),
+            "the secret is serialised"
+        );
+        let e = load_err(&text("bad.token"), &h);
+        assert!(
+            e.contains("/r/node.toml:4:19: the join token file /r/bad.token does not hold a join token of the form `<id>.<secret>@sha256:<64 hex>`: the id is not 6 lowercase letters or digits"),
+            "{e}"
+        );
+        assert!(!e.contains(SECRET), "{e}");
+        let e = load_err(&text("missing.token"), &h);
+        assert!(
+            e.contains("/r/node.toml:4:19: failed to read the join token file /r/missing.token"),
+            "{e}"
+        );
+        h.files.insert("/r/big.token".into(), "a".repeat(1025));
+        let e = load_err(&text("big.token"), &h);
+        assert!(e.contains("larger than the 1024 byte limit"), "{e}");
+    }
+
+    #[test]
+    fn the_command_line_token_overrides_the_files_and_is_checked_at_its_flag() {
+        let text = format!("{SERVER}[security]\njoin_token_file = \"/nowhere\"\n");
+        let ov = Overrides {
+            join_token: Some(Secret::new(format!("{TOKEN}\n"))),
+            ..Overrides::default()
+        };
+        let r = load(&text, &ov, &host()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.security.join_token.unwrap().expose(), TOKEN);
+        let ov = Overrides {
+            join_token: Some(Secret::new(format!("{SECRET}@sha256:00"))),
+            ..Overrides::default()
+        };
+        let e = load(SERVER, &ov, &host()).unwrap_err();
+        assert!(
+            e.contains("--join-token: the join token is not of the form"),
+            "{e}"
+        );
+        assert!(!e.contains(SECRET), "{e}");
+        let mut h = host();
+        h.files.insert("/tok".into(), TOKEN.into());
+        let ov = Overrides {
+            join_token_file: Some("/tok".into()),
+            ..Overrides::default()
+        };
+        let r = load(&text, &ov, &h).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.security.join_token.unwrap().expose(), TOKEN);
+        let ov = Overrides {
+            join_token_file: Some("/none".into()),
+            ..Overrides::default()
+        };
+        let e = load(SERVER, &ov, &h).unwrap_err();
+        assert!(
+            e.contains("--join-token-file: failed to read the join token file /none"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plaintext_with_a_token_or_material_is_a_contradiction() {
+        let ov = Overrides {
+            join_token: Some(Secret::new(TOKEN)),
+            ..Overrides::default()
+        };
+        let e = load(
+            &format!("{SERVER}[security]\nplaintext = true\n"),
+            &ov,
+            &host(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "/r/node.toml:4:13: `plaintext = true` and a join token contradict each other"
+            ),
+            "{e}"
+        );
+        let e = load_err(
+            &format!("{SERVER}[security]\nplaintext = true\n"),
+            &secured_host(),
+        );
+        assert!(e.contains("/r/node.toml:4:13: `plaintext = true` but this node has the cluster's TLS material in /etc/hashi-supervisor/security"), "{e}");
+        let e = load(&format!("schema = 1\nroles = [\"dev\"]\n"), &ov, &host()).unwrap_err();
+        assert!(
+            e.contains("/r/node.toml:2:9: the `dev` role is a single node on loopback"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn material_is_read_from_the_security_dir() {
+        let r = load_ok(SERVER, &secured_host());
+        let m = r.security.material.as_ref().expect("material");
+        assert_eq!(m.cert_file, Path::new(SEC).join("node.pem"));
+        assert_eq!(m.consul_key_file, Path::new(SEC).join("consul-key.pem"));
+        assert_eq!(
+            m.secrets.consul_gossip_key.expose(),
+            "AAAAAAAAAAAAAAAAAAAAAA=="
+        );
+        assert!(m.secrets.acl_enabled);
+        assert_eq!(m.secrets.primary_datacenter, "ams2");
+        assert!(
+            !format!("{r:?}").contains("11111111-1111"),
+            "a token is in Debug"
+        );
+        assert!(!r.security.ca_holder);
+        let mut h = secured_host();
+        h.files
+            .insert("/etc/hashi-supervisor/cluster/ca.pem".into(), "pem".into());
+        assert!(load_ok(SERVER, &h).security.ca_holder);
+        // A Consul-only node needs no Nomad key copy.
+        let mut h = secured_host();
+        h.files.remove(&Path::new(SEC).join("nomad-key.pem"));
+        load_ok("schema = 1\nroles = [\"consul-server\"]\n", &h);
+        let e = load_err(SERVER, &h);
+        assert!(e.contains("/r/node.toml: failed to read Nomad's copy of the node key /etc/hashi-supervisor/security/nomad-key.pem"), "{e}");
+    }
+
+    #[test]
+    fn broken_material_is_refused_naming_the_file_without_its_values() {
+        let json = Path::new(SEC).join("node.json");
+        for (contents, want) in [
+            ("{".to_string(), "node.json:1:1: is not valid JSON"),
+            (
+                node_json().replace("\"version\":1", "\"version\":2"),
+                "node.json has version 2, this supervisor reads version 1",
+            ),
+            (
+                node_json().replace("\"acl_enabled\"", "\"acl_enabeld\""),
+                "unknown field `acl_enabeld`",
+            ),
+            (
+                node_json().replace("\"11111111-1111-4111-8111-111111111111\"", "7"),
+                "a value has the wrong type",
+            ),
+            (
+                node_json().replace("\"ams2\"", "[\"supersecret\"]"),
+                "a value has the wrong type",
+            ),
+            (
+                node_json().replace("AAAAAAAAAAAAAAAAAAAAAA==", "short"),
+                "`consul_gossip_key` that is not a base64 key",
+            ),
+        ] {
+            let mut h = secured_host();
+            h.files.insert(json.clone(), contents);
+            let e = load_err(SERVER, &h);
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(!e.contains("supersecret"), "{e}");
+        }
+        let mut h = secured_host();
+        h.files.remove(&Path::new(SEC).join("node-key.pem"));
+        let e = load_err(SERVER, &h);
+        assert!(
+            e.contains("failed to read the node key /etc/hashi-supervisor/security/node-key.pem"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn material_and_the_operators_own_files_are_refused_together() {
+        let mut h = secured_host();
+        h.files
+            .insert("/k/c.key".into(), "AAAAAAAAAAAAAAAAAAAAAA==".into());
+        let e = load_err(
+            &format!("{SERVER}[consul]\nencrypt_key_file = \"/k/c.key\"\n"),
+            &h,
+        );
+        assert!(e.contains("/r/node.toml:4:20: `consul.encrypt_key_file` names the operator's own TLS or gossip key, but this node has the cluster's material"), "{e}");
+    }
+
+    #[test]
+    fn lifetimes_and_join_settings_have_ranges() {
+        let sec = |body: &str| format!("{SERVER}[security]\nplaintext = true\n{body}");
+        let r = load_ok(&sec("cert_days = 10\n"), &host());
+        assert_eq!(r.security.cert_lifetime, Duration::from_secs(10 * DAY_SECS));
+        assert_eq!(
+            r.security.renew_before,
+            Duration::from_secs(10 * DAY_SECS / 3)
+        );
+        let r = load_ok(&sec("cert_days = 825\nrenew_before_days = 824\n"), &host());
+        assert_eq!(r.security.renew_before, Duration::from_secs(824 * DAY_SECS));
+        for (body, want) in [
+            (
+                "cert_days = 0\n",
+                "5:13: cert_days must be between 1 and 825 (got 0)",
+            ),
+            (
+                "cert_days = 826\n",
+                "5:13: cert_days must be between 1 and 825 (got 826)",
+            ),
+            (
+                "renew_before_days = 90\n",
+                "5:21: renew_before_days must be between 1 and 89 (cert_days - 1) (got 90)",
+            ),
+            (
+                "renew_before_days = 0\n",
+                "5:21: renew_before_days must be between 1 and 89",
+            ),
+            (
+                "cert_days = 1\nrenew_before_days = 1\n",
+                "6:21: `renew_before_days` needs `cert_days` of at least 2",
+            ),
+            (
+                "join_listen = \"10.0.1.11\"\n",
+                "5:15: `security.join_listen` must be `ip:port`",
+            ),
+            (
+                "join = [\"ok:4681\", \"bad host\"]\n",
+                "5:20: `bad host` is not a `host` or `host:port` join address",
+            ),
+        ] {
+            let e = load_err(&sec(body), &host());
+            assert!(e.contains(&format!("/r/node.toml:{want}")), "{want}: {e}");
+        }
+        let many: Vec<String> = (0..17).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let e = load_err(&sec(&format!("join = [{}]\n", many.join(", "))), &host());
+        assert!(
+            e.contains("/r/node.toml:5:8: `security.join` has 17 entries, at most 16 are allowed"),
+            "{e}"
+        );
+        let r = load_ok(
+            &sec(
+                "join = [\"10.0.1.12\", \"ams2-server-02:4690\"]\njoin_listen = \"0.0.0.0:4690\"\n",
+            ),
+            &host(),
+        );
+        assert_eq!(r.security.join, ["10.0.1.12", "ams2-server-02:4690"]);
+        assert_eq!(r.security.join_listen.to_string(), "0.0.0.0:4690");
+    }
 
     const PIN: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
