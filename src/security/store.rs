@@ -317,7 +317,13 @@ pub fn write_cluster_dir(
         });
     }
     let parent = parent_of(dir);
-    ensure_dir(parent, SECURITY_DIR_MODE, true)?;
+    // The config dir is made when missing, but an existing one keeps its
+    // mode and owner: it is the operator's.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(SECURITY_DIR_MODE)
+        .create(parent)
+        .map_err(io_err("create directory", parent))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}-{:08x}",
         dir.file_name()

@@ -26,7 +26,7 @@ fn role_file(dir: &Path, roles: &str) -> PathBuf {
         dir.join("etc").display(),
         dir.join("state").display()
     );
-    fs::write(&p, text).unwrap();
+    fs::write(&p, text).expect("the test dir is writable");
     p
 }
 
@@ -40,7 +40,7 @@ fn supervisor(role: &Path, args: &[&str]) -> Output {
         .arg(role)
         .args(args)
         .output()
-        .unwrap()
+        .expect("the supervisor binary runs")
 }
 
 fn stdout(o: &Output) -> String {
