@@ -9,3 +9,4 @@
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
 pub mod wire;
+pub mod pin;
