@@ -22,4 +22,5 @@ mod netns;
 mod release;
 mod render;
 mod role;
+mod security_join;
 mod supervise;
