@@ -8,5 +8,12 @@
 //! (every secured node), names in `paths`. The role loader reads
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
-pub mod wire;
+pub mod ca;
+pub mod join_client;
+pub mod join_server;
+pub mod names;
+pub mod store;
+pub mod token;
 pub mod pin;
+pub mod renew;
+pub mod wire;
