@@ -166,9 +166,18 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         let renewal = security::renew::Renewal {
             role: role.clone(),
             candidates: security::join_client::candidates(&role, &report.peers),
-            events: renewed_tx,
+            events: renewed_tx.clone(),
         };
         tracker.spawn(renewal.run(health_cancel.clone()));
+    }
+    // The init node makes the ACL policies and tokens once leaders exist.
+    if security::acl::AclBootstrap::applies(&role) {
+        let bootstrap = security::acl::AclBootstrap {
+            role: role.clone(),
+            plan: plan.clone(),
+            events: renewed_tx,
+        };
+        tracker.spawn(bootstrap.run(health_cancel.clone()));
     }
     status.send_modify(|s| s.node = Some(NodeIdentity::of(&plan)));
     let registration = catalog::start_registration(
