@@ -76,7 +76,7 @@ pub const CONSUL_REPLICATION: Policy = Policy {
     name: "hashi-supervisor-replication",
     description: "ACL replication of secondary datacenters",
     rules: "acl = \"write\"\noperator = \"write\"\n\
-            service_prefix \"\" { policy = \"read\" intentions = \"read\" }\n",
+            service_prefix \"\" {\n  policy = \"read\"\n  intentions = \"read\"\n}\n",
 };
 
 /// Nomad's token for Consul (`consul.token`): register its services and
