@@ -47,6 +47,17 @@ pub enum Error {
     /// The join endpoint of a CA holder could not start.
     #[error(transparent)]
     JoinServer(#[from] crate::security::join_server::JoinServerError),
+    /// The cluster's or the node's security material could not be read or
+    /// written (`supervisor cluster`).
+    #[error(transparent)]
+    Security(#[from] crate::security::store::StoreError),
+    /// A join token could not be made, listed or revoked.
+    #[error(transparent)]
+    Token(#[from] crate::security::token::TokenError),
+    /// The role cannot be secured as asked (`cluster init` on a `dev` or
+    /// `plaintext` role): a role file problem.
+    #[error("{0}")]
+    Unsecurable(String),
     /// A local I/O operation failed.
     #[error("failed to {what}")]
     Io {
@@ -77,6 +88,9 @@ impl Error {
             Self::Fleet(_) => EXIT_FAILURE,
             Self::Join(e) => join_exit_code(e),
             Self::JoinServer(_) => EXIT_FAILURE,
+            Self::Security(_) => EXIT_FAILURE,
+            Self::Token(e) => token_exit_code(e),
+            Self::Unsecurable(_) => EXIT_CONFIG,
         }
     }
 
@@ -153,6 +167,16 @@ fn join_exit_code(e: &JoinError) -> u8 {
         | JoinError::Material { .. }
         | JoinError::Write(_)
         | JoinError::Roles(_) => EXIT_FAILURE,
+    }
+}
+
+/// Tokens: a bad lifetime or description is a usage error (64); the rest
+/// are runtime failures (1).
+fn token_exit_code(e: &crate::security::token::TokenError) -> u8 {
+    use crate::security::token::TokenError;
+    match e {
+        TokenError::Ttl | TokenError::Description => EXIT_USAGE,
+        _ => EXIT_FAILURE,
     }
 }
 

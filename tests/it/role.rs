@@ -45,6 +45,7 @@ fn supervisor(dir: &Path, args: &[&str]) -> std::process::Output {
         .current_dir(dir)
         .env_remove("HASHI_SUPERVISOR_CONFIG")
         .env_remove("HASHI_SUPERVISOR_ROLE")
+        .env_remove("HASHI_SUPERVISOR_JOIN_TOKEN")
         .args(args)
         .output()
         .expect("the supervisor binary runs")
@@ -117,6 +118,8 @@ fn role_flag_overrides_the_roles_of_the_file() {
         &[
             "check",
             "--json",
+            "--join-token",
+            JOIN_TOKEN,
             "--config",
             "ams2-server-01.toml",
             "--role",
@@ -179,7 +182,14 @@ fn role_flag_alone_works_without_a_role_file() {
 fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
     let out = supervisor(
         &examples(),
-        &["check", "--json", "--config", "ams2-server-01.toml"],
+        &[
+            "check",
+            "--json",
+            "--join-token",
+            JOIN_TOKEN,
+            "--config",
+            "ams2-server-01.toml",
+        ],
     );
     assert_eq!(
         out.status.code(),
@@ -213,8 +223,22 @@ fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
 
 #[test]
 fn check_prints_a_human_summary() {
-    let out = supervisor(&examples(), &["check", "--config", "ams2-client-01.toml"]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = supervisor(
+        &examples(),
+        &[
+            "check",
+            "--join-token",
+            JOIN_TOKEN,
+            "--config",
+            "ams2-client-01.toml",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("node:       ams2-client-01 (region eu, datacenter ams2)"),
@@ -474,6 +498,12 @@ const ROLE_KEYS: &[(&str, &str, char)] = &[
     ("health", "listen", 's'),
     ("paths", "config_dir", 's'),
     ("paths", "state_dir", 's'),
+    ("security", "plaintext", 'b'),
+    ("security", "join_token_file", 's'),
+    ("security", "join", 'l'),
+    ("security", "join_listen", 's'),
+    ("security", "cert_days", 'i'),
+    ("security", "renew_before_days", 'i'),
 ];
 
 /// One change to an example role file.
@@ -783,6 +813,19 @@ fn assert_discovery_in_range(role: &hashi_supervisor::role::NodeRole) {
 /// Loads one mutated role file → plan → render, asserting the contract.
 fn check_one(example: &str, mutations: &[Mutation]) {
     let mut table: toml::Table = toml::from_str(example).unwrap();
+    // An example without `[security]` is a plaintext cluster (secure by
+    // default would refuse every one of them); the mutations may change it.
+    if !table.contains_key("security") {
+        let mut plaintext = toml::Table::new();
+        plaintext.insert("plaintext".into(), toml::Value::Boolean(true));
+        table.insert("security".into(), toml::Value::Table(plaintext));
+    }
+    // The join token file an example names holds a token of the right shape.
+    let token_file = table
+        .get("security")
+        .and_then(|s| s.get("join_token_file"))
+        .and_then(|f| f.as_str())
+        .map(|f| Path::new("/etc/hashi-supervisor").join(f));
     for m in mutations {
         apply(&mut table, m);
     }
@@ -809,6 +852,9 @@ fn check_one(example: &str, mutations: &[Mutation]) {
         "/k/gossip.key".into(),
         "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\n".into(),
     );
+    if let Some(f) = token_file {
+        host.files.insert(f, format!("{JOIN_TOKEN}\n"));
+    }
     match hashi_supervisor::role::parse(Path::new(path), &text, &[], &host) {
         Err(e) => {
             let shown = e.to_string();
@@ -920,7 +966,11 @@ fn host_on(ip: &str) -> StaticHost {
     }
 }
 
-/// Validates `text` as `/etc/hashi-supervisor/node.toml` on `host`.
+/// A join token of the right shape (no cluster has it).
+const JOIN_TOKEN: &str = "abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Validates `text` as `/etc/hashi-supervisor/node.toml` on `host` (a
+/// plaintext cluster unless `text` has a `[security]` table).
 fn parse_on(
     text: &str,
     roles: &[&str],
@@ -929,7 +979,7 @@ fn parse_on(
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     hashi_supervisor::role::parse(
         Path::new("/etc/hashi-supervisor/node.toml"),
-        text,
+        &crate::support::plaintext(text),
         &roles,
         host,
     )
@@ -1035,10 +1085,11 @@ fn the_dns_examples_keep_their_names_nameserver_and_default_interval() {
     let files = example_files(&dir);
     assert_eq!(files.len(), 5);
     for path in files {
-        let role =
-            hashi_supervisor::role::load(&path, true, &[], &hashi_supervisor::role::SystemHost)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .role;
+        // A node of the secured cluster (test material).
+        let host = crate::support::material::MaterialHost::new(&["localhost".into()], false);
+        let role = hashi_supervisor::role::load(&path, true, &[], &host)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .role;
         let d = &role.discovery;
         assert!(!d.mdns, "{}: mDNS is off", path.display());
         assert!(
@@ -1228,10 +1279,16 @@ fn a_nomad_without_consul_finds_its_servers_any_of_four_ways() {
 fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
     // No role file at all: `--role nomad-client` on a host whose first
     // private IPv4 is 10.0.1.21 (`auto`).
-    let role = hashi_supervisor::role::load(
+    // Secure by default: `--role` alone comes with its join token.
+    let with_token = hashi_supervisor::role::Overrides {
+        roles: vec!["nomad-client".to_string()],
+        join_token: Some(hashi_supervisor::role::Secret::new(JOIN_TOKEN)),
+        join_token_file: None,
+    };
+    let role = hashi_supervisor::role::load_with(
         Path::new("/nonexistent/hashi-supervisor/node.toml"),
         false,
-        &["nomad-client".to_string()],
+        &with_token,
         &host_on("10.0.1.21"),
     )
     .unwrap_or_else(|e| panic!("{e}"))
@@ -1247,10 +1304,10 @@ fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
         "nothing found yet"
     );
     // On a host with only a public address there is no way: said so.
-    let e = hashi_supervisor::role::load(
+    let e = hashi_supervisor::role::load_with(
         Path::new("/nonexistent/hashi-supervisor/node.toml"),
         false,
-        &["nomad-client".to_string()],
+        &with_token,
         &StaticHost {
             hostname: Some("n1".into()),
             interfaces: vec![("eth0".into(), "203.0.113.5".parse().unwrap())],
