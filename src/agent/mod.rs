@@ -81,7 +81,9 @@ pub enum AgentError {
         body: String,
     },
     /// The agent wants an ACL token (403) and the supervisor has none for it.
-    #[error("the agent requires an ACL token and the supervisor has none for it: {url} answered 403: {body}")]
+    #[error(
+        "the agent requires an ACL token and the supervisor has none for it: {url} answered 403: {body}"
+    )]
     TokenMissing {
         /// The URL asked.
         url: String,
@@ -135,8 +137,26 @@ impl AgentError {
         } else if let Some(l) = last {
             s.push_str(": ");
             s.push_str(&l);
+            if let Some(hint) = tls_hint(&l) {
+                s.push_str(" (");
+                s.push_str(hint);
+                s.push(')');
+            }
         }
         s
+    }
+}
+
+/// What a TLS alert from an agent means for the operator.
+fn tls_hint(cause: &str) -> Option<&'static str> {
+    if cause.contains("CertificateRequired") {
+        Some("the agent requires a client certificate and the supervisor presented none")
+    } else if cause.contains("fatal alert: BadCertificate")
+        || cause.contains("fatal alert: UnknownCA")
+    {
+        Some("the agent does not trust the supervisor's client certificate")
+    } else {
+        None
     }
 }
 

@@ -838,7 +838,12 @@ mod tests {
             &self,
             names: &[&str],
             client: bool,
-        ) -> (String, String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+        ) -> (
+            String,
+            String,
+            CertificateDer<'static>,
+            PrivateKeyDer<'static>,
+        ) {
             let key = KeyPair::generate().unwrap();
             let mut p =
                 CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
@@ -870,18 +875,17 @@ mod tests {
     /// certificate signed by `client_ca` (like Consul's `verify_incoming`):
     /// `/v1/status/leader` answers a leader, `/denied` 403 as Consul does
     /// for a token without the permission; every request is recorded.
-    async fn tls_agent(
-        server_ca: &Ca,
-        client_ca: &Ca,
-    ) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    async fn tls_agent(server_ca: &Ca, client_ca: &Ca) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (_, _, cert, key) = server_ca.leaf(&["localhost", "server.dc1.consul"], false);
         let mut roots = rustls::RootCertStore::empty();
         roots.add(client_ca.der.clone()).unwrap();
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -915,7 +919,10 @@ mod tests {
                         });
                         let (status, body) = match req.uri().path() {
                             "/v1/status/leader" => (200, "\"10.0.0.1:8300\""),
-                            "/denied" => (403, "Permission denied: token lacks permission 'agent:read'"),
+                            "/denied" => (
+                                403,
+                                "Permission denied: token lacks permission 'agent:read'",
+                            ),
                             _ => (404, "not found"),
                         };
                         async move {
@@ -995,14 +1002,26 @@ mod tests {
         let ca = Ca::new();
         let (addr, seen) = tls_agent(&ca, &ca).await;
         let dir = tempfile::tempdir().unwrap();
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "localhost", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
         let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
         let e = c.endpoint(addr, Some(&tls), T).unwrap();
         assert_eq!(e.base(), format!("https://localhost:{}", addr.port()));
         assert!(!e.base().contains(TOKEN));
         let consul = super::super::ConsulClient::new(e);
-        assert_eq!(consul.leader().await.unwrap().as_deref(), Some("10.0.0.1:8300"));
-        assert_eq!(consul.leader().await.unwrap().as_deref(), Some("10.0.0.1:8300"));
+        assert_eq!(
+            consul.leader().await.unwrap().as_deref(),
+            Some("10.0.0.1:8300")
+        );
+        assert_eq!(
+            consul.leader().await.unwrap().as_deref(),
+            Some("10.0.0.1:8300")
+        );
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 2);
         for s in &seen {
@@ -1017,11 +1036,20 @@ mod tests {
         let ca = Ca::new();
         let (addr, seen) = tls_agent(&ca, &ca).await;
         let dir = tempfile::tempdir().unwrap();
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "127.0.0.1", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "127.0.0.1",
+            Some(TOKEN),
+        );
         let c = AgentClient::new([(Product::Nomad, addr, &tls)]).unwrap();
         let e = c.endpoint(addr, Some(&tls), T).unwrap();
         assert_eq!(e.base(), format!("https://{addr}"));
-        assert_eq!(e.get("/v1/status/leader", &[200]).await.unwrap().status, 200);
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen[0].nomad_token.as_deref(), Some(TOKEN));
         assert_eq!(seen[0].consul_token, None);
@@ -1037,9 +1065,17 @@ mod tests {
         let e = c.endpoint(addr, Some(&tls), T).unwrap();
         let err = e.get("/v1/status/leader", &[200]).await.unwrap_err();
         let line = err.one_line();
-        assert!(line.contains(&format!("https://localhost:{}/v1/status/leader", addr.port())), "{line}");
-        eprintln!("NOCERT: {line}");
-        assert!(line.to_lowercase().contains("certificate"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "https://localhost:{}/v1/status/leader",
+                addr.port()
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains("the agent requires a client certificate"),
+            "{line}"
+        );
         assert!(!line.contains(TOKEN), "{line}");
         assert!(seen.lock().unwrap().is_empty(), "no request got through");
     }
@@ -1049,7 +1085,13 @@ mod tests {
         let (ca, other) = (Ca::new(), Ca::new());
         let (addr, seen) = tls_agent(&other, &ca).await;
         let dir = tempfile::tempdir().unwrap();
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "localhost", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
         let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
         let err = c
             .endpoint(addr, Some(&tls), T)
@@ -1057,8 +1099,15 @@ mod tests {
             .get("/v1/status/leader", &[200])
             .await
             .unwrap_err();
-        assert!(err.one_line().to_lowercase().contains("certificate"), "{}", err.one_line());
-        assert!(seen.lock().unwrap().is_empty(), "the token never left the node");
+        assert!(
+            err.one_line().to_lowercase().contains("certificate"),
+            "{}",
+            err.one_line()
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the token never left the node"
+        );
     }
 
     #[tokio::test]
@@ -1067,13 +1116,22 @@ mod tests {
         let ca = Ca::new();
         let (addr, seen) = tls_agent(&ca, &ca).await;
         let dir = tempfile::tempdir().unwrap();
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "localhost", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
         let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
         let e = c.endpoint(addr, Some(&tls), T).unwrap();
         let err = e.get("/denied", &[200]).await.unwrap_err();
         assert!(matches!(err, AgentError::TokenRefused { .. }), "{err:?}");
         let line = err.one_line();
-        assert!(line.starts_with("the agent refused the supervisor's token: "), "{line}");
+        assert!(
+            line.starts_with("the agent refused the supervisor's token: "),
+            "{line}"
+        );
         assert!(line.contains("lacks permission"), "{line}");
         assert_eq!(seen.lock().unwrap()[0].consul_token.as_deref(), Some(TOKEN));
         // The same agent without a token: it wants one.
@@ -1105,7 +1163,10 @@ mod tests {
         );
         assert!(!everything.contains(TOKEN), "{everything}");
         let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
-        assert!(logged.contains("logged as the observers log it"), "capture works");
+        assert!(
+            logged.contains("logged as the observers log it"),
+            "capture works"
+        );
         assert!(!logged.contains(TOKEN), "{logged}");
     }
 
@@ -1115,10 +1176,21 @@ mod tests {
         let (addr, _seen) = tls_agent(&ca, &ca).await;
         let dir = tempfile::tempdir().unwrap();
         // First a client cert the agent does not trust.
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&stranger)), "localhost", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&stranger)),
+            "localhost",
+            Some(TOKEN),
+        );
         let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
         let e = c.endpoint(addr, Some(&tls), T).unwrap();
-        assert!(e.get("/v1/status/leader", &[200]).await.is_err());
+        let refused = e.get("/v1/status/leader", &[200]).await.unwrap_err();
+        assert!(
+            refused.one_line().contains("fatal alert"),
+            "{}",
+            refused.one_line()
+        );
         // The renewal writes a good one in the same files.
         let (cert, key) = client_pem(&ca);
         let cc = tls.client_cert.as_ref().unwrap();
@@ -1126,13 +1198,19 @@ mod tests {
         std::fs::write(&cc.key_file, key).unwrap();
         assert!(c.reload_tls().is_empty());
         // The endpoint made before the reload uses the new files.
-        assert_eq!(e.get("/v1/status/leader", &[200]).await.unwrap().status, 200);
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
         // Unreadable files keep the client that works, and say why.
         std::fs::remove_file(&cc.key_file).unwrap();
         let problems = c.reload_tls();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("node-key.pem"), "{problems:?}");
-        assert_eq!(e.get("/v1/status/leader", &[200]).await.unwrap().status, 200);
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
     }
 
     #[tokio::test]
@@ -1140,19 +1218,34 @@ mod tests {
         let ca = Ca::new();
         let (addr, seen) = tls_agent(&ca, &ca).await;
         let dir = tempfile::tempdir().unwrap();
-        let tls = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "localhost", Some(TOKEN));
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
         let c = AgentClient::plain().unwrap().with_remote_consul(&tls);
         assert!(c.has_remote_consul_tls());
         let remote = c.endpoint_at(format!("https://{addr}"), T);
-        assert_eq!(remote.get("/v1/status/leader", &[200]).await.unwrap().status, 200);
+        assert_eq!(
+            remote
+                .get("/v1/status/leader", &[200])
+                .await
+                .unwrap()
+                .status,
+            200
+        );
         assert_eq!(seen.lock().unwrap()[0].consul_token.as_deref(), Some(TOKEN));
         // Without the cluster settings an https base has no CA to trust.
         let plain = AgentClient::plain().unwrap();
-        assert!(plain
-            .endpoint_at(format!("https://{addr}"), T)
-            .get("/v1/status/leader", &[200])
-            .await
-            .is_err());
+        assert!(
+            plain
+                .endpoint_at(format!("https://{addr}"), T)
+                .get("/v1/status/leader", &[200])
+                .await
+                .is_err()
+        );
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }
