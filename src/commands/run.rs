@@ -85,6 +85,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         health_cancel.clone(),
     )
     .await?;
+    // What `/v1/status`, the page and `/metrics` show of the node's
+    // security; the renewal task updates it through `started.security`.
+    started
+        .security
+        .send_replace(Some(health::SecurityStatus::of_role(&role)));
     // Signals count from here: a stop while waiting for discovery or
     // during a slow download ends the run (the download's temp file is
     // removed; nothing half-installed stays).
