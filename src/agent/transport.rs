@@ -279,6 +279,33 @@ impl AgentClient {
         })
     }
 
+    /// As [`AgentClient::for_plan`]; a node with the cluster's material
+    /// and no local Consul asks remote Consul agents over HTTPS with the
+    /// cluster CA, the node's certificate and the supervisor's Consul
+    /// token (registration through another node's Consul, discovery's
+    /// probes).
+    pub fn for_plan_and_role(
+        plan: &Plan,
+        role: &crate::role::NodeRole,
+    ) -> Result<Self, AgentError> {
+        let c = Self::for_plan(plan)?;
+        match (&c.cluster, &role.security.material) {
+            (None, Some(m)) => {
+                let tls = ApiTls {
+                    ca_file: m.ca_file.clone(),
+                    server_name: String::new(),
+                    client_cert: Some(crate::plan::ClientCert {
+                        cert_file: m.cert_file.clone(),
+                        key_file: m.key_file.clone(),
+                    }),
+                    token: m.secrets.acl.consul_supervisor.clone(),
+                };
+                Ok(c.with_remote_consul(&tls))
+            }
+            _ => Ok(c),
+        }
+    }
+
     /// This client, asking remote Consul agents at an `https://` base
     /// ([`AgentClient::endpoint_at`]) with `tls`'s CA, client certificate
     /// and token (its server name is unused: a remote agent is verified
@@ -379,6 +406,17 @@ impl AgentClient {
             base: format!("https://{host}:{}", addr.port()),
             timeout,
         })
+    }
+
+    /// The TLS API of the agent at `addr`, when this client has one (its
+    /// files loaded): the endpoint under the server name the plan gave.
+    pub fn tls_endpoint(&self, addr: SocketAddr, timeout: Duration) -> Option<Endpoint> {
+        let tls = self
+            .tls
+            .iter()
+            .filter_map(|c| c.tls.as_ref())
+            .find(|t| t.addr == Some(addr))?;
+        self.endpoint(addr, Some(&tls.api), timeout).ok()
     }
 
     /// The API at `base` (`http://host:port`, or `https://host:port`

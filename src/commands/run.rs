@@ -68,7 +68,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // The one client of the agents (a TLS API's CA loaded from the plan)
     // and one observer per agent: readiness, health and the registration
     // all go through them. They stop with health, last.
-    let agents = agent::AgentClient::for_plan(&plan).map_err(|e| Error::Internal(e.one_line()))?;
+    let agents = agent::AgentClient::for_plan_and_role(&plan, &role)
+        .map_err(|e| Error::Internal(e.one_line()))?;
     let observers = agent::Observers::start(
         &agents,
         &health::NodeInfo::from_plan(&plan).agents,
