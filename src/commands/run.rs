@@ -173,6 +173,30 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
             role: role.clone(),
             candidates: security::join_client::candidates(&role, &report.peers),
             events: renewed_tx.clone(),
+            report: {
+                let status = started.security.clone();
+                let agents = agents.clone();
+                Arc::new(move |r: security::renew::RenewalReport| {
+                    use security::renew::RenewalReport as R;
+                    if matches!(r, R::Renewed { .. }) {
+                        // The supervisor's own calls present the new
+                        // certificate from their next connection.
+                        for problem in agents.reload_tls() {
+                            tracing::warn!(%problem, "failed to reload the agent client's TLS files");
+                        }
+                    }
+                    status.send_modify(|s| {
+                        let Some(s) = s else { return };
+                        match r {
+                            R::Renewed { at, not_after, names, next } => {
+                                s.record_renewal(at, not_after, names, Some(next));
+                            }
+                            R::Failed { error, next } => s.record_renewal_error(&error, Some(next)),
+                            R::Next { next } => s.set_next_renewal(Some(next)),
+                        }
+                    });
+                })
+            },
         };
         tracker.spawn(renewal.run(health_cancel.clone()));
     }

@@ -183,8 +183,39 @@ fn sign_locally(
     })
 }
 
+/// What the renewal task tells the rest of the node (status, the
+/// supervisor's own TLS client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenewalReport {
+    /// A renewal succeeded at `at` (Unix seconds).
+    Renewed {
+        /// When.
+        at: u64,
+        /// The new certificate's expiry.
+        not_after: u64,
+        /// Its DNS names.
+        names: Vec<String>,
+        /// When the task looks again.
+        next: u64,
+    },
+    /// An attempt failed (one line, no secret); the next is at `next`.
+    Failed {
+        /// Why.
+        error: String,
+        /// When the task tries again.
+        next: u64,
+    },
+    /// Nothing to do until `next`.
+    Next {
+        /// When the task looks again (Unix seconds).
+        next: u64,
+    },
+}
+
+/// Where the task reports.
+pub type OnRenewal = std::sync::Arc<dyn Fn(RenewalReport) + Send + Sync>;
+
 /// The renewal task of a running node.
-#[derive(Debug)]
 pub struct Renewal {
     /// The role in force (its material is updated after each renewal).
     pub role: NodeRole,
@@ -192,6 +223,17 @@ pub struct Renewal {
     pub candidates: Vec<String>,
     /// Where the daemon learns of a renewal.
     pub events: mpsc::UnboundedSender<DaemonEvent>,
+    /// Called with each outcome (status, TLS client reload).
+    pub report: OnRenewal,
+}
+
+impl std::fmt::Debug for Renewal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renewal")
+            .field("node", &self.role.node_name)
+            .field("candidates", &self.candidates)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Renewal {
@@ -208,6 +250,12 @@ impl Renewal {
                 self.role.security.renew_before,
                 lacks,
             );
+            let now = ca::now_unix();
+            if let Due::After(d) = due {
+                (self.report)(RenewalReport::Next {
+                    next: now + d.as_secs(),
+                });
+            }
             let wait = match due {
                 Due::After(d) if !lacks => d,
                 Due::After(d) => {
@@ -232,13 +280,34 @@ impl Renewal {
             };
             match outcome {
                 Ok(secrets) => {
+                    let now = ca::now_unix();
+                    let next = match next_check(
+                        secrets.not_after,
+                        now,
+                        self.role.security.renew_before,
+                        false,
+                    ) {
+                        Due::Now => now,
+                        Due::After(d) => now + d.as_secs(),
+                    };
+                    (self.report)(RenewalReport::Renewed {
+                        at: now,
+                        not_after: secrets.not_after,
+                        names: secrets.names.clone(),
+                        next,
+                    });
                     if let Some(m) = self.role.security.material.as_mut() {
                         m.secrets = secrets.into_secrets();
                     }
                     let _ = self.events.send(DaemonEvent::Renewed);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %super::join_server::error_chain(&e), retry_in = ?RETRY_AFTER_FAILURE, "failed to renew the node certificate");
+                    let error = super::join_server::error_chain(&e);
+                    (self.report)(RenewalReport::Failed {
+                        error: error.clone(),
+                        next: ca::now_unix() + RETRY_AFTER_FAILURE.as_secs(),
+                    });
+                    tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE, "failed to renew the node certificate");
                     tokio::select! {
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
