@@ -23,4 +23,5 @@ mod release;
 mod render;
 mod role;
 mod security_cli;
+mod security_join;
 mod supervise;
