@@ -32,11 +32,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::ca::{self, CaError};
+use super::names;
 use super::pin::{self, PinnedCaVerifier};
 use super::store::{self, ClusterHandover, StoreError};
 use super::token::JoinToken;
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
-use super::names;
 use crate::paths;
 use crate::peers::Peers;
 use crate::role::{NodeRole, Secret};
@@ -189,12 +189,14 @@ pub async fn join(
     let checked = check_answer(&endpoint, &token.pin, &key, &request, answer)?;
     let handover = match &checked.cluster {
         Some(v) => {
-            let (h, ca) = ClusterHandover::from_value(v.clone()).map_err(|e| {
-                JoinError::BadAnswer {
+            let (h, ca) =
+                ClusterHandover::from_value(v.clone()).map_err(|e| JoinError::BadAnswer {
                     endpoint: endpoint.clone(),
-                    reason: format!("the cluster handover: {}", super::join_server::error_chain(&e)),
-                }
-            })?;
+                    reason: format!(
+                        "the cluster handover: {}",
+                        super::join_server::error_chain(&e)
+                    ),
+                })?;
             if ca.pin() != token.pin {
                 return Err(JoinError::BadAnswer {
                     endpoint,
@@ -293,7 +295,8 @@ pub fn check_answer(
         &request.region,
         &request.datacenter,
     );
-    if sorted(dns.clone()) != sorted(want.clone()) || sorted(ips.clone()) != sorted(request.ips.clone())
+    if sorted(dns.clone()) != sorted(want.clone())
+        || sorted(ips.clone()) != sorted(request.ips.clone())
     {
         return Err(bad(format!(
             "the certificate names {dns:?} {ips:?}, asked for {want:?} {:?}",
@@ -507,7 +510,10 @@ async fn attempt(
             Ok(n) => n,
             Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
         };
-        let tls = match TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+        let tls = match TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 // The verifier says whether it was the CA.
@@ -521,11 +527,11 @@ async fn attempt(
                 return Attempt::Next(format!("TLS handshake failed: {e}"));
             }
         };
-        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
-        {
-            Ok(x) => x,
-            Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
-        };
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+                Ok(x) => x,
+                Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
+            };
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -575,15 +581,17 @@ fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
     let message = || {
         serde_json::from_slice::<ErrorBody>(bytes)
             .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned())
+            .unwrap_or_else(|_| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+            })
     };
     match status.as_u16() {
-        200 => Attempt::Done(
-            serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| JoinError::BadAnswer {
+        200 => Attempt::Done(serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| {
+            JoinError::BadAnswer {
                 endpoint: endpoint.to_string(),
                 reason: format!("not a join response: {e}"),
-            }),
-        ),
+            }
+        })),
         401 | 403 => Attempt::Done(Err(JoinError::Refused {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
@@ -615,7 +623,10 @@ mod tests {
         assert_eq!(host_of("10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(host_of("[fd00::1]:8301").as_deref(), Some("fd00::1"));
         assert_eq!(host_of("fd00::1").as_deref(), Some("fd00::1"));
-        assert_eq!(host_of("consul.example:8500").as_deref(), Some("consul.example"));
+        assert_eq!(
+            host_of("consul.example:8500").as_deref(),
+            Some("consul.example")
+        );
         assert_eq!(host_of("provider=aws tag_key=x tag_value=y"), None);
     }
 
