@@ -20,7 +20,7 @@
 //! cluster dir is built under a temporary name and renamed into place as a
 //! whole. `render::write` owns the agents' configs and `release` its own
 //! temp files; neither helper fits these modes and owners, so this module
-//! has its own small writer ([`write_file_atomic`]), used for nothing else.
+//! has its own small writer (`write_file_atomic`), used for nothing else.
 //!
 //! Secrets read here stay out of `Debug` output ([`ClusterFile`]'s is
 //! redacted).
