@@ -99,8 +99,22 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
 /// The Consul agent at `consul_http` (`ip:port` or `host:port`; a host
 /// name is resolved on each new connection, so a DNS name that is not
 /// resolvable yet at boot works once it is), through the node's client.
+///
+/// The node's own Consul serving HTTPS is asked through its TLS API (its
+/// CA, the node's certificate, the supervisor's token); a remote one over
+/// HTTPS when the node has the cluster's material, else plain HTTP.
 fn consul(client: &AgentClient, consul_http: &str) -> ConsulClient {
-    ConsulClient::new(client.endpoint_at(format!("http://{consul_http}"), REGISTER_TIMEOUT))
+    if let Ok(addr) = consul_http.parse::<SocketAddr>() {
+        if let Some(api) = client.tls_endpoint(addr, REGISTER_TIMEOUT) {
+            return ConsulClient::new(api);
+        }
+    }
+    let scheme = if client.has_remote_consul_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    ConsulClient::new(client.endpoint_at(format!("{scheme}://{consul_http}"), REGISTER_TIMEOUT))
 }
 
 /// Registers the node's supervisor with the Consul agent at `consul_http`;

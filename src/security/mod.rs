@@ -8,4 +8,13 @@
 //! (every secured node), names in `paths`. The role loader reads
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
+pub mod acl;
+pub mod ca;
+pub mod join_client;
+pub mod join_server;
+pub mod names;
+pub mod pin;
+pub mod renew;
+pub mod store;
+pub mod token;
 pub mod wire;

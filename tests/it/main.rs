@@ -22,4 +22,6 @@ mod netns;
 mod release;
 mod render;
 mod role;
+mod security_cli;
+mod security_join;
 mod supervise;
