@@ -19,8 +19,9 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Options shared by every command.
-#[derive(Debug, Clone, Args)]
+/// Options shared by every command. Its `Debug` never shows the join
+/// token.
+#[derive(Clone, Args)]
 pub struct GlobalArgs {
     /// Role file. A missing file at the default path is allowed when
     /// `--role` is given; a missing file named explicitly is an error.
@@ -74,6 +75,22 @@ pub struct GlobalArgs {
         conflicts_with = "join_token"
     )]
     pub join_token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("config", &self.config)
+            .field("role", &self.role)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field(
+                "join_token",
+                &self.join_token.as_ref().map(|_| crate::role::REDACTED),
+            )
+            .field("join_token_file", &self.join_token_file)
+            .finish()
+    }
 }
 
 impl GlobalArgs {

@@ -109,7 +109,7 @@ pub struct AclTokens {
 /// `node.json` on disk: the same facts with plain strings. Written by
 /// `security` (init, join, renewal) with mode 0600, read by the role
 /// loader, which turns it into [`NodeSecrets`].
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSecretsFile {
     /// Format version: 1.
@@ -138,7 +138,7 @@ pub struct NodeSecretsFile {
 }
 
 /// [`AclTokens`] on disk.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclTokensFile {
     /// See [`AclTokens::consul_agent`].
@@ -188,5 +188,74 @@ impl NodeSecretsFile {
                 nomad_bootstrap: w(self.acl.nomad_bootstrap),
             },
         }
+    }
+}
+
+/// Shows the facts, never a key: the gossip keys as `<redacted>`.
+impl std::fmt::Debug for NodeSecretsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeSecretsFile")
+            .field("version", &self.version)
+            .field("ca_sha256", &self.ca_sha256)
+            .field("names", &self.names)
+            .field("ips", &self.ips)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("primary_datacenter", &self.primary_datacenter)
+            .field("consul_gossip_key", &super::REDACTED)
+            .field("nomad_gossip_key", &super::REDACTED)
+            .field("acl_enabled", &self.acl_enabled)
+            .field("acl", &self.acl)
+            .finish()
+    }
+}
+
+/// Shows which tokens are present, never their values.
+impl std::fmt::Debug for AclTokensFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |o: &Option<String>| o.as_ref().map(|_| super::REDACTED);
+        f.debug_struct("AclTokensFile")
+            .field("consul_agent", &shown(&self.consul_agent))
+            .field("consul_supervisor", &shown(&self.consul_supervisor))
+            .field("consul_replication", &shown(&self.consul_replication))
+            .field(
+                "consul_initial_management",
+                &shown(&self.consul_initial_management),
+            )
+            .field("nomad_consul", &shown(&self.nomad_consul))
+            .field("nomad_supervisor", &shown(&self.nomad_supervisor))
+            .field("nomad_bootstrap", &shown(&self.nomad_bootstrap))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_file_forms_shows_no_key_or_token() {
+        let f = NodeSecretsFile {
+            version: 1,
+            consul_gossip_key: "c29tZS1nb3NzaXAta2V5".into(),
+            nomad_gossip_key: "b3RoZXItZ29zc2lwLWtleQ==".into(),
+            acl: AclTokensFile {
+                consul_agent: Some("9d1c3a52-0000-4000-8000-000000000001".into()),
+                nomad_bootstrap: Some("9d1c3a52-0000-4000-8000-000000000002".into()),
+                ..AclTokensFile::default()
+            },
+            ..NodeSecretsFile::default()
+        };
+        let shown = format!("{f:?}");
+        for secret in [
+            "c29tZS1nb3NzaXAta2V5",
+            "b3RoZXItZ29zc2lwLWtleQ==",
+            "9d1c3a52-0000-4000-8000-000000000001",
+            "9d1c3a52-0000-4000-8000-000000000002",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("consul_agent: Some(\"<redacted>\")"), "{shown}");
+        assert!(shown.contains("consul_supervisor: None"), "{shown}");
     }
 }

@@ -33,8 +33,9 @@ pub struct JoinRequest {
     pub csr: String,
 }
 
-/// The answer to a join or renewal.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// The answer to a join or renewal. Its `Debug` leaves out the handover
+/// (it holds the CA key); the secrets' own `Debug` redacts them.
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JoinResponse {
     /// The signed node certificate (PEM).
@@ -48,6 +49,20 @@ pub struct JoinResponse {
     /// owned by the security module.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for JoinResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinResponse")
+            .field("certificate", &self.certificate)
+            .field("ca", &self.ca)
+            .field("secrets", &self.secrets)
+            .field(
+                "cluster",
+                &self.cluster.as_ref().map(|_| crate::role::REDACTED),
+            )
+            .finish()
+    }
 }
 
 /// An error answer.
