@@ -138,7 +138,8 @@ pub struct SecureOptions {
     pub token_ttl: String,
     /// Keys added to every supervised node's `[security]` (e.g. `cert_days`).
     pub extra: toml::Table,
-    /// Nodes that get no token file (a test gives them a token of its own).
+    /// Nodes that get no token file and no `join_token_file` (a test gives
+    /// them a token of its own, or runs `cluster init` on them itself).
     pub no_token: Vec<String>,
     /// How long to wait for the init node's join endpoint to listen.
     pub init_within: Duration,
@@ -170,9 +171,10 @@ pub const JOIN_TOKEN_FILE: &str = "join-token";
 enum RoleSecurity {
     /// `plaintext = true`.
     Plaintext,
-    /// The init node: its example's `[security]` without `join_token_file`,
-    /// plus `extra`.
-    Init(toml::Table),
+    /// The init node, or a node the test gives a token of its own (or
+    /// none): its example's `[security]` without `join_token_file`, plus
+    /// `extra`.
+    Own(toml::Table),
     /// A joining node: `join_token_file` at this path, plus `extra`.
     Join(PathBuf, toml::Table),
 }
@@ -181,7 +183,7 @@ impl RoleSecurity {
     fn describe(&self) -> &'static str {
         match self {
             RoleSecurity::Plaintext => "plaintext = true",
-            RoleSecurity::Init(_) => "the cluster init node",
+            RoleSecurity::Own(_) => "its own, without a token file",
             RoleSecurity::Join(..) => "join_token_file",
         }
     }
@@ -215,7 +217,7 @@ fn set_security(role: &mut toml::Table, how: &RoleSecurity) {
             sec = toml::Table::new();
             sec.insert("plaintext".into(), true.into());
         }
-        RoleSecurity::Init(extra) => {
+        RoleSecurity::Own(extra) => {
             sec.remove("join_token_file");
             sec.extend(extra.clone());
         }
@@ -841,8 +843,10 @@ impl Demo {
             std::fs::create_dir_all(&node_dir).map_err(|e| io_err("create", &node_dir, e))?;
             let role_security = match security {
                 Security::Plaintext => RoleSecurity::Plaintext,
-                Security::Secure(s) if s.init_node == node.name => {
-                    RoleSecurity::Init(s.extra.clone())
+                Security::Secure(s)
+                    if s.init_node == node.name || s.no_token.contains(&node.name) =>
+                {
+                    RoleSecurity::Own(s.extra.clone())
                 }
                 Security::Secure(s) => {
                     RoleSecurity::Join(node_dir.join("etc").join(JOIN_TOKEN_FILE), s.extra.clone())
@@ -1473,7 +1477,7 @@ mod tests {
         assert_eq!(join["security"]["join"], example["security"]["join"]);
         assert_eq!(join["security"]["cert_days"].as_integer(), Some(2));
         assert!(join["security"].get("plaintext").is_none());
-        let init = role(&RoleSecurity::Init(extra));
+        let init = role(&RoleSecurity::Own(extra));
         assert!(init["security"].get("join_token_file").is_none());
         assert_eq!(init["security"]["cert_days"].as_integer(), Some(2));
         let bare_init = demo_role(
@@ -1481,7 +1485,7 @@ mod tests {
             "http://m",
             Path::new("/k"),
             Path::new("/n"),
-            &RoleSecurity::Init(toml::Table::new()),
+            &RoleSecurity::Own(toml::Table::new()),
         );
         assert!(bare_init.get("security").is_none(), "{bare_init:?}");
     }

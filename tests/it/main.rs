@@ -22,4 +22,5 @@ mod netns;
 mod release;
 mod render;
 mod role;
+mod secure_cluster;
 mod supervise;
