@@ -565,8 +565,13 @@ mod tests {
         for f in ["/t/ca.pem", "/t/c.pem", "/t/k.pem"] {
             host.files.insert(f.into(), "pem".into());
         }
-        let role = role::parse(Path::new("/r/node.toml"), text, &roles, &host)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let role = role::parse(
+            Path::new("/r/node.toml"),
+            &role::with_plaintext(text),
+            &roles,
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Plan::from_role(&role)
     }
 
@@ -579,8 +584,13 @@ mod tests {
             interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 5))],
             ..StaticHost::default()
         };
-        role::parse(Path::new("/r/node.toml"), text, &roles, &host)
-            .unwrap_or_else(|e| panic!("{e}"))
+        role::parse(
+            Path::new("/r/node.toml"),
+            &role::with_plaintext(text),
+            &roles,
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -839,7 +849,7 @@ mod tests {
         fn load(text: &str, host: &StaticHost) -> Result<Plan, String> {
             parse(
                 Path::new("/etc/hashi-supervisor/node.toml"),
-                text,
+                &crate::role::with_plaintext(text),
                 &[],
                 host,
             )

@@ -174,8 +174,13 @@ mod tests {
             interfaces: vec![("eth1".into(), Ipv4Addr::new(10, 0, 1, 21))],
             ..crate::role::StaticHost::default()
         };
-        let role = crate::role::parse(Path::new("/r/node.toml"), text, &roles, &host)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let role = crate::role::parse(
+            Path::new("/r/node.toml"),
+            &crate::role::with_plaintext(text),
+            &roles,
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         crate::plan::Plan::from_role(&role)
     }
 

@@ -528,7 +528,13 @@ mod tests {
             hostname: Some("ams2-server-01".into()),
             ..StaticHost::default()
         };
-        crate::role::parse(Path::new("/r/node.toml"), text, &[], &host).unwrap()
+        crate::role::parse(
+            Path::new("/r/node.toml"),
+            &crate::role::with_plaintext(text),
+            &[],
+            &host,
+        )
+        .unwrap()
     }
 
     fn found(address: &str, kind: PeerKind, source: Source) -> PeerRecord {

@@ -38,7 +38,13 @@ pub struct Loaded {
 /// command (and `run`, at start and on SIGHUP) gets its role and plan.
 pub fn load(global: &GlobalArgs) -> Result<Loaded, Error> {
     let (path, must_exist) = global.role_file();
-    let role::LoadedRole { role, hash } = role::load(&path, must_exist, &global.role, &SystemHost)?;
+    let overrides = role::Overrides {
+        roles: global.role.clone(),
+        join_token: global.join_token.as_deref().map(role::Secret::new),
+        join_token_file: global.join_token_file.clone(),
+    };
+    let role::LoadedRole { role, hash } =
+        role::load_with(&path, must_exist, &overrides, &SystemHost)?;
     let plan = Plan::from_role(&role);
     Ok(Loaded { role, plan, hash })
 }

@@ -402,7 +402,7 @@ mod tests {
             "schema = 1\nroles = [\"consul-server\", \"nomad-server\"]\nnode_name = \"ams2-server-01\"\n\
              datacenter = \"ams2\"\n[addresses]\nprivate = \"127.0.0.1\"\n\
              [consul]\nuser = \"{AGENT_USER}\"\n[nomad]\nuser = \"{AGENT_USER}\"\n\
-             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+             [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n[security]\nplaintext = true\n",
             root.join("etc").display(),
             root.join("state").display()
         );

@@ -21,7 +21,13 @@ fn host() -> StaticHost {
 }
 
 fn plan(text: &str) -> Plan {
-    let role = role::parse(Path::new("/r/node.toml"), text, &[], &host()).unwrap();
+    let role = role::parse(
+        Path::new("/r/node.toml"),
+        &role::with_plaintext(text),
+        &[],
+        &host(),
+    )
+    .unwrap();
     Plan::from_role(&role)
 }
 

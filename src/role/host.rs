@@ -24,6 +24,8 @@ pub trait Host {
     /// Whether a regular file of at most `limit` bytes can be opened for
     /// reading (a TLS file, read by the agent itself).
     fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError>;
+    /// Whether `path` is a directory (the cluster dir of a CA holder).
+    fn is_dir(&self, path: &Path) -> bool;
     /// Whether the agents switch to their own users here: only a supervisor
     /// running as root can, otherwise they run as the supervisor's user.
     fn switches_users(&self) -> bool;
@@ -118,6 +120,10 @@ impl Host for SystemHost {
         super::file::open_regular(path, limit).map(drop)
     }
 
+    fn is_dir(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+    }
+
     fn switches_users(&self) -> bool {
         nix::unistd::Uid::effective().is_root()
     }
@@ -175,6 +181,11 @@ impl Host for StaticHost {
 
     fn check_file(&self, path: &Path, limit: u64) -> Result<(), FileError> {
         self.read_file(path, limit).map(drop)
+    }
+
+    /// A directory here is one that holds one of [`StaticHost::files`].
+    fn is_dir(&self, path: &Path) -> bool {
+        self.files.keys().any(|f| f != path && f.starts_with(path))
     }
 
     fn switches_users(&self) -> bool {

@@ -41,6 +41,23 @@ pub const KEEP_VERSIONS: RangeInclusive<u64> = 1..=100;
 /// `[release] max_download_bytes`: Consul and Nomad zips are 50-150 MB.
 pub const MAX_DOWNLOAD_BYTES: RangeInclusive<u64> = MIB..=4 * GIB;
 
+/// `[security] cert_days`: lifetime of the node certificates a CA holder
+/// signs. 825 days is the most browsers ever accepted for a TLS leaf (CA/B
+/// Forum, 2018-2020); short lifetimes are renewed by the supervisor.
+pub const CERT_DAYS: RangeInclusive<u64> = 1..=825;
+/// `[security] cert_days` when not written.
+pub const DEFAULT_CERT_DAYS: u64 = 90;
+/// `[security] renew_before_days` when not written (and less than
+/// `cert_days`).
+pub const DEFAULT_RENEW_BEFORE_DAYS: u64 = 30;
+/// Most entries of `[security] join`: a handful of CA holders is what a
+/// cluster has (every server may hold the CA).
+pub const JOIN_ADDRESSES: usize = 16;
+/// A join token file (`<id>.<secret>@sha256:<hex>` is 95 characters).
+pub const JOIN_TOKEN_FILE_BYTES: u64 = 1024;
+/// `<config>/security/node.json` (a few hundred bytes of names and tokens).
+pub const NODE_SECRETS_FILE_BYTES: u64 = 64 * 1024;
+
 /// The role file itself.
 pub const ROLE_FILE_BYTES: u64 = MIB;
 /// A gossip key file (a 44-character base64 line, with room for comments

@@ -376,14 +376,47 @@ pub struct LoadedRole {
     pub hash: String,
 }
 
-/// Reads (once, through [`file::read_regular`]) and validates the role
-/// file at `path` (a missing file is allowed when `must_exist` is false),
-/// with `roles_override` from `--role`, against `host`; hashes the bytes
-/// it validated. The only reader of the role file.
+/// What the command line adds to the role file: `--role` (replaces
+/// `roles`), `--join-token` and `--join-token-file` (replace
+/// `[security] join_token_file`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--role`.
+    pub roles: Vec<String>,
+    /// `--join-token`.
+    pub join_token: Option<Secret>,
+    /// `--join-token-file`.
+    pub join_token_file: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Only `--role`.
+    pub fn roles(roles: &[String]) -> Self {
+        Self {
+            roles: roles.to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
+/// [`load_with`] with only `--role` from the command line.
 pub fn load(
     path: &Path,
     must_exist: bool,
     roles_override: &[String],
+    host: &dyn Host,
+) -> Result<LoadedRole, RoleError> {
+    load_with(path, must_exist, &Overrides::roles(roles_override), host)
+}
+
+/// Reads (once, through [`file::read_regular`]) and validates the role
+/// file at `path` (a missing file is allowed when `must_exist` is false),
+/// with the command line's `overrides`, against `host`; hashes the bytes
+/// it validated. The only reader of the role file.
+pub fn load_with(
+    path: &Path,
+    must_exist: bool,
+    overrides: &Overrides,
     host: &dyn Host,
 ) -> Result<LoadedRole, RoleError> {
     let bytes = match file::read_regular(path, limits::ROLE_FILE_BYTES) {
@@ -401,7 +434,7 @@ pub fn load(
         }
     };
     let Some(bytes) = bytes else {
-        let role = validate::validate(None, "", raw::RawRole::default(), roles_override, host)?;
+        let role = validate::validate(None, "", raw::RawRole::default(), overrides, host)?;
         return Ok(LoadedRole {
             role,
             hash: String::new(),
@@ -415,16 +448,27 @@ pub fn load(
         path: path.to_path_buf(),
         source,
     })?;
-    let role = parse(path, &text, roles_override, host)?;
+    let role = parse_with(path, &text, overrides, host)?;
     Ok(LoadedRole { role, hash })
 }
 
-/// Validates role file text as if read from `path` (relative key file paths
-/// resolve against `path`'s directory).
+/// [`parse_with`] with only `--role` from the command line.
 pub fn parse(
     path: &Path,
     text: &str,
     roles_override: &[String],
+    host: &dyn Host,
+) -> Result<NodeRole, RoleError> {
+    parse_with(path, text, &Overrides::roles(roles_override), host)
+}
+
+/// Validates role file text as if read from `path` (relative key file paths
+/// resolve against `path`'s directory), with the command line's
+/// `overrides`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    overrides: &Overrides,
     host: &dyn Host,
 ) -> Result<NodeRole, RoleError> {
     let raw: raw::RawRole = match toml::from_str(text) {
@@ -436,7 +480,7 @@ pub fn parse(
             });
         }
     };
-    validate::validate(Some(path), text, raw, roles_override, host)
+    validate::validate(Some(path), text, raw, overrides, host)
 }
 
 /// At most this many key/type problems are collected from one file.
@@ -533,6 +577,18 @@ fn blank_key_line(text: &mut String, at: usize) -> bool {
     true
 }
 
+/// Test support: `text` with `[security] plaintext = true` added (unless it
+/// has a `[security]` table), for role texts of tests that are not about
+/// security: secure by default refuses a multi-node role without it.
+#[cfg(test)]
+pub(crate) fn with_plaintext(text: &str) -> String {
+    if text.contains("[security]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[security]\nplaintext = true\n")
+    }
+}
+
 fn ser_display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
@@ -557,19 +613,31 @@ mod tests {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         parse(
             Path::new("/etc/hashi-supervisor/node.toml"),
-            text,
+            &with_plaintext(text),
             &roles,
             &host(),
         )
     }
 
+    /// A join token of the right shape (never a real one).
+    const TOKEN: &str = "abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn with_token(roles: &[&str]) -> Overrides {
+        Overrides {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            join_token: Some(Secret::new(TOKEN)),
+            join_token_file: None,
+        }
+    }
+
     #[test]
     fn role_flag_without_a_file_uses_defaults_hostname_and_auto_address() {
         let dir = std::env::temp_dir().join("hashi-supervisor-no-such-dir");
-        let loaded = load(
+        // Secure by default: `--role` alone needs a join token.
+        let loaded = load_with(
             &dir.join("node.toml"),
             false,
-            &["consul-client".into()],
+            &with_token(&["consul-client"]),
             &host(),
         )
         .unwrap();
@@ -714,7 +782,7 @@ mod tests {
         );
         let r = parse(
             Path::new("/etc/hashi-supervisor/node.toml"),
-            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n",
+            "schema = 1\nroles = [\"consul-client\"]\n[consul]\nencrypt_key_file = \"k.key\"\n[security]\nplaintext = true\n",
             &[],
             &h,
         )
@@ -758,18 +826,33 @@ mod tests {
 
     #[test]
     fn the_shipped_role_file_with_role_nomad_client_alone_is_valid_on_a_lan() {
-        // The package's promise: its default role file and
-        // `HASHI_SUPERVISOR_ROLE=nomad-client` on a fresh LAN node.
-        let r = parse(
+        // The package's promise: its default role file,
+        // `HASHI_SUPERVISOR_ROLE=nomad-client` and a join token
+        // (`HASHI_SUPERVISOR_JOIN_TOKEN`) on a fresh LAN node.
+        let r = parse_with(
             Path::new("/etc/hashi-supervisor/node.toml"),
             include_str!("../../config/node.toml"),
-            &["nomad-client".into()],
+            &with_token(&["nomad-client"]),
             &host(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.discovery.mdns, "mDNS finds its Consul server");
         assert_eq!(r.discovery.dns, None);
         assert!(r.learnable.region && r.learnable.datacenter);
+        assert!(r.security.join_token.is_some());
+        // Without the token, secure by default refuses it, at `--role`.
+        let e = parse(
+            Path::new("/etc/hashi-supervisor/node.toml"),
+            include_str!("../../config/node.toml"),
+            &["nomad-client".into()],
+            &host(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--role: these roles span more than one node"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct RawRole {
     pub health: RawHealth,
     #[serde(default)]
     pub paths: RawPaths,
+    #[serde(default)]
+    pub security: RawSecurity,
 }
 
 /// `[addresses]`.
@@ -159,4 +161,16 @@ pub struct RawHealth {
 pub struct RawPaths {
     pub config_dir: Option<SpStr>,
     pub state_dir: Option<SpStr>,
+}
+
+/// `[security]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecurity {
+    pub plaintext: Option<Spanned<bool>>,
+    pub join_token_file: Option<SpStr>,
+    pub join: Option<Spanned<Vec<SpStr>>>,
+    pub join_listen: Option<SpStr>,
+    pub cert_days: Option<Spanned<u64>>,
+    pub renew_before_days: Option<Spanned<u64>>,
 }

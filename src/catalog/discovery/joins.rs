@@ -271,8 +271,13 @@ mod tests {
             ..crate::role::StaticHost::default()
         };
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-        let role = crate::role::parse(std::path::Path::new("/r/node.toml"), text, &roles, &host)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let role = crate::role::parse(
+            std::path::Path::new("/r/node.toml"),
+            &crate::role::with_plaintext(text),
+            &roles,
+            &host,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let plan = crate::plan::Plan::from_role(&role);
         Node {
             health: role.health_listen,

@@ -527,7 +527,7 @@ mod tests {
         };
         let role = crate::role::parse(
             std::path::Path::new("/r/node.toml"),
-            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\nnode_name = \"ams2-client-01\"\n",
+            "schema = 1\nregion = \"eu\"\ndatacenter = \"ams2\"\nnode_name = \"ams2-client-01\"\n[security]\nplaintext = true\n",
             &["consul-client".to_string(), "nomad-client".to_string()],
             &host,
         )

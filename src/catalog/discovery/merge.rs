@@ -515,7 +515,7 @@ mod tests {
         };
         let mut role = crate::role::parse(
             std::path::Path::new("/r/node.toml"),
-            "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\n",
+            "schema = 1\n[discovery]\nconsul_address = \"10.0.1.11\"\n[security]\nplaintext = true\n",
             &["nomad-client".to_string()],
             &host,
         )

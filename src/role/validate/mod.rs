@@ -18,7 +18,9 @@
 //! * [`release`]: `[release]`, trusted key files parsed as the verifier will;
 //! * [`discovery`]: the `[discovery]` table, with [`cloud`] (the shape of
 //!   cloud auto-join strings) and [`dns`] (`[discovery.dns]`);
-//! * [`paths`]: the `[paths]` table.
+//! * [`paths`]: the `[paths]` table;
+//! * [`security`]: `[security]`, the join token, the node's material in
+//!   `<config>/security/`, and secure by default.
 //!
 //! Checks read the machine only through [`Host`] and never write.
 
@@ -33,6 +35,7 @@ mod paths;
 mod release;
 mod restart;
 mod roles;
+mod security;
 mod sizes;
 mod tls;
 mod users;
@@ -44,7 +47,7 @@ use toml::Spanned;
 use super::diag::{Location, Problem, did_you_mean};
 use super::host::Host;
 use super::raw::RawRole;
-use super::{NodeRole, RoleError, SCHEMA_VERSION};
+use super::{NodeRole, Overrides, RoleError, SCHEMA_VERSION};
 
 /// What one check found: each problem with where it is, in the order found.
 #[derive(Debug, Default)]
@@ -171,9 +174,10 @@ pub fn validate(
     path: Option<&Path>,
     source: &str,
     raw: RawRole,
-    roles_override: &[String],
+    overrides: &Overrides,
     host: &dyn Host,
 ) -> Result<NodeRole, RoleError> {
+    let roles_override = overrides.roles.as_slice();
     let base_dir = path
         .and_then(Path::parent)
         .map(Path::to_path_buf)
@@ -209,6 +213,21 @@ pub fn validate(
     ));
     let health_listen = found.keep(addresses::health_listen(&raw.health, addresses.private));
     let paths = found.keep(paths::check(&raw.paths));
+    let security = found.keep(security::check(
+        cx,
+        &security::Inputs {
+            raw: &raw.security,
+            raw_consul: &raw.consul,
+            raw_nomad: &raw.nomad,
+            set: roles.set,
+            roles_at: &asked.list,
+            overrides,
+            consul: &consul,
+            nomad: &nomad,
+            private: addresses.private,
+            config_dir: &paths.config_dir,
+        },
+    ));
     found.append(users::check_exist(
         host,
         roles.set.is_consul(),
@@ -231,7 +250,6 @@ pub fn validate(
             problems: found.into_problems(&shown_path, source),
         });
     }
-    let join_listen = std::net::SocketAddr::new(addresses.private, crate::paths::DEFAULT_JOIN_PORT);
     Ok(NodeRole {
         source: path.map(Path::to_path_buf),
         role_names: roles.names,
@@ -250,18 +268,7 @@ pub fn validate(
         release,
         discovery,
         health_listen,
-        // Seam: `[security]` is parsed and `<config>/security/` read by the
-        // role loader in a later commit.
-        security: crate::role::security::SecurityRole {
-            plaintext: false,
-            join_token: None,
-            join: Vec::new(),
-            join_listen,
-            renew_before: std::time::Duration::from_secs(30 * 86_400),
-            cert_lifetime: std::time::Duration::from_secs(90 * 86_400),
-            material: None,
-            ca_holder: false,
-        },
+        security,
         config_dir: paths.config_dir,
         state_dir: paths.state_dir,
     })

@@ -95,7 +95,7 @@ pub(super) fn files(
 }
 
 /// Whether `key` is base64 (standard alphabet, padded) of 16, 24 or 32 bytes.
-fn is_gossip_key(key: &str) -> bool {
+pub(super) fn is_gossip_key(key: &str) -> bool {
     let body = key.trim_end_matches('=');
     let pad = key.len() - body.len();
     let ok_chars = body

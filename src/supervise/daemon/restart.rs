@@ -83,7 +83,13 @@ mod tests {
             interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
             ..Default::default()
         };
-        let role = crate::role::parse(Path::new("/r/node.toml"), text, &roles, &host).unwrap();
+        let role = crate::role::parse(
+            Path::new("/r/node.toml"),
+            &crate::role::with_plaintext(text),
+            &roles,
+            &host,
+        )
+        .unwrap();
         Plan::from_role(&role)
     }
 
