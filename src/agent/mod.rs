@@ -71,8 +71,28 @@ pub enum AgentError {
         /// The start of the body (agents answer errors as text).
         body: String,
     },
-    /// The CA of an agent's TLS API could not be read or parsed.
-    #[error("failed to load the CA certificate {path} of the agent's https API")]
+    /// The agent refused the token the supervisor sent (403): the token
+    /// is unknown to it or lacks a permission.
+    #[error("the agent refused the supervisor's token: {url} answered 403: {body}")]
+    TokenRefused {
+        /// The URL asked.
+        url: String,
+        /// The start of the body (the agent's reason; never the token).
+        body: String,
+    },
+    /// The agent wants an ACL token (403) and the supervisor has none for it.
+    #[error(
+        "the agent requires an ACL token and the supervisor has none for it: {url} answered 403: {body}"
+    )]
+    TokenMissing {
+        /// The URL asked.
+        url: String,
+        /// The start of the body.
+        body: String,
+    },
+    /// The TLS files of an agent's HTTPS API (CA, client certificate or
+    /// key) could not be read or parsed.
+    #[error("failed to load the TLS files ({path}) of the agent's https API")]
     Ca {
         /// The CA file.
         path: std::path::PathBuf,
@@ -117,8 +137,26 @@ impl AgentError {
         } else if let Some(l) = last {
             s.push_str(": ");
             s.push_str(&l);
+            if let Some(hint) = tls_hint(&l) {
+                s.push_str(" (");
+                s.push_str(hint);
+                s.push(')');
+            }
         }
         s
+    }
+}
+
+/// What a TLS alert from an agent means for the operator.
+fn tls_hint(cause: &str) -> Option<&'static str> {
+    if cause.contains("CertificateRequired") {
+        Some("the agent requires a client certificate and the supervisor presented none")
+    } else if cause.contains("fatal alert: BadCertificate")
+        || cause.contains("fatal alert: UnknownCA")
+    {
+        Some("the agent does not trust the supervisor's client certificate")
+    } else {
+        None
     }
 }
 
@@ -147,6 +185,8 @@ pub struct Answer {
     pub status: u16,
     /// The body (at most [`MAX_BODY_BYTES`]).
     pub body: bytes::Bytes,
+    /// Whether the request carried the supervisor's ACL token.
+    pub token: bool,
 }
 
 impl Answer {
@@ -154,6 +194,16 @@ impl Answer {
     pub fn require(self, ok: &[u16]) -> Result<Self, AgentError> {
         if ok.contains(&self.status) {
             Ok(self)
+        } else if self.status == 403 && self.token {
+            Err(AgentError::TokenRefused {
+                url: self.url,
+                body: truncate(&self.body),
+            })
+        } else if self.status == 403 {
+            Err(AgentError::TokenMissing {
+                url: self.url,
+                body: truncate(&self.body),
+            })
         } else {
             Err(AgentError::Status {
                 url: self.url,

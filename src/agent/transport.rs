@@ -1,15 +1,31 @@
 //! [`AgentClient`]: the one HTTP client of the node's agents, and
 //! [`Endpoint`], one agent's API through it.
 //!
-//! A pooled reqwest client (the release downloader's crate: hyper-util's
+//! Pooled reqwest clients (the release downloader's crate: hyper-util's
 //! pooled client underneath, URL handling, TLS by rustls), built once from
 //! the plan by `supervisor run` and cloned to every user: the observers
-//! (readiness and the health snapshot) and the Consul registration. A clone
-//! shares the connection pool; nothing here is process-wide. No proxy
-//! (agents are local or on the private network) and no public roots: an
-//! agent API served over TLS (Nomad with `tls.http`) is verified against
-//! the cluster CA the plan names, under the server name its certificates
-//! carry, which this client resolves to the API's address.
+//! (readiness and the health snapshot), the Consul registration and
+//! discovery's joins and probes. A clone shares the connection pools;
+//! nothing here is process-wide. No proxy (agents are local or on the
+//! private network) and no public roots.
+//!
+//! An agent API served over TLS (Consul's HTTPS port, Nomad with
+//! `tls.http`) gets its own pooled client: verified against that API's CA
+//! only, under the server name the plan gives (a DNS name is resolved to
+//! the API's address, so the check holds whatever address the API listens
+//! on; an IP name is the address itself), presenting the node's client
+//! certificate when the plan names one (Consul's `verify_incoming`), and
+//! carrying the supervisor's ACL token on every request (`X-Consul-Token`
+//! / `X-Nomad-Token`, as HashiCorp's API docs name them). The token is a
+//! sensitive header: never in a URL, a log line, an error or a `Debug`.
+//! [`AgentClient::reload_tls`] re-reads every CA, certificate and key (a
+//! renewed node certificate) without a new client for the users.
+//!
+//! Remote Consul agents (discovery's probes of the servers it found, the
+//! registration of a node without a local Consul) are asked through
+//! [`AgentClient::endpoint_at`]: an `https://` base goes through the
+//! cluster client (the cluster CA, the node's certificate and the
+//! supervisor's Consul token), an `http://` base through the plain one.
 //!
 //! Every exchange (connect, request, whole answer) is bounded by the
 //! caller's timeout and every answer by [`MAX_BODY_BYTES`]. A request that
@@ -18,21 +34,35 @@
 //! sent once more within the same deadline; every request to an agent is
 //! idempotent (GETs, and PUTs of the same registration).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{AgentError, Answer};
 use crate::plan::{ApiTls, Plan};
+use crate::vocab::Product;
 
 /// Largest answer read from an agent (Nomad's `/v1/nodes` of a large
 /// cluster is a few MiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Idle connections kept per agent address for the next poll.
 const MAX_IDLE_PER_AGENT: usize = 2;
+/// Consul's ACL token header (Consul API docs, "Authentication").
+pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
+/// Nomad's ACL token header (Nomad API docs, "Authentication").
+pub const NOMAD_TOKEN_HEADER: &str = "x-nomad-token";
+
+/// The ACL token header of `product`'s API.
+pub fn token_header(product: Product) -> &'static str {
+    match product {
+        Product::Consul => CONSUL_TOKEN_HEADER,
+        Product::Nomad => NOMAD_TOKEN_HEADER,
+    }
+}
 
 /// Why one exchange with an agent failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,21 +114,143 @@ impl TransportError {
     }
 }
 
-/// The TLS settings of one agent API, as loaded into the client.
-#[derive(Debug)]
-struct TlsApi {
-    server_name: String,
-    ca_file: std::path::PathBuf,
-    /// Why its CA could not be loaded (innermost cause), if it could not.
-    problem: Option<String>,
+/// One pooled client and how to build it again (a renewed certificate).
+struct Conn {
+    /// What the client verifies and presents; `None`: plain HTTP.
+    tls: Option<TlsSettings>,
+    /// The client, or why it could not be built (innermost cause).
+    http: RwLock<Result<reqwest::Client, String>>,
+}
+
+/// The TLS settings of one client.
+struct TlsSettings {
+    /// The API's settings (paths, server name, token).
+    api: ApiTls,
+    /// Whose API (the token header's name).
+    product: Product,
+    /// The address the server name resolves to; `None` for the cluster
+    /// client (remote agents are named by their address).
+    addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Conn");
+        if let Some(t) = &self.tls {
+            d.field("product", &t.product)
+                .field("server_name", &t.api.server_name)
+                .field("ca_file", &t.api.ca_file)
+                .field("client_cert", &t.api.client_cert.is_some())
+                .field("token", &t.api.token.is_some());
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    fn new(tls: Option<TlsSettings>) -> Self {
+        let http = build(tls.as_ref());
+        if let (Err(e), Some(t)) = (&http, &tls) {
+            tracing::warn!(agent = %t.product, ca = %t.api.ca_file.display(), error = %e, "cannot load the TLS files of an agent's https API");
+        }
+        Self {
+            tls,
+            http: RwLock::new(http),
+        }
+    }
+
+    /// The current client (a cheap handle on its pool).
+    fn client(&self) -> Result<reqwest::Client, String> {
+        self.http
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Builds the client again from the files; keeps the old one when the
+    /// new files cannot be loaded.
+    fn reload(&self) -> Result<(), String> {
+        if self.tls.is_none() {
+            return Ok(());
+        }
+        let fresh = build(self.tls.as_ref());
+        let mut slot = self
+            .http
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fresh {
+            Ok(c) => {
+                *slot = Ok(c);
+                Ok(())
+            }
+            Err(e) => {
+                if slot.is_err() {
+                    *slot = Err(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn has_token(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.api.token.is_some())
+    }
+}
+
+/// The base of every client: no proxy, no public roots, a small pool.
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .pool_max_idle_per_host(MAX_IDLE_PER_AGENT)
+}
+
+/// A client for `tls` (plain without): its CA as the only root, its client
+/// certificate, its token as a default sensitive header, its server name
+/// resolved to its address.
+fn build(tls: Option<&TlsSettings>) -> Result<reqwest::Client, String> {
+    let mut b = builder();
+    if let Some(t) = tls {
+        for c in load_ca(&t.api)? {
+            b = b.add_root_certificate(c);
+        }
+        if let Some(cc) = &t.api.client_cert {
+            b = b.identity(load_identity(cc)?);
+        }
+        if let Some(token) = &t.api.token {
+            let mut v = HeaderValue::from_str(token.expose())
+                .map_err(|_| "the ACL token is not a valid header value".to_string())?;
+            v.set_sensitive(true);
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(token_header(t.product)), v);
+            b = b.default_headers(h);
+        }
+        if let Some(addr) = t.addr {
+            if t.api.server_name.parse::<IpAddr>().is_err() {
+                b = b.resolve(&t.api.server_name, addr);
+            }
+        }
+    }
+    b.build().map_err(|e| innermost(&e))
+}
+
+fn innermost(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// The one client of the node's agent APIs; cheap to clone (clones share
-/// the connection pool).
+/// the connection pools).
 #[derive(Debug, Clone)]
 pub struct AgentClient {
-    http: reqwest::Client,
-    tls: Arc<[TlsApi]>,
+    plain_http: reqwest::Client,
+    plain: Arc<Conn>,
+    tls: Arc<[Arc<Conn>]>,
+    /// Remote Consul agents over HTTPS (`endpoint_at` with `https://`).
+    cluster: Option<Arc<Conn>>,
 }
 
 impl AgentClient {
@@ -107,52 +259,79 @@ impl AgentClient {
         Self::new(std::iter::empty())
     }
 
-    /// The client of the plan's agents: their TLS APIs' CAs loaded.
+    /// The client of the plan's agents: their TLS APIs' files loaded; the
+    /// local Consul's TLS settings (when it serves HTTPS) also reach remote
+    /// Consul agents over HTTPS.
     pub fn for_plan(plan: &Plan) -> Result<Self, AgentError> {
-        Self::new(
+        let c = Self::new(
             plan.agents
                 .iter()
-                .filter_map(|a| a.api_tls.as_ref().map(|t| (a.http_addr, t))),
-        )
+                .filter_map(|a| a.api_tls.as_ref().map(|t| (a.product, a.http_addr, t))),
+        )?;
+        let consul = plan
+            .agents
+            .iter()
+            .find(|a| a.product == Product::Consul)
+            .and_then(|a| a.api_tls.as_ref());
+        Ok(match consul {
+            Some(t) => c.with_remote_consul(t),
+            None => c,
+        })
     }
 
-    /// A client that reaches each `(address, tls)` API over HTTPS, verified
-    /// against that API's CA only, under its server name resolved to the
-    /// address. A CA that cannot be loaded is not an error here: that
-    /// agent's [`AgentClient::endpoint`] says why, every time it is asked
-    /// (readiness and health keep reporting it; the rest works).
+    /// This client, asking remote Consul agents at an `https://` base
+    /// ([`AgentClient::endpoint_at`]) with `tls`'s CA, client certificate
+    /// and token (its server name is unused: a remote agent is verified
+    /// under the address or name its base carries).
+    pub fn with_remote_consul(mut self, tls: &ApiTls) -> Self {
+        self.cluster = Some(Arc::new(Conn::new(Some(TlsSettings {
+            api: tls.clone(),
+            product: Product::Consul,
+            addr: None,
+        }))));
+        self
+    }
+
+    /// A client that reaches each `(product, address, tls)` API over
+    /// HTTPS with its own pool. A file that cannot be loaded is not an
+    /// error here: that agent's [`AgentClient::endpoint`] says why, every
+    /// time it is asked (readiness and health keep reporting it; the rest
+    /// works).
     pub fn new<'a>(
-        tls_apis: impl IntoIterator<Item = (SocketAddr, &'a ApiTls)>,
+        tls_apis: impl IntoIterator<Item = (Product, SocketAddr, &'a ApiTls)>,
     ) -> Result<Self, AgentError> {
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .tls_built_in_root_certs(false)
-            .pool_max_idle_per_host(MAX_IDLE_PER_AGENT);
-        let mut loaded = Vec::new();
-        for (addr, tls) in tls_apis {
-            let problem = match load_ca(tls) {
-                Ok(certs) => {
-                    for c in certs {
-                        b = b.add_root_certificate(c);
-                    }
-                    b = b.resolve(&tls.server_name, addr);
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(ca = %tls.ca_file.display(), error = %e, "cannot load the CA of an agent's https API");
-                    Some(e)
-                }
-            };
-            loaded.push(TlsApi {
-                server_name: tls.server_name.clone(),
-                ca_file: tls.ca_file.clone(),
-                problem,
-            });
-        }
+        let plain = builder().build().map_err(AgentError::Client)?;
+        let tls = tls_apis
+            .into_iter()
+            .map(|(product, addr, api)| {
+                Arc::new(Conn::new(Some(TlsSettings {
+                    api: api.clone(),
+                    product,
+                    addr: Some(addr),
+                })))
+            })
+            .collect();
         Ok(Self {
-            http: b.build().map_err(AgentError::Client)?,
-            tls: loaded.into(),
+            plain: Arc::new(Conn {
+                tls: None,
+                http: RwLock::new(Ok(plain.clone())),
+            }),
+            plain_http: plain,
+            tls,
+            cluster: None,
         })
+    }
+
+    /// Reads every CA, client certificate and key again (after a renewal
+    /// wrote new ones); every endpoint made before uses the new files for
+    /// its next connection. A file that cannot be read keeps the client
+    /// built before; returns those problems, one line each.
+    pub fn reload_tls(&self) -> Vec<String> {
+        self.tls
+            .iter()
+            .chain(self.cluster.iter())
+            .filter_map(|c| c.reload().err())
+            .collect()
     }
 
     /// The API of the agent at `addr` (`tls`: served over HTTPS), each
@@ -169,35 +348,62 @@ impl AgentClient {
         let known = self
             .tls
             .iter()
-            .find(|t| t.server_name == tls.server_name && t.ca_file == tls.ca_file)
+            .find(|c| {
+                c.tls.as_ref().is_some_and(|t| {
+                    t.api.server_name == tls.server_name
+                        && t.api.ca_file == tls.ca_file
+                        && t.addr == Some(addr)
+                })
+            })
             .ok_or_else(|| AgentError::NoTls {
                 server_name: tls.server_name.clone(),
             })?;
-        if let Some(why) = &known.problem {
+        if let Err(why) = known.client() {
             return Err(AgentError::Ca {
-                path: known.ca_file.clone(),
-                source: why.clone().into(),
+                path: tls.ca_file.clone(),
+                source: why.into(),
             });
         }
-        Ok(self.endpoint_at(
-            format!("https://{}:{}", tls.server_name, addr.port()),
+        let host = match tls.server_name.parse::<IpAddr>() {
+            // An IP name: the address connected to is the one verified.
+            Ok(_) => addr.ip().to_string(),
+            Err(_) => tls.server_name.clone(),
+        };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Endpoint {
+            conn: known.clone(),
+            base: format!("https://{host}:{}", addr.port()),
             timeout,
-        ))
+        })
     }
 
-    /// The plain-HTTP API at `base` (`http://host:port`; a host name is
-    /// resolved on each new connection, so a name not resolvable yet at
-    /// boot works once it is).
+    /// The API at `base` (`http://host:port`, or `https://host:port`
+    /// through the cluster client; a host name is resolved on each new
+    /// connection, so a name not resolvable yet at boot works once it is).
     pub fn endpoint_at(&self, base: String, timeout: Duration) -> Endpoint {
+        let conn = match &self.cluster {
+            Some(c) if base.starts_with("https://") => c.clone(),
+            _ => self.plain.clone(),
+        };
         Endpoint {
-            client: self.clone(),
+            conn,
             base,
             timeout,
         }
     }
 
-    /// Sends `method url` with an optional JSON body and reads the whole
-    /// answer, all within `timeout`.
+    /// Whether remote Consul agents are asked over HTTPS (the node has the
+    /// cluster's TLS material).
+    pub fn has_remote_consul_tls(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Sends `method url` with an optional JSON body through the plain
+    /// client and reads the whole answer, all within `timeout`.
     pub async fn send(
         &self,
         method: Method,
@@ -205,74 +411,102 @@ impl AgentClient {
         json: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(u16, Bytes), TransportError> {
-        let json = json.map(Bytes::from);
-        let exchange = async {
-            match self.exchange(method.clone(), url, json.clone()).await {
-                Err(e) if e.is_resendable() => {
-                    tracing::debug!(url, error = %e, "agent exchange failed before an answer, sending once more");
-                    self.exchange(method, url, json).await
-                }
-                done => done,
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| TransportError::Timeout(timeout))?
+        send(&self.plain_http, method, url, json, timeout).await
     }
+}
 
-    async fn exchange(
-        &self,
-        method: Method,
-        url: &str,
-        json: Option<Bytes>,
-    ) -> Result<(u16, Bytes), TransportError> {
-        let mut req = self.http.request(method, url);
-        if let Some(body) = json {
-            req = req.header("content-type", "application/json").body(body);
+/// Sends `method url` through `http`, one resend as the module says, all
+/// within `timeout`.
+async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    json: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), TransportError> {
+    let json = json.map(Bytes::from);
+    let exchange = async {
+        match exchange(http, method.clone(), url, json.clone()).await {
+            Err(e) if e.is_resendable() => {
+                tracing::debug!(url, error = %e, "agent exchange failed before an answer, sending once more");
+                exchange(http, method, url, json).await
+            }
+            done => done,
         }
-        let mut resp = req.send().await.map_err(TransportError::of_send)?;
-        let status = resp.status().as_u16();
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
-        {
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| TransportError::Timeout(timeout))?
+}
+
+async fn exchange(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    json: Option<Bytes>,
+) -> Result<(u16, Bytes), TransportError> {
+    let mut req = http.request(method, url);
+    if let Some(body) = json {
+        req = req.header("content-type", "application/json").body(body);
+    }
+    let mut resp = req.send().await.map_err(TransportError::of_send)?;
+    let status = resp.status().as_u16();
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(TransportError::TooLarge(MAX_BODY_BYTES));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(TransportError::Body)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(TransportError::TooLarge(MAX_BODY_BYTES));
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(TransportError::Body)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(TransportError::TooLarge(MAX_BODY_BYTES));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body.freeze()))
+        body.extend_from_slice(&chunk);
     }
+    Ok((status, body.freeze()))
 }
 
 /// Reads the PEM bundle of a TLS API's CA: a role-named file, read as a
 /// regular file with a size limit, never blocking.
 fn load_ca(tls: &ApiTls) -> Result<Vec<reqwest::Certificate>, String> {
-    let innermost = |e: &dyn std::error::Error| {
-        let mut cur = e;
-        while let Some(next) = cur.source() {
-            cur = next;
-        }
-        cur.to_string()
-    };
     let pem = crate::role::file::read_regular(&tls.ca_file, crate::role::limits::TLS_FILE_BYTES)
-        .map_err(|e| innermost(&e))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| innermost(&e))?;
+        .map_err(|e| format!("{}: {}", tls.ca_file.display(), innermost(&e)))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: {}", tls.ca_file.display(), innermost(&e)))?;
     if certs.is_empty() {
-        return Err("no PEM certificate in the file".into());
+        return Err(format!(
+            "{}: no PEM certificate in the file",
+            tls.ca_file.display()
+        ));
     }
     Ok(certs)
 }
 
-/// One agent's API: the client, the base URL of its requests and the
+/// Reads the client certificate chain and its key (each bounded as the
+/// CA); the key's content never reaches an error.
+fn load_identity(cc: &crate::plan::ClientCert) -> Result<reqwest::Identity, String> {
+    let read = |p: &std::path::Path| {
+        crate::role::file::read_regular(p, crate::role::limits::TLS_FILE_BYTES)
+            .map_err(|e| format!("{}: {}", p.display(), innermost(&e)))
+    };
+    let mut pem = read(&cc.cert_file)?;
+    pem.push(b'\n');
+    pem.extend_from_slice(&read(&cc.key_file)?);
+    reqwest::Identity::from_pem(&pem).map_err(|_| {
+        format!(
+            "{} and {}: not a PEM certificate and private key",
+            cc.cert_file.display(),
+            cc.key_file.display()
+        )
+    })
+}
+
+/// One agent's API: its client, the base URL of its requests and the
 /// timeout of each.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    client: AgentClient,
+    conn: Arc<Conn>,
     base: String,
     timeout: Duration,
 }
@@ -288,6 +522,11 @@ impl Endpoint {
         self.timeout
     }
 
+    /// Whether requests carry the supervisor's ACL token.
+    pub fn has_token(&self) -> bool {
+        self.conn.has_token()
+    }
+
     /// Sends `method path` (with a JSON body) and reads the answer.
     pub async fn send(
         &self,
@@ -296,8 +535,28 @@ impl Endpoint {
         json: Option<Vec<u8>>,
     ) -> Result<Answer, AgentError> {
         let url = format!("{}{path}", self.base);
-        match self.client.send(method, &url, json, self.timeout).await {
-            Ok((status, body)) => Ok(Answer { url, status, body }),
+        let http = match self.conn.client() {
+            Ok(h) => h,
+            Err(why) => {
+                let path = self
+                    .conn
+                    .tls
+                    .as_ref()
+                    .map(|t| t.api.ca_file.clone())
+                    .unwrap_or_default();
+                return Err(AgentError::Ca {
+                    path,
+                    source: why.into(),
+                });
+            }
+        };
+        match send(&http, method, &url, json, self.timeout).await {
+            Ok((status, body)) => Ok(Answer {
+                url,
+                status,
+                body,
+                token: self.has_token(),
+            }),
             Err(source) => Err(AgentError::Request { url, source }),
         }
     }
@@ -512,7 +771,7 @@ mod tests {
             token: None,
         };
         let addr: SocketAddr = "127.0.0.1:4646".parse().unwrap();
-        let c = AgentClient::new([(addr, &tls)]).unwrap();
+        let c = AgentClient::new([(Product::Nomad, addr, &tls)]).unwrap();
         let e = c.endpoint(addr, Some(&tls), T).unwrap_err();
         assert!(matches!(e, AgentError::Ca { .. }), "{e:?}");
         assert!(
@@ -530,5 +789,463 @@ mod tests {
         };
         let e = c.endpoint(addr, Some(&other), T).unwrap_err();
         assert!(matches!(e, AgentError::NoTls { .. }), "{e:?}");
+    }
+
+    // ------------------------------------------------ TLS APIs, for real ---
+
+    use std::sync::Mutex;
+
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioIo;
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use crate::plan::ClientCert;
+    use crate::role::Secret;
+
+    const TOKEN: &str = "5c0e7d1a-93b4-4c2e-8f11-2a7d9e6b4f30";
+
+    /// A CA, able to sign leaf certificates.
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+        der: CertificateDer<'static>,
+    }
+
+    impl Ca {
+        fn new() -> Self {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = params.self_signed(&key).unwrap();
+            Self {
+                pem: cert.pem(),
+                der: cert.der().clone(),
+                params,
+                key,
+            }
+        }
+
+        /// A leaf for `names` (+ IP SAN 127.0.0.1): (cert PEM, key PEM, cert
+        /// DER, key DER).
+        fn leaf(
+            &self,
+            names: &[&str],
+            client: bool,
+        ) -> (
+            String,
+            String,
+            CertificateDer<'static>,
+            PrivateKeyDer<'static>,
+        ) {
+            let key = KeyPair::generate().unwrap();
+            let mut p =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            p.subject_alt_names
+                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            p.extended_key_usages = if client {
+                vec![ExtendedKeyUsagePurpose::ClientAuth]
+            } else {
+                vec![ExtendedKeyUsagePurpose::ServerAuth]
+            };
+            let cert = p
+                .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
+                .unwrap();
+            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+            (cert.pem(), key.serialize_pem(), cert.der().clone(), key_der)
+        }
+    }
+
+    /// What the server saw of each request: path and the token headers.
+    #[derive(Debug, Clone, Default)]
+    struct Seen {
+        path: String,
+        consul_token: Option<String>,
+        nomad_token: Option<String>,
+    }
+
+    /// An agent API over TLS on a free loopback port that requires a client
+    /// certificate signed by `client_ca` (like Consul's `verify_incoming`):
+    /// `/v1/status/leader` answers a leader, `/denied` 403 as Consul does
+    /// for a token without the permission; every request is recorded.
+    async fn tls_agent(server_ca: &Ca, client_ca: &Ca) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (_, _, cert, key) = server_ca.leaf(&["localhost", "server.dc1.consul"], false);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(client_ca.der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert, server_ca.der.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    // A client without a certificate fails here.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let h = |n: &str| {
+                            req.headers()
+                                .get(n)
+                                .map(|v| v.to_str().unwrap().to_string())
+                        };
+                        log.lock().unwrap().push(Seen {
+                            path: req.uri().to_string(),
+                            consul_token: h(CONSUL_TOKEN_HEADER),
+                            nomad_token: h(NOMAD_TOKEN_HEADER),
+                        });
+                        let (status, body) = match req.uri().path() {
+                            "/v1/status/leader" => (200, "\"10.0.0.1:8300\""),
+                            "/denied" => (
+                                403,
+                                "Permission denied: token lacks permission 'agent:read'",
+                            ),
+                            _ => (404, "not found"),
+                        };
+                        async move {
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// Writes `ca` and (when given) the client cert and key in `dir`; the
+    /// API settings naming them.
+    fn api_tls(
+        dir: &std::path::Path,
+        ca: &Ca,
+        client: Option<(String, String)>,
+        server_name: &str,
+        token: Option<&str>,
+    ) -> ApiTls {
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &ca.pem).unwrap();
+        let client_cert = client.map(|(cert, key)| {
+            let (cert_file, key_file) = (dir.join("node.pem"), dir.join("node-key.pem"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            ClientCert {
+                cert_file,
+                key_file,
+            }
+        });
+        ApiTls {
+            ca_file,
+            server_name: server_name.into(),
+            client_cert,
+            token: token.map(Secret::new),
+        }
+    }
+
+    /// Everything logged (any level, any target) while the returned guard
+    /// lives, on this thread (a current-thread test runtime: every task).
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = W(buf.clone());
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        (buf, tracing::subscriber::set_default(sub))
+    }
+
+    fn client_pem(ca: &Ca) -> (String, String) {
+        let (c, k, _, _) = ca.leaf(&["client.dc1.consul", "localhost"], true);
+        (c, k)
+    }
+
+    #[tokio::test]
+    async fn a_tls_api_requiring_a_client_cert_answers_the_supervisor_with_its_token() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
+        let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let e = c.endpoint(addr, Some(&tls), T).unwrap();
+        assert_eq!(e.base(), format!("https://localhost:{}", addr.port()));
+        assert!(!e.base().contains(TOKEN));
+        let consul = super::super::ConsulClient::new(e);
+        assert_eq!(
+            consul.leader().await.unwrap().as_deref(),
+            Some("10.0.0.1:8300")
+        );
+        assert_eq!(
+            consul.leader().await.unwrap().as_deref(),
+            Some("10.0.0.1:8300")
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        for s in &seen {
+            assert_eq!(s.path, "/v1/status/leader");
+            assert_eq!(s.consul_token.as_deref(), Some(TOKEN), "every request");
+            assert_eq!(s.nomad_token, None, "Consul's header only");
+        }
+    }
+
+    #[tokio::test]
+    async fn nomad_gets_its_own_header_and_an_ip_server_name_is_verified_as_an_ip() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "127.0.0.1",
+            Some(TOKEN),
+        );
+        let c = AgentClient::new([(Product::Nomad, addr, &tls)]).unwrap();
+        let e = c.endpoint(addr, Some(&tls), T).unwrap();
+        assert_eq!(e.base(), format!("https://{addr}"));
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[0].nomad_token.as_deref(), Some(TOKEN));
+        assert_eq!(seen[0].consul_token, None);
+    }
+
+    #[tokio::test]
+    async fn without_a_client_cert_the_api_refuses_and_the_error_says_so() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(dir.path(), &ca, None, "localhost", Some(TOKEN));
+        let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let e = c.endpoint(addr, Some(&tls), T).unwrap();
+        let err = e.get("/v1/status/leader", &[200]).await.unwrap_err();
+        let line = err.one_line();
+        assert!(
+            line.contains(&format!(
+                "https://localhost:{}/v1/status/leader",
+                addr.port()
+            )),
+            "{line}"
+        );
+        assert!(
+            line.contains("the agent requires a client certificate"),
+            "{line}"
+        );
+        assert!(!line.contains(TOKEN), "{line}");
+        assert!(seen.lock().unwrap().is_empty(), "no request got through");
+    }
+
+    #[tokio::test]
+    async fn a_server_cert_of_another_ca_is_refused() {
+        let (ca, other) = (Ca::new(), Ca::new());
+        let (addr, seen) = tls_agent(&other, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
+        let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let err = c
+            .endpoint(addr, Some(&tls), T)
+            .unwrap()
+            .get("/v1/status/leader", &[200])
+            .await
+            .unwrap_err();
+        assert!(
+            err.one_line().to_lowercase().contains("certificate"),
+            "{}",
+            err.one_line()
+        );
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "the token never left the node"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_403_is_a_refused_token_and_the_token_is_in_no_error_log_or_debug() {
+        let (logs, _guard) = capture_logs();
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
+        let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let e = c.endpoint(addr, Some(&tls), T).unwrap();
+        let err = e.get("/denied", &[200]).await.unwrap_err();
+        assert!(matches!(err, AgentError::TokenRefused { .. }), "{err:?}");
+        let line = err.one_line();
+        assert!(
+            line.starts_with("the agent refused the supervisor's token: "),
+            "{line}"
+        );
+        assert!(line.contains("lacks permission"), "{line}");
+        assert_eq!(seen.lock().unwrap()[0].consul_token.as_deref(), Some(TOKEN));
+        // The same agent without a token: it wants one.
+        let bare = api_tls(dir.path(), &ca, Some(client_pem(&ca)), "localhost", None);
+        let c2 = AgentClient::new([(Product::Consul, addr, &bare)]).unwrap();
+        let err2 = c2
+            .endpoint(addr, Some(&bare), T)
+            .unwrap()
+            .get("/denied", &[200])
+            .await
+            .unwrap_err();
+        assert!(matches!(err2, AgentError::TokenMissing { .. }), "{err2:?}");
+        // A failed connection's error and every log line, at trace level.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = l.local_addr().unwrap();
+        drop(l);
+        let c3 = AgentClient::new([(Product::Consul, gone, &tls)]).unwrap();
+        let err3 = c3
+            .endpoint(gone, Some(&tls), T)
+            .unwrap()
+            .get("/v1/status/leader", &[200])
+            .await
+            .unwrap_err();
+        tracing::info!(error = %err.one_line(), "logged as the observers log it");
+        tracing::info!(error = %err3.one_line(), "logged as the observers log it");
+        let everything = format!(
+            "{err}\n{err:?}\n{line}\n{err2:?}\n{err3:?}\n{}\n{c:?}\n{e:?}\n{tls:?}",
+            err3.one_line()
+        );
+        assert!(!everything.contains(TOKEN), "{everything}");
+        let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("logged as the observers log it"),
+            "capture works"
+        );
+        assert!(!logged.contains(TOKEN), "{logged}");
+    }
+
+    #[tokio::test]
+    async fn reload_tls_picks_up_a_renewed_client_certificate() {
+        let (ca, stranger) = (Ca::new(), Ca::new());
+        let (addr, _seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        // First a client cert the agent does not trust.
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&stranger)),
+            "localhost",
+            Some(TOKEN),
+        );
+        let c = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let e = c.endpoint(addr, Some(&tls), T).unwrap();
+        let refused = e.get("/v1/status/leader", &[200]).await.unwrap_err();
+        assert!(
+            refused.one_line().contains("fatal alert"),
+            "{}",
+            refused.one_line()
+        );
+        // The renewal writes a good one in the same files.
+        let (cert, key) = client_pem(&ca);
+        let cc = tls.client_cert.as_ref().unwrap();
+        std::fs::write(&cc.cert_file, cert).unwrap();
+        std::fs::write(&cc.key_file, key).unwrap();
+        assert!(c.reload_tls().is_empty());
+        // The endpoint made before the reload uses the new files.
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
+        // Unreadable files keep the client that works, and say why.
+        std::fs::remove_file(&cc.key_file).unwrap();
+        let problems = c.reload_tls();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("node-key.pem"), "{problems:?}");
+        assert_eq!(
+            e.get("/v1/status/leader", &[200]).await.unwrap().status,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn remote_consul_over_https_goes_through_the_cluster_client() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(TOKEN),
+        );
+        let c = AgentClient::plain().unwrap().with_remote_consul(&tls);
+        assert!(c.has_remote_consul_tls());
+        let remote = c.endpoint_at(format!("https://{addr}"), T);
+        assert_eq!(
+            remote
+                .get("/v1/status/leader", &[200])
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+        assert_eq!(seen.lock().unwrap()[0].consul_token.as_deref(), Some(TOKEN));
+        // Without the cluster settings an https base has no CA to trust.
+        let plain = AgentClient::plain().unwrap();
+        assert!(
+            plain
+                .endpoint_at(format!("https://{addr}"), T)
+                .get("/v1/status/leader", &[200])
+                .await
+                .is_err()
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }
