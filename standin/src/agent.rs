@@ -40,9 +40,24 @@ pub struct Shared {
     /// A LAN member event: a Consul server floods at once (gossip::run_flood).
     pub lan_changed: tokio::sync::Notify,
     ready_sent: AtomicBool,
+    /// The node's checked TLS material (None: no TLS configured).
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// ACL state (tokens, policies, bootstrap).
+    pub acl: Mutex<crate::acl::AclState>,
 }
 
 impl Shared {
+    /// The TLS material when the agent's RPC links use TLS (Consul
+    /// `verify_outgoing`, Nomad `tls.rpc`).
+    pub fn rpc_tls(&self) -> Option<&crate::tls::NodeTls> {
+        self.tls.as_deref().filter(|t| t.settings.rpc)
+    }
+
+    /// Lock the ACL state (never held across an await).
+    pub fn acl(&self) -> MutexGuard<'_, crate::acl::AclState> {
+        self.acl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Lock the cluster view (never held across an await).
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -238,6 +253,18 @@ pub fn main(product: Product, args: &[String]) -> u8 {
         crate::events::log_err(&format!("==> Error starting agent: {e}"));
         exit(1);
     }
+    // The real agents load their TLS files at start and stop on a bad one;
+    // the stand-in also refuses a certificate without its role's name
+    // (README "TLS": the real agents fail at handshake time instead).
+    let node_tls = match crate::tls::load(&cfg) {
+        Ok(t) => t.map(Arc::new),
+        Err(e) => {
+            crate::events::log_err(&format!(
+                "==> Error starting agent: Failed to configure TLS: {e}"
+            ));
+            exit(1);
+        }
+    };
     if let Some(code) = env_u64("STANDIN_EXIT_AT_START").filter(|_| faults) {
         log(&format!(
             "==> stand-in: exiting with {code} at start (STANDIN_EXIT_AT_START)"
@@ -259,7 +286,7 @@ pub fn main(product: Product, args: &[String]) -> u8 {
             exit(1);
         }
     };
-    let code = rt.block_on(run(product, version, sources, cfg, faults));
+    let code = rt.block_on(run(product, version, sources, cfg, faults, node_tls));
     exit(code)
 }
 
@@ -372,6 +399,7 @@ async fn run(
     sources: Vec<PathBuf>,
     cfg: AgentConfig,
     faults: bool,
+    node_tls: Option<Arc<crate::tls::NodeTls>>,
 ) -> i32 {
     let mut signals = match Signals::new() {
         Ok(s) => s,
@@ -413,16 +441,35 @@ async fn run(
             }
         }
     }
-    let http_addr = crate::state::host_port(&cfg.http_ip, cfg.http_port);
-    let listener = match TcpListener::bind(&http_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            log(&format!(
-                "==> Error starting agent: Failed to start HTTP listener on {http_addr}: listen tcp {http_addr}: {e}"
-            ));
-            return 1;
+    // The API listeners: (address, over TLS).
+    let mut api: Vec<(String, bool)> = Vec::new();
+    if !cfg.api_disabled {
+        let ips: Vec<&String> = std::iter::once(&cfg.http_ip)
+            .chain(cfg.http_extra_ips.iter())
+            .collect();
+        for ip in &ips {
+            api.push((crate::state::host_port(ip, cfg.http_port), cfg.http_tls));
         }
-    };
+        if let Some(p) = cfg.https_extra_port {
+            for ip in &ips {
+                api.push((crate::state::host_port(ip, p), true));
+            }
+        }
+    }
+    let mut bound = Vec::new();
+    for (addr, tls) in api {
+        match TcpListener::bind(&addr).await {
+            Ok(l) => bound.push((l, tls)),
+            Err(e) => {
+                let what = if tls { "HTTPS" } else { "HTTP" };
+                log(&format!(
+                    "==> Error starting agent: Failed to start {what} listener on {addr}: listen tcp {addr}: {e}"
+                ));
+                return 1;
+            }
+        }
+    }
+    let acl_state = crate::acl::AclState::load(&cfg);
     let shared = Arc::new(Shared {
         product,
         version: version.clone(),
@@ -432,11 +479,43 @@ async fn run(
         leave_requested: tokio::sync::Notify::new(),
         lan_changed: tokio::sync::Notify::new(),
         ready_sent: AtomicBool::new(false),
+        tls: node_tls.clone(),
+        acl: Mutex::new(acl_state),
     });
-    // Nomad with `tls.http`: HTTPS only; unreadable files stop the start,
-    // as they stop the real agent.
-    let tls = match &cfg.http_tls {
-        Some((cert, key)) => match crate::http::tls_acceptor(cert, key) {
+    // HTTPS (Nomad `tls.http`, Consul `ports.https`): the node certificate;
+    // client certificates required with verify_incoming / verify_https_client.
+    let https = if bound.iter().any(|(_, tls)| *tls) {
+        let acceptor = node_tls
+            .as_ref()
+            .ok_or_else(|| "HTTPS needs cert_file and key_file".to_string())
+            .and_then(|t| t.https_acceptor());
+        match acceptor {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log(&format!(
+                    "==> Error starting agent: Failed to parse TLS configuration: {e}"
+                ));
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
+    for (l, tls) in bound {
+        let acceptor = if tls { https.clone() } else { None };
+        crate::http::serve(shared.clone(), l, acceptor, crate::http::Kind::Api);
+    }
+    // With TLS, the serf listeners only carry gossip (as the real serf
+    // ports carry no API); without, they serve the whole API as before.
+    let gossip_kind = if node_tls.is_some() {
+        crate::http::Kind::Gossip
+    } else {
+        crate::http::Kind::Api
+    };
+    // The RPC port over TLS: Consul servers' `ports.server`, Nomad servers'
+    // `ports.rpc` with `tls.rpc`.
+    let rpc_acceptor = match shared.rpc_tls() {
+        Some(t) if cfg.server => match t.rpc_acceptor() {
             Ok(a) => Some(a),
             Err(e) => {
                 log(&format!(
@@ -445,37 +524,41 @@ async fn run(
                 return 1;
             }
         },
-        None => None,
+        _ => None,
     };
-    crate::http::serve(shared.clone(), listener, tls.clone());
-    for ip in &cfg.http_extra_ips {
-        let addr = crate::state::host_port(ip, cfg.http_port);
-        match TcpListener::bind(&addr).await {
-            Ok(l) => crate::http::serve(shared.clone(), l, tls.clone()),
-            Err(e) => {
-                log(&format!(
-                    "==> Error starting agent: Failed to start HTTP listener on {addr}: listen tcp {addr}: {e}"
-                ));
-                return 1;
-            }
-        }
-    }
     // The gossip endpoint is also served on the serf/RPC ports so that
     // join addresses work as with the real agents; best effort.
     let mut extra = vec![cfg.serf_port];
     match product {
         Product::Consul if cfg.server => extra.push(cfg.serf_wan_port),
-        Product::Nomad if cfg.server => extra.push(cfg.rpc_port),
+        Product::Nomad if cfg.server && rpc_acceptor.is_none() => extra.push(cfg.rpc_port),
         _ => {}
     }
+    if let Some(acceptor) = &rpc_acceptor {
+        let addr = crate::state::host_port(&cfg.bind_ip, cfg.rpc_port);
+        match TcpListener::bind(&addr).await {
+            Ok(l) => crate::http::serve(
+                shared.clone(),
+                l,
+                Some(acceptor.clone()),
+                crate::http::Kind::Rpc,
+            ),
+            Err(e) => {
+                log(&format!(
+                    "==> Error starting agent: Failed to start RPC layer: listen tcp {addr}: {e}"
+                ));
+                return 1;
+            }
+        }
+    }
     for port in extra {
-        if port == 0 || port == cfg.http_port {
+        if port == 0 || (port == cfg.http_port && !cfg.api_disabled) {
             continue;
         }
         let addr = crate::state::host_port(&cfg.bind_ip, port);
         match TcpListener::bind(&addr).await {
             Ok(l) => {
-                crate::http::serve(shared.clone(), l, None);
+                crate::http::serve(shared.clone(), l, None, gossip_kind);
                 if port == cfg.serf_port {
                     // Peers push to the serf address, reachable like the real
                     // agent's serf port even when HTTP is on loopback.
@@ -503,6 +586,7 @@ async fn run(
         });
     }
     tokio::spawn(gossip::run_push_pull(shared.clone()));
+    tokio::spawn(crate::acl_api::watch_agent_token(shared.clone()));
     match product {
         Product::Consul => {
             tokio::spawn(gossip::run_retry_join(

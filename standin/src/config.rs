@@ -72,9 +72,63 @@ pub struct AgentConfig {
     pub consul: NomadConsul,
     /// Files read, in merge order.
     pub files: Vec<PathBuf>,
-    /// Nomad `tls { http = true }`: the HTTP API is served over TLS with
-    /// this (cert_file, key_file).
-    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Whether the main API listener (`http_port`) speaks TLS: Nomad
+    /// `tls.http`, or Consul with `ports.http = -1` and `ports.https` set.
+    pub http_tls: bool,
+    /// Consul: `ports.https` served beside a plain `ports.http`.
+    pub https_extra_port: Option<u16>,
+    /// Consul `ports.http <= 0` and `ports.https <= 0`: no API listener.
+    pub api_disabled: bool,
+    /// TLS files and verification settings, when TLS files are configured.
+    pub tls: Option<TlsSettings>,
+    /// Decoded gossip key (Consul `encrypt`, Nomad `server.encrypt`).
+    pub gossip_key: Option<Vec<u8>>,
+    /// ACL settings (Consul `acl {}`, `primary_datacenter`; Nomad `acl {}`).
+    pub acl: AclSettings,
+}
+
+/// TLS settings of an agent (Consul `tls.defaults` / `tls.https` /
+/// `tls.internal_rpc` and the legacy top-level keys; Nomad `tls {}`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Client certificates required on the HTTPS API (Consul
+    /// `verify_incoming` for https, Nomad `verify_https_client`).
+    pub verify_incoming_https: bool,
+    /// Client certificates required on the RPC port (Consul
+    /// `verify_incoming` for internal_rpc; Nomad: always with `tls.rpc`).
+    pub verify_incoming_rpc: bool,
+    /// Outgoing RPC over TLS (Consul `verify_outgoing`, Nomad `tls.rpc`).
+    pub rpc: bool,
+    /// Peers' certificates must carry the role name (`server.<dc>.consul`,
+    /// `server.<region>.nomad`).
+    pub verify_server_hostname: bool,
+}
+
+/// ACL settings the stand-in acts on.
+#[derive(Debug, Clone, Default)]
+pub struct AclSettings {
+    pub enabled: bool,
+    /// `default_policy = "deny"` (Consul; Nomad always denies).
+    pub default_deny: bool,
+    /// Consul `acl.tokens.initial_management` (or legacy `master`).
+    pub initial_management: Option<String>,
+    /// Consul `acl.tokens.agent`: the token of the agent's own calls.
+    pub agent_token: Option<String>,
+    /// Consul `primary_datacenter` (default: own datacenter).
+    pub primary_datacenter: String,
+}
+
+/// Nomad's `consul {}` TLS and token settings.
+#[derive(Debug, Clone, Default)]
+pub struct ConsulClientTls {
+    pub ssl: bool,
+    pub verify_ssl: bool,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// Nomad's default Consul address (consul/api DefaultConfig, agent-facts §5).
@@ -89,6 +143,9 @@ pub struct NomadConsul {
     pub client_auto_join: bool,
     pub server_service_name: String,
     pub client_service_name: String,
+    /// `consul.token` (sent as `X-Consul-Token`).
+    pub token: Option<String>,
+    pub tls: ConsulClientTls,
 }
 
 impl Default for NomadConsul {
@@ -100,6 +157,11 @@ impl Default for NomadConsul {
             client_auto_join: true,
             server_service_name: "nomad".to_string(),
             client_service_name: "nomad-client".to_string(),
+            token: None,
+            tls: ConsulClientTls {
+                verify_ssl: true,
+                ..ConsulClientTls::default()
+            },
         }
     }
 }
@@ -246,10 +308,70 @@ const CONSUL_ADDRESSES: &[(&str, Ty)] = &[
     ("grpc_tls", Str),
 ];
 
+/// Consul `tls.defaults`, `tls.https`, `tls.grpc` (agent config reference,
+/// "TLS Configuration Reference").
+const CONSUL_TLS_PROTOCOL: &[(&str, Ty)] = &[
+    ("ca_file", Str),
+    ("ca_path", Str),
+    ("cert_file", Str),
+    ("key_file", Str),
+    ("tls_min_version", Str),
+    ("tls_cipher_suites", Str),
+    ("verify_incoming", Bool),
+    ("verify_outgoing", Bool),
+    ("use_auto_cert", Bool),
+];
+
+/// Consul `tls.internal_rpc`: the protocol keys plus `verify_server_hostname`.
+const CONSUL_TLS_INTERNAL_RPC: &[(&str, Ty)] = &[
+    ("ca_file", Str),
+    ("ca_path", Str),
+    ("cert_file", Str),
+    ("key_file", Str),
+    ("tls_min_version", Str),
+    ("tls_cipher_suites", Str),
+    ("verify_incoming", Bool),
+    ("verify_outgoing", Bool),
+    ("verify_server_hostname", Bool),
+];
+
+const CONSUL_TLS: &[(&str, Ty)] = &[
+    ("defaults", Table(CONSUL_TLS_PROTOCOL)),
+    ("https", Table(CONSUL_TLS_PROTOCOL)),
+    ("grpc", Table(CONSUL_TLS_PROTOCOL)),
+    ("internal_rpc", Table(CONSUL_TLS_INTERNAL_RPC)),
+];
+
+const CONSUL_ACL_TOKENS: &[(&str, Ty)] = &[
+    ("initial_management", Str),
+    ("agent", Str),
+    ("agent_recovery", Str),
+    ("default", Str),
+    ("replication", Str),
+    ("config_file_service_registration", Str),
+    ("dns", Str),
+    ("master", Str),
+    ("agent_master", Str),
+];
+
+const CONSUL_ACL: &[(&str, Ty)] = &[
+    ("enabled", Bool),
+    ("default_policy", Str),
+    ("down_policy", Str),
+    ("policy_ttl", Str),
+    ("role_ttl", Str),
+    ("token_ttl", Str),
+    ("enable_key_list_policy", Bool),
+    ("enable_token_persistence", Bool),
+    ("enable_token_replication", Bool),
+    ("msp_disable_bootstrap", Bool),
+    ("tokens", Table(CONSUL_ACL_TOKENS)),
+];
+
 /// Consul top-level keys (agent config reference; legacy keys that still load
 /// with a warning are accepted).
 const CONSUL_KEYS: &[(&str, Ty)] = &[
-    ("acl", Obj),
+    ("acl", Table(CONSUL_ACL)),
     ("acl_agent_master_token", Str),
     ("acl_agent_token", Str),
     ("acl_datacenter", Str),
@@ -371,7 +493,7 @@ const CONSUL_KEYS: &[(&str, Ty)] = &[
     ("skip_leave_on_interrupt", Bool),
     ("syslog_facility", Str),
     ("telemetry", Obj),
-    ("tls", Obj),
+    ("tls", Table(CONSUL_TLS)),
     ("tls_cipher_suites", Str),
     ("tls_min_version", Str),
     ("tls_prefer_server_cipher_suites", Bool),
@@ -446,11 +568,45 @@ const NOMAD_CONSUL: &[(&str, Ty)] = &[
     ("token", Str),
     ("ssl", Bool),
     ("verify_ssl", Bool),
+    ("ca_file", Str),
+    ("cert_file", Str),
+    ("key_file", Str),
+    ("share_ssl", Bool),
+    ("timeout", Str),
+    ("namespace", Str),
+    ("grpc_address", Str),
+    ("grpc_ca_file", Str),
+];
+
+/// Nomad `tls {}` (agent config reference, "tls Block").
+const NOMAD_TLS: &[(&str, Ty)] = &[
+    ("http", Bool),
+    ("rpc", Bool),
+    ("ca_file", Str),
+    ("cert_file", Str),
+    ("key_file", Str),
+    ("rpc_upgrade_mode", Bool),
+    ("verify_server_hostname", Bool),
+    ("verify_https_client", Bool),
+    ("tls_min_version", Str),
+    ("tls_cipher_suites", Str),
+    ("tls_prefer_server_cipher_suites", Bool),
+];
+
+/// Nomad `acl {}` (agent config reference, "acl Block").
+const NOMAD_ACL: &[(&str, Ty)] = &[
+    ("enabled", Bool),
+    ("token_ttl", Str),
+    ("policy_ttl", Str),
+    ("role_ttl", Str),
+    ("replication_token", Str),
+    ("token_min_expiration_ttl", Str),
+    ("token_max_expiration_ttl", Str),
 ];
 
 /// Nomad top-level keys (agent config reference).
 const NOMAD_KEYS: &[(&str, Ty)] = &[
-    ("acl", Obj),
+    ("acl", Table(NOMAD_ACL)),
     ("addresses", Table(NOMAD_ADDRESSES)),
     ("advertise", Table(NOMAD_ADDRESSES)),
     ("audit", Obj),
@@ -486,7 +642,7 @@ const NOMAD_KEYS: &[(&str, Ty)] = &[
     ("server", Table(NOMAD_SERVER)),
     ("syslog_facility", Str),
     ("telemetry", Obj),
-    ("tls", Obj),
+    ("tls", Table(NOMAD_TLS)),
     ("ui", Obj),
     ("vault", Any),
 ];
@@ -512,7 +668,10 @@ fn check_table(
     // Nomad checks the inner keys of server{}/client{}/consul{} by type only.
     let strict = product == Product::Consul
         || prefix.is_empty()
-        || matches!(prefix, "ports." | "addresses." | "advertise.")
+        || matches!(
+            prefix,
+            "ports." | "addresses." | "advertise." | "tls." | "acl."
+        )
         || prefix.ends_with("server_join.");
     for (k, val) in map {
         let full = format!("{prefix}{k}");
@@ -725,6 +884,16 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 .collect();
             let advertise_ip =
                 get_str(v, "advertise_addr").unwrap_or_else(|| default_advertise(&bind_ip));
+            // A port <= 0 disables that listener (agent-facts §6).
+            let http = get_int(v, "ports.http").unwrap_or(i64::from(DEFAULT_CONSUL_HTTP_PORT));
+            let https = get_int(v, "ports.https").unwrap_or(-1);
+            let as_port = |p: i64| u16::try_from(p).ok().filter(|p| *p > 0);
+            let (http_port, http_tls, https_extra_port, api_disabled) =
+                match (as_port(http), as_port(https)) {
+                    (Some(h), s) => (h, false, s, false),
+                    (None, Some(s)) => (s, true, None, false),
+                    (None, None) => (0, false, None, true),
+                };
             let bootstrap_expect = if get_bool(v, "bootstrap").unwrap_or(false) {
                 1
             } else {
@@ -740,9 +909,13 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 bootstrap_expect,
                 http_ip,
                 http_extra_ips,
-                // Consul serves HTTPS on its own `ports.https`, never here.
-                http_tls: None,
-                http_port: port(v, "ports.http", DEFAULT_CONSUL_HTTP_PORT),
+                http_tls,
+                https_extra_port,
+                api_disabled,
+                tls: consul_tls(v),
+                gossip_key: gossip_key(v, "encrypt")?,
+                acl: consul_acl(v),
+                http_port,
                 advertise_ip,
                 bind_ip,
                 serf_port: port(v, "ports.serf_lan", DEFAULT_CONSUL_SERF_LAN_PORT),
@@ -791,13 +964,19 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                 bootstrap_expect: get_int(v, "server.bootstrap_expect").unwrap_or(0).max(0) as u64,
                 http_ip,
                 http_extra_ips: Vec::new(),
-                http_tls: match (
-                    get_bool(v, "tls.http"),
-                    get_str(v, "tls.cert_file"),
-                    get_str(v, "tls.key_file"),
-                ) {
-                    (Some(true), Some(c), Some(k)) => Some((c.into(), k.into())),
-                    _ => None,
+                http_tls: get_bool(v, "tls.http").unwrap_or(false),
+                https_extra_port: None,
+                api_disabled: false,
+                tls: nomad_tls(v),
+                gossip_key: if server {
+                    gossip_key(v, "server.encrypt")?
+                } else {
+                    None
+                },
+                acl: AclSettings {
+                    enabled: get_bool(v, "acl.enabled").unwrap_or(false),
+                    default_deny: true,
+                    ..AclSettings::default()
                 },
                 http_port: port(v, "ports.http", DEFAULT_NOMAD_HTTP_PORT),
                 advertise_ip,
@@ -823,6 +1002,14 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                         .unwrap_or_else(|| "nomad".to_string()),
                     client_service_name: get_str(v, "consul.client_service_name")
                         .unwrap_or_else(|| "nomad-client".to_string()),
+                    token: get_str(v, "consul.token").filter(|t| !t.is_empty()),
+                    tls: ConsulClientTls {
+                        ssl: get_bool(v, "consul.ssl").unwrap_or(false),
+                        verify_ssl: get_bool(v, "consul.verify_ssl").unwrap_or(true),
+                        ca_file: get_str(v, "consul.ca_file").map(PathBuf::from),
+                        cert_file: get_str(v, "consul.cert_file").map(PathBuf::from),
+                        key_file: get_str(v, "consul.key_file").map(PathBuf::from),
+                    },
                 },
                 files,
             }
@@ -834,6 +1021,132 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
         ));
     }
     Ok(cfg)
+}
+
+/// The first non-empty string among these config paths.
+fn first_str(v: &Value, paths: &[&str]) -> Option<String> {
+    paths
+        .iter()
+        .find_map(|p| get_str(v, p))
+        .filter(|s| !s.is_empty())
+}
+
+/// The first bool set among these config paths.
+fn first_bool(v: &Value, paths: &[&str]) -> Option<bool> {
+    paths.iter().find_map(|p| get_bool(v, p))
+}
+
+/// Consul's TLS settings: `tls.<section>` wins over `tls.defaults`, which
+/// wins over the legacy top-level keys (Consul 1.12+ config layout).
+fn consul_tls(v: &Value) -> Option<TlsSettings> {
+    let file = |key: &str| {
+        first_str(
+            v,
+            &[
+                &format!("tls.internal_rpc.{key}"),
+                &format!("tls.https.{key}"),
+                &format!("tls.defaults.{key}"),
+                key,
+            ],
+        )
+        .map(PathBuf::from)
+    };
+    let t = TlsSettings {
+        ca_file: file("ca_file"),
+        cert_file: file("cert_file"),
+        key_file: file("key_file"),
+        verify_incoming_https: first_bool(
+            v,
+            &[
+                "tls.https.verify_incoming",
+                "tls.defaults.verify_incoming",
+                "verify_incoming_https",
+                "verify_incoming",
+            ],
+        )
+        .unwrap_or(false),
+        verify_incoming_rpc: first_bool(
+            v,
+            &[
+                "tls.internal_rpc.verify_incoming",
+                "tls.defaults.verify_incoming",
+                "verify_incoming_rpc",
+                "verify_incoming",
+            ],
+        )
+        .unwrap_or(false),
+        rpc: first_bool(
+            v,
+            &[
+                "tls.internal_rpc.verify_outgoing",
+                "tls.defaults.verify_outgoing",
+                "verify_outgoing",
+            ],
+        )
+        .unwrap_or(false),
+        verify_server_hostname: first_bool(
+            v,
+            &[
+                "tls.internal_rpc.verify_server_hostname",
+                "verify_server_hostname",
+            ],
+        )
+        .unwrap_or(false),
+    };
+    (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()).then_some(t)
+}
+
+/// Nomad's `tls {}`; RPC over TLS always asks for client certificates.
+fn nomad_tls(v: &Value) -> Option<TlsSettings> {
+    let rpc = get_bool(v, "tls.rpc").unwrap_or(false);
+    let t = TlsSettings {
+        ca_file: first_str(v, &["tls.ca_file"]).map(PathBuf::from),
+        cert_file: first_str(v, &["tls.cert_file"]).map(PathBuf::from),
+        key_file: first_str(v, &["tls.key_file"]).map(PathBuf::from),
+        verify_incoming_https: get_bool(v, "tls.verify_https_client").unwrap_or(false),
+        verify_incoming_rpc: rpc,
+        rpc,
+        verify_server_hostname: get_bool(v, "tls.verify_server_hostname").unwrap_or(false),
+    };
+    (t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some()).then_some(t)
+}
+
+fn consul_acl(v: &Value) -> AclSettings {
+    AclSettings {
+        enabled: first_bool(v, &["acl.enabled"]).unwrap_or(false),
+        default_deny: first_str(v, &["acl.default_policy", "acl_default_policy"])
+            .is_some_and(|p| p == "deny"),
+        initial_management: first_str(
+            v,
+            &[
+                "acl.tokens.initial_management",
+                "acl.tokens.master",
+                "acl_master_token",
+            ],
+        ),
+        agent_token: first_str(v, &["acl.tokens.agent", "acl_agent_token"]),
+        primary_datacenter: first_str(v, &["primary_datacenter", "acl_datacenter"])
+            .or_else(|| get_str(v, "datacenter"))
+            .unwrap_or_else(|| "dc1".to_string()),
+    }
+}
+
+/// The gossip key at `path`: base64 of 16, 24 or 32 bytes (memberlist's
+/// AES key sizes), else the agent refuses to start.
+fn gossip_key(v: &Value, path: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+    use base64::Engine;
+    let Some(text) = get_str(v, path).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| ConfigError(format!("{path} has invalid key: {e}")))?;
+    if !matches!(key.len(), 16 | 24 | 32) {
+        return Err(ConfigError(format!(
+            "{path} has invalid key: key size must be 16, 24 or 32 bytes"
+        )));
+    }
+    Ok(Some(key))
 }
 
 /// The advertised address when none is configured: the bind address, or

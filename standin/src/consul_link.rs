@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use crate::agent::Shared;
 use crate::events::log;
-use crate::gossip::{self, http_request};
+use crate::gossip;
+use crate::link::consul_request;
 use crate::state::{ALIVE, Pool, host_port, is_wildcard};
 
 /// Default period of the Consul sync loop (`STANDIN_RETRY_INTERVAL_MS`).
@@ -36,8 +37,7 @@ fn services(shared: &Shared) -> Vec<Value> {
         out.push(json!({
             "ID": format!("_nomad-server-{id}-http"), "Name": name, "Tags": ["http"],
             "Address": ip, "Port": cfg.http_port,
-            "Check": {"Name": "Nomad Server HTTP Check", "Interval": "10s", "Timeout": "3s",
-                      "HTTP": format!("http://{}/v1/agent/health?type=server", host_port(&ip, cfg.http_port))},
+            "Check": http_check(&cfg, "Nomad Server HTTP Check", &ip, "server"),
         }));
         out.push(json!({
             "ID": format!("_nomad-server-{id}-rpc"), "Name": name, "Tags": ["rpc"],
@@ -56,25 +56,44 @@ fn services(shared: &Shared) -> Vec<Value> {
         out.push(json!({
             "ID": format!("_nomad-client-{id}-http"), "Name": cfg.consul.client_service_name,
             "Tags": ["http"], "Address": ip, "Port": cfg.http_port,
-            "Check": {"Name": "Nomad Client HTTP Check", "Interval": "10s", "Timeout": "3s",
-                      "HTTP": format!("http://{}/v1/agent/health?type=client", host_port(&ip, cfg.http_port))},
+            "Check": http_check(&cfg, "Nomad Client HTTP Check", &ip, "client"),
         }));
     }
     out
 }
 
+/// The HTTP check of a Nomad service; with `tls.http` the stand-in's check
+/// runner (plain `http://` only) gets a TCP check of the HTTPS port instead
+/// (the real Nomad registers an `https://` check with TLSSkipVerify).
+fn http_check(cfg: &crate::config::AgentConfig, name: &str, ip: &str, ty: &str) -> Value {
+    let addr = host_port(ip, cfg.http_port);
+    if cfg.http_tls {
+        json!({"Name": name, "Interval": "10s", "Timeout": "3s", "TCP": addr})
+    } else {
+        json!({"Name": name, "Interval": "10s", "Timeout": "3s",
+               "HTTP": format!("http://{addr}/v1/agent/health?type={ty}")})
+    }
+}
+
 fn consul_addr(address: &str) -> String {
     address
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/')
         .to_string()
 }
 
 /// Register every service; true when all succeeded.
-async fn register(consul: &str, services: &[Value]) -> Result<(), String> {
+async fn register(shared: &Shared, consul: &str, services: &[Value]) -> Result<(), String> {
     for s in services {
-        let (code, body) =
-            http_request(consul, "PUT", "/v1/agent/service/register", &s.to_string()).await?;
+        let (code, body) = consul_request(
+            shared,
+            consul,
+            "PUT",
+            "/v1/agent/service/register",
+            &s.to_string(),
+        )
+        .await?;
         if code != 200 {
             return Err(format!("{code} {}", body.trim()));
         }
@@ -83,8 +102,9 @@ async fn register(consul: &str, services: &[Value]) -> Result<(), String> {
 }
 
 /// Whether all our service IDs are still registered with the Consul agent.
-async fn registered(consul: &str, services: &[Value]) -> bool {
-    let Ok((200, body)) = http_request(consul, "GET", "/v1/agent/services", "").await else {
+async fn registered(shared: &Shared, consul: &str, services: &[Value]) -> bool {
+    let Ok((200, body)) = consul_request(shared, consul, "GET", "/v1/agent/services", "").await
+    else {
         return false;
     };
     let Ok(v) = serde_json::from_str::<Value>(&body) else {
@@ -96,8 +116,13 @@ async fn registered(consul: &str, services: &[Value]) -> bool {
 }
 
 /// `address:port` of every instance of `name` with `tag` in all datacenters.
-async fn discover(consul: &str, name: &str, tag: &str) -> Result<Vec<String>, String> {
-    let (code, body) = http_request(consul, "GET", "/v1/catalog/datacenters", "").await?;
+async fn discover(
+    shared: &Shared,
+    consul: &str,
+    name: &str,
+    tag: &str,
+) -> Result<Vec<String>, String> {
+    let (code, body) = consul_request(shared, consul, "GET", "/v1/catalog/datacenters", "").await?;
     if code != 200 {
         return Err(format!("{code} {}", body.trim()));
     }
@@ -105,7 +130,7 @@ async fn discover(consul: &str, name: &str, tag: &str) -> Result<Vec<String>, St
     let mut out = Vec::new();
     for dc in dcs {
         let path = format!("/v1/catalog/service/{name}?tag={tag}&dc={dc}");
-        let Ok((200, body)) = http_request(consul, "GET", &path, "").await else {
+        let Ok((200, body)) = consul_request(shared, consul, "GET", &path, "").await else {
             continue;
         };
         let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&body) else {
@@ -148,10 +173,10 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         tick = tick.wrapping_add(1);
         if c.auto_advertise && (!registered_ok || tick % RESYNC_EVERY == 0) {
-            if registered_ok && registered(&consul, &own).await {
+            if registered_ok && registered(&shared, &consul, &own).await {
                 // still there
             } else {
-                match register(&consul, &own).await {
+                match register(&shared, &consul, &own).await {
                     Ok(()) => {
                         if !registered_ok {
                             log(&format!(
@@ -190,7 +215,7 @@ pub async fn run(shared: Arc<Shared>) {
 }
 
 async fn join_found(shared: &Arc<Shared>, consul: &str, name: &str, tag: &str, pool: Pool) {
-    let Ok(addrs) = discover(consul, name, tag).await else {
+    let Ok(addrs) = discover(shared, consul, name, tag).await else {
         return;
     };
     let known: Vec<String> = {

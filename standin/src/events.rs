@@ -25,6 +25,7 @@ pub fn event(line: &str) {
 /// Write an error line to stderr, ignoring write errors (a closed pipe).
 pub fn log_err(line: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+    copy_log(line);
 }
 
 /// Log a line to stdout, where the agents write their banner and log;
@@ -33,6 +34,24 @@ pub fn log(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+    drop(out);
+    copy_log(line);
+}
+
+/// `STANDIN_LOG_COPY=<path>`: every log line is also appended there, so a
+/// test whose harness discards stdout can read the log.
+fn copy_log(line: &str) {
+    let Ok(path) = std::env::var("STANDIN_LOG_COPY") else {
+        return;
+    };
+    if path.is_empty() {
+        return;
+    }
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
 }
 
 /// Send an sd_notify datagram to `$NOTIFY_SOCKET` (path or `@abstract`).

@@ -38,16 +38,6 @@ fn env_ms(name: &str, default: u64) -> Duration {
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection; returns (status, body).
-pub async fn http_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Result<(u16, String), String> {
-    http_request_with(addr, method, path, body, EXCHANGE_TIMEOUT).await
-}
-
-/// [`http_request`] with a chosen timeout.
 pub async fn http_request_with(
     addr: &str,
     method: &str,
@@ -55,19 +45,70 @@ pub async fn http_request_with(
     body: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    let req = Req {
+        addr,
+        method,
+        path,
+        headers: &[],
+        body,
+    };
+    send(&req, None, timeout).await
+}
+
+/// One request of the stand-in's own links.
+pub struct Req<'a> {
+    pub addr: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, String)],
+    pub body: &'a str,
+}
+
+/// TLS for a request: the connector and the server name to verify.
+pub struct Tls<'a> {
+    pub connector: tokio_rustls::TlsConnector,
+    pub name: &'a str,
+}
+
+/// Send a request (over TLS with `tls`) and read the whole answer.
+pub async fn send(
+    req: &Req<'_>,
+    tls: Option<Tls<'_>>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let addr = req.addr;
     let fut = async {
-        let mut s = TcpStream::connect(addr)
+        let s = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            req.method,
+            req.path,
+            req.body.len()
         );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        for (k, v) in req.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        head.push_str(req.body);
+        let buf = match tls {
+            Some(tls) => {
+                let name =
+                    tokio_rustls::rustls::pki_types::ServerName::try_from(tls.name.to_string())
+                        .map_err(|e| format!("bad TLS name {}: {e}", tls.name))?;
+                let mut s = tls
+                    .connector
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| format!("tls handshake with {addr} ({}): {e}", tls.name))?;
+                exchange(&mut s, head.as_bytes()).await?
+            }
+            None => {
+                let mut s = s;
+                exchange(&mut s, head.as_bytes()).await?
+            }
+        };
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text
             .split_once("\r\n\r\n")
@@ -90,6 +131,80 @@ pub async fn http_request_with(
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("i/o timeout talking to {addr}"))?
+}
+
+async fn exchange<S>(s: &mut S, req: &[u8]) -> Result<Vec<u8>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(req).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    // A peer closing without TLS close_notify still gave us its answer.
+    match s.read_to_end(&mut buf).await {
+        Ok(_) => Ok(buf),
+        Err(e) if !buf.is_empty() => {
+            let _ = e;
+            Ok(buf)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Header carrying the proof of the gossip key (HMAC-SHA256 of the body
+/// with the decoded key, base64): the stand-in's stand-in for memberlist's
+/// encryption. No key, no header.
+pub const MAC_HEADER: &str = "X-Standin-Gossip-Mac";
+
+/// The proof of `key` over `body`.
+pub fn mac(key: &[u8], body: &[u8]) -> String {
+    use base64::Engine;
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    base64::engine::general_purpose::STANDARD.encode(ring::hmac::sign(&k, body).as_ref())
+}
+
+/// Whether `proof` is the proof of `key` over `body` (constant time).
+fn mac_ok(key: &[u8], body: &[u8], proof: &str) -> bool {
+    use base64::Engine;
+    let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(proof.trim()) else {
+        return false;
+    };
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::verify(&k, body, &tag).is_ok()
+}
+
+/// A gossip POST of `msg` to `addr`, with the key's proof when this agent
+/// has a key; over TLS when `tls` is given (Nomad client to server RPC).
+async fn post_gossip(
+    shared: &Shared,
+    addr: &str,
+    msg: &str,
+    tls: Option<Tls<'_>>,
+) -> Result<(u16, String), String> {
+    let headers: Vec<(&str, String)> = match &shared.cfg().gossip_key {
+        Some(key) => vec![(MAC_HEADER, mac(key, msg.as_bytes()))],
+        None => Vec::new(),
+    };
+    let req = Req {
+        addr,
+        method: "POST",
+        path: GOSSIP_PATH,
+        headers: &headers,
+        body: msg,
+    };
+    send(&req, tls, EXCHANGE_TIMEOUT).await
+}
+
+/// The TLS of a Nomad client's exchange with a server (its RPC port is
+/// TLS with `tls.rpc`), as (connector, verified name).
+fn client_rpc_tls(shared: &Shared) -> Option<(tokio_rustls::TlsConnector, String)> {
+    let tls = shared.rpc_tls()?;
+    let connector = tls.connector().ok()?;
+    let cfg = shared.cfg();
+    Some((
+        connector,
+        crate::tls::server_name(Product::Nomad, &cfg.region),
+    ))
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -141,6 +256,26 @@ fn message(shared: &Shared, pool: Pool) -> Value {
            "product": shared.product.name()})
 }
 
+/// Whether `peer` shares this server's ACL state: both servers of one
+/// Consul DC / Nomad region, with ACLs on.
+fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
+    let cfg = shared.cfg();
+    cfg.acl.enabled
+        && cfg.server
+        && peer.server
+        && match cfg.product {
+            Product::Consul => peer.dc == cfg.datacenter,
+            Product::Nomad => peer.region == cfg.region,
+        }
+}
+
+/// Add this server's ACL state to a message for `peer` when it shares it.
+fn with_acl(shared: &Shared, msg: &mut Value, peer: &Member) {
+    if is_acl_peer(shared, peer) {
+        msg["acl"] = shared.acl().to_json();
+    }
+}
+
 /// Apply a peer's answer (its own record plus its list).
 fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
     let from = answer.get("from").and_then(Member::from_json);
@@ -154,6 +289,11 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(NodeRec::from_json).collect())
         .unwrap_or_default();
+    if let (Some(acl), Some(f)) = (answer.get("acl"), from.as_ref()) {
+        if is_acl_peer(shared, f) {
+            shared.acl().merge(acl);
+        }
+    }
     let mut st = shared.lock();
     // A Nomad client keeps the servers it learns in its LAN map.
     let target = if pool == Pool::Client {
@@ -172,7 +312,23 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
 /// Join one address in a pool; returns an error text like the agents'.
 pub async fn join(shared: &Arc<Shared>, pool: Pool, addr: &str) -> Result<(), String> {
     let msg = message(shared, pool).to_string();
-    let (status, body) = http_request(addr, "POST", GOSSIP_PATH, &msg).await?;
+    let rpc_tls = if pool == Pool::Client && shared.product == Product::Nomad {
+        client_rpc_tls(shared)
+    } else {
+        None
+    };
+    let tls = rpc_tls.as_ref().map(|(c, n)| Tls {
+        connector: c.clone(),
+        name: n,
+    });
+    let (status, body) = post_gossip(shared, addr, &msg, tls).await?;
+    if let Some((_, name)) = &rpc_tls {
+        if let (Some(tls), Ok(answer)) = (shared.tls.as_ref(), serde_json::from_str::<Value>(&body))
+        {
+            let node = answer["from"]["node"].as_str().unwrap_or(addr).to_string();
+            tls.record_peer("out", &node, addr, name);
+        }
+    }
     if status != 200 {
         return Err(format!("{addr}: {}", body.trim()));
     }
@@ -185,13 +341,23 @@ pub async fn join(shared: &Arc<Shared>, pool: Pool, addr: &str) -> Result<(), St
 }
 
 /// Server side of an exchange: record the sender, answer with our view.
-pub fn handle_exchange(shared: &Shared, body: &[u8]) -> Result<Value, String> {
+pub fn handle_exchange(
+    shared: &Shared,
+    body: &[u8],
+    proof: Option<&str>,
+    remote: &str,
+) -> Result<Value, String> {
     let msg: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let pool = msg
         .get("pool")
         .and_then(Value::as_str)
         .and_then(Pool::parse)
         .ok_or("missing pool")?;
+    // A Nomad client's exchange stands for its RPC with a server, which
+    // serf's key does not cover; every other pool is serf gossip.
+    if pool != Pool::Client {
+        check_proof(shared, body, proof, remote)?;
+    }
     if msg.get("product").and_then(Value::as_str) != Some(shared.product.name()) {
         return Err("stand-in product mismatch".to_string());
     }
@@ -230,7 +396,40 @@ pub fn handle_exchange(shared: &Shared, body: &[u8]) -> Result<Value, String> {
         return Ok(reply);
     }
     absorb(shared, pool, &msg);
-    Ok(message(shared, pool))
+    let mut reply = message(shared, pool);
+    if let Some(from) = msg.get("from").and_then(Member::from_json) {
+        with_acl(shared, &mut reply, &from);
+    }
+    Ok(reply)
+}
+
+/// memberlist's checks of an incoming message: with a key, the proof must
+/// verify; without one, a message carrying a proof is refused too.
+fn check_proof(
+    shared: &Shared,
+    body: &[u8],
+    proof: Option<&str>,
+    remote: &str,
+) -> Result<(), String> {
+    // memberlist's error texts (memberlist security.go / net.go).
+    const NO_KEYS: &str = "No installed keys could decrypt the message";
+    const NOT_CONFIGURED: &str = "Remote state is encrypted and encryption is not configured";
+    match (&shared.cfg().gossip_key, proof) {
+        (Some(key), Some(p)) if mac_ok(key, body, p) => Ok(()),
+        (Some(_), _) => {
+            crate::events::log(&format!(
+                "    [ERR] memberlist: failed to receive: {NO_KEYS} from={remote}"
+            ));
+            Err(NO_KEYS.to_string())
+        }
+        (None, Some(_)) => {
+            crate::events::log(&format!(
+                "    [ERR] memberlist: failed to receive: {NOT_CONFIGURED} from={remote}"
+            ));
+            Err(NOT_CONFIGURED.to_string())
+        }
+        (None, None) => Ok(()),
+    }
 }
 
 /// Push our view to every known member, forever (push-pull anti-entropy).
@@ -252,13 +451,20 @@ pub async fn push_all(shared: &Arc<Shared>) {
     let nomad_client_only = cfg.product == Product::Nomad && !cfg.server;
     let mut tasks = Vec::new();
     for pool in pools {
-        let targets: Vec<(String, String)> = {
+        let targets: Vec<(String, String, Member)> = {
             let st = shared.lock();
             st.pool(pool)
                 .values()
                 .filter(|m| m.status != LEFT && !m.gossip.is_empty())
                 .filter(|m| !nomad_client_only || m.server)
-                .map(|m| (m.name.clone(), m.gossip.clone()))
+                .map(|m| {
+                    // A Nomad client talks to a server's TLS RPC port.
+                    if nomad_client_only && shared.rpc_tls().is_some() {
+                        (m.name.clone(), m.rpc_addr(), m.clone())
+                    } else {
+                        (m.name.clone(), m.gossip.clone(), m.clone())
+                    }
+                })
                 .collect()
         };
         let send_pool = if nomad_client_only {
@@ -266,11 +472,26 @@ pub async fn push_all(shared: &Arc<Shared>) {
         } else {
             pool
         };
-        for (name, addr) in targets {
+        for (name, addr, member) in targets {
             let shared = shared.clone();
             tasks.push(tokio::spawn(async move {
-                let msg = message(&shared, send_pool).to_string();
-                let res = http_request(&addr, "POST", GOSSIP_PATH, &msg).await;
+                let mut msg = message(&shared, send_pool);
+                with_acl(&shared, &mut msg, &member);
+                let msg = msg.to_string();
+                let rpc_tls = if send_pool == Pool::Client {
+                    client_rpc_tls(&shared)
+                } else {
+                    None
+                };
+                let tls = rpc_tls.as_ref().map(|(c, n)| Tls {
+                    connector: c.clone(),
+                    name: n,
+                });
+                let res = post_gossip(&shared, &addr, &msg, tls).await;
+                if let (Ok((200, _)), Some((_, n)), Some(t)) = (&res, &rpc_tls, shared.tls.as_ref())
+                {
+                    t.record_peer("out", name.split('.').next().unwrap_or(&name), &addr, n);
+                }
                 match res.and_then(|(status, body)| {
                     if status == 200 {
                         serde_json::from_str::<Value>(&body).map_err(|e| e.to_string())
@@ -287,6 +508,7 @@ pub async fn push_all(shared: &Arc<Shared>) {
     for t in tasks {
         let _ = t.await;
     }
+    crate::link::ping_servers(shared).await;
 }
 
 /// A Consul server's flood loop (consul:agent/consul/flood.go Server.Flood):

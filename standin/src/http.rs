@@ -4,7 +4,6 @@
 //! endpoint.
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -20,41 +19,43 @@ use tokio_rustls::TlsAcceptor;
 use crate::Product;
 use crate::agent::Shared;
 use crate::gossip;
+use crate::link;
 use crate::state::{ALIVE, FAILED, LEAVING, LEFT, Member, Pool, host_port, now_ms};
 
-type Resp = Response<Full<Bytes>>;
+pub(crate) type Resp = Response<Full<Bytes>>;
+
+/// The stand-in-only list of verified TLS peer handshakes.
+pub const TLS_PEERS_PATH: &str = "/_standin/tls-peers";
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// The TLS side of Nomad's `tls { http = true }`: this certificate chain
-/// and key, no client certificate asked (`verify_https_client = false`).
-pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("failed to read {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("failed to read {}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| e.to_string())?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The HTTP(S) API (and, without TLS, the gossip endpoint).
+    Api,
+    /// A serf port with TLS on: the gossip endpoint only.
+    Gossip,
+    /// The RPC port over TLS: the stand-in's RPC links and gossip.
+    Rpc,
+}
+
+/// What is known of a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub kind: Kind,
+    pub remote: String,
+    /// A client certificate was presented and verified against the CA.
+    pub client_cert: bool,
 }
 
 /// Accept connections forever on `listener` (over TLS with `tls`).
-pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>, kind: Kind) {
     let hang = crate::knobs::var("STANDIN_HTTP_HANG").is_some_and(|v| v == "1");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, remote)) = listener.accept().await else {
                 continue;
             };
             if hang {
@@ -68,19 +69,36 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor
             let shared = shared.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                });
                 let http = hyper::server::conn::http1::Builder::new();
+                let mut info = ConnInfo {
+                    kind,
+                    remote: remote.to_string(),
+                    client_cert: false,
+                };
                 match tls {
-                    // A failed handshake (plain HTTP, unknown CA) just closes.
+                    // A failed handshake (plain HTTP, unknown CA, no client
+                    // certificate when one is required) just closes.
                     Some(tls) => {
                         if let Ok(stream) = tls.accept(stream).await {
+                            info.client_cert = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .is_some_and(|c| !c.is_empty());
+                            let svc = service_fn(move |req| {
+                                let shared = shared.clone();
+                                let info = info.clone();
+                                async move { Ok::<_, Infallible>(handle(shared, req, info).await) }
+                            });
                             let _ = http.serve_connection(TokioIo::new(stream), svc).await;
                         }
                     }
                     None => {
+                        let svc = service_fn(move |req| {
+                            let shared = shared.clone();
+                            let info = info.clone();
+                            async move { Ok::<_, Infallible>(handle(shared, req, info).await) }
+                        });
                         let _ = http.serve_connection(TokioIo::new(stream), svc).await;
                     }
                 }
@@ -89,7 +107,7 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor
     });
 }
 
-fn resp(status: u16, ctype: Option<&str>, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn resp(status: u16, ctype: Option<&str>, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Some(ct) = ctype {
@@ -100,19 +118,19 @@ fn resp(status: u16, ctype: Option<&str>, body: impl Into<Bytes>) -> Resp {
     r
 }
 
-fn json_resp(status: u16, v: &Value) -> Resp {
+pub(crate) fn json_resp(status: u16, v: &Value) -> Resp {
     resp(status, Some(JSON), v.to_string())
 }
 
-fn text(status: u16, msg: &str) -> Resp {
+pub(crate) fn text(status: u16, msg: &str) -> Resp {
     resp(status, Some(TEXT), msg.to_string())
 }
 
-fn empty() -> Resp {
+pub(crate) fn empty() -> Resp {
     resp(200, None, Bytes::new())
 }
 
-fn not_found() -> Resp {
+pub(crate) fn not_found() -> Resp {
     text(404, "404 page not found\n")
 }
 
@@ -125,7 +143,7 @@ fn consul_method_not_allowed(method: &Method, allow: &str) -> Resp {
     r
 }
 
-fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+pub(crate) fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
     req.uri().query().and_then(|q| {
         q.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -166,7 +184,14 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> Resp {
     // STANDIN_HANG_FILE: while the file exists, requests are never answered.
     if let Some(f) = crate::knobs::var("STANDIN_HANG_FILE") {
         if !f.is_empty() && std::path::Path::new(&f).exists() {
@@ -175,14 +200,52 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     }
     let path = req.uri().path().to_string();
     if path == gossip::GOSSIP_PATH {
+        let proof = header(&req, gossip::MAC_HEADER);
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return text(400, &e.to_string()),
         };
-        return match gossip::handle_exchange(&shared, &body) {
+        return match gossip::handle_exchange(&shared, &body, proof.as_deref(), &info.remote) {
             Ok(v) => json_resp(200, &v),
             Err(e) => text(500, &e),
         };
+    }
+    if info.kind == Kind::Gossip {
+        return not_found();
+    }
+    // A stand-in calling over its TLS RPC link names itself: record the
+    // verified peer.
+    if info.kind == Kind::Rpc && info.client_cert {
+        if let (Some(node), Some(tls)) = (header(&req, link::NODE_HEADER), shared.tls.as_ref()) {
+            tls.record_peer(
+                "in",
+                &node,
+                &info.remote,
+                "client certificate signed by the CA",
+            );
+        }
+    }
+    match path.as_str() {
+        // Stand-in only: every verified TLS peer handshake (README "TLS").
+        TLS_PEERS_PATH => {
+            let peers = shared
+                .tls
+                .as_ref()
+                .map(|t| t.peers())
+                .unwrap_or_else(|| json!([]));
+            return json_resp(200, &peers);
+        }
+        link::PING_PATH => {
+            let node = shared.lock().me.node.clone();
+            return json_resp(200, &json!({"Node": node}));
+        }
+        _ => {}
+    }
+    if let Some(denied) = crate::acl_api::gate(&shared, &req, &path).await {
+        return denied;
+    }
+    if path.starts_with("/v1/acl/") {
+        return crate::acl_api::endpoint(shared, req, &path).await;
     }
     match shared.product {
         Product::Consul => consul(shared, req, &path).await,
@@ -223,7 +286,7 @@ fn consul_member_json(m: &Member, version: &str) -> Value {
 }
 
 /// Case-insensitive field of a JSON object (Consul accepts `Name`/`name`).
-fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let snake: String = name
         .chars()
         .enumerate()
@@ -281,12 +344,9 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
                 st.wan
                     .values()
                     .find(|m| m.status == ALIVE && Some(&m.dc) == dc.as_ref())
-                    .map(|m| m.gossip.clone())
+                    .cloned()
             } else {
-                st.servers()
-                    .iter()
-                    .find(|m| m.status == ALIVE)
-                    .map(|m| m.gossip.clone())
+                st.servers().into_iter().find(|m| m.status == ALIVE)
             }
         };
         let Some(target) = target else {
@@ -297,7 +357,8 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| path.to_string());
-        return match gossip::http_request(&target, "GET", &pq, "").await {
+        let token = crate::acl_api::request_token(&req, Product::Consul);
+        return match link::call(&shared, &target, "GET", &pq, token.as_deref(), "", 1).await {
             Ok((200, body)) => with_index(resp(200, Some(JSON), body)),
             Ok((code, body)) => text(code, &body),
             Err(e) => text(500, &e),

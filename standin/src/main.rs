@@ -18,6 +18,8 @@
     reason = "a test-only imitation of consul/nomad"
 )]
 
+mod acl;
+mod acl_api;
 mod agent;
 mod checks;
 mod config;
@@ -28,7 +30,9 @@ mod gossip;
 mod hcl;
 mod http;
 mod knobs;
+mod link;
 mod state;
+mod tls;
 
 use std::process::ExitCode;
 
