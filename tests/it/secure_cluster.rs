@@ -164,11 +164,16 @@ fn expected_names(roles: &[&str], dc: &str) -> Vec<String> {
     names
 }
 
-/// `GET https://127.0.0.1:8501<path>` on `node`'s Consul (inside its
-/// namespace, with the node's certificate as client certificate, as
-/// Consul's `verify_incoming` wants), with `token` as `X-Consul-Token`:
-/// `(status, body)`.
-fn consul_get(demo: &Demo, node: &str, path: &str, token: Option<&str>) -> (u16, String) {
+/// Consul's HTTPS API port with the cluster's material.
+const CONSUL_HTTPS: u16 = 8501;
+/// Nomad's HTTP(S) API port.
+const NOMAD_HTTP: u16 = 4646;
+
+/// `GET https://127.0.0.1:<port><path>` on `node` (inside its namespace,
+/// verified against the cluster CA, with the node's certificate as client
+/// certificate, as Consul's `verify_incoming` wants), with `token` as
+/// `X-Consul-Token`: `(status, body)`.
+fn https_get(demo: &Demo, node: &str, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     let n = demo.node(node).expect("node");
     let sec = n.config_dir().join("security");
     let topo = demo.topology().node(node).expect("netns node");
@@ -183,7 +188,7 @@ fn consul_get(demo: &Demo, node: &str, path: &str, token: Option<&str>) -> (u16,
     if let Some(t) = token {
         cmd.arg("-H").arg(format!("X-Consul-Token: {t}"));
     }
-    cmd.arg(format!("https://127.0.0.1:8501{path}"));
+    cmd.arg(format!("https://127.0.0.1:{port}{path}"));
     let out = cmd.output().expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
@@ -196,14 +201,25 @@ fn consul_get(demo: &Demo, node: &str, path: &str, token: Option<&str>) -> (u16,
     (code, body.to_string())
 }
 
-/// The peers a stand-in agent completed a verified TLS handshake with, as
-/// it records them (standin/README, "TLS"): `(product, peer node name)`.
+/// The peers the stand-in agents of `node` completed a verified TLS
+/// handshake with, as they record them (`/_standin/tls-peers`, a stand-in
+/// only endpoint: standin/README, "TLS"): `(product, peer node name)`.
 fn verified_tls_peers(demo: &Demo, node: &str) -> Vec<(String, String)> {
     let st = status(demo, node).unwrap_or(Value::Null);
     let mut out = Vec::new();
-    for a in ["consul", "nomad"] {
-        for p in strings(&agent(&st, a)["tls_peers"]) {
-            out.push((a.to_string(), p));
+    for (product, port) in [("consul", CONSUL_HTTPS), ("nomad", NOMAD_HTTP)] {
+        if agent(&st, product).is_null() {
+            continue;
+        }
+        let (code, body) = https_get(demo, node, port, "/_standin/tls-peers", None);
+        assert_eq!(code, 200, "{product} tls peers on {node}: {body}");
+        let peers: Value = serde_json::from_str(&body).expect("tls peers are JSON");
+        for p in peers.as_array().cloned().unwrap_or_default() {
+            if let Some(n) = p["Node"].as_str() {
+                // Consul's WAN names are `<node>.<dc>`.
+                let n = n.split('.').next().unwrap_or(n);
+                out.push((product.to_string(), n.to_string()));
+            }
         }
     }
     out
@@ -255,14 +271,9 @@ fn stop_all(demo: &mut Demo) {
 fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a_renewal() {
     require_here();
     let work = tempfile::tempdir().expect("temp dir");
-    // Short certificates on every node, renewed as soon as a day is left:
-    // lon1-client-01's renewal is forced below by its shorter window.
-    let mut secure = SecureOptions::default();
-    secure.extra.insert("cert_days".into(), 2.into());
-    secure.extra.insert("renew_before_days".into(), 1.into());
     let mut demo = Demo::start_with(
         &options(work.path(), reference_demo_nodes()),
-        &Security::Secure(secure),
+        &Security::Secure(SecureOptions::default()),
     )
     .expect("start the secure demo");
     if let Err(e) = demo.wait_ready(READY_WITHIN) {
@@ -392,18 +403,20 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         .as_str()
         .expect("the supervisor's Consul token")
         .to_string();
-    let (code, body) = consul_get(
+    let (code, body) = https_get(
         &demo,
         "ams2-server-01",
+        CONSUL_HTTPS,
         "/v1/catalog/service/hashi-supervisor",
         None,
     );
     assert_eq!(code, 403, "no token, no answer: {body}");
     let deadline = Instant::now() + CHANGE_WITHIN;
     let registered = loop {
-        let (code, body) = consul_get(
+        let (code, body) = https_get(
             &demo,
             "ams2-server-01",
+            CONSUL_HTTPS,
             "/v1/catalog/service/hashi-supervisor",
             Some(&token),
         );
@@ -431,18 +444,23 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         "{registered:?}"
     );
 
-    // Renewal: lon1-client-01 restarted with a window as long as its
-    // certificate renews at once; the agents reload and the cluster stays.
-    let before = node_json(&demo, "lon1-client-01")["not_after"]
-        .as_u64()
-        .expect("not_after");
-    let role_file = demo.node("lon1-client-01").expect("node").role_file.clone();
-    let text = std::fs::read_to_string(&role_file).expect("role file");
-    std::fs::write(
-        &role_file,
-        text.replace("renew_before_days = 1", "renew_before_days = 2"),
-    )
-    .expect("write the role file");
+    // Renewal: lon1-client-01's node.json says its certificate expires in
+    // an hour (as it would after 89 of its 90 days), and SIGHUP makes the
+    // supervisor re-read it: fewer than renew_before_days (30) left, so it
+    // renews through a CA holder (mutual TLS with the current certificate)
+    // and reloads its agents, which stay in the cluster.
+    let node_dir = demo.node("lon1-client-01").expect("node").config_dir();
+    let json_path = node_dir.join("security/node.json");
+    let cert_path = node_dir.join("security/node.pem");
+    let old_cert = std::fs::read(&cert_path).expect("node.pem");
+    let mut file = node_json(&demo, "lon1-client-01");
+    let before = file["not_after"].as_u64().expect("not_after");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    file["not_after"] = (now + 3600).into();
+    std::fs::write(&json_path, serde_json::to_vec(&file).expect("json")).expect("node.json");
     let pid = demo
         .node("lon1-client-01")
         .and_then(|n| n.pid())
@@ -468,6 +486,11 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         .as_u64()
         .expect("not_after");
     assert!(after > before, "not_after moved: {before} -> {after}");
+    assert_ne!(
+        std::fs::read(&cert_path).expect("node.pem"),
+        old_cert,
+        "a new certificate"
+    );
     for node in ["lon1-client-01", "lon1-server-01", "ams2-server-01"] {
         wait_status(
             &demo,
@@ -483,6 +506,8 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         true,
         "{st}"
     );
+    let st = status(&demo, "lon1-server-01").expect("status");
+    assert_eq!(agent(&st, "nomad")["nomad"]["members_alive"], 3, "{st}");
     stop_all(&mut demo);
 }
 
