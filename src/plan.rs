@@ -224,12 +224,33 @@ pub struct ConsulConfig {
     pub encrypt: Option<Secret>,
     /// `tls.defaults.*`.
     pub tls: Option<TlsFiles>,
+    /// `ports.https` with `ports.http = -1`: the HTTP API over TLS only,
+    /// clients verified (`tls.defaults.verify_incoming`). Set when the node
+    /// has the cluster's material.
+    pub https_port: Option<u16>,
+    /// `primary_datacenter` and `acl {}`, when the cluster runs ACLs.
+    pub acl: Option<ConsulAcl>,
     /// `leave_on_terminate`.
     pub leave_on_terminate: bool,
     /// `skip_leave_on_interrupt`.
     pub skip_leave_on_interrupt: bool,
     /// `[consul.extra]`, merged last.
     pub extra: toml::Table,
+}
+
+/// Consul's ACL settings (default deny) and this agent's tokens.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConsulAcl {
+    /// `primary_datacenter`: the init node's datacenter.
+    pub primary_datacenter: String,
+    /// `acl.tokens.agent`.
+    pub agent: Option<Secret>,
+    /// `acl.tokens.initial_management` (the init node only: Consul
+    /// bootstraps its ACL system with it).
+    pub initial_management: Option<Secret>,
+    /// `acl.tokens.replication` with `acl.enable_token_replication` (servers
+    /// outside the primary datacenter).
+    pub replication: Option<Secret>,
 }
 
 /// What goes into Nomad's config file.
@@ -270,6 +291,13 @@ pub struct NomadConfig {
     /// `consul.address`; `None` when no Consul is reachable, and then the
     /// Consul integration (auto-advertise, auto-join) is switched off.
     pub consul_address: Option<String>,
+    /// `consul { ssl = true, ca_file, cert_file, key_file }`: Consul's API
+    /// over TLS with this node's certificate (the cluster's material).
+    pub consul_tls: Option<TlsFiles>,
+    /// `consul.token`: Nomad's token for Consul.
+    pub consul_token: Option<Secret>,
+    /// `acl.enabled`.
+    pub acl: bool,
     /// `tls.*`.
     pub tls: Option<TlsFiles>,
     /// `tls.http`.
@@ -308,7 +336,15 @@ impl Plan {
         let roles = role.roles;
         // `[consul.extra] ports.http` moves Consul's API; the checks and a
         // local Nomad's `consul.address` follow it.
-        let consul_http_port = extra_http_port(&role.consul.extra).unwrap_or(CONSUL_HTTP_PORT);
+        let material = role.security.material.as_ref();
+        let consul_http_port = match material {
+            // The HTTP API only over TLS (`ports.https`, `[consul.extra]`
+            // may move it).
+            Some(_) => {
+                extra_port(&role.consul.extra, "https").unwrap_or(crate::paths::CONSUL_HTTPS_PORT)
+            }
+            None => extra_http_port(&role.consul.extra).unwrap_or(CONSUL_HTTP_PORT),
+        };
         let releases_dir = role.state_dir.join(RELEASES_SUBDIR);
         let data_root = role.state_dir.join(DATA_SUBDIR);
         let log_level = role.log_level.to_ascii_uppercase();
@@ -359,8 +395,22 @@ impl Plan {
                     Vec::new()
                 },
                 ui: role.consul.ui,
-                encrypt: role.consul.encrypt.as_ref().map(|k| k.key.clone()),
-                tls: role.consul.tls.clone(),
+                encrypt: match material {
+                    Some(m) => Some(m.secrets.consul_gossip_key.clone()),
+                    None => role.consul.encrypt.as_ref().map(|k| k.key.clone()),
+                },
+                tls: match material {
+                    Some(m) => Some(TlsFiles {
+                        ca_file: m.ca_file.clone(),
+                        cert_file: m.cert_file.clone(),
+                        key_file: m.consul_key_file.clone(),
+                    }),
+                    None => role.consul.tls.clone(),
+                },
+                https_port: material.map(|_| consul_http_port),
+                acl: material
+                    .filter(|m| m.secrets.acl_enabled)
+                    .map(|m| consul_acl(m, server, &role.datacenter)),
                 leave_on_terminate: leave,
                 skip_leave_on_interrupt: !leave,
                 extra: role.consul.extra.clone(),
@@ -386,8 +436,20 @@ impl Plan {
                     .unwrap_or(CONSUL_LEAVE_TIMEOUT + STOP_MARGIN),
                 restart: role.consul.restart.clone(),
                 http_addr: SocketAddr::new(loopback, consul_http_port),
-                // Consul's HTTP port stays plain; TLS covers its RPC.
-                api_tls: None,
+                // Without the cluster's material Consul's HTTP port stays
+                // plain (hand-written TLS covers its RPC). With it, the API
+                // is HTTPS with client certificates: the node certificate
+                // carries `localhost`, which the client resolves to
+                // `http_addr`.
+                api_tls: material.map(|m| ApiTls {
+                    ca_file: m.ca_file.clone(),
+                    server_name: CONSUL_API_SERVER_NAME.to_string(),
+                    client_cert: Some(ClientCert {
+                        cert_file: m.cert_file.clone(),
+                        key_file: m.key_file.clone(),
+                    }),
+                    token: m.secrets.acl.consul_supervisor.clone(),
+                }),
             });
         }
 
@@ -409,10 +471,15 @@ impl Plan {
             let consul_address = if roles.is_consul() {
                 Some(SocketAddr::new(loopback, consul_http_port).to_string())
             } else {
-                peers
+                let chosen = peers
                     .consul_http
                     .clone()
-                    .or_else(|| role.discovery.consul_address.clone())
+                    .or_else(|| role.discovery.consul_address.clone());
+                // A secured Consul serves its API on the HTTPS port only.
+                match material {
+                    Some(_) => chosen.map(|a| with_https_port(&a)),
+                    None => chosen,
+                }
             };
             // A drain only happens on a leave: the default applies to a
             // client that leaves when stopped.
@@ -434,16 +501,30 @@ impl Plan {
                 advertise_http: addrs.private,
                 server,
                 bootstrap_expect: server.then_some(role.nomad.bootstrap_expect),
-                encrypt: if server {
-                    role.nomad.encrypt.as_ref().map(|k| k.key.clone())
-                } else {
-                    None
+                encrypt: match (server, material) {
+                    (false, _) => None,
+                    (true, Some(m)) => Some(m.secrets.nomad_gossip_key.clone()),
+                    (true, None) => role.nomad.encrypt.as_ref().map(|k| k.key.clone()),
                 },
                 client,
                 retry_join: merged(&role.discovery.nomad_retry_join, &peers.nomad_servers),
                 consul_address,
-                tls: role.nomad.tls.clone(),
-                tls_http: role.nomad.tls_http,
+                consul_tls: material.map(|m| TlsFiles {
+                    ca_file: m.ca_file.clone(),
+                    cert_file: m.cert_file.clone(),
+                    key_file: m.nomad_key_file.clone(),
+                }),
+                consul_token: material.and_then(|m| m.secrets.acl.nomad_consul.clone()),
+                acl: material.is_some_and(|m| m.secrets.acl_enabled),
+                tls: match material {
+                    Some(m) => Some(TlsFiles {
+                        ca_file: m.ca_file.clone(),
+                        cert_file: m.cert_file.clone(),
+                        key_file: m.nomad_key_file.clone(),
+                    }),
+                    None => role.nomad.tls.clone(),
+                },
+                tls_http: material.is_some() || role.nomad.tls_http,
                 // SIGTERM: a restart, which must keep the workloads.
                 leave_on_terminate: false,
                 leave_on_interrupt: leave,
@@ -481,13 +562,18 @@ impl Plan {
                     extra_http_port(&role.nomad.extra).unwrap_or(NOMAD_HTTP_PORT),
                 ),
                 api_tls: match &role.nomad.tls {
+                    _ if material.is_some() => material.map(|m| ApiTls {
+                        ca_file: m.ca_file.clone(),
+                        server_name: nomad_server_name(server, &role.region),
+                        client_cert: Some(ClientCert {
+                            cert_file: m.cert_file.clone(),
+                            key_file: m.key_file.clone(),
+                        }),
+                        token: m.secrets.acl.nomad_supervisor.clone(),
+                    }),
                     Some(t) if role.nomad.tls_http => Some(ApiTls {
                         ca_file: t.ca_file.clone(),
-                        server_name: format!(
-                            "{}.{}.nomad",
-                            if server { "server" } else { "client" },
-                            role.region
-                        ),
+                        server_name: nomad_server_name(server, &role.region),
                         client_cert: None,
                         token: None,
                     }),
@@ -523,14 +609,79 @@ impl Plan {
     }
 }
 
+/// The name the supervisor checks Consul's HTTPS API certificate for: the
+/// node certificate carries `localhost` (and 127.0.0.1) whatever the node's
+/// Consul role, so the check survives a datacenter learned after the join.
+pub const CONSUL_API_SERVER_NAME: &str = "localhost";
+
+/// The name Nomad's certificates carry for its role (`nomad tls cert
+/// create`; `security::names` gives a node the same).
+fn nomad_server_name(server: bool, region: &str) -> String {
+    format!(
+        "{}.{region}.nomad",
+        if server { "server" } else { "client" }
+    )
+}
+
+/// Consul's ACL settings for a node with the cluster's material: the agent
+/// token everywhere, the initial management token where it was made (the
+/// init node), the replication token on servers outside the primary
+/// datacenter (Consul's ACL replication).
+fn consul_acl(m: &crate::role::security::NodeMaterial, server: bool, dc: &str) -> ConsulAcl {
+    let t = &m.secrets.acl;
+    let primary = &m.secrets.primary_datacenter;
+    ConsulAcl {
+        primary_datacenter: primary.clone(),
+        agent: t.consul_agent.clone(),
+        initial_management: t.consul_initial_management.clone(),
+        replication: if server && dc != primary {
+            t.consul_replication.clone()
+        } else {
+            None
+        },
+    }
+}
+
+/// `addr` (`host` or `host:port`, the Consul server discovery or the role
+/// file chose) on Consul's HTTPS port when it named the HTTP port or none.
+fn with_https_port(addr: &str) -> String {
+    let https = crate::paths::CONSUL_HTTPS_PORT;
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return if sa.port() == CONSUL_HTTP_PORT {
+            SocketAddr::new(sa.ip(), https).to_string()
+        } else {
+            addr.to_string()
+        };
+    }
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        return SocketAddr::new(ip, https).to_string();
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if port == CONSUL_HTTP_PORT.to_string() => format!("{host}:{https}"),
+        Some(_) => addr.to_string(),
+        None => format!("{addr}:{https}"),
+    }
+}
+
+/// [`with_https_port`], for the render tests.
+#[cfg(test)]
+pub(crate) fn with_https_port_for_tests(addr: &str) -> String {
+    with_https_port(addr)
+}
+
 /// `<releases>/<product>/current/<product>`.
 /// The HTTP port an `[<product>.extra]` table sets (`ports.http`), if any:
 /// the agent listens there, so its checks must go there too.
 fn extra_http_port(extra: &toml::Table) -> Option<u16> {
+    extra_port(extra, "http")
+}
+
+/// `ports.<name>` of an `[<product>.extra]` table, if a port.
+fn extra_port(extra: &toml::Table, name: &str) -> Option<u16> {
     extra
         .get("ports")?
         .as_table()?
-        .get("http")?
+        .get(name)?
         .as_integer()
         .and_then(|p| u16::try_from(p).ok())
 }

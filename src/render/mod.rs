@@ -225,22 +225,70 @@ pub fn render_consul(c: &ConsulConfig) -> Result<String, RenderError> {
     if let Some(k) = &c.encrypt {
         m.insert("encrypt".into(), json!(k.expose()));
     }
-    if let Some(t) = &c.tls {
-        m.insert(
-            "tls".into(),
-            json!({
-                "defaults": {
-                    "ca_file": t.ca_file.display().to_string(),
-                    "cert_file": t.cert_file.display().to_string(),
-                    "key_file": t.key_file.display().to_string(),
-                    "verify_outgoing": true,
-                },
-                "internal_rpc": {
-                    "verify_incoming": true,
-                    "verify_server_hostname": true,
-                },
-            }),
-        );
+    match (&c.tls, c.https_port) {
+        // The cluster's material: every connection verified both ways,
+        // the HTTP API over TLS only (Consul agent configuration
+        // reference, `tls` and `ports`).
+        (Some(t), Some(port)) => {
+            m.insert(
+                "tls".into(),
+                json!({
+                    "defaults": {
+                        "ca_file": t.ca_file.display().to_string(),
+                        "cert_file": t.cert_file.display().to_string(),
+                        "key_file": t.key_file.display().to_string(),
+                        "verify_incoming": true,
+                        "verify_outgoing": true,
+                    },
+                    "internal_rpc": {
+                        "verify_server_hostname": true,
+                    },
+                }),
+            );
+            m.insert("ports".into(), json!({ "http": -1, "https": port }));
+        }
+        (Some(t), None) => {
+            m.insert(
+                "tls".into(),
+                json!({
+                    "defaults": {
+                        "ca_file": t.ca_file.display().to_string(),
+                        "cert_file": t.cert_file.display().to_string(),
+                        "key_file": t.key_file.display().to_string(),
+                        "verify_outgoing": true,
+                    },
+                    "internal_rpc": {
+                        "verify_incoming": true,
+                        "verify_server_hostname": true,
+                    },
+                }),
+            );
+        }
+        (None, _) => {}
+    }
+    if let Some(a) = &c.acl {
+        m.insert("primary_datacenter".into(), json!(a.primary_datacenter));
+        let mut tokens = Map::new();
+        for (k, v) in [
+            ("agent", &a.agent),
+            ("initial_management", &a.initial_management),
+            ("replication", &a.replication),
+        ] {
+            if let Some(t) = v {
+                tokens.insert(k.into(), json!(t.expose()));
+            }
+        }
+        let mut acl = json!({
+            "enabled": true,
+            "default_policy": "deny",
+            "down_policy": "extend-cache",
+            "enable_token_persistence": true,
+            "tokens": tokens,
+        });
+        if a.replication.is_some() {
+            acl["enable_token_replication"] = json!(true);
+        }
+        m.insert("acl".into(), acl);
     }
     m.insert("leave_on_terminate".into(), json!(c.leave_on_terminate));
     m.insert(
@@ -391,14 +439,29 @@ pub fn render_nomad(n: &NomadConfig) -> Result<String, RenderError> {
     // §5) but are set so the meaning never depends on the Nomad version;
     // the address is always explicit because its default changed.
     let consul = match &n.consul_address {
-        Some(addr) => table(vec![
-            ("address", s(addr)),
-            ("server_service_name", s(NOMAD_SERVER_SERVICE)),
-            ("client_service_name", s(NOMAD_CLIENT_SERVICE)),
-            ("auto_advertise", b(true)),
-            ("server_auto_join", b(true)),
-            ("client_auto_join", b(true)),
-        ]),
+        Some(addr) => {
+            let mut c = table(vec![
+                ("address", s(addr)),
+                ("server_service_name", s(NOMAD_SERVER_SERVICE)),
+                ("client_service_name", s(NOMAD_CLIENT_SERVICE)),
+                ("auto_advertise", b(true)),
+                ("server_auto_join", b(true)),
+                ("client_auto_join", b(true)),
+            ]);
+            // Consul's HTTPS API with this node's certificate (Nomad's
+            // `consul` block: `ssl`, `ca_file`, `cert_file`, `key_file`).
+            if let Some(t) = &n.consul_tls {
+                c.insert("ssl".into(), b(true));
+                c.insert("verify_ssl".into(), b(true));
+                c.insert("ca_file".into(), s(t.ca_file.display()));
+                c.insert("cert_file".into(), s(t.cert_file.display()));
+                c.insert("key_file".into(), s(t.key_file.display()));
+            }
+            if let Some(t) = &n.consul_token {
+                c.insert("token".into(), s(t.expose()));
+            }
+            c
+        }
         None => table(vec![
             ("auto_advertise", b(false)),
             ("server_auto_join", b(false)),
@@ -418,6 +481,12 @@ pub fn render_nomad(n: &NomadConfig) -> Result<String, RenderError> {
                 ("verify_server_hostname", b(true)),
                 ("verify_https_client", b(false)),
             ])),
+        );
+    }
+    if n.acl {
+        root.insert(
+            "acl".into(),
+            toml::Value::Table(table(vec![("enabled", b(true))])),
         );
     }
     merge_toml(&mut root, &n.extra);

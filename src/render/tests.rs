@@ -192,3 +192,199 @@ fn the_stronger_of_two_changes_wins() {
         assert_eq!(a.stronger(b), want, "{a:?} and {b:?}");
     }
 }
+
+/// The node's material as `supervisor cluster init` or a join leaves it in
+/// `/etc/hashi-supervisor/security/` (test values, never real ones).
+mod secured {
+    use super::*;
+    use crate::peers::Peers;
+
+    const SEC: &str = "/etc/hashi-supervisor/security";
+    const CONSUL_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
+    const NOMAD_KEY: &str = "BBBBBBBBBBBBBBBBBBBBBB==";
+    const AGENT: &str = "11111111-1111-4111-8111-111111111111";
+    const SUPERVISOR: &str = "22222222-2222-4222-8222-222222222222";
+    const REPLICATION: &str = "33333333-3333-4333-8333-333333333333";
+    const MANAGEMENT: &str = "44444444-4444-4444-8444-444444444444";
+    const NOMAD_CONSUL: &str = "55555555-5555-4555-8555-555555555555";
+    const NOMAD_SUPERVISOR: &str = "66666666-6666-4666-8666-666666666666";
+
+    fn secured_host(init_node: bool) -> StaticHost {
+        let mut h = host();
+        for f in [
+            "ca.pem",
+            "node.pem",
+            "node-key.pem",
+            "consul-key.pem",
+            "nomad-key.pem",
+        ] {
+            h.files.insert(Path::new(SEC).join(f), "pem".into());
+        }
+        let mut acl = serde_json::json!({
+            "consul_agent": AGENT,
+            "consul_supervisor": SUPERVISOR,
+            "consul_replication": REPLICATION,
+            "nomad_consul": NOMAD_CONSUL,
+            "nomad_supervisor": NOMAD_SUPERVISOR,
+        });
+        if init_node {
+            acl["consul_initial_management"] = serde_json::json!(MANAGEMENT);
+        }
+        let json = serde_json::json!({
+            "version": 1,
+            "ca_sha256": format!("sha256:{}", "ab".repeat(32)),
+            "names": ["server.ams2.consul", "server.eu.nomad", "localhost"],
+            "ips": ["127.0.0.1", "10.0.1.5"],
+            "not_before": 1_700_000_000u64,
+            "not_after": 1_707_776_000u64,
+            "primary_datacenter": "ams2",
+            "consul_gossip_key": CONSUL_KEY,
+            "nomad_gossip_key": NOMAD_KEY,
+            "acl_enabled": true,
+            "acl": acl,
+        });
+        h.files
+            .insert(Path::new(SEC).join("node.json"), json.to_string());
+        h
+    }
+
+    fn secured_plan(roles: &str, dc: &str, init_node: bool, peers: &Peers) -> Plan {
+        let text = format!(
+            "schema = 1\nroles = [{roles}]\nregion = \"eu\"\ndatacenter = \"{dc}\"\n[addresses]\nprivate = \"eth1\"\n"
+        );
+        let role = role::parse(
+            Path::new("/r/node.toml"),
+            &text,
+            &[],
+            &secured_host(init_node),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(role.security.material.is_some());
+        Plan::build(&role, peers)
+    }
+
+    fn consul_json(plan: &Plan) -> serde_json::Value {
+        serde_json::from_str(&render_consul(plan.render.consul.as_ref().unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_secured_consul_server_verifies_everything_serves_https_only_and_denies_by_default() {
+        let plan = secured_plan("\"consul-server\"", "ams2", true, &Peers::default());
+        let c = consul_json(&plan);
+        assert_eq!(c["encrypt"], CONSUL_KEY);
+        let d = &c["tls"]["defaults"];
+        assert_eq!(d["ca_file"], format!("{SEC}/ca.pem"));
+        assert_eq!(d["cert_file"], format!("{SEC}/node.pem"));
+        assert_eq!(d["key_file"], format!("{SEC}/consul-key.pem"));
+        assert_eq!(d["verify_incoming"], true);
+        assert_eq!(d["verify_outgoing"], true);
+        assert_eq!(c["tls"]["internal_rpc"]["verify_server_hostname"], true);
+        assert_eq!(c["ports"], serde_json::json!({"http": -1, "https": 8501}));
+        assert_eq!(c["primary_datacenter"], "ams2");
+        let acl = &c["acl"];
+        assert_eq!(acl["enabled"], true);
+        assert_eq!(acl["default_policy"], "deny");
+        assert_eq!(acl["down_policy"], "extend-cache");
+        assert_eq!(acl["enable_token_persistence"], true);
+        assert_eq!(acl["tokens"]["agent"], AGENT);
+        assert_eq!(
+            acl["tokens"]["initial_management"], MANAGEMENT,
+            "the init node bootstraps"
+        );
+        assert!(
+            acl["tokens"].get("replication").is_none(),
+            "in the primary dc"
+        );
+        assert!(acl.get("enable_token_replication").is_none());
+        // The supervisor's own calls: HTTPS on 8501 with the node certificate
+        // and its token.
+        let a = plan.agent(Product::Consul).unwrap();
+        assert_eq!(a.http_addr.to_string(), "127.0.0.1:8501");
+        let t = a.api_tls.as_ref().unwrap();
+        assert_eq!(t.server_name, "localhost");
+        assert_eq!(t.ca_file, Path::new(SEC).join("ca.pem"));
+        let cc = t.client_cert.as_ref().unwrap();
+        assert_eq!(cc.cert_file, Path::new(SEC).join("node.pem"));
+        assert_eq!(cc.key_file, Path::new(SEC).join("node-key.pem"));
+        assert_eq!(t.token.as_ref().unwrap().expose(), SUPERVISOR);
+        // No secret in the plan's Debug or JSON.
+        let shown = format!("{plan:?}{}", serde_json::to_string(&plan).unwrap());
+        for secret in [CONSUL_KEY, NOMAD_KEY, AGENT, SUPERVISOR, MANAGEMENT] {
+            assert!(!shown.contains(secret), "{secret} shown");
+        }
+    }
+
+    #[test]
+    fn servers_outside_the_primary_datacenter_replicate_tokens_and_clients_do_not() {
+        let plan = secured_plan("\"consul-server\"", "lon1", false, &Peers::default());
+        let acl = &consul_json(&plan)["acl"];
+        assert_eq!(acl["tokens"]["replication"], REPLICATION);
+        assert_eq!(acl["enable_token_replication"], true);
+        assert!(acl["tokens"].get("initial_management").is_none());
+        assert_eq!(consul_json(&plan)["primary_datacenter"], "ams2");
+        let plan = secured_plan("\"consul-client\"", "lon1", false, &Peers::default());
+        let acl = &consul_json(&plan)["acl"];
+        assert!(acl["tokens"].get("replication").is_none());
+        assert_eq!(acl["tokens"]["agent"], AGENT);
+    }
+
+    #[test]
+    fn a_secured_nomad_encrypts_uses_tls_acl_and_reaches_consul_over_https_with_its_token() {
+        let plan = secured_plan(
+            "\"consul-server\", \"nomad-server\"",
+            "ams2",
+            false,
+            &Peers::default(),
+        );
+        let hcl = render_nomad(plan.render.nomad.as_ref().unwrap()).unwrap();
+        let flat = hcl::flatten(&hcl).unwrap();
+        let q = |v: &str| format!("\"{v}\"");
+        for (k, v) in [
+            ("server.encrypt", q(NOMAD_KEY)),
+            ("tls.http", "true".into()),
+            ("tls.rpc", "true".into()),
+            ("tls.ca_file", q(&format!("{SEC}/ca.pem"))),
+            ("tls.cert_file", q(&format!("{SEC}/node.pem"))),
+            ("tls.key_file", q(&format!("{SEC}/nomad-key.pem"))),
+            ("tls.verify_server_hostname", "true".into()),
+            ("tls.verify_https_client", "false".into()),
+            ("consul.address", q("127.0.0.1:8501")),
+            ("consul.ssl", "true".into()),
+            ("consul.ca_file", q(&format!("{SEC}/ca.pem"))),
+            ("consul.cert_file", q(&format!("{SEC}/node.pem"))),
+            ("consul.key_file", q(&format!("{SEC}/nomad-key.pem"))),
+            ("consul.token", q(NOMAD_CONSUL)),
+            ("acl.enabled", "true".into()),
+        ] {
+            assert_eq!(flat.get(k), Some(&v), "{k} in\n{hcl}");
+        }
+        let a = plan.agent(Product::Nomad).unwrap();
+        let t = a.api_tls.as_ref().unwrap();
+        assert_eq!(t.server_name, "server.eu.nomad");
+        assert_eq!(t.token.as_ref().unwrap().expose(), NOMAD_SUPERVISOR);
+        assert!(t.client_cert.is_some());
+    }
+
+    #[test]
+    fn a_secured_nomad_client_without_consul_uses_the_chosen_servers_https_port() {
+        let peers = Peers {
+            consul_http: Some("10.0.1.11:8500".into()),
+            ..Peers::default()
+        };
+        let plan = secured_plan("\"nomad-client\"", "ams2", false, &peers);
+        let n = plan.render.nomad.as_ref().unwrap();
+        assert_eq!(n.consul_address.as_deref(), Some("10.0.1.11:8501"));
+        assert_eq!(n.encrypt, None, "clients do not gossip");
+        let a = plan.agent(Product::Nomad).unwrap();
+        assert_eq!(a.api_tls.as_ref().unwrap().server_name, "client.eu.nomad");
+        for (written, https) in [
+            ("consul.example", "consul.example:8501"),
+            ("consul.example:8500", "consul.example:8501"),
+            ("consul.example:9500", "consul.example:9500"),
+            ("10.0.1.11", "10.0.1.11:8501"),
+            ("[fd00::1]:8500", "[fd00::1]:8501"),
+        ] {
+            assert_eq!(crate::plan::with_https_port_for_tests(written), https);
+        }
+    }
+}

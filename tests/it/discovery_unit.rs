@@ -85,8 +85,13 @@ fn role(text: &str, roles: &[&str], name: &str, addr: Ipv4Addr) -> NodeRole {
         ..StaticHost::default()
     };
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-    hashi_supervisor::role::parse(Path::new("/t/node.toml"), text, &roles, &host)
-        .unwrap_or_else(|e| panic!("{e}"))
+    hashi_supervisor::role::parse(
+        Path::new("/t/node.toml"),
+        &crate::support::plaintext(text),
+        &roles,
+        &host,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Adds `addr/32` to the loopback of namespace `ns`.

@@ -93,7 +93,7 @@ fn client_role_with(rig: &Rig, identity: &str) -> NodeRole {
         "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n{identity}\
          [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"{me}\"\n\
          [discovery]\nconsul_address = \"10.0.1.11:8500\"\nnomad_retry_join = [\"10.0.1.11\"]\n\
-         [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+         [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n[security]\nplaintext = true\n",
         rig.path("etc").display(),
         rig.path("state").display()
     );

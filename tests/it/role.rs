@@ -474,6 +474,12 @@ const ROLE_KEYS: &[(&str, &str, char)] = &[
     ("health", "listen", 's'),
     ("paths", "config_dir", 's'),
     ("paths", "state_dir", 's'),
+    ("security", "plaintext", 'b'),
+    ("security", "join_token_file", 's'),
+    ("security", "join", 'l'),
+    ("security", "join_listen", 's'),
+    ("security", "cert_days", 'i'),
+    ("security", "renew_before_days", 'i'),
 ];
 
 /// One change to an example role file.
@@ -783,6 +789,19 @@ fn assert_discovery_in_range(role: &hashi_supervisor::role::NodeRole) {
 /// Loads one mutated role file → plan → render, asserting the contract.
 fn check_one(example: &str, mutations: &[Mutation]) {
     let mut table: toml::Table = toml::from_str(example).unwrap();
+    // An example without `[security]` is a plaintext cluster (secure by
+    // default would refuse every one of them); the mutations may change it.
+    if !table.contains_key("security") {
+        let mut plaintext = toml::Table::new();
+        plaintext.insert("plaintext".into(), toml::Value::Boolean(true));
+        table.insert("security".into(), toml::Value::Table(plaintext));
+    }
+    // The join token file an example names holds a token of the right shape.
+    let token_file = table
+        .get("security")
+        .and_then(|s| s.get("join_token_file"))
+        .and_then(|f| f.as_str())
+        .map(|f| Path::new("/etc/hashi-supervisor").join(f));
     for m in mutations {
         apply(&mut table, m);
     }
@@ -809,6 +828,9 @@ fn check_one(example: &str, mutations: &[Mutation]) {
         "/k/gossip.key".into(),
         "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\n".into(),
     );
+    if let Some(f) = token_file {
+        host.files.insert(f, format!("{JOIN_TOKEN}\n"));
+    }
     match hashi_supervisor::role::parse(Path::new(path), &text, &[], &host) {
         Err(e) => {
             let shown = e.to_string();
@@ -920,7 +942,11 @@ fn host_on(ip: &str) -> StaticHost {
     }
 }
 
-/// Validates `text` as `/etc/hashi-supervisor/node.toml` on `host`.
+/// A join token of the right shape (no cluster has it).
+const JOIN_TOKEN: &str = "abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Validates `text` as `/etc/hashi-supervisor/node.toml` on `host` (a
+/// plaintext cluster unless `text` has a `[security]` table).
 fn parse_on(
     text: &str,
     roles: &[&str],
@@ -929,7 +955,7 @@ fn parse_on(
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     hashi_supervisor::role::parse(
         Path::new("/etc/hashi-supervisor/node.toml"),
-        text,
+        &crate::support::plaintext(text),
         &roles,
         host,
     )

@@ -388,7 +388,7 @@ fn real_nomad_client_render() -> hashi_supervisor::plan::RenderPlan {
         interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 21))],
         ..Default::default()
     };
-    let text = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n";
+    let text = "schema = 1\n[discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n[security]\nplaintext = true\n";
     let role = hashi_supervisor::role::parse(
         std::path::Path::new("/r/node.toml"),
         text,

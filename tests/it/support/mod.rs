@@ -14,6 +14,17 @@ pub mod standin;
 
 use std::path::{Path, PathBuf};
 
+/// `text` with `[security] plaintext = true` added (unless it has a
+/// `[security]` table): role files of tests that are not about security
+/// (secure by default refuses a multi-node role without it).
+pub fn plaintext(text: &str) -> String {
+    if text.contains("[security]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[security]\nplaintext = true\n")
+    }
+}
+
 /// Path of the `supervisor` binary under test. As root, first makes sure
 /// the `consul` and `nomad` users exist, as on a node with the package
 /// installed: `check`, `render` and `run` refuse a plan whose agent user is

@@ -191,7 +191,7 @@ listen = "127.0.0.1:{hp}"
 config_dir = "{etc}"
 state_dir = "{state}"
 
-{tables}"#,
+{security}{tables}"#,
             roles = self.roles.join(", "),
             dc = self.datacenter,
             name = self.node_name,
@@ -213,6 +213,12 @@ state_dir = "{state}"
             hp = p.health,
             etc = root.join("etc").display(),
             state = root.join("state").display(),
+            // Not about security unless a test adds its own `[security]`.
+            security = if self.tables.contains("[security]") {
+                ""
+            } else {
+                "[security]\nplaintext = true\n\n"
+            },
             tables = self.tables,
         )
     }

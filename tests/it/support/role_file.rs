@@ -65,6 +65,8 @@ impl RoleFile {
             self.dir.join("etc").display(),
             self.dir.join("state").display()
         ));
+        // Not about security: an explicit plaintext cluster.
+        t.push_str("[security]\nplaintext = true\n");
         t
     }
 
