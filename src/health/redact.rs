@@ -1,9 +1,12 @@
 //! Redaction of secrets from free text (agent log lines, reasons, reload
 //! errors) before it enters a [`super::HealthSnapshot`].
 //!
-//! Two patterns: a secret-named key followed by `=` or `:` and a value
-//! (`encrypt = "…"`, `token: …`, `"password":"…"`), and any word shaped like
-//! a gossip key (32 bytes in standard base64: 43 characters and `=`).
+//! Three patterns: a secret-named key followed by `=` or `:` and a value
+//! (`encrypt = "…"`, `token: …`, `"password":"…"`, ACL fields such as
+//! `SecretID`, `X-Consul-Token`, `initial_management`, `BootstrapSecret`),
+//! any word shaped like a gossip key (32 bytes in standard base64: 43
+//! characters and `=`), and any word shaped like a join token's
+//! `<id>.<secret>` (6 and 16 lowercase letters or digits).
 
 /// What replaces a secret.
 pub const REDACTED: &str = "[redacted]";
@@ -21,7 +24,14 @@ const SECRET_KEYS: &[&str] = &[
     "private_key",
     "key_file",
     "credentials",
+    // ACL fields of Consul and Nomad (agent output, API bodies).
+    "initial_management",
+    "bootstrapsecret",
+    "replication",
 ];
+
+/// Lengths of a join token's id and secret (`<id>.<secret>`).
+const JOIN_TOKEN_PARTS: (usize, usize) = (6, 16);
 
 /// Length of a base64-encoded 32-byte gossip key.
 const GOSSIP_KEY_B64_LEN: usize = 44;
@@ -29,7 +39,36 @@ const GOSSIP_KEY_B64_LEN: usize = 44;
 /// Returns `line` with every secret value replaced by [`REDACTED`].
 pub fn redact(line: &str) -> String {
     let step1 = redact_key_values(line);
-    redact_gossip_keys(&step1)
+    redact_join_tokens(&redact_gossip_keys(&step1))
+}
+
+fn is_join_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'
+}
+
+/// Replaces every word shaped like `<id>.<secret>` of a join token.
+fn redact_join_tokens(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let shaped = word.split_once('.').is_some_and(|(id, secret)| {
+            id.len() == JOIN_TOKEN_PARTS.0
+                && secret.len() == JOIN_TOKEN_PARTS.1
+                && !secret.contains('.')
+        });
+        out.push_str(if shaped { REDACTED } else { word });
+        word.clear();
+    };
+    for c in line.chars() {
+        if is_join_char(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 fn is_key_char(c: char) -> bool {
@@ -149,6 +188,34 @@ mod tests {
         let t = redact("X-Consul-Token: 0f1a2b3c-aaaa-bbbb-cccc-ddddeeeeffff next");
         assert!(!t.contains("0f1a2b3c"), "{t}");
         assert!(t.ends_with("next"));
+    }
+
+    #[test]
+    fn acl_token_fields_in_agent_output_are_redacted() {
+        const T: &str = "8f2d6c1e-4b7a-4e0f-9c3d-1a2b3c4d5e6f";
+        for line in [
+            format!(r#"{{"AccessorID":"a1","SecretID":"{T}","Description":"x"}}"#),
+            format!("[DEBUG] agent.http: Request: X-Consul-Token: {T} path=/v1/agent/self"),
+            format!("X-Nomad-Token={T}"),
+            format!(r#"acl {{ tokens {{ initial_management = "{T}" }} }}"#),
+            format!(r#"{{"BootstrapSecret": "{T}"}}"#),
+            format!(r#"tokens {{ replication = "{T}", agent = "a" }}"#),
+        ] {
+            let r = redact(&line);
+            assert!(!r.contains(T), "{line} -> {r}");
+            assert!(r.contains(REDACTED), "{r}");
+        }
+        // The accessor ID is no secret and stays.
+        assert!(redact(r#"{"AccessorID":"a1"}"#).contains("a1"));
+    }
+
+    #[test]
+    fn a_join_token_is_redacted_anywhere_and_lookalikes_stay() {
+        let l = redact("joining with abc123.0123456789abcdef@sha256:00ff now");
+        assert!(!l.contains("0123456789abcdef"), "{l}");
+        assert!(l.contains("now"));
+        assert_eq!(redact("node ams2.server.01 up"), "node ams2.server.01 up");
+        assert_eq!(redact("consul v1.20.1"), "consul v1.20.1");
     }
 
     #[test]
