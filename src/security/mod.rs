@@ -8,4 +8,8 @@
 //! (every secured node), names in `paths`. The role loader reads
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
+pub mod ca;
+pub mod names;
+pub mod store;
+pub mod token;
 pub mod wire;
