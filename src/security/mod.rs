@@ -9,7 +9,11 @@
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
 pub mod ca;
+pub mod join_client;
+pub mod join_server;
 pub mod names;
 pub mod store;
 pub mod token;
+pub mod pin;
+pub mod renew;
 pub mod wire;

@@ -23,4 +23,5 @@ mod release;
 mod render;
 mod role;
 mod secure_cluster;
+mod security_join;
 mod supervise;

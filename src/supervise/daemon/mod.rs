@@ -178,6 +178,11 @@ pub enum DaemonEvent {
     Reload,
     /// A second SIGTERM/SIGINT (or SIGQUIT): skip the remaining grace.
     Hurry,
+    /// The node's certificate (and `node.json`) were renewed on disk:
+    /// reload as for SIGHUP, and reload every agent even where its
+    /// rendered config did not change, since both agents re-read their TLS
+    /// files only on SIGHUP.
+    Renewed,
 }
 
 /// A status channel for `plan`, to share with the health endpoint.

@@ -26,11 +26,12 @@ impl<P: Preparer> Daemon<P> {
     }
 
     /// SIGHUP: re-read, re-render, then per agent reload, restart (one at a
-    /// time), or upgrade with rollback.
-    pub(super) async fn reload(&mut self, shutdown: &CancellationToken) {
+    /// time), or upgrade with rollback. `tls_renewed`: every agent whose
+    /// config is unchanged is reloaded too (it must re-read its TLS files).
+    pub(super) async fn reload(&mut self, shutdown: &CancellationToken, tls_renewed: bool) {
         notify_systemd(&[NotifyState::Reloading]);
         tracing::info!("reloading role file");
-        let outcome = self.try_reload(shutdown).await;
+        let outcome = self.try_reload(shutdown, tls_renewed).await;
         if let Err(msg) = &outcome {
             tracing::error!(error = %msg, "reload refused, keeping the running configuration");
         }
@@ -38,7 +39,11 @@ impl<P: Preparer> Daemon<P> {
         notify_systemd(&[NotifyState::Ready]);
     }
 
-    async fn try_reload(&mut self, shutdown: &CancellationToken) -> Result<(), String> {
+    async fn try_reload(
+        &mut self,
+        shutdown: &CancellationToken,
+        tls_renewed: bool,
+    ) -> Result<(), String> {
         let (new, hash, role) = self.load_for_reload().await?;
         let old_set: Vec<Product> = self.plan.agents.iter().map(|a| a.product).collect();
         let new_set: Vec<Product> = new.agents.iter().map(|a| a.product).collect();
@@ -89,8 +94,8 @@ impl<P: Preparer> Daemon<P> {
             let a = on_release(agent, self.installed.get(&agent.product));
             let _ = h.send(Control::UpdatePlan(Box::new(a), None));
             match change {
-                ChangeKind::Unchanged => {}
-                ChangeKind::Reload => {
+                ChangeKind::Unchanged if !tls_renewed => {}
+                ChangeKind::Unchanged | ChangeKind::Reload => {
                     let _ = h.send(Control::Reload);
                 }
                 ChangeKind::Restart => {

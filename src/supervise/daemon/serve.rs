@@ -66,8 +66,8 @@ impl<P: Preparer> Daemon<P> {
                 biased;
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
-                    Some(DaemonEvent::Reload) => {
-                        self.reload(shutdown).await;
+                    Some(ev @ (DaemonEvent::Reload | DaemonEvent::Renewed)) => {
+                        self.reload(shutdown, ev == DaemonEvent::Renewed).await;
                         // A reload ran start-up code again (the role file
                         // read and validated, configs rendered, perhaps a
                         // release fetched): give it back too.

@@ -1,0 +1,584 @@
+//! A new node's side of the join: make a key pair here (it never leaves
+//! the node), ask a CA holder's join endpoint to sign a request for exactly
+//! the names the node's roles need, trusting the endpoint only through the
+//! CA its join token pins (`pin`), and write what comes back: the node's
+//! material (`store::write_node_material`) and, for a server joining with a
+//! token that allows servers, the cluster dir that makes it a CA holder.
+//!
+//! Candidates are tried in order; the first answer wins. A refused token
+//! (401, 403) or a rejected request (other 4xx) is final: asking another
+//! CA holder the same would be refused the same. An endpoint that cannot
+//! be reached, answers 5xx, or presents another CA is passed over (a rogue
+//! node on the LAN must not stop a join); when no candidate answers, the
+//! error lists each and why, and a CA mismatch seen on the way is what it
+//! reports (exit 77).
+//!
+//! The same exchange with the node's current certificate (mutual TLS) is
+//! a renewal ([`exchange`] with [`Credential::Certificate`]).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::ca::{self, CaError};
+use super::pin::{self, PinnedCaVerifier};
+use super::store::{self, ClusterHandover, StoreError};
+use super::token::JoinToken;
+use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
+use super::names;
+use crate::paths;
+use crate::role::{NodeRole, Secret};
+
+/// Time to resolve and connect to one candidate.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for one whole exchange with a candidate once connected.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a join (or a renewal) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The endpoint refused the token (401, 403).
+    #[error("the join endpoint at {endpoint} refused the join token: {message}")]
+    Refused {
+        /// `host:port`.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The endpoint's reason.
+        message: String,
+    },
+    /// The endpoint presented another CA than the token pins.
+    #[error(
+        "the join endpoint at {endpoint} is not this cluster's: it presents CA {presented}, the token pins {pinned}"
+    )]
+    PinMismatch {
+        /// `host:port`.
+        endpoint: String,
+        /// The presented CA's pin.
+        presented: String,
+        /// The token's pin.
+        pinned: String,
+    },
+    /// The endpoint rejected the request itself (400, 413, ...).
+    #[error("the join endpoint at {endpoint} rejected the request (status {status}): {message}")]
+    Rejected {
+        /// `host:port`.
+        endpoint: String,
+        /// The HTTP status.
+        status: u16,
+        /// The endpoint's reason.
+        message: String,
+    },
+    /// No address to try.
+    #[error(
+        "no join endpoint to try: name one in the role file's `[security] join`, or let discovery find the servers"
+    )]
+    NoCandidates,
+    /// No candidate answered.
+    #[error("no join endpoint answered: {}", tried.join("; "))]
+    Unreachable {
+        /// `endpoint: why`, one per candidate.
+        tried: Vec<String>,
+    },
+    /// The answer was not a usable join response.
+    #[error("the join endpoint at {endpoint} answered badly: {reason}")]
+    BadAnswer {
+        /// `host:port`.
+        endpoint: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The key or the request could not be made.
+    #[error("failed to make the node's key and certificate request")]
+    Key(#[source] CaError),
+    /// The node's own files could not be read (renewal).
+    #[error("failed to read the node's current material in {}", dir.display())]
+    Material {
+        /// The security dir.
+        dir: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The material could not be written.
+    #[error("failed to write the node's security material")]
+    Write(#[source] StoreError),
+    /// The role names no roles a certificate is for.
+    #[error("the node's roles cannot join: {0}")]
+    Roles(String),
+}
+
+impl JoinError {
+    /// Whether the cluster refused or could not be trusted (exit 77).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. } | Self::PinMismatch { .. })
+    }
+}
+
+/// What a join did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOutcome {
+    /// The endpoint that signed (`host:port`).
+    pub endpoint: String,
+    /// The certificate's expiry (Unix seconds).
+    pub not_after: u64,
+    /// Whether the node became a CA holder (the cluster dir was written).
+    pub ca_holder: bool,
+}
+
+/// How the node proves itself to the endpoint.
+pub enum Credential<'a> {
+    /// A join token (`POST /v1/join`).
+    Token(&'a JoinToken),
+    /// The node's current certificate chain and key (`POST /v1/renew`).
+    Certificate {
+        /// The certificate (PEM).
+        cert_pem: &'a str,
+        /// Its key (PEM).
+        key_pem: &'a Secret,
+    },
+}
+
+/// The request a node of `role` sends: its names and addresses, and a CSR
+/// for them made with `key`.
+pub fn request_for(role: &NodeRole, key: &rcgen::KeyPair) -> Result<JoinRequest, JoinError> {
+    if role.roles.dev {
+        return Err(JoinError::Roles(
+            "`dev` runs a single node on loopback and is never secured".into(),
+        ));
+    }
+    let dns = names::dns_names(role.roles, &role.region, &role.datacenter);
+    let ips = names::ips(&role.addresses);
+    let csr = ca::make_csr(key, &dns, &ips).map_err(JoinError::Key)?;
+    Ok(JoinRequest {
+        node: role.node_name.clone(),
+        roles: role.role_names.clone(),
+        region: role.region.clone(),
+        datacenter: role.datacenter.clone(),
+        ips,
+        csr,
+    })
+}
+
+/// Joins the cluster of `token` through the first of `candidates` (`host`
+/// or `host:port`, port [`paths::DEFAULT_JOIN_PORT`] by default) that
+/// answers, and writes the node's material under `role.config_dir`.
+pub async fn join(
+    role: &NodeRole,
+    token: &JoinToken,
+    candidates: &[String],
+) -> Result<JoinOutcome, JoinError> {
+    let key = ca::new_key_pair().map_err(JoinError::Key)?;
+    let request = request_for(role, &key)?;
+    let (endpoint, answer) =
+        exchange(candidates, &token.pin, Credential::Token(token), &request).await?;
+    let checked = check_answer(&endpoint, &token.pin, &key, &request, answer)?;
+    let handover = match &checked.cluster {
+        Some(v) => {
+            let (h, ca) = ClusterHandover::from_value(v.clone()).map_err(|e| {
+                JoinError::BadAnswer {
+                    endpoint: endpoint.clone(),
+                    reason: format!("the cluster handover: {}", super::join_server::error_chain(&e)),
+                }
+            })?;
+            if ca.pin() != token.pin {
+                return Err(JoinError::BadAnswer {
+                    endpoint,
+                    reason: format!("the handed-over CA is {}, not {}", ca.pin(), token.pin),
+                });
+            }
+            Some((h, ca))
+        }
+        None => None,
+    };
+    let not_after = checked.secrets.not_after;
+    let config_dir = role.config_dir.clone();
+    let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
+    let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
+    let key_pem = ca::key_pem_of(&key);
+    let ca_holder = handover.is_some();
+    tokio::task::spawn_blocking(move || {
+        write_material(
+            &config_dir,
+            &checked,
+            &key_pem,
+            consul_user.as_deref(),
+            nomad_user.as_deref(),
+        )?;
+        if let Some((h, ca)) = handover {
+            store::write_cluster_dir(
+                &config_dir.join(paths::CLUSTER_SUBDIR),
+                &ca,
+                &h.cluster,
+                &h.tokens,
+            )
+            .map_err(JoinError::Write)?;
+        }
+        Ok::<_, JoinError>(())
+    })
+    .await
+    .map_err(|e| JoinError::Material {
+        dir: role.config_dir.join(paths::SECURITY_SUBDIR),
+        reason: format!("the writer failed: {e}"),
+    })??;
+    Ok(JoinOutcome {
+        endpoint,
+        not_after,
+        ca_holder,
+    })
+}
+
+/// Writes `answer` as the node's material in `<config_dir>/security/`.
+pub fn write_material(
+    config_dir: &Path,
+    answer: &JoinResponse,
+    key_pem: &Secret,
+    consul_user: Option<&str>,
+    nomad_user: Option<&str>,
+) -> Result<(), JoinError> {
+    store::write_node_material(
+        &config_dir.join(paths::SECURITY_SUBDIR),
+        &answer.ca,
+        &answer.certificate,
+        key_pem,
+        &answer.secrets,
+        consul_user,
+        nomad_user,
+    )
+    .map_err(JoinError::Write)
+}
+
+/// Checks a join or renewal answer: the CA is the pinned one, the
+/// certificate is for our key and exactly the names asked for, and
+/// `node.json` says so too.
+pub fn check_answer(
+    endpoint: &str,
+    pinned: &str,
+    key: &rcgen::KeyPair,
+    request: &JoinRequest,
+    answer: JoinResponse,
+) -> Result<JoinResponse, JoinError> {
+    use rcgen::PublicKeyData;
+    let bad = |reason: String| JoinError::BadAnswer {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let ca_pin = ca::pin_of_cert_pem(&answer.ca).map_err(|e| bad(format!("its CA: {e}")))?;
+    if ca_pin != pinned {
+        return Err(bad(format!("its CA is {ca_pin}, the token pins {pinned}")));
+    }
+    let cert_key = ca::pin_of_cert_pem(&answer.certificate)
+        .map_err(|e| bad(format!("its certificate: {e}")))?;
+    if cert_key != ca::pin_of_spki_der(&key.subject_public_key_info()) {
+        return Err(bad("the certificate is not for this node's key".into()));
+    }
+    let (dns, ips) = ca::names_of_cert_pem(&answer.certificate)
+        .map_err(|e| bad(format!("its certificate: {e}")))?;
+    let want = names::dns_names(
+        names::role_set(&request.roles).map_err(|e| bad(e.to_string()))?,
+        &request.region,
+        &request.datacenter,
+    );
+    if sorted(dns.clone()) != sorted(want.clone()) || sorted(ips.clone()) != sorted(request.ips.clone())
+    {
+        return Err(bad(format!(
+            "the certificate names {dns:?} {ips:?}, asked for {want:?} {:?}",
+            request.ips
+        )));
+    }
+    if answer.secrets.ca_sha256 != pinned {
+        return Err(bad("node.json names another CA".into()));
+    }
+    Ok(answer)
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `host:port` of a candidate (`host`, `host:port`, `[v6]:port`, `v6`).
+pub fn endpoint_of(candidate: &str) -> String {
+    let c = candidate.trim();
+    if c.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()) {
+        return format!("[{c}]:{}", paths::DEFAULT_JOIN_PORT);
+    }
+    if c.starts_with('[') && c.ends_with(']') {
+        return format!("{c}:{}", paths::DEFAULT_JOIN_PORT);
+    }
+    match c.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => c.to_string(),
+        _ => format!("{c}:{}", paths::DEFAULT_JOIN_PORT),
+    }
+}
+
+/// What one candidate did.
+enum Attempt {
+    /// A final answer (success or a refusal not to be asked elsewhere).
+    Done(Result<JoinResponse, JoinError>),
+    /// Try the next one; why.
+    Next(String),
+    /// It presents another CA.
+    Mismatch(JoinError),
+}
+
+/// Sends `request` with `credential` to the first of `candidates` that
+/// answers, trusting only the CA `pinned`. Returns the endpoint and its
+/// (unchecked) answer.
+pub async fn exchange(
+    candidates: &[String],
+    pinned: &str,
+    credential: Credential<'_>,
+    request: &JoinRequest,
+) -> Result<(String, JoinResponse), JoinError> {
+    if candidates.is_empty() {
+        return Err(JoinError::NoCandidates);
+    }
+    let body = serde_json::to_vec(request).map_err(|e| JoinError::BadAnswer {
+        endpoint: "-".into(),
+        reason: format!("failed to encode the request: {e}"),
+    })?;
+    let (path, bearer, client_auth) = match &credential {
+        Credential::Token(t) => ("/v1/join", Some(t.bearer()), None),
+        Credential::Certificate { cert_pem, key_pem } => {
+            ("/v1/renew", None, Some(client_auth(cert_pem, key_pem)?))
+        }
+    };
+    let mut tried = Vec::new();
+    let mut mismatch = None;
+    let mut seen = std::collections::HashSet::new();
+    for c in candidates {
+        let endpoint = endpoint_of(c);
+        if !seen.insert(endpoint.clone()) {
+            continue;
+        }
+        let verifier = Arc::new(PinnedCaVerifier::new(pinned, pin::provider()));
+        let attempt = attempt(
+            &endpoint,
+            verifier,
+            client_auth.clone(),
+            path,
+            bearer.as_ref(),
+            body.clone(),
+        )
+        .await;
+        match attempt {
+            Attempt::Done(r) => return r.map(|a| (endpoint, a)),
+            Attempt::Next(why) => {
+                tracing::warn!(%endpoint, reason = %why, "join endpoint unreachable, trying the next");
+                tried.push(format!("{endpoint}: {why}"));
+            }
+            Attempt::Mismatch(e) => {
+                tracing::warn!(%endpoint, error = %e, "join endpoint presents another CA, trying the next");
+                tried.push(format!("{endpoint}: presents another CA"));
+                mismatch.get_or_insert(e);
+            }
+        }
+    }
+    Err(mismatch.unwrap_or(JoinError::Unreachable { tried }))
+}
+
+type ClientAuth = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
+
+fn client_auth(cert_pem: &str, key_pem: &Secret) -> Result<ClientAuth, JoinError> {
+    let bad = |reason: String| JoinError::Material {
+        dir: PathBuf::from(paths::SECURITY_SUBDIR),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("the node certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the node certificate file".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes())
+        .map_err(|_| bad("the node key is not a PEM private key".into()))?;
+    Ok((certs, Arc::new(key)))
+}
+
+async fn attempt(
+    endpoint: &str,
+    verifier: Arc<PinnedCaVerifier>,
+    client_auth: Option<ClientAuth>,
+    path: &str,
+    bearer: Option<&Secret>,
+    body: Vec<u8>,
+) -> Attempt {
+    let builder = match rustls::ClientConfig::builder_with_provider(pin::provider())
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => b
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone()),
+        Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+    };
+    let config = match client_auth {
+        Some((certs, key)) => match builder.with_client_auth_cert(certs, key.clone_key()) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+        },
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connect = async {
+        let tcp = TcpStream::connect(endpoint).await?;
+        let _ = tcp.set_nodelay(true);
+        Ok::<_, std::io::Error>(tcp)
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Attempt::Next(format!("failed to connect: {e}")),
+        Err(_) => return Attempt::Next(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    };
+    let exchange = async {
+        let name = match ServerName::try_from(paths::JOIN_SERVER_NAME) {
+            Ok(n) => n,
+            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+        };
+        let tls = match TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+            Ok(t) => t,
+            Err(e) => {
+                // The verifier says whether it was the CA.
+                if let Some(m) = verifier.mismatch() {
+                    return Attempt::Mismatch(JoinError::PinMismatch {
+                        endpoint: endpoint.to_string(),
+                        presented: m.presented,
+                        pinned: m.pinned,
+                    });
+                }
+                return Attempt::Next(format!("TLS handshake failed: {e}"));
+            }
+        };
+        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
+        {
+            Ok(x) => x,
+            Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::HOST, paths::JOIN_SERVER_NAME)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(b) = bearer {
+            match HeaderValue::from_str(&format!("Bearer {}", b.expose())) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    req = req.header(header::AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    return Attempt::Done(Err(JoinError::Roles(
+                        "the join token is not a header value".into(),
+                    )));
+                }
+            }
+        }
+        let req = match req.body(Full::new(Bytes::from(body))) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+        };
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Next(format!("the request failed: {e}")),
+        };
+        let status = resp.status();
+        let bytes = match Limited::new(resp.into_body(), wire::MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return Attempt::Next(format!("failed to read the answer: {e}")),
+        };
+        answer(endpoint, status, &bytes)
+    };
+    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+        Ok(a) => a,
+        Err(_) => Attempt::Next(format!("no answer within {EXCHANGE_TIMEOUT:?}")),
+    }
+}
+
+fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
+    let message = || {
+        serde_json::from_slice::<ErrorBody>(bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned())
+    };
+    match status.as_u16() {
+        200 => Attempt::Done(
+            serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| JoinError::BadAnswer {
+                endpoint: endpoint.to_string(),
+                reason: format!("not a join response: {e}"),
+            }),
+        ),
+        401 | 403 => Attempt::Done(Err(JoinError::Refused {
+            endpoint: endpoint.to_string(),
+            status: status.as_u16(),
+            message: message(),
+        })),
+        s @ 400..=499 => Attempt::Done(Err(JoinError::Rejected {
+            endpoint: endpoint.to_string(),
+            status: s,
+            message: message(),
+        })),
+        s => Attempt::Next(format!("status {s}: {}", message())),
+    }
+}
+
+fn tls_config_error(endpoint: &str, e: &dyn std::fmt::Display) -> JoinError {
+    JoinError::BadAnswer {
+        endpoint: endpoint.to_string(),
+        reason: format!("failed to set up the exchange: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_get_the_default_join_port() {
+        assert_eq!(endpoint_of("10.0.0.1"), "10.0.0.1:4681");
+        assert_eq!(endpoint_of("10.0.0.1:9000"), "10.0.0.1:9000");
+        assert_eq!(endpoint_of("srv.example"), "srv.example:4681");
+        assert_eq!(endpoint_of("fd00::1"), "[fd00::1]:4681");
+        assert_eq!(endpoint_of("[fd00::1]"), "[fd00::1]:4681");
+        assert_eq!(endpoint_of("[fd00::1]:77"), "[fd00::1]:77");
+    }
+
+    #[test]
+    fn refusals_are_final_and_server_errors_are_not() {
+        let body = br#"{"error":"wrong secret for join token abc123"}"#;
+        match answer("a:1", StatusCode::UNAUTHORIZED, body) {
+            Attempt::Done(Err(e)) => {
+                assert!(e.is_refusal());
+                assert_eq!(
+                    e.to_string(),
+                    "the join endpoint at a:1 refused the join token: wrong secret for join token abc123"
+                );
+            }
+            _ => panic!("401 must be final"),
+        }
+        assert!(matches!(
+            answer("a:1", StatusCode::BAD_REQUEST, body),
+            Attempt::Done(Err(JoinError::Rejected { status: 400, .. }))
+        ));
+        assert!(matches!(
+            answer("a:1", StatusCode::SERVICE_UNAVAILABLE, body),
+            Attempt::Next(_)
+        ));
+    }
+}

@@ -1,0 +1,649 @@
+//! The join endpoint a CA holder serves (HTTPS, default port
+//! [`paths::DEFAULT_JOIN_PORT`]): `POST /v1/join` signs a joining node's
+//! certificate request when its join token checks out, `POST /v1/renew`
+//! signs a renewal for a node presenting its current certificate (mutual
+//! TLS), and `GET /v1/cluster/tokens` hands the join-token records to
+//! another CA holder (a client certificate with a server name).
+//!
+//! The serving certificate is minted from the cluster CA at start (and
+//! again before it expires) for [`paths::JOIN_SERVER_NAME`], chain
+//! `[leaf, ca]`: a joining node trusts it through its token's pin
+//! (`pin`). Client certificates are optional at the TLS layer (a join has
+//! none) and required by the handlers that need them.
+//!
+//! Hardening: at most [`MAX_CONNECTIONS`] connections at once, each bounded
+//! by [`CONNECTION_TIMEOUT`] (handshake, request and answer), one request
+//! per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
+//! refusal is logged with the peer address and the token id, never the
+//! secret. Owns no file but reads the cluster dir for each request (so a
+//! token created or revoked by the CLI counts at once) and records uses
+//! through `TokenStore::modify`.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use super::ca::{self, CaError, ClusterCa};
+use super::store::{self, ClusterHandover};
+use super::token::{self, TokenRecord, TokenStore};
+use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
+use super::{names, pin};
+use crate::role::names as role_names;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time one connection may take: TLS handshake, request, answer.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most IP addresses a certificate request may name.
+pub const MAX_IPS: usize = 8;
+/// The serving certificate is minted again when less than this is left.
+const REMINT_BEFORE: Duration = Duration::from_secs(86_400);
+/// Pause after a failed accept (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Time open connections get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinServerError {
+    /// The cluster CA could not be read.
+    #[error("failed to load the cluster CA from {}", dir.display())]
+    Cluster {
+        /// The dir.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: CaError,
+    },
+    /// The serving certificate could not be made.
+    #[error("failed to mint the join endpoint's certificate")]
+    Mint(#[source] CaError),
+    /// rustls refused the configuration.
+    #[error("failed to configure TLS for the join endpoint: {0}")]
+    Tls(String),
+    /// The listen address could not be bound.
+    #[error("failed to listen on {addr} for joins")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The endpoint of one CA holder.
+#[derive(Debug, Clone)]
+pub struct JoinEndpoint {
+    cluster_dir: PathBuf,
+    cert_lifetime: Duration,
+}
+
+/// A refusal: its status and the message the client gets.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the handler knows of the TLS peer.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    /// The verified client certificate (leaf), if one was presented.
+    cert: Option<CertificateDer<'static>>,
+}
+
+/// Binds the endpoint's listener.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, JoinServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| JoinServerError::Bind { addr, source })
+}
+
+impl JoinEndpoint {
+    /// The endpoint of the CA held in `cluster_dir`, signing node
+    /// certificates valid for `cert_lifetime`.
+    pub fn new(cluster_dir: &Path, cert_lifetime: Duration) -> Self {
+        Self {
+            cluster_dir: cluster_dir.to_path_buf(),
+            cert_lifetime,
+        }
+    }
+
+    /// A TLS acceptor with a freshly minted serving certificate, and its
+    /// expiry (Unix seconds).
+    fn acceptor(&self) -> Result<(TlsAcceptor, u64), JoinServerError> {
+        let ca = ClusterCa::load(&self.cluster_dir).map_err(|e| JoinServerError::Cluster {
+            dir: self.cluster_dir.clone(),
+            source: e,
+        })?;
+        let (cert, key) = ca.mint_join_server_cert().map_err(JoinServerError::Mint)?;
+        let tls = |e: &dyn std::fmt::Display| JoinServerError::Tls(e.to_string());
+        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).map_err(|e| tls(&e))?;
+        let leaf = CertificateDer::from_pem_slice(cert.pem.as_bytes()).map_err(|e| tls(&e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).map_err(|e| tls(&e))?;
+        let provider = pin::provider();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_der.clone()).map_err(|e| tls(&e))?;
+        // A join has no client certificate; renewals and token sync do,
+        // and their handlers require it.
+        let clients = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_client_cert_verifier(clients)
+            .with_single_cert(vec![leaf, ca_der], key)
+            .map_err(|e| tls(&e))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok((TlsAcceptor::from(Arc::new(config)), cert.not_after))
+    }
+
+    /// Serves joins on `listener` until `cancel`. Fails only if the first
+    /// serving certificate cannot be made; a later re-mint that fails keeps
+    /// the current one (and says so).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<(), JoinServerError> {
+        let (mut acceptor, mut not_after) = self.acceptor()?;
+        let local = listener.local_addr().ok();
+        info!(addr = ?local, "join endpoint listening");
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let tracker = TaskTracker::new();
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "failed to accept a join connection");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            if ca::now_unix().saturating_add(REMINT_BEFORE.as_secs()) >= not_after {
+                match this.acceptor() {
+                    Ok((a, n)) => (acceptor, not_after) = (a, n),
+                    Err(e) => warn!(error = %error_chain(&e), "failed to mint a new join endpoint certificate; keeping the current one"),
+                }
+            }
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let this = this.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                let _permit = permit;
+                let conn = this.serve_connection(acceptor, stream, peer, cancel);
+                if tokio::time::timeout(CONNECTION_TIMEOUT, conn).await.is_err() {
+                    debug!(%peer, "join connection timed out");
+                }
+            });
+        }
+        tracker.close();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await;
+        info!(addr = ?local, "join endpoint stopped");
+        Ok(())
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        stream: tokio::net::TcpStream,
+        addr: SocketAddr,
+        cancel: CancellationToken,
+    ) {
+        let tls = match acceptor.accept(stream).await {
+            Ok(t) => t,
+            Err(e) => {
+                debug!(peer = %addr, error = %e, "join TLS handshake failed");
+                return;
+            }
+        };
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.clone().into_owned());
+        let peer = Peer { addr, cert };
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let this = self.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(tls), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => if let Err(e) = r {
+                debug!(peer = %addr, error = %e, "join connection ended with an error");
+            },
+            () = cancel.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<Full<Bytes>> {
+        let route = (req.method().clone(), req.uri().path().to_string());
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(token::parse_bearer);
+        let token_id = bearer.as_ref().map(|(id, _)| id.clone());
+        let result = match (&route.0, route.1.as_str()) {
+            (&Method::POST, "/v1/join") => match read_json::<JoinRequest>(req).await {
+                Ok(body) => {
+                    let this = self.clone();
+                    let peer = peer.clone();
+                    blocking(move || this.join(bearer, body, &peer)).await
+                }
+                Err(r) => Err(r),
+            },
+            (&Method::POST, "/v1/renew") => match read_json::<JoinRequest>(req).await {
+                Ok(body) => {
+                    let this = self.clone();
+                    let peer = peer.clone();
+                    blocking(move || this.renew(body, &peer)).await
+                }
+                Err(r) => Err(r),
+            },
+            (&Method::GET, "/v1/cluster/tokens") => {
+                let this = self.clone();
+                let peer = peer.clone();
+                blocking(move || this.tokens(&peer)).await
+            }
+            (_, "/v1/join" | "/v1/renew" | "/v1/cluster/tokens") => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {}", route.0, route.1),
+            )),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint {}", route.1),
+            )),
+        };
+        match result {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(r) => {
+                warn!(
+                    peer = %peer.addr,
+                    token = token_id.as_deref().unwrap_or("-"),
+                    path = %route.1,
+                    status = r.status.as_u16(),
+                    reason = %r.message,
+                    "join endpoint refused a request"
+                );
+                let body = serde_json::to_vec(&ErrorBody { error: r.message })
+                    .unwrap_or_else(|_| b"{}".to_vec());
+                json_response(r.status, body)
+            }
+        }
+    }
+
+    fn load(&self) -> Result<store::ClusterMaterial, Refusal> {
+        store::load_cluster_dir(&self.cluster_dir).map_err(|e| {
+            warn!(dir = %self.cluster_dir.display(), error = %error_chain(&e), "join endpoint cannot read the cluster dir");
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the join endpoint cannot read its cluster dir",
+            )
+        })
+    }
+
+    /// `POST /v1/join`.
+    fn join(
+        &self,
+        bearer: Option<(String, crate::role::Secret)>,
+        req: JoinRequest,
+        peer: &Peer,
+    ) -> Result<Vec<u8>, Refusal> {
+        let Some((id, secret)) = bearer else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "no join token: send `Authorization: Bearer <id>.<secret>`",
+            ));
+        };
+        let material = self.load()?;
+        let now = ca::now_unix();
+        let record = material
+            .tokens
+            .check(&id, &secret, now)
+            .map_err(|r| Refusal::new(status(r.status()), r.to_string()))?
+            .clone();
+        let checked = check_request(&req)?;
+        let server = names::is_server(checked.roles);
+        if server && record.clients_only {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "join token {id} joins clients only, and roles {} include a server",
+                    req.roles.join(", ")
+                ),
+            ));
+        }
+        let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
+        let secrets = store::secrets_for(
+            &material.cluster,
+            checked.roles,
+            &req.datacenter,
+            &checked.dns,
+            &req.ips,
+            &signed,
+        );
+        let cluster = server.then(|| ClusterHandover::of(&material).to_value());
+        // Counted once the answer is ready; checked again under the lock
+        // so a revocation that raced this join wins.
+        TokenStore::modify(&self.cluster_dir, &material.ca.pin(), |s| {
+            if s.check(&id, &secret, now).is_ok() {
+                s.record_use(&id);
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            warn!(error = %error_chain(&e), "failed to record a join token's use");
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the join endpoint cannot record the token's use",
+            )
+        })?;
+        info!(
+            peer = %peer.addr,
+            token = %id,
+            node = %req.node,
+            roles = %req.roles.join(","),
+            ca_handover = server,
+            not_after = signed.not_after,
+            "signed a joining node's certificate"
+        );
+        encode(&JoinResponse {
+            certificate: signed.pem,
+            ca: material.ca.cert_pem().to_string(),
+            secrets,
+            cluster,
+        })
+    }
+
+    /// `POST /v1/renew`: the names must be the presented certificate's.
+    fn renew(&self, req: JoinRequest, peer: &Peer) -> Result<Vec<u8>, Refusal> {
+        let Some(cert) = &peer.cert else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "a renewal needs the node's current certificate (mutual TLS)",
+            ));
+        };
+        let (dns, ips) = ca::names_of_cert_der(cert).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the presented certificate: {e}"),
+            )
+        })?;
+        let checked = check_request(&req)?;
+        if !same_set(&dns, &checked.dns) || !same_set(&ips, &req.ips) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "a renewal keeps the current certificate's names ({}), the request asks for {}",
+                    shown_names(&dns, &ips),
+                    shown_names(&checked.dns, &req.ips)
+                ),
+            ));
+        }
+        let material = self.load()?;
+        let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
+        let secrets = store::secrets_for(
+            &material.cluster,
+            checked.roles,
+            &req.datacenter,
+            &checked.dns,
+            &req.ips,
+            &signed,
+        );
+        info!(peer = %peer.addr, node = %req.node, not_after = signed.not_after, "renewed a node certificate");
+        encode(&JoinResponse {
+            certificate: signed.pem,
+            ca: material.ca.cert_pem().to_string(),
+            secrets,
+            cluster: None,
+        })
+    }
+
+    /// `GET /v1/cluster/tokens`: for another CA holder (its certificate
+    /// names a server).
+    fn tokens(&self, peer: &Peer) -> Result<Vec<u8>, Refusal> {
+        let Some(cert) = &peer.cert else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "the token records need a server's certificate (mutual TLS)",
+            ));
+        };
+        let (dns, _) = ca::names_of_cert_der(cert).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the presented certificate: {e}"),
+            )
+        })?;
+        if !dns
+            .iter()
+            .any(|d| d.starts_with("server.") && (d.ends_with(".consul") || d.ends_with(".nomad")))
+        {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "the token records are for servers only",
+            ));
+        }
+        let material = self.load()?;
+        encode(&material.tokens.list().to_vec())
+    }
+}
+
+/// A request's roles and the DNS names they need.
+struct Checked {
+    roles: crate::role::RoleSet,
+    dns: Vec<String>,
+}
+
+/// The request's own rules: roles, names, address count.
+fn check_request(req: &JoinRequest) -> Result<Checked, Refusal> {
+    let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, m);
+    let roles = names::role_set(&req.roles).map_err(|e| bad(e.to_string()))?;
+    if let Some(p) = role_names::node_name_problem(&req.node) {
+        return Err(bad(format!("node name: {p}")));
+    }
+    if let Some(p) = role_names::region_problem(&req.region) {
+        return Err(bad(format!("region: {p}")));
+    }
+    if let Some(p) = role_names::datacenter_problem(&req.datacenter) {
+        return Err(bad(format!("datacenter: {p}")));
+    }
+    if req.ips.len() > MAX_IPS {
+        return Err(bad(format!(
+            "{} IP addresses asked for, at most {MAX_IPS}",
+            req.ips.len()
+        )));
+    }
+    let dns = names::dns_names(roles, &req.region, &req.datacenter);
+    Ok(Checked { roles, dns })
+}
+
+fn sign(
+    ca: &ClusterCa,
+    req: &JoinRequest,
+    checked: &Checked,
+    lifetime: Duration,
+) -> Result<ca::SignedCert, Refusal> {
+    ca.sign_csr(&req.csr, &checked.dns, &req.ips, lifetime)
+        .map_err(|e| match e {
+            CaError::BadCsr(_) | CaError::KeyAlgorithm | CaError::Names { .. } => {
+                Refusal::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            other => {
+                warn!(error = %error_chain(&other), "failed to sign a certificate request");
+                Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the join endpoint failed to sign the request",
+                )
+            }
+        })
+}
+
+fn same_set<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    a.dedup();
+    b.sort();
+    b.dedup();
+    a == b
+}
+
+fn shown_names(dns: &[String], ips: &[IpAddr]) -> String {
+    dns.iter()
+        .cloned()
+        .chain(ips.iter().map(ToString::to_string))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Refusal> {
+    serde_json::to_vec(value).map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the answer: {e}"),
+        )
+    })
+}
+
+/// Runs a handler that reads files and signs off the async threads.
+async fn blocking(
+    f: impl FnOnce() -> Result<Vec<u8>, Refusal> + Send + 'static,
+) -> Result<Vec<u8>, Refusal> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        warn!(error = %e, "a join handler panicked");
+        Err(Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the join endpoint failed",
+        ))
+    })
+}
+
+/// Reads a JSON body of at most [`wire::MAX_REQUEST_BYTES`].
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refusal> {
+    let too_big = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is over {} bytes",
+                wire::MAX_REQUEST_BYTES
+            ),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > wire::MAX_REQUEST_BYTES as u64) {
+        return Err(too_big());
+    }
+    let body = Limited::new(req.into_body(), wire::MAX_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_big()
+            } else {
+                Refusal::new(StatusCode::BAD_REQUEST, "failed to read the request body")
+            }
+        })?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not a join request: {e}"),
+        )
+    })
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `error: cause: cause` on one line, for logs.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The records another CA holder answered `GET /v1/cluster/tokens` with.
+pub type TokenRecords = Vec<TokenRecord>;

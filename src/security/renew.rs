@@ -1,0 +1,282 @@
+//! Certificate renewal: before the node certificate expires (fewer than
+//! `[security] renew_before_days` left), make a new key and ask a CA holder
+//! to sign it (`POST /v1/renew`, mutual TLS with the current certificate;
+//! a CA holder signs its own), write the new material atomically, and tell
+//! the daemon ([`DaemonEvent::Renewed`]): it re-loads the role (so the
+//! status shows the new expiry) and sends SIGHUP to both agents, which
+//! re-read their TLS files on it. The same exchange hands out ACL tokens
+//! made after the node joined: while `node.json` lacks a token the node's
+//! roles use, the node asks again every [`MISSING_TOKENS_EVERY`].
+//!
+//! Owns the timing ([`next_check`], pure) and the task; the exchange is
+//! `join_client`'s.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::ca;
+use super::join_client::{self, Credential, JoinError};
+use super::store;
+use crate::paths;
+use crate::role::NodeRole;
+use crate::role::file::read_regular;
+use crate::role::security::{NodeSecrets, NodeSecretsFile};
+use crate::supervise::daemon::DaemonEvent;
+
+/// How often a node whose `node.json` lacks ACL tokens asks for them.
+pub const MISSING_TOKENS_EVERY: Duration = Duration::from_secs(3600);
+/// Longest sleep between two looks at the expiry.
+pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// Wait after a failed renewal before the next attempt.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(300);
+/// Largest PEM read from the security dir.
+const MAX_PEM_BYTES: u64 = 64 * 1024;
+
+/// What the node should do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Renew now.
+    Now,
+    /// Look again after this long.
+    After(Duration),
+}
+
+/// Whether `secrets` lacks an ACL token a node of `role` gets at join or
+/// renewal (the cluster made it after this node joined).
+pub fn lacks_acl_tokens(role: &NodeRole, secrets: &NodeSecrets) -> bool {
+    if !secrets.acl_enabled {
+        return false;
+    }
+    let a = &secrets.acl;
+    (role.roles.is_consul() && a.consul_agent.is_none())
+        || a.consul_supervisor.is_none()
+        || (role.roles.is_nomad() && (a.nomad_consul.is_none() || a.nomad_supervisor.is_none()))
+}
+
+/// When to renew a certificate expiring at `not_after` (Unix seconds), at
+/// `now`, renewing `renew_before` ahead; `lacks_tokens`: ask every
+/// [`MISSING_TOKENS_EVERY`] as well.
+pub fn next_check(not_after: u64, now: u64, renew_before: Duration, lacks_tokens: bool) -> Due {
+    let renew_at = not_after.saturating_sub(renew_before.as_secs());
+    if now >= renew_at {
+        return Due::Now;
+    }
+    let mut wait = Duration::from_secs(renew_at - now).min(LONGEST_SLEEP);
+    if lacks_tokens {
+        wait = wait.min(MISSING_TOKENS_EVERY);
+    }
+    Due::After(wait)
+}
+
+/// Renews the certificate of the node of `role` (which must have
+/// material): locally when it holds the CA, else through the first of
+/// `candidates` that answers. Writes the new material and returns the new
+/// `node.json`.
+pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecretsFile, JoinError> {
+    let dir = role.config_dir.join(paths::SECURITY_SUBDIR);
+    let material_error = |reason: String| JoinError::Material {
+        dir: dir.clone(),
+        reason,
+    };
+    let Some(material) = &role.security.material else {
+        return Err(material_error("the node has no material to renew".into()));
+    };
+    let read = |p: &Path| {
+        read_regular(p, MAX_PEM_BYTES)
+            .map_err(|e| material_error(format!("{}: {e}", p.display())))
+            .and_then(|b| {
+                String::from_utf8(b)
+                    .map_err(|_| material_error(format!("{}: not UTF-8", p.display())))
+            })
+    };
+    let old_cert = read(&material.cert_file)?;
+    let old_key = crate::role::Secret::new(read(&material.key_file)?);
+    let old_json: NodeSecretsFile = serde_json::from_str(&read(&dir.join(paths::NODE_SECRETS_FILE))?)
+        .map_err(|e| material_error(format!("{}: {e}", paths::NODE_SECRETS_FILE)))?;
+    let pinned = material.secrets.ca_sha256.clone();
+    let key = ca::new_key_pair().map_err(JoinError::Key)?;
+    let request = join_client::request_for(role, &key)?;
+    let (endpoint, answer) = if role.security.ca_holder {
+        (
+            "this node's CA".to_string(),
+            sign_locally(role, &request)?,
+        )
+    } else {
+        join_client::exchange(
+            candidates,
+            &pinned,
+            Credential::Certificate {
+                cert_pem: &old_cert,
+                key_pem: &old_key,
+            },
+            &request,
+        )
+        .await?
+    };
+    let mut answer = join_client::check_answer(&endpoint, &pinned, &key, &request, answer)?;
+    // The bootstrap tokens only the init node holds are never handed out
+    // again: keep them.
+    let keep = |new: &mut Option<String>, old: &Option<String>| {
+        if new.is_none() {
+            new.clone_from(old);
+        }
+    };
+    keep(
+        &mut answer.secrets.acl.consul_initial_management,
+        &old_json.acl.consul_initial_management,
+    );
+    keep(
+        &mut answer.secrets.acl.nomad_bootstrap,
+        &old_json.acl.nomad_bootstrap,
+    );
+    let config_dir = role.config_dir.clone();
+    let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
+    let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
+    let key_pem = ca::key_pem_of(&key);
+    let secrets = answer.secrets.clone();
+    tokio::task::spawn_blocking(move || {
+        join_client::write_material(
+            &config_dir,
+            &answer,
+            &key_pem,
+            consul_user.as_deref(),
+            nomad_user.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| material_error(format!("the writer failed: {e}")))??;
+    tracing::info!(%endpoint, not_after = secrets.not_after, "renewed the node certificate");
+    Ok(secrets)
+}
+
+/// A CA holder signs its own renewal with the CA in its cluster dir.
+fn sign_locally(
+    role: &NodeRole,
+    request: &super::wire::JoinRequest,
+) -> Result<super::wire::JoinResponse, JoinError> {
+    let dir = role.config_dir.join(paths::CLUSTER_SUBDIR);
+    let m = store::load_cluster_dir(&dir).map_err(|e| JoinError::Material {
+        dir: dir.clone(),
+        reason: super::join_server::error_chain(&e),
+    })?;
+    let dns = super::names::dns_names(role.roles, &request.region, &request.datacenter);
+    let signed = m
+        .ca
+        .sign_csr(&request.csr, &dns, &request.ips, role.security.cert_lifetime)
+        .map_err(JoinError::Key)?;
+    let secrets = store::secrets_for(
+        &m.cluster,
+        role.roles,
+        &request.datacenter,
+        &dns,
+        &request.ips,
+        &signed,
+    );
+    Ok(super::wire::JoinResponse {
+        certificate: signed.pem,
+        ca: m.ca.cert_pem().to_string(),
+        secrets,
+        cluster: None,
+    })
+}
+
+/// The renewal task of a running node.
+#[derive(Debug)]
+pub struct Renewal {
+    /// The role in force (its material is updated after each renewal).
+    pub role: NodeRole,
+    /// Join endpoints to ask (a CA holder signs its own).
+    pub candidates: Vec<String>,
+    /// Where the daemon learns of a renewal.
+    pub events: mpsc::UnboundedSender<DaemonEvent>,
+}
+
+impl Renewal {
+    /// Renews when due until `cancel`.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            let Some(material) = &self.role.security.material else {
+                return;
+            };
+            let lacks = lacks_acl_tokens(&self.role, &material.secrets);
+            let due = next_check(
+                material.secrets.not_after,
+                ca::now_unix(),
+                self.role.security.renew_before,
+                lacks,
+            );
+            let wait = match due {
+                Due::After(d) if !lacks => d,
+                Due::After(d) => {
+                    // Ask for the missing tokens now and then as well.
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(d) => {}
+                    }
+                    Duration::ZERO
+                }
+                Due::Now => Duration::ZERO,
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = renew(&self.role, &self.candidates) => r,
+            };
+            match outcome {
+                Ok(secrets) => {
+                    if let Some(m) = self.role.security.material.as_mut() {
+                        m.secrets = secrets.into_secrets();
+                    }
+                    let _ = self.events.send(DaemonEvent::Renewed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %super::join_server::error_chain(&e), retry_in = ?RETRY_AFTER_FAILURE, "failed to renew the node certificate");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400;
+
+    #[test]
+    fn renewal_is_due_once_fewer_than_renew_before_remain() {
+        let before = Duration::from_secs(30 * DAY);
+        let not_after = 1_000 * DAY;
+        assert_eq!(next_check(not_after, not_after - 30 * DAY, before, false), Due::Now);
+        assert_eq!(next_check(not_after, not_after + 1, before, false), Due::Now);
+        assert_eq!(
+            next_check(not_after, not_after - 30 * DAY - 10, before, false),
+            Due::After(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn a_far_expiry_is_looked_at_again_within_the_hour() {
+        let before = Duration::from_secs(30 * DAY);
+        assert_eq!(
+            next_check(1_000 * DAY, 10 * DAY, before, false),
+            Due::After(LONGEST_SLEEP)
+        );
+        assert_eq!(
+            next_check(1_000 * DAY, 10 * DAY, before, true),
+            Due::After(MISSING_TOKENS_EVERY)
+        );
+    }
+}

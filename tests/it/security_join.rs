@@ -1,0 +1,540 @@
+//! The join endpoint and the join client over real TLS on loopback: a CA
+//! holder's cluster dir in a temp dir, `JoinEndpoint` serving on port 0,
+//! and `join_client::join` writing a node's material into another temp
+//! dir; refusals (wrong secret, revoked, expired, clients-only token for a
+//! server, extra names), a man in the middle with another CA (refused
+//! before any request is sent), and renewal.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hashi_supervisor::role::{self, NodeRole, Secret, SystemHost};
+use hashi_supervisor::security::ca::{self, ClusterCa};
+use hashi_supervisor::security::join_client::{self, Credential, JoinError};
+use hashi_supervisor::security::join_server::JoinEndpoint;
+use hashi_supervisor::security::store::{self, ClusterFile};
+use hashi_supervisor::security::token::{JoinToken, TokenStore};
+use hashi_supervisor::security::{names, renew, wire};
+use tokio_util::sync::CancellationToken;
+
+const GOSSIP: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A CA holder: its config dir, the endpoint's address, tokens.
+struct Holder {
+    _tmp: tempfile::TempDir,
+    cluster_dir: PathBuf,
+    addr: SocketAddr,
+    pin: String,
+    cancel: CancellationToken,
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Holder {
+    /// A new cluster (ACLs on, primary dc `ams2`) serving joins, signing
+    /// certificates for `lifetime`.
+    async fn start(lifetime: Duration) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let cluster_dir = tmp.path().join("etc/cluster");
+        let ca = ClusterCa::create().unwrap();
+        let cluster = ClusterFile::new(
+            &ca,
+            &Secret::new(GOSSIP),
+            &Secret::new(GOSSIP),
+            "ams2",
+            true,
+        );
+        store::write_cluster_dir(&cluster_dir, &ca, &cluster, &[]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let endpoint = JoinEndpoint::new(&cluster_dir, lifetime);
+        tokio::spawn(endpoint.serve(listener, cancel.clone()));
+        Self {
+            _tmp: tmp,
+            cluster_dir,
+            addr,
+            pin: ca.pin(),
+            cancel,
+        }
+    }
+
+    /// A token made `age` ago living `ttl` (`clients_only` as given).
+    fn token(&self, ttl: Duration, age: Duration, clients_only: bool) -> JoinToken {
+        TokenStore::modify(&self.cluster_dir, &self.pin, |s| {
+            s.create(ttl, Some("test"), clients_only, ca::now_unix() - age.as_secs())
+        })
+        .unwrap()
+    }
+
+    fn revoke(&self, id: &str) {
+        TokenStore::modify(&self.cluster_dir, &self.pin, |s| {
+            s.revoke(id, ca::now_unix()).map(|_| ())
+        })
+        .unwrap();
+    }
+
+    fn uses(&self, id: &str) -> u64 {
+        let s = TokenStore::load(&self.cluster_dir, &self.pin).unwrap();
+        s.list().iter().find(|r| r.id == id).unwrap().uses
+    }
+
+    fn candidates(&self) -> Vec<String> {
+        vec![self.addr.to_string()]
+    }
+}
+
+/// A node's role file in `dir` (config under `dir/etc`), loaded with
+/// `token` as `--join-token` would pass it.
+fn node_role(dir: &Path, roles: &[&str], token: &JoinToken) -> NodeRole {
+    let roles = roles
+        .iter()
+        .map(|r| format!("\"{r}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "schema = 1\nroles = [{roles}]\nnode_name = \"ams2-node-07\"\ndatacenter = \"ams2\"\n\
+         [addresses]\nprivate = \"127.0.0.1\"\n[consul]\nuser = \"nobody\"\n[nomad]\nuser = \"nobody\"\n\
+         [discovery]\nnomad_retry_join = [\"127.0.0.1\"]\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+        dir.join("etc").display(),
+        dir.join("state").display()
+    );
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    let overrides = role::Overrides {
+        join_token: Some(Secret::new(token.expose())),
+        ..role::Overrides::default()
+    };
+    role::load_with(&path, true, &overrides, &SystemHost)
+        .unwrap()
+        .role
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+#[tokio::test]
+async fn a_client_joins_with_a_token_and_gets_its_material() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["consul-client", "nomad-client"], &token);
+    let out = join_client::join(&role, &token, &holder.candidates())
+        .await
+        .unwrap();
+    assert_eq!(out.endpoint, holder.addr.to_string());
+    assert!(!out.ca_holder);
+    let sec = tmp.path().join("etc/security");
+    assert_eq!(mode(&sec), 0o755);
+    for (f, m) in [
+        ("ca.pem", 0o644),
+        ("node.pem", 0o644),
+        ("node-key.pem", 0o600),
+        ("consul-key.pem", 0o600),
+        ("nomad-key.pem", 0o600),
+        ("node.json", 0o600),
+    ] {
+        assert_eq!(mode(&sec.join(f)), m, "{f}");
+    }
+    if is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        for f in ["consul-key.pem", "nomad-key.pem"] {
+            assert_eq!(std::fs::metadata(sec.join(f)).unwrap().uid(), nobody.uid.as_raw(), "{f}");
+        }
+        assert_eq!(std::fs::metadata(sec.join("node-key.pem")).unwrap().uid(), 0);
+    }
+    assert!(!tmp.path().join("etc/cluster").exists(), "a client holds no CA");
+    // The certificate: exactly the names of the roles, the pinned CA.
+    let cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
+    let (dns, ips) = ca::names_of_cert_pem(&cert).unwrap();
+    let mut want = vec![
+        "client.ams2.consul".to_string(),
+        "client.global.nomad".to_string(),
+        "localhost".to_string(),
+    ];
+    want.sort();
+    let mut dns_sorted = dns.clone();
+    dns_sorted.sort();
+    assert_eq!(dns_sorted, want);
+    assert_eq!(ips, vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        ca::pin_of_cert_pem(&std::fs::read_to_string(sec.join("ca.pem")).unwrap()).unwrap(),
+        holder.pin
+    );
+    // The key on disk is the certificate's.
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(sec.join("node-key.pem")).unwrap())
+        .unwrap();
+    use rcgen::PublicKeyData;
+    assert_eq!(
+        ca::pin_of_cert_pem(&cert).unwrap(),
+        ca::pin_of_spki_der(&key.subject_public_key_info())
+    );
+    // node.json: the cluster's gossip keys and this node's tokens; the
+    // role loader reads it back as material.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sec.join("node.json")).unwrap()).unwrap();
+    assert_eq!(json["consul_gossip_key"], GOSSIP);
+    assert_eq!(json["not_after"].as_u64().unwrap(), out.not_after);
+    assert!(json["acl"]["consul_agent"].is_string());
+    assert!(json["acl"].get("consul_initial_management").is_none());
+    let reloaded = node_role(tmp.path(), &["consul-client", "nomad-client"], &token);
+    let m = reloaded.security.material.expect("material read back");
+    assert_eq!(m.secrets.ca_sha256, holder.pin);
+    assert_eq!(holder.uses(&token.id), 1);
+}
+
+#[tokio::test]
+async fn a_server_joining_with_a_server_token_becomes_a_ca_holder() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["consul-server", "nomad-server"], &token);
+    let out = join_client::join(&role, &token, &holder.candidates())
+        .await
+        .unwrap();
+    assert!(out.ca_holder);
+    let cluster = tmp.path().join("etc/cluster");
+    assert_eq!(mode(&cluster), 0o700);
+    assert_eq!(mode(&cluster.join("ca-key.pem")), 0o600);
+    let m = store::load_cluster_dir(&cluster).unwrap();
+    assert_eq!(m.ca.pin(), holder.pin);
+    assert!(m.tokens.list().iter().any(|r| r.id == token.id));
+    let cert = std::fs::read_to_string(tmp.path().join("etc/security/node.pem")).unwrap();
+    let (mut dns, _) = ca::names_of_cert_pem(&cert).unwrap();
+    dns.sort();
+    assert_eq!(
+        dns,
+        vec!["localhost", "server.ams2.consul", "server.global.nomad"]
+    );
+}
+
+/// Joins `role` with `token` and returns the error.
+async fn refused(holder: &Holder, roles: &[&str], token: &JoinToken) -> JoinError {
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), roles, token);
+    let e = join_client::join(&role, token, &holder.candidates())
+        .await
+        .unwrap_err();
+    assert!(
+        !tmp.path().join("etc/security").exists(),
+        "nothing is written on a refusal"
+    );
+    e
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_with_401() {
+    let holder = Holder::start(90 * DAY).await;
+    let good = holder.token(DAY, Duration::ZERO, false);
+    let wrong = JoinToken::parse(&format!("{}.{}@{}", good.id, "0123456789abcdef", holder.pin)).unwrap();
+    let e = refused(&holder, &["nomad-client"], &wrong).await;
+    assert!(e.is_refusal());
+    assert!(matches!(e, JoinError::Refused { status: 401, .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the join endpoint at {} refused the join token: wrong secret for join token {}",
+            holder.addr, good.id
+        )
+    );
+    assert!(!e.to_string().contains("0123456789abcdef"));
+    assert_eq!(holder.uses(&good.id), 0);
+}
+
+#[tokio::test]
+async fn revoked_and_expired_tokens_are_refused_with_403() {
+    let holder = Holder::start(90 * DAY).await;
+    let revoked = holder.token(DAY, Duration::ZERO, false);
+    holder.revoke(&revoked.id);
+    let e = refused(&holder, &["nomad-client"], &revoked).await;
+    assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
+    assert!(e.to_string().contains("was revoked"), "{e}");
+    // Made two hours ago, living one.
+    let expired = holder.token(Duration::from_secs(3600), Duration::from_secs(7200), false);
+    let e = refused(&holder, &["nomad-client"], &expired).await;
+    assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
+    assert!(e.to_string().contains("expired"), "{e}");
+}
+
+#[tokio::test]
+async fn a_clients_only_token_cannot_join_a_server() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let e = refused(&holder, &["nomad-server"], &token).await;
+    assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
+    assert!(e.to_string().contains("joins clients only"), "{e}");
+    assert_eq!(holder.uses(&token.id), 0);
+}
+
+#[tokio::test]
+async fn a_request_with_extra_names_is_refused_with_400() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let key = ca::new_key_pair().unwrap();
+    let roles = names::role_set(&["nomad-client".to_string()]).unwrap();
+    let mut dns = names::dns_names(roles, "global", "ams2");
+    dns.push("server.global.nomad".into());
+    let ips = vec!["127.0.0.1".parse().unwrap()];
+    let request = wire::JoinRequest {
+        node: "ams2-node-07".into(),
+        roles: vec!["nomad-client".into()],
+        region: "global".into(),
+        datacenter: "ams2".into(),
+        ips: ips.clone(),
+        csr: ca::make_csr(&key, &dns, &ips).unwrap(),
+    };
+    let e = join_client::exchange(
+        &holder.candidates(),
+        &holder.pin,
+        Credential::Token(&token),
+        &request,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, JoinError::Rejected { status: 400, .. }), "{e:?}");
+    assert!(e.to_string().contains("extra DNS:server.global.nomad"), "{e}");
+    assert!(!e.is_refusal());
+    assert_eq!(holder.uses(&token.id), 0);
+}
+
+/// A TLS endpoint with its own CA (a man in the middle): counts the
+/// handshakes that completed and the request bytes it read.
+async fn rogue_endpoint() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+    let ca = ClusterCa::create().unwrap();
+    let (cert, key) = ca.mint_join_server_cert().unwrap();
+    let chain = vec![
+        CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap(),
+        CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap(),
+    ];
+    let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let (h, b) = (handshakes.clone(), bytes.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            if let Ok(mut tls) = acceptor.accept(s).await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    b.fetch_add(n, Ordering::SeqCst);
+                }
+            }
+        }
+    });
+    (addr, handshakes, bytes, ca.pin())
+}
+
+#[tokio::test]
+async fn an_endpoint_with_another_ca_is_refused_before_any_request() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, false);
+    let (rogue, handshakes, bytes, rogue_pin) = rogue_endpoint().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let e = join_client::join(&role, &token, &[rogue.to_string()])
+        .await
+        .unwrap_err();
+    assert!(e.is_refusal(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the join endpoint at {rogue} is not this cluster's: it presents CA {rogue_pin}, the token pins {}",
+            holder.pin
+        )
+    );
+    // The rogue saw no completed handshake and not one byte of a request
+    // (the bearer token never left the node).
+    assert_eq!(handshakes.load(Ordering::SeqCst), 0);
+    assert_eq!(bytes.load(Ordering::SeqCst), 0);
+    assert!(!tmp.path().join("etc/security").exists());
+}
+
+#[tokio::test]
+async fn a_rogue_endpoint_first_in_line_does_not_stop_the_join() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let (rogue, _, bytes, _) = rogue_endpoint().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let out = join_client::join(&role, &token, &[rogue.to_string(), holder.addr.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(out.endpoint, holder.addr.to_string());
+    assert_eq!(bytes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unreachable_candidates_are_each_named() {
+    let token = JoinToken::parse(&format!("abcdef.0123456789abcdef@sha256:{}", "a".repeat(64))).unwrap();
+    // Ports that were just free: nothing listens.
+    let free = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (a, b): (SocketAddr, SocketAddr) = (free(0), free(1));
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let e = join_client::join(&role, &token, &[a.to_string(), b.to_string()])
+        .await
+        .unwrap_err();
+    assert!(!e.is_refusal());
+    let text = e.to_string();
+    assert!(text.starts_with("no join endpoint answered: "), "{text}");
+    assert!(text.contains(&format!("{a}: failed to connect")), "{text}");
+    assert!(text.contains(&format!("{b}: failed to connect")), "{text}");
+}
+
+#[tokio::test]
+async fn renewal_extends_the_certificate_and_keeps_its_names() {
+    // Joined with a 2-day certificate; the endpoint now signs 90 days.
+    let short = Holder::start(2 * DAY).await;
+    let token = short.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["consul-client", "nomad-client"], &token);
+    let first = join_client::join(&role, &token, &short.candidates())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let long_addr = listener.local_addr().unwrap();
+    tokio::spawn(JoinEndpoint::new(&short.cluster_dir, 90 * DAY).serve(listener, short.cancel.clone()));
+    let sec = tmp.path().join("etc/security");
+    let old_cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
+    let role = node_role(tmp.path(), &["consul-client", "nomad-client"], &token);
+    assert!(role.security.material.is_some());
+    let secrets = renew::renew(&role, &[long_addr.to_string()]).await.unwrap();
+    assert!(secrets.not_after > first.not_after + 80 * DAY.as_secs());
+    let new_cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
+    assert_ne!(new_cert, old_cert);
+    assert_eq!(ca::not_after_of_cert_pem(&new_cert).unwrap(), secrets.not_after);
+    let (mut a, ai) = ca::names_of_cert_pem(&old_cert).unwrap();
+    let (mut b, bi) = ca::names_of_cert_pem(&new_cert).unwrap();
+    a.sort();
+    b.sort();
+    assert_eq!((a, ai), (b, bi));
+    // A new key, written beside the new certificate.
+    let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(sec.join("node-key.pem")).unwrap())
+        .unwrap();
+    use rcgen::PublicKeyData;
+    assert_eq!(
+        ca::pin_of_cert_pem(&new_cert).unwrap(),
+        ca::pin_of_spki_der(&key.subject_public_key_info())
+    );
+    assert_eq!(
+        std::fs::read_to_string(sec.join("consul-key.pem")).unwrap(),
+        std::fs::read_to_string(sec.join("node-key.pem")).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_without_a_certificate_or_for_other_names_is_refused() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    join_client::join(&role, &token, &holder.candidates())
+        .await
+        .unwrap();
+    let sec = tmp.path().join("etc/security");
+    let cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
+    let key_pem = Secret::new(std::fs::read_to_string(sec.join("node-key.pem")).unwrap());
+    // Asking for a server name with a client's certificate.
+    let key = ca::new_key_pair().unwrap();
+    let server = node_role(tempfile::tempdir().unwrap().path(), &["nomad-server"], &token);
+    let request = join_client::request_for(&server, &key).unwrap();
+    let e = join_client::exchange(
+        &holder.candidates(),
+        &holder.pin,
+        Credential::Certificate {
+            cert_pem: &cert,
+            key_pem: &key_pem,
+        },
+        &request,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
+    assert!(e.to_string().contains("keeps the current certificate's names"), "{e}");
+    // No certificate at all: a renewal is not a join.
+    let request = join_client::request_for(&role, &key).unwrap();
+    let e = raw_post(holder.addr, &holder.pin, "/v1/renew", &serde_json::to_vec(&request).unwrap())
+        .await;
+    assert_eq!(e.0, 401, "{}", e.1);
+}
+
+/// POSTs `body` to `path` without a token or certificate; status and body.
+async fn raw_post(addr: SocketAddr, pin: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use hashi_supervisor::security::pin::PinnedCaVerifier;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let verifier = Arc::new(PinnedCaVerifier::new(
+        pin,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    ));
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("join.hashi-supervisor").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: join.hashi-supervisor\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let _ = tls.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_with_413() {
+    let holder = Holder::start(90 * DAY).await;
+    let body = vec![b'x'; wire::MAX_REQUEST_BYTES + 1];
+    let (status, text) = raw_post(holder.addr, &holder.pin, "/v1/join", &body).await;
+    assert_eq!(status, 413, "{text}");
+}
