@@ -387,7 +387,10 @@ unit_check() {
 envf=/etc/default/hashi-supervisor
 grep -v '^roles *=' config/examples/ams2-client-01.toml >"$scratch/client.toml"
 { cat "$envf"; echo "HASHI_SUPERVISOR_CONFIG=$scratch/client.toml"; } >"$scratch/env-norole"
-{ cat "$scratch/env-norole"; echo 'HASHI_SUPERVISOR_ROLE=nomad-client'; } >"$scratch/env-role"
+# Secure by default: a client needs its join token too (a well-formed one
+# no cluster has: `check` only reads it).
+{ cat "$scratch/env-norole"; echo 'HASHI_SUPERVISOR_ROLE=nomad-client'
+  echo 'HASHI_SUPERVISOR_JOIN_TOKEN=abc123.0123456789abcdef@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'; } >"$scratch/env-role"
 env_out=$(unit_check "$scratch/env-norole" 2>&1)
 if [ $? -ne 0 ] && grep -q 'no roles' <<<"$env_out"; then
     pass "without a role in the environment file the role-less client file is rejected"

@@ -40,6 +40,17 @@ pub enum Error {
     /// Polling the fleet failed before any node was asked.
     #[error(transparent)]
     Fleet(#[from] crate::catalog::fleet::FleetError),
+    /// The cluster's or the node's security material could not be read or
+    /// written (`supervisor cluster`).
+    #[error(transparent)]
+    Security(#[from] crate::security::store::StoreError),
+    /// A join token could not be made, listed or revoked.
+    #[error(transparent)]
+    Token(#[from] crate::security::token::TokenError),
+    /// The role cannot be secured as asked (`cluster init` on a `dev` or
+    /// `plaintext` role): a role file problem.
+    #[error("{0}")]
+    Unsecurable(String),
     /// A local I/O operation failed.
     #[error("failed to {what}")]
     Io {
@@ -68,6 +79,9 @@ impl Error {
             Self::Internal(_) => EXIT_INTERNAL,
             Self::Fleet(e) if e.is_usage() => EXIT_USAGE,
             Self::Fleet(_) => EXIT_FAILURE,
+            Self::Security(_) => EXIT_FAILURE,
+            Self::Token(e) => token_exit_code(e),
+            Self::Unsecurable(_) => EXIT_CONFIG,
         }
     }
 
@@ -125,6 +139,16 @@ fn release_exit_code(e: &ReleaseError) -> u8 {
         | ReleaseError::HashMismatch { .. }
         | ReleaseError::BadArchive { .. }
         | ReleaseError::VersionMismatch { .. } => EXIT_UNAVAILABLE,
+    }
+}
+
+/// Tokens: a bad lifetime or description is a usage error (64); the rest
+/// are runtime failures (1).
+fn token_exit_code(e: &crate::security::token::TokenError) -> u8 {
+    use crate::security::token::TokenError;
+    match e {
+        TokenError::Ttl | TokenError::Description => EXIT_USAGE,
+        _ => EXIT_FAILURE,
     }
 }
 

@@ -214,9 +214,12 @@ pub struct ConsulConfig {
     pub advertise_addr_wan: Option<IpAddr>,
     /// `client_addr` (space-separated list).
     pub client_addrs: Vec<IpAddr>,
-    /// `retry_join` (static peers, then cloud auto-join strings).
+    /// `retry_join` (static peers, then cloud auto-join strings; shown
+    /// with their credentials redacted).
+    #[serde(serialize_with = "crate::role::ser_redacted_joins")]
     pub retry_join: Vec<String>,
-    /// `retry_join_wan` (servers only).
+    /// `retry_join_wan` (servers only; shown as `retry_join`).
+    #[serde(serialize_with = "crate::role::ser_redacted_joins")]
     pub retry_join_wan: Vec<String>,
     /// `ui_config.enabled`.
     pub ui: bool,

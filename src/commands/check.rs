@@ -14,7 +14,7 @@
 //! on `/ready`).
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -50,6 +50,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
             "plan": plan,
             "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
             "discovery": section.doc,
+            "security": security_doc(&role, SystemTime::now()),
         });
         let mut s = serde_json::to_string_pretty(&doc)
             .map_err(|e| Error::Internal(format!("failed to encode the plan: {e}")))?;
@@ -60,6 +61,11 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
         let mut s = summary(&role, &plan, &files);
         let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
         s.insert_str(verdict, &discovery_text(&section.doc));
+        let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
+        s.insert_str(
+            verdict,
+            &security_text(&security_doc(&role, SystemTime::now())),
+        );
         s
     };
     out.write_all(text.as_bytes())
@@ -229,8 +235,164 @@ fn providers(role: &NodeRole) -> Providers {
             nomad_servers: d.nomad_servers.clone(),
             interval_secs: d.interval.as_secs(),
         }),
-        cloud: role.discovery.cloud_auto_join.clone(),
+        cloud: role
+            .discovery
+            .cloud_auto_join
+            .iter()
+            .map(|c| crate::role::redact_cloud_auto_join(c))
+            .collect(),
     }
+}
+
+/// The "Security" section: how the node is secured, never a secret (the
+/// join token is only said to be there).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityDoc {
+    /// `plaintext` (on purpose), `cluster` (the cluster's material),
+    /// `joining` (a join token, no material yet), `own` (the operator's
+    /// own TLS and gossip files), `dev` (a single node on loopback).
+    pub mode: &'static str,
+    /// `[security] plaintext = true`.
+    pub plaintext: bool,
+    /// The cluster CA's pin (`sha256:<hex>`), with material.
+    pub ca_sha256: Option<String>,
+    /// DNS names of the node certificate.
+    pub cert_names: Vec<String>,
+    /// IP addresses of the node certificate.
+    pub cert_ips: Vec<String>,
+    /// Certificate expiry, Unix seconds.
+    pub cert_not_after: Option<u64>,
+    /// Certificate expiry, `YYYY-MM-DD` (UTC).
+    pub cert_expires: Option<String>,
+    /// Whole days until the certificate expires (negative: expired).
+    pub cert_days_left: Option<i64>,
+    /// Renewed when fewer days than this are left.
+    pub renew_before_days: u64,
+    /// Whether the cluster runs ACLs (default deny).
+    pub acl: bool,
+    /// Whether this node holds the cluster CA (and serves joins).
+    pub ca_holder: bool,
+    /// Where it serves joins, when it holds the CA.
+    pub join_listen: Option<String>,
+    /// Whether a join token is configured (never its value).
+    pub join_token: bool,
+    /// `[security] join` endpoints.
+    pub join: Vec<String>,
+}
+
+/// Seconds in a day.
+const DAY_SECS: u64 = 86_400;
+
+/// The security section of `role` at `now`.
+pub fn security_doc(role: &NodeRole, now: SystemTime) -> SecurityDoc {
+    let sec = &role.security;
+    let m = sec.material.as_ref();
+    let mode = if role.roles.dev {
+        "dev"
+    } else if m.is_some() {
+        "cluster"
+    } else if sec.plaintext {
+        "plaintext"
+    } else if sec.join_token.is_some() {
+        "joining"
+    } else {
+        "own"
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let not_after = m.map(|m| m.secrets.not_after);
+    SecurityDoc {
+        mode,
+        plaintext: sec.plaintext,
+        ca_sha256: m.map(|m| m.secrets.ca_sha256.clone()),
+        cert_names: m.map(|m| m.secrets.names.clone()).unwrap_or_default(),
+        cert_ips: m
+            .map(|m| m.secrets.ips.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        cert_not_after: not_after,
+        cert_expires: not_after.map(utc_date),
+        cert_days_left: not_after.map(|t| {
+            let left = i128::from(t) - i128::from(now);
+            i64::try_from(left.div_euclid(i128::from(DAY_SECS))).unwrap_or(i64::MIN)
+        }),
+        renew_before_days: sec.renew_before.as_secs() / DAY_SECS,
+        acl: m.is_some_and(|m| m.secrets.acl_enabled),
+        ca_holder: sec.ca_holder,
+        join_listen: sec.ca_holder.then(|| sec.join_listen.to_string()),
+        join_token: sec.join_token.is_some(),
+        join: sec.join.clone(),
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of Unix seconds `t` (the proleptic Gregorian
+/// calendar; days-from-civil inverted as in Howard Hinnant's `civil_from_days`).
+fn utc_date(t: u64) -> String {
+    let z = i64::try_from(t / DAY_SECS).unwrap_or(i64::MAX / 2) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The "Security" section as text: plaintext said loudly.
+pub fn security_text(d: &SecurityDoc) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("security:\n");
+    match d.mode {
+        "dev" => s.push_str("  mode:     dev (a single node on loopback, not secured)\n"),
+        "plaintext" => s.push_str(
+            "  mode:     PLAINTEXT: no TLS, no gossip encryption, no ACLs (`[security] plaintext = true`)\n",
+        ),
+        "joining" => s.push_str(
+            "  mode:     joining: a join token is configured; the node gets its certificate, gossip keys and ACL tokens at start\n",
+        ),
+        "own" => s.push_str("  mode:     the operator's own TLS and gossip key files\n"),
+        _ => {
+            let _ = writeln!(s, "  mode:     cluster TLS, gossip encryption{}", if d.acl { ", ACLs (default deny)" } else { ", no ACLs" });
+            if let Some(pin) = &d.ca_sha256 {
+                let _ = writeln!(s, "  pin:      {pin}");
+            }
+            let _ = writeln!(s, "  names:    {}", d.cert_names.join(", "));
+            let _ = writeln!(s, "  ips:      {}", d.cert_ips.join(", "));
+            if let (Some(date), Some(left)) = (&d.cert_expires, d.cert_days_left) {
+                let when = if left < 0 {
+                    "EXPIRED".to_string()
+                } else {
+                    format!("{left} days left")
+                };
+                let _ = writeln!(
+                    s,
+                    "  expires:  {date} ({when}; renewed {} days before)",
+                    d.renew_before_days
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  holder:   {}",
+        if d.ca_holder {
+            format!(
+                "held here (joins served on {})",
+                d.join_listen.as_deref().unwrap_or("?")
+            )
+        } else {
+            "not held here".to_string()
+        }
+    );
+    if d.join_token {
+        s.push_str("  token:    a join token is configured (not shown)\n");
+    }
+    if !d.join.is_empty() {
+        let _ = writeln!(s, "  join:     {}", d.join.join(", "));
+    }
+    s
 }
 
 /// Where a discovered value came from: the source of the record whose
@@ -269,7 +431,7 @@ fn destinations(role: &NodeRole, plan: &Plan, report: &DiscoveryReport) -> Vec<D
             found_source(value, kinds, report)
         };
         Sourced {
-            value: value.to_string(),
+            value: crate::role::shown_join(value),
             source,
         }
     };
@@ -535,6 +697,100 @@ mod tests {
             &host,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn plaintext_is_said_loudly_and_cloud_credentials_never_shown() {
+        let r = role(
+            "schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"10.0.1.11\"\n[discovery]\n\
+             cloud_auto_join = [\"provider=aws tag_key=consul tag_value=ams2 secret_access_key=s3cr3tv4lue\"]\n",
+        );
+        let d = security_doc(&r, SystemTime::UNIX_EPOCH);
+        assert_eq!(d.mode, "plaintext");
+        let text = security_text(&d);
+        assert!(
+            text.contains("  mode:     PLAINTEXT: no TLS, no gossip encryption, no ACLs"),
+            "{text}"
+        );
+        assert!(text.contains("  holder:   not held here"), "{text}");
+        let plan = Plan::from_role(&r);
+        let json = serde_json::to_string(&serde_json::json!({"role": r, "plan": plan})).unwrap();
+        assert!(!json.contains("s3cr3tv4lue"), "{json}");
+        assert!(json.contains("secret_access_key=<redacted>"), "{json}");
+        let providers = providers(&r);
+        assert_eq!(
+            providers.cloud,
+            ["provider=aws tag_key=consul tag_value=ams2 secret_access_key=<redacted>"]
+        );
+        // The rendered file keeps the real string: Consul needs it.
+        let files = render::render_plan(&plan).unwrap();
+        assert!(files[0].contents.contains("secret_access_key=s3cr3tv4lue"));
+    }
+
+    #[test]
+    fn a_secured_node_shows_its_pin_names_expiry_and_acl_but_no_secret() {
+        use crate::role::security::{NodeMaterial, NodeSecretsFile};
+        let mut r =
+            role("schema = 1\nroles = [\"consul-server\"]\n[addresses]\nprivate = \"10.0.1.11\"\n");
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let file = NodeSecretsFile {
+            version: 1,
+            ca_sha256: pin.clone(),
+            names: vec!["server.ams2.consul".into(), "localhost".into()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "10.0.1.11".parse().unwrap()],
+            not_before: 1_700_000_000,
+            not_after: 1_707_776_000,
+            primary_datacenter: "ams2".into(),
+            consul_gossip_key: "GOSSIPGOSSIPGOSSIPGOSS==".into(),
+            nomad_gossip_key: "GOSSIPGOSSIPGOSSIPGOSS==".into(),
+            acl_enabled: true,
+            acl: Default::default(),
+        };
+        r.security.plaintext = false;
+        r.security.join_token = Some(crate::role::Secret::new("abc123.TOKENSECRET"));
+        r.security.material = Some(NodeMaterial {
+            dir: "/s".into(),
+            ca_file: "/s/ca.pem".into(),
+            cert_file: "/s/node.pem".into(),
+            key_file: "/s/node-key.pem".into(),
+            consul_key_file: "/s/consul-key.pem".into(),
+            nomad_key_file: "/s/nomad-key.pem".into(),
+            secrets: file.into_secrets(),
+        });
+        // 10 days and a bit before expiry.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_707_776_000 - 10 * 86_400 - 5);
+        let d = security_doc(&r, now);
+        assert_eq!(d.mode, "cluster");
+        assert_eq!(d.cert_days_left, Some(10));
+        let text = security_text(&d);
+        for want in [
+            "  mode:     cluster TLS, gossip encryption, ACLs (default deny)\n",
+            &format!("  pin:      {pin}\n"),
+            "  names:    server.ams2.consul, localhost\n",
+            "  ips:      127.0.0.1, 10.0.1.11\n",
+            "  expires:  2024-02-12 (10 days left; renewed 30 days before)\n",
+            "  token:    a join token is configured (not shown)\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
+        let json = serde_json::to_string(&d).unwrap();
+        let role_json = serde_json::to_string(&r).unwrap();
+        for shown in [&text, &json, &role_json] {
+            assert!(
+                !shown.contains("GOSSIP") && !shown.contains("TOKENSECRET"),
+                "{shown}"
+            );
+        }
+        let later = SystemTime::UNIX_EPOCH + Duration::from_secs(1_707_776_000 + 1);
+        assert!(security_text(&security_doc(&r, later)).contains("(EXPIRED;"));
+    }
+
+    #[test]
+    fn utc_dates_of_unix_seconds() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(951_782_400), "2000-02-29");
+        assert_eq!(utc_date(1_707_776_000), "2024-02-12");
+        assert_eq!(utc_date(4_102_444_800), "2100-01-01");
     }
 
     fn found(address: &str, kind: PeerKind, source: Source) -> PeerRecord {

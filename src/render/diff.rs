@@ -9,6 +9,17 @@ const CONTEXT: usize = 3;
 /// Key-name fragments whose values are masked in diffs.
 const SECRET_KEYS: [&str; 4] = ["encrypt", "token", "secret", "password"];
 
+/// Whole key names whose values are masked: the ACL tokens of Consul's
+/// `acl.tokens` block, whose names say nothing of a secret.
+const SECRET_NAMES: [&str; 6] = [
+    "agent",
+    "initial_management",
+    "replication",
+    "default",
+    "agent_recovery",
+    "config_file_service_registration",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
     Same,
@@ -19,13 +30,30 @@ enum Op {
 /// Masks the value of a `"key": value` or `key = value` line whose key
 /// names a secret.
 pub fn redact_line(line: &str) -> String {
+    // A cloud auto-join string in a `retry_join` list: its credentials.
+    let item = line.trim();
+    if let Some(inner) = item
+        .strip_prefix("\"provider=")
+        .map(|_| item.trim_end_matches(',').trim_matches('"'))
+    {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let comma = if item.ends_with(',') { "," } else { "" };
+        return format!(
+            "{indent}\"{}\"{comma}",
+            crate::role::redact_cloud_auto_join(inner)
+        );
+    }
     let (sep, idx) = match (line.find("\":"), line.find(" = ")) {
         (Some(i), _) => ("\":", i),
         (None, Some(i)) => (" = ", i),
         _ => return line.to_string(),
     };
     let key = line[..idx].to_ascii_lowercase();
-    if SECRET_KEYS.iter().any(|s| key.contains(s)) {
+    let name = key.trim().trim_matches('"');
+    let value = line[idx + sep.len()..].trim_start();
+    // A table or list opening (`"tokens": {`) holds no value itself.
+    let opens = value.starts_with('{') || value.starts_with('[');
+    if !opens && (SECRET_KEYS.iter().any(|s| key.contains(s)) || SECRET_NAMES.contains(&name)) {
         let end = idx + sep.trim_end().len();
         let comma = if line.trim_end().ends_with(',') {
             ","
@@ -140,5 +168,32 @@ mod tests {
             "  encrypt = \"<redacted>\""
         );
         assert_eq!(redact_line("  region = \"eu\""), "  region = \"eu\"");
+    }
+
+    #[test]
+    fn acl_tokens_and_cloud_credentials_are_masked() {
+        for (line, want) in [
+            (
+                "      \"agent\": \"1111\",",
+                "      \"agent\": \"<redacted>\",",
+            ),
+            (
+                "      \"initial_management\": \"2222\",",
+                "      \"initial_management\": \"<redacted>\",",
+            ),
+            (
+                "      \"replication\": \"3333\"",
+                "      \"replication\": \"<redacted>\"",
+            ),
+            ("  token = \"4444\"", "  token = \"<redacted>\""),
+            ("    \"tokens\": {", "    \"tokens\": {"),
+            (
+                "    \"provider=aws tag_key=k secret_access_key=5555\",",
+                "    \"provider=aws tag_key=k secret_access_key=<redacted>\",",
+            ),
+            ("    \"10.0.1.11\",", "    \"10.0.1.11\","),
+        ] {
+            assert_eq!(redact_line(line), want);
+        }
     }
 }

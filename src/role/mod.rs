@@ -103,6 +103,30 @@ impl serde::Serialize for Secret {
     }
 }
 
+/// A cloud auto-join string as it may be shown (`check`, `/v1/status`,
+/// logs): the values of credential arguments (`secret_access_key`,
+/// `client_secret`, `key`, ...) replaced by [`REDACTED`]. The rendered
+/// Consul config keeps the real string.
+pub fn redact_cloud_auto_join(s: &str) -> String {
+    validate::redact_cloud_auto_join(s)
+}
+
+/// Serializes a list of `retry_join` or cloud auto-join strings with
+/// [`redact_cloud_auto_join`] applied to each `provider=` entry.
+pub fn ser_redacted_joins<S: serde::Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|j| shown_join(j)))
+}
+
+/// A `retry_join` entry as it may be shown: cloud auto-join strings
+/// redacted, addresses as they are.
+pub fn shown_join(j: &str) -> String {
+    if j.trim_start().starts_with("provider=") {
+        redact_cloud_auto_join(j)
+    } else {
+        j.to_string()
+    }
+}
+
 /// A gossip encryption key and the file it came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GossipKey {
@@ -228,7 +252,9 @@ pub struct Discovery {
     pub nomad_retry_join: Vec<String>,
     /// Consul HTTP address for a node without a local Consul (`host:port`).
     pub consul_address: Option<String>,
-    /// Cloud auto-join strings, passed to Consul's `retry_join` as written.
+    /// Cloud auto-join strings, passed to Consul's `retry_join` as written
+    /// (serialised with their credentials redacted).
+    #[serde(serialize_with = "ser_redacted_joins")]
     pub cloud_auto_join: Vec<String>,
     /// Announce this node and browse for the others over mDNS/DNS-SD
     /// (`mdns`; default: on when the private address is a private,
@@ -816,6 +842,9 @@ mod tests {
             format!("at most {} characters", limits::DNS_NAME_CHARS),
             format!("labels of at most {}", limits::DNS_LABEL_CHARS),
             format!("at most {} names", limits::DNS_NAMES),
+            format!("Range: {}.", range(&limits::CERT_DAYS)),
+            format!("At most {} entries", limits::JOIN_ADDRESSES),
+            format!("at most {} bytes", limits::JOIN_TOKEN_FILE_BYTES),
         ] {
             assert!(
                 text.contains(&want),

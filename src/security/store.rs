@@ -86,8 +86,14 @@ pub enum StoreError {
         /// Why (never a secret).
         reason: String,
     },
-    /// The cluster dir exists already.
-    #[error("{} exists already: this node was initialised or joined as a CA holder", path.display())]
+    /// This node does not hold the cluster CA.
+    #[error("this node holds no cluster CA ({} is missing): run `supervisor cluster init` first, or run this on a node that holds the CA", path.display())]
+    NotHolder {
+        /// The missing cluster dir.
+        path: PathBuf,
+    },
+    /// The cluster dir (or the node's material) exists already.
+    #[error("{} exists already: this node already belongs to a cluster", path.display())]
     Exists {
         /// The dir.
         path: PathBuf,
@@ -311,7 +317,13 @@ pub fn write_cluster_dir(
         });
     }
     let parent = parent_of(dir);
-    ensure_dir(parent, SECURITY_DIR_MODE, true)?;
+    // The config dir is made when missing, but an existing one keeps its
+    // mode and owner: it is the operator's.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(SECURITY_DIR_MODE)
+        .create(parent)
+        .map_err(io_err("create directory", parent))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}-{:08x}",
         dir.file_name()
@@ -363,6 +375,11 @@ pub fn write_cluster_dir(
 /// Reads a cluster dir: the CA, `cluster.json` (which must pin that CA)
 /// and the token store.
 pub fn load_cluster_dir(dir: &Path) -> Result<ClusterMaterial, StoreError> {
+    if fs::symlink_metadata(dir).is_err() {
+        return Err(StoreError::NotHolder {
+            path: dir.to_path_buf(),
+        });
+    }
     let ca = ClusterCa::load(dir)?;
     let path = dir.join(paths::CLUSTER_FILE);
     let bytes = read_regular(&path, MAX_CLUSTER_FILE_BYTES).map_err(|source| StoreError::Read {

@@ -185,6 +185,24 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time, for lists and messages.
+pub fn format_utc(unix: u64) -> String {
+    let t = i64::try_from(unix)
+        .ok()
+        .and_then(|u| time::OffsetDateTime::from_unix_timestamp(u).ok());
+    match t {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        None => format!("{unix} (unix)"),
+    }
+}
+
 /// One join token as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -820,6 +838,13 @@ mod tests {
             b.list().iter().find(|r| r.id == t1.id).unwrap().revoked,
             Some(7)
         );
+    }
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(1_796_342_400), "2026-12-04 00:00 UTC");
+        assert_eq!(format_utc(u64::MAX), format!("{} (unix)", u64::MAX));
     }
 
     #[test]

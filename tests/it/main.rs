@@ -23,5 +23,6 @@ mod release;
 mod render;
 mod role;
 mod secure_cluster;
+mod security_cli;
 mod security_join;
 mod supervise;

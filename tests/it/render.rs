@@ -13,6 +13,7 @@ use hashi_supervisor::plan::Plan;
 use hashi_supervisor::render::{self, RenderedFile};
 use hashi_supervisor::role;
 
+use crate::support::material::{self, JOIN_TOKEN, MaterialHost};
 use crate::support::supervisor_bin;
 
 /// The five nodes of the reference scenario.
@@ -45,6 +46,20 @@ fn root() -> PathBuf {
 
 fn render_file(path: &Path, roles: &[String]) -> Vec<RenderedFile> {
     render_with(path, roles, &Peers::default())
+}
+
+/// Renders the reference example `node` with what discovery found, as a
+/// node that has joined the secured cluster: its material (test values)
+/// in `/etc/hashi-supervisor/security/`, ams2-server-01 the init node.
+fn render_example(node: &str, peers: &Peers) -> Vec<RenderedFile> {
+    crate::support::agent_users();
+    let host = MaterialHost::new(&["localhost".to_string()], node == "ams2-server-01");
+    let path = root().join(format!("config/examples/{node}.toml"));
+    let role = role::load(&path, true, &[], &host)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .role;
+    assert!(role.security.material.is_some(), "{node}");
+    render::render_plan(&Plan::build(&role, peers)).unwrap()
 }
 
 /// Renders the role file at `path` with what discovery found.
@@ -148,17 +163,15 @@ fn check_golden(files: &[RenderedFile], golden_dir: &Path) -> Vec<String> {
 fn reference_examples_render_byte_for_byte_to_their_golden_files() {
     let mut bad = Vec::new();
     for node in EXAMPLES {
-        let files = render_with(
-            &root().join(format!("config/examples/{node}.toml")),
-            &[],
-            &reference_peers(node),
-        );
+        let files = render_example(node, &reference_peers(node));
         // A node with a local Consul uses it; the others the Consul server
-        // discovery chose for them.
-        let want = reference_consul_http(node).unwrap_or("127.0.0.1:8500");
+        // discovery chose for them, on Consul's HTTPS port.
+        let want = reference_consul_http(node)
+            .map(|a| a.replace(":8500", ":8501"))
+            .unwrap_or_else(|| "127.0.0.1:8501".to_string());
         assert_eq!(
             nomad_consul_address(&files).as_deref(),
-            Some(want),
+            Some(want.as_str()),
             "{node}"
         );
         bad.extend(check_golden(
@@ -171,18 +184,18 @@ fn reference_examples_render_byte_for_byte_to_their_golden_files() {
 
 #[test]
 fn a_client_with_nothing_discovered_yet_renders_no_consul_address() {
-    let path = root().join("config/examples/ams2-client-01.toml");
-    let files = render_file(&path, &[]);
+    let files = render_example("ams2-client-01", &Peers::default());
     assert_eq!(nomad_consul_address(&files), None);
     let flat = hcl_flat(&files[0].contents);
     for key in ["auto_advertise", "server_auto_join", "client_auto_join"] {
         assert_eq!(flat[&format!("consul.{key}")], "false", "consul.{key}");
     }
     // Once discovery has chosen ams2's Consul server, Nomad uses it.
-    let found = render_with(&path, &[], &reference_peers("ams2-client-01"));
+    let found = render_example("ams2-client-01", &reference_peers("ams2-client-01"));
     assert_eq!(
         nomad_consul_address(&found).as_deref(),
-        Some("10.0.1.11:8500")
+        Some("10.0.1.11:8501"),
+        "the chosen server's HTTPS port"
     );
     let flat = hcl_flat(&found[0].contents);
     assert_eq!(flat["consul.server_auto_join"], "true");
@@ -232,7 +245,7 @@ fn every_role_combination_renders_byte_for_byte_to_its_golden_files() {
 #[test]
 fn rendered_consul_files_are_valid_json() {
     for node in EXAMPLES {
-        for f in render_file(&root().join(format!("config/examples/{node}.toml")), &[]) {
+        for f in render_example(node, &Peers::default()) {
             if f.path.extension().is_some_and(|e| e == "json") {
                 serde_json::from_str::<serde_json::Value>(&f.contents)
                     .unwrap_or_else(|e| panic!("{node}: {e}"));
@@ -245,10 +258,7 @@ fn rendered_consul_files_are_valid_json() {
 fn rendered_nomad_files_parse_as_hcl() {
     let mut files = Vec::new();
     for node in EXAMPLES {
-        files.extend(render_file(
-            &root().join(format!("config/examples/{node}.toml")),
-            &[],
-        ));
+        files.extend(render_example(node, &Peers::default()));
     }
     for combo in COMBINATIONS {
         let roles: Vec<String> = combo.split(',').map(String::from).collect();
@@ -268,11 +278,16 @@ fn rendered_nomad_files_parse_as_hcl() {
     }
 }
 
+/// Runs the binary in `config/examples` as a node about to join: with a
+/// join token (of the right shape; `render` does not join), since the
+/// examples have no material on the test machine.
 fn supervisor(args: &[&str]) -> std::process::Output {
     Command::new(supervisor_bin())
         .current_dir(root().join("config/examples"))
         .env_remove("HASHI_SUPERVISOR_CONFIG")
         .env_remove("HASHI_SUPERVISOR_ROLE")
+        .env_remove("HASHI_SUPERVISOR_JOIN_TOKEN")
+        .args(["--join-token", JOIN_TOKEN])
         .args(args)
         .output()
         .expect("the supervisor binary runs")
@@ -280,15 +295,22 @@ fn supervisor(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn render_writes_mode_0640_files_and_check_then_finds_no_drift() {
+    // ams2-server-01 after `cluster init`: its material in a config dir of
+    // its own (the golden files name /etc/hashi-supervisor).
+    let work = tempfile::tempdir().unwrap();
+    let etc = work.path().join("etc");
+    material::write(&etc, &["localhost".to_string()], true);
+    let text = std::fs::read_to_string(root().join("config/examples/ams2-server-01.toml")).unwrap();
+    let role_file = work.path().join("node.toml");
+    std::fs::write(
+        &role_file,
+        format!("{text}\n[paths]\nconfig_dir = \"{}\"\n", etc.display()),
+    )
+    .unwrap();
+    let role_arg = role_file.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().to_str().unwrap();
-    let out = supervisor(&[
-        "render",
-        "--config",
-        "ams2-server-01.toml",
-        "--out",
-        out_dir,
-    ]);
+    let out = supervisor(&["render", "--config", role_arg, "--out", out_dir]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -304,30 +326,19 @@ fn render_writes_mode_0640_files_and_check_then_finds_no_drift() {
             .join(p.file_name().unwrap());
         assert_eq!(
             std::fs::read_to_string(&p).unwrap(),
-            std::fs::read_to_string(golden).unwrap()
+            std::fs::read_to_string(golden)
+                .unwrap()
+                .replace("/etc/hashi-supervisor", etc.to_str().unwrap())
         );
     }
-    let out = supervisor(&[
-        "render",
-        "--check",
-        "--config",
-        "ams2-server-01.toml",
-        "--out",
-        out_dir,
-    ]);
+    let out = supervisor(&["render", "--check", "--config", role_arg, "--out", out_dir]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let again = supervisor(&[
-        "render",
-        "--config",
-        "ams2-server-01.toml",
-        "--out",
-        out_dir,
-    ]);
+    let again = supervisor(&["render", "--config", role_arg, "--out", out_dir]);
     assert_eq!(
         String::from_utf8_lossy(&again.stdout)
             .matches("unchanged: ")

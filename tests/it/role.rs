@@ -45,6 +45,7 @@ fn supervisor(dir: &Path, args: &[&str]) -> std::process::Output {
         .current_dir(dir)
         .env_remove("HASHI_SUPERVISOR_CONFIG")
         .env_remove("HASHI_SUPERVISOR_ROLE")
+        .env_remove("HASHI_SUPERVISOR_JOIN_TOKEN")
         .args(args)
         .output()
         .expect("the supervisor binary runs")
@@ -117,6 +118,8 @@ fn role_flag_overrides_the_roles_of_the_file() {
         &[
             "check",
             "--json",
+            "--join-token",
+            JOIN_TOKEN,
             "--config",
             "ams2-server-01.toml",
             "--role",
@@ -179,7 +182,14 @@ fn role_flag_alone_works_without_a_role_file() {
 fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
     let out = supervisor(
         &examples(),
-        &["check", "--json", "--config", "ams2-server-01.toml"],
+        &[
+            "check",
+            "--json",
+            "--join-token",
+            JOIN_TOKEN,
+            "--config",
+            "ams2-server-01.toml",
+        ],
     );
     assert_eq!(
         out.status.code(),
@@ -213,8 +223,22 @@ fn check_json_shows_the_plan_of_the_seed_server_in_start_order() {
 
 #[test]
 fn check_prints_a_human_summary() {
-    let out = supervisor(&examples(), &["check", "--config", "ams2-client-01.toml"]);
-    assert_eq!(out.status.code(), Some(0));
+    let out = supervisor(
+        &examples(),
+        &[
+            "check",
+            "--join-token",
+            JOIN_TOKEN,
+            "--config",
+            "ams2-client-01.toml",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("node:       ams2-client-01 (region eu, datacenter ams2)"),
@@ -1061,10 +1085,11 @@ fn the_dns_examples_keep_their_names_nameserver_and_default_interval() {
     let files = example_files(&dir);
     assert_eq!(files.len(), 5);
     for path in files {
-        let role =
-            hashi_supervisor::role::load(&path, true, &[], &hashi_supervisor::role::SystemHost)
-                .unwrap_or_else(|e| panic!("{e}"))
-                .role;
+        // A node of the secured cluster (test material).
+        let host = crate::support::material::MaterialHost::new(&["localhost".into()], false);
+        let role = hashi_supervisor::role::load(&path, true, &[], &host)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .role;
         let d = &role.discovery;
         assert!(!d.mdns, "{}: mDNS is off", path.display());
         assert!(
@@ -1254,10 +1279,16 @@ fn a_nomad_without_consul_finds_its_servers_any_of_four_ways() {
 fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
     // No role file at all: `--role nomad-client` on a host whose first
     // private IPv4 is 10.0.1.21 (`auto`).
-    let role = hashi_supervisor::role::load(
+    // Secure by default: `--role` alone comes with its join token.
+    let with_token = hashi_supervisor::role::Overrides {
+        roles: vec!["nomad-client".to_string()],
+        join_token: Some(hashi_supervisor::role::Secret::new(JOIN_TOKEN)),
+        join_token_file: None,
+    };
+    let role = hashi_supervisor::role::load_with(
         Path::new("/nonexistent/hashi-supervisor/node.toml"),
         false,
-        &["nomad-client".to_string()],
+        &with_token,
         &host_on("10.0.1.21"),
     )
     .unwrap_or_else(|e| panic!("{e}"))
@@ -1273,10 +1304,10 @@ fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
         "nothing found yet"
     );
     // On a host with only a public address there is no way: said so.
-    let e = hashi_supervisor::role::load(
+    let e = hashi_supervisor::role::load_with(
         Path::new("/nonexistent/hashi-supervisor/node.toml"),
         false,
-        &["nomad-client".to_string()],
+        &with_token,
         &StaticHost {
             hostname: Some("n1".into()),
             interfaces: vec![("eth0".into(), "203.0.113.5".parse().unwrap())],

@@ -35,6 +35,34 @@ pub(super) const PROVIDERS: [&str; 17] = [
     "vsphere",
 ];
 
+/// Parts of go-discover provider argument names whose values are
+/// credentials (`secret_access_key` (aws), `client_secret` (azure),
+/// `access_key_secret` (aliyun), `secret_key` (tencentcloud), `api_token`
+/// (digitalocean, linode), `token` (scaleway), `auth_token` (packet),
+/// `password` (os, vsphere), `api_key` (softlayer, exoscale `api_secret`),
+/// `key` (exoscale and others)). The one list every printer of the role
+/// uses; rendering keeps the real value.
+const SECRET_ARG_PARTS: [&str; 4] = ["secret", "password", "token", "api_key"];
+
+/// Whether the value of provider argument `key` is a credential.
+fn is_secret_arg(key: &str) -> bool {
+    key == "key" || SECRET_ARG_PARTS.iter().any(|p| key.contains(p))
+}
+
+/// A cloud auto-join string with the value of every credential argument
+/// replaced by `<redacted>`; a string that does not parse is redacted
+/// whole (the role loader refuses those anyway).
+pub(crate) fn redact(text: &str) -> String {
+    let Ok(pairs) = pairs(text) else {
+        return crate::role::REDACTED.to_string();
+    };
+    let mut out = text.to_string();
+    for p in pairs.iter().rev().filter(|p| is_secret_arg(&p.key)) {
+        out.replace_range(p.value_at.clone(), crate::role::REDACTED);
+    }
+    out
+}
+
 /// One `key=value` pair: the key, the value (unquoted), and the byte ranges
 /// of each within the string.
 struct Pair {
@@ -201,6 +229,32 @@ fn quoted(text: &str, start: usize) -> Result<(String, usize), (Range<usize>, St
         }
     }
     Err((start..text.len(), "unbalanced quotes".to_string()))
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn credential_values_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact(
+                "provider=aws tag_key=consul tag_value=ams2 access_key_id=AKIA secret_access_key=s3cr3t"
+            ),
+            "provider=aws tag_key=consul tag_value=ams2 access_key_id=AKIA secret_access_key=<redacted>"
+        );
+        assert_eq!(
+            redact(
+                "provider=azure tenant_id=t client_id=c client_secret=\"a b\" subscription_id=s"
+            ),
+            "provider=azure tenant_id=t client_id=c client_secret=<redacted> subscription_id=s"
+        );
+        assert_eq!(
+            redact("provider=exoscale key=k1 secret=k2 api_token=k3 password=k4"),
+            "provider=exoscale key=<redacted> secret=<redacted> api_token=<redacted> password=<redacted>"
+        );
+        assert_eq!(redact("provider=aws secret_access_key"), "<redacted>");
+    }
 }
 
 #[cfg(test)]

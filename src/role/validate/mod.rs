@@ -42,6 +42,8 @@ mod users;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use cloud::redact as redact_cloud_auto_join;
+
 use toml::Spanned;
 
 use super::diag::{Location, Problem, did_you_mean};

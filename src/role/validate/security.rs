@@ -55,10 +55,6 @@ pub(super) fn check(cx: Context<'_>, i: &Inputs<'_>) -> Checked<SecurityRole> {
     let mut found = Findings::default();
     let r = i.raw;
     let plaintext = r.plaintext.as_ref().is_some_and(|p| *p.get_ref());
-    let join_token = join_token(&mut found, cx, r, i.overrides);
-    let join = join_addresses(&mut found, &r.join);
-    let join_listen = join_listen(&mut found, &r.join_listen, i.private);
-    let (cert_lifetime, renew_before) = lifetimes(&mut found, r);
     // `dev` is a single node on loopback: never secured, its material
     // never read.
     let material = if i.set.dev {
@@ -66,6 +62,16 @@ pub(super) fn check(cx: Context<'_>, i: &Inputs<'_>) -> Checked<SecurityRole> {
     } else {
         material(&mut found, cx, i.config_dir, i.set)
     };
+    // A node with material has joined: its token is not read (the
+    // operator may have deleted the file, as they should).
+    let join_token = if material.is_some() {
+        None
+    } else {
+        join_token(&mut found, cx, r, i.overrides)
+    };
+    let join = join_addresses(&mut found, &r.join);
+    let join_listen = join_listen(&mut found, &r.join_listen, i.private);
+    let (cert_lifetime, renew_before) = lifetimes(&mut found, r);
     let ca_holder = !i.set.dev && cx.host.is_dir(&i.config_dir.join(CLUSTER_SUBDIR));
     let role = SecurityRole {
         plaintext,
@@ -872,6 +878,13 @@ mod tests {
             e.contains("failed to read the node key /etc/hashi-supervisor/security/node-key.pem"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_node_with_material_does_not_read_its_join_token_any_more() {
+        let text = format!("{SERVER}[security]\njoin_token_file = \"/deleted.token\"\n");
+        let r = load_ok(&text, &secured_host());
+        assert!(r.security.material.is_some() && r.security.join_token.is_none());
     }
 
     #[test]

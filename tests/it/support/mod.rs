@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod fake_agent;
+pub mod material;
 pub mod mirror;
 pub mod netns;
 pub mod node;
