@@ -457,3 +457,69 @@ fn render_without_out_writes_into_the_role_files_config_dir() {
     let out = supervisor(&["render", "--check", "--config", role.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Certificate names of each reference node (the design contract's
+/// `security::names`).
+fn reference_names(node: &str) -> Vec<String> {
+    let (roles, dc): (&[&str], &str) = match node {
+        "ams2-server-01" => (&["consul-server", "nomad-server"], "ams2"),
+        "ams2-server-03" => (&["nomad-server"], "ams2"),
+        "ams2-client-01" => (&["nomad-client"], "ams2"),
+        "lon1-server-01" => (&["consul-server", "nomad-server"], "lon1"),
+        _ => (&["nomad-client"], "lon1"),
+    };
+    material::names_for(roles, "eu", dc)
+}
+
+#[test]
+fn secured_renders_of_every_example_pass_the_stand_ins_config_validation() {
+    // Each reference node with real material (rcgen CA and node
+    // certificate) in a config dir of its own; the stand-in's loader is
+    // the other judge of the keys (it accepts what the real agents accept).
+    let standin = crate::support::standin::standin_bin();
+    for node in EXAMPLES {
+        let work = tempfile::tempdir().unwrap();
+        let etc = work.path().join("etc");
+        material::write(&etc, &reference_names(node), node == "ams2-server-01");
+        let text =
+            std::fs::read_to_string(root().join(format!("config/examples/{node}.toml"))).unwrap();
+        let role_file = work.path().join("node.toml");
+        std::fs::write(
+            &role_file,
+            format!(
+                "{text}\n[paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+                etc.display(),
+                work.path().join("var").display()
+            ),
+        )
+        .unwrap();
+        crate::support::agent_users();
+        let role = role::load(&role_file, true, &[], &role::SystemHost)
+            .unwrap_or_else(|e| panic!("{node}: {e}"))
+            .role;
+        assert!(role.security.material.is_some(), "{node}");
+        let files = render::render_plan(&Plan::build(&role, &reference_peers(node))).unwrap();
+        for f in &files {
+            std::fs::create_dir_all(f.path.parent().unwrap()).unwrap();
+            std::fs::write(&f.path, &f.contents).unwrap();
+            let args: &[&str] = if f.product == hashi_supervisor::vocab::Product::Consul {
+                &["--product", "consul", "validate"]
+            } else {
+                &["--product", "nomad", "config", "validate"]
+            };
+            let out = Command::new(&standin)
+                .args(args)
+                .arg(&f.path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{node} {}: {}{}\n{}",
+                f.path.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                f.contents
+            );
+        }
+    }
+}

@@ -803,7 +803,7 @@ mod tests {
             &secured_host(),
         );
         assert!(e.contains("/r/node.toml:4:13: `plaintext = true` but this node has the cluster's TLS material in /etc/hashi-supervisor/security"), "{e}");
-        let e = load(&format!("schema = 1\nroles = [\"dev\"]\n"), &ov, &host()).unwrap_err();
+        let e = load("schema = 1\nroles = [\"dev\"]\n", &ov, &host()).unwrap_err();
         assert!(
             e.contains("/r/node.toml:2:9: the `dev` role is a single node on loopback"),
             "{e}"

@@ -4,6 +4,7 @@
 //! tests that run the binary or the stand-in) or served by [`MaterialHost`]
 //! at the default config dir (for golden renders, whose paths must not
 //! depend on a temp dir).
+#![allow(clippy::unwrap_used)] // test support: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
 use std::io;
