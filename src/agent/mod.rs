@@ -33,6 +33,9 @@ pub mod observe;
 pub mod report;
 pub mod transport;
 
+#[cfg(test)]
+pub(crate) mod testtls;
+
 pub use consul::{ConsulClient, ServiceCheck, ServiceRegistration};
 pub use nomad::{NomadClient, NomadHealthItem};
 pub use observe::{Observation, ObserverConfig, ObserverHandle, Observers, Verdict};

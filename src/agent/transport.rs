@@ -279,6 +279,33 @@ impl AgentClient {
         })
     }
 
+    /// As [`AgentClient::for_plan`]; a node with the cluster's material
+    /// and no local Consul asks remote Consul agents over HTTPS with the
+    /// cluster CA, the node's certificate and the supervisor's Consul
+    /// token (registration through another node's Consul, discovery's
+    /// probes).
+    pub fn for_plan_and_role(
+        plan: &Plan,
+        role: &crate::role::NodeRole,
+    ) -> Result<Self, AgentError> {
+        let c = Self::for_plan(plan)?;
+        match (&c.cluster, &role.security.material) {
+            (None, Some(m)) => {
+                let tls = ApiTls {
+                    ca_file: m.ca_file.clone(),
+                    server_name: String::new(),
+                    client_cert: Some(crate::plan::ClientCert {
+                        cert_file: m.cert_file.clone(),
+                        key_file: m.key_file.clone(),
+                    }),
+                    token: m.secrets.acl.consul_supervisor.clone(),
+                };
+                Ok(c.with_remote_consul(&tls))
+            }
+            _ => Ok(c),
+        }
+    }
+
     /// This client, asking remote Consul agents at an `https://` base
     /// ([`AgentClient::endpoint_at`]) with `tls`'s CA, client certificate
     /// and token (its server name is unused: a remote agent is verified
@@ -379,6 +406,17 @@ impl AgentClient {
             base: format!("https://{host}:{}", addr.port()),
             timeout,
         })
+    }
+
+    /// The TLS API of the agent at `addr`, when this client has one (its
+    /// files loaded): the endpoint under the server name the plan gave.
+    pub fn tls_endpoint(&self, addr: SocketAddr, timeout: Duration) -> Option<Endpoint> {
+        let tls = self
+            .tls
+            .iter()
+            .filter_map(|c| c.tls.as_ref())
+            .find(|t| t.addr == Some(addr))?;
+        self.endpoint(addr, Some(&tls.api), timeout).ok()
     }
 
     /// The API at `base` (`http://host:port`, or `https://host:port`
@@ -795,178 +833,9 @@ mod tests {
 
     use std::sync::Mutex;
 
-    use http_body_util::Full;
-    use hyper::body::Incoming;
-    use hyper_util::rt::TokioIo;
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        SanType,
-    };
-    use tokio_rustls::rustls;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use super::super::testtls::{CONSUL_TOKEN, Ca, api_tls, client_pem, tls_agent};
 
-    use crate::plan::ClientCert;
-    use crate::role::Secret;
-
-    const TOKEN: &str = "5c0e7d1a-93b4-4c2e-8f11-2a7d9e6b4f30";
-
-    /// A CA, able to sign leaf certificates.
-    struct Ca {
-        params: CertificateParams,
-        key: KeyPair,
-        pem: String,
-        der: CertificateDer<'static>,
-    }
-
-    impl Ca {
-        fn new() -> Self {
-            let key = KeyPair::generate().unwrap();
-            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let cert = params.self_signed(&key).unwrap();
-            Self {
-                pem: cert.pem(),
-                der: cert.der().clone(),
-                params,
-                key,
-            }
-        }
-
-        /// A leaf for `names` (+ IP SAN 127.0.0.1): (cert PEM, key PEM, cert
-        /// DER, key DER).
-        fn leaf(
-            &self,
-            names: &[&str],
-            client: bool,
-        ) -> (
-            String,
-            String,
-            CertificateDer<'static>,
-            PrivateKeyDer<'static>,
-        ) {
-            let key = KeyPair::generate().unwrap();
-            let mut p =
-                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            p.subject_alt_names
-                .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-            p.extended_key_usages = if client {
-                vec![ExtendedKeyUsagePurpose::ClientAuth]
-            } else {
-                vec![ExtendedKeyUsagePurpose::ServerAuth]
-            };
-            let cert = p
-                .signed_by(&key, &Issuer::from_params(&self.params, &self.key))
-                .unwrap();
-            let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-            (cert.pem(), key.serialize_pem(), cert.der().clone(), key_der)
-        }
-    }
-
-    /// What the server saw of each request: path and the token headers.
-    #[derive(Debug, Clone, Default)]
-    struct Seen {
-        path: String,
-        consul_token: Option<String>,
-        nomad_token: Option<String>,
-    }
-
-    /// An agent API over TLS on a free loopback port that requires a client
-    /// certificate signed by `client_ca` (like Consul's `verify_incoming`):
-    /// `/v1/status/leader` answers a leader, `/denied` 403 as Consul does
-    /// for a token without the permission; every request is recorded.
-    async fn tls_agent(server_ca: &Ca, client_ca: &Ca) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (_, _, cert, key) = server_ca.leaf(&["localhost", "server.dc1.consul"], false);
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(client_ca.der.clone()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert, server_ca.der.clone()], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        tokio::spawn(async move {
-            loop {
-                let (tcp, _) = l.accept().await.unwrap();
-                let (acceptor, log) = (acceptor.clone(), log.clone());
-                tokio::spawn(async move {
-                    // A client without a certificate fails here.
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                        let h = |n: &str| {
-                            req.headers()
-                                .get(n)
-                                .map(|v| v.to_str().unwrap().to_string())
-                        };
-                        log.lock().unwrap().push(Seen {
-                            path: req.uri().to_string(),
-                            consul_token: h(CONSUL_TOKEN_HEADER),
-                            nomad_token: h(NOMAD_TOKEN_HEADER),
-                        });
-                        let (status, body) = match req.uri().path() {
-                            "/v1/status/leader" => (200, "\"10.0.0.1:8300\""),
-                            "/denied" => (
-                                403,
-                                "Permission denied: token lacks permission 'agent:read'",
-                            ),
-                            _ => (404, "not found"),
-                        };
-                        async move {
-                            hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
-        (addr, seen)
-    }
-
-    /// Writes `ca` and (when given) the client cert and key in `dir`; the
-    /// API settings naming them.
-    fn api_tls(
-        dir: &std::path::Path,
-        ca: &Ca,
-        client: Option<(String, String)>,
-        server_name: &str,
-        token: Option<&str>,
-    ) -> ApiTls {
-        let ca_file = dir.join("ca.pem");
-        std::fs::write(&ca_file, &ca.pem).unwrap();
-        let client_cert = client.map(|(cert, key)| {
-            let (cert_file, key_file) = (dir.join("node.pem"), dir.join("node-key.pem"));
-            std::fs::write(&cert_file, cert).unwrap();
-            std::fs::write(&key_file, key).unwrap();
-            ClientCert {
-                cert_file,
-                key_file,
-            }
-        });
-        ApiTls {
-            ca_file,
-            server_name: server_name.into(),
-            client_cert,
-            token: token.map(Secret::new),
-        }
-    }
+    const TOKEN: &str = CONSUL_TOKEN;
 
     /// Everything logged (any level, any target) while the returned guard
     /// lives, on this thread (a current-thread test runtime: every task).
@@ -990,11 +859,6 @@ mod tests {
             .with_writer(move || w.clone())
             .finish();
         (buf, tracing::subscriber::set_default(sub))
-    }
-
-    fn client_pem(ca: &Ca) -> (String, String) {
-        let (c, k, _, _) = ca.leaf(&["client.dc1.consul", "localhost"], true);
-        (c, k)
     }
 
     #[tokio::test]

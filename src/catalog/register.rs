@@ -99,8 +99,22 @@ pub fn registration(node_name: &str, health: SocketAddr) -> ServiceRegistration 
 /// The Consul agent at `consul_http` (`ip:port` or `host:port`; a host
 /// name is resolved on each new connection, so a DNS name that is not
 /// resolvable yet at boot works once it is), through the node's client.
+///
+/// The node's own Consul serving HTTPS is asked through its TLS API (its
+/// CA, the node's certificate, the supervisor's token); a remote one over
+/// HTTPS when the node has the cluster's material, else plain HTTP.
 fn consul(client: &AgentClient, consul_http: &str) -> ConsulClient {
-    ConsulClient::new(client.endpoint_at(format!("http://{consul_http}"), REGISTER_TIMEOUT))
+    if let Ok(addr) = consul_http.parse::<SocketAddr>() {
+        if let Some(api) = client.tls_endpoint(addr, REGISTER_TIMEOUT) {
+            return ConsulClient::new(api);
+        }
+    }
+    let scheme = if client.has_remote_consul_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    ConsulClient::new(client.endpoint_at(format!("{scheme}://{consul_http}"), REGISTER_TIMEOUT))
 }
 
 /// Registers the node's supervisor with the Consul agent at `consul_http`;
@@ -285,5 +299,69 @@ async fn consul_became_ready(
             *was_ready = ready;
             return ready;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::agent::testtls::{CONSUL_TOKEN, Ca, api_tls, client_pem, tls_agent};
+
+    #[tokio::test]
+    async fn catalog_registration_goes_over_the_local_consuls_tls_api_with_the_token() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "localhost",
+            Some(CONSUL_TOKEN),
+        );
+        let client = AgentClient::new([(Product::Consul, addr, &tls)]).unwrap();
+        let health: SocketAddr = "127.0.0.1:4680".parse().unwrap();
+        let id = register_self(&client, &addr.to_string(), "ams2-server-01", health)
+            .await
+            .unwrap();
+        assert_eq!(id, "hashi-supervisor-ams2-server-01");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].path, "/v1/agent/service/register");
+        assert_eq!(seen[0].consul_token.as_deref(), Some(CONSUL_TOKEN));
+    }
+
+    #[tokio::test]
+    async fn catalog_registration_with_a_remote_consul_uses_https_and_the_token() {
+        let ca = Ca::new();
+        let (addr, seen) = tls_agent(&ca, &ca).await;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = api_tls(
+            dir.path(),
+            &ca,
+            Some(client_pem(&ca)),
+            "",
+            Some(CONSUL_TOKEN),
+        );
+        // A node without a local Consul: the cluster client, by address.
+        let client = AgentClient::plain().unwrap().with_remote_consul(&tls);
+        let health: SocketAddr = "10.0.1.21:4680".parse().unwrap();
+        register_self(&client, &addr.to_string(), "ams2-client-01", health)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen.lock().unwrap()[0].consul_token.as_deref(),
+            Some(CONSUL_TOKEN)
+        );
+        // A plain client asks plain HTTP, which a TLS port refuses: an
+        // error, and the token never left the node.
+        let plain = AgentClient::plain().unwrap();
+        let e = register_self(&plain, &addr.to_string(), "ams2-client-01", health)
+            .await
+            .unwrap_err();
+        assert!(!format!("{e:?}").contains(CONSUL_TOKEN));
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

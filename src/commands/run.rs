@@ -68,7 +68,8 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // The one client of the agents (a TLS API's CA loaded from the plan)
     // and one observer per agent: readiness, health and the registration
     // all go through them. They stop with health, last.
-    let agents = agent::AgentClient::for_plan(&plan).map_err(|e| Error::Internal(e.one_line()))?;
+    let agents = agent::AgentClient::for_plan_and_role(&plan, &role)
+        .map_err(|e| Error::Internal(e.one_line()))?;
     let observers = agent::Observers::start(
         &agents,
         &health::NodeInfo::from_plan(&plan).agents,
@@ -85,6 +86,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         health_cancel.clone(),
     )
     .await?;
+    // What `/v1/status`, the page and `/metrics` show of the node's
+    // security; the renewal task updates it through `started.security`.
+    started
+        .security
+        .send_replace(Some(health::SecurityStatus::of_role(&role)));
     // Signals count from here: a stop while waiting for discovery or
     // during a slow download ends the run (the download's temp file is
     // removed; nothing half-installed stays).

@@ -92,6 +92,9 @@ pub fn summary(doc: &StatusDoc) -> String {
         doc.supervisor_version,
         doc.config_hash.get(..12).unwrap_or(&doc.config_hash)
     );
+    if let Some(sec) = &doc.security {
+        let _ = writeln!(o, "{}", security_line(sec));
+    }
     if doc.stopping {
         let _ = writeln!(o, "shutting down");
     }
@@ -140,6 +143,37 @@ pub fn summary(doc: &StatusDoc) -> String {
     o
 }
 
+/// `security: tls, certificate until <RFC 3339> (<n> days left), ACLs on`,
+/// or `security: PLAINTEXT (...)`.
+pub fn security_line(sec: &crate::health::handlers::json::SecurityDoc) -> String {
+    if sec.mode == "plaintext" {
+        return "security: PLAINTEXT (no TLS, no gossip encryption, no ACLs)".to_string();
+    }
+    let mut l = format!("security: {}", sec.mode);
+    if let Some(at) = &sec.not_after {
+        l.push_str(&format!(", certificate until {at}"));
+        match sec.days_left {
+            Some(d) if d < 0 => l.push_str(" (EXPIRED)"),
+            Some(d) => l.push_str(&format!(" ({d} days left)")),
+            None => {}
+        }
+    }
+    if sec.acl_enabled {
+        l.push_str(", ACLs on");
+    }
+    if sec.ca_holder {
+        l.push_str(", holds the CA");
+    }
+    if sec.renewals.errors > 0 {
+        l.push_str(&format!(
+            ", {} failed renewal{}",
+            sec.renewals.errors,
+            if sec.renewals.errors == 1 { "" } else { "s" }
+        ));
+    }
+    l
+}
+
 /// The discovery lines of the summary: learned identity, peers with their
 /// source and last sighting, warnings.
 fn discovery_summary(d: &crate::health::handlers::json::DiscoveryDoc, o: &mut String) {
@@ -181,5 +215,47 @@ fn discovery_summary(d: &crate::health::handlers::json::DiscoveryDoc, o: &mut St
     }
     for w in &d.warnings {
         let _ = writeln!(o, "  WARN {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::handlers::json::SecurityDoc;
+
+    fn doc(mode: &str) -> SecurityDoc {
+        SecurityDoc {
+            mode: mode.into(),
+            ca_sha256: Some(format!("sha256:{}", "ab".repeat(32))),
+            names: vec!["server.ams2.consul".into()],
+            not_after: Some("2027-03-03T22:00:00Z".into()),
+            not_after_unix: Some(1_803_938_400),
+            days_left: Some(89),
+            acl_enabled: true,
+            ca_holder: true,
+            join_listen: Some("10.0.1.11:4681".into()),
+            renewals: Default::default(),
+        }
+    }
+
+    #[test]
+    fn status_security_line_shows_mode_expiry_and_days_left_or_plaintext() {
+        assert_eq!(
+            security_line(&doc("tls")),
+            "security: tls, certificate until 2027-03-03T22:00:00Z (89 days left), ACLs on, holds the CA"
+        );
+        let mut gone = doc("tls");
+        gone.days_left = Some(-2);
+        gone.renewals.errors = 3;
+        assert!(security_line(&gone).contains("(EXPIRED)"));
+        assert!(security_line(&gone).ends_with("3 failed renewals"));
+        assert_eq!(
+            security_line(&SecurityDoc {
+                not_after: None,
+                days_left: None,
+                ..doc("plaintext")
+            }),
+            "security: PLAINTEXT (no TLS, no gossip encryption, no ACLs)"
+        );
     }
 }

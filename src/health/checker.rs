@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::security::SecurityStatus;
 use super::snapshot::{AgentTarget, DiscoveryView, HealthSnapshot, NodeInfo};
 use super::{HealthError, Metrics};
 use crate::agent::{Observation, ObserverHandle, Observers};
@@ -32,6 +33,8 @@ pub struct Checker {
     status: watch::Receiver<SupervisorStatus>,
     /// Discovery's view, once `run` publishes it.
     discovery: Option<watch::Receiver<Option<DiscoveryView>>>,
+    /// The node's security, once `run` publishes it.
+    security: Option<watch::Receiver<Option<SecurityStatus>>>,
     tx: watch::Sender<HealthSnapshot>,
     /// Per agent of the node, in its order: its observer, if one runs.
     observers: Vec<Option<ObserverHandle>>,
@@ -69,6 +72,7 @@ impl Checker {
             Self {
                 status,
                 discovery: None,
+                security: None,
                 tx,
                 observers,
             },
@@ -82,6 +86,15 @@ impl Checker {
             self.tx.send_modify(|s| s.set_discovery(v));
         }
         self.discovery = Some(rx);
+        self
+    }
+
+    /// Also follows the node's security (`None` until published).
+    pub fn with_security(mut self, rx: watch::Receiver<Option<SecurityStatus>>) -> Self {
+        if let Some(v) = rx.borrow().clone() {
+            self.tx.send_modify(|s| s.set_security(v));
+        }
+        self.security = Some(rx);
         self
     }
 
@@ -120,6 +133,11 @@ impl Checker {
                     Some(Some(v)) => self.tx.send_modify(|s| s.set_discovery(v)),
                     Some(None) => {}
                     None => self.discovery = None,
+                },
+                r = discovery_changed(self.security.as_mut()) => match r {
+                    Some(Some(v)) => self.tx.send_modify(|s| s.set_security(v)),
+                    Some(None) => {}
+                    None => self.security = None,
                 },
                 changed = self.status.changed(), if status_open => {
                     if changed.is_err() {
@@ -162,9 +180,9 @@ impl Checker {
 
 /// The next view of `rx` (`Some(None)`: still unpublished), or forever
 /// without a receiver; `None` once it closed.
-async fn discovery_changed(
-    rx: Option<&mut watch::Receiver<Option<DiscoveryView>>>,
-) -> Option<Option<DiscoveryView>> {
+async fn discovery_changed<T: Clone>(
+    rx: Option<&mut watch::Receiver<Option<T>>>,
+) -> Option<Option<T>> {
     match rx {
         Some(rx) => match rx.changed().await {
             Ok(()) => Some(rx.borrow_and_update().clone()),

@@ -66,11 +66,40 @@ pub fn evaluate(s: &HealthSnapshot) -> Vec<Check> {
     if let Some(d) = s.discovery() {
         out.push(discovery_check(d));
     }
+    if let Some(c) = s
+        .security()
+        .and_then(|sec| certificate_check(sec, std::time::SystemTime::now()))
+    {
+        out.push(c);
+    }
     for target in &s.node().agents {
         let status = sup.agents.iter().find(|a| a.product == target.product);
         agent_checks(s, target, status, &mut out);
     }
     out
+}
+
+/// `certificate`: the node certificate, when the node has one; fails when
+/// it expired or expires within a day (plaintext never fails a check: it
+/// is shown, the operator chose it).
+pub fn certificate_check(
+    sec: &super::security::SecurityStatus,
+    now: std::time::SystemTime,
+) -> Option<Check> {
+    let not_after = sec.not_after?;
+    let name = "certificate".to_string();
+    Some(match sec.expiry_problem(now) {
+        Some(p) => Check::new(name, false, p),
+        None => Check::new(
+            name,
+            true,
+            format!(
+                "valid until {} ({} days left)",
+                super::security::rfc3339(not_after),
+                sec.days_left(now).unwrap_or(0)
+            ),
+        ),
+    })
 }
 
 /// `discovery`: fails while `run` waits for what the role needs, and while

@@ -15,6 +15,9 @@
 //!   response`, tested without sockets.
 //! * [`server`]: hyper 1.x accept loop with a header read timeout, a body
 //!   limit and a bound on connections.
+//! * [`security`]: the node's security as shown ([`SecurityStatus`]:
+//!   mode, certificate names and expiry, ACLs, CA holder, renewals), which
+//!   `run` and the renewal task publish on [`Started::security`].
 //! * [`metrics`]: counters other components bump (fetch/verify outcomes,
 //!   re-plans on discovered peers).
 //!
@@ -33,6 +36,7 @@ pub mod checks;
 pub mod handlers;
 pub mod metrics;
 pub mod redact;
+pub mod security;
 pub mod server;
 pub mod snapshot;
 
@@ -47,6 +51,7 @@ pub use checker::Checker;
 pub use checks::Check;
 pub use handlers::{StatusDoc, handle};
 pub use metrics::Metrics;
+pub use security::{Renewals, SecurityMode, SecurityStatus};
 pub use server::{ServerLimits, bind, default_listen, serve, serve_with};
 pub use snapshot::{
     AgentReport, ConsulReport, DiscoveryView, HealthSnapshot, NodeInfo, NomadReport,
@@ -68,6 +73,11 @@ pub struct Started {
     /// Where `run` publishes discovery's view once discovery runs (the
     /// endpoint starts first: discovery announces its port).
     pub discovery: watch::Sender<Option<DiscoveryView>>,
+    /// Where `run` publishes the node's security
+    /// ([`SecurityStatus::of_role`]) and the renewal task updates it
+    /// (`send_modify` with [`SecurityStatus::record_renewal`] and
+    /// friends). Until then `/v1/status` has no `security` object.
+    pub security: watch::Sender<Option<SecurityStatus>>,
 }
 
 /// Binds the plan's `health_listen`, then spawns the checker (reading the
@@ -86,14 +96,18 @@ pub async fn start(
     let listener = bind(plan.health_listen).await?;
     let addr = listener.local_addr().map_err(HealthError::LocalAddr)?;
     let (discovery, discovery_rx) = watch::channel(None);
+    let (security, security_rx) = watch::channel(None);
     let (checker, snapshot) = Checker::new(plan, status, metrics, observers);
-    let checker = checker.with_discovery(discovery_rx);
+    let checker = checker
+        .with_discovery(discovery_rx)
+        .with_security(security_rx);
     tracker.spawn(checker.run(cancel.clone()));
     tracker.spawn(serve(listener, snapshot.clone(), cancel));
     Ok(Started {
         addr,
         snapshot,
         discovery,
+        security,
     })
 }
 

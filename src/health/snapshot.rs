@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::checks::{self, Check};
 use super::metrics::Metrics;
 use super::redact::redact;
+use super::security::SecurityStatus;
 pub use crate::agent::{AgentReport, AgentTarget, ConsulReport, NomadReport};
 use crate::peers::DiscoveryReport;
 use crate::plan::Plan;
@@ -89,6 +90,8 @@ pub struct HealthSnapshot {
     pub metrics: Arc<Metrics>,
     /// Discovery, once `run` started it (redacted).
     discovery: Option<DiscoveryView>,
+    /// The node's security, once `run` published it.
+    security: Option<SecurityStatus>,
     /// The checks of this content.
     derived: Arc<Derived>,
 }
@@ -108,6 +111,7 @@ impl HealthSnapshot {
             reports: Vec::new(),
             metrics,
             discovery: None,
+            security: None,
             derived: Arc::new(Derived {
                 checks: Vec::new(),
                 healthy: false,
@@ -200,6 +204,19 @@ impl HealthSnapshot {
         }
         self.discovery = Some(view);
         self.refresh();
+    }
+
+    /// Replaces the node's security, redacting the renewal error.
+    pub fn set_security(&mut self, mut security: SecurityStatus) {
+        let e = &mut security.renewals.last_error;
+        *e = e.as_deref().map(redact);
+        self.security = Some(security);
+        self.refresh();
+    }
+
+    /// The node's security, once set.
+    pub fn security(&self) -> Option<&SecurityStatus> {
+        self.security.as_ref()
     }
 
     /// Discovery's view, once set.

@@ -581,3 +581,196 @@ fn failed_wan_servers_warn_in_status_without_failing_ready() {
         vec!["WAN: 1 of 2 datacenters' servers failed: lon1-server-01.lon1".to_string()]
     );
 }
+
+// -------------------------------------------------------------- security ---
+
+/// A consul-server + nomad-server role with the cluster's material in
+/// place (every token and both gossip keys set), holding the CA.
+fn secured_role(not_after: u64) -> crate::role::NodeRole {
+    use crate::role::Secret;
+    use crate::role::security::{AclTokens, NodeMaterial, NodeSecrets};
+    let host = crate::role::StaticHost {
+        hostname: Some("ams2-server-01".into()),
+        interfaces: vec![("eth1".into(), std::net::Ipv4Addr::new(10, 0, 1, 11))],
+        ..crate::role::StaticHost::default()
+    };
+    // `dev` parses with no `[security]` at all; the security fields are
+    // then set as the loader sets them for a secured server.
+    let mut role = crate::role::parse(
+        std::path::Path::new("/r/node.toml"),
+        "schema = 1\n",
+        &["dev".to_string()],
+        &host,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    role.security.join_listen = "10.0.1.11:4681".parse().unwrap();
+    let t = || Some(Secret::new(TOKEN));
+    role.security.plaintext = false;
+    role.security.ca_holder = true;
+    role.security.material = Some(NodeMaterial {
+        dir: "/etc/hashi-supervisor/security".into(),
+        ca_file: "/etc/hashi-supervisor/security/ca.pem".into(),
+        cert_file: "/etc/hashi-supervisor/security/node.pem".into(),
+        key_file: "/etc/hashi-supervisor/security/node-key.pem".into(),
+        consul_key_file: "/etc/hashi-supervisor/security/consul-key.pem".into(),
+        nomad_key_file: "/etc/hashi-supervisor/security/nomad-key.pem".into(),
+        secrets: NodeSecrets {
+            ca_sha256: format!("sha256:{}", "ab".repeat(32)),
+            names: vec![
+                "server.ams2.consul".into(),
+                "server.eu.nomad".into(),
+                "localhost".into(),
+            ],
+            ips: vec!["127.0.0.1".parse().unwrap(), "10.0.1.11".parse().unwrap()],
+            not_before: 0,
+            not_after,
+            primary_datacenter: "ams2".into(),
+            consul_gossip_key: Secret::new(GOSSIP_KEY),
+            nomad_gossip_key: Secret::new(GOSSIP_KEY),
+            acl_enabled: true,
+            acl: AclTokens {
+                consul_agent: t(),
+                consul_supervisor: t(),
+                consul_replication: t(),
+                consul_initial_management: t(),
+                nomad_consul: t(),
+                nomad_supervisor: t(),
+                nomad_bootstrap: t(),
+            },
+        },
+    });
+    role
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn status_shows_the_tls_security_with_expiry_and_no_token_or_key_anywhere() {
+    let not_after = unix_now() + 60 * 86_400 + 3600;
+    let mut sec = SecurityStatus::of_role(&secured_role(not_after));
+    sec.record_renewal_error(
+        &format!("renewal refused: token={TOKEN}"),
+        Some(not_after - 30 * 86_400),
+    );
+    let mut s = healthy();
+    s.set_security(sec);
+    let (code, body) = get(&s, "/v1/status");
+    assert_eq!(code, StatusCode::OK);
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    let d = doc.security.unwrap();
+    assert_eq!(d.mode, "tls");
+    assert_eq!(d.ca_sha256, Some(format!("sha256:{}", "ab".repeat(32))));
+    assert_eq!(
+        d.names,
+        ["server.ams2.consul", "server.eu.nomad", "localhost"]
+    );
+    assert_eq!(d.not_after, Some(security::rfc3339(not_after)));
+    assert!(d.not_after.as_deref().unwrap().ends_with('Z'));
+    assert_eq!(d.days_left, Some(60));
+    assert!(d.acl_enabled && d.ca_holder);
+    assert_eq!(d.join_listen.as_deref(), Some("10.0.1.11:4681"));
+    assert_eq!(d.renewals.errors, 1);
+    assert!(d.renewals.last_error.unwrap().contains(redact::REDACTED));
+    // A certificate with 60 days left passes, and says so.
+    let c = doc.checks.iter().find(|c| c.name == "certificate").unwrap();
+    assert!(c.ok, "{c:?}");
+    assert!(c.reason.contains("60 days left"), "{c:?}");
+    assert_eq!(get(&s, "/ready").0, StatusCode::OK);
+    // Every answer: no token, no gossip key.
+    for path in ["/", "/v1/status", "/metrics", "/ready?verbose"] {
+        let (_, body) = get(&s, path);
+        assert!(!body.contains(TOKEN), "{path}: {body}");
+        assert!(!body.contains(GOSSIP_KEY), "{path}: {body}");
+    }
+    let (_, page) = get(&s, "/");
+    assert!(page.contains("data-mode=\"tls\""), "{page}");
+    assert!(
+        page.contains(&format!("valid until {}", security::rfc3339(not_after))),
+        "{page}"
+    );
+    assert!(!page.contains("class=\"plaintext"), "{page}");
+    let (_, metrics) = get(&s, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "\nhashi_supervisor_cert_expiry_seconds {not_after}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nhashi_supervisor_security_plaintext 0\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn plaintext_is_red_on_the_page_counted_in_metrics_and_ready_stays_200() {
+    let mut role = secured_role(0);
+    role.security.material = None;
+    role.security.ca_holder = false;
+    role.security.plaintext = true;
+    let mut s = healthy();
+    s.set_security(SecurityStatus::of_role(&role));
+    let (_, body) = get(&s, "/v1/status");
+    let doc: StatusDoc = serde_json::from_str(&body).unwrap();
+    let d = doc.security.unwrap();
+    assert_eq!(d.mode, "plaintext");
+    assert_eq!(
+        (d.not_after, d.days_left, d.join_listen),
+        (None, None, None)
+    );
+    let (_, page) = get(&s, "/");
+    let at = page.find("id=\"security\"").expect(&page);
+    let line = &page[at..at + page[at..].find("</p>").unwrap()];
+    assert!(line.contains("class=\"plaintext fail\""), "{line}");
+    assert!(line.contains("style=\"color:#c00000"), "{line}");
+    assert!(line.contains(">plaintext</b>"), "{line}");
+    let (_, metrics) = get(&s, "/metrics");
+    assert!(
+        metrics.contains("\nhashi_supervisor_security_plaintext 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("hashi_supervisor_cert_expiry_seconds"),
+        "{metrics}"
+    );
+    // Plaintext was chosen: shown, never a failed check.
+    assert_eq!(get(&s, "/ready").0, StatusCode::OK);
+    assert!(!doc.checks.iter().any(|c| c.name == "certificate"));
+}
+
+#[test]
+fn a_certificate_expiring_within_a_day_or_expired_makes_ready_503() {
+    let mut s = healthy();
+    s.set_security(SecurityStatus::of_role(&secured_role(
+        unix_now() + 5 * 3600 + 1800,
+    )));
+    let (code, body) = get(&s, "/ready?verbose");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("certificate expires in 5h"), "{body}");
+    let (_, page) = get(&s, "/");
+    assert!(page.contains("expires "), "{page}");
+    s.set_security(SecurityStatus::of_role(&secured_role(unix_now() - 60)));
+    let (code, body) = get(&s, "/ready?verbose");
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("the node certificate expired at "), "{body}");
+    let doc: StatusDoc = serde_json::from_str(&get(&s, "/v1/status").1).unwrap();
+    assert_eq!(doc.security.unwrap().days_left, Some(-1));
+}
+
+#[test]
+fn manual_tls_files_without_material_are_manual_tls() {
+    let mut role = secured_role(0);
+    role.security.material = None;
+    role.security.plaintext = false;
+    role.consul.tls = Some(crate::role::TlsFiles {
+        ca_file: "/t/ca.pem".into(),
+        cert_file: "/t/c.pem".into(),
+        key_file: "/t/k.pem".into(),
+    });
+    assert_eq!(SecurityStatus::of_role(&role).mode, SecurityMode::ManualTls);
+}

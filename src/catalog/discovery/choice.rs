@@ -100,8 +100,12 @@ pub async fn probe_all(
     timeout: Duration,
 ) -> Vec<(String, Health)> {
     let probes = cands.iter().map(|c| async move {
+        // A secured node asks Consul servers over HTTPS with its client
+        // certificate and token (Consul's `ports.https`, `verify_incoming`).
         let base = if c.starts_with("http://") || c.starts_with("https://") {
             c.clone()
+        } else if client.has_remote_consul_tls() {
+            format!("https://{c}")
         } else {
             format!("http://{c}")
         };

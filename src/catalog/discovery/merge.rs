@@ -365,6 +365,7 @@ mod tests {
             datacenter: dc.into(),
             roles,
             consul_http: server.then(|| std::net::SocketAddr::new(ip, 8500)),
+            tls: false,
             public: public.map(|p| p.parse().unwrap()),
             addresses: vec![ip],
             port: 9100,

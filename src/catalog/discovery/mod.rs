@@ -209,12 +209,22 @@ impl State {
         v
     }
 
-    /// What the announcing nodes are to this node now.
+    /// What the announcing nodes are to this node now. A Consul API whose
+    /// security differs from this node's (HTTPS `tls=1` on a plaintext
+    /// node, or plain HTTP on a secured one) is no Consul choice for it:
+    /// it could not (or must not) be asked.
     pub(crate) fn mdns_found(&self) -> Vec<Found> {
         let ident = merge::Identity::of(&self.node, &self.report_learned());
+        let secured = self.node.role.security.material.is_some();
         self.mdns
             .values()
-            .flat_map(|s| merge::from_announcement(&ident, &s.ann, s.seen))
+            .flat_map(|s| {
+                let mut f = merge::from_announcement(&ident, &s.ann, s.seen);
+                if s.ann.tls != secured {
+                    f.iter_mut().for_each(|f| f.consul_http = None);
+                }
+                f
+            })
             .collect()
     }
 
@@ -463,7 +473,8 @@ pub async fn probe(role: &NodeRole, within: Duration) -> DiscoveryReport {
         plan: Plan::from_role(role),
         health: role.health_listen,
     };
-    let client = AgentClient::plain()
+    // A secured node probes Consul servers over HTTPS, as `run` does.
+    let client = AgentClient::for_plan_and_role(&node.plan, role)
         .ok()
         .filter(|_| node.needs_consul_choice());
     // A probe never outlives the pass.

@@ -6,8 +6,10 @@
 //!
 //! Keys (the contract shared with the daemon and the test rig): `v=1`,
 //! `node`, `region`, `dc`, `roles` (comma-separated role names),
-//! `consul_http` (`ip:port`, only on a Consul server) and `public` (the
-//! node's public IP, when it has one).
+//! `consul_http` (`ip:port`, only on a Consul server), `tls` (`1`: that
+//! Consul API is HTTPS with the cluster's certificates: the node has the
+//! cluster's material; absent or `0`: plain HTTP) and `public` (the node's
+//! public IP, when it has one).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +43,8 @@ pub struct Announcement {
     pub roles: Vec<String>,
     /// The HTTP API of its Consul server, an address of the announcement.
     pub consul_http: Option<SocketAddr>,
+    /// Whether its Consul API is HTTPS (`tls=1`).
+    pub tls: bool,
     /// Its public address.
     pub public: Option<IpAddr>,
     /// Its addresses (the private one), sorted, IPv4 first.
@@ -88,6 +92,9 @@ pub fn build(node: &Node) -> Vec<(String, String)> {
         if let Some(c) = node.local_agent(Product::Consul) {
             let http = SocketAddr::new(role.addresses.private, c.http_addr.port());
             props.push(("consul_http".to_string(), http.to_string()));
+            if c.api_tls.is_some() {
+                props.push(("tls".to_string(), "1".to_string()));
+            }
         }
     }
     if let Some(p) = role.addresses.public {
@@ -182,6 +189,12 @@ pub fn parse(
             Some(sa)
         }
     };
+    let tls = match get("tls") {
+        None | Some("0") => false,
+        Some("1") if consul_http.is_some() => true,
+        Some("1") => return Err("`tls=1` without `consul_http`".into()),
+        Some(t) => return Err(format!("`tls` `{}` is not 0 or 1", short(t))),
+    };
     let public = match get("public") {
         None => None,
         Some(p) => {
@@ -203,6 +216,7 @@ pub fn parse(
         datacenter: datacenter.to_string(),
         roles,
         consul_http,
+        tls,
         public,
         addresses: addrs,
         port,
@@ -283,6 +297,26 @@ mod tests {
         assert_eq!(a.private(), Some(ADDRS[0]));
         // The bare instance name is accepted too.
         assert!(parse("ams2-server-01", &good(), &ADDRS, 9100).is_ok());
+    }
+
+    #[test]
+    fn catalog_tls_flag_marks_an_https_consul_and_is_checked() {
+        let mut p = good();
+        p.push(("tls".into(), "1".into()));
+        p.retain(|(k, _)| k != "consul_http");
+        p.push(("consul_http".into(), "10.0.1.11:8501".into()));
+        let a = parse("ams2-server-01", &p, &ADDRS, 9100).unwrap();
+        assert!(a.tls);
+        assert_eq!(a.consul_http, Some("10.0.1.11:8501".parse().unwrap()));
+        assert!(!parse("ams2-server-01", &good(), &ADDRS, 9100).unwrap().tls);
+        assert!(refused(p.clone(), "tls", Some("yes")).contains("not 0 or 1"));
+        let mut no_http = p;
+        no_http.retain(|(k, _)| k != "consul_http");
+        assert!(
+            parse("ams2-server-01", &no_http, &ADDRS, 9100)
+                .unwrap_err()
+                .contains("without `consul_http`")
+        );
     }
 
     fn refused(mut p: Vec<(String, String)>, key: &str, value: Option<&str>) -> String {

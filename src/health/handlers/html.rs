@@ -38,6 +38,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
         ver = esc(&doc.supervisor_version),
         hash = esc(doc.config_hash.get(..12).unwrap_or(&doc.config_hash)),
     );
+    if let Some(sec) = &doc.security {
+        security_line(sec, &mut o);
+    }
     o.push_str("<h2>Agents</h2><table><tr><th>agent</th><th>state</th><th>pid</th><th>version</th><th>uptime</th><th>restarts</th><th>ready</th><th>reported</th></tr>");
     for a in &doc.agents {
         let reported = match (&a.consul, &a.nomad) {
@@ -139,6 +142,35 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
     }
     o.push_str("<p><a href=\"/v1/status\">/v1/status</a> · <a href=\"/metrics\">/metrics</a> · <a href=\"/ready?verbose\">/ready?verbose</a></p></body></html>\n");
     o
+}
+
+/// The security line: "plaintext" in red (class and inline style, so it
+/// stays red without the stylesheet), else the mode and the certificate's
+/// expiry.
+fn security_line(sec: &super::json::SecurityDoc, o: &mut String) {
+    if sec.mode == "plaintext" {
+        o.push_str(
+            "<p id=\"security\" data-mode=\"plaintext\">security: \
+<b class=\"plaintext fail\" style=\"color:#c00000;font-weight:bold\">plaintext</b> \
+(no TLS, no gossip encryption, no ACLs)</p>",
+        );
+        return;
+    }
+    let expiry = match (&sec.not_after, sec.days_left) {
+        (Some(at), Some(d)) if d < 1 => format!(
+            ", certificate <b class=\"fail\" style=\"color:#c00000\">expires {}</b>",
+            esc(at)
+        ),
+        (Some(at), Some(d)) => format!(", certificate valid until {} ({d} days left)", esc(at)),
+        _ => String::new(),
+    };
+    let _ = write!(
+        o,
+        "<p id=\"security\" data-mode=\"{mode}\">security: <b class=\"ok\">{mode}</b>{expiry}{acl}{holder}</p>",
+        mode = esc(&sec.mode),
+        acl = if sec.acl_enabled { ", ACLs on" } else { "" },
+        holder = if sec.ca_holder { ", holds the CA" } else { "" },
+    );
 }
 
 /// The `/` answer.

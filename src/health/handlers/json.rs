@@ -41,6 +41,60 @@ pub struct StatusDoc {
     /// What discovery found, once it runs (absent from older supervisors).
     #[serde(default)]
     pub discovery: Option<DiscoveryDoc>,
+    /// How the node is secured, once `run` published it (absent from older
+    /// supervisors). Never a token or a key.
+    #[serde(default)]
+    pub security: Option<SecurityDoc>,
+}
+
+/// The node's security in [`StatusDoc`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityDoc {
+    /// `tls`, `plaintext` or `manual-tls`.
+    pub mode: String,
+    /// `sha256:<hex>` pin of the cluster CA.
+    #[serde(default)]
+    pub ca_sha256: Option<String>,
+    /// DNS names of the node certificate.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// The node certificate's expiry (RFC 3339, UTC).
+    #[serde(default)]
+    pub not_after: Option<String>,
+    /// The same, Unix seconds.
+    #[serde(default)]
+    pub not_after_unix: Option<u64>,
+    /// Whole days left (negative once expired).
+    #[serde(default)]
+    pub days_left: Option<i64>,
+    /// Whether the cluster runs with ACLs.
+    #[serde(default)]
+    pub acl_enabled: bool,
+    /// Whether this node holds the CA and serves joins.
+    #[serde(default)]
+    pub ca_holder: bool,
+    /// Where it serves joins (CA holders).
+    #[serde(default)]
+    pub join_listen: Option<String>,
+    /// Renewals of the node certificate.
+    #[serde(default)]
+    pub renewals: crate::health::security::Renewals,
+}
+
+fn security_doc(s: &HealthSnapshot, now: SystemTime) -> Option<SecurityDoc> {
+    let sec = s.security()?;
+    Some(SecurityDoc {
+        mode: sec.mode.as_str().to_string(),
+        ca_sha256: sec.ca_sha256.clone(),
+        names: sec.names.clone(),
+        not_after: sec.not_after.map(crate::health::security::rfc3339),
+        not_after_unix: sec.not_after,
+        days_left: sec.days_left(now),
+        acl_enabled: sec.acl_enabled,
+        ca_holder: sec.ca_holder,
+        join_listen: sec.join_listen.map(|a| a.to_string()),
+        renewals: sec.renewals.clone(),
+    })
 }
 
 /// Discovery in [`StatusDoc`].
@@ -237,6 +291,7 @@ pub fn status_doc(s: &HealthSnapshot, now: SystemTime) -> StatusDoc {
         checks,
         agents,
         discovery: discovery_doc(s, now),
+        security: security_doc(s, now),
     }
 }
 

@@ -49,6 +49,23 @@ pub fn render_metrics(s: &HealthSnapshot, now: SystemTime) -> String {
         label(&s.node().datacenter),
         label(&s.node().region)
     );
+    if let Some(sec) = s.security() {
+        let plain = sec.mode == crate::health::security::SecurityMode::Plaintext;
+        let _ = writeln!(
+            o,
+            "# HELP hashi_supervisor_security_plaintext Whether the node's agents run without TLS, gossip encryption and ACLs."
+        );
+        let _ = writeln!(o, "# TYPE hashi_supervisor_security_plaintext gauge");
+        let _ = writeln!(o, "hashi_supervisor_security_plaintext {}", u8::from(plain));
+        if let Some(na) = sec.not_after {
+            let _ = writeln!(
+                o,
+                "# HELP hashi_supervisor_cert_expiry_seconds Expiry of the node certificate, Unix seconds."
+            );
+            let _ = writeln!(o, "# TYPE hashi_supervisor_cert_expiry_seconds gauge");
+            let _ = writeln!(o, "hashi_supervisor_cert_expiry_seconds {na}");
+        }
+    }
     let _ = writeln!(
         o,
         "# HELP hashi_supervisor_healthy Whether every readiness check passes."
