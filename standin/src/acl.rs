@@ -24,8 +24,8 @@ pub const GLOBAL_MANAGEMENT: &str = "global-management";
 /// Name of the state file in a server's data dir.
 pub const STATE_FILE: &str = "standin-acl.json";
 
-/// A token.
-#[derive(Debug, Clone, PartialEq)]
+/// A token (its Debug never shows the secret).
+#[derive(Clone, PartialEq)]
 pub struct Token {
     pub accessor: String,
     pub secret: String,
@@ -34,8 +34,22 @@ pub struct Token {
     /// Policy names.
     pub policies: Vec<String>,
     pub management: bool,
+    /// Nomad `Global` (Consul tokens are global unless `Local`).
+    pub global: bool,
     pub created_ms: u64,
     pub index: u64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("accessor", &self.accessor)
+            .field("secret", &"<redacted>")
+            .field("description", &self.description)
+            .field("policies", &self.policies)
+            .field("management", &self.management)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A policy.
@@ -52,7 +66,7 @@ pub struct Policy {
 pub type ApiError = (u16, String);
 
 /// Tokens, policies and the bootstrap flag of one DC / region.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct AclState {
     pub product: Option<Product>,
     pub enabled: bool,
@@ -65,7 +79,26 @@ pub struct AclState {
     /// Raft-like index, bumped on every write.
     pub index: u64,
     file: Option<PathBuf>,
+    /// Requests refused for want of a valid token (`/_standin/acl-denied`),
+    /// the newest [`DENIED_KEEP`].
+    pub denied: Vec<Value>,
 }
+
+impl std::fmt::Debug for AclState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Counts only: no secret in Debug output.
+        f.debug_struct("AclState")
+            .field("enabled", &self.enabled)
+            .field("deny", &self.deny)
+            .field("bootstrapped", &self.bootstrapped)
+            .field("tokens", &self.tokens.len())
+            .field("policies", &self.policies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many refused requests are kept.
+pub const DENIED_KEEP: usize = 1000;
 
 /// A random UUID (v4 layout) from the system RNG.
 pub fn uuid() -> String {
@@ -123,6 +156,7 @@ impl AclState {
                 .acl
                 .initial_management
                 .clone()
+                .map(|t| t.0)
                 .filter(|_| cfg.server && cfg.product == Product::Consul),
             file: (cfg.server && !cfg.data_dir.is_empty())
                 .then(|| PathBuf::from(&cfg.data_dir).join(STATE_FILE)),
@@ -193,6 +227,7 @@ impl AclState {
                 description: "Initial Management Token".to_string(),
                 policies: vec![GLOBAL_MANAGEMENT.to_string()],
                 management: true,
+                global: true,
                 created_ms: 0,
                 index: 1,
             });
@@ -239,6 +274,7 @@ impl AclState {
                 Product::Nomad => Vec::new(),
             },
             management: true,
+            global: true,
             created_ms: now_ms(),
             index,
         };
@@ -284,6 +320,7 @@ impl AclState {
         description: &str,
         policies: Vec<String>,
         management: bool,
+        global: bool,
     ) -> Result<Token, ApiError> {
         for p in &policies {
             if p != GLOBAL_MANAGEMENT && !self.policies.values().any(|x| &x.name == p) {
@@ -310,6 +347,7 @@ impl AclState {
             description: description.to_string(),
             policies,
             management,
+            global,
             created_ms: now_ms(),
             index,
         };
@@ -349,7 +387,7 @@ impl AclState {
                 "AccessorID": t.accessor, "SecretID": t.secret, "Name": t.description,
                 "Type": if t.management { "management" } else { "client" },
                 "Policies": if t.policies.is_empty() { Value::Null } else { json!(t.policies) },
-                "Global": true, "CreateTime": rfc3339(t.created_ms),
+                "Global": t.global, "CreateTime": rfc3339(t.created_ms),
                 "CreateIndex": t.index, "ModifyIndex": t.index,
             }),
         }
@@ -370,7 +408,7 @@ impl AclState {
             .values()
             .map(|t| {
                 json!({"accessor": t.accessor, "secret": t.secret, "description": t.description,
-                       "policies": t.policies, "management": t.management,
+                       "policies": t.policies, "management": t.management, "global": t.global,
                        "created_ms": t.created_ms, "index": t.index})
             })
             .collect();
@@ -410,6 +448,7 @@ impl AclState {
                     })
                     .unwrap_or_default(),
                 management: t["management"].as_bool().unwrap_or(false),
+                global: t["global"].as_bool().unwrap_or(false),
                 created_ms: n(t, "created_ms"),
                 index: n(t, "index"),
             };
@@ -494,7 +533,13 @@ mod tests {
         a.upsert_policy("agent", "", "node_prefix \"\" { policy = \"write\" }")
             .unwrap();
         let t = a
-            .create_token(Some("chosen".into()), "agent", vec!["agent".into()], false)
+            .create_token(
+                Some("chosen".into()),
+                "agent",
+                vec!["agent".into()],
+                false,
+                true,
+            )
             .unwrap();
         let mut b = state(Product::Consul);
         assert!(b.merge(&a.to_json()));
@@ -509,7 +554,7 @@ mod tests {
     fn unknown_policy_is_refused() {
         let mut a = state(Product::Consul);
         assert_eq!(
-            a.create_token(None, "", vec!["nope".into()], false)
+            a.create_token(None, "", vec!["nope".into()], false, true)
                 .unwrap_err()
                 .0,
             400

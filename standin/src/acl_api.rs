@@ -82,18 +82,42 @@ fn not_found_text(product: Product) -> &'static str {
 }
 
 /// The token check: None to go on, else the 403 answer.
-pub async fn gate(shared: &Arc<Shared>, req: &Request<Incoming>, path: &str) -> Option<Resp> {
+pub async fn gate(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+    path: &str,
+    remote: &str,
+) -> Option<Resp> {
     let product = shared.product;
     if !shared.acl().deny || is_open(product, path) {
         return None;
     }
     let Some(token) = request_token(req, product) else {
+        record_denied(shared, req, remote, "no token");
         return Some(text(403, "Permission denied"));
     };
     match resolve(shared, &token, hops(req)).await {
         Some(_) => None,
-        None => Some(text(403, not_found_text(product))),
+        None => {
+            record_denied(shared, req, remote, "unknown token");
+            Some(text(403, not_found_text(product)))
+        }
     }
+}
+
+/// Log and keep a refused request (never the token itself).
+fn record_denied(shared: &Shared, req: &Request<Incoming>, remote: &str, reason: &str) {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    crate::events::log(&format!(
+        "    [WARN] standin: request refused by ACLs: method={method} path={path} from={remote} reason=\"{reason}\""
+    ));
+    let mut acl = shared.acl();
+    if acl.denied.len() >= crate::acl::DENIED_KEEP {
+        acl.denied.remove(0);
+    }
+    acl.denied
+        .push(json!({"Method": method, "Path": path, "From": remote, "Reason": reason}));
 }
 
 /// Where a token lookup this agent cannot answer goes (see module doc).
@@ -253,7 +277,12 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
             match acl.bootstrap(s("BootstrapSecret")) {
                 Ok(t) => {
                     crate::events::log("    [INFO] agent: (stand-in) ACL bootstrap completed");
-                    json_resp(200, &acl.token_json(&t))
+                    let mut v = acl.token_json(&t);
+                    // Consul's legacy `ID`, a copy of SecretID (api-docs/acl).
+                    if product == Product::Consul {
+                        v["ID"] = json!(t.secret);
+                    }
+                    json_resp(200, &v)
                 }
                 Err(e) => err(e),
             }
@@ -295,6 +324,7 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
                 &s("Description").unwrap_or_default(),
                 names,
                 management,
+                true,
             ) {
                 Ok(t) => json_resp(200, &acl.token_json(&t)),
                 Err(e) => err(e),
@@ -316,7 +346,16 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
                 return text(400, "client token missing policies");
             }
             // Nomad generates the SecretID itself.
-            match acl.create_token(None, &s("Name").unwrap_or_default(), names, management) {
+            let global = field(&v, "Global")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match acl.create_token(
+                None,
+                &s("Name").unwrap_or_default(),
+                names,
+                management,
+                global,
+            ) {
                 Ok(t) => json_resp(200, &acl.token_json(&t)),
                 Err(e) => err(e),
             }
@@ -358,7 +397,7 @@ pub async fn watch_agent_token(shared: Arc<Shared>) {
             continue;
         }
         let ok = match &cfg.acl.agent_token {
-            Some(t) => resolve(&shared, t, 0).await.is_some(),
+            Some(t) => resolve(&shared, &t.0, 0).await.is_some(),
             None => false,
         };
         if ok {

@@ -40,8 +40,9 @@ pub struct Shared {
     /// A LAN member event: a Consul server floods at once (gossip::run_flood).
     pub lan_changed: tokio::sync::Notify,
     ready_sent: AtomicBool,
-    /// The node's checked TLS material (None: no TLS configured).
-    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// The node's checked TLS material (None: no TLS configured); replaced
+    /// when a reload (SIGHUP) reads new files.
+    tls: std::sync::RwLock<Option<Arc<crate::tls::NodeTls>>>,
     /// ACL state (tokens, policies, bootstrap).
     pub acl: Mutex<crate::acl::AclState>,
 }
@@ -49,8 +50,35 @@ pub struct Shared {
 impl Shared {
     /// The TLS material when the agent's RPC links use TLS (Consul
     /// `verify_outgoing`, Nomad `tls.rpc`).
-    pub fn rpc_tls(&self) -> Option<&crate::tls::NodeTls> {
-        self.tls.as_deref().filter(|t| t.settings.rpc)
+    pub fn rpc_tls(&self) -> Option<Arc<crate::tls::NodeTls>> {
+        self.tls().filter(|t| t.settings.rpc)
+    }
+
+    /// The current TLS material.
+    pub fn tls(&self) -> Option<Arc<crate::tls::NodeTls>> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-read the TLS files after a config reload (both agents reload
+    /// their certificates on SIGHUP, agent-facts §2); a bad file is logged
+    /// and the old material kept.
+    fn reload_tls(&self, new: &AgentConfig) {
+        let Some(old) = self.tls() else {
+            return;
+        };
+        match crate::tls::load(new) {
+            Ok(Some(mut t)) => {
+                t.keep_peers_of(&old);
+                *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(t));
+                log("    [INFO] agent: (stand-in) TLS certificates reloaded");
+            }
+            Ok(None) => log(
+                "    [WARN] agent: (stand-in) TLS can not be switched off by a reload; keeping the old certificates",
+            ),
+            Err(e) => log(&format!(
+                "    [ERROR] agent: (stand-in) Failed to reload TLS configuration, keeping the old one: {e}"
+            )),
+        }
     }
 
     /// Lock the ACL state (never held across an await).
@@ -99,9 +127,10 @@ impl Shared {
             Ok(new) => {
                 let mut cfg = self.cfg.lock().unwrap_or_else(|p| p.into_inner());
                 // Only reloadable settings change (agent-facts §2).
-                cfg.log_level = new.log_level;
+                cfg.log_level = new.log_level.clone();
                 cfg.enable_script_checks = new.enable_script_checks;
                 drop(cfg);
+                self.reload_tls(&new);
                 self.lock().enable_script_checks = new.enable_script_checks;
                 event("reload ok");
                 Ok(())
@@ -479,35 +508,32 @@ async fn run(
         leave_requested: tokio::sync::Notify::new(),
         lan_changed: tokio::sync::Notify::new(),
         ready_sent: AtomicBool::new(false),
-        tls: node_tls.clone(),
+        tls: std::sync::RwLock::new(node_tls.clone()),
         acl: Mutex::new(acl_state),
     });
     // HTTPS (Nomad `tls.http`, Consul `ports.https`): the node certificate;
     // client certificates required with verify_incoming / verify_https_client.
-    let https = if bound.iter().any(|(_, tls)| *tls) {
+    // Checked once here; each connection uses the material of the moment.
+    if bound.iter().any(|(_, tls)| *tls) {
         let acceptor = node_tls
             .as_ref()
             .ok_or_else(|| "HTTPS needs cert_file and key_file".to_string())
             .and_then(|t| t.https_acceptor());
-        match acceptor {
-            Ok(a) => Some(a),
-            Err(e) => {
-                log(&format!(
-                    "==> Error starting agent: Failed to parse TLS configuration: {e}"
-                ));
-                return 1;
-            }
+        if let Err(e) = acceptor {
+            log(&format!(
+                "==> Error starting agent: Failed to parse TLS configuration: {e}"
+            ));
+            return 1;
         }
-    } else {
-        None
-    };
-    for (l, tls) in bound {
-        let acceptor = if tls { https.clone() } else { None };
-        crate::http::serve(shared.clone(), l, acceptor, crate::http::Kind::Api);
     }
-    // With TLS, the serf listeners only carry gossip (as the real serf
-    // ports carry no API); without, they serve the whole API as before.
-    let gossip_kind = if node_tls.is_some() {
+    for (l, tls) in bound {
+        let side = tls.then_some(crate::http::TlsSide::Https);
+        crate::http::serve(shared.clone(), l, side, crate::http::Kind::Api);
+    }
+    // With TLS links, the serf listeners only carry gossip (as the real
+    // serf ports carry no API; the links use the RPC port); without, they
+    // serve the whole API as before.
+    let gossip_kind = if shared.rpc_tls().is_some() {
         crate::http::Kind::Gossip
     } else {
         crate::http::Kind::Api
@@ -516,7 +542,7 @@ async fn run(
     // `ports.rpc` with `tls.rpc`.
     let rpc_acceptor = match shared.rpc_tls() {
         Some(t) if cfg.server => match t.rpc_acceptor() {
-            Ok(a) => Some(a),
+            Ok(_) => Some(crate::http::TlsSide::Rpc),
             Err(e) => {
                 log(&format!(
                     "==> Error starting agent: Failed to parse TLS configuration: {e}"
@@ -534,15 +560,10 @@ async fn run(
         Product::Nomad if cfg.server && rpc_acceptor.is_none() => extra.push(cfg.rpc_port),
         _ => {}
     }
-    if let Some(acceptor) = &rpc_acceptor {
+    if let Some(side) = rpc_acceptor {
         let addr = crate::state::host_port(&cfg.bind_ip, cfg.rpc_port);
         match TcpListener::bind(&addr).await {
-            Ok(l) => crate::http::serve(
-                shared.clone(),
-                l,
-                Some(acceptor.clone()),
-                crate::http::Kind::Rpc,
-            ),
+            Ok(l) => crate::http::serve(shared.clone(), l, Some(side), crate::http::Kind::Rpc),
             Err(e) => {
                 log(&format!(
                     "==> Error starting agent: Failed to start RPC layer: listen tcp {addr}: {e}"

@@ -82,9 +82,29 @@ pub struct AgentConfig {
     /// TLS files and verification settings, when TLS files are configured.
     pub tls: Option<TlsSettings>,
     /// Decoded gossip key (Consul `encrypt`, Nomad `server.encrypt`).
-    pub gossip_key: Option<Vec<u8>>,
+    pub gossip_key: Option<GossipKey>,
     /// ACL settings (Consul `acl {}`, `primary_datacenter`; Nomad `acl {}`).
     pub acl: AclSettings,
+}
+
+/// A decoded gossip key; Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GossipKey(pub Vec<u8>);
+
+impl std::fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GossipKey(<redacted>)")
+    }
+}
+
+/// A token from the config; Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// TLS settings of an agent (Consul `tls.defaults` / `tls.https` /
@@ -114,9 +134,9 @@ pub struct AclSettings {
     /// `default_policy = "deny"` (Consul; Nomad always denies).
     pub default_deny: bool,
     /// Consul `acl.tokens.initial_management` (or legacy `master`).
-    pub initial_management: Option<String>,
+    pub initial_management: Option<SecretText>,
     /// Consul `acl.tokens.agent`: the token of the agent's own calls.
-    pub agent_token: Option<String>,
+    pub agent_token: Option<SecretText>,
     /// Consul `primary_datacenter` (default: own datacenter).
     pub primary_datacenter: String,
 }
@@ -144,7 +164,7 @@ pub struct NomadConsul {
     pub server_service_name: String,
     pub client_service_name: String,
     /// `consul.token` (sent as `X-Consul-Token`).
-    pub token: Option<String>,
+    pub token: Option<SecretText>,
     pub tls: ConsulClientTls,
 }
 
@@ -1002,7 +1022,9 @@ fn reduce(product: Product, v: &Value, files: Vec<PathBuf>) -> Result<AgentConfi
                         .unwrap_or_else(|| "nomad".to_string()),
                     client_service_name: get_str(v, "consul.client_service_name")
                         .unwrap_or_else(|| "nomad-client".to_string()),
-                    token: get_str(v, "consul.token").filter(|t| !t.is_empty()),
+                    token: get_str(v, "consul.token")
+                        .filter(|t| !t.is_empty())
+                        .map(SecretText),
                     tls: ConsulClientTls {
                         ssl: get_bool(v, "consul.ssl").unwrap_or(false),
                         verify_ssl: get_bool(v, "consul.verify_ssl").unwrap_or(true),
@@ -1123,8 +1145,9 @@ fn consul_acl(v: &Value) -> AclSettings {
                 "acl.tokens.master",
                 "acl_master_token",
             ],
-        ),
-        agent_token: first_str(v, &["acl.tokens.agent", "acl_agent_token"]),
+        )
+        .map(SecretText),
+        agent_token: first_str(v, &["acl.tokens.agent", "acl_agent_token"]).map(SecretText),
         primary_datacenter: first_str(v, &["primary_datacenter", "acl_datacenter"])
             .or_else(|| get_str(v, "datacenter"))
             .unwrap_or_else(|| "dc1".to_string()),
@@ -1133,7 +1156,7 @@ fn consul_acl(v: &Value) -> AclSettings {
 
 /// The gossip key at `path`: base64 of 16, 24 or 32 bytes (memberlist's
 /// AES key sizes), else the agent refuses to start.
-fn gossip_key(v: &Value, path: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+fn gossip_key(v: &Value, path: &str) -> Result<Option<GossipKey>, ConfigError> {
     use base64::Engine;
     let Some(text) = get_str(v, path).filter(|s| !s.is_empty()) else {
         return Ok(None);
@@ -1146,7 +1169,7 @@ fn gossip_key(v: &Value, path: &str) -> Result<Option<Vec<u8>>, ConfigError> {
             "{path} has invalid key: key size must be 16, 24 or 32 bytes"
         )));
     }
-    Ok(Some(key))
+    Ok(Some(GossipKey(key)))
 }
 
 /// The advertised address when none is configured: the bind address, or

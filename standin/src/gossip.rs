@@ -182,7 +182,7 @@ async fn post_gossip(
     tls: Option<Tls<'_>>,
 ) -> Result<(u16, String), String> {
     let headers: Vec<(&str, String)> = match &shared.cfg().gossip_key {
-        Some(key) => vec![(MAC_HEADER, mac(key, msg.as_bytes()))],
+        Some(key) => vec![(MAC_HEADER, mac(&key.0, msg.as_bytes()))],
         None => Vec::new(),
     };
     let req = Req {
@@ -258,7 +258,7 @@ fn message(shared: &Shared, pool: Pool) -> Value {
 
 /// Whether `peer` shares this server's ACL state: both servers of one
 /// Consul DC / Nomad region, with ACLs on.
-fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
+pub fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
     let cfg = shared.cfg();
     cfg.acl.enabled
         && cfg.server
@@ -269,9 +269,11 @@ fn is_acl_peer(shared: &Shared, peer: &Member) -> bool {
         }
 }
 
-/// Add this server's ACL state to a message for `peer` when it shares it.
+/// Add this server's ACL state to a message for `peer` when it shares it
+/// (plain gossip only: with TLS links the state goes over the RPC link,
+/// [`crate::link::sync_acl`], never in the clear).
 fn with_acl(shared: &Shared, msg: &mut Value, peer: &Member) {
-    if is_acl_peer(shared, peer) {
+    if shared.rpc_tls().is_none() && is_acl_peer(shared, peer) {
         msg["acl"] = shared.acl().to_json();
     }
 }
@@ -290,7 +292,7 @@ fn absorb(shared: &Shared, pool: Pool, answer: &Value) {
         .map(|a| a.iter().filter_map(NodeRec::from_json).collect())
         .unwrap_or_default();
     if let (Some(acl), Some(f)) = (answer.get("acl"), from.as_ref()) {
-        if is_acl_peer(shared, f) {
+        if shared.rpc_tls().is_none() && is_acl_peer(shared, f) {
             shared.acl().merge(acl);
         }
     }
@@ -323,8 +325,7 @@ pub async fn join(shared: &Arc<Shared>, pool: Pool, addr: &str) -> Result<(), St
     });
     let (status, body) = post_gossip(shared, addr, &msg, tls).await?;
     if let Some((_, name)) = &rpc_tls {
-        if let (Some(tls), Ok(answer)) = (shared.tls.as_ref(), serde_json::from_str::<Value>(&body))
-        {
+        if let (Some(tls), Ok(answer)) = (shared.tls(), serde_json::from_str::<Value>(&body)) {
             let node = answer["from"]["node"].as_str().unwrap_or(addr).to_string();
             tls.record_peer("out", &node, addr, name);
         }
@@ -415,7 +416,7 @@ fn check_proof(
     const NO_KEYS: &str = "No installed keys could decrypt the message";
     const NOT_CONFIGURED: &str = "Remote state is encrypted and encryption is not configured";
     match (&shared.cfg().gossip_key, proof) {
-        (Some(key), Some(p)) if mac_ok(key, body, p) => Ok(()),
+        (Some(key), Some(p)) if mac_ok(&key.0, body, p) => Ok(()),
         (Some(_), _) => {
             crate::events::log(&format!(
                 "    [ERR] memberlist: failed to receive: {NO_KEYS} from={remote}"
@@ -488,8 +489,7 @@ pub async fn push_all(shared: &Arc<Shared>) {
                     name: n,
                 });
                 let res = post_gossip(&shared, &addr, &msg, tls).await;
-                if let (Ok((200, _)), Some((_, n)), Some(t)) = (&res, &rpc_tls, shared.tls.as_ref())
-                {
+                if let (Ok((200, _)), Some((_, n)), Some(t)) = (&res, &rpc_tls, shared.tls()) {
                     t.record_peer("out", name.split('.').next().unwrap_or(&name), &addr, n);
                 }
                 match res.and_then(|(status, body)| {
@@ -509,6 +509,7 @@ pub async fn push_all(shared: &Arc<Shared>) {
         let _ = t.await;
     }
     crate::link::ping_servers(shared).await;
+    crate::link::sync_acl(shared).await;
 }
 
 /// A Consul server's flood loop (consul:agent/consul/flood.go Server.Flood):

@@ -26,6 +26,8 @@ pub(crate) type Resp = Response<Full<Bytes>>;
 
 /// The stand-in-only list of verified TLS peer handshakes.
 pub const TLS_PEERS_PATH: &str = "/_standin/tls-peers";
+/// The stand-in-only list of requests refused by the ACL check.
+pub const DENIED_PATH: &str = "/_standin/acl-denied";
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -48,10 +50,32 @@ pub struct ConnInfo {
     pub remote: String,
     /// A client certificate was presented and verified against the CA.
     pub client_cert: bool,
+    /// That certificate also carries this DC's / region's server name.
+    pub peer_server: bool,
+}
+
+/// Which TLS side a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSide {
+    /// The HTTPS API ([`crate::tls::NodeTls::https_acceptor`]).
+    Https,
+    /// The RPC port ([`crate::tls::NodeTls::rpc_acceptor`]).
+    Rpc,
+}
+
+/// The acceptor of `side` from the TLS material of the moment (so a
+/// reload's new certificate serves the next connection).
+fn acceptor(shared: &Shared, side: TlsSide) -> Option<TlsAcceptor> {
+    let t = shared.tls()?;
+    match side {
+        TlsSide::Https => t.https_acceptor(),
+        TlsSide::Rpc => t.rpc_acceptor(),
+    }
+    .ok()
 }
 
 /// Accept connections forever on `listener` (over TLS with `tls`).
-pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>, kind: Kind) {
+pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsSide>, kind: Kind) {
     let hang = crate::knobs::var("STANDIN_HTTP_HANG").is_some_and(|v| v == "1");
     tokio::spawn(async move {
         loop {
@@ -67,24 +91,35 @@ pub fn serve(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor
                 continue;
             }
             let shared = shared.clone();
-            let tls = tls.clone();
             tokio::spawn(async move {
                 let http = hyper::server::conn::http1::Builder::new();
                 let mut info = ConnInfo {
                     kind,
                     remote: remote.to_string(),
                     client_cert: false,
+                    peer_server: false,
                 };
                 match tls {
                     // A failed handshake (plain HTTP, unknown CA, no client
                     // certificate when one is required) just closes.
-                    Some(tls) => {
+                    Some(side) => {
+                        let Some(tls) = acceptor(&shared, side) else {
+                            return;
+                        };
                         if let Ok(stream) = tls.accept(stream).await {
-                            info.client_cert = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .is_some_and(|c| !c.is_empty());
+                            let certs = stream.get_ref().1.peer_certificates();
+                            info.client_cert = certs.is_some_and(|c| !c.is_empty());
+                            if let (Some(certs), Some(t)) = (certs, shared.tls()) {
+                                let cfg = shared.cfg();
+                                let name = crate::tls::server_name(
+                                    cfg.product,
+                                    match cfg.product {
+                                        Product::Consul => &cfg.datacenter,
+                                        Product::Nomad => &cfg.region,
+                                    },
+                                );
+                                info.peer_server = t.cert_has_name(certs, &name);
+                            }
                             let svc = service_fn(move |req| {
                                 let shared = shared.clone();
                                 let info = info.clone();
@@ -216,7 +251,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
     // A stand-in calling over its TLS RPC link names itself: record the
     // verified peer.
     if info.kind == Kind::Rpc && info.client_cert {
-        if let (Some(node), Some(tls)) = (header(&req, link::NODE_HEADER), shared.tls.as_ref()) {
+        if let (Some(node), Some(tls)) = (header(&req, link::NODE_HEADER), shared.tls()) {
             tls.record_peer(
                 "in",
                 &node,
@@ -228,12 +263,29 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
     match path.as_str() {
         // Stand-in only: every verified TLS peer handshake (README "TLS").
         TLS_PEERS_PATH => {
-            let peers = shared
-                .tls
-                .as_ref()
-                .map(|t| t.peers())
-                .unwrap_or_else(|| json!([]));
+            let peers = shared.tls().map(|t| t.peers()).unwrap_or_else(|| json!([]));
             return json_resp(200, &peers);
+        }
+        // Only from a server of this DC / region (its certificate carries
+        // the server name), over the TLS RPC port.
+        link::ACL_SYNC_PATH if info.kind == Kind::Rpc && info.peer_server => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(400, &e.to_string()),
+            };
+            let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+                return text(400, "bad ACL state");
+            };
+            let mut acl = shared.acl();
+            if shared.cfg().server && shared.cfg().acl.enabled {
+                acl.merge(&v);
+            }
+            return json_resp(200, &acl.to_json());
+        }
+        // Stand-in only: requests refused for want of a valid token.
+        DENIED_PATH => {
+            let list = shared.acl().denied.clone();
+            return json_resp(200, &Value::Array(list));
         }
         link::PING_PATH => {
             let node = shared.lock().me.node.clone();
@@ -241,7 +293,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
         }
         _ => {}
     }
-    if let Some(denied) = crate::acl_api::gate(&shared, &req, &path).await {
+    if let Some(denied) = crate::acl_api::gate(&shared, &req, &path, &info.remote).await {
         return denied;
     }
     if path.starts_with("/v1/acl/") {

@@ -22,6 +22,8 @@ pub const NODE_HEADER: &str = "X-Standin-Node";
 pub const FORWARDED_HEADER: &str = "X-Standin-Forwarded";
 /// The ping path of RPC links.
 pub const PING_PATH: &str = "/_standin/rpc-ping";
+/// ACL state exchange between servers over the TLS RPC link.
+pub const ACL_SYNC_PATH: &str = "/_standin/acl-sync";
 
 /// Token header of the product.
 pub fn token_header(product: Product) -> &'static str {
@@ -146,7 +148,7 @@ pub async fn consul_request(
     let c = shared.cfg().consul;
     let mut headers: Vec<(&str, String)> = Vec::new();
     if let Some(t) = &c.token {
-        headers.push(("X-Consul-Token", t.clone()));
+        headers.push(("X-Consul-Token", t.0.clone()));
     }
     let req = Req {
         addr,
@@ -180,4 +182,31 @@ fn host_of(addr: &str) -> String {
     addr.rsplit_once(':')
         .map(|(h, _)| h.to_string())
         .unwrap_or_else(|| addr.to_string())
+}
+
+/// With TLS links, servers exchange their ACL state over the RPC link
+/// (each push-pull round, with every alive server of the own DC / region):
+/// the request carries ours, the answer theirs; both merge.
+pub async fn sync_acl(shared: &Shared) {
+    if shared.rpc_tls().is_none() {
+        return;
+    }
+    let peers: Vec<Member> = {
+        let st = shared.lock();
+        st.servers()
+            .into_iter()
+            .filter(|m| m.node != st.me.node && m.status == crate::state::ALIVE)
+            .collect()
+    };
+    for m in peers {
+        if !gossip::is_acl_peer(shared, &m) {
+            continue;
+        }
+        let body = shared.acl().to_json().to_string();
+        if let Ok((200, answer)) = call(shared, &m, "POST", ACL_SYNC_PATH, None, &body, 1).await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&answer) {
+                shared.acl().merge(&v);
+            }
+        }
+    }
 }

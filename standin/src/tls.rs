@@ -72,8 +72,9 @@ pub struct NodeTls {
     roots: Option<Arc<RootCertStore>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    /// Verified peer handshakes (`/_standin/tls-peers`).
-    peers: Mutex<Vec<serde_json::Value>>,
+    /// Verified peer handshakes (`/_standin/tls-peers`), kept across a
+    /// reload of the files.
+    peers: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -116,12 +117,10 @@ pub fn load(cfg: &AgentConfig) -> Result<Option<NodeTls>, String> {
         }
         None => None,
     };
+    // The stand-in always presents its own certificate once TLS is
+    // configured (README "TLS"), so both files are needed.
     let (Some(cert_file), Some(key_file)) = (&t.cert_file, &t.key_file) else {
-        if t.rpc || cfg.http_tls || t.verify_incoming_https || t.verify_incoming_rpc {
-            return Err("cert_file and key_file must both be set for TLS".to_string());
-        }
-        // Only a CA: nothing of ours to present.
-        return Err("TLS configured without cert_file and key_file".to_string());
+        return Err("cert_file and key_file must both be set".to_string());
     };
     let chain = read_certs("certificate file", cert_file)?;
     std::fs::read(key_file)
@@ -153,7 +152,7 @@ pub fn load(cfg: &AgentConfig) -> Result<Option<NodeTls>, String> {
         roots,
         chain,
         key,
-        peers: Mutex::new(Vec::new()),
+        peers: Arc::new(Mutex::new(Vec::new())),
     }))
 }
 
@@ -299,6 +298,20 @@ impl NodeTls {
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| e.to_string())?;
         Ok(TlsConnector::from(Arc::new(config)))
+    }
+
+    /// Keep the peer record of the material this one replaces (SIGHUP).
+    pub fn keep_peers_of(&mut self, old: &NodeTls) {
+        self.peers = old.peers.clone();
+    }
+
+    /// Whether a peer's certificate chain (already verified as a client's)
+    /// also carries `name` (e.g. this DC's `server.<dc>.consul`).
+    pub fn cert_has_name(&self, chain: &[CertificateDer<'static>], name: &str) -> bool {
+        match &self.roots {
+            Some(roots) => check_name(roots, chain, name, Path::new("peer")).is_ok(),
+            None => false,
+        }
     }
 
     /// Record a verified handshake with a peer and log it.

@@ -240,6 +240,19 @@ fn https(
     client: Option<&NodeFiles>,
     headers: &[(&str, &str)],
 ) -> Result<HttpReply, String> {
+    https_as(addr, "localhost", method, path, ca_pem, client, headers)
+}
+
+/// [`https`] verifying the server for `server_name`.
+fn https_as(
+    addr: &str,
+    server_name: &str,
+    method: &str,
+    path: &str,
+    ca_pem: &str,
+    client: Option<&NodeFiles>,
+    headers: &[(&str, &str)],
+) -> Result<HttpReply, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -260,7 +273,7 @@ fn https(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    let name = ServerName::try_from("localhost").unwrap();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let sock = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -510,6 +523,23 @@ fn consul_acl_denies_without_a_token_and_accepts_initial_management() {
     assert_eq!(r.status, 403, "{}", r.body);
     let r = req(&s, "GET", "/v1/agent/members", Some(MGMT), "");
     assert_eq!(r.status, 200, "{}", r.body);
+    // The refusals are listed (for "every call carries a token"), secrets never.
+    let denied = s.get("/_standin/acl-denied");
+    assert!(!denied.body.contains("not-a-token"), "{}", denied.body);
+    let denied = denied.json();
+    let reasons: Vec<(&str, &str)> = denied
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["Path"].as_str().unwrap(), d["Reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("/v1/agent/members", "no token"),
+            ("/v1/agent/members", "unknown token")
+        ]
+    );
     let r = req(&s, "GET", "/v1/acl/token/self", Some(MGMT), "");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["SecretID"], json!(MGMT));
@@ -534,6 +564,7 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     let r = req(&s, "PUT", "/v1/acl/bootstrap", None, "");
     assert_eq!(r.status, 200, "{}", r.body);
     let boot = r.json();
+    crate::shape::assert_shape("consul", "acl_bootstrap", &boot);
     assert_eq!(
         boot["Policies"][0]["Name"],
         json!("global-management"),
@@ -548,6 +579,7 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     assert_eq!(req(&s, "PUT", "/v1/acl/policy", None, &policy).status, 403);
     let r = req(&s, "PUT", "/v1/acl/policy", Some(&root), &policy);
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("consul", "acl_policy", &r.json());
     assert!(r.json()["ID"].as_str().is_some_and(|id| !id.is_empty()));
     let chosen = "0b0d1f2e-3c4b-4a59-8e7d-6c5b4a392817";
     let token = json!({"SecretID": chosen, "Description": "supervisor",
@@ -555,12 +587,14 @@ fn consul_acl_bootstrap_once_then_policy_and_token_with_a_chosen_secret() {
     .to_string();
     let r = req(&s, "PUT", "/v1/acl/token", Some(&root), &token);
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("consul", "acl_token", &r.json());
     assert_eq!(r.json()["SecretID"], json!(chosen));
     assert_eq!(
         req(&s, "GET", "/v1/agent/members", Some(chosen), "").status,
         200
     );
     let me = req(&s, "GET", "/v1/acl/token/self", Some(chosen), "").json();
+    crate::shape::assert_shape("consul", "acl_token_self", &me);
     assert_eq!(me["Policies"][0]["Name"], json!("supervisor"));
 }
 
@@ -612,6 +646,7 @@ fn nomad_acl_bootstrap_with_bootstrap_secret_once_then_tokens() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["SecretID"], json!(secret));
     assert_eq!(r.json()["Type"], json!("management"));
+    crate::shape::assert_shape("nomad", "acl_bootstrap", &r.json());
     let r = req(&s, "POST", "/v1/acl/bootstrap", None, "");
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(
@@ -640,15 +675,15 @@ fn nomad_acl_bootstrap_with_bootstrap_secret_once_then_tokens() {
         &json!({"Name": "supervisor", "Type": "client", "Policies": ["supervisor"]}).to_string(),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    crate::shape::assert_shape("nomad", "acl_token", &r.json());
     let t = r.json()["SecretID"].as_str().unwrap().to_string();
     assert_eq!(
         req(&s, "GET", "/v1/agent/members", Some(&t), "").status,
         200
     );
-    assert_eq!(
-        req(&s, "GET", "/v1/acl/token/self", Some(&t), "").json()["Name"],
-        json!("supervisor")
-    );
+    let me = req(&s, "GET", "/v1/acl/token/self", Some(&t), "").json();
+    assert_eq!(me["Name"], json!("supervisor"));
+    crate::shape::assert_shape("nomad", "acl_token_self", &me);
 }
 
 fn peers_of(addr: &str, f: &NodeFiles) -> Vec<Value> {
@@ -745,4 +780,329 @@ fn nomad_client_registers_with_its_server_over_tls() {
     })
     .expect("the client verified the server");
     assert_eq!(peer["VerifiedName"], json!("server.global.nomad"));
+}
+
+#[test]
+fn consul_token_made_on_one_server_works_on_another_of_its_dc() {
+    let a = StandIn::consul()
+        .server(2)
+        .node_name("s1")
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let b = StandIn::consul()
+        .server(2)
+        .node_name("s2")
+        .set("retry_join", json!([a.join_addr()]))
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    wait_leader(&a);
+    wait_leader(&b);
+    let chosen = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let token = json!({"SecretID": chosen, "Policies": [{"Name": "global-management"}]});
+    let r = req(&b, "PUT", "/v1/acl/token", Some(MGMT), &token.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    // s1 learns it by the servers' exchange (or asks its leader).
+    let r = wait_for(DEADLINE, || {
+        let r = req(&a, "GET", "/v1/agent/members", Some(chosen), "");
+        (r.status == 200).then_some(r)
+    });
+    assert!(r.is_some(), "s1 never accepted the token made on s2");
+    // And keeps it in its data dir (0600).
+    let f = a.dir().join("data").join("standin-acl.json");
+    let text = wait_for(DEADLINE, || {
+        std::fs::read_to_string(&f)
+            .ok()
+            .filter(|t| t.contains(chosen))
+    });
+    assert!(text.is_some(), "no ACL state file with the token");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn consul_server_outside_the_primary_dc_asks_the_primary_over_the_wan() {
+    let primary = StandIn::consul()
+        .server(1)
+        .node_name("s1")
+        .datacenter("dc1")
+        .file("10-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let mut acl = consul_acl(None);
+    acl["primary_datacenter"] = json!("dc1");
+    let other = StandIn::consul()
+        .server(1)
+        .node_name("s9")
+        .datacenter("dc2")
+        .set("retry_join_wan", json!([primary.wan_join_addr()]))
+        .file("10-acl.json", &acl.to_string())
+        .start();
+    wait_leader(&other);
+    let r = wait_for(DEADLINE, || {
+        let r = req(&other, "GET", "/v1/agent/members", Some(MGMT), "");
+        (r.status == 200).then_some(r)
+    });
+    assert!(r.is_some(), "dc2 never resolved the primary's token");
+    assert_eq!(
+        req(&other, "GET", "/v1/agent/members", Some("unknown"), "").status,
+        403
+    );
+}
+
+#[test]
+fn nomad_servers_of_a_region_share_the_bootstrap() {
+    let a = StandIn::nomad()
+        .server(2)
+        .node_name("n1")
+        .hcl("acl {\n  enabled = true\n}")
+        .start();
+    let b = StandIn::nomad()
+        .server(2)
+        .node_name("n2")
+        .hcl(&format!(
+            "acl {{\n  enabled = true\n}}\nserver {{\n  server_join {{\n    retry_join = [\"{}\"]\n  }}\n}}",
+            a.join_addr()
+        ))
+        .start();
+    wait_for(DEADLINE, || {
+        (a.get("/v1/status/leader").status == 200 && b.get("/v1/status/leader").status == 200)
+            .then_some(())
+    })
+    .expect("a leader");
+    let secret = "11111111-2222-4333-8444-555555555555";
+    let r = req(
+        &a,
+        "POST",
+        "/v1/acl/bootstrap",
+        None,
+        &json!({"BootstrapSecret": secret}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ok = wait_for(DEADLINE, || {
+        (req(&b, "GET", "/v1/agent/members", Some(secret), "").status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "n2 never accepted n1's bootstrap token");
+    let r = wait_for(DEADLINE, || {
+        let r = req(&b, "POST", "/v1/acl/bootstrap", None, "");
+        (r.status == 400).then_some(r)
+    });
+    assert!(r.is_some(), "n2 bootstrapped a second time");
+}
+
+/// Every key the supervisor renders for a secured node (design contract of
+/// issue 19) loads with its type.
+#[test]
+fn secured_configs_as_the_supervisor_renders_them_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let consul = r#"
+encrypt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+primary_datacenter = "dc1"
+ports {
+  http  = -1
+  https = 8501
+}
+tls {
+  defaults {
+    ca_file         = "/etc/hashi-supervisor/security/ca.pem"
+    cert_file       = "/etc/hashi-supervisor/security/node.pem"
+    key_file        = "/etc/hashi-supervisor/security/consul-key.pem"
+    verify_incoming = true
+    verify_outgoing = true
+  }
+  internal_rpc {
+    verify_server_hostname = true
+  }
+}
+acl {
+  enabled                  = true
+  default_policy           = "deny"
+  down_policy              = "extend-cache"
+  enable_token_persistence = true
+  enable_token_replication = true
+  tokens {
+    agent              = "0b0d1f2e-3c4b-4a59-8e7d-6c5b4a392817"
+    initial_management = "6c4c9d4f-0c33-4b3a-9d22-6f1e5c0a7b11"
+    replication        = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+  }
+}
+"#;
+    let nomad = r#"
+server {
+  enabled = true
+  encrypt = "Dt3P9SpKGAR/DIUN1cDirg=="
+}
+tls {
+  http                   = true
+  rpc                    = true
+  ca_file                = "/etc/hashi-supervisor/security/ca.pem"
+  cert_file              = "/etc/hashi-supervisor/security/node.pem"
+  key_file               = "/etc/hashi-supervisor/security/nomad-key.pem"
+  verify_server_hostname = true
+  verify_https_client    = false
+}
+consul {
+  address   = "127.0.0.1:8501"
+  ssl       = true
+  ca_file   = "/etc/hashi-supervisor/security/ca.pem"
+  cert_file = "/etc/hashi-supervisor/security/node.pem"
+  key_file  = "/etc/hashi-supervisor/security/nomad-key.pem"
+  token     = "11111111-2222-4333-8444-555555555555"
+}
+acl {
+  enabled = true
+}
+"#;
+    for (product, file, text, args) in [
+        ("consul", "consul.hcl", consul, vec!["validate"]),
+        ("nomad", "nomad.hcl", nomad, vec!["config", "validate"]),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let bin = install_as(&dir.path().join(format!("bin-{product}")), product);
+        let out = Command::new(bin).args(&args).arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{product}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A wrong type is still refused (the tables check inside these blocks).
+    let path = dir.path().join("bad.hcl");
+    std::fs::write(
+        &path,
+        "tls {\n  defaults {\n    verify_incoming = \"yes\"\n  }\n}\n",
+    )
+    .unwrap();
+    let bin = install_as(&dir.path().join("bin-bad"), "consul");
+    let out = Command::new(bin)
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls.defaults.verify_incoming"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn consul_servers_with_tls_links_share_acl_state_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f1 = ca.node(&dir.path().join("s1"), &["server.dc1.consul", "localhost"]);
+    let f2 = ca.node(&dir.path().join("s2"), &["server.dc1.consul", "localhost"]);
+    let mut t1 = consul_tls(&f1);
+    t1["tls"]["defaults"]["verify_incoming"] = json!(false);
+    let mut t2 = consul_tls(&f2);
+    t2["tls"]["defaults"]["verify_incoming"] = json!(false);
+    let a = StandIn::consul()
+        .server(2)
+        .node_name("s1")
+        .set("encrypt", json!(KEY_A))
+        .file("10-tls.json", &t1.to_string())
+        .file("20-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    let b = StandIn::consul()
+        .server(2)
+        .node_name("s2")
+        .set("encrypt", json!(KEY_A))
+        .set("retry_join", json!([a.join_addr()]))
+        .file("10-tls.json", &t2.to_string())
+        .file("20-acl.json", &consul_acl(Some(MGMT)).to_string())
+        .start();
+    wait_leader(&a);
+    wait_leader(&b);
+    let chosen = "7f6e5d4c-3b2a-4190-8fed-cba987654321";
+    let token = json!({"SecretID": chosen, "Policies": [{"Name": "global-management"}]});
+    let r = req(&b, "PUT", "/v1/acl/token", Some(MGMT), &token.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ok = wait_for(DEADLINE, || {
+        (req(&a, "GET", "/v1/agent/members", Some(chosen), "").status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "s1 never accepted the token made on s2");
+    // Both verified each other as servers of dc1 over TLS.
+    let peer = wait_for(DEADLINE, || {
+        let v = a.get("/_standin/tls-peers").json();
+        v.as_array()?
+            .iter()
+            .find(|p| p["Node"] == "s2" && p["Direction"] == "out")
+            .cloned()
+    })
+    .expect("s1 verified s2");
+    assert_eq!(peer["VerifiedName"], json!("server.dc1.consul"));
+}
+
+#[test]
+fn sighup_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f = ca.node(dir.path(), &["server.dc1.consul", "localhost"]);
+    let https_port = free_port();
+    let mut tls = consul_tls(&f);
+    tls["ports"] = json!({"https": https_port});
+    let s = StandIn::consul()
+        .server(1)
+        .node_name("s1")
+        .file("10-tls.json", &tls.to_string())
+        .start();
+    let addr = format!("127.0.0.1:{https_port}");
+    wait_port(&addr);
+    let get = |name: &str| {
+        https_as(
+            &addr,
+            name,
+            "GET",
+            "/v1/status/leader",
+            &f.ca_pem,
+            Some(&f),
+            &[],
+        )
+    };
+    assert_eq!(get("localhost").unwrap().status, 200);
+    assert!(
+        get("renewed.example").is_err(),
+        "the old certificate has no such name"
+    );
+    // The renewal writes a new certificate and key over the old files.
+    let _renewed = ca.node(
+        dir.path(),
+        &["server.dc1.consul", "localhost", "renewed.example"],
+    );
+    s.signal(crate::support::Signal::SIGHUP);
+    assert!(s.wait_event("reload ok", DEADLINE));
+    let r = wait_for(DEADLINE, || get("renewed.example").ok());
+    assert_eq!(
+        r.map(|r| r.status),
+        Some(200),
+        "the renewed certificate is not served"
+    );
+}
+
+#[test]
+fn nomad_https_with_verify_https_client_requires_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster CA");
+    let f = ca.node(dir.path(), &["server.global.nomad", "localhost"]);
+    let tls = nomad_tls(&f).replace("verify_https_client = false", "verify_https_client = true");
+    let s = StandIn::nomad().node_name("s1").hcl(&tls).start();
+    let r = https(&s.addr(), "GET", "/v1/status/leader", &f.ca_pem, None, &[]);
+    assert!(r.is_err(), "answered without a client certificate: {r:?}");
+    let r = wait_for(DEADLINE, || {
+        https(
+            &s.addr(),
+            "GET",
+            "/v1/status/leader",
+            &f.ca_pem,
+            Some(&f),
+            &[],
+        )
+        .ok()
+        .filter(|r| r.status == 200)
+    });
+    assert!(r.is_some(), "no answer with a client certificate");
 }
