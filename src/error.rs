@@ -10,6 +10,7 @@
 use crate::health::HealthError;
 use crate::release::ReleaseError;
 use crate::render::RenderError;
+use crate::security::join_client::JoinError;
 use crate::{health, release, render, role, supervise};
 
 // The exit codes at their old path, until every import names `crate::exit`
@@ -40,6 +41,12 @@ pub enum Error {
     /// Polling the fleet failed before any node was asked.
     #[error(transparent)]
     Fleet(#[from] crate::catalog::fleet::FleetError),
+    /// Joining the cluster (or renewing the certificate) failed.
+    #[error(transparent)]
+    Join(#[from] crate::security::join_client::JoinError),
+    /// The join endpoint of a CA holder could not start.
+    #[error(transparent)]
+    JoinServer(#[from] crate::security::join_server::JoinServerError),
     /// The cluster's or the node's security material could not be read or
     /// written (`supervisor cluster`).
     #[error(transparent)]
@@ -79,6 +86,8 @@ impl Error {
             Self::Internal(_) => EXIT_INTERNAL,
             Self::Fleet(e) if e.is_usage() => EXIT_USAGE,
             Self::Fleet(_) => EXIT_FAILURE,
+            Self::Join(e) => join_exit_code(e),
+            Self::JoinServer(_) => EXIT_FAILURE,
             Self::Security(_) => EXIT_FAILURE,
             Self::Token(e) => token_exit_code(e),
             Self::Unsecurable(_) => EXIT_CONFIG,
@@ -139,6 +148,25 @@ fn release_exit_code(e: &ReleaseError) -> u8 {
         | ReleaseError::HashMismatch { .. }
         | ReleaseError::BadArchive { .. }
         | ReleaseError::VersionMismatch { .. } => EXIT_UNAVAILABLE,
+    }
+}
+
+/// Join: 77 when the cluster refused the token or the endpoint is not
+/// the cluster's (its CA is not the pinned one), 70 when the node's own
+/// key or request could not be made, 78 for a token that is not one,
+/// else 1 (nothing reachable, a rejected request, a write failure).
+fn join_exit_code(e: &JoinError) -> u8 {
+    match e {
+        JoinError::Refused { .. } | JoinError::PinMismatch { .. } => crate::exit::EXIT_NOPERM,
+        JoinError::Key(_) => EXIT_INTERNAL,
+        JoinError::BadToken(_) => EXIT_CONFIG,
+        JoinError::Rejected { .. }
+        | JoinError::NoCandidates
+        | JoinError::Unreachable { .. }
+        | JoinError::BadAnswer { .. }
+        | JoinError::Material { .. }
+        | JoinError::Write(_)
+        | JoinError::Roles(_) => EXIT_FAILURE,
     }
 }
 

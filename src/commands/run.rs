@@ -35,7 +35,7 @@ use crate::supervise::daemon::discovery::{DEFAULT_DEBOUNCE, load_cached};
 use crate::supervise::daemon::{DiscoveryFeed, error_chain, status_channel};
 use crate::supervise::{self, NodeIdentity, Preparer, RunOptions};
 use crate::vocab::Product;
-use crate::{agent, catalog, health, release, render, shutdown};
+use crate::{agent, catalog, health, release, render, security, shutdown};
 
 /// Longest wait for the Consul deregistration before the agents stop.
 const DEREGISTER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -44,7 +44,7 @@ const WAITING_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the daemon until SIGTERM/SIGINT; exit 0 after a clean stop.
 pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
-    let signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
+    let mut signals = shutdown::listen().map_err(|e| Error::io("install signal handlers", e))?;
     let metrics = Arc::new(health::Metrics::default());
     let metrics_replans = metrics.replans.clone();
     let preparer = Arc::new(RolePreparer {
@@ -54,12 +54,25 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let super::Loaded {
         plan,
         hash: config_hash,
-        mut role,
+        role,
     } = super::load(global)?;
     // The state dir's lock before anything else: a second `run` beside a
     // live one must change nothing (not its Consul registration, not its
     // rendered files), only say why it stops. Held until the end of `run`.
     let state_lock = Arc::new(supervise::daemon::lock_state_dir(&plan.state_dir)?);
+    // A node with a join token and no material joins first, then loads its
+    // role file again: the plan renders from the material the join wrote.
+    let (plan, config_hash, mut role) = if needs_join(&role) {
+        if !join_first(&role, &mut signals).await? {
+            tracing::info!("stopped while joining, before anything was started");
+            drop(state_lock);
+            return Ok(0);
+        }
+        let again = super::load(global)?;
+        (again.plan, again.hash, again.role)
+    } else {
+        (plan, config_hash, role)
+    };
     // The health endpoint comes up next, so the node is observable while it
     // fetches and starts its agents.
     let status = status_channel(&plan);
@@ -96,6 +109,11 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // removed; nothing half-installed stays).
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let renewed_tx = ev_tx.clone();
+    // A CA holder serves joins (and renewals) from now until health stops.
+    if role.security.ca_holder {
+        start_join_endpoint(&role, &tracker, &health_cancel).await?;
+    }
     let requested = CancellationToken::new();
     tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
     // Discovery: seeded with the last run's peers, announcing the health
@@ -150,6 +168,23 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     }
     let plan = Plan::build(&role, &report.peers);
     disc.set_role(&role, &plan);
+    if role.security.material.is_some() {
+        let renewal = security::renew::Renewal {
+            role: role.clone(),
+            candidates: security::join_client::candidates(&role, &report.peers),
+            events: renewed_tx.clone(),
+        };
+        tracker.spawn(renewal.run(health_cancel.clone()));
+    }
+    // The init node makes the ACL policies and tokens once leaders exist.
+    if security::acl::AclBootstrap::applies(&role) {
+        let bootstrap = security::acl::AclBootstrap {
+            role: role.clone(),
+            plan: plan.clone(),
+            events: renewed_tx,
+        };
+        tracker.spawn(bootstrap.run(health_cancel.clone()));
+    }
     status.send_modify(|s| s.node = Some(NodeIdentity::of(&plan)));
     let registration = catalog::start_registration(
         &plan,
@@ -229,6 +264,103 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     drop(state_lock);
     result?;
     Ok(0)
+}
+
+/// Whether `role` must join before it can plan: secured (not plaintext,
+/// not `dev`), no material yet, and a join token to join with.
+fn needs_join(role: &NodeRole) -> bool {
+    let s = &role.security;
+    !s.plaintext && !role.roles.dev && s.material.is_none() && s.join_token.is_some()
+}
+
+/// Longest time a join keeps trying endpoints that do not answer (the
+/// CA holders may still be starting); a refusal ends it at once.
+const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+/// First pause between two rounds of join attempts (doubling, at most
+/// [`JOIN_RETRY_MAX`]).
+const JOIN_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest pause between two rounds of join attempts.
+const JOIN_RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// Joins the cluster with the role's token through the endpoints the role
+/// file names (`security::join_client::candidates`; discovery has not
+/// started yet). Returns false when a stop was requested first.
+async fn join_first(
+    role: &NodeRole,
+    signals: &mut mpsc::UnboundedReceiver<shutdown::SignalEvent>,
+) -> Result<bool, Error> {
+    use security::join_client::{self, JoinError};
+    let Some(secret) = &role.security.join_token else {
+        return Ok(true);
+    };
+    let token = security::token::JoinToken::parse(secret.expose())
+        .map_err(|e| JoinError::BadToken(e.to_string()))?;
+    let candidates = join_client::candidates(role, &crate::peers::Peers::default());
+    tracing::info!(token = %token.id, candidates = %candidates.join(", "), "joining the cluster");
+    let give_up = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let mut pause = JOIN_RETRY_FIRST;
+    loop {
+        let attempt = tokio::select! {
+            r = join_client::join(role, &token, &candidates) => r,
+            () = wait_for_stop(signals) => return Ok(false),
+        };
+        match attempt {
+            Ok(out) => {
+                tracing::info!(
+                    endpoint = %out.endpoint,
+                    not_after = out.not_after,
+                    ca_holder = out.ca_holder,
+                    "joined the cluster"
+                );
+                return Ok(true);
+            }
+            Err(JoinError::Unreachable { tried }) if tokio::time::Instant::now() + pause < give_up => {
+                tracing::warn!(tried = %tried.join("; "), retry_in = ?pause, "no join endpoint answered yet");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = wait_for_stop(signals) => return Ok(false),
+                }
+                pause = (pause * 2).min(JOIN_RETRY_MAX);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Resolves at the next stop signal (never if the signal channel ends);
+/// a SIGHUP while joining is ignored.
+async fn wait_for_stop(signals: &mut mpsc::UnboundedReceiver<shutdown::SignalEvent>) {
+    loop {
+        match signals.recv().await {
+            Some(shutdown::SignalEvent::Shutdown | shutdown::SignalEvent::Quit) => return,
+            Some(shutdown::SignalEvent::Reload) => {}
+            None => {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Binds `[security] join_listen` and serves joins from the cluster dir
+/// until `cancel`.
+async fn start_join_endpoint(
+    role: &NodeRole,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    use security::join_server::{self, JoinEndpoint};
+    let listener = join_server::bind(role.security.join_listen).await?;
+    let endpoint = JoinEndpoint::new(
+        &role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
+        role.security.cert_lifetime,
+    );
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(e) = endpoint.serve(listener, cancel).await {
+            tracing::error!(error = %error_chain(&e), "the join endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Waits until discovery found everything `role` cannot start without

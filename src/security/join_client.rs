@@ -38,6 +38,7 @@ use super::token::JoinToken;
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
 use super::names;
 use crate::paths;
+use crate::peers::Peers;
 use crate::role::{NodeRole, Secret};
 
 /// Time to resolve and connect to one candidate.
@@ -113,6 +114,9 @@ pub enum JoinError {
     /// The material could not be written.
     #[error("failed to write the node's security material")]
     Write(#[source] StoreError),
+    /// The join token is not one.
+    #[error("the join token is not valid: {0}")]
+    BadToken(String),
     /// The role names no roles a certificate is for.
     #[error("the node's roles cannot join: {0}")]
     Roles(String),
@@ -320,6 +324,62 @@ pub fn endpoint_of(candidate: &str) -> String {
     match c.rsplit_once(':') {
         Some((_, port)) if port.parse::<u16>().is_ok() => c.to_string(),
         _ => format!("{c}:{}", paths::DEFAULT_JOIN_PORT),
+    }
+}
+
+/// Where a node of `role` looks for a join endpoint, in order: the role
+/// file's `[security] join`, then the servers the role file and `peers`
+/// (discovery) name: Consul `retry_join` entries, the Consul HTTP address,
+/// Nomad servers, DNS names of `[discovery.dns]` (A/AAAA names only; an
+/// SRV name needs a lookup discovery does). Each on the join port unless
+/// `[security] join` gives one; cloud auto-join strings are skipped.
+pub fn candidates(role: &NodeRole, peers: &Peers) -> Vec<String> {
+    let mut out: Vec<String> = role.security.join.clone();
+    let d = &role.discovery;
+    let dns = d.dns.iter().flat_map(|n| {
+        n.consul_servers
+            .iter()
+            .chain(&n.nomad_servers)
+            .filter(|s| !s.starts_with('_'))
+    });
+    let servers = peers
+        .consul_lan
+        .iter()
+        .chain(peers.consul_http.iter())
+        .chain(&peers.nomad_servers)
+        .chain(&d.consul_retry_join)
+        .chain(d.consul_address.iter())
+        .chain(&d.nomad_retry_join)
+        .chain(dns);
+    for s in servers {
+        if let Some(h) = host_of(s) {
+            if !out.contains(&h) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
+/// The host of a `host`, `host:port`, `ip`, `[v6]:port` entry; `None` for
+/// a cloud auto-join string (`provider=...`).
+fn host_of(entry: &str) -> Option<String> {
+    let e = entry.trim();
+    if e.is_empty() || e.contains('=') || e.contains(' ') {
+        return None;
+    }
+    if let Ok(sa) = e.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip().to_string());
+    }
+    if e.parse::<IpAddr>().is_ok() {
+        return Some(e.to_string());
+    }
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest.split(']').next().map(str::to_string);
+    }
+    match e.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => Some(h.to_string()),
+        _ => Some(e.to_string()),
     }
 }
 
@@ -548,6 +608,16 @@ fn tls_config_error(endpoint: &str, e: &dyn std::fmt::Display) -> JoinError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_join_entries_drop_ports_and_skip_cloud_strings() {
+        assert_eq!(host_of("10.0.0.1:8301").as_deref(), Some("10.0.0.1"));
+        assert_eq!(host_of("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(host_of("[fd00::1]:8301").as_deref(), Some("fd00::1"));
+        assert_eq!(host_of("fd00::1").as_deref(), Some("fd00::1"));
+        assert_eq!(host_of("consul.example:8500").as_deref(), Some("consul.example"));
+        assert_eq!(host_of("provider=aws tag_key=x tag_value=y"), None);
+    }
 
     #[test]
     fn candidates_get_the_default_join_port() {

@@ -8,6 +8,7 @@
 //! (every secured node), names in `paths`. The role loader reads
 //! `security/` into `role::security::NodeMaterial`; this module writes both.
 
+pub mod acl;
 pub mod ca;
 pub mod join_client;
 pub mod join_server;

@@ -538,3 +538,73 @@ async fn an_oversized_request_is_refused_with_413() {
     let (status, text) = raw_post(holder.addr, &holder.pin, "/v1/join", &body).await;
     assert_eq!(status, 413, "{text}");
 }
+
+/// Runs `supervisor --config <role> run` with `--join-token token` for a
+/// nomad-client whose `[security] join` names `endpoint`; exit code and
+/// stderr. It ends by itself: the join is refused.
+fn run_with_token(endpoint: SocketAddr, token: &str) -> (Option<i32>, String, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-node-09\"\ndatacenter = \"ams2\"\n\
+         [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"nobody\"\n\
+         [discovery]\nnomad_retry_join = [\"127.0.0.1\"]\nmdns = false\n\
+         [health]\nlisten = \"127.0.0.1:0\"\n\
+         [security]\njoin = [\"{endpoint}\"]\n\
+         [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+        tmp.path().join("etc").display(),
+        tmp.path().join("state").display()
+    );
+    let role = tmp.path().join("node.toml");
+    std::fs::write(&role, text).unwrap();
+    let out = std::process::Command::new(crate::support::supervisor_bin())
+        .arg("--config")
+        .arg(&role)
+        .args(["--join-token", token, "run"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        tmp,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_wrong_secret_exits_77_with_the_endpoints_reason() {
+    let holder = Holder::start(90 * DAY).await;
+    let good = holder.token(DAY, Duration::ZERO, true);
+    let wrong = format!("{}.{}@{}", good.id, "0123456789abcdef", holder.pin);
+    let addr = holder.addr;
+    let (code, stderr, tmp) = tokio::task::spawn_blocking(move || run_with_token(addr, &wrong))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(77), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: the join endpoint at {addr} refused the join token: wrong secret for join token {}",
+            good.id
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("0123456789abcdef"), "{stderr}");
+    assert!(!tmp.path().join("etc/security").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_an_endpoint_with_another_ca_exits_77_naming_both_pins() {
+    let (rogue, handshakes, bytes, rogue_pin) = rogue_endpoint().await;
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let token = format!("abc123.0123456789abcdef@{pin}");
+    let (code, stderr, _tmp) = tokio::task::spawn_blocking(move || run_with_token(rogue, &token))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(77), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: the join endpoint at {rogue} is not this cluster's: it presents CA {rogue_pin}, the token pins {pin}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(handshakes.load(Ordering::SeqCst), 0);
+    assert_eq!(bytes.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,470 @@
+//! ACL bootstrap on the init node. Consul bootstraps itself from
+//! `acl.tokens.initial_management` (rendered on the init node only); once
+//! the local Consul has a leader, this task creates the policies and the
+//! tokens whose SecretIDs `cluster init` chose (`PUT /v1/acl/policy`, `PUT
+//! /v1/acl/token` with `SecretID`, Consul API docs "ACL Policies" and "ACL
+//! Tokens"), so the tokens joining nodes already hold start to work. Nomad:
+//! once its server has a leader, `POST /v1/acl/bootstrap` with the
+//! pre-chosen `BootstrapSecret` (Nomad API docs "ACL Tokens", "Bootstrap
+//! Token"), the `supervisor` policy, and a token for the supervisors, whose
+//! SecretID goes into `cluster.json` (`nomad_supervisor`) so later joins
+//! and renewals hand it out; this node's own `node.json` is then renewed
+//! locally and the daemon told ([`DaemonEvent::Renewed`]).
+//!
+//! Idempotent: a policy or token that exists already, or a bootstrap done
+//! already, counts as done, so a restarted init node runs it again safely.
+//! Owns the policies' rules and the order of the calls; it uses its own
+//! small HTTPS client because these calls carry the management token, not
+//! the supervisor's (which the agent client sends on every request).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Method;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{renew, store};
+use crate::paths;
+use crate::plan::{ApiTls, Plan};
+use crate::role::{NodeRole, Secret};
+use crate::supervise::daemon::DaemonEvent;
+use crate::vocab::Product;
+
+/// Time one ACL request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between two looks for a leader, or after a failed step.
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// Largest answer read.
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// One Consul policy: name, description, rules (HCL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The policy's name.
+    pub name: &'static str,
+    /// What it is for.
+    pub description: &'static str,
+    /// Its rules.
+    pub rules: &'static str,
+}
+
+/// Consul agents (`acl.tokens.agent`): register their node, read services
+/// (Consul docs, "Create an agent token").
+pub const CONSUL_AGENT: Policy = Policy {
+    name: "hashi-supervisor-agent",
+    description: "Consul agents of hashi-supervisor nodes",
+    rules: "node_prefix \"\" { policy = \"write\" }\nservice_prefix \"\" { policy = \"read\" }\n",
+};
+
+/// The supervisors: health reads, their own registration, joins (`PUT
+/// /v1/agent/join` needs agent:write, Consul docs "consul join"), the
+/// key/value prefix and sessions of the rollout gate.
+pub const CONSUL_SUPERVISOR: Policy = Policy {
+    name: "hashi-supervisor",
+    description: "hashi-supervisor's own calls",
+    rules: "agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }\n\
+            service_prefix \"\" { policy = \"write\" }\noperator = \"read\"\n\
+            key_prefix \"hashi-supervisor/\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"write\" }\n",
+};
+
+/// Servers outside the primary datacenter (`acl.tokens.replication`):
+/// acl:write, operator:write, service:read and intention:read (Consul
+/// docs, "Create a replication token").
+pub const CONSUL_REPLICATION: Policy = Policy {
+    name: "hashi-supervisor-replication",
+    description: "ACL replication of secondary datacenters",
+    rules: "acl = \"write\"\noperator = \"write\"\n\
+            service_prefix \"\" {\n  policy = \"read\"\n  intentions = \"read\"\n}\n",
+};
+
+/// Nomad's token for Consul (`consul.token`): register its services and
+/// checks, read agents and nodes.
+pub const CONSUL_NOMAD: Policy = Policy {
+    name: "hashi-supervisor-nomad",
+    description: "Nomad agents' Consul integration",
+    rules: "agent_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"write\" }\n\
+            service_prefix \"\" { policy = \"write\" }\n",
+};
+
+/// The supervisors' Nomad policy: health and membership reads, and
+/// `agent` write for joins and client server lists (`PUT
+/// /v1/agent/join`, `/v1/agent/servers`).
+pub const NOMAD_SUPERVISOR: Policy = Policy {
+    name: "hashi-supervisor",
+    description: "hashi-supervisor's own calls",
+    rules: "agent { policy = \"write\" }\nnode { policy = \"read\" }\noperator { policy = \"read\" }\n",
+};
+
+/// Why a step failed (retried by the task).
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    /// The request did not complete.
+    #[error("failed to {method} {url}")]
+    Request {
+        /// The method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An unexpected answer.
+    #[error("{method} {url} answered {status}: {body}")]
+    Status {
+        /// The method.
+        method: String,
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The client could not be set up, or a file not read or written.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Whether an answer means "exists already": Consul's "already exists" /
+/// "already in use" (400), Nomad's "ACL bootstrap already done" (400).
+pub fn is_already_done(status: u16, body: &str) -> bool {
+    (400..500).contains(&status)
+        && ["already exists", "already in use", "already done", "no longer allowed"]
+            .iter()
+            .any(|m| body.contains(m))
+}
+
+/// The body of `PUT /v1/acl/policy` (Consul).
+pub fn consul_policy_body(p: &Policy) -> serde_json::Value {
+    serde_json::json!({ "Name": p.name, "Description": p.description, "Rules": p.rules })
+}
+
+/// The body of `PUT /v1/acl/token` (Consul) with a chosen SecretID.
+pub fn consul_token_body(secret: &Secret, policy: &Policy, description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "SecretID": secret.expose(),
+        "Description": description,
+        "Policies": [{ "Name": policy.name }],
+        "Local": false,
+    })
+}
+
+/// An agent API reached over HTTPS with the node's certificate.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    header: &'static str,
+}
+
+impl Api {
+    fn new(product: Product, addr: SocketAddr, tls: &ApiTls) -> Result<Self, AclError> {
+        let setup = |what: &str, e: &dyn std::fmt::Display| AclError::Setup(format!("{what}: {e}"));
+        let read = |p: &PathBuf| {
+            crate::role::file::read_regular(p, 64 * 1024)
+                .map_err(|e| setup(&format!("failed to read {}", p.display()), &e))
+        };
+        let ca = reqwest::Certificate::from_pem(&read(&tls.ca_file)?)
+            .map_err(|e| setup("the CA", &e))?;
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .resolve(&tls.server_name, addr)
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(c) = &tls.client_cert {
+            let mut pem = read(&c.cert_file)?;
+            pem.extend_from_slice(&read(&c.key_file)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                AclError::Setup("the node certificate or key is not usable".into())
+            })?;
+            b = b.identity(id);
+        }
+        Ok(Self {
+            http: b.build().map_err(|e| setup("the ACL client", &e))?,
+            base: format!("https://{}:{}", tls.server_name, addr.port()),
+            header: match product {
+                Product::Consul => "x-consul-token",
+                Product::Nomad => "x-nomad-token",
+            },
+        })
+    }
+
+    /// Sends `method path` with `token` and a JSON body; status and body.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String), AclError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(t) = token {
+            let mut v = reqwest::header::HeaderValue::from_str(t.expose())
+                .map_err(|_| AclError::Setup("an ACL token is not a header value".into()))?;
+            v.set_sensitive(true);
+            req = req.header(self.header, v);
+        }
+        if let Some(b) = body {
+            let bytes = serde_json::to_vec(b)
+                .map_err(|e| AclError::Setup(format!("failed to encode a request: {e}")))?;
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let err = |source| AclError::Request {
+            method: method.to_string(),
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(err)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(err)?;
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER_BYTES)]).into_owned();
+        Ok((status, text))
+    }
+
+    /// Sends and requires 200, or an "exists already" answer.
+    async fn ensure(
+        &self,
+        method: Method,
+        path: &str,
+        token: &Secret,
+        body: &serde_json::Value,
+    ) -> Result<String, AclError> {
+        let (status, text) = self.call(method.clone(), path, Some(token), Some(body)).await?;
+        if status == 200 || is_already_done(status, &text) {
+            return Ok(text);
+        }
+        Err(AclError::Status {
+            method: method.to_string(),
+            url: format!("{}{path}", self.base),
+            status,
+            body: text.chars().take(200).collect(),
+        })
+    }
+
+    async fn has_leader(&self, token: Option<&Secret>) -> bool {
+        matches!(
+            self.call(Method::GET, "/v1/status/leader", token, None).await,
+            Ok((200, body)) if body.trim().trim_matches('"').len() > 1
+        )
+    }
+}
+
+/// The init node's ACL bootstrap task.
+#[derive(Debug)]
+pub struct AclBootstrap {
+    /// The role in force (the init node's).
+    pub role: NodeRole,
+    /// Its plan (the agents' API addresses and TLS settings).
+    pub plan: Plan,
+    /// Where the daemon learns that `node.json` changed.
+    pub events: mpsc::UnboundedSender<DaemonEvent>,
+}
+
+impl AclBootstrap {
+    /// Whether `role` is the init node of an ACL cluster (it holds a
+    /// bootstrap token).
+    pub fn applies(role: &NodeRole) -> bool {
+        role.security.ca_holder
+            && role.security.material.as_ref().is_some_and(|m| {
+                m.secrets.acl_enabled
+                    && (m.secrets.acl.consul_initial_management.is_some()
+                        || m.secrets.acl.nomad_bootstrap.is_some())
+            })
+    }
+
+    /// Runs until both products are done or `cancel`.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut consul_done = false;
+        let mut nomad_done = false;
+        loop {
+            if !consul_done {
+                match self.consul().await {
+                    Ok(done) => consul_done = done,
+                    Err(e) => tracing::warn!(error = %super::join_server::error_chain(&e), "consul ACL bootstrap step failed; retrying"),
+                }
+            }
+            if !nomad_done {
+                match self.nomad().await {
+                    Ok(done) => nomad_done = done,
+                    Err(e) => tracing::warn!(error = %super::join_server::error_chain(&e), "nomad ACL bootstrap step failed; retrying"),
+                }
+            }
+            if consul_done && nomad_done {
+                tracing::info!("ACL bootstrap complete");
+                return;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(RETRY_EVERY) => {}
+            }
+        }
+    }
+
+    fn api(&self, product: Product) -> Result<Option<Api>, AclError> {
+        let Some(a) = self.plan.agent(product) else {
+            return Ok(None);
+        };
+        let Some(tls) = &a.api_tls else {
+            return Ok(None);
+        };
+        Api::new(product, a.http_addr, tls).map(Some)
+    }
+
+    /// Consul: true when done (or nothing to do here).
+    async fn consul(&self) -> Result<bool, AclError> {
+        let Some(m) = &self.role.security.material else {
+            return Ok(true);
+        };
+        let Some(mgmt) = &m.secrets.acl.consul_initial_management else {
+            return Ok(true);
+        };
+        let Some(api) = self.api(Product::Consul)? else {
+            return Ok(true);
+        };
+        if !api.has_leader(Some(mgmt)).await {
+            return Ok(false);
+        }
+        let cluster = self.cluster_file()?;
+        let a = &cluster.acl;
+        let tokens = [
+            (&CONSUL_AGENT, &a.consul_agent, "Consul agents"),
+            (&CONSUL_SUPERVISOR, &a.consul_supervisor, "hashi-supervisor"),
+            (&CONSUL_REPLICATION, &a.consul_replication, "ACL replication"),
+            (&CONSUL_NOMAD, &a.nomad_consul, "Nomad's Consul integration"),
+        ];
+        for (policy, secret, description) in tokens {
+            let Some(secret) = secret else { continue };
+            api.ensure(Method::PUT, "/v1/acl/policy", mgmt, &consul_policy_body(policy))
+                .await?;
+            api.ensure(
+                Method::PUT,
+                "/v1/acl/token",
+                mgmt,
+                &consul_token_body(&Secret::new(secret.clone()), policy, description),
+            )
+            .await?;
+        }
+        tracing::info!("consul ACL policies and tokens are in place");
+        Ok(true)
+    }
+
+    /// Nomad: true when done (or nothing to do here).
+    async fn nomad(&self) -> Result<bool, AclError> {
+        let Some(m) = &self.role.security.material else {
+            return Ok(true);
+        };
+        let Some(bootstrap) = &m.secrets.acl.nomad_bootstrap else {
+            return Ok(true);
+        };
+        let Some(api) = self.api(Product::Nomad)? else {
+            return Ok(true);
+        };
+        if !api.has_leader(None).await {
+            return Ok(false);
+        }
+        api.ensure(
+            Method::POST,
+            "/v1/acl/bootstrap",
+            bootstrap,
+            &serde_json::json!({ "BootstrapSecret": bootstrap.expose() }),
+        )
+        .await?;
+        let p = &NOMAD_SUPERVISOR;
+        api.ensure(
+            Method::POST,
+            &format!("/v1/acl/policy/{}", p.name),
+            bootstrap,
+            &serde_json::json!({ "Name": p.name, "Description": p.description, "Rules": p.rules }),
+        )
+        .await?;
+        let mut cluster = self.cluster_file()?;
+        if cluster.acl.nomad_supervisor.is_none() {
+            // Nomad chooses this SecretID itself.
+            let answer = api
+                .ensure(
+                    Method::POST,
+                    "/v1/acl/token",
+                    bootstrap,
+                    &serde_json::json!({
+                        "Name": "hashi-supervisor",
+                        "Type": "client",
+                        "Policies": [p.name],
+                        "Global": true,
+                    }),
+                )
+                .await?;
+            let v: serde_json::Value = serde_json::from_str(&answer)
+                .map_err(|e| AclError::Setup(format!("nomad's token answer: {e}")))?;
+            let secret = v
+                .get("SecretID")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| AclError::Setup("nomad's token answer has no SecretID".into()))?;
+            cluster.acl.nomad_supervisor = Some(secret.to_string());
+            let dir = self.cluster_dir();
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || store::save_cluster_file(&dir, &c))
+                .await
+                .map_err(|e| AclError::Setup(format!("the writer failed: {e}")))?
+                .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))?;
+        }
+        // This node's own node.json gets the token: a local renewal.
+        renew::renew(&self.role, &[])
+            .await
+            .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))?;
+        let _ = self.events.send(DaemonEvent::Renewed);
+        tracing::info!("nomad ACLs bootstrapped; the supervisors' token is handed out from now");
+        Ok(true)
+    }
+
+    fn cluster_dir(&self) -> PathBuf {
+        self.role.config_dir.join(paths::CLUSTER_SUBDIR)
+    }
+
+    fn cluster_file(&self) -> Result<store::ClusterFile, AclError> {
+        store::load_cluster_dir(&self.cluster_dir())
+            .map(|m| m.cluster)
+            .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_policies_tokens_and_bootstraps_count_as_done() {
+        assert!(is_already_done(400, "Invalid Policy: A Policy with Name \"x\" already exists"));
+        assert!(is_already_done(400, "Invalid Token: SecretID is already in use"));
+        assert!(is_already_done(400, "ACL bootstrap already done (reset index: 7)"));
+        assert!(is_already_done(
+            403,
+            "Permission denied: ACL bootstrap no longer allowed (reset index: 3)"
+        ));
+        assert!(!is_already_done(403, "Permission denied"));
+        assert!(!is_already_done(500, "already exists"));
+    }
+
+    #[test]
+    fn a_consul_token_body_carries_the_chosen_secret_and_the_policy_by_name() {
+        let b = consul_token_body(&Secret::new("11111111-1111-4111-8111-111111111111"), &CONSUL_AGENT, "Consul agents");
+        assert_eq!(b["SecretID"], "11111111-1111-4111-8111-111111111111");
+        assert_eq!(b["Policies"][0]["Name"], "hashi-supervisor-agent");
+        assert_eq!(b["Local"], false);
+    }
+
+    #[test]
+    fn policies_parse_as_hcl_and_grant_what_the_callers_need() {
+        for p in [CONSUL_AGENT, CONSUL_SUPERVISOR, CONSUL_REPLICATION, CONSUL_NOMAD, NOMAD_SUPERVISOR] {
+            let v: hcl::Value = hcl::from_str(p.rules).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+            assert!(v.as_object().is_some_and(|o| !o.is_empty()), "{}", p.name);
+        }
+        assert!(CONSUL_SUPERVISOR.rules.contains("agent_prefix \"\" { policy = \"write\" }"));
+        assert!(CONSUL_REPLICATION.rules.contains("acl = \"write\""));
+    }
+}
