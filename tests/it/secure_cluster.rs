@@ -26,7 +26,7 @@ use hashi_testrig::demo::{
 use hashi_testrig::netns::NodeSpec;
 use serde_json::Value;
 
-use crate::support::{find_tool, standin::standin_bin, supervisor_bin};
+use crate::support::{standin::standin_bin, supervisor_bin};
 
 /// Debug builds of five supervisors fetching, verifying, joining and
 /// starting on two shared cores: generous.
@@ -35,6 +35,17 @@ const READY_WITHIN: Duration = Duration::from_secs(420);
 const CHANGE_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(250);
+
+/// `tool` in `PATH`, executable.
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// The test cannot run without these: it fails, never skips.
 fn require_here() {
