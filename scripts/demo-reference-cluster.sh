@@ -7,7 +7,7 @@
 # and removes the namespaces.
 #
 #   sudo scripts/demo-reference-cluster.sh [hashi-demo options]
-#   (options: --work DIR, --base-port 4681, --for SECS, --ready-timeout SECS)
+#   (options: --secure, --work DIR, --base-port 4681, --for SECS, --ready-timeout SECS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

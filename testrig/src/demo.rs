@@ -21,6 +21,14 @@
 //!    endpoint (default `<private address>:4680`) so a browser or `curl` on
 //!    the host can look.
 //!
+//! Security ([`Security`]): by default every node's role says `[security]
+//! plaintext = true` (the cluster of before secure bootstrap, which the
+//! plaintext tests keep testing). [`Security::Secure`] does what the README's
+//! "Secure bootstrap" tells an operator: `supervisor cluster init` on the init
+//! node (ams2-server-01), `supervisor cluster token create`, the token in a
+//! file named by `[security] join_token_file` on every other node; the init
+//! node starts first and the others once its join endpoint listens.
+//!
 //! [`Demo::stop`] sends SIGTERM to every supervisor (clients first) and waits
 //! for their graceful stop; dropping a [`Demo`] stops it and removes the
 //! namespaces. Everything here is test support: the agents are stand-ins,
@@ -105,6 +113,151 @@ pub struct DemoOptions {
     /// address (added to the router's LAN bridge when it is not the
     /// gateway), started before the supervisors.
     pub silent_nameservers: Vec<(String, SocketAddr)>,
+}
+
+/// How the demo secures its cluster.
+#[derive(Debug, Clone, Default)]
+pub enum Security {
+    /// Every supervised node's role says `[security] plaintext = true`
+    /// (any `[security]` of its example replaced): no TLS, no gossip
+    /// encryption, no ACLs.
+    #[default]
+    Plaintext,
+    /// `supervisor cluster init` and one join token (see [`SecureOptions`]).
+    Secure(SecureOptions),
+}
+
+/// The secure demo: which node runs `cluster init`, and what every role's
+/// `[security]` adds.
+#[derive(Debug, Clone)]
+pub struct SecureOptions {
+    /// The node that runs `supervisor cluster init` (its role keeps its
+    /// example's `[security]`, if any, without `join_token_file`).
+    pub init_node: String,
+    /// Lifetime of the join token (`supervisor cluster token create --ttl`).
+    pub token_ttl: String,
+    /// Keys added to every supervised node's `[security]` (e.g. `cert_days`).
+    pub extra: toml::Table,
+    /// Nodes that get no token file and no `join_token_file` (a test gives
+    /// them a token of its own, or runs `cluster init` on them itself).
+    pub no_token: Vec<String>,
+    /// How long to wait for the init node's join endpoint to listen.
+    pub init_within: Duration,
+}
+
+impl Default for SecureOptions {
+    fn default() -> Self {
+        SecureOptions {
+            init_node: INIT_NODE.into(),
+            token_ttl: "30m".into(),
+            extra: toml::Table::new(),
+            no_token: Vec::new(),
+            init_within: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The node of the reference scenario that runs `supervisor cluster init`.
+pub const INIT_NODE: &str = "ams2-server-01";
+/// Default port of a CA holder's join endpoint (the supervisor's
+/// `paths::DEFAULT_JOIN_PORT`).
+pub const JOIN_PORT: u16 = 4681;
+/// File name of a node's join token, in its config dir (as
+/// `/etc/hashi-supervisor/join-token` in `config/examples/`).
+pub const JOIN_TOKEN_FILE: &str = "join-token";
+
+/// The `[security]` a demo node's role gets.
+#[derive(Debug, Clone)]
+enum RoleSecurity {
+    /// `plaintext = true`.
+    Plaintext,
+    /// The init node, or a node the test gives a token of its own (or
+    /// none): its example's `[security]` without `join_token_file`, plus
+    /// `extra`.
+    Own(toml::Table),
+    /// A joining node: `join_token_file` at this path, plus `extra`.
+    Join(PathBuf, toml::Table),
+}
+
+impl RoleSecurity {
+    fn describe(&self) -> &'static str {
+        match self {
+            RoleSecurity::Plaintext => "plaintext = true",
+            RoleSecurity::Own(_) => "its own, without a token file",
+            RoleSecurity::Join(..) => "join_token_file",
+        }
+    }
+}
+
+/// Writes `text` to `path` with mode 0600 (its directory made 0755 first).
+fn write_secret(path: &Path, text: &str) -> Result<(), DemoError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err("create", path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| io_err("write", path, e))
+}
+
+/// Sets `role`'s `[security]` as `how` says.
+fn set_security(role: &mut toml::Table, how: &RoleSecurity) {
+    let mut sec = match role.remove("security") {
+        Some(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    match how {
+        RoleSecurity::Plaintext => {
+            sec = toml::Table::new();
+            sec.insert("plaintext".into(), true.into());
+        }
+        RoleSecurity::Own(extra) => {
+            sec.remove("join_token_file");
+            sec.extend(extra.clone());
+        }
+        RoleSecurity::Join(path, extra) => {
+            sec.insert("join_token_file".into(), path.display().to_string().into());
+            sec.extend(extra.clone());
+        }
+    }
+    if !sec.is_empty() {
+        role.insert("security".into(), sec.into());
+    }
+}
+
+/// The join token in `supervisor cluster init` or `token create` output:
+/// the first word shaped `<id>.<secret>@sha256:<64 hex>`.
+pub fn find_join_token(output: &str) -> Option<String> {
+    output
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .find(|w| is_join_token(w))
+        .map(str::to_string)
+}
+
+fn is_join_token(w: &str) -> bool {
+    let Some((secret, pin)) = w.split_once("@sha256:") else {
+        return false;
+    };
+    let Some((id, secret)) = secret.split_once('.') else {
+        return false;
+    };
+    let alnum = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    alnum(id, 6)
+        && alnum(secret, 16)
+        && pin.len() == 64
+        && pin
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The records `config/examples/dns/` asks for, served by datacenter
@@ -323,6 +476,15 @@ impl DemoNode {
         format!("http://{}/", self.forward)
     }
 
+    /// The node's config dir (`[paths] config_dir` of its role): its
+    /// rendered configs, `security/` and, on a CA holder, `cluster/`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.role_file
+            .parent()
+            .map(|d| d.join("etc"))
+            .unwrap_or_else(|| PathBuf::from("etc"))
+    }
+
     /// The supervisor's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -456,6 +618,8 @@ pub struct Demo {
     dns: Vec<Dnsmasq>,
     silent: Vec<SilentNameserver>,
     topology: Option<Topology>,
+    /// The secure demo's join token (a secret: not in `Debug`).
+    join_token: Option<String>,
 }
 
 impl fmt::Debug for Demo {
@@ -491,8 +655,10 @@ fn demo_role(
     mirror_url: &str,
     key_file: &Path,
     node_dir: &Path,
+    security: &RoleSecurity,
 ) -> toml::Table {
     let mut role = example.clone();
+    set_security(&mut role, security);
     let mut release = toml::Table::new();
     release.insert("mirror".into(), mirror_url.into());
     release.insert("trust_hashicorp_key".into(), false.into());
@@ -516,11 +682,16 @@ fn demo_role(
 
 /// A role file of nothing but `schema = 1` (the file format version every
 /// role file carries, as the package's default one does) and the demo's
-/// `[release]` and `[paths]`.
-fn bare_role(mirror_url: &str, key_file: &Path, node_dir: &Path) -> toml::Table {
+/// `[release]`, `[paths]` and `[security]`.
+fn bare_role(
+    mirror_url: &str,
+    key_file: &Path,
+    node_dir: &Path,
+    security: &RoleSecurity,
+) -> toml::Table {
     let mut role = toml::Table::new();
     role.insert("schema".into(), 1.into());
-    demo_role(&role, mirror_url, key_file, node_dir)
+    demo_role(&role, mirror_url, key_file, node_dir, security)
 }
 
 fn read_example(dir: &Path, node: &str) -> Result<toml::Table, DemoError> {
@@ -552,9 +723,19 @@ fn make_traversable(path: &Path) -> Result<(), DemoError> {
 
 impl Demo {
     /// Builds the nodes, the mirror and the role files, and starts one
-    /// `supervisor run` per node. Does not wait for readiness: see
-    /// [`Demo::wait_ready`].
+    /// `supervisor run` per node, every role with `[security] plaintext =
+    /// true`. Does not wait for readiness: see [`Demo::wait_ready`].
     pub fn start(opts: &DemoOptions) -> Result<Demo, DemoError> {
+        Demo::start_with(opts, &Security::Plaintext)
+    }
+
+    /// [`Demo::start`] secured as `security` says. With
+    /// [`Security::Secure`] it runs `supervisor cluster init` and `cluster
+    /// token create` on the init node before any supervisor starts, writes
+    /// the token file of every other supervised node (but those in
+    /// `no_token`), starts the init node, waits until its join endpoint
+    /// accepts connections, then starts the others.
+    pub fn start_with(opts: &DemoOptions, security: &Security) -> Result<Demo, DemoError> {
         crate::netns::is_available()
             .map_err(|why| DemoError(format!("network namespaces unavailable: {why}")))?;
         for (what, p) in [
@@ -614,6 +795,7 @@ impl Demo {
             dns: Vec::new(),
             silent: Vec::new(),
             topology: Some(topology),
+            join_token: None,
         };
         for (dc, addr) in &opts.silent_nameservers {
             let (ns, gw) = demo
@@ -659,24 +841,54 @@ impl Demo {
         {
             let node_dir = work.join("nodes").join(&node.name);
             std::fs::create_dir_all(&node_dir).map_err(|e| io_err("create", &node_dir, e))?;
+            let role_security = match security {
+                Security::Plaintext => RoleSecurity::Plaintext,
+                Security::Secure(s)
+                    if s.init_node == node.name || s.no_token.contains(&node.name) =>
+                {
+                    RoleSecurity::Own(s.extra.clone())
+                }
+                Security::Secure(s) => {
+                    RoleSecurity::Join(node_dir.join("etc").join(JOIN_TOKEN_FILE), s.extra.clone())
+                }
+            };
             let (role, origin) = match (example, &spec.role) {
                 (Some(example), RoleSource::Example) => (
-                    demo_role(example, &demo.mirror_url, &key_file, &node_dir),
+                    demo_role(
+                        example,
+                        &demo.mirror_url,
+                        &key_file,
+                        &node_dir,
+                        &role_security,
+                    ),
                     format!(
                         "from config/examples/{}.toml: only [release] (the demo's signed\n\
-                         # mirror and its test key) and [paths] differ.",
-                        node.name
+                         # mirror and its test key), [paths] and [security] ({}) differ.",
+                        node.name,
+                        role_security.describe()
                     ),
                 ),
                 (Some(example), _) => (
-                    demo_role(example, &demo.mirror_url, &key_file, &node_dir),
-                    "by the test: its own role with the demo's [release] and [paths].".into(),
+                    demo_role(
+                        example,
+                        &demo.mirror_url,
+                        &key_file,
+                        &node_dir,
+                        &role_security,
+                    ),
+                    format!(
+                        "by the test: its own role with the demo's [release], [paths]\n\
+                         # and [security] ({}).",
+                        role_security.describe()
+                    ),
                 ),
                 (None, _) => (
-                    bare_role(&demo.mirror_url, &key_file, &node_dir),
+                    bare_role(&demo.mirror_url, &key_file, &node_dir, &role_security),
                     format!(
-                        "with nothing but [release] (the demo's mirror and key) and\n\
-                         # [paths]: roles from the command line ({}), the rest learned.",
+                        "with nothing but [release] (the demo's mirror and key),\n\
+                         # [paths] and [security] ({}): roles from the command line ({}),\n\
+                         # the rest learned.",
+                        role_security.describe(),
                         spec.args.join(" ")
                     ),
                 ),
@@ -719,17 +931,137 @@ impl Demo {
                 child: None,
             });
         }
-        let names: Vec<String> = demo
+        let mut names: Vec<String> = demo
             .nodes
             .iter()
             .zip(&opts.nodes)
             .filter(|(n, spec)| n.supervised && !spec.deferred)
             .map(|(n, _)| n.name.clone())
             .collect();
+        if let Security::Secure(secure) = security {
+            demo.bootstrap(secure)?;
+            if let Some(i) = names.iter().position(|n| *n == secure.init_node) {
+                let init = names.remove(i);
+                demo.start_node(&init)?;
+                demo.wait_join_endpoint(&init, secure.init_within)?;
+            }
+        }
         for name in names {
             demo.start_node(&name)?;
         }
         Ok(demo)
+    }
+
+    /// `supervisor cluster init` and `supervisor cluster token create` on
+    /// the init node (its role file, inside its namespace), then the token
+    /// file (0600) of every other supervised node not in `no_token`.
+    fn bootstrap(&mut self, secure: &SecureOptions) -> Result<(), DemoError> {
+        let init = &secure.init_node;
+        self.run_supervisor(init, &["cluster", "init", "--token-ttl", &secure.token_ttl])?;
+        let out = self.run_supervisor(
+            init,
+            &[
+                "cluster",
+                "token",
+                "create",
+                "--ttl",
+                &secure.token_ttl,
+                "--description",
+                "hashi-demo",
+            ],
+        )?;
+        let token = find_join_token(&out).ok_or_else(|| {
+            DemoError(format!(
+                "`supervisor cluster token create` on {init} printed no join token"
+            ))
+        })?;
+        for n in &self.nodes {
+            if !n.supervised || n.name == *init || secure.no_token.contains(&n.name) {
+                continue;
+            }
+            let file = n.config_dir().join(JOIN_TOKEN_FILE);
+            write_secret(&file, &format!("{token}\n"))?;
+        }
+        self.join_token = Some(token);
+        Ok(())
+    }
+
+    /// Runs `supervisor <args> -c <role file>` on node `name` (inside its
+    /// namespace) to the end; its stdout when it exits 0, else an error
+    /// with its exit status and stderr.
+    pub fn run_supervisor(&self, name: &str, args: &[&str]) -> Result<String, DemoError> {
+        let out = self.supervisor_command(name, args)?.output().map_err(|e| {
+            DemoError(format!(
+                "failed to run supervisor {} on {name}: {e}",
+                args.join(" ")
+            ))
+        })?;
+        if !out.status.success() {
+            return Err(DemoError(format!(
+                "`supervisor {}` on {name} exited {}: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The command `supervisor <args> -c <role file>` on node `name`,
+    /// inside its namespace, not started.
+    pub fn supervisor_command(
+        &self,
+        name: &str,
+        args: &[&str],
+    ) -> Result<std::process::Command, DemoError> {
+        let n = self
+            .node(name)
+            .ok_or_else(|| DemoError(format!("no node {name}")))?;
+        let topo = self
+            .topology()
+            .node(name)
+            .ok_or_else(|| DemoError(format!("no node {name}")))?;
+        let mut cmd = topo.command(&self.supervisor.display().to_string());
+        cmd.args(args).arg("-c").arg(&n.role_file);
+        Ok(cmd)
+    }
+
+    /// The join token of a secure demo (what `cluster token create`
+    /// printed on the init node). A secret: never print it.
+    pub fn join_token(&self) -> Option<&str> {
+        self.join_token.as_deref()
+    }
+
+    /// Waits until node `name`'s join endpoint (its private address, port
+    /// [`JOIN_PORT`]) accepts a TCP connection, or `within` passes, or its
+    /// supervisor exits.
+    pub fn wait_join_endpoint(&mut self, name: &str, within: Duration) -> Result<(), DemoError> {
+        let (ns, addr) = {
+            let n = self
+                .node(name)
+                .ok_or_else(|| DemoError(format!("no node {name}")))?;
+            (n.netns.clone(), SocketAddr::from((n.private_ip, JOIN_PORT)))
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((node, st)) = self.exited() {
+                return Err(DemoError(format!(
+                    "supervisor on {node} exited ({st}) before {name}'s join endpoint listened"
+                )));
+            }
+            let connected = crate::netns::in_netns(&ns, move || {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            })?;
+            if connected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(DemoError(format!(
+                    "{name}'s join endpoint {addr} not listening after {within:?}"
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Starts `supervisor run -c <role file> <args>` on node `name` (again,
@@ -737,6 +1069,12 @@ impl Demo {
     /// so its installed releases and cached peers, are kept). Its log is
     /// appended to.
     pub fn start_node(&mut self, name: &str) -> Result<(), DemoError> {
+        self.start_node_with(name, &[])
+    }
+
+    /// [`Demo::start_node`] with `extra` arguments after the node's own
+    /// (e.g. `--join-token <token>`).
+    pub fn start_node_with(&mut self, name: &str, extra: &[&str]) -> Result<(), DemoError> {
         let supervisor = self.supervisor.clone();
         let netns_node = self
             .topology()
@@ -769,6 +1107,7 @@ impl Demo {
                 .args(["run", "-c"])
                 .arg(&n.role_file)
                 .args(&n.args)
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(log2)
@@ -1086,8 +1425,10 @@ mod tests {
             "http://10.0.1.1:8880",
             Path::new("/w/key.asc"),
             Path::new("/w/nodes/n"),
+            &RoleSecurity::Plaintext,
         );
         assert_eq!(role["roles"], example["roles"]);
+        assert_eq!(role["security"]["plaintext"].as_bool(), Some(true));
         assert_eq!(role["nomad"], example["nomad"]);
         assert_eq!(
             role["release"]["mirror"].as_str(),
@@ -1106,6 +1447,66 @@ mod tests {
             Some("/w/nodes/n/state")
         );
         assert_eq!(role["paths"]["config_dir"].as_str(), Some("/w/nodes/n/etc"));
+    }
+
+    #[test]
+    fn plaintext_replaces_the_examples_security_and_secure_roles_join_with_the_token_file() {
+        let example = table(
+            "schema = 1\nroles = [\"nomad-client\"]\n[security]\njoin_token_file = \"/etc/hashi-supervisor/join-token\"\njoin = [\"10.0.1.11\"]",
+        );
+        let role = |how: &RoleSecurity| {
+            demo_role(&example, "http://m", Path::new("/k"), Path::new("/n"), how)
+        };
+        let plain = role(&RoleSecurity::Plaintext);
+        assert_eq!(
+            plain["security"]
+                .as_table()
+                .map(|t| t.keys().collect::<Vec<_>>()),
+            Some(vec![&"plaintext".to_string()])
+        );
+        let mut extra = toml::Table::new();
+        extra.insert("cert_days".into(), 2.into());
+        let join = role(&RoleSecurity::Join(
+            "/n/etc/join-token".into(),
+            extra.clone(),
+        ));
+        assert_eq!(
+            join["security"]["join_token_file"].as_str(),
+            Some("/n/etc/join-token")
+        );
+        assert_eq!(join["security"]["join"], example["security"]["join"]);
+        assert_eq!(join["security"]["cert_days"].as_integer(), Some(2));
+        assert!(join["security"].get("plaintext").is_none());
+        let init = role(&RoleSecurity::Own(extra));
+        assert!(init["security"].get("join_token_file").is_none());
+        assert_eq!(init["security"]["cert_days"].as_integer(), Some(2));
+        let bare_init = demo_role(
+            &table("schema = 1"),
+            "http://m",
+            Path::new("/k"),
+            Path::new("/n"),
+            &RoleSecurity::Own(toml::Table::new()),
+        );
+        assert!(bare_init.get("security").is_none(), "{bare_init:?}");
+    }
+
+    #[test]
+    fn the_join_token_is_found_in_command_output() {
+        let pin = "ab".repeat(32);
+        let out = format!("join token (expires in 30m):\n  abc123.0123456789abcdef@sha256:{pin}\n");
+        assert_eq!(
+            find_join_token(&out),
+            Some(format!("abc123.0123456789abcdef@sha256:{pin}"))
+        );
+        for bad in [
+            format!("ABC123.0123456789abcdef@sha256:{pin}"),
+            format!("abc12.0123456789abcdef@sha256:{pin}"),
+            format!("abc123.0123456789abcde@sha256:{pin}"),
+            "abc123.0123456789abcdef@sha256:abcd".to_string(),
+            format!("abc123.0123456789abcdef@sha1:{pin}"),
+        ] {
+            assert_eq!(find_join_token(&bad), None, "{bad}");
+        }
     }
 
     #[test]

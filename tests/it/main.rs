@@ -22,6 +22,7 @@ mod netns;
 mod release;
 mod render;
 mod role;
+mod secure_cluster;
 mod security_cli;
 mod security_join;
 mod supervise;

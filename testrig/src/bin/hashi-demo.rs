@@ -5,8 +5,14 @@
 //! test network. Needs root. Ctrl-C stops every node gracefully and removes
 //! the namespaces.
 //!
+//! Without `--secure` every node's role says `[security] plaintext = true`.
+//! With it the demo bootstraps the cluster as the README's "Secure
+//! bootstrap" says: `supervisor cluster init` and `supervisor cluster token
+//! create` on ams2-server-01, the token in the other four nodes' token files,
+//! ams2-server-01 started first, the others once its join endpoint listens.
+//!
 //! ```text
-//! hashi-demo [--work /tmp/hashi-demo] [--base-port 4681] [--for SECS]
+//! hashi-demo [--work /tmp/hashi-demo] [--base-port 4681] [--for SECS] [--secure]
 //!            [--examples config/examples/dns --dns] [--variant] [--role-less-client]
 //! ```
 
@@ -17,8 +23,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use hashi_testrig::demo::{
-    Demo, DemoNodeSpec, DemoOptions, HEALTH_PORT, reference_demo_nodes, reference_dns,
-    variant_demo_nodes,
+    Demo, DemoNodeSpec, DemoOptions, HEALTH_PORT, JOIN_TOKEN_FILE, SecureOptions, Security,
+    reference_demo_nodes, reference_dns, variant_demo_nodes,
 };
 use hashi_testrig::netns::NodeSpec;
 
@@ -61,6 +67,11 @@ struct Cli {
     /// region, datacenter and Consul server from the announcements.
     #[arg(long)]
     role_less_client: bool,
+    /// Secure bootstrap: `supervisor cluster init` on ams2-server-01 and one
+    /// join token for the others (TLS, gossip encryption, ACLs), instead of
+    /// `[security] plaintext = true` on every node.
+    #[arg(long)]
+    secure: bool,
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -123,7 +134,18 @@ fn main() -> ExitCode {
         "hashi-demo: five-node reference scenario with STAND-IN agents (not the real Consul/Nomad), work dir {}",
         opts.work_dir.display()
     ));
-    let mut demo = match Demo::start(&opts) {
+    let security = if cli.secure {
+        say(
+            "secure bootstrap: supervisor cluster init on ams2-server-01, one join token for the others",
+        );
+        Security::Secure(SecureOptions::default())
+    } else {
+        say(
+            "plaintext: every role says [security] plaintext = true (--secure bootstraps TLS, gossip keys and ACLs)",
+        );
+        Security::Plaintext
+    };
+    let mut demo = match Demo::start_with(&opts, &security) {
         Ok(d) => d,
         Err(e) => {
             say(&format!("error: {e}"));
@@ -150,6 +172,17 @@ fn main() -> ExitCode {
             n.role_file.display()
         ));
         say(&format!("{:<79} {}", "", n.log_file.display()));
+    }
+    if cli.secure {
+        say("");
+        say(&format!(
+            "join token: in each joining node's {JOIN_TOKEN_FILE} (config dir etc/, 0600); \
+             the cluster CA and tokens: {} (cluster/, security/)",
+            demo.nodes()
+                .first()
+                .map(|n| n.config_dir().display().to_string())
+                .unwrap_or_default()
+        ));
     }
     say("");
     say(&format!(
