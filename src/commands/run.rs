@@ -188,7 +188,12 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                     status.send_modify(|s| {
                         let Some(s) = s else { return };
                         match r {
-                            R::Renewed { at, not_after, names, next } => {
+                            R::Renewed {
+                                at,
+                                not_after,
+                                names,
+                                next,
+                            } => {
                                 s.record_renewal(at, not_after, names, Some(next));
                             }
                             R::Failed { error, next } => s.record_renewal_error(&error, Some(next)),
@@ -338,7 +343,9 @@ async fn join_first(
                 );
                 return Ok(true);
             }
-            Err(JoinError::Unreachable { tried }) if tokio::time::Instant::now() + pause < give_up => {
+            Err(JoinError::Unreachable { tried })
+                if tokio::time::Instant::now() + pause < give_up =>
+            {
                 tracing::warn!(tried = %tried.join("; "), retry_in = ?pause, "no join endpoint answered yet");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}

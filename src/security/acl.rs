@@ -132,9 +132,14 @@ pub enum AclError {
 /// "already in use" (400), Nomad's "ACL bootstrap already done" (400).
 pub fn is_already_done(status: u16, body: &str) -> bool {
     (400..500).contains(&status)
-        && ["already exists", "already in use", "already done", "no longer allowed"]
-            .iter()
-            .any(|m| body.contains(m))
+        && [
+            "already exists",
+            "already in use",
+            "already done",
+            "no longer allowed",
+        ]
+        .iter()
+        .any(|m| body.contains(m))
 }
 
 /// The body of `PUT /v1/acl/policy` (Consul).
@@ -177,9 +182,8 @@ impl Api {
         if let Some(c) = &tls.client_cert {
             let mut pem = read(&c.cert_file)?;
             pem.extend_from_slice(&read(&c.key_file)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|_| {
-                AclError::Setup("the node certificate or key is not usable".into())
-            })?;
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|_| AclError::Setup("the node certificate or key is not usable".into()))?;
             b = b.identity(id);
         }
         Ok(Self {
@@ -223,7 +227,8 @@ impl Api {
         let resp = req.send().await.map_err(err)?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(err)?;
-        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER_BYTES)]).into_owned();
+        let text =
+            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ANSWER_BYTES)]).into_owned();
         Ok((status, text))
     }
 
@@ -235,7 +240,9 @@ impl Api {
         token: &Secret,
         body: &serde_json::Value,
     ) -> Result<String, AclError> {
-        let (status, text) = self.call(method.clone(), path, Some(token), Some(body)).await?;
+        let (status, text) = self
+            .call(method.clone(), path, Some(token), Some(body))
+            .await?;
         if status == 200 || is_already_done(status, &text) {
             return Ok(text);
         }
@@ -286,13 +293,17 @@ impl AclBootstrap {
             if !consul_done {
                 match self.consul().await {
                     Ok(done) => consul_done = done,
-                    Err(e) => tracing::warn!(error = %super::join_server::error_chain(&e), "consul ACL bootstrap step failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %super::join_server::error_chain(&e), "consul ACL bootstrap step failed; retrying")
+                    }
                 }
             }
             if !nomad_done {
                 match self.nomad().await {
                     Ok(done) => nomad_done = done,
-                    Err(e) => tracing::warn!(error = %super::join_server::error_chain(&e), "nomad ACL bootstrap step failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %super::join_server::error_chain(&e), "nomad ACL bootstrap step failed; retrying")
+                    }
                 }
             }
             if consul_done && nomad_done {
@@ -335,13 +346,22 @@ impl AclBootstrap {
         let tokens = [
             (&CONSUL_AGENT, &a.consul_agent, "Consul agents"),
             (&CONSUL_SUPERVISOR, &a.consul_supervisor, "hashi-supervisor"),
-            (&CONSUL_REPLICATION, &a.consul_replication, "ACL replication"),
+            (
+                &CONSUL_REPLICATION,
+                &a.consul_replication,
+                "ACL replication",
+            ),
             (&CONSUL_NOMAD, &a.nomad_consul, "Nomad's Consul integration"),
         ];
         for (policy, secret, description) in tokens {
             let Some(secret) = secret else { continue };
-            api.ensure(Method::PUT, "/v1/acl/policy", mgmt, &consul_policy_body(policy))
-                .await?;
+            api.ensure(
+                Method::PUT,
+                "/v1/acl/policy",
+                mgmt,
+                &consul_policy_body(policy),
+            )
+            .await?;
             api.ensure(
                 Method::PUT,
                 "/v1/acl/token",
@@ -439,9 +459,18 @@ mod tests {
 
     #[test]
     fn existing_policies_tokens_and_bootstraps_count_as_done() {
-        assert!(is_already_done(400, "Invalid Policy: A Policy with Name \"x\" already exists"));
-        assert!(is_already_done(400, "Invalid Token: SecretID is already in use"));
-        assert!(is_already_done(400, "ACL bootstrap already done (reset index: 7)"));
+        assert!(is_already_done(
+            400,
+            "Invalid Policy: A Policy with Name \"x\" already exists"
+        ));
+        assert!(is_already_done(
+            400,
+            "Invalid Token: SecretID is already in use"
+        ));
+        assert!(is_already_done(
+            400,
+            "ACL bootstrap already done (reset index: 7)"
+        ));
         assert!(is_already_done(
             403,
             "Permission denied: ACL bootstrap no longer allowed (reset index: 3)"
@@ -452,7 +481,11 @@ mod tests {
 
     #[test]
     fn a_consul_token_body_carries_the_chosen_secret_and_the_policy_by_name() {
-        let b = consul_token_body(&Secret::new("11111111-1111-4111-8111-111111111111"), &CONSUL_AGENT, "Consul agents");
+        let b = consul_token_body(
+            &Secret::new("11111111-1111-4111-8111-111111111111"),
+            &CONSUL_AGENT,
+            "Consul agents",
+        );
         assert_eq!(b["SecretID"], "11111111-1111-4111-8111-111111111111");
         assert_eq!(b["Policies"][0]["Name"], "hashi-supervisor-agent");
         assert_eq!(b["Local"], false);
@@ -460,11 +493,22 @@ mod tests {
 
     #[test]
     fn policies_parse_as_hcl_and_grant_what_the_callers_need() {
-        for p in [CONSUL_AGENT, CONSUL_SUPERVISOR, CONSUL_REPLICATION, CONSUL_NOMAD, NOMAD_SUPERVISOR] {
-            let v: hcl::Value = hcl::from_str(p.rules).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        for p in [
+            CONSUL_AGENT,
+            CONSUL_SUPERVISOR,
+            CONSUL_REPLICATION,
+            CONSUL_NOMAD,
+            NOMAD_SUPERVISOR,
+        ] {
+            let v: hcl::Value =
+                hcl::from_str(p.rules).unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(v.as_object().is_some_and(|o| !o.is_empty()), "{}", p.name);
         }
-        assert!(CONSUL_SUPERVISOR.rules.contains("agent_prefix \"\" { policy = \"write\" }"));
+        assert!(
+            CONSUL_SUPERVISOR
+                .rules
+                .contains("agent_prefix \"\" { policy = \"write\" }")
+        );
         assert!(CONSUL_REPLICATION.rules.contains("acl = \"write\""));
     }
 }

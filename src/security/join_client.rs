@@ -32,11 +32,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::ca::{self, CaError};
+use super::names;
 use super::pin::{self, PinnedCaVerifier};
 use super::store::{self, ClusterHandover, StoreError};
 use super::token::JoinToken;
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
-use super::names;
 use crate::paths;
 use crate::peers::Peers;
 use crate::role::{NodeRole, Secret};
@@ -189,12 +189,14 @@ pub async fn join(
     let checked = check_answer(&endpoint, &token.pin, &key, &request, answer)?;
     let handover = match &checked.cluster {
         Some(v) => {
-            let (h, ca) = ClusterHandover::from_value(v.clone()).map_err(|e| {
-                JoinError::BadAnswer {
+            let (h, ca) =
+                ClusterHandover::from_value(v.clone()).map_err(|e| JoinError::BadAnswer {
                     endpoint: endpoint.clone(),
-                    reason: format!("the cluster handover: {}", super::join_server::error_chain(&e)),
-                }
-            })?;
+                    reason: format!(
+                        "the cluster handover: {}",
+                        super::join_server::error_chain(&e)
+                    ),
+                })?;
             if ca.pin() != token.pin {
                 return Err(JoinError::BadAnswer {
                     endpoint,
@@ -293,7 +295,8 @@ pub fn check_answer(
         &request.region,
         &request.datacenter,
     );
-    if sorted(dns.clone()) != sorted(want.clone()) || sorted(ips.clone()) != sorted(request.ips.clone())
+    if sorted(dns.clone()) != sorted(want.clone())
+        || sorted(ips.clone()) != sorted(request.ips.clone())
     {
         return Err(bad(format!(
             "the certificate names {dns:?} {ips:?}, asked for {want:?} {:?}",
@@ -386,11 +389,17 @@ fn host_of(entry: &str) -> Option<String> {
 /// What one candidate did.
 enum Attempt {
     /// A final answer (success or a refusal not to be asked elsewhere).
-    Done(Result<JoinResponse, JoinError>),
+    Done(Box<Result<JoinResponse, JoinError>>),
     /// Try the next one; why.
     Next(String),
     /// It presents another CA.
     Mismatch(JoinError),
+}
+
+impl Attempt {
+    fn done(r: Result<JoinResponse, JoinError>) -> Self {
+        Self::Done(Box::new(r))
+    }
 }
 
 /// Sends `request` with `credential` to the first of `candidates` that
@@ -434,7 +443,7 @@ pub async fn exchange(
         )
         .await;
         match attempt {
-            Attempt::Done(r) => return r.map(|a| (endpoint, a)),
+            Attempt::Done(r) => return (*r).map(|a| (endpoint, a)),
             Attempt::Next(why) => {
                 tracing::warn!(%endpoint, reason = %why, "join endpoint unreachable, trying the next");
                 tried.push(format!("{endpoint}: {why}"));
@@ -481,12 +490,12 @@ async fn attempt(
         Ok(b) => b
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone()),
-        Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+        Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
     };
     let config = match client_auth {
         Some((certs, key)) => match builder.with_client_auth_cert(certs, key.clone_key()) {
             Ok(c) => c,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         },
         None => builder.with_no_client_auth(),
     };
@@ -505,9 +514,12 @@ async fn attempt(
     let exchange = async {
         let name = match ServerName::try_from(paths::JOIN_SERVER_NAME) {
             Ok(n) => n,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         };
-        let tls = match TlsConnector::from(Arc::new(config)).connect(name, tcp).await {
+        let tls = match TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 // The verifier says whether it was the CA.
@@ -521,11 +533,11 @@ async fn attempt(
                 return Attempt::Next(format!("TLS handshake failed: {e}"));
             }
         };
-        let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await
-        {
-            Ok(x) => x,
-            Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
-        };
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+                Ok(x) => x,
+                Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
+            };
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -541,7 +553,7 @@ async fn attempt(
                     req = req.header(header::AUTHORIZATION, v);
                 }
                 Err(_) => {
-                    return Attempt::Done(Err(JoinError::Roles(
+                    return Attempt::done(Err(JoinError::Roles(
                         "the join token is not a header value".into(),
                     )));
                 }
@@ -549,7 +561,7 @@ async fn attempt(
         }
         let req = match req.body(Full::new(Bytes::from(body))) {
             Ok(r) => r,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         };
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
@@ -575,21 +587,23 @@ fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
     let message = || {
         serde_json::from_slice::<ErrorBody>(bytes)
             .map(|b| b.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned())
+            .unwrap_or_else(|_| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+            })
     };
     match status.as_u16() {
-        200 => Attempt::Done(
-            serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| JoinError::BadAnswer {
+        200 => Attempt::done(serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| {
+            JoinError::BadAnswer {
                 endpoint: endpoint.to_string(),
                 reason: format!("not a join response: {e}"),
-            }),
-        ),
-        401 | 403 => Attempt::Done(Err(JoinError::Refused {
+            }
+        })),
+        401 | 403 => Attempt::done(Err(JoinError::Refused {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
             message: message(),
         })),
-        s @ 400..=499 => Attempt::Done(Err(JoinError::Rejected {
+        s @ 400..=499 => Attempt::done(Err(JoinError::Rejected {
             endpoint: endpoint.to_string(),
             status: s,
             message: message(),
@@ -615,7 +629,10 @@ mod tests {
         assert_eq!(host_of("10.0.0.1").as_deref(), Some("10.0.0.1"));
         assert_eq!(host_of("[fd00::1]:8301").as_deref(), Some("fd00::1"));
         assert_eq!(host_of("fd00::1").as_deref(), Some("fd00::1"));
-        assert_eq!(host_of("consul.example:8500").as_deref(), Some("consul.example"));
+        assert_eq!(
+            host_of("consul.example:8500").as_deref(),
+            Some("consul.example")
+        );
         assert_eq!(host_of("provider=aws tag_key=x tag_value=y"), None);
     }
 
@@ -633,7 +650,8 @@ mod tests {
     fn refusals_are_final_and_server_errors_are_not() {
         let body = br#"{"error":"wrong secret for join token abc123"}"#;
         match answer("a:1", StatusCode::UNAUTHORIZED, body) {
-            Attempt::Done(Err(e)) => {
+            Attempt::Done(r) if r.is_err() => {
+                let Err(e) = *r else { unreachable!() };
                 assert!(e.is_refusal());
                 assert_eq!(
                     e.to_string(),
@@ -642,10 +660,10 @@ mod tests {
             }
             _ => panic!("401 must be final"),
         }
-        assert!(matches!(
-            answer("a:1", StatusCode::BAD_REQUEST, body),
-            Attempt::Done(Err(JoinError::Rejected { status: 400, .. }))
-        ));
+        match answer("a:1", StatusCode::BAD_REQUEST, body) {
+            Attempt::Done(r) => assert!(matches!(*r, Err(JoinError::Rejected { status: 400, .. }))),
+            _ => panic!("400 must be final"),
+        }
         assert!(matches!(
             answer("a:1", StatusCode::SERVICE_UNAVAILABLE, body),
             Attempt::Next(_)

@@ -152,19 +152,20 @@ impl JoinEndpoint {
         })?;
         let (cert, key) = ca.mint_join_server_cert().map_err(JoinServerError::Mint)?;
         let tls = |e: &dyn std::fmt::Display| JoinServerError::Tls(e.to_string());
-        let ca_der = CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).map_err(|e| tls(&e))?;
+        let ca_der =
+            CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).map_err(|e| tls(&e))?;
         let leaf = CertificateDer::from_pem_slice(cert.pem.as_bytes()).map_err(|e| tls(&e))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).map_err(|e| tls(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).map_err(|e| tls(&e))?;
         let provider = pin::provider();
         let mut roots = RootCertStore::empty();
         roots.add(ca_der.clone()).map_err(|e| tls(&e))?;
         // A join has no client certificate; renewals and token sync do,
         // and their handlers require it.
-        let clients = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| tls(&e))?;
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls(&e))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(&e))?
@@ -213,7 +214,9 @@ impl JoinEndpoint {
             if ca::now_unix().saturating_add(REMINT_BEFORE.as_secs()) >= not_after {
                 match this.acceptor() {
                     Ok((a, n)) => (acceptor, not_after) = (a, n),
-                    Err(e) => warn!(error = %error_chain(&e), "failed to mint a new join endpoint certificate; keeping the current one"),
+                    Err(e) => {
+                        warn!(error = %error_chain(&e), "failed to mint a new join endpoint certificate; keeping the current one")
+                    }
                 }
             }
             let _ = stream.set_nodelay(true);
@@ -223,7 +226,10 @@ impl JoinEndpoint {
             tracker.spawn(async move {
                 let _permit = permit;
                 let conn = this.serve_connection(acceptor, stream, peer, cancel);
-                if tokio::time::timeout(CONNECTION_TIMEOUT, conn).await.is_err() {
+                if tokio::time::timeout(CONNECTION_TIMEOUT, conn)
+                    .await
+                    .is_err()
+                {
                     debug!(%peer, "join connection timed out");
                 }
             });
@@ -590,10 +596,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     let too_big = || {
         Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is over {} bytes",
-                wire::MAX_REQUEST_BYTES
-            ),
+            format!("the request body is over {} bytes", wire::MAX_REQUEST_BYTES),
         )
     };
     let announced = req
@@ -608,7 +611,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 too_big()
             } else {
                 Refusal::new(StatusCode::BAD_REQUEST, "failed to read the request body")

@@ -208,7 +208,10 @@ mod tests {
         p.signed_by(&key, &ca.issuer).unwrap().der().clone()
     }
 
-    fn verify(v: &PinnedCaVerifier, chain: &[CertificateDer<'static>]) -> Result<(), rustls::Error> {
+    fn verify(
+        v: &PinnedCaVerifier,
+        chain: &[CertificateDer<'static>],
+    ) -> Result<(), rustls::Error> {
         let name = ServerName::try_from("192.0.2.1").unwrap();
         v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
             .map(|_| ())
@@ -230,7 +233,10 @@ mod tests {
         let theirs = ca();
         let pin = pin_of_der(ours.cert.der()).unwrap();
         let v = PinnedCaVerifier::new(&pin, provider());
-        let chain = [leaf(&theirs, paths::JOIN_SERVER_NAME), theirs.cert.der().clone()];
+        let chain = [
+            leaf(&theirs, paths::JOIN_SERVER_NAME),
+            theirs.cert.der().clone(),
+        ];
         assert!(verify(&v, &chain).is_err());
         let m = v.mismatch().unwrap();
         assert_eq!(m.pinned, pin);
@@ -256,7 +262,10 @@ mod tests {
         let theirs = ca();
         let pin = pin_of_der(ours.cert.der()).unwrap();
         let v = PinnedCaVerifier::new(&pin, provider());
-        let chain = [leaf(&theirs, paths::JOIN_SERVER_NAME), ours.cert.der().clone()];
+        let chain = [
+            leaf(&theirs, paths::JOIN_SERVER_NAME),
+            ours.cert.der().clone(),
+        ];
         assert!(verify(&v, &chain).is_err());
     }
 

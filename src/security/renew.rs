@@ -94,16 +94,14 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
     };
     let old_cert = read(&material.cert_file)?;
     let old_key = crate::role::Secret::new(read(&material.key_file)?);
-    let old_json: NodeSecretsFile = serde_json::from_str(&read(&dir.join(paths::NODE_SECRETS_FILE))?)
-        .map_err(|e| material_error(format!("{}: {e}", paths::NODE_SECRETS_FILE)))?;
+    let old_json: NodeSecretsFile =
+        serde_json::from_str(&read(&dir.join(paths::NODE_SECRETS_FILE))?)
+            .map_err(|e| material_error(format!("{}: {e}", paths::NODE_SECRETS_FILE)))?;
     let pinned = material.secrets.ca_sha256.clone();
     let key = ca::new_key_pair().map_err(JoinError::Key)?;
     let request = join_client::request_for(role, &key)?;
     let (endpoint, answer) = if role.security.ca_holder {
-        (
-            "this node's CA".to_string(),
-            sign_locally(role, &request)?,
-        )
+        ("this node's CA".to_string(), sign_locally(role, &request)?)
     } else {
         join_client::exchange(
             candidates,
@@ -163,9 +161,13 @@ fn sign_locally(
         reason: super::join_server::error_chain(&e),
     })?;
     let dns = super::names::dns_names(role.roles, &request.region, &request.datacenter);
-    let signed = m
-        .ca
-        .sign_csr(&request.csr, &dns, &request.ips, role.security.cert_lifetime)
+    let signed =
+        m.ca.sign_csr(
+            &request.csr,
+            &dns,
+            &request.ips,
+            role.security.cert_lifetime,
+        )
         .map_err(JoinError::Key)?;
     let secrets = store::secrets_for(
         &m.cluster,
@@ -328,8 +330,14 @@ mod tests {
     fn renewal_is_due_once_fewer_than_renew_before_remain() {
         let before = Duration::from_secs(30 * DAY);
         let not_after = 1_000 * DAY;
-        assert_eq!(next_check(not_after, not_after - 30 * DAY, before, false), Due::Now);
-        assert_eq!(next_check(not_after, not_after + 1, before, false), Due::Now);
+        assert_eq!(
+            next_check(not_after, not_after - 30 * DAY, before, false),
+            Due::Now
+        );
+        assert_eq!(
+            next_check(not_after, not_after + 1, before, false),
+            Due::Now
+        );
         assert_eq!(
             next_check(not_after, not_after - 30 * DAY - 10, before, false),
             Due::After(Duration::from_secs(10))

@@ -5,6 +5,8 @@
 //! server, extra names), a man in the middle with another CA (refused
 //! before any request is sent), and renewal.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -71,7 +73,12 @@ impl Holder {
     /// A token made `age` ago living `ttl` (`clients_only` as given).
     fn token(&self, ttl: Duration, age: Duration, clients_only: bool) -> JoinToken {
         TokenStore::modify(&self.cluster_dir, &self.pin, |s| {
-            s.create(ttl, Some("test"), clients_only, ca::now_unix() - age.as_secs())
+            s.create(
+                ttl,
+                Some("test"),
+                clients_only,
+                ca::now_unix() - age.as_secs(),
+            )
         })
         .unwrap()
     }
@@ -153,11 +160,21 @@ async fn a_client_joins_with_a_token_and_gets_its_material() {
     if is_root() {
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         for f in ["consul-key.pem", "nomad-key.pem"] {
-            assert_eq!(std::fs::metadata(sec.join(f)).unwrap().uid(), nobody.uid.as_raw(), "{f}");
+            assert_eq!(
+                std::fs::metadata(sec.join(f)).unwrap().uid(),
+                nobody.uid.as_raw(),
+                "{f}"
+            );
         }
-        assert_eq!(std::fs::metadata(sec.join("node-key.pem")).unwrap().uid(), 0);
+        assert_eq!(
+            std::fs::metadata(sec.join("node-key.pem")).unwrap().uid(),
+            0
+        );
     }
-    assert!(!tmp.path().join("etc/cluster").exists(), "a client holds no CA");
+    assert!(
+        !tmp.path().join("etc/cluster").exists(),
+        "a client holds no CA"
+    );
     // The certificate: exactly the names of the roles, the pinned CA.
     let cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
     let (dns, ips) = ca::names_of_cert_pem(&cert).unwrap();
@@ -240,7 +257,11 @@ async fn refused(holder: &Holder, roles: &[&str], token: &JoinToken) -> JoinErro
 async fn a_wrong_secret_is_refused_with_401() {
     let holder = Holder::start(90 * DAY).await;
     let good = holder.token(DAY, Duration::ZERO, false);
-    let wrong = JoinToken::parse(&format!("{}.{}@{}", good.id, "0123456789abcdef", holder.pin)).unwrap();
+    let wrong = JoinToken::parse(&format!(
+        "{}.{}@{}",
+        good.id, "0123456789abcdef", holder.pin
+    ))
+    .unwrap();
     let e = refused(&holder, &["nomad-client"], &wrong).await;
     assert!(e.is_refusal());
     assert!(matches!(e, JoinError::Refused { status: 401, .. }), "{e:?}");
@@ -305,8 +326,14 @@ async fn a_request_with_extra_names_is_refused_with_400() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(e, JoinError::Rejected { status: 400, .. }), "{e:?}");
-    assert!(e.to_string().contains("extra DNS:server.global.nomad"), "{e}");
+    assert!(
+        matches!(e, JoinError::Rejected { status: 400, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("extra DNS:server.global.nomad"),
+        "{e}"
+    );
     assert!(!e.is_refusal());
     assert_eq!(holder.uses(&token.id), 0);
 }
@@ -399,9 +426,18 @@ async fn a_rogue_endpoint_first_in_line_does_not_stop_the_join() {
 
 #[tokio::test]
 async fn unreachable_candidates_are_each_named() {
-    let token = JoinToken::parse(&format!("abcdef.0123456789abcdef@sha256:{}", "a".repeat(64))).unwrap();
+    let token = JoinToken::parse(&format!(
+        "abcdef.0123456789abcdef@sha256:{}",
+        "a".repeat(64)
+    ))
+    .unwrap();
     // Ports that were just free: nothing listens.
-    let free = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
     let (a, b): (SocketAddr, SocketAddr) = (free(0), free(1));
     let tmp = tempfile::tempdir().unwrap();
     let role = node_role(tmp.path(), &["nomad-client"], &token);
@@ -427,7 +463,9 @@ async fn renewal_extends_the_certificate_and_keeps_its_names() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let long_addr = listener.local_addr().unwrap();
-    tokio::spawn(JoinEndpoint::new(&short.cluster_dir, 90 * DAY).serve(listener, short.cancel.clone()));
+    tokio::spawn(
+        JoinEndpoint::new(&short.cluster_dir, 90 * DAY).serve(listener, short.cancel.clone()),
+    );
     let sec = tmp.path().join("etc/security");
     let old_cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
     let role = node_role(tmp.path(), &["consul-client", "nomad-client"], &token);
@@ -436,7 +474,10 @@ async fn renewal_extends_the_certificate_and_keeps_its_names() {
     assert!(secrets.not_after > first.not_after + 80 * DAY.as_secs());
     let new_cert = std::fs::read_to_string(sec.join("node.pem")).unwrap();
     assert_ne!(new_cert, old_cert);
-    assert_eq!(ca::not_after_of_cert_pem(&new_cert).unwrap(), secrets.not_after);
+    assert_eq!(
+        ca::not_after_of_cert_pem(&new_cert).unwrap(),
+        secrets.not_after
+    );
     let (mut a, ai) = ca::names_of_cert_pem(&old_cert).unwrap();
     let (mut b, bi) = ca::names_of_cert_pem(&new_cert).unwrap();
     a.sort();
@@ -470,7 +511,11 @@ async fn a_renewal_without_a_certificate_or_for_other_names_is_refused() {
     let key_pem = Secret::new(std::fs::read_to_string(sec.join("node-key.pem")).unwrap());
     // Asking for a server name with a client's certificate.
     let key = ca::new_key_pair().unwrap();
-    let server = node_role(tempfile::tempdir().unwrap().path(), &["nomad-server"], &token);
+    let server = node_role(
+        tempfile::tempdir().unwrap().path(),
+        &["nomad-server"],
+        &token,
+    );
     let request = join_client::request_for(&server, &key).unwrap();
     let e = join_client::exchange(
         &holder.candidates(),
@@ -484,11 +529,20 @@ async fn a_renewal_without_a_certificate_or_for_other_names_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
-    assert!(e.to_string().contains("keeps the current certificate's names"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("keeps the current certificate's names"),
+        "{e}"
+    );
     // No certificate at all: a renewal is not a join.
     let request = join_client::request_for(&role, &key).unwrap();
-    let e = raw_post(holder.addr, &holder.pin, "/v1/renew", &serde_json::to_vec(&request).unwrap())
-        .await;
+    let e = raw_post(
+        holder.addr,
+        &holder.pin,
+        "/v1/renew",
+        &serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(e.0, 401, "{}", e.1);
 }
 
