@@ -76,6 +76,21 @@ fn check_securable(role: &NodeRole) -> Result<(), Error> {
             "{file}: role `dev` runs a single node on loopback and is never secured: `cluster init` is for clusters (consul-server, nomad-server, ...)"
         )));
     }
+    let own: Vec<&str> = [
+        (role.consul.tls.is_some(), "[consul.tls]"),
+        (role.consul.encrypt.is_some(), "consul.encrypt_key_file"),
+        (role.nomad.tls.is_some(), "[nomad.tls]"),
+        (role.nomad.encrypt.is_some(), "nomad.encrypt_key_file"),
+    ]
+    .into_iter()
+    .filter_map(|(set, key)| set.then_some(key))
+    .collect();
+    if !own.is_empty() {
+        return Err(Error::Unsecurable(format!(
+            "{file}: {} name the operator's own TLS or gossip keys: remove them to use the cluster's material from `cluster init`, or keep them and don't run it",
+            own.join(", ")
+        )));
+    }
     if role.security.plaintext {
         return Err(Error::Unsecurable(format!(
             "{file}: `[security] plaintext = true` asks for a cluster without TLS, gossip encryption and ACLs: remove it to initialise a secure cluster"
@@ -119,7 +134,9 @@ fn check_users(role: &NodeRole, security_dir: &Path) -> Result<(), Error> {
 /// `supervisor cluster init`.
 fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
     let ttl = ttl(&args.token_ttl, "--token-ttl")?;
-    let super::Loaded { role, .. } = super::load(global)?;
+    // The role as `check` reads it, but for the secure-by-default refusal:
+    // this command makes what that refusal asks for.
+    let super::Loaded { role, .. } = super::load_for_cluster_command(global)?;
     check_securable(&role)?;
     let cluster_dir = role.config_dir.join(paths::CLUSTER_SUBDIR);
     let security_dir = role.config_dir.join(paths::SECURITY_SUBDIR);
@@ -187,7 +204,9 @@ fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
 /// The cluster dir of the role's config dir, read (this node must hold the
 /// CA).
 fn cluster_dir(global: &GlobalArgs) -> Result<std::path::PathBuf, Error> {
-    let super::Loaded { role, .. } = super::load(global)?;
+    // A CA holder has material, but the message for a node without the CA
+    // should say that, not that the node is not secured.
+    let super::Loaded { role, .. } = super::load_for_cluster_command(global)?;
     Ok(role.config_dir.join(paths::CLUSTER_SUBDIR))
 }
 

@@ -37,11 +37,23 @@ pub struct Loaded {
 /// default path, which may be missing), with `--role`: the one way every
 /// command (and `run`, at start and on SIGHUP) gets its role and plan.
 pub fn load(global: &GlobalArgs) -> Result<Loaded, Error> {
+    load_overriding(global, false)
+}
+
+/// [`load`] for `supervisor cluster ...`, which makes (`init`) or manages
+/// (`token`) the material the secure-by-default check asks for: that check
+/// is off, every other one is the same.
+pub fn load_for_cluster_command(global: &GlobalArgs) -> Result<Loaded, Error> {
+    load_overriding(global, true)
+}
+
+fn load_overriding(global: &GlobalArgs, cluster_command: bool) -> Result<Loaded, Error> {
     let (path, must_exist) = global.role_file();
     let overrides = role::Overrides {
         roles: global.role.clone(),
         join_token: global.join_token.as_deref().map(role::Secret::new),
         join_token_file: global.join_token_file.clone(),
+        cluster_command,
     };
     let role::LoadedRole { role, hash } =
         role::load_with(&path, must_exist, &overrides, &SystemHost)?;

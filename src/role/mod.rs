@@ -413,6 +413,10 @@ pub struct Overrides {
     pub join_token: Option<Secret>,
     /// `--join-token-file`.
     pub join_token_file: Option<PathBuf>,
+    /// `supervisor cluster ...`: the command makes (`init`) or manages
+    /// (`token`) the cluster's material itself, so the secure-by-default
+    /// refusal (no material, no token) does not apply.
+    pub cluster_command: bool,
 }
 
 impl Overrides {
@@ -652,7 +656,7 @@ mod tests {
         Overrides {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             join_token: Some(Secret::new(TOKEN)),
-            join_token_file: None,
+            ..Overrides::default()
         }
     }
 

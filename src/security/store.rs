@@ -20,7 +20,7 @@
 //! cluster dir is built under a temporary name and renamed into place as a
 //! whole. `render::write` owns the agents' configs and `release` its own
 //! temp files; neither helper fits these modes and owners, so this module
-//! has its own small writer ([`write_file_atomic`]), used for nothing else.
+//! has its own small writer (`write_file_atomic`), used for nothing else.
 //!
 //! Secrets read here stay out of `Debug` output ([`ClusterFile`]'s is
 //! redacted).
@@ -286,7 +286,7 @@ impl ClusterHandover {
     ) -> Result<(ClusterHandover, ClusterCa), StoreError> {
         let h: ClusterHandover = serde_json::from_value(value).map_err(|e| StoreError::Parse {
             path: PathBuf::from("the join response's cluster"),
-            reason: e.to_string(),
+            reason: json_problem(&e),
         })?;
         let ca = ClusterCa::from_pem(&h.ca_cert, &Secret::new(h.ca_key.clone()))?;
         if ca.pin() != h.cluster.ca_sha256 {
@@ -388,8 +388,7 @@ pub fn load_cluster_dir(dir: &Path) -> Result<ClusterMaterial, StoreError> {
     })?;
     let cluster: ClusterFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::Parse {
         path: path.clone(),
-        // serde_json's message names the field and position, not values.
-        reason: e.to_string(),
+        reason: json_problem(&e),
     })?;
     if cluster.version != FILE_VERSION {
         return Err(StoreError::Parse {
@@ -551,6 +550,23 @@ pub fn write_node_material(
     })?;
     json.push('\n');
     write(&json_path, &json, SECRET_MODE, root_owner)
+}
+
+/// What is wrong with a JSON file that holds secrets, without serde's text:
+/// an "invalid type" message quotes the value it found, which may be a key.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "failed to read",
+        Category::Syntax => "not valid JSON",
+        Category::Eof => "ends early",
+        Category::Data => "a field is missing, unknown or of the wrong type",
+    };
+    if e.line() == 0 {
+        what.to_string()
+    } else {
+        format!("{what} at line {} column {}", e.line(), e.column())
+    }
 }
 
 fn parent_of(p: &Path) -> &Path {
@@ -743,6 +759,26 @@ mod tests {
         // A second write is refused.
         let e = write_cluster_dir(&dir, &ca, &c, &[]).unwrap_err();
         assert!(matches!(e, StoreError::Exists { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_bad_cluster_file_is_refused_without_quoting_its_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cluster");
+        let ca = ClusterCa::create().unwrap();
+        write_cluster_dir(&dir, &ca, &cluster(&ca, true), &[]).unwrap();
+        let path = dir.join(paths::CLUSTER_FILE);
+        let text = fs::read_to_string(&path).unwrap();
+        // A gossip key where a boolean belongs.
+        let bad = text.replace(
+            "\"acl_enabled\": true",
+            "\"acl_enabled\": \"c2VjcmV0LWdvc3NpcC1rZXk=\"",
+        );
+        assert_ne!(bad, text);
+        fs::write(&path, bad).unwrap();
+        let e = load_cluster_dir(&dir).unwrap_err().to_string();
+        assert!(e.contains("of the wrong type at line"), "{e}");
+        assert!(!e.contains("c2VjcmV0"), "{e}");
     }
 
     #[test]

@@ -1283,7 +1283,7 @@ fn role_nomad_client_alone_on_a_private_network_leaves_its_servers_to_mdns() {
     let with_token = hashi_supervisor::role::Overrides {
         roles: vec!["nomad-client".to_string()],
         join_token: Some(hashi_supervisor::role::Secret::new(JOIN_TOKEN)),
-        join_token_file: None,
+        ..Default::default()
     };
     let role = hashi_supervisor::role::load_with(
         Path::new("/nonexistent/hashi-supervisor/node.toml"),

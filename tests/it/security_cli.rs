@@ -210,6 +210,28 @@ fn cluster_init_refuses_a_dev_role_and_a_bad_ttl_and_writes_nothing() {
 }
 
 #[test]
+fn cluster_init_refuses_a_role_with_its_own_gossip_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let role = server_role(tmp.path());
+    let key = tmp.path().join("consul.key");
+    fs::write(&key, "Y29uc3VsY29uc3VsY29uc3VsY29uc3VsY29uc3VsMTI=\n").unwrap();
+    let mut text = fs::read_to_string(&role).unwrap();
+    text.push_str(&format!(
+        "[consul]\nencrypt_key_file = \"{}\"\n",
+        key.display()
+    ));
+    fs::write(&role, text).unwrap();
+    let o = supervisor(&role, &["cluster", "init"]);
+    assert_eq!(o.status.code(), Some(78), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("consul.encrypt_key_file name the operator's own TLS or gossip keys"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!tmp.path().join("etc/cluster").exists());
+}
+
+#[test]
 fn token_commands_on_a_node_without_the_ca_say_so() {
     let tmp = tempfile::tempdir().unwrap();
     let role = server_role(tmp.path());
@@ -315,4 +337,24 @@ fn tokens_are_created_listed_and_revoked_and_no_list_shows_a_secret() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn check_refuses_the_node_before_init_and_reads_its_material_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let role = server_role(tmp.path());
+    let o = supervisor(&role, &["check"]);
+    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("`supervisor cluster init`"),
+        "{}",
+        stderr(&o)
+    );
+    let token = init(&role);
+    let o = supervisor(&role, &["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(&token.pin), "{out}");
+    assert!(out.contains("server.ams2.consul"), "{out}");
+    assert!(!out.contains(token.secret.expose()), "{out}");
 }

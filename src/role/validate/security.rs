@@ -520,7 +520,12 @@ fn check_rules(i: &Inputs<'_>, s: &SecurityRole) -> Findings {
             }
         }
     }
-    if i.set.dev || s.plaintext || s.material.is_some() || s.join_token.is_some() {
+    if i.set.dev
+        || s.plaintext
+        || s.material.is_some()
+        || s.join_token.is_some()
+        || i.overrides.cluster_command
+    {
         return found;
     }
     // The operator's own PKI: TLS for every agent and gossip keys for
