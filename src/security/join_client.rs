@@ -389,11 +389,17 @@ fn host_of(entry: &str) -> Option<String> {
 /// What one candidate did.
 enum Attempt {
     /// A final answer (success or a refusal not to be asked elsewhere).
-    Done(Result<JoinResponse, JoinError>),
+    Done(Box<Result<JoinResponse, JoinError>>),
     /// Try the next one; why.
     Next(String),
     /// It presents another CA.
     Mismatch(JoinError),
+}
+
+impl Attempt {
+    fn done(r: Result<JoinResponse, JoinError>) -> Self {
+        Self::Done(Box::new(r))
+    }
 }
 
 /// Sends `request` with `credential` to the first of `candidates` that
@@ -437,7 +443,7 @@ pub async fn exchange(
         )
         .await;
         match attempt {
-            Attempt::Done(r) => return r.map(|a| (endpoint, a)),
+            Attempt::Done(r) => return (*r).map(|a| (endpoint, a)),
             Attempt::Next(why) => {
                 tracing::warn!(%endpoint, reason = %why, "join endpoint unreachable, trying the next");
                 tried.push(format!("{endpoint}: {why}"));
@@ -484,12 +490,12 @@ async fn attempt(
         Ok(b) => b
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone()),
-        Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+        Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
     };
     let config = match client_auth {
         Some((certs, key)) => match builder.with_client_auth_cert(certs, key.clone_key()) {
             Ok(c) => c,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         },
         None => builder.with_no_client_auth(),
     };
@@ -508,7 +514,7 @@ async fn attempt(
     let exchange = async {
         let name = match ServerName::try_from(paths::JOIN_SERVER_NAME) {
             Ok(n) => n,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         };
         let tls = match TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
@@ -547,7 +553,7 @@ async fn attempt(
                     req = req.header(header::AUTHORIZATION, v);
                 }
                 Err(_) => {
-                    return Attempt::Done(Err(JoinError::Roles(
+                    return Attempt::done(Err(JoinError::Roles(
                         "the join token is not a header value".into(),
                     )));
                 }
@@ -555,7 +561,7 @@ async fn attempt(
         }
         let req = match req.body(Full::new(Bytes::from(body))) {
             Ok(r) => r,
-            Err(e) => return Attempt::Done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
         };
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
@@ -586,18 +592,18 @@ fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
             })
     };
     match status.as_u16() {
-        200 => Attempt::Done(serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| {
+        200 => Attempt::done(serde_json::from_slice::<JoinResponse>(bytes).map_err(|e| {
             JoinError::BadAnswer {
                 endpoint: endpoint.to_string(),
                 reason: format!("not a join response: {e}"),
             }
         })),
-        401 | 403 => Attempt::Done(Err(JoinError::Refused {
+        401 | 403 => Attempt::done(Err(JoinError::Refused {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
             message: message(),
         })),
-        s @ 400..=499 => Attempt::Done(Err(JoinError::Rejected {
+        s @ 400..=499 => Attempt::done(Err(JoinError::Rejected {
             endpoint: endpoint.to_string(),
             status: s,
             message: message(),
@@ -644,7 +650,8 @@ mod tests {
     fn refusals_are_final_and_server_errors_are_not() {
         let body = br#"{"error":"wrong secret for join token abc123"}"#;
         match answer("a:1", StatusCode::UNAUTHORIZED, body) {
-            Attempt::Done(Err(e)) => {
+            Attempt::Done(r) if r.is_err() => {
+                let Err(e) = *r else { unreachable!() };
                 assert!(e.is_refusal());
                 assert_eq!(
                     e.to_string(),
@@ -653,10 +660,10 @@ mod tests {
             }
             _ => panic!("401 must be final"),
         }
-        assert!(matches!(
-            answer("a:1", StatusCode::BAD_REQUEST, body),
-            Attempt::Done(Err(JoinError::Rejected { status: 400, .. }))
-        ));
+        match answer("a:1", StatusCode::BAD_REQUEST, body) {
+            Attempt::Done(r) => assert!(matches!(*r, Err(JoinError::Rejected { status: 400, .. }))),
+            _ => panic!("400 must be final"),
+        }
         assert!(matches!(
             answer("a:1", StatusCode::SERVICE_UNAVAILABLE, body),
             Attempt::Next(_)

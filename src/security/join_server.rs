@@ -1,12 +1,12 @@
 //! The join endpoint a CA holder serves (HTTPS, default port
-//! [`paths::DEFAULT_JOIN_PORT`]): `POST /v1/join` signs a joining node's
+//! [`crate::paths::DEFAULT_JOIN_PORT`]): `POST /v1/join` signs a joining node's
 //! certificate request when its join token checks out, `POST /v1/renew`
 //! signs a renewal for a node presenting its current certificate (mutual
 //! TLS), and `GET /v1/cluster/tokens` hands the join-token records to
 //! another CA holder (a client certificate with a server name).
 //!
 //! The serving certificate is minted from the cluster CA at start (and
-//! again before it expires) for [`paths::JOIN_SERVER_NAME`], chain
+//! again before it expires) for [`crate::paths::JOIN_SERVER_NAME`], chain
 //! `[leaf, ca]`: a joining node trusts it through its token's pin
 //! (`pin`). Client certificates are optional at the TLS layer (a join has
 //! none) and required by the handlers that need them.

@@ -5,6 +5,8 @@
 //! server, extra names), a man in the middle with another CA (refused
 //! before any request is sent), and renewal.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
 use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -659,4 +661,62 @@ async fn run_against_an_endpoint_with_another_ca_exits_77_naming_both_pins() {
     );
     assert_eq!(handshakes.load(Ordering::SeqCst), 0);
     assert_eq!(bytes.load(Ordering::SeqCst), 0);
+}
+
+/// A renewal rewrites the TLS files but not the rendered config: the
+/// daemon's `Renewed` event still sends SIGHUP to every agent (both
+/// re-read their TLS files only on it), where a plain reload with an
+/// unchanged config sends nothing.
+#[tokio::test]
+async fn a_renewal_reloads_agents_whose_config_is_unchanged() {
+    use crate::support::daemon::{Rig, agent, all_ready, poll, start};
+    use crate::support::preparer::{FakePreparer, RELOADED_HASH};
+    use hashi_supervisor::render::ChangeKind;
+    use hashi_supervisor::supervise::DaemonEvent;
+    use hashi_supervisor::vocab::Product;
+    use nix::sys::signal::Signal;
+    let rig = Rig::new();
+    let plan = rig.plan(vec![
+        rig.agent(Product::Consul, Signal::SIGINT),
+        rig.agent(Product::Nomad, Signal::SIGINT),
+    ]);
+    let preparer = FakePreparer::new()
+        .reloads_to(plan.clone())
+        .reloads_to(plan.clone())
+        .with_change(Product::Consul, ChangeKind::Unchanged)
+        .with_change(Product::Nomad, ChangeKind::Unchanged)
+        .build();
+    let d = start(plan, preparer, rig.opts(&[]));
+    let s = d.wait("ready", all_ready).await;
+    let pids = (
+        agent(&s, Product::Consul).pid,
+        agent(&s, Product::Nomad).pid,
+    );
+    let hups = |rig: &Rig| {
+        rig.events()
+            .iter()
+            .filter(|e| e.ends_with("signal HUP"))
+            .count()
+    };
+    // A reload with nothing changed: no signal (the hash is the sign it ran).
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.wait("reloaded", |s| s.config_hash == RELOADED_HASH).await;
+    assert_eq!(hups(&rig), 0, "{:?}", rig.events());
+    d.events.send(DaemonEvent::Renewed).unwrap();
+    poll("SIGHUP to both agents", || {
+        let e = rig.events();
+        e.contains(&"consul signal HUP".to_string()) && e.contains(&"nomad signal HUP".to_string())
+    })
+    .await;
+    // Reloaded, not restarted.
+    let s = d.wait("ready after the reload", all_ready).await;
+    assert_eq!(
+        (
+            agent(&s, Product::Consul).pid,
+            agent(&s, Product::Nomad).pid
+        ),
+        pids
+    );
+    assert_eq!(s.reload_error, None);
+    d.stop().await;
 }
