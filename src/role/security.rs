@@ -255,7 +255,10 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("consul_agent: Some(\"<redacted>\")"), "{shown}");
+        assert!(
+            shown.contains("consul_agent: Some(\"<redacted>\")"),
+            "{shown}"
+        );
         assert!(shown.contains("consul_supervisor: None"), "{shown}");
     }
 }
