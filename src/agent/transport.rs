@@ -118,6 +118,9 @@ impl TransportError {
 struct Conn {
     /// What the client verifies and presents; `None`: plain HTTP.
     tls: Option<TlsSettings>,
+    /// The token it sends: the plan's, until the node's `node.json` gets a
+    /// newer one ([`AgentClient::reload_tls_and_tokens`]).
+    token: RwLock<Option<crate::role::Secret>>,
     /// The client, or why it could not be built (innermost cause).
     http: RwLock<Result<reqwest::Client, String>>,
 }
@@ -149,12 +152,14 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     fn new(tls: Option<TlsSettings>) -> Self {
-        let http = build(tls.as_ref());
+        let token = tls.as_ref().and_then(|t| t.api.token.clone());
+        let http = build(tls.as_ref(), token.as_ref());
         if let (Err(e), Some(t)) = (&http, &tls) {
             tracing::warn!(agent = %t.product, ca = %t.api.ca_file.display(), error = %e, "cannot load the TLS files of an agent's https API");
         }
         Self {
             tls,
+            token: RwLock::new(token),
             http: RwLock::new(http),
         }
     }
@@ -173,7 +178,12 @@ impl Conn {
         if self.tls.is_none() {
             return Ok(());
         }
-        let fresh = build(self.tls.as_ref());
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let fresh = build(self.tls.as_ref(), token.as_ref());
         let mut slot = self
             .http
             .write()
@@ -193,7 +203,20 @@ impl Conn {
     }
 
     fn has_token(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.api.token.is_some())
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Takes `token` for the next build (a token is never taken away).
+    fn set_token(&self, token: Option<&crate::role::Secret>) {
+        if let (Some(t), Some(_)) = (token, &self.tls) {
+            *self
+                .token
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(t.clone());
+        }
     }
 }
 
@@ -208,7 +231,10 @@ fn builder() -> reqwest::ClientBuilder {
 /// A client for `tls` (plain without): its CA as the only root, its client
 /// certificate, its token as a default sensitive header, its server name
 /// resolved to its address.
-fn build(tls: Option<&TlsSettings>) -> Result<reqwest::Client, String> {
+fn build(
+    tls: Option<&TlsSettings>,
+    token: Option<&crate::role::Secret>,
+) -> Result<reqwest::Client, String> {
     let mut b = builder();
     if let Some(t) = tls {
         for c in load_ca(&t.api)? {
@@ -217,7 +243,7 @@ fn build(tls: Option<&TlsSettings>) -> Result<reqwest::Client, String> {
         if let Some(cc) = &t.api.client_cert {
             b = b.identity(load_identity(cc)?);
         }
-        if let Some(token) = &t.api.token {
+        if let Some(token) = token {
             let mut v = HeaderValue::from_str(token.expose())
                 .map_err(|_| "the ACL token is not a valid header value".to_string())?;
             v.set_sensitive(true);
@@ -341,12 +367,27 @@ impl AgentClient {
         Ok(Self {
             plain: Arc::new(Conn {
                 tls: None,
+                token: RwLock::new(None),
                 http: RwLock::new(Ok(plain.clone())),
             }),
             plain_http: plain,
             tls,
             cluster: None,
         })
+    }
+
+    /// Takes the supervisor tokens of `acl` (a renewal or the ACL bootstrap
+    /// handed the node a token it did not have) and reloads the TLS files
+    /// ([`Self::reload_tls`]).
+    pub fn reload_tls_and_tokens(&self, acl: &crate::role::security::AclTokens) -> Vec<String> {
+        for c in self.tls.iter().chain(self.cluster.iter()) {
+            let product = c.tls.as_ref().map(|t| t.product);
+            c.set_token(match product {
+                Some(Product::Nomad) => acl.nomad_supervisor.as_ref(),
+                _ => acl.consul_supervisor.as_ref(),
+            });
+        }
+        self.reload_tls()
     }
 
     /// Reads every CA, client certificate and key again (after a renewal

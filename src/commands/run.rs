@@ -115,7 +115,25 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         start_join_endpoint(&role, &tracker, &health_cancel).await?;
     }
     let requested = CancellationToken::new();
-    tokio::spawn(shutdown::forward(signals, requested.clone(), ev_tx));
+    // A SIGHUP also makes the renewal task look at `node.json` again (an
+    // operator who restored or replaced it), besides the daemon's reload.
+    let recheck = Arc::new(tokio::sync::Notify::new());
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    tokio::spawn({
+        let recheck = recheck.clone();
+        let mut signals = signals;
+        async move {
+            while let Some(ev) = signals.recv().await {
+                if matches!(ev, shutdown::SignalEvent::Reload) {
+                    recheck.notify_one();
+                }
+                if sig_tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    tokio::spawn(shutdown::forward(sig_rx, requested.clone(), ev_tx));
     // Discovery: seeded with the last run's peers, announcing the health
     // endpoint's real port.
     let cached = match load_cached(&plan.state_dir) {
@@ -173,15 +191,17 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
             role: role.clone(),
             candidates: security::join_client::candidates(&role, &report.peers),
             events: renewed_tx.clone(),
+            recheck: recheck.clone(),
             report: {
                 let status = started.security.clone();
                 let agents = agents.clone();
                 Arc::new(move |r: security::renew::RenewalReport| {
                     use security::renew::RenewalReport as R;
-                    if matches!(r, R::Renewed { .. }) {
+                    if let R::Renewed { acl, .. } = &r {
                         // The supervisor's own calls present the new
-                        // certificate from their next connection.
-                        for problem in agents.reload_tls() {
+                        // certificate (and any token the node got) from
+                        // their next connection.
+                        for problem in agents.reload_tls_and_tokens(acl) {
                             tracing::warn!(%problem, "failed to reload the agent client's TLS files");
                         }
                     }
@@ -193,6 +213,7 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                                 not_after,
                                 names,
                                 next,
+                                acl: _,
                             } => {
                                 s.record_renewal(at, not_after, names, Some(next));
                             }
@@ -211,6 +232,14 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
             role: role.clone(),
             plan: plan.clone(),
             events: renewed_tx,
+            on_renewed: {
+                let agents = agents.clone();
+                Arc::new(move |acl: &crate::role::security::AclTokens| {
+                    for problem in agents.reload_tls_and_tokens(acl) {
+                        tracing::warn!(%problem, "failed to reload the agent client's TLS files");
+                    }
+                })
+            },
         };
         tracker.spawn(bootstrap.run(health_cancel.clone()));
     }
@@ -305,6 +334,8 @@ fn needs_join(role: &NodeRole) -> bool {
 /// Longest time a join keeps trying endpoints that do not answer (the
 /// CA holders may still be starting); a refusal ends it at once.
 const JOIN_PATIENCE: Duration = Duration::from_secs(30);
+/// How long each round of a join looks for endpoints over mDNS.
+const JOIN_BROWSE: Duration = Duration::from_secs(2);
 /// First pause between two rounds of join attempts (doubling, at most
 /// [`JOIN_RETRY_MAX`]).
 const JOIN_RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -324,11 +355,19 @@ async fn join_first(
     };
     let token = security::token::JoinToken::parse(secret.expose())
         .map_err(|e| JoinError::BadToken(e.to_string()))?;
-    let candidates = join_client::candidates(role, &crate::peers::Peers::default());
-    tracing::info!(token = %token.id, candidates = %candidates.join(", "), "joining the cluster");
     let give_up = tokio::time::Instant::now() + JOIN_PATIENCE;
     let mut pause = JOIN_RETRY_FIRST;
     loop {
+        // The role file's endpoints and servers, then what one bounded
+        // discovery pass finds (mDNS announcements of the servers on this
+        // LAN, DNS names and SRV records), asked again each round: the CA
+        // holders may still be starting.
+        let found = tokio::select! {
+            r = crate::catalog::discovery::probe(role, JOIN_BROWSE) => r,
+            () = wait_for_stop(signals) => return Ok(false),
+        };
+        let candidates = join_client::candidates(role, &found.peers);
+        tracing::info!(token = %token.id, candidates = %candidates.join(", "), "joining the cluster");
         let attempt = tokio::select! {
             r = join_client::join(role, &token, &candidates) => r,
             () = wait_for_stop(signals) => return Ok(false),
@@ -343,10 +382,10 @@ async fn join_first(
                 );
                 return Ok(true);
             }
-            Err(JoinError::Unreachable { tried })
+            Err(e @ (JoinError::Unreachable { .. } | JoinError::NoCandidates))
                 if tokio::time::Instant::now() + pause < give_up =>
             {
-                tracing::warn!(tried = %tried.join("; "), retry_in = ?pause, "no join endpoint answered yet");
+                tracing::warn!(why = %e, retry_in = ?pause, "no join endpoint answered yet");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = wait_for_stop(signals) => return Ok(false),

@@ -263,7 +263,6 @@ impl Api {
 }
 
 /// The init node's ACL bootstrap task.
-#[derive(Debug)]
 pub struct AclBootstrap {
     /// The role in force (the init node's).
     pub role: NodeRole,
@@ -271,6 +270,17 @@ pub struct AclBootstrap {
     pub plan: Plan,
     /// Where the daemon learns that `node.json` changed.
     pub events: mpsc::UnboundedSender<DaemonEvent>,
+    /// Called with the node's tokens after the local renewal that handed it
+    /// the Nomad token (the supervisor's own client takes it).
+    pub on_renewed: std::sync::Arc<dyn Fn(&crate::role::security::AclTokens) + Send + Sync>,
+}
+
+impl std::fmt::Debug for AclBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclBootstrap")
+            .field("node", &self.role.node_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AclBootstrap {
@@ -434,9 +444,10 @@ impl AclBootstrap {
                 .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))?;
         }
         // This node's own node.json gets the token: a local renewal.
-        renew::renew(&self.role, &[])
+        let renewed = renew::renew(&self.role, &[])
             .await
             .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))?;
+        (self.on_renewed)(&renewed.into_secrets().acl);
         let _ = self.events.send(DaemonEvent::Renewed);
         tracing::info!("nomad ACLs bootstrapped; the supervisors' token is handed out from now");
         Ok(true)

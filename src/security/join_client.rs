@@ -351,6 +351,7 @@ pub fn candidates(role: &NodeRole, peers: &Peers) -> Vec<String> {
         .chain(peers.consul_http.iter())
         .chain(&peers.nomad_servers)
         .chain(&d.consul_retry_join)
+        .chain(&d.consul_retry_join_wan)
         .chain(d.consul_address.iter())
         .chain(&d.nomad_retry_join)
         .chain(dns);
@@ -362,6 +363,11 @@ pub fn candidates(role: &NodeRole, peers: &Peers) -> Vec<String> {
         }
     }
     out
+}
+
+/// Whether the candidate `entry` names the host `host`.
+pub fn host_is(entry: &str, host: &str) -> bool {
+    host_of(entry).is_some_and(|h| h == host)
 }
 
 /// The host of a `host`, `host:port`, `ip`, `[v6]:port` entry; `None` for

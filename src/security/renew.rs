@@ -26,8 +26,10 @@ use crate::role::file::read_regular;
 use crate::role::security::{NodeSecrets, NodeSecretsFile};
 use crate::supervise::daemon::DaemonEvent;
 
-/// How often a node whose `node.json` lacks ACL tokens asks for them.
-pub const MISSING_TOKENS_EVERY: Duration = Duration::from_secs(3600);
+/// How often a node whose `node.json` lacks ACL tokens asks for them (a
+/// renewal each time: the Nomad token exists seconds after the first Nomad
+/// leader, so this is short and ends soon).
+pub const MISSING_TOKENS_EVERY: Duration = Duration::from_secs(10);
 /// Longest sleep between two looks at the expiry.
 pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 /// Wait after a failed renewal before the next attempt.
@@ -100,11 +102,27 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
     let pinned = material.secrets.ca_sha256.clone();
     let key = ca::new_key_pair().map_err(JoinError::Key)?;
     let request = join_client::request_for(role, &key)?;
-    let (endpoint, answer) = if role.security.ca_holder {
+    // A CA holder signs its own renewal, unless it lacks a token the
+    // cluster made after it joined (the Nomad supervisors' token, made by
+    // the init node once Nomad has a leader): then another CA holder is
+    // asked, and what it hands out is kept in this node's cluster file too,
+    // so the joins and renewals this node serves hand it out from then on.
+    let own: Vec<String> = super::names::ips(&role.addresses)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let others: Vec<String> = candidates
+        .iter()
+        .filter(|c| !own.iter().any(|ip| join_client::host_is(c, ip)))
+        .cloned()
+        .collect();
+    let ask_others =
+        role.security.ca_holder && lacks_acl_tokens(role, &material.secrets) && !others.is_empty();
+    let (endpoint, answer) = if role.security.ca_holder && !ask_others {
         ("this node's CA".to_string(), sign_locally(role, &request)?)
     } else {
         join_client::exchange(
-            candidates,
+            if ask_others { &others } else { candidates },
             &pinned,
             Credential::Certificate {
                 cert_pem: &old_cert,
@@ -130,6 +148,9 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
         &mut answer.secrets.acl.nomad_bootstrap,
         &old_json.acl.nomad_bootstrap,
     );
+    if ask_others {
+        learn_tokens(role, &answer.secrets.acl)?;
+    }
     let config_dir = role.config_dir.clone();
     let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
     let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
@@ -148,6 +169,38 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
     .map_err(|e| material_error(format!("the writer failed: {e}")))??;
     tracing::info!(%endpoint, not_after = secrets.not_after, "renewed the node certificate");
     Ok(secrets)
+}
+
+/// Fills the tokens this CA holder's cluster file lacks from `acl` (an
+/// answer of another CA holder); never replaces one it has.
+fn learn_tokens(
+    role: &NodeRole,
+    acl: &crate::role::security::AclTokensFile,
+) -> Result<(), JoinError> {
+    let dir = role.config_dir.join(paths::CLUSTER_SUBDIR);
+    let broken = |e: &dyn std::error::Error| JoinError::Material {
+        dir: dir.clone(),
+        reason: e.to_string(),
+    };
+    let m = store::load_cluster_dir(&dir).map_err(|e| broken(&e))?;
+    let mut cluster = m.cluster;
+    let mut learned = false;
+    for (mine, theirs) in [
+        (&mut cluster.acl.nomad_supervisor, &acl.nomad_supervisor),
+        (&mut cluster.acl.consul_supervisor, &acl.consul_supervisor),
+        (&mut cluster.acl.consul_agent, &acl.consul_agent),
+        (&mut cluster.acl.nomad_consul, &acl.nomad_consul),
+    ] {
+        if mine.is_none() && theirs.is_some() {
+            mine.clone_from(theirs);
+            learned = true;
+        }
+    }
+    if learned {
+        store::save_cluster_file(&dir, &cluster).map_err(|e| broken(&e))?;
+        tracing::info!("learned the cluster's newer ACL tokens from another CA holder");
+    }
+    Ok(())
 }
 
 /// A CA holder signs its own renewal with the CA in its cluster dir.
@@ -187,7 +240,7 @@ fn sign_locally(
 
 /// What the renewal task tells the rest of the node (status, the
 /// supervisor's own TLS client).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RenewalReport {
     /// A renewal succeeded at `at` (Unix seconds).
     Renewed {
@@ -199,6 +252,9 @@ pub enum RenewalReport {
         names: Vec<String>,
         /// When the task looks again.
         next: u64,
+        /// The ACL tokens the node now holds (the supervisor's client
+        /// takes its own from them).
+        acl: crate::role::security::AclTokens,
     },
     /// An attempt failed (one line, no secret); the next is at `next`.
     Failed {
@@ -227,6 +283,8 @@ pub struct Renewal {
     pub events: mpsc::UnboundedSender<DaemonEvent>,
     /// Called with each outcome (status, TLS client reload).
     pub report: OnRenewal,
+    /// Poked on SIGHUP: read `node.json` again and look at the expiry now.
+    pub recheck: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Renewal {
@@ -239,6 +297,24 @@ impl std::fmt::Debug for Renewal {
 }
 
 impl Renewal {
+    /// Takes `node.json` from disk as the material in force (kept as it
+    /// was when it cannot be read, with a warning).
+    fn reread(&mut self) {
+        let Some(m) = self.role.security.material.as_mut() else {
+            return;
+        };
+        let path = m.dir.join(paths::NODE_SECRETS_FILE);
+        let read = read_regular(&path, MAX_PEM_BYTES)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<NodeSecretsFile>(&b).map_err(|e| e.to_string()));
+        match read {
+            Ok(f) => m.secrets = f.into_secrets(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the node's secrets again; keeping the ones in force");
+            }
+        }
+    }
+
     /// Renews when due until `cancel`.
     pub async fn run(mut self, cancel: CancellationToken) {
         loop {
@@ -274,6 +350,10 @@ impl Renewal {
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(wait) => continue,
+                    () = self.recheck.notified() => {
+                        self.reread();
+                        continue;
+                    }
                 }
             }
             let outcome = tokio::select! {
@@ -292,14 +372,16 @@ impl Renewal {
                         Due::Now => now,
                         Due::After(d) => now + d.as_secs(),
                     };
+                    let held = secrets.into_secrets();
                     (self.report)(RenewalReport::Renewed {
                         at: now,
-                        not_after: secrets.not_after,
-                        names: secrets.names.clone(),
+                        not_after: held.not_after,
+                        names: held.names.clone(),
                         next,
+                        acl: held.acl.clone(),
                     });
                     if let Some(m) = self.role.security.material.as_mut() {
-                        m.secrets = secrets.into_secrets();
+                        m.secrets = held;
                     }
                     let _ = self.events.send(DaemonEvent::Renewed);
                 }

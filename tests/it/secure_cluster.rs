@@ -322,7 +322,7 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         assert!(ips.contains(&private), "{node}: {ips:?}");
         // The status shows the expiry, never a secret.
         assert_eq!(
-            sec["not_after"].as_u64(),
+            sec["not_after_unix"].as_u64(),
             file["not_after"].as_u64(),
             "{node}: {sec}"
         );
@@ -354,23 +354,44 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
     // The cluster formed as the plaintext one does (cluster.rs): one Consul
     // leader per datacenter joined over the WAN, three Nomad servers, the
     // clients on their datacenter's Consul.
+    // ACLs are bootstrapped once the leaders exist and the Nomad token
+    // reaches the other nodes by renewal: wait for each condition.
     for server in ["ams2-server-01", "lon1-server-01"] {
-        let st = status(&demo, server).expect("status");
-        let report = &agent(&st, "consul")["consul"];
-        assert!(
-            !report["leader"].as_str().unwrap_or("").is_empty(),
-            "{server}: {report}"
+        let st = wait_status(
+            &demo,
+            server,
+            CHANGE_WITHIN,
+            "a Consul leader and 2 WAN members",
+            |st| {
+                let r = &agent(st, "consul")["consul"];
+                !r["leader"].as_str().unwrap_or("").is_empty() && r["wan_members"] == 2
+            },
         );
+        let report = &agent(&st, "consul")["consul"];
         assert_eq!(report["wan_members"], 2, "{server}: {report}");
     }
     for server in ["ams2-server-01", "ams2-server-03", "lon1-server-01"] {
-        let st = status(&demo, server).expect("status");
+        let st = wait_status(
+            &demo,
+            server,
+            CHANGE_WITHIN,
+            "3 Nomad servers alive, read with a token",
+            |st| {
+                let n = &agent(st, "nomad")["nomad"];
+                n["members_alive"] == 3 && n["health_server"]["ok"] == true
+            },
+        );
         let nomad = &agent(&st, "nomad")["nomad"];
         assert_eq!(nomad["members_alive"], 3, "{server}: {nomad}");
-        assert_eq!(nomad["health_server"]["ok"], true, "{server}: {nomad}");
     }
     for client in ["ams2-client-01", "lon1-client-01"] {
-        let st = status(&demo, client).expect("status");
+        let st = wait_status(
+            &demo,
+            client,
+            CHANGE_WITHIN,
+            "a healthy Nomad client",
+            |st| agent(st, "nomad")["nomad"]["health_client"]["ok"] == true,
+        );
         let nomad = &agent(&st, "nomad")["nomad"];
         assert_eq!(nomad["health_client"]["ok"], true, "{client}: {nomad}");
     }
@@ -487,7 +508,7 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         CHANGE_WITHIN,
         "a renewed certificate",
         |st| {
-            st["security"]["not_after"]
+            st["security"]["not_after_unix"]
                 .as_u64()
                 .is_some_and(|t| t > before)
         },
@@ -548,8 +569,11 @@ fn joining_at(mut role: toml::Table, addr: Ipv4Addr) -> toml::Table {
         toml::Value::Array(vec![addr.to_string().into()]),
     );
     role.insert("security".into(), sec.into());
+    // mDNS off, so the only way in is the named endpoint; the Consul
+    // server the client then uses is named too.
     let mut disc = toml::Table::new();
     disc.insert("mdns".into(), false.into());
+    disc.insert("consul_address".into(), format!("{addr}:8501").into());
     role.insert("discovery".into(), disc.into());
     role
 }
@@ -651,7 +675,7 @@ fn wrong_token_other_cas_pin_man_in_the_middle_and_revoked_token_are_refused() {
     assert_eq!(st.code(), Some(77), "another CA's pin: {log}");
     assert!(
         log.contains(&format!(
-            "is not the cluster's: its CA is {pin}, the token pins {other_pin}"
+            "is not this cluster's: it presents CA {pin}, the token pins {other_pin}"
         )),
         "{log}"
     );
@@ -662,7 +686,7 @@ fn wrong_token_other_cas_pin_man_in_the_middle_and_revoked_token_are_refused() {
     assert_eq!(st.code(), Some(77), "man in the middle: {log}");
     assert!(
         log.contains(&format!(
-            "the join endpoint at 10.0.1.12:4681 is not the cluster's: its CA is {other_pin}, the token pins {pin}"
+            "the join endpoint at 10.0.1.12:4681 is not this cluster's: it presents CA {other_pin}, the token pins {pin}"
         )),
         "{log}"
     );

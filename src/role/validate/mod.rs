@@ -227,6 +227,7 @@ pub fn validate(
             consul: &consul,
             nomad: &nomad,
             private: addresses.private,
+            public: addresses.public,
             config_dir: &paths.config_dir,
         },
     ));

@@ -46,6 +46,8 @@ pub(super) struct Inputs<'a> {
     pub consul: &'a ConsulRole,
     pub nomad: &'a NomadRole,
     pub private: IpAddr,
+    /// The node's public address, if any.
+    pub public: Option<IpAddr>,
     pub config_dir: &'a Path,
 }
 
@@ -70,7 +72,7 @@ pub(super) fn check(cx: Context<'_>, i: &Inputs<'_>) -> Checked<SecurityRole> {
         join_token(&mut found, cx, r, i.overrides)
     };
     let join = join_addresses(&mut found, &r.join);
-    let join_listen = join_listen(&mut found, &r.join_listen, i.private);
+    let join_listen = join_listen(&mut found, &r.join_listen, i.private, i.public);
     let (cert_lifetime, renew_before) = lifetimes(&mut found, r);
     let ca_holder = !i.set.dev && cx.host.is_dir(&i.config_dir.join(CLUSTER_SUBDIR));
     let role = SecurityRole {
@@ -254,9 +256,21 @@ fn join_address_problem(a: &str) -> Option<&'static str> {
     None
 }
 
-/// `join_listen`: `ip:port`; default the private address, port 4681.
-fn join_listen(found: &mut Findings, v: &Option<SpStr>, private: IpAddr) -> SocketAddr {
-    let default = SocketAddr::new(private, DEFAULT_JOIN_PORT);
+/// `join_listen`: `ip:port`; default port 4681 on the private address, or
+/// on every address of a node with a public one (a server joined from
+/// other datacenters through its WAN address, as `retry_join_wan` names it).
+fn join_listen(
+    found: &mut Findings,
+    v: &Option<SpStr>,
+    private: IpAddr,
+    public: Option<IpAddr>,
+) -> SocketAddr {
+    let host = match public {
+        Some(IpAddr::V4(_)) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        Some(IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        None => private,
+    };
+    let default = SocketAddr::new(host, DEFAULT_JOIN_PORT);
     let Some(s) = v else {
         return default;
     };
