@@ -394,9 +394,11 @@ impl JoinEndpoint {
         let cluster = server.then(|| ClusterHandover::of(&material).to_value());
         // Counted once the answer is ready; checked again under the lock
         // so a revocation that raced this join wins.
+        let mut still_valid = false;
         TokenStore::modify(&self.cluster_dir, &material.ca.pin(), |s| {
             if s.check(&id, &secret, now).is_ok() {
                 s.record_use(&id);
+                still_valid = true;
             }
             Ok(())
         })
@@ -407,6 +409,13 @@ impl JoinEndpoint {
                 "the join endpoint cannot record the token's use",
             )
         })?;
+        if !still_valid {
+            warn!(token = %id, "join token revoked or expired while its join was signed; answer withheld");
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "the join token was revoked or expired during the join",
+            ));
+        }
         info!(
             peer = %peer.addr,
             token = %id,
