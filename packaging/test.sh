@@ -552,6 +552,10 @@ if [ "$e2e_tools_ok" = 1 ] && ip netns add "$e2e_ns"; then
         cat config/examples/ams2-server-01.toml
         printf '\n[release]\nmirror = "http://127.0.0.1:18080"\ntrust_hashicorp_key = false\n'
         printf 'trusted_key_files = ["/etc/hashi-supervisor/mirror-key.asc"]\n'
+        # The two peer Nomad servers below are bare stand-ins without TLS
+        # material, so this node runs the plaintext variant; the secured
+        # path (cluster init, join token) is tests/it/secure_cluster.rs.
+        printf '\n[security]\nplaintext = true\n'
     } >/etc/hashi-supervisor/node.toml
     pre=$(unit_cmd ExecStartPre)
     start=$(unit_cmd ExecStart)
