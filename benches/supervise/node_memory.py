@@ -145,6 +145,11 @@ listen = "127.0.0.1:%d"
 [paths]
 config_dir = "%s"
 state_dir = "%s"
+
+# The gate measures the same plaintext node as before issue 19 (no TLS
+# material here), so its numbers stay comparable.
+[security]
+plaintext = true
 """ % (CONSUL, ports[0], ports[1], ports[2], ports[3], NOMAD, ports[4], ports[5], ports[6],
            mirror, key, ports[7], os.path.join(work, "etc-%d" % tag), state))
     env = {k: v for k, v in os.environ.items() if k != "SUPERVISOR_KEEP_STARTUP_PAGES"}
