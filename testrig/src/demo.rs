@@ -49,7 +49,7 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 use crate::dns::{Dnsmasq, Records, SilentNameserver};
-use crate::mirror::{MirrorBuilder, serve_on};
+use crate::mirror::{MirrorBuilder, MirrorControl, serve_on};
 use crate::netns::{NetnsError, NodeSpec, Topology, reference_nodes, variant_nodes};
 
 /// Port of the mirror served from the `ams2` router.
@@ -113,6 +113,14 @@ pub struct DemoOptions {
     /// address (added to the router's LAN bridge when it is not the
     /// gateway), started before the supervisors.
     pub silent_nameservers: Vec<(String, SocketAddr)>,
+}
+
+/// What a demo adds to [`DemoOptions`] ([`Demo::start_extended`]).
+#[derive(Debug, Clone, Default)]
+pub struct DemoExtras {
+    /// `(product, version)` put on the mirror besides the versions the
+    /// role files ask for (each the stand-in stamped with that version).
+    pub extra_versions: Vec<(String, String)>,
 }
 
 /// How the demo secures its cluster.
@@ -556,11 +564,18 @@ where
     })
 }
 
-/// Serves the mirror at `listen` from inside namespace `ns`.
-fn serve_mirror_in(ns: &str, root: PathBuf, listen: String) -> Result<NsThread, DemoError> {
-    spawn_in_netns(ns, move |stop, ready| async move {
+/// Serves the mirror at `listen` from inside namespace `ns`; the handle
+/// sets its faults.
+fn serve_mirror_in(
+    ns: &str,
+    root: PathBuf,
+    listen: String,
+) -> Result<(NsThread, MirrorControl), DemoError> {
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let thread = spawn_in_netns(ns, move |stop, ready| async move {
         match serve_on(root, &listen).await {
             Ok(server) => {
+                let _ = control_tx.send(server.control());
                 let _ = ready.send(Ok(()));
                 let _ = stop.await;
                 drop(server);
@@ -569,7 +584,11 @@ fn serve_mirror_in(ns: &str, root: PathBuf, listen: String) -> Result<NsThread, 
                 let _ = ready.send(Err(format!("failed to serve the mirror on {listen}: {e}")));
             }
         }
-    })
+    })?;
+    let control = control_rx
+        .recv_timeout(HTTP_TIMEOUT)
+        .map_err(|e| DemoError(format!("the mirror in namespace {ns} gave no handle: {e}")))?;
+    Ok((thread, control))
 }
 
 /// Forwards connections accepted on `listener` (in this host's namespace) to
@@ -613,6 +632,8 @@ pub struct Demo {
     supervisor: PathBuf,
     nodes: Vec<DemoNode>,
     mirror_url: String,
+    mirror: Option<MirrorControl>,
+    mirror_root: PathBuf,
     key_file: PathBuf,
     threads: Vec<NsThread>,
     dns: Vec<Dnsmasq>,
@@ -736,6 +757,16 @@ impl Demo {
     /// `no_token`), starts the init node, waits until its join endpoint
     /// accepts connections, then starts the others.
     pub fn start_with(opts: &DemoOptions, security: &Security) -> Result<Demo, DemoError> {
+        Demo::start_extended(opts, security, &DemoExtras::default())
+    }
+
+    /// [`Demo::start_with`] with `extras` (e.g. more versions on the
+    /// mirror, for version changes during the run).
+    pub fn start_extended(
+        opts: &DemoOptions,
+        security: &Security,
+        extras: &DemoExtras,
+    ) -> Result<Demo, DemoError> {
         crate::netns::is_available()
             .map_err(|why| DemoError(format!("network namespaces unavailable: {why}")))?;
         for (what, p) in [
@@ -773,7 +804,18 @@ impl Demo {
         // The mirror: every requested version of each product holds the
         // stand-in, stamped with that version.
         let mut builder = MirrorBuilder::new();
-        for (product, versions) in requested_versions(&roles) {
+        let mut wanted = requested_versions(&roles);
+        for (product, version) in &extras.extra_versions {
+            match wanted.iter_mut().find(|(p, _)| p == product) {
+                Some((_, versions)) => versions.push(version.clone()),
+                None => wanted.push((product.clone(), vec![version.clone()])),
+            }
+        }
+        for (_, versions) in &mut wanted {
+            versions.sort();
+            versions.dedup();
+        }
+        for (product, versions) in wanted {
             builder = builder.and_product(&product);
             for v in versions {
                 builder = builder.version(&v).binary(opts.standin.clone());
@@ -790,6 +832,8 @@ impl Demo {
             supervisor: opts.supervisor.clone(),
             nodes: Vec::new(),
             mirror_url: String::new(),
+            mirror: None,
+            mirror_root: built.root.clone(),
             key_file: key_file.clone(),
             threads: Vec::new(),
             dns: Vec::new(),
@@ -828,8 +872,9 @@ impl Demo {
             .map(|(ns, gw)| (ns.to_string(), gw))
             .ok_or_else(|| DemoError(format!("no datacenter {MIRROR_DC}")))?;
         let listen = format!("{gateway}:{MIRROR_PORT}");
-        demo.threads
-            .push(serve_mirror_in(&router_ns, built.root.clone(), listen)?);
+        let (thread, control) = serve_mirror_in(&router_ns, built.root.clone(), listen)?;
+        demo.threads.push(thread);
+        demo.mirror = Some(control);
         demo.mirror_url = format!("http://{gateway}:{MIRROR_PORT}");
 
         let topo_nodes = demo.topology().nodes().to_vec();
@@ -1163,6 +1208,23 @@ impl Demo {
     /// The mirror every node installs from.
     pub fn mirror_url(&self) -> &str {
         &self.mirror_url
+    }
+
+    /// The running mirror's fault knobs ([`crate::mirror::Fault`] per
+    /// path, e.g. [`crate::mirror::zip_path`]).
+    ///
+    /// # Panics
+    /// Never once [`Demo::start_extended`] returned: the mirror is served
+    /// before any node starts.
+    pub fn mirror(&self) -> &MirrorControl {
+        self.mirror
+            .as_ref()
+            .expect("the mirror is served before the demo is returned")
+    }
+
+    /// Directory the mirror serves (`<product>/<version>/...`).
+    pub fn mirror_root(&self) -> &Path {
+        &self.mirror_root
     }
 
     /// The armored test key the nodes trust.

@@ -556,6 +556,74 @@ impl MirrorServer {
     }
 }
 
+impl MirrorServer {
+    /// A handle on this server's faults and request counts that outlives
+    /// borrows of the server (e.g. held by a test while the server runs on
+    /// another thread).
+    pub fn control(&self) -> MirrorControl {
+        MirrorControl {
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Sets and clears a running [`MirrorServer`]'s faults from anywhere
+/// (cloneable, `Send`): what [`MirrorServer::set_fault`] and
+/// [`MirrorServer::clear_faults`] do, without the server itself.
+#[derive(Debug, Clone)]
+pub struct MirrorControl {
+    state: Arc<Mutex<State>>,
+}
+
+impl MirrorControl {
+    /// Adds a fault for a path (see [`MirrorServer::set_fault`]).
+    pub fn set_fault(&self, path: &str, fault: Fault) {
+        self.state
+            .lock()
+            .expect("mirror state lock is never poisoned")
+            .faults
+            .entry(path.to_string())
+            .or_default()
+            .push(fault);
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.state
+            .lock()
+            .expect("mirror state lock is never poisoned")
+            .faults
+            .clear();
+    }
+
+    /// Requests served for `path` so far.
+    pub fn requests(&self, path: &str) -> u64 {
+        self.state
+            .lock()
+            .expect("mirror state lock is never poisoned")
+            .requests
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests served in total.
+    pub fn total_requests(&self) -> u64 {
+        self.state
+            .lock()
+            .expect("mirror state lock is never poisoned")
+            .requests
+            .values()
+            .sum()
+    }
+}
+
+/// Path of a release zip on a mirror laid out by [`MirrorBuilder`]
+/// (`/<product>/<version>/<product>_<version>_linux_<arch>.zip`).
+pub fn zip_path(product: &str, version: &str, arch: &str) -> String {
+    format!("/{product}/{version}/{product}_{version}_linux_{arch}.zip")
+}
+
 impl Drop for MirrorServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -868,6 +936,31 @@ mod tests {
         let (head, body) = get(srv.addr(), p, "").await;
         assert!(head.contains("Content-Length: 20000"), "{head}");
         assert_eq!(body.len(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn a_control_handle_sets_and_clears_the_servers_faults() {
+        let (dir, data) = root_with_file();
+        let srv = serve(dir.path()).await.expect("serve");
+        let ctl = srv.control();
+        let p = "/consul/f.bin";
+        ctl.set_fault(
+            p,
+            Fault::DropAfter {
+                bytes: 10,
+                times: u32::MAX,
+            },
+        );
+        assert_eq!(get(srv.addr(), p, "").await.1.len(), 10);
+        assert_eq!(get(srv.addr(), p, "").await.1.len(), 10, "always");
+        ctl.clear_faults();
+        assert_eq!(get(srv.addr(), p, "").await.1, data);
+        assert_eq!(ctl.requests(p), 3);
+        assert_eq!(ctl.total_requests(), 3);
+        assert_eq!(
+            zip_path("nomad", "1.10.4", "amd64"),
+            "/nomad/1.10.4/nomad_1.10.4_linux_amd64.zip"
+        );
     }
 
     #[test]
