@@ -4,9 +4,11 @@
 
 use std::io::Write;
 
-/// Append one event line to `STANDIN_EVENT_LOG` if set.
+/// Append one event line to `STANDIN_EVENT_LOG` if set (the environment,
+/// else the knob file once it is loaded: an agent under a supervisor has a
+/// clean environment).
 pub fn event(line: &str) {
-    let Ok(path) = std::env::var("STANDIN_EVENT_LOG") else {
+    let Some(path) = crate::knobs::var("STANDIN_EVENT_LOG") else {
         return;
     };
     if path.is_empty() {
