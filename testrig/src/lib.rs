@@ -20,4 +20,5 @@ pub mod dns;
 pub mod mirror;
 pub mod netns;
 pub mod require;
+pub mod soak;
 pub mod users;

@@ -25,4 +25,5 @@ mod role;
 mod secure_cluster;
 mod security_cli;
 mod security_join;
+mod soak;
 mod supervise;
