@@ -459,8 +459,13 @@ mod tests {
             ));
         }
         assert_eq!(s.growth(Duration::from_secs(5), 0.2, 1024, 8), Some(Ok(())));
-        s.samples
-            .push((Duration::from_secs(31), ProcStats { rss_kib: 1, fds: 20 }));
+        s.samples.push((
+            Duration::from_secs(31),
+            ProcStats {
+                rss_kib: 1,
+                fds: 20,
+            },
+        ));
         for i in 31..60u64 {
             s.samples.push((
                 Duration::from_secs(i),
@@ -474,7 +479,10 @@ mod tests {
             .growth(Duration::from_secs(5), 0.2, 1024, 8)
             .expect("enough samples")
             .expect_err("grew");
-        assert!(why.contains("RSS grew") && why.contains("descriptors grew"), "{why}");
+        assert!(
+            why.contains("RSS grew") && why.contains("descriptors grew"),
+            "{why}"
+        );
         assert_eq!(s.growth(Duration::from_secs(58), 0.2, 1024, 8), None);
     }
 
@@ -506,7 +514,10 @@ mod tests {
         std::os::unix::fs::symlink("1.10.4", rel.join("nomad/current")).expect("link");
         std::fs::write(rel.join("nomad/.tmp-half"), b"EL").expect("write");
         let mut hashes = ExeHashes::default();
-        assert_eq!(scan_releases(&rel, &verified, &mut hashes), Vec::<String>::new());
+        assert_eq!(
+            scan_releases(&rel, &verified, &mut hashes),
+            Vec::<String>::new()
+        );
         // The 1.10.4 binary under 1.10.5's name, a half-written one, a
         // dangling pointer.
         write_version("1.10.5", &stamped);

@@ -147,6 +147,8 @@ struct Observed {
     events: HashMap<PathBuf, (u64, Vec<(f64, String)>)>,
     /// Samples taken.
     samples: u64,
+    /// Agent processes whose executable was hashed and found verified.
+    agents_verified: u64,
 }
 
 /// Everything the soak knows about its run.
@@ -323,7 +325,6 @@ fn sampler(
 ) {
     let mut hashes = ExeHashes::default();
     let mut exe_ok: HashMap<i32, ()> = HashMap::new();
-    let mut tick: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let t = began.elapsed().as_secs_f64();
         let mut violations = Vec::new();
@@ -348,6 +349,7 @@ fn sampler(
                     if path.contains(&format!("/{product}/{version}/{product}")) =>
                 {
                     exe_ok.insert(p.pid, ());
+                    obs.lock().expect("observed lock").agents_verified += 1;
                 }
                 Some((product, version)) => violations.push(format!(
                     "pid {} runs {path}, which is the {product} {version} binary",
@@ -361,10 +363,7 @@ fn sampler(
         }
         let supervisors: Vec<(String, u32)> = {
             let o = obs.lock().expect("observed lock");
-            o.supervisors
-                .iter()
-                .map(|(n, p)| (n.clone(), *p))
-                .collect()
+            o.supervisors.iter().map(|(n, p)| (n.clone(), *p)).collect()
         };
         let stats: Vec<(String, u32, Option<hashi_testrig::soak::ProcStats>)> = supervisors
             .into_iter()
@@ -417,8 +416,6 @@ fn sampler(
                 e.1.extend(lines.into_iter().map(|l| (t, l)));
             }
         }
-        tick += 1;
-        let _ = tick;
         std::thread::sleep(SAMPLE_EVERY);
     }
 }
@@ -518,7 +515,9 @@ impl Soak {
             }
             let hash = sha256_file(&n.role_file);
             if st["config_hash"] != hash.as_str() {
-                why.push(format!("{node}: runs another role file than the one on disk"));
+                why.push(format!(
+                    "{node}: runs another role file than the one on disk"
+                ));
             }
             let agents = st["agents"].as_array().cloned().unwrap_or_default();
             for (product, version) in self.want.get(node).into_iter().flatten() {
@@ -527,10 +526,16 @@ impl Soak {
                     continue;
                 };
                 if a["state"] != "running" || a["ready"] != true {
-                    why.push(format!("{node}: {product} {} ready={}", a["state"], a["ready"]));
+                    why.push(format!(
+                        "{node}: {product} {} ready={}",
+                        a["state"], a["ready"]
+                    ));
                 }
                 if a["version"] != version.as_str() {
-                    why.push(format!("{node}: {product} {} (want {version})", a["version"]));
+                    why.push(format!(
+                        "{node}: {product} {} (want {version})",
+                        a["version"]
+                    ));
                 }
                 if a["server"] == true && product == "consul" {
                     let c = &a["consul"];
@@ -582,7 +587,9 @@ impl Soak {
         let start = Instant::now();
         loop {
             if let Some((node, st)) = self.demo.exited() {
-                self.fail(&format!("the supervisor on {node} exited ({st}) after {after}"));
+                self.fail(&format!(
+                    "the supervisor on {node} exited ({st}) after {after}"
+                ));
             }
             self.check_sampler();
             let why = self.divergence();
@@ -680,7 +687,11 @@ impl Soak {
                 } else {
                     // Semantics: a version that is no version.
                     let mut role = read_role(&path);
-                    let product = if role.contains_key("consul") { "consul" } else { "nomad" };
+                    let product = if role.contains_key("consul") {
+                        "consul"
+                    } else {
+                        "nomad"
+                    };
                     if let Some(toml::Value::Table(t)) = role.get_mut(product) {
                         t.insert("version".into(), "not-a-version".into());
                     }
@@ -688,13 +699,14 @@ impl Soak {
                 };
                 write_role_text(&path, &bad);
                 signal_supervisor(&self.demo, &node, Signal::SIGHUP);
-                if !self.wait_status(&node, CONVERGE_WITHIN, |st| !st["reload_error"].is_null())
-                {
+                if !self.wait_status(&node, CONVERGE_WITHIN, |st| !st["reload_error"].is_null()) {
                     self.fail(&format!("{node} never reported the invalid role file"));
                 }
                 // Still running its agents on the old role.
                 if let Err(e) = self.demo.get(&node, "/ready", "text/plain").map(|r| r.0) {
-                    self.fail(&format!("{node} stopped answering after an invalid role: {e}"));
+                    self.fail(&format!(
+                        "{node} stopped answering after an invalid role: {e}"
+                    ));
                 }
                 write_role_text(&path, &good);
                 signal_supervisor(&self.demo, &node, Signal::SIGHUP);
@@ -733,8 +745,7 @@ impl Soak {
                 signal_supervisor(&self.demo, &node, Signal::SIGHUP);
                 if kind == FaultKind::UpgradeTampered {
                     // Refused: the node reports it and keeps its version.
-                    if !self
-                        .wait_status(&node, CONVERGE_WITHIN, |st| !st["reload_error"].is_null())
+                    if !self.wait_status(&node, CONVERGE_WITHIN, |st| !st["reload_error"].is_null())
                     {
                         self.notes.push(format!(
                             "{node}: no reload error reported for tampered {product} {target}"
@@ -901,6 +912,26 @@ impl Soak {
         usize::try_from(max).unwrap_or(0)
     }
 
+    /// Runs recorded in the agents' event logs: `(runs, ended orderly)`.
+    /// Every agent the node was told to run must have at least one run:
+    /// else the logs (and the invariants read from them) saw nothing.
+    fn event_runs(&self) -> Result<(usize, usize), String> {
+        let (mut runs, mut orderly) = (0, 0);
+        for (node, products) in &self.want {
+            for product in products.keys() {
+                let log = EventLog::read(&event_log(&self.work, node, product));
+                if log.runs.is_empty() {
+                    return Err(format!(
+                        "{node}: the {product} event log recorded no run (knob file not read?)"
+                    ));
+                }
+                runs += log.runs.len();
+                orderly += log.runs.iter().filter(|r| r.is_orderly_end()).count();
+            }
+        }
+        Ok((runs, orderly))
+    }
+
     /// Agent stops that were not orderly and not the test's doing.
     fn disorderly_stops(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -949,10 +980,25 @@ impl Soak {
         let o = self.obs.lock().expect("observed lock");
         let _ = writeln!(
             r,
-            "sampler: {} samples, {} violations",
+            "sampler: {} samples, {} violations, {} agent processes verified by hash",
             o.samples,
-            o.violations.len()
+            o.violations.len(),
+            o.agents_verified
         );
+        drop(o);
+        match self.event_runs() {
+            Ok((runs, orderly)) => {
+                let _ = writeln!(
+                    r,
+                    "agent runs: {runs} ({orderly} ended orderly, {} SIGKILLed by the test, the rest running)",
+                    self.killed_agents.len()
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(r, "agent runs: {e}");
+            }
+        }
+        let o = self.obs.lock().expect("observed lock");
         let _ = writeln!(r, "supervisor RSS (KiB) / descriptors, per process:");
         for s in &o.rss {
             let first = s.samples.first().map(|x| x.1);
@@ -976,6 +1022,11 @@ impl Soak {
                 over_time.join(" ")
             );
         }
+        let _ = writeln!(
+            r,
+            "agents orphaned by supervisor SIGKILLs (taken over by the next supervisor): {}",
+            self.orphaned.len()
+        );
         for n in &self.notes {
             let _ = writeln!(r, "note: {n}");
         }
@@ -1007,7 +1058,9 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         "network namespaces are needed by this test (root, iproute2)"
     );
     let seed = env_u64("SOAK_SEED").unwrap_or_else(rand::random);
-    let seconds = env_u64("SOAK_SECONDS").unwrap_or(DEFAULT_SECONDS).clamp(10, 86_400);
+    let seconds = env_u64("SOAK_SECONDS")
+        .unwrap_or(DEFAULT_SECONDS)
+        .clamp(10, 86_400);
     eprintln!("soak: seed {seed} (SOAK_SEED={seed} replays), {seconds} s of faults");
     let gate = has_upgrade_gate();
 
@@ -1063,7 +1116,11 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         let role = read_role(&demo.node(n).expect("node").role_file);
         let mut products = BTreeMap::new();
         for p in ["consul", "nomad"] {
-            if let Some(v) = role.get(p).and_then(|t| t.get("version")).and_then(|v| v.as_str()) {
+            if let Some(v) = role
+                .get(p)
+                .and_then(|t| t.get("version"))
+                .and_then(|v| v.as_str())
+            {
                 products.insert(p.to_string(), v.to_string());
             }
         }
@@ -1107,7 +1164,9 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         soak.fail(&format!("the cluster never became ready: {e}"));
     }
     let first = soak.converge("start");
-    soak.log(&format!("cluster formed ({first:.1?} after ready); faults begin"));
+    soak.log(&format!(
+        "cluster formed ({first:.1?} after ready); faults begin"
+    ));
 
     // Every kind once (shuffled), then at random until the time is up.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -1152,6 +1211,17 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
             "{nomad_down} Nomad servers were down at once for an upgrade (the gate allows 1)"
         ));
     }
+    if let Err(e) = soak.event_runs() {
+        soak.fail(&e);
+    }
+    let verified_agents = soak.obs.lock().expect("observed lock").agents_verified;
+    let agents: usize = soak.want.values().map(BTreeMap::len).sum();
+    if verified_agents < agents as u64 {
+        soak.fail(&format!(
+            "only {verified_agents} agent processes were checked against the published hashes \
+             (at least {agents} ran)"
+        ));
+    }
     let disorderly = soak.disorderly_stops();
     if !disorderly.is_empty() {
         soak.fail(&format!(
@@ -1159,25 +1229,42 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
             disorderly.join("\n  ")
         ));
     }
-    let growth: Vec<String> = {
+    let (judged, growth): (usize, Vec<String>) = {
         let o = soak.obs.lock().expect("observed lock");
-        o.rss
+        let verdicts: Vec<_> = o
+            .rss
             .iter()
             .filter_map(|s| {
-                match s.growth(WARM_UP, RSS_RATIO, RSS_SLACK_KIB, FD_SLACK) {
-                    Some(Err(why)) => Some(format!("{} (pid {}): {why}", s.node, s.pid)),
-                    _ => None,
-                }
+                s.growth(WARM_UP, RSS_RATIO, RSS_SLACK_KIB, FD_SLACK)
+                    .map(|v| (s, v))
             })
-            .collect()
+            .collect();
+        (
+            verdicts.len(),
+            verdicts
+                .into_iter()
+                .filter_map(|(s, v)| {
+                    v.err()
+                        .map(|why| format!("{} (pid {}): {why}", s.node, s.pid))
+                })
+                .collect(),
+        )
     };
+    soak.notes.push(format!(
+        "supervisor processes judged for growth (lived past {WARM_UP:?} with enough samples): {judged}"
+    ));
     if !growth.is_empty() {
         soak.fail(&format!("supervisors grew: {}", growth.join("; ")));
+    }
+    if judged == 0 && seconds >= 2 * WARM_UP.as_secs() {
+        soak.fail("no supervisor lived long enough to judge its growth");
     }
     for (node, st) in soak.demo.stop(STOP_WITHIN) {
         match st {
             Some(st) if st.success() => {}
-            other => soak.fail(&format!("the supervisor on {node} stopped badly: {other:?}")),
+            other => soak.fail(&format!(
+                "the supervisor on {node} stopped badly: {other:?}"
+            )),
         }
     }
     soak.refresh_supervisors();
