@@ -412,6 +412,66 @@ impl EventLog {
     }
 }
 
+/// The most agents down at once for an upgrade, from one timed event log
+/// per server of a cluster (`(seconds, line)`, as a sampler saw the lines
+/// appear). An agent is down for an upgrade from the end of a run (its stop
+/// signal, else its `exit`, else the next `start`) to the `ready` of the
+/// next run when that run has another version; a next run never ready is
+/// down to the end.
+pub fn max_upgrade_down(timelines: &[Vec<(f64, String)>]) -> usize {
+    struct R {
+        version: String,
+        ready: Option<f64>,
+        end: Option<f64>,
+    }
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for lines in timelines {
+        let mut runs: Vec<R> = Vec::new();
+        for (t, l) in lines {
+            let l = l.trim();
+            if let Some(rest) = l.strip_prefix("start ") {
+                if let Some(last) = runs.last_mut()
+                    && last.end.is_none()
+                {
+                    last.end = Some(*t);
+                }
+                runs.push(R {
+                    version: rest
+                        .split_whitespace()
+                        .find_map(|kv| kv.strip_prefix("version="))
+                        .unwrap_or("")
+                        .to_string(),
+                    ready: None,
+                    end: None,
+                });
+            } else if let Some(last) = runs.last_mut() {
+                let ends = l == "signal SIGINT" || l == "signal SIGTERM" || l.starts_with("exit ");
+                if l == "ready" && last.ready.is_none() {
+                    last.ready = Some(*t);
+                } else if ends && last.end.is_none() {
+                    last.end = Some(*t);
+                }
+            }
+        }
+        for w in runs.windows(2) {
+            if w[0].version != w[1].version
+                && let Some(down) = w[0].end
+            {
+                edges.push((down, 1));
+                edges.push((w[1].ready.unwrap_or(f64::MAX), -1));
+            }
+        }
+    }
+    // At one instant an agent coming up counts before another going down.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut cur, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        cur += d;
+        max = max.max(cur);
+    }
+    usize::try_from(max).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,8 +502,50 @@ mod tests {
             log.runs[3].is_orderly_end(),
             "a server that does not leave exits 1 after SIGINT"
         );
-        assert_eq!(log.runs[3].lines, (11, 14));
+        assert_eq!(log.runs[3].lines, (10, 13));
         assert!(!log.runs[4].is_orderly_end(), "crashed after ready");
+    }
+
+    fn timeline(lines: &[(f64, &str)]) -> Vec<(f64, String)> {
+        lines.iter().map(|(t, l)| (*t, (*l).to_string())).collect()
+    }
+
+    #[test]
+    fn upgrade_downtime_overlaps_are_counted_across_servers() {
+        let a = timeline(&[
+            (0.0, "start pid=1 product=nomad version=1.10.4"),
+            (1.0, "ready"),
+            (10.0, "signal SIGINT"),
+            (10.5, "exit 1"),
+            (11.0, "start pid=2 product=nomad version=1.11.0"),
+            (12.0, "ready"),
+        ]);
+        // Restarted on the same version (a kill): never an upgrade.
+        let b = timeline(&[
+            (0.0, "start pid=3 product=nomad version=1.10.4"),
+            (1.0, "ready"),
+            (11.0, "start pid=4 product=nomad version=1.10.4"),
+            (20.0, "ready"),
+        ]);
+        assert_eq!(max_upgrade_down(&[a.clone(), b]), 1);
+        // Upgraded after a's turn: one at a time.
+        let c = timeline(&[
+            (0.0, "start pid=5 product=nomad version=1.10.4"),
+            (1.0, "ready"),
+            (12.0, "signal SIGINT"),
+            (13.0, "start pid=6 product=nomad version=1.11.0"),
+            (14.0, "ready"),
+        ]);
+        assert_eq!(max_upgrade_down(&[a.clone(), c]), 1);
+        // Upgraded while a was down: two at once.
+        let d = timeline(&[
+            (0.0, "start pid=7 product=nomad version=1.10.4"),
+            (1.0, "ready"),
+            (10.2, "signal SIGTERM"),
+            (10.9, "start pid=8 product=nomad version=1.11.0"),
+        ]);
+        assert_eq!(max_upgrade_down(&[a, d]), 2);
+        assert_eq!(max_upgrade_down(&[]), 0);
     }
 
     #[test]

@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 use hashi_testrig::demo::{Demo, DemoExtras, DemoOptions, Security, reference_demo_nodes};
 use hashi_testrig::mirror::{Fault, MirrorControl, zip_path};
 use hashi_testrig::soak::{
-    EventLog, ExeHashes, RssSeries, Verified, agent_processes, proc_stats, scan_releases,
+    EventLog, ExeHashes, RssSeries, Verified, agent_processes, max_upgrade_down, proc_stats,
+    scan_releases,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -345,8 +346,11 @@ fn sampler(
             };
             let path = p.exe.to_string_lossy().into_owned();
             match verified.lookup(&h) {
+                // Installed, or in its staging dir while the install runs
+                // `<binary> version` (after the zip was verified).
                 Some((product, version))
-                    if path.contains(&format!("/{product}/{version}/{product}")) =>
+                    if path.contains(&format!("/{product}/{version}/{product}"))
+                        || path.contains(&format!("/{product}/.tmp-{version}-")) =>
                 {
                     exe_ok.insert(p.pid, ());
                     obs.lock().expect("observed lock").agents_verified += 1;
@@ -860,56 +864,14 @@ impl Soak {
             .unwrap_or_default()
     }
 
-    /// The most Nomad servers down at once for an upgrade (a run ended
-    /// and the next run, of another version, not ready yet), over time.
+    /// The most servers of `servers` down at once for an upgrade
+    /// ([`max_upgrade_down`] over their timed event logs).
     fn max_upgrade_down(&self, servers: &[String], product: &str) -> usize {
-        let mut edges: Vec<(f64, i32)> = Vec::new();
-        for node in servers {
-            let lines = self.timed_events(node, product);
-            // Runs with their start/ready/end times.
-            let mut runs: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
-            for (t, l) in &lines {
-                if let Some(rest) = l.strip_prefix("start ") {
-                    let v = rest
-                        .split_whitespace()
-                        .find_map(|kv| kv.strip_prefix("version="))
-                        .unwrap_or("")
-                        .to_string();
-                    // A run that never said `exit` ended when the next began.
-                    if let Some(last) = runs.last_mut()
-                        && last.2.is_none()
-                    {
-                        last.2 = Some(*t);
-                    }
-                    runs.push((v, None, None));
-                } else if let Some(last) = runs.last_mut() {
-                    if l == "ready" && last.1.is_none() {
-                        last.1 = Some(*t);
-                    } else if (l.starts_with("signal SIGINT") || l.starts_with("signal SIGTERM"))
-                        && last.2.is_none()
-                    {
-                        last.2 = Some(*t);
-                    }
-                }
-            }
-            for w in runs.windows(2) {
-                let (old, new) = (&w[0], &w[1]);
-                if old.0 != new.0
-                    && let Some(down) = old.2
-                {
-                    let up = new.1.unwrap_or(f64::MAX);
-                    edges.push((down, 1));
-                    edges.push((up, -1));
-                }
-            }
-        }
-        edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let (mut cur, mut max) = (0i32, 0i32);
-        for (_, d) in edges {
-            cur += d;
-            max = max.max(cur);
-        }
-        usize::try_from(max).unwrap_or(0)
+        let timelines: Vec<Vec<(f64, String)>> = servers
+            .iter()
+            .map(|n| self.timed_events(n, product))
+            .collect();
+        max_upgrade_down(&timelines)
     }
 
     /// Runs recorded in the agents' event logs: `(runs, ended orderly)`.
@@ -1068,7 +1030,13 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         .prefix("hashi-soak")
         .tempdir()
         .expect("temp dir");
-    let work = tmp.path().to_path_buf();
+    // SOAK_KEEP=1 keeps the work dir (logs, event logs, state) for a look.
+    let work = if env_u64("SOAK_KEEP") == Some(1) {
+        tmp.keep()
+    } else {
+        tmp.path().to_path_buf()
+    };
+    eprintln!("soak: work dir {}", work.display());
     let mut extra: Vec<(String, String)> = Vec::new();
     for v in CONSUL_VERSIONS.iter().chain([&CONSUL_TAMPERED]) {
         extra.push(("consul".into(), (*v).into()));
@@ -1201,6 +1169,21 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         })
         .cloned()
         .collect();
+    for n in &nomad_servers {
+        let runs: Vec<String> = soak
+            .timed_events(n, "nomad")
+            .iter()
+            .filter(|(_, l)| {
+                l.starts_with("start ")
+                    || l == "ready"
+                    || l.starts_with("signal ")
+                    || l.starts_with("exit ")
+            })
+            .map(|(t, l)| format!("{t:.1}s {l}"))
+            .collect();
+        soak.notes
+            .push(format!("{n} nomad events: {}", runs.join(" | ")));
+    }
     let nomad_down = soak.max_upgrade_down(&nomad_servers, "nomad");
     soak.notes.push(format!(
         "most Nomad servers down at once for an upgrade: {nomad_down} of {}",
