@@ -277,17 +277,6 @@ pub fn main(product: Product, args: &[String]) -> u8 {
         log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
     }
     crate::knobs::load(Path::new(&cfg.data_dir));
-    if std::env::var_os("STANDIN_EVENT_LOG").is_none() {
-        // The event log named by the knob file only: the start line, which
-        // went nowhere before the file was read.
-        event(&format!(
-            "start pid={} product={} version={}{}",
-            std::process::id(),
-            product.name(),
-            version.full,
-            run_no.map(|n| format!(" run={n}")).unwrap_or_default()
-        ));
-    }
     // The real agents write their data dir before anything else can fail.
     if let Err(e) = crate::datadir::prepare(product, &cfg) {
         crate::events::log_err(&format!("==> Error starting agent: {e}"));

@@ -4,11 +4,9 @@
 
 use std::io::Write;
 
-/// Append one event line to `STANDIN_EVENT_LOG` if set (the environment,
-/// else the knob file once it is loaded: an agent under a supervisor has a
-/// clean environment).
+/// Append one event line to `STANDIN_EVENT_LOG` if set.
 pub fn event(line: &str) {
-    let Some(path) = crate::knobs::var("STANDIN_EVENT_LOG") else {
+    let Ok(path) = std::env::var("STANDIN_EVENT_LOG") else {
         return;
     };
     if path.is_empty() {
