@@ -4,9 +4,10 @@
 
 use std::io::Write;
 
-/// Append one event line to `STANDIN_EVENT_LOG` if set.
+/// Append one event line to `STANDIN_EVENT_LOG` if set (environment, or
+/// the knob file once it is read).
 pub fn event(line: &str) {
-    let Ok(path) = std::env::var("STANDIN_EVENT_LOG") else {
+    let Some(path) = crate::knobs::var("STANDIN_EVENT_LOG") else {
         return;
     };
     if path.is_empty() {
@@ -75,5 +76,40 @@ pub fn notify(msg: &str) {
     })();
     if let Err(e) = res {
         log_err(&format!("stand-in: failed to notify {addr}: {e}"));
+    }
+}
+
+/// What the membership lines say of this agent: (product, node, version),
+/// set when a server is up.
+static SERVER: std::sync::Mutex<Option<(String, String, String)>> = std::sync::Mutex::new(None);
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// A server agent serves: `server-up <product> <node> <version> <unix_ms>`.
+pub fn server_up(product: &str, node: &str, version: &str) {
+    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        event(&format!(
+            "server-up {product} {node} {version} {}",
+            unix_ms()
+        ));
+        *s = Some((product.to_string(), node.to_string(), version.to_string()));
+    }
+}
+
+/// The server stops serving (leave or exit): `server-down <product> <node>
+/// <version> <unix_ms>`, once, and only after a `server-up`.
+pub fn server_down() {
+    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((product, node, version)) = s.take() {
+        event(&format!(
+            "server-down {product} {node} {version} {}",
+            unix_ms()
+        ));
     }
 }
