@@ -374,30 +374,35 @@ fn broken_version_exits_1_at_start_and_servers_log_up_and_down() {
     let st = bad.wait_exit(DEADLINE).expect("a broken version exits");
     assert_eq!(st.code(), Some(1));
     assert!(
-        !bad.event_lines().iter().any(|l| l.starts_with("server-up")),
+        bad.event_lines().iter().any(|l| l.starts_with("exit 1")),
         "{:?}",
         bad.event_lines()
     );
+    let members = tempfile::tempdir().unwrap();
+    let mlog = members.path().join("membership.log");
+    let read = || std::fs::read_to_string(&mlog).unwrap_or_default();
     let mut good = StandIn::consul()
         .server(1)
         .node_name("ams2-server-01")
+        .env("STANDIN_MEMBERSHIP_LOG", mlog.to_str().unwrap())
         .env("STANDIN_VERSION", "1.10.98")
         .env("STANDIN_BROKEN_VERSIONS", "1.10.99")
         .start();
     assert!(
-        wait_for(DEADLINE, || good
-            .event_lines()
-            .iter()
+        wait_for(DEADLINE, || read()
+            .lines()
             .any(|l| l.starts_with("server-up consul ams2-server-01 1.10.98 "))
             .then_some(()))
         .is_some(),
-        "{:?}",
-        good.event_lines()
+        "{}",
+        read()
     );
     good.signal(Signal::SIGTERM);
     good.wait_exit(DEADLINE).expect("exits on SIGTERM");
-    let lines = good.event_lines();
-    let down: Vec<&String> = lines
+    let text = read();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let down: Vec<&&str> = lines
         .iter()
         .filter(|l| l.starts_with("server-down"))
         .collect();
