@@ -110,7 +110,7 @@ pub fn parse_go_duration(s: &str) -> Option<u64> {
         total += ms;
         rest = &rest[unit_len..];
     }
-    (total.is_finite() && total >= 0.0 && total < 1e15).then_some(total as u64)
+    (total.is_finite() && (0.0..1e15).contains(&total)).then_some(total as u64)
 }
 
 fn go_duration_of_ms(ms: u64) -> String {

@@ -47,7 +47,7 @@ pub fn is_kv_path(path: &str) -> bool {
 }
 
 /// Where this agent hands a KV/session request for `dc`; None: answer here.
-fn target(shared: &Shared, dc: Option<&str>) -> Result<Option<Member>, Resp> {
+fn target(shared: &Shared, dc: Option<&str>) -> Result<Option<Member>, &'static str> {
     let cfg = shared.cfg();
     let mut st = shared.lock();
     if let Some(dc) = dc.filter(|d| *d != cfg.datacenter) {
@@ -59,9 +59,7 @@ fn target(shared: &Shared, dc: Option<&str>) -> Result<Option<Member>, Resp> {
         } else {
             st.servers().into_iter().find(|m| m.status == ALIVE)
         };
-        return m
-            .map(Some)
-            .ok_or_else(|| text(500, "No path to datacenter"));
+        return m.map(Some).ok_or("No path to datacenter");
     }
     if !cfg.server {
         return st
@@ -69,10 +67,10 @@ fn target(shared: &Shared, dc: Option<&str>) -> Result<Option<Member>, Resp> {
             .into_iter()
             .find(|m| m.status == ALIVE)
             .map(Some)
-            .ok_or_else(|| text(500, "No known Consul servers"));
+            .ok_or("No known Consul servers");
     }
     match st.leader() {
-        None => Err(text(500, "No cluster leader")),
+        None => Err("No cluster leader"),
         Some(l) if l.node == st.me.node => Ok(None),
         Some(l) => Ok(Some(l)),
     }
@@ -115,7 +113,7 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
         raw
     };
     match target(&shared, dc.as_deref()) {
-        Err(r) => return r,
+        Err(why) => return text(500, why),
         Ok(Some(m)) => {
             if hops >= MAX_HOPS {
                 return text(500, "stand-in: too many forwards");
@@ -171,13 +169,13 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
         let key = percent_decode(key.strip_prefix('/').unwrap_or(key));
         let recurse = q("recurse").is_some();
         let keys = q("keys").is_some();
-        let parse_u64 = |k: &str| -> Result<Option<u64>, Resp> {
+        let parse_u64 = |k: &str| -> Result<Option<u64>, String> {
             match q(k) {
                 None => Ok(None),
                 Some(v) => v
                     .parse::<u64>()
                     .map(Some)
-                    .map_err(|_| text(400, &format!("Invalid {k} index"))),
+                    .map_err(|_| format!("Invalid {k} index")),
             }
         };
         match method {
@@ -186,7 +184,7 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
                 let Some(Value::Array(list)) = found else {
                     return crate::http::with_index(text(404, ""));
                 };
-                if !(recurse || keys) && !allowed("key", &key, Access::Read) {
+                if !(recurse || keys || allowed("key", &key, Access::Read)) {
                     return denied();
                 }
                 let list: Vec<Value> = list
@@ -207,7 +205,7 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
                 }
                 let (flags, cas) = match (parse_u64("flags"), parse_u64("cas")) {
                     (Ok(f), Ok(c)) => (f, c),
-                    (Err(r), _) | (_, Err(r)) => return r,
+                    (Err(e), _) | (_, Err(e)) => return text(400, &e),
                 };
                 let acquire = q("acquire");
                 let release = q("release");
@@ -230,7 +228,7 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
                 }
                 let cas = match parse_u64("cas") {
                     Ok(c) => c,
-                    Err(r) => return r,
+                    Err(e) => return text(400, &e),
                 };
                 let ok = shared.kv().delete(&key, recurse, cas);
                 json_resp(200, &json!(ok))
