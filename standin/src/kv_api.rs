@@ -104,7 +104,7 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
         Ok(b) => b.to_bytes().to_vec(),
         Err(e) => return text(400, &e.to_string()),
     };
-    let body = if b64 {
+    let mut body = if b64 {
         match base64::engine::general_purpose::STANDARD.decode(&raw) {
             Ok(b) => b,
             Err(_) => return text(400, "bad forwarded body"),
@@ -112,6 +112,11 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
     } else {
         raw
     };
+    // The agent asked first names the session's node (its own, as Consul's
+    // agent fills in `Node` before forwarding).
+    if path == "/v1/session/create" && hops == 0 {
+        body = with_node(&body, &shared.cfg().node_name);
+    }
     match target(&shared, dc.as_deref()) {
         Err(why) => return text(500, why),
         Ok(Some(m)) => {
@@ -300,6 +305,27 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
             _ => crate::http::not_found(),
         }
     }
+}
+
+/// A session-create body with `Node` set to `node` when it names none
+/// (an unreadable body is left for the store to refuse).
+fn with_node(body: &[u8], node: &str) -> Vec<u8> {
+    let mut v: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(_) => return body.to_vec(),
+        }
+    };
+    let named = crate::http::field(&v, "Node")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if let (false, Some(o)) = (named, v.as_object_mut()) {
+        o.retain(|k, _| !k.eq_ignore_ascii_case("node"));
+        o.insert("Node".into(), json!(node));
+    }
+    serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
 }
 
 /// The token's (management, rules): from the local ACL state, else asked
