@@ -12,7 +12,7 @@ pub fn event(line: &str) {
 
 /// Append `line` to the file the knob `knob` names, if set.
 fn append_to(knob: &str, line: &str) {
-    let Some(path) = crate::knobs::var(knob) else {
+    let Some(path) = crate::knobs::non_empty_var(knob) else {
         return;
     };
     if path.is_empty() {

@@ -414,3 +414,49 @@ fn broken_version_exits_1_at_start_and_servers_log_up_and_down() {
     );
     assert!(f[4].parse::<u128>().is_ok());
 }
+
+#[test]
+fn knob_file_names_the_event_and_membership_logs_and_broken_versions() {
+    // A supervisor clears its agents' environment: the knob file in the
+    // data dir is how tests reach supervised stand-ins.
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let events = root.path().join("events-from-file.log");
+    let members = root.path().join("members.log");
+    let knobs = format!(
+        "STANDIN_EVENT_LOG={}\nSTANDIN_MEMBERSHIP_LOG={}\nSTANDIN_BROKEN_VERSIONS=1.10.99\n",
+        events.display(),
+        members.display()
+    );
+    std::fs::write(data.join("standin.env"), knobs).unwrap();
+    let start = |version: &str| {
+        StandIn::consul()
+            .server(1)
+            .node_name("ams2-server-01")
+            .set("data_dir", json!(data))
+            // The harness names an event log; empty counts as unset.
+            .env("STANDIN_EVENT_LOG", "")
+            .env("STANDIN_VERSION", version)
+            .no_wait()
+            .start()
+    };
+    let mut good = start("1.10.98");
+    let up = wait_for(DEADLINE, || {
+        std::fs::read_to_string(&members)
+            .ok()
+            .filter(|t| t.starts_with("server-up consul ams2-server-01 1.10.98 "))
+    });
+    assert!(up.is_some(), "no server-up line in the knob file's log");
+    good.signal(Signal::SIGKILL);
+    good.wait_exit(DEADLINE).expect("killed");
+    let mut bad = start("1.10.99");
+    assert_eq!(bad.wait_exit(DEADLINE).expect("exits").code(), Some(1));
+    let ev = std::fs::read_to_string(&events).unwrap();
+    let starts = ev.lines().filter(|l| l.starts_with("start pid=")).count();
+    assert_eq!(starts, 2, "{ev}");
+    assert!(ev.lines().any(|l| l == "exit 1"), "{ev}");
+    // SIGKILL: no server-down; the broken start never came up.
+    let m = std::fs::read_to_string(&members).unwrap();
+    assert_eq!(m.lines().count(), 1, "{m}");
+}
