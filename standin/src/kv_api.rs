@@ -460,20 +460,22 @@ pub async fn transfer(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             "stand-in: leadership transfer must be asked of a server",
         );
     }
-    let (leader, me, others) = {
+    let (leader, me, alive) = {
         let mut st = shared.lock();
         let leader = st.leader();
         let me = st.me.clone();
-        let others: Vec<Member> = st
+        let alive: Vec<Member> = st
             .servers()
             .into_iter()
-            .filter(|m| m.node != me.node && m.status == ALIVE)
+            .filter(|m| m.status == ALIVE)
             .collect();
-        (leader, me, others)
+        (leader, me, alive)
     };
     let Some(leader) = leader else {
         return text(500, "No cluster leader");
     };
+    // Any alive server but the leader may take over.
+    let others: Vec<&Member> = alive.iter().filter(|m| m.node != leader.node).collect();
     if let Some(want) = id.as_deref().or(address.as_deref()) {
         let known = others
             .iter()

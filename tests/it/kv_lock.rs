@@ -221,3 +221,92 @@ fn a_sigkilled_holder_loses_the_lock_after_its_ttl_and_the_waiter_acquires() {
         "the holder's session was invalidated"
     );
 }
+
+fn leader_name(h: &hashi_supervisor::agent::consul::AutopilotHealth) -> Option<String> {
+    h.servers.iter().find(|s| s.leader).map(|s| s.name.clone())
+}
+
+/// Three servers of one product joined to the first.
+fn three(nomad: bool) -> Vec<StandIn> {
+    let first = if nomad {
+        StandIn::nomad().server(3).node_name("s1").start()
+    } else {
+        StandIn::consul().server(3).node_name("s1").start()
+    };
+    let join = first.join_addr();
+    let mut v = vec![first];
+    for n in ["s2", "s3"] {
+        v.push(if nomad {
+            StandIn::nomad()
+                .server(3)
+                .node_name(n)
+                .hcl(&format!(
+                    "server {{\n  server_join {{\n    retry_join = [\"{join}\"]\n  }}\n}}\n"
+                ))
+                .start()
+        } else {
+            StandIn::consul()
+                .server(3)
+                .node_name(n)
+                .set("retry_join", serde_json::json!([join]))
+                .start()
+        });
+    }
+    v
+}
+
+#[test]
+fn the_supervisors_client_moves_leadership_on_consul_and_nomad() {
+    use hashi_supervisor::agent::nomad::NomadClient;
+
+    let rt = runtime();
+    let api = |addr: String| {
+        AgentClient::plain()
+            .expect("client")
+            .endpoint_at(format!("http://{addr}"), Duration::from_secs(5))
+    };
+    let within = Duration::from_secs(20);
+    // Consul: the leader hands leadership to another server.
+    let cs = three(false);
+    let c = ConsulClient::new(api(cs[0].addr()));
+    let before = wait_for(within, || {
+        let h = rt.block_on(c.autopilot_health()).ok()?;
+        (h.servers.len() == 3 && h.healthy)
+            .then(|| leader_name(&h))
+            .flatten()
+    })
+    .expect("a healthy three-server Consul cluster");
+    rt.block_on(c.transfer_leader()).expect("transfer-leader");
+    let after = wait_for(within, || {
+        leader_name(&rt.block_on(c.autopilot_health()).ok()?).filter(|l| *l != before)
+    });
+    assert!(after.is_some(), "Consul leadership stayed on {before}");
+    // Nomad: the client picks another voter from the raft configuration.
+    let ns = three(true);
+    let n = NomadClient::new(api(ns[1].addr()));
+    let before = wait_for(within, || {
+        let h = rt.block_on(n.autopilot_health()).ok()?;
+        (h.servers.len() == 3 && h.failure_tolerance == 1)
+            .then(|| leader_name(&h))
+            .flatten()
+    })
+    .expect("a healthy three-server Nomad cluster");
+    let conf = rt
+        .block_on(n.raft_configuration())
+        .expect("raft configuration");
+    assert_eq!(conf.servers.len(), 3);
+    rt.block_on(n.transfer_leadership())
+        .expect("transfer-leadership");
+    let after = wait_for(within, || {
+        leader_name(&rt.block_on(n.autopilot_health()).ok()?).filter(|l| *l != before)
+    });
+    assert!(after.is_some(), "Nomad leadership stayed on {before}");
+    // A lone server has nobody to hand it to: an error, not a silent no-op.
+    let lone = StandIn::nomad().server(1).node_name("lone").start();
+    let l = NomadClient::new(api(lone.addr()));
+    wait_for(within, || rt.block_on(l.leader()).ok().flatten()).expect("lone leader");
+    let e = rt
+        .block_on(l.transfer_leadership())
+        .expect_err("no other voter");
+    assert!(e.to_string().contains("no other voting server"), "{e}");
+}
