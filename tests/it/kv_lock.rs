@@ -198,6 +198,7 @@ fn a_sigkilled_holder_loses_the_lock_after_its_ttl_and_the_waiter_acquires() {
     )
     .expect("SIGKILL the holder");
     holder.wait().expect("reap the holder");
+    let killed = std::time::Instant::now();
     // Not released by the process's death itself: only its TTL ends it.
     let held = rt.block_on(c.kv_get(None, KEY)).expect("get").expect("key");
     assert_eq!(held.session.as_deref(), Some(holder_id.as_str()));
@@ -212,6 +213,11 @@ fn a_sigkilled_holder_loses_the_lock_after_its_ttl_and_the_waiter_acquires() {
             .then_some(())
     });
     assert!(won.is_some(), "the waiter never acquired the lock");
+    // A measurement for the report, not an assertion.
+    eprintln!(
+        "lock released to the waiter {:?} after the holder's SIGKILL (TTL {TTL:?})",
+        killed.elapsed()
+    );
     let held = rt.block_on(c.kv_get(None, KEY)).expect("get").expect("key");
     assert_eq!(held.session.as_deref(), Some(waiter.as_str()));
     assert_eq!(held.value, b"waiter");
