@@ -12,6 +12,8 @@
 //!   (`tests/data/agent-api/README.md`). Parsing is split from fetching
 //!   (`parse_*` functions) so the samples are fed to the parsers without
 //!   sockets.
+//! * [`kv`]: Consul's KV store and sessions (the documented lock
+//!   pattern) and its node catalog, on [`ConsulClient`].
 //! * [`duration`]: Go `time.Duration` as the agents encode it.
 //! * [`report`]: what one poll of an agent found ([`AgentReport`]), and the
 //!   queries that build it.
@@ -28,6 +30,7 @@
 
 pub mod consul;
 pub mod duration;
+pub mod kv;
 pub mod nomad;
 pub mod observe;
 pub mod report;
@@ -37,7 +40,10 @@ pub mod transport;
 pub(crate) mod testtls;
 
 pub use consul::{ConsulClient, ServiceCheck, ServiceRegistration};
-pub use nomad::{NomadClient, NomadHealthItem};
+pub use kv::{CatalogNode, KvPair, SessionInfo, SessionRequest};
+pub use nomad::{
+    NomadAutopilotHealth, NomadClient, NomadHealthItem, RaftConfiguration, RaftServer,
+};
 pub use observe::{Observation, ObserverConfig, ObserverHandle, Observers, Verdict};
 pub use report::{AgentReport, AgentTarget, ConsulReport, NomadReport};
 pub use transport::{AgentClient, Endpoint, MAX_BODY_BYTES, TransportError};

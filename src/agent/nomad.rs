@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::consul::{parse_consul_leader, percent_encode};
+use super::consul::{AutopilotHealth, parse_consul_leader, percent_encode};
 use super::transport::Endpoint;
 use super::{AgentError, de_null_as_default, decode, truncate};
 
@@ -205,6 +205,54 @@ pub struct NomadJoin {
     pub error: String,
 }
 
+/// Nomad's `/v1/operator/autopilot/health`: Consul's shape (Nomad encodes
+/// `LastContact` as nanoseconds; [`AutopilotHealth`] reads both).
+pub type NomadAutopilotHealth = AutopilotHealth;
+
+/// One server of Nomad's `/v1/operator/raft/configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServer {
+    /// Raft ID (a UUID with raft protocol 3).
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// `<node>.<region>`.
+    #[serde(default)]
+    pub node: String,
+    /// Raft address (`ip:port`).
+    #[serde(default)]
+    pub address: String,
+    /// Whether it is the leader.
+    #[serde(default)]
+    pub leader: bool,
+    /// Whether it votes.
+    #[serde(default)]
+    pub voter: bool,
+}
+
+/// Nomad's `/v1/operator/raft/configuration`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftConfiguration {
+    /// Raft index of the configuration.
+    #[serde(default)]
+    pub index: u64,
+    /// The servers.
+    #[serde(default, deserialize_with = "de_null_as_default")]
+    pub servers: Vec<RaftServer>,
+}
+
+impl RaftConfiguration {
+    /// The server leadership goes to when the leader hands it off: the
+    /// first voter, by Raft ID, that is not the leader.
+    pub fn transfer_target(&self) -> Option<&RaftServer> {
+        self.servers
+            .iter()
+            .filter(|s| s.voter && !s.leader)
+            .min_by(|a, b| a.id.cmp(&b.id))
+    }
+}
+
 /// `address=a&address=b`, each percent-encoded.
 fn address_query(addresses: &[String]) -> String {
     addresses
@@ -310,6 +358,57 @@ impl NomadClient {
         Ok(())
     }
 
+    /// `GET /v1/operator/autopilot/health`; 429 (unhealthy) carries the
+    /// same body and is a result, not an error.
+    pub async fn autopilot_health(&self) -> Result<NomadAutopilotHealth, AgentError> {
+        let a = self
+            .api
+            .get("/v1/operator/autopilot/health", &[200, 429])
+            .await?;
+        decode(&a.url, &a.body)
+    }
+
+    /// `GET /v1/operator/raft/configuration?stale` (a management token
+    /// when ACLs are on).
+    pub async fn raft_configuration(&self) -> Result<RaftConfiguration, AgentError> {
+        let a = self
+            .api
+            .get("/v1/operator/raft/configuration?stale", &[200])
+            .await?;
+        decode(&a.url, &a.body)
+    }
+
+    /// `PUT /v1/operator/raft/transfer-leadership?id=<raft id>`: the leader
+    /// hands leadership to the server with Raft ID `id` (Nomad API docs,
+    /// "Transfer Leadership to another Raft Peer": `id` or `address` is
+    /// required; raft protocol 3 on every server). 200 without a body.
+    pub async fn transfer_leadership_to(&self, id: &str) -> Result<(), AgentError> {
+        let path = format!(
+            "/v1/operator/raft/transfer-leadership?id={}",
+            percent_encode(id)
+        );
+        self.api
+            .send(reqwest::Method::PUT, &path, None)
+            .await?
+            .require(&[200])?;
+        Ok(())
+    }
+
+    /// Hands leadership to another voter: reads the raft configuration and
+    /// asks for [`RaftConfiguration::transfer_target`]. An error when
+    /// there is no other voter (a single server keeps its leadership).
+    pub async fn transfer_leadership(&self) -> Result<(), AgentError> {
+        let conf = self.raft_configuration().await?;
+        let Some(target) = conf.transfer_target() else {
+            return Err(AgentError::Status {
+                url: format!("{}/v1/operator/raft/configuration", self.api.base()),
+                status: 200,
+                body: "no other voting server to transfer leadership to".into(),
+            });
+        };
+        self.transfer_leadership_to(&target.id).await
+    }
+
     /// `GET /v1/nodes`.
     pub async fn nodes(&self) -> Result<Vec<NomadNode>, AgentError> {
         let a = self.api.get("/v1/nodes", &[200]).await?;
@@ -370,6 +469,29 @@ mod tests {
             address_query(&["10.0.1.11:4647".into(), "fd00::1".into(), "a b&c".into()]),
             "address=10.0.1.11%3A4647&address=fd00%3A%3A1&address=a%20b%26c"
         );
+    }
+
+    #[test]
+    fn nomad_autopilot_and_raft_configuration_samples_parse() {
+        let h: NomadAutopilotHealth =
+            decode("u", &sample("nomad/operator_autopilot_health.json")).unwrap();
+        assert!(h.healthy);
+        assert_eq!(h.servers.iter().filter(|s| s.leader).count(), 1);
+        let c: RaftConfiguration =
+            decode("u", &sample("nomad/operator_raft_configuration.json")).unwrap();
+        assert_eq!(c.servers.len(), 3);
+        assert!(c.servers[1].leader);
+        // Not the leader, the lowest Raft ID of the other voters.
+        assert_eq!(
+            c.transfer_target().map(|s| s.node.as_str()),
+            Some("node3.global")
+        );
+        let single: RaftConfiguration = decode(
+            "u",
+            br#"{"Index":1,"Servers":[{"Address":"a:4647","ID":"x","Leader":true,"Node":"n.eu","RaftProtocol":"3","Voter":true}]}"#,
+        )
+        .unwrap();
+        assert!(single.transfer_target().is_none());
     }
 
     #[test]

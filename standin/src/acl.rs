@@ -3,8 +3,8 @@
 //! one-time bootstrap, token resolution, and the JSON shapes of the
 //! documented ACL API (samples in `tests/data/agent-api/{consul,nomad}/acl_*`).
 //!
-//! Rules are not evaluated: any token that exists may read and write
-//! everything (README "ACLs"). Servers keep the state in
+//! Rules are evaluated only for KV and sessions (`kv.rs`); elsewhere any
+//! token that exists may read and write everything (README "ACLs"). Servers keep the state in
 //! `<data_dir>/standin-acl.json` (0600) and spread it to the servers of
 //! their DC / region with the gossip exchange; clients hold none and ask a
 //! server. Not Consul's or Nomad's ACL system, and not meant to be.

@@ -53,6 +53,15 @@ pub fn var(name: &str) -> Option<String> {
         .or_else(|| FILE_KNOBS.get().and_then(|m| m.get(name).cloned()))
 }
 
+/// A knob's value from a non-empty environment variable, else the knob
+/// file (an empty variable counts as unset).
+pub fn non_empty_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| FILE_KNOBS.get().and_then(|m| m.get(name).cloned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
