@@ -15,6 +15,9 @@
 //!   split into runs: which stops were graceful, when each agent was down.
 //! - [`RssSeries`]: RSS and descriptor samples of one supervisor process,
 //!   and whether they grew after a warm-up.
+//! - [`Membership`] + [`max_upgrade_down`]: the stand-ins' membership log
+//!   (standin/README "Membership log"): how many servers of a cluster were
+//!   down at once for an upgrade.
 //!
 //! Test support only: the agents observed are stand-ins, never the real
 //! Consul or Nomad.
@@ -412,64 +415,83 @@ impl EventLog {
     }
 }
 
-/// The most agents down at once for an upgrade, from one timed event log
-/// per server of a cluster (`(seconds, line)`, as a sampler saw the lines
-/// appear). An agent is down for an upgrade from the end of a run (its stop
-/// signal, else its `exit`, else the next `start`) to the `ready` of the
-/// next run when that run has another version; a next run never ready is
-/// down to the end.
-pub fn max_upgrade_down(timelines: &[Vec<(f64, String)>]) -> usize {
-    struct R {
-        version: String,
-        ready: Option<f64>,
-        end: Option<f64>,
+/// One line of the stand-ins' membership log (standin/README "Membership
+/// log"): `server-up|server-down <product> <node> <version> <unix_ms>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// `true` for `server-up`.
+    pub up: bool,
+    /// `consul` or `nomad`.
+    pub product: String,
+    /// The server's node name.
+    pub node: String,
+    /// Its version.
+    pub version: String,
+    /// When, in Unix milliseconds.
+    pub unix_ms: u64,
+}
+
+impl Membership {
+    /// Parses the log's text; other lines are skipped.
+    pub fn parse_log(text: &str) -> Vec<Membership> {
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let up = match f.first()? {
+                    &"server-up" => true,
+                    &"server-down" => false,
+                    _ => return None,
+                };
+                Some(Membership {
+                    up,
+                    product: f.get(1)?.to_string(),
+                    node: f.get(2)?.to_string(),
+                    version: f.get(3)?.to_string(),
+                    unix_ms: f.get(4)?.parse().ok()?,
+                })
+            })
+            .collect()
     }
-    let mut edges: Vec<(f64, i32)> = Vec::new();
-    for lines in timelines {
-        let mut runs: Vec<R> = Vec::new();
-        for (t, l) in lines {
-            let l = l.trim();
-            if let Some(rest) = l.strip_prefix("start ") {
-                if let Some(last) = runs.last_mut()
-                    && last.end.is_none()
-                {
-                    last.end = Some(*t);
+}
+
+/// The most servers of one cluster (`product` on `nodes`) down at once
+/// for an upgrade: a server is down for an upgrade from its `server-down`
+/// to its next `server-up` when that one has another version (a restart on
+/// the same version, a kill or a partition is not an upgrade). Returns the
+/// maximum and when it was first reached (Unix ms).
+pub fn max_upgrade_down(log: &[Membership], product: &str, nodes: &[String]) -> (usize, u64) {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for node in nodes {
+        let mine: Vec<&Membership> = log
+            .iter()
+            .filter(|m| m.product == product && &m.node == node)
+            .collect();
+        let mut down: Option<&Membership> = None;
+        for m in mine {
+            match (m.up, down) {
+                (false, None) => down = Some(m),
+                (true, Some(d)) => {
+                    if d.version != m.version {
+                        edges.push((d.unix_ms, 1));
+                        edges.push((m.unix_ms, -1));
+                    }
+                    down = None;
                 }
-                runs.push(R {
-                    version: rest
-                        .split_whitespace()
-                        .find_map(|kv| kv.strip_prefix("version="))
-                        .unwrap_or("")
-                        .to_string(),
-                    ready: None,
-                    end: None,
-                });
-            } else if let Some(last) = runs.last_mut() {
-                let ends = l == "signal SIGINT" || l == "signal SIGTERM" || l.starts_with("exit ");
-                if l == "ready" && last.ready.is_none() {
-                    last.ready = Some(*t);
-                } else if ends && last.end.is_none() {
-                    last.end = Some(*t);
-                }
+                _ => {}
             }
         }
-        for w in runs.windows(2) {
-            if w[0].version != w[1].version
-                && let Some(down) = w[0].end
-            {
-                edges.push((down, 1));
-                edges.push((w[1].ready.unwrap_or(f64::MAX), -1));
-            }
-        }
     }
-    // At one instant an agent coming up counts before another going down.
-    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let (mut cur, mut max) = (0i32, 0i32);
-    for (_, d) in edges {
+    // At one instant a server coming up counts before another going down.
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut cur, mut max, mut at) = (0i32, 0i32, 0u64);
+    for (t, d) in edges {
         cur += d;
-        max = max.max(cur);
+        if cur > max {
+            max = cur;
+            at = t;
+        }
     }
-    usize::try_from(max).unwrap_or(0)
+    (usize::try_from(max).unwrap_or(0), at)
 }
 
 #[cfg(test)]
@@ -506,46 +528,47 @@ mod tests {
         assert!(!log.runs[4].is_orderly_end(), "crashed after ready");
     }
 
-    fn timeline(lines: &[(f64, &str)]) -> Vec<(f64, String)> {
-        lines.iter().map(|(t, l)| (*t, (*l).to_string())).collect()
-    }
-
     #[test]
-    fn upgrade_downtime_overlaps_are_counted_across_servers() {
-        let a = timeline(&[
-            (0.0, "start pid=1 product=nomad version=1.10.4"),
-            (1.0, "ready"),
-            (10.0, "signal SIGINT"),
-            (10.5, "exit 1"),
-            (11.0, "start pid=2 product=nomad version=1.11.0"),
-            (12.0, "ready"),
-        ]);
-        // Restarted on the same version (a kill): never an upgrade.
-        let b = timeline(&[
-            (0.0, "start pid=3 product=nomad version=1.10.4"),
-            (1.0, "ready"),
-            (11.0, "start pid=4 product=nomad version=1.10.4"),
-            (20.0, "ready"),
-        ]);
-        assert_eq!(max_upgrade_down(&[a.clone(), b]), 1);
-        // Upgraded after a's turn: one at a time.
-        let c = timeline(&[
-            (0.0, "start pid=5 product=nomad version=1.10.4"),
-            (1.0, "ready"),
-            (12.0, "signal SIGINT"),
-            (13.0, "start pid=6 product=nomad version=1.11.0"),
-            (14.0, "ready"),
-        ]);
-        assert_eq!(max_upgrade_down(&[a.clone(), c]), 1);
-        // Upgraded while a was down: two at once.
-        let d = timeline(&[
-            (0.0, "start pid=7 product=nomad version=1.10.4"),
-            (1.0, "ready"),
-            (10.2, "signal SIGTERM"),
-            (10.9, "start pid=8 product=nomad version=1.11.0"),
-        ]);
-        assert_eq!(max_upgrade_down(&[a, d]), 2);
-        assert_eq!(max_upgrade_down(&[]), 0);
+    fn upgrade_downtime_overlaps_are_counted_per_cluster() {
+        let text = "\
+            server-up nomad a 1.10.4 1000\n\
+            server-up nomad b 1.10.4 1000\n\
+            server-up nomad c 1.10.4 1000\n\
+            server-up consul a 1.21.4 1000\n\
+            server-down nomad a 1.10.4 10000\n\
+            garbage line\n\
+            server-down consul a 1.21.4 10100\n\
+            server-up nomad a 1.11.0 10500\n\
+            server-up consul a 1.22.0 10600\n\
+            server-down nomad b 1.10.4 10500\n\
+            server-up nomad b 1.11.0 11000\n\
+            server-down nomad c 1.10.4 12000\n\
+            server-up nomad c 1.10.4 13000\n";
+        let log = Membership::parse_log(text);
+        assert_eq!(log.len(), 12);
+        let nomad: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // a's upgrade ends as b's begins (same ms): one at a time; c's
+        // restart on the same version is no upgrade.
+        assert_eq!(max_upgrade_down(&log, "nomad", &nomad), (1, 10000));
+        let mut overlap = log.clone();
+        overlap.push(Membership {
+            up: false,
+            product: "nomad".into(),
+            node: "c".into(),
+            version: "1.10.4".into(),
+            unix_ms: 10200,
+        });
+        overlap.push(Membership {
+            up: true,
+            product: "nomad".into(),
+            node: "c".into(),
+            version: "1.11.0".into(),
+            unix_ms: 10300,
+        });
+        overlap.sort_by_key(|m| (m.node.clone(), m.unix_ms));
+        assert_eq!(max_upgrade_down(&overlap, "nomad", &nomad), (2, 10200));
+        assert_eq!(max_upgrade_down(&log, "consul", &nomad[..1]), (1, 10100));
+        assert_eq!(max_upgrade_down(&[], "nomad", &nomad), (0, 0));
     }
 
     #[test]

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use hashi_testrig::demo::{Demo, DemoExtras, DemoOptions, Security, reference_demo_nodes};
 use hashi_testrig::mirror::{Fault, MirrorControl, zip_path};
 use hashi_testrig::soak::{
-    EventLog, ExeHashes, RssSeries, Verified, agent_processes, max_upgrade_down, proc_stats,
-    scan_releases,
+    EventLog, ExeHashes, Membership, RssSeries, Verified, agent_processes, max_upgrade_down,
+    proc_stats, scan_releases,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -147,8 +147,6 @@ struct Observed {
     rss: Vec<RssSeries>,
     /// The supervisors to sample: node -> pid (kept by the driver).
     supervisors: BTreeMap<String, u32>,
-    /// Timed event lines per event log: when the sampler first saw each.
-    events: HashMap<PathBuf, (u64, Vec<(f64, String)>)>,
     /// Samples taken.
     samples: u64,
     /// Agent processes whose executable was hashed and found verified.
@@ -200,6 +198,11 @@ fn event_log(work: &Path, node: &str, product: &str) -> PathBuf {
     work.join("events").join(format!("{node}.{product}.log"))
 }
 
+/// The membership log every server stand-in appends to.
+fn membership_log(work: &Path) -> PathBuf {
+    work.join("events").join("membership.log")
+}
+
 /// The stand-in knob file of an agent (standin/README "Fault knobs"): the
 /// supervisor starts agents with a clean environment, so the event log is
 /// named there, in the agent's data dir, before the supervisor starts.
@@ -218,14 +221,27 @@ fn write_knobs(work: &Path, demo: &Demo) {
         for product in ["consul", "nomad"] {
             let log = event_log(work, &n.name, product);
             std::fs::write(&log, b"").expect("create an event log");
+            let members = membership_log(work);
+            if !members.exists() {
+                std::fs::write(&members, b"").expect("create the membership log");
+                std::fs::set_permissions(&members, std::fs::Permissions::from_mode(0o666))
+                    .expect("chmod membership log");
+            }
             // The agents run as their own users.
             std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666))
                 .expect("chmod event log");
             let dir = state.join(product);
             std::fs::create_dir_all(&dir).expect("create a data dir");
             let knobs = dir.join("standin.env");
-            std::fs::write(&knobs, format!("STANDIN_EVENT_LOG={}\n", log.display()))
-                .expect("write the knob file");
+            std::fs::write(
+                &knobs,
+                format!(
+                    "STANDIN_EVENT_LOG={}\nSTANDIN_MEMBERSHIP_LOG={}\n",
+                    log.display(),
+                    membership_log(work).display()
+                ),
+            )
+            .expect("write the knob file");
             std::fs::set_permissions(&knobs, std::fs::Permissions::from_mode(0o644))
                 .expect("chmod knobs");
         }
@@ -376,30 +392,6 @@ fn sampler(
             .into_iter()
             .map(|(n, pid)| (n, pid, proc_stats(pid)))
             .collect();
-        // Event logs: lines with the time they were first seen.
-        let mut new_lines: Vec<(PathBuf, u64, Vec<String>)> = Vec::new();
-        {
-            let o = obs.lock().expect("observed lock");
-            for (node, _, _) in &nodes {
-                for product in ["consul", "nomad"] {
-                    let path = event_log(&work, node, product);
-                    let offset = o.events.get(&path).map_or(0, |e| e.0);
-                    let Ok(bytes) = std::fs::read(&path) else {
-                        continue;
-                    };
-                    let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-                    let Some(end) = bytes[start..].iter().rposition(|b| *b == b'\n') else {
-                        continue;
-                    };
-                    let chunk = String::from_utf8_lossy(&bytes[start..start + end + 1]);
-                    new_lines.push((
-                        path,
-                        (start + end + 1) as u64,
-                        chunk.lines().map(str::to_string).collect(),
-                    ));
-                }
-            }
-        }
         {
             let mut o = obs.lock().expect("observed lock");
             o.samples += 1;
@@ -416,11 +408,6 @@ fn sampler(
                         o.rss.push(series);
                     }
                 }
-            }
-            for (path, offset, lines) in new_lines {
-                let e = o.events.entry(path).or_default();
-                e.0 = offset;
-                e.1.extend(lines.into_iter().map(|l| (t, l)));
             }
         }
         std::thread::sleep(SAMPLE_EVERY);
@@ -858,23 +845,45 @@ impl Soak {
         self.done.entry(kind).or_default().push(took);
     }
 
-    /// Timed event lines of one agent's log.
-    fn timed_events(&self, node: &str, product: &str) -> Vec<(f64, String)> {
-        let o = self.obs.lock().expect("observed lock");
-        o.events
-            .get(&event_log(&self.work, node, product))
-            .map(|e| e.1.clone())
-            .unwrap_or_default()
-    }
-
-    /// The most servers of `servers` down at once for an upgrade
-    /// ([`max_upgrade_down`] over their timed event logs).
-    fn max_upgrade_down(&self, servers: &[String], product: &str) -> usize {
-        let timelines: Vec<Vec<(f64, String)>> = servers
-            .iter()
-            .map(|n| self.timed_events(n, product))
-            .collect();
-        max_upgrade_down(&timelines)
+    /// The most servers of each cluster down at once for an upgrade, from
+    /// the membership log: `(cluster, servers, most down, at unix ms)`.
+    fn upgrade_downtime(&self) -> Vec<(String, usize, usize, u64)> {
+        let text = std::fs::read_to_string(membership_log(&self.work)).unwrap_or_default();
+        let log = Membership::parse_log(&text);
+        let mut clusters: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for n in self.demo.nodes().iter().filter(|n| n.supervised) {
+            let role = read_role(&n.role_file);
+            let roles: Vec<String> = role
+                .get("roles")
+                .and_then(|r| r.as_array())
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if roles.iter().any(|r| r == "consul-server") {
+                clusters
+                    .entry(format!("consul {}", n.datacenter))
+                    .or_insert_with(|| ("consul".into(), Vec::new()))
+                    .1
+                    .push(n.name.clone());
+            }
+            if roles.iter().any(|r| r == "nomad-server") {
+                clusters
+                    .entry("nomad eu".into())
+                    .or_insert_with(|| ("nomad".into(), Vec::new()))
+                    .1
+                    .push(n.name.clone());
+            }
+        }
+        clusters
+            .into_iter()
+            .map(|(name, (product, nodes))| {
+                let (down, at) = max_upgrade_down(&log, &product, &nodes);
+                (name, nodes.len(), down, at)
+            })
+            .collect()
     }
 
     /// Runs recorded in the agents' event logs: `(runs, ended orderly)`.
@@ -1163,39 +1172,27 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
     soak.log(&format!("storm over after {storm_took:.0?}"));
 
     // At the end: stops, the gate, growth, orphans.
-    let nomad_servers: Vec<String> = names
-        .iter()
-        .filter(|n| {
-            let role = read_role(&soak.role_file(n));
-            role.get("roles")
-                .and_then(|r| r.as_array())
-                .is_some_and(|r| r.iter().any(|x| x.as_str() == Some("nomad-server")))
-        })
-        .cloned()
-        .collect();
-    for n in &nomad_servers {
-        let runs: Vec<String> = soak
-            .timed_events(n, "nomad")
-            .iter()
-            .filter(|(_, l)| {
-                l.starts_with("start ")
-                    || l == "ready"
-                    || l.starts_with("signal ")
-                    || l.starts_with("exit ")
-            })
-            .map(|(t, l)| format!("{t:.1}s {l}"))
-            .collect();
-        soak.notes
-            .push(format!("{n} nomad events: {}", runs.join(" | ")));
+    let mut worst = 0;
+    for (cluster, servers, down, at) in soak.upgrade_downtime() {
+        soak.notes.push(format!(
+            "{cluster}: at most {down} of {servers} servers down at once for an upgrade{}",
+            if down > 0 {
+                format!(" (first at unix ms {at})")
+            } else {
+                String::new()
+            }
+        ));
+        worst = worst.max(down);
     }
-    let nomad_down = soak.max_upgrade_down(&nomad_servers, "nomad");
-    soak.notes.push(format!(
-        "most Nomad servers down at once for an upgrade: {nomad_down} of {}",
-        nomad_servers.len()
-    ));
-    if soak.gate && nomad_down > 1 {
+    let membership_lines = std::fs::read_to_string(membership_log(&work))
+        .map(|t| Membership::parse_log(&t).len())
+        .unwrap_or(0);
+    if membership_lines == 0 {
+        soak.fail("the membership log recorded nothing (knob file not read?)");
+    }
+    if soak.gate && worst > 1 {
         soak.fail(&format!(
-            "{nomad_down} Nomad servers were down at once for an upgrade (the gate allows 1)"
+            "{worst} servers of one cluster were down at once for an upgrade (the gate allows 1)"
         ));
     }
     if let Err(e) = soak.event_runs() {
