@@ -173,24 +173,31 @@ struct Soak {
     gate: bool,
 }
 
+fn cmp_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parse = |v: &str| -> Vec<u64> { v.split('.').map(|x| x.parse().unwrap_or(0)).collect() };
+    parse(a).cmp(&parse(b))
+}
+
+fn version_le(a: &str, b: &str) -> bool {
+    cmp_versions(a, b) != std::cmp::Ordering::Greater
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// Whether the supervisor has the upgrade gate (`supervisor upgrade`).
-fn has_upgrade_gate() -> bool {
+/// Whether the supervisors upgrade through the gate (README "Upgrades"):
+/// `SOAK_GATE=0|1`, else whether their `/v1/status` reports
+/// `agents[].upgrade` (installed, wanted, waiting for).
+fn has_upgrade_gate(demo: &Demo, node: &str) -> bool {
     if let Some(v) = env_u64("SOAK_GATE") {
         return v == 1;
     }
-    std::process::Command::new(supervisor_bin())
-        .arg("--help")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim_start().starts_with("upgrade "))
-        })
-        .unwrap_or(false)
+    status(demo, node).is_ok_and(|st| {
+        st["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a.get("upgrade").is_some()))
+    })
 }
 
 /// Event log of `product` on `node`.
@@ -635,6 +642,26 @@ impl Soak {
         write_role(&path, &role, &format!("soak: {product} {version}"));
     }
 
+    /// Whether `node` runs `product` as a server.
+    fn is_server(&self, node: &str, product: &str) -> bool {
+        let role = read_role(&self.role_file(node));
+        role.get("roles")
+            .and_then(|r| r.as_array())
+            .is_some_and(|r| {
+                r.iter()
+                    .any(|x| x.as_str() == Some(&format!("{product}-server")))
+            })
+    }
+
+    /// The lowest version the servers of `product` must run.
+    fn min_server_version(&self, product: &str) -> Option<String> {
+        self.want
+            .iter()
+            .filter(|(n, _)| self.is_server(n, product))
+            .filter_map(|(_, p)| p.get(product).cloned())
+            .min_by(|a, b| cmp_versions(a, b))
+    }
+
     fn run_fault(&mut self, kind: FaultKind, rng: &mut StdRng) {
         let nodes = self.supervised();
         let node = nodes[rng.random_range(0..nodes.len())].clone();
@@ -715,7 +742,25 @@ impl Soak {
                 } else {
                     &NOMAD_VERSIONS
                 };
-                let others: Vec<&str> = all.iter().copied().filter(|v| *v != current).collect();
+                // Through the gate a client waits until its servers run its
+                // version or newer: a client is only moved to one it can reach.
+                let ceiling = if self.gate && !self.is_server(&node, &product) {
+                    self.min_server_version(&product)
+                } else {
+                    None
+                };
+                let others: Vec<&str> = all
+                    .iter()
+                    .copied()
+                    .filter(|v| *v != current)
+                    .filter(|v| ceiling.as_ref().is_none_or(|c| version_le(v, c)))
+                    .collect();
+                if others.is_empty() && kind != FaultKind::UpgradeTampered {
+                    self.log(&format!(
+                        "{node}: no {product} version to change to; skipped"
+                    ));
+                    return;
+                }
                 let target = if kind == FaultKind::UpgradeTampered {
                     if product == "consul" {
                         CONSUL_TAMPERED
@@ -1037,7 +1082,6 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         .unwrap_or(DEFAULT_SECONDS)
         .clamp(10, 86_400);
     eprintln!("soak: seed {seed} (SOAK_SEED={seed} replays), {seconds} s of faults");
-    let gate = has_upgrade_gate();
 
     let tmp = tempfile::Builder::new()
         .prefix("hashi-soak")
@@ -1137,7 +1181,7 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         orphaned: HashSet::new(),
         done: BTreeMap::new(),
         notes: Vec::new(),
-        gate,
+        gate: false,
     };
     soak.refresh_supervisors();
     soak.reset_mirror_faults();
@@ -1145,6 +1189,15 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         soak.fail(&format!("the cluster never became ready: {e}"));
     }
     let first = soak.converge("start");
+    soak.gate = has_upgrade_gate(&soak.demo, &names[0]);
+    soak.log(&format!(
+        "upgrade gate {}",
+        if soak.gate {
+            "present: fleet-wide version changes on, quorum asserted"
+        } else {
+            "absent"
+        }
+    ));
     soak.log(&format!(
         "cluster formed ({first:.1?} after ready); faults begin"
     ));
@@ -1153,7 +1206,7 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
     let mut rng = StdRng::seed_from_u64(seed);
     let kinds: Vec<FaultKind> = FaultKind::ALL
         .into_iter()
-        .filter(|k| gate || *k != FaultKind::FleetUpgrade)
+        .filter(|k| soak.gate || *k != FaultKind::FleetUpgrade)
         .collect();
     let mut queue = kinds.clone();
     for i in (1..queue.len()).rev() {
