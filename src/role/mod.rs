@@ -334,6 +334,32 @@ pub struct NodeRole {
     pub config_dir: PathBuf,
     /// Where releases and data go.
     pub state_dir: PathBuf,
+    /// `[upgrade]`: how rolling upgrades go.
+    pub upgrade: UpgradeRole,
+}
+
+/// `[upgrade]`: how the node takes part in rolling upgrades
+/// (`crate::upgrade`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UpgradeRole {
+    /// Share of a datacenter's clients upgraded at once (0 < x <= 1; at
+    /// least one client).
+    pub client_share: f64,
+    /// Time a new release has to become ready and healthy before it is
+    /// rolled back.
+    pub health_deadline: Duration,
+    /// TTL of the upgrade lock's Consul session.
+    pub lock_ttl: Duration,
+}
+
+impl Default for UpgradeRole {
+    fn default() -> Self {
+        Self {
+            client_share: limits::DEFAULT_UPGRADE_CLIENT_SHARE,
+            health_deadline: Duration::from_secs(limits::DEFAULT_UPGRADE_HEALTH_DEADLINE_SECS),
+            lock_ttl: Duration::from_secs(limits::DEFAULT_UPGRADE_LOCK_TTL_SECS),
+        }
+    }
 }
 
 impl NodeRole {
