@@ -49,7 +49,7 @@ pub fn request_token(req: &Request<Incoming>, product: Product) -> Option<String
         .filter(|t| !t.is_empty())
 }
 
-fn hops(req: &Request<Incoming>) -> u32 {
+pub(crate) fn hops(req: &Request<Incoming>) -> u32 {
     req.headers()
         .get(link::FORWARDED_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -121,7 +121,7 @@ fn record_denied(shared: &Shared, req: &Request<Incoming>, remote: &str, reason:
 }
 
 /// Where a token lookup this agent cannot answer goes (see module doc).
-fn resolver(shared: &Shared) -> Option<Member> {
+pub(crate) fn resolver(shared: &Shared) -> Option<Member> {
     let cfg = shared.cfg();
     let mut st = shared.lock();
     if !cfg.server {

@@ -45,6 +45,8 @@ pub struct Shared {
     tls: std::sync::RwLock<Option<Arc<crate::tls::NodeTls>>>,
     /// ACL state (tokens, policies, bootstrap).
     pub acl: Mutex<crate::acl::AclState>,
+    /// Consul servers: the KV store and sessions (`kv.rs`).
+    pub kv: Mutex<crate::kv::KvStore>,
 }
 
 impl Shared {
@@ -84,6 +86,11 @@ impl Shared {
     /// Lock the ACL state (never held across an await).
     pub fn acl(&self) -> MutexGuard<'_, crate::acl::AclState> {
         self.acl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lock the KV store (never held across an await).
+    pub fn kv(&self) -> MutexGuard<'_, crate::kv::KvStore> {
+        self.kv.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Lock the cluster view (never held across an await).
@@ -155,6 +162,7 @@ impl Shared {
 
 /// Exit the process after logging the `exit` event.
 pub fn exit(code: i32) -> ! {
+    crate::events::server_down();
     event(&format!("exit {code}"));
     std::process::exit(code)
 }
@@ -190,6 +198,17 @@ fn crash_faults_active(run: Option<u64>) -> bool {
         (Some(limit), Some(n)) => n <= limit,
         _ => true,
     }
+}
+
+/// Whether `version` is listed in `STANDIN_BROKEN_VERSIONS` (comma-separated;
+/// environment or knob file): such a release exits 1 at start, like an
+/// agent that cannot start.
+fn is_broken(version: &str) -> bool {
+    crate::knobs::var("STANDIN_BROKEN_VERSIONS").is_some_and(|list| {
+        list.split(',')
+            .map(str::trim)
+            .any(|v| !v.is_empty() && v.trim_start_matches('v') == version)
+    })
 }
 
 /// Parse the agent flags into config sources.
@@ -243,13 +262,15 @@ pub fn main(product: Product, args: &[String]) -> u8 {
     block_stop_signals(nix::sys::signal::SigmaskHow::SIG_BLOCK);
     let version = VersionInfo::for_product(product);
     let run_no = next_run();
-    event(&format!(
+    let start_line = format!(
         "start pid={} product={} version={}{}",
         std::process::id(),
         product.name(),
         version.full,
         run_no.map(|n| format!(" run={n}")).unwrap_or_default()
-    ));
+    );
+    let log_in_env = std::env::var_os("STANDIN_EVENT_LOG").is_some_and(|v| !v.is_empty());
+    event(&start_line);
     let faults = crash_faults_active(run_no);
     let sources = match parse_flags(product, args) {
         Ok(s) => s,
@@ -277,6 +298,17 @@ pub fn main(product: Product, args: &[String]) -> u8 {
         log("    [WARN] agent: BootstrapExpect is set to 1; this is the same as Bootstrap mode.");
     }
     crate::knobs::load(Path::new(&cfg.data_dir));
+    if !log_in_env {
+        // The event log named by the knob file starts here.
+        event(&start_line);
+    }
+    if is_broken(&version.full) {
+        crate::events::log_err(&format!(
+            "==> Error starting agent: (stand-in) version {} is listed in STANDIN_BROKEN_VERSIONS",
+            version.full
+        ));
+        exit(1);
+    }
     // The real agents write their data dir before anything else can fail.
     if let Err(e) = crate::datadir::prepare(product, &cfg) {
         crate::events::log_err(&format!("==> Error starting agent: {e}"));
@@ -510,6 +542,10 @@ async fn run(
         ready_sent: AtomicBool::new(false),
         tls: std::sync::RwLock::new(node_tls.clone()),
         acl: Mutex::new(acl_state),
+        kv: Mutex::new(crate::kv::KvStore::load(
+            &cfg.data_dir,
+            product == Product::Consul && cfg.server,
+        )),
     });
     // HTTPS (Nomad `tls.http`, Consul `ports.https`): the node certificate;
     // client certificates required with verify_incoming / verify_https_client.
@@ -597,6 +633,9 @@ async fn run(
         }
     }
     print_banner(&cfg, &version);
+    if cfg.server {
+        crate::events::server_up(product.name(), &cfg.node_name, &version.full);
+    }
     let election =
         Duration::from_millis(env_u64("STANDIN_ELECTION_MS").unwrap_or(DEFAULT_ELECTION_MS));
     {
@@ -622,6 +661,7 @@ async fn run(
                     cfg.retry_join_wan.clone(),
                 ));
                 tokio::spawn(gossip::run_flood(shared.clone()));
+                tokio::spawn(crate::kv_api::run_reaper(shared.clone()));
             }
         }
         Product::Nomad => {
@@ -696,6 +736,7 @@ async fn leave(shared: &Arc<Shared>, signals: &mut Signals) -> i32 {
         notify("STOPPING=1");
     }
     event("leave");
+    crate::events::server_down();
     {
         let mut st = shared.lock();
         st.me.status = LEFT;

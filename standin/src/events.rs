@@ -4,9 +4,15 @@
 
 use std::io::Write;
 
-/// Append one event line to `STANDIN_EVENT_LOG` if set.
+/// Append one event line to `STANDIN_EVENT_LOG` if set (environment, or
+/// the knob file once it is read).
 pub fn event(line: &str) {
-    let Ok(path) = std::env::var("STANDIN_EVENT_LOG") else {
+    append_to("STANDIN_EVENT_LOG", line);
+}
+
+/// Append `line` to the file the knob `knob` names, if set.
+fn append_to(knob: &str, line: &str) {
+    let Some(path) = crate::knobs::var(knob) else {
         return;
     };
     if path.is_empty() {
@@ -18,7 +24,7 @@ pub fn event(line: &str) {
         .open(&path)
         .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
     if let Err(e) = res {
-        log_err(&format!("stand-in: failed to write event log {path}: {e}"));
+        log_err(&format!("stand-in: failed to write {knob} {path}: {e}"));
     }
 }
 
@@ -75,5 +81,48 @@ pub fn notify(msg: &str) {
     })();
     if let Err(e) = res {
         log_err(&format!("stand-in: failed to notify {addr}: {e}"));
+    }
+}
+
+/// The membership log (`STANDIN_MEMBERSHIP_LOG`, environment or knob
+/// file): one line per server start and stop, so that a test can tell how
+/// many servers of a cluster were down at any moment; several agents may
+/// share one file (each line is one append).
+fn membership(line: &str) {
+    append_to("STANDIN_MEMBERSHIP_LOG", line);
+}
+
+/// What the membership lines say of this agent: (product, node, version),
+/// set when a server is up.
+static SERVER: std::sync::Mutex<Option<(String, String, String)>> = std::sync::Mutex::new(None);
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// A server agent serves: `server-up <product> <node> <version> <unix_ms>`.
+pub fn server_up(product: &str, node: &str, version: &str) {
+    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        membership(&format!(
+            "server-up {product} {node} {version} {}",
+            unix_ms()
+        ));
+        *s = Some((product.to_string(), node.to_string(), version.to_string()));
+    }
+}
+
+/// The server stops serving (leave or exit): `server-down <product> <node>
+/// <version> <unix_ms>`, once, and only after a `server-up`.
+pub fn server_down() {
+    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((product, node, version)) = s.take() {
+        membership(&format!(
+            "server-down {product} {node} {version} {}",
+            unix_ms()
+        ));
     }
 }

@@ -201,7 +201,7 @@ fn query_params(req: &Request<Incoming>, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -286,6 +286,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
         DENIED_PATH => {
             let list = shared.acl().denied.clone();
             return json_resp(200, &Value::Array(list));
+        }
+        crate::kv_api::RULES_PATH => {
+            return crate::kv_api::rules_endpoint(&shared, &req).await;
         }
         link::PING_PATH => {
             let node = shared.lock().me.node.clone();
@@ -375,6 +378,12 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             )
         })
     };
+    if crate::kv_api::is_kv_path(path) {
+        return crate::kv_api::route(shared, req, path).await;
+    }
+    if path == "/v1/operator/raft/transfer-leader" {
+        return crate::kv_api::transfer(shared, req).await;
+    }
     // RPC-backed endpoints on a client without servers.
     let rpc_backed = path.starts_with("/v1/status/")
         || path.starts_with("/v1/catalog/")
@@ -579,6 +588,12 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
             }
             autopilot(&shared, Product::Consul)
         }
+        "/v1/catalog/nodes" => {
+            if let Some(r) = get_only(false) {
+                return r;
+            }
+            crate::kv_api::catalog_nodes(&shared)
+        }
         _ => {
             if let Some(id) = path.strip_prefix("/v1/agent/join/") {
                 if let Some(r) = get_only(true) {
@@ -661,7 +676,7 @@ async fn consul(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp
     }
 }
 
-fn with_index(mut r: Resp) -> Resp {
+pub(crate) fn with_index(mut r: Resp) -> Resp {
     let h = r.headers_mut();
     if let Ok(v) = "1".parse() {
         h.insert("X-Consul-Index", v);
@@ -814,7 +829,7 @@ fn update_check(shared: &Shared, kind: &str, id: &str, note: Option<String>, bod
 }
 
 /// Agents of the own DC holding services (self plus LAN members not left).
-fn dc_agents(shared: &Shared) -> Vec<Member> {
+pub(crate) fn dc_agents(shared: &Shared) -> Vec<Member> {
     let cfg = shared.cfg();
     let st = shared.lock();
     let mut out: Vec<Member> = st
@@ -828,7 +843,7 @@ fn dc_agents(shared: &Shared) -> Vec<Member> {
     out
 }
 
-fn tagged(m: &Member) -> Value {
+pub(crate) fn tagged(m: &Member) -> Value {
     json!({"lan": m.addr, "lan_ipv4": m.addr, "wan": m.addr, "wan_ipv4": m.addr})
 }
 
@@ -1192,6 +1207,13 @@ async fn nomad(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> Resp 
             }
             autopilot(&shared, Product::Nomad)
         }
+        "/v1/operator/raft/configuration" => {
+            if !is_get {
+                return text(404, "Invalid method");
+            }
+            crate::kv_api::raft_configuration(&shared)
+        }
+        "/v1/operator/raft/transfer-leadership" => crate::kv_api::transfer(shared, req).await,
         _ => not_found(),
     }
 }

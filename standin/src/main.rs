@@ -30,6 +30,8 @@ mod gossip;
 mod hcl;
 mod http;
 mod knobs;
+mod kv;
+mod kv_api;
 mod link;
 mod state;
 mod tls;

@@ -74,6 +74,9 @@ pub struct Member {
     pub version: String,
     /// Consul services registered on that agent (normalised JSON).
     pub services: Vec<Value>,
+    /// The server gave up leadership (a leadership transfer): it does not
+    /// lead while another alive server can; cleared by a restart.
+    pub yielded: bool,
 }
 
 impl Member {
@@ -85,6 +88,7 @@ impl Member {
             "expect": self.expect, "status": self.status,
             "incarnation": self.incarnation, "gossip": self.gossip,
             "version": self.version, "services": self.services,
+            "yielded": self.yielded,
         })
     }
 
@@ -113,6 +117,7 @@ impl Member {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default(),
+            yielded: v.get("yielded").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -234,6 +239,7 @@ impl State {
             gossip: host_port(&gossip_ip, cfg.http_port),
             version: version.to_string(),
             services: Vec::new(),
+            yielded: false,
         };
         State {
             product: cfg.product,
@@ -408,7 +414,13 @@ impl State {
         if alive.len() * 2 <= voters {
             return None;
         }
-        alive.first().map(|m| (*m).clone())
+        // The lowest name leads; a server that transferred its leadership
+        // away steps aside while another alive server can lead.
+        alive
+            .iter()
+            .find(|m| !m.yielded)
+            .or(alive.first())
+            .map(|m| (*m).clone())
     }
 
     /// Raft peers: the non-left servers once bootstrapped.
@@ -482,6 +494,7 @@ mod tests {
             gossip: "10.0.0.1:8500".into(),
             version: "1.20.1".into(),
             services: vec![],
+            yielded: false,
         }
     }
 

@@ -17,6 +17,7 @@ mod discovery_wire;
 mod fleet;
 mod health;
 mod health_e2e;
+mod kv_lock;
 mod layering;
 mod netns;
 mod release;

@@ -20,6 +20,7 @@ mod cli;
 mod cluster;
 mod datadir;
 mod faults;
+mod kv;
 mod security;
 mod shape;
 mod signals;
