@@ -27,3 +27,4 @@ mod secure_cluster;
 mod security_cli;
 mod security_join;
 mod supervise;
+mod upgrade;
