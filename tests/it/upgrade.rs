@@ -31,7 +31,8 @@ fn mirror() -> &'static BuiltMirror {
     &MIRROR
         .get_or_init(|| {
             let tmp = tempfile::tempdir().expect("create a temp dir");
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("open up the mirror's temp dir");
             let standin = tmp.path().join("hashi-standin");
             std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
             let _ = Command::new("strip").arg(&standin).status();
@@ -178,11 +179,11 @@ fn base64_decode(s: &str) -> String {
         let Some(i) = A.iter().position(|a| *a == c) else {
             continue;
         };
-        acc = (acc << 6) | u32::try_from(i).unwrap();
+        acc = ((acc << 6) | u32::try_from(i).expect("an index below 64")) & 0xffff;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+            out.push(u8::try_from((acc >> bits) & 0xff).expect("masked to a byte"));
         }
     }
     String::from_utf8_lossy(&out).into_owned()
