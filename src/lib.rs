@@ -91,6 +91,7 @@ pub mod security;
 pub mod shutdown;
 pub mod supervise;
 pub mod telemetry;
+pub mod upgrade;
 pub mod version;
 pub mod vocab;
 

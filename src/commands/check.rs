@@ -43,9 +43,11 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     } else {
         0
     };
+    let upgrades = upgrade_docs(&plan).await;
     let mut out = std::io::stdout().lock();
     let text = if args.json {
         let doc = serde_json::json!({
+            "upgrades": upgrades,
             "role_file": role.source.as_ref().map(|p| p.display().to_string()),
             "plan": plan,
             "files": files.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
@@ -60,6 +62,8 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
         // The section goes before the verdict line, which stays last.
         let mut s = summary(&role, &plan, &files);
         let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
+        s.insert_str(verdict, &upgrade_text(&upgrades));
+        let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
         s.insert_str(verdict, &discovery_text(&section.doc));
         let verdict = s.rfind("role file is valid\n").unwrap_or(s.len());
         s.insert_str(
@@ -71,6 +75,92 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<u8, Error> {
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write to stdout", e))?;
     Ok(code)
+}
+
+/// How long `check` asks the mirror what a version spec resolves to.
+const RESOLVE_WITHIN: Duration = Duration::from_secs(3);
+/// How long `check` asks the running supervisor what its upgrades wait for.
+const ASK_RUNNING_WITHIN: Duration = Duration::from_secs(2);
+
+/// Per agent: installed X (pinned), wanted Y (the spec resolved against the
+/// mirror now, bounded; unknown offline), and what the running supervisor
+/// says its upgrade waits for (when one runs and answers).
+async fn upgrade_docs(plan: &Plan) -> Vec<(String, crate::supervise::status::UpgradeStatus)> {
+    let running = {
+        let mut a = plan.health_listen;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        }
+        tokio::time::timeout(ASK_RUNNING_WITHIN, super::status::fetch_status(a))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(doc, _)| doc)
+    };
+    // One quick look: no retries, every agent at once.
+    let opts = crate::release::FetchOptions {
+        connect_timeout: RESOLVE_WITHIN,
+        read_timeout: RESOLVE_WITHIN,
+        retry: crate::release::RetryPolicy {
+            retries: 0,
+            ..crate::release::FetchOptions::default().retry
+        },
+        arch: None,
+    };
+    let resolved = futures_util::future::join_all(plan.agents.iter().map(|a| {
+        tokio::time::timeout(
+            RESOLVE_WITHIN,
+            crate::release::resolve(&plan.release, a.product, &a.version, &opts),
+        )
+    }))
+    .await;
+    let mut out = Vec::new();
+    for (a, resolved) in plan.agents.iter().zip(resolved) {
+        let installed = crate::release::pinned(&plan.release.releases_dir, a.product)
+            .map(|i| i.version.to_string());
+        let wanted = match resolved {
+            Ok(Ok(v)) => Ok(v.to_string()),
+            Ok(Err(e)) => Err(crate::supervise::daemon::error_chain(&e)),
+            Err(_) => Err(format!(
+                "the mirror did not answer within {}s",
+                RESOLVE_WITHIN.as_secs()
+            )),
+        };
+        let live = running
+            .as_ref()
+            .and_then(|d| d.agents.iter().find(|x| x.agent == a.product.as_str()))
+            .and_then(|x| x.upgrade.clone());
+        let waiting_for = match (&wanted, &live) {
+            (_, Some(l)) => l.waiting_for.clone(),
+            (Err(e), None) => Some(format!("the wanted version is unknown: {e}")),
+            (Ok(w), None) if installed.as_deref() != Some(w.as_str()) && installed.is_some() => {
+                Some(
+                    "the upgrade gate (the running supervisor takes it after a start or SIGHUP)"
+                        .into(),
+                )
+            }
+            _ => None,
+        };
+        out.push((
+            a.product.to_string(),
+            crate::supervise::status::UpgradeStatus {
+                installed,
+                wanted: wanted.ok(),
+                waiting_for,
+                paused: live.and_then(|l| l.paused),
+            },
+        ));
+    }
+    out
+}
+
+/// The "Upgrades" section of `check`.
+fn upgrade_text(list: &[(String, crate::supervise::status::UpgradeStatus)]) -> String {
+    let mut s = String::new();
+    for (agent, u) in list {
+        s.push_str(&format!("upgrade:    {agent}: {}\n", u.summary()));
+    }
+    s
 }
 
 /// How long `check` looks for peers without `--discover-secs`.

@@ -305,6 +305,12 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                     debounce: DEFAULT_DEBOUNCE,
                     counts: metrics_replans,
                 }),
+                // Issue 20: every version change through the upgrade gate.
+                gate: Some(Arc::new(crate::upgrade::Gate::for_plan(
+                    &plan,
+                    &agents,
+                    role.upgrade.clone(),
+                ))),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await
@@ -520,9 +526,39 @@ impl Preparer for RolePreparer {
     }
 
     async fn install(&self, release: &ReleasePlan, agent: &AgentPlan) -> Result<Installed, Error> {
+        // Pinned by default (issue 20): a verified installed release keeps
+        // running; the daemon takes a different wanted version through the
+        // upgrade gate. Only a node with nothing installed installs here.
+        let (rd, product) = (release.releases_dir.clone(), agent.product);
+        if let Ok(Some(pinned)) =
+            tokio::task::spawn_blocking(move || release::pinned(&rd, product)).await
+        {
+            tracing::info!(agent = %product, version = %pinned.version, "running the installed release (pinned)");
+            return Ok(pinned);
+        }
         let outcome = release::ensure_installed(release, agent.product, &agent.version).await;
         self.metrics.record_release(agent.product, &outcome);
         Ok(outcome?)
+    }
+
+    async fn fetch(&self, release: &ReleasePlan, agent: &AgentPlan) -> Result<Installed, Error> {
+        let outcome = release::download_with(
+            release,
+            agent.product,
+            &agent.version,
+            &release::FetchOptions::default(),
+        )
+        .await;
+        self.metrics.record_release(agent.product, &outcome);
+        Ok(outcome?)
+    }
+
+    async fn activate(&self, release: &ReleasePlan, installed: &Installed) -> Result<(), Error> {
+        let (r, i) = (release.clone(), installed.clone());
+        tokio::task::spawn_blocking(move || release::activate(&r, i.product, &i.version))
+            .await
+            .map_err(|e| Error::Internal(format!("activate task: {e}")))??;
+        Ok(())
     }
 
     async fn rollback(&self, release: &ReleasePlan, previous: &Installed) -> Result<(), Error> {

@@ -132,6 +132,9 @@ pub fn summary(doc: &StatusDoc) -> String {
             );
         }
         o.push('\n');
+        if let Some(u) = &a.upgrade {
+            let _ = writeln!(o, "         upgrade: {}", u.summary());
+        }
     }
     let failing: Vec<_> = doc.checks.iter().filter(|c| !c.ok).collect();
     for c in failing {

@@ -370,6 +370,25 @@ pub async fn list_versions(
         .collect())
 }
 
+/// The version `spec` resolves to on the plan's mirror now (its
+/// `index.json` only: nothing is downloaded or verified).
+pub async fn resolve(
+    plan: &ReleasePlan,
+    product: Product,
+    spec: &VersionSpec,
+    opts: &FetchOptions,
+) -> Result<semver::Version, ReleaseError> {
+    let mirror = Mirror::new(&plan.mirror, opts)?;
+    let idx = fetch_index(&mirror, product).await?;
+    idx.resolve(spec)
+        .map(|r| r.version)
+        .ok_or_else(|| ReleaseError::NoMatchingVersion {
+            product,
+            spec: spec.to_string(),
+            mirror: plan.mirror.clone(),
+        })
+}
+
 /// Makes sure the release `spec` selects is installed and current, with the
 /// default network options. See [`ensure_installed_with`].
 pub async fn ensure_installed(
@@ -388,6 +407,76 @@ pub async fn ensure_installed_with(
     product: Product,
     spec: &VersionSpec,
     opts: &FetchOptions,
+) -> Result<Installed, ReleaseError> {
+    obtain(plan, product, spec, opts, Switch::Now).await
+}
+
+/// As [`ensure_installed_with`], but leaves `current` (and `previous`)
+/// where they are: the release is resolved, verified and placed beside
+/// the running one, ready for [`activate`] once the upgrade gate lets the
+/// node restart. A mirror that cannot be reached is an error here (what
+/// the node wants is then unknown), never the installed release.
+pub async fn download_with(
+    plan: &ReleasePlan,
+    product: Product,
+    spec: &VersionSpec,
+    opts: &FetchOptions,
+) -> Result<Installed, ReleaseError> {
+    obtain(plan, product, spec, opts, Switch::Later).await
+}
+
+/// Makes the placed and verified `version` current (the old current
+/// becomes `previous`, what [`rollback`] returns to), then prunes beyond
+/// the plan's `keep_versions`.
+pub fn activate(
+    plan: &ReleasePlan,
+    product: Product,
+    version: &semver::Version,
+) -> Result<(), ReleaseError> {
+    if install::recorded_binary(&plan.releases_dir, product, version).is_none() {
+        return Err(ReleaseError::Io {
+            what: "activate",
+            path: install::version_dir(&plan.releases_dir, product, version),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no verified install of this version",
+            ),
+        });
+    }
+    install::activate(&plan.releases_dir, product, version)?;
+    let removed = install::prune(&plan.releases_dir, product, plan.keep_versions)?;
+    if !removed.is_empty() {
+        info!(product = %product, removed = ?removed, "pruned old versions");
+    }
+    Ok(())
+}
+
+/// The release a node keeps running across supervisor restarts (pinned
+/// by default): the one `current` points at, when its binary still matches
+/// the hash recorded when it was verified, whatever the role file asks for
+/// now. A different wanted version is an upgrade for the gate
+/// (`crate::upgrade`), never a switch at start.
+pub fn pinned(releases_dir: &Path, product: Product) -> Option<Installed> {
+    installed_offline(releases_dir, product, &VersionSpec::Latest)
+}
+
+/// Whether [`obtain`] switches `current` to what it installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// Switch and prune (a first install, `supervisor fetch`).
+    Now,
+    /// Leave `current`; no offline fallback, no prune.
+    Later,
+}
+
+/// Resolves, verifies and places a release; see [`ensure_installed_with`]
+/// and [`download_with`].
+async fn obtain(
+    plan: &ReleasePlan,
+    product: Product,
+    spec: &VersionSpec,
+    opts: &FetchOptions,
+    switch: Switch,
 ) -> Result<Installed, ReleaseError> {
     let keyring = {
         let trust = plan.trust_hashicorp_key;
@@ -412,7 +501,7 @@ pub async fn ensure_installed_with(
     //    (not found, bad signature, no such version) are never bypassed.
     let idx = match fetch_index(&mirror, product).await {
         Ok(idx) => idx,
-        Err(e @ ReleaseError::Fetch { .. }) => {
+        Err(e @ ReleaseError::Fetch { .. }) if switch == Switch::Now => {
             let (rd, s) = (plan.releases_dir.clone(), spec.clone());
             let offline = tokio::task::spawn_blocking(move || installed_offline(&rd, product, &s))
                 .await
@@ -519,7 +608,9 @@ pub async fn ensure_installed_with(
             .map_err(|e| ReleaseError::Internal(format!("cache check task: {e}")))?
     };
     if let Some(sha256) = cache {
-        install::activate(&releases_dir, product, &version)?;
+        if switch == Switch::Now {
+            install::activate(&releases_dir, product, &version)?;
+        }
         info!(product = %product, version = %version, "already installed and verified; no download");
         return Ok(Installed {
             product,
@@ -552,16 +643,18 @@ pub async fn ensure_installed_with(
     let rd = releases_dir.clone();
     let (binary, sha256) = tokio::task::spawn_blocking(move || {
         let placed = install::place(&artifact, &rd, limits)?;
-        install::activate(&rd, product, &artifact.version)?;
-        let removed = install::prune(&rd, product, keep)?;
-        if !removed.is_empty() {
-            info!(product = %product, removed = ?removed, "pruned old versions");
+        if switch == Switch::Now {
+            install::activate(&rd, product, &artifact.version)?;
+            let removed = install::prune(&rd, product, keep)?;
+            if !removed.is_empty() {
+                info!(product = %product, removed = ?removed, "pruned old versions");
+            }
         }
         Ok::<_, ReleaseError>(placed)
     })
     .await
     .map_err(|e| ReleaseError::Internal(format!("install task: {e}")))??;
-    info!(product = %product, version = %version, binary = %binary.display(), "installed and switched current");
+    info!(product = %product, version = %version, binary = %binary.display(), switched = (switch == Switch::Now), "installed");
     Ok(Installed {
         product,
         version,

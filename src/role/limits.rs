@@ -41,6 +41,23 @@ pub const KEEP_VERSIONS: RangeInclusive<u64> = 1..=100;
 /// `[release] max_download_bytes`: Consul and Nomad zips are 50-150 MB.
 pub const MAX_DOWNLOAD_BYTES: RangeInclusive<u64> = MIB..=4 * GIB;
 
+/// `[upgrade] health_deadline_secs`: time a new release has to become
+/// ready and healthy (and its cluster's failure tolerance to come back)
+/// before it is rolled back. Under 10 s is less than an agent takes to
+/// start and join; an hour is the most an upgrade could be meant to take.
+pub const UPGRADE_HEALTH_DEADLINE_SECS: RangeInclusive<u64> = 10..=HOUR;
+/// `[upgrade] health_deadline_secs` when not written.
+pub const DEFAULT_UPGRADE_HEALTH_DEADLINE_SECS: u64 = 120;
+/// `[upgrade] lock_ttl_secs`: the TTL of the upgrade lock's Consul session
+/// (Consul accepts 10 s to 24 h; a dead holder frees the lock after at
+/// most twice the TTL, so an hour is the most worth meaning).
+pub const UPGRADE_LOCK_TTL_SECS: RangeInclusive<u64> = 10..=HOUR;
+/// `[upgrade] lock_ttl_secs` when not written.
+pub const DEFAULT_UPGRADE_LOCK_TTL_SECS: u64 = 15;
+/// `[upgrade] client_share` when not written: a quarter of a
+/// datacenter's clients upgrade at once (at least one).
+pub const DEFAULT_UPGRADE_CLIENT_SHARE: f64 = 0.25;
+
 /// `[security] cert_days`: lifetime of the node certificates a CA holder
 /// signs. 825 days is the most browsers ever accepted for a TLS leaf (CA/B
 /// Forum, 2018-2020); short lifetimes are renewed by the supervisor.

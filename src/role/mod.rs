@@ -334,6 +334,32 @@ pub struct NodeRole {
     pub config_dir: PathBuf,
     /// Where releases and data go.
     pub state_dir: PathBuf,
+    /// `[upgrade]`: how rolling upgrades go.
+    pub upgrade: UpgradeRole,
+}
+
+/// `[upgrade]`: how the node takes part in rolling upgrades
+/// (`crate::upgrade`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UpgradeRole {
+    /// Share of a datacenter's clients upgraded at once (0 < x <= 1; at
+    /// least one client).
+    pub client_share: f64,
+    /// Time a new release has to become ready and healthy before it is
+    /// rolled back.
+    pub health_deadline: Duration,
+    /// TTL of the upgrade lock's Consul session.
+    pub lock_ttl: Duration,
+}
+
+impl Default for UpgradeRole {
+    fn default() -> Self {
+        Self {
+            client_share: limits::DEFAULT_UPGRADE_CLIENT_SHARE,
+            health_deadline: Duration::from_secs(limits::DEFAULT_UPGRADE_HEALTH_DEADLINE_SECS),
+            lock_ttl: Duration::from_secs(limits::DEFAULT_UPGRADE_LOCK_TTL_SECS),
+        }
+    }
 }
 
 impl NodeRole {
@@ -683,6 +709,51 @@ mod tests {
             "first private IPv4"
         );
         assert_eq!(r.consul.version, VersionSpec::Latest);
+    }
+
+    #[test]
+    fn upgrade_settings_default_and_every_value_out_of_range_is_located() {
+        let base = "schema = 1\nroles = [\"dev\"]\n";
+        let r = load_text(base, &[]).unwrap();
+        assert_eq!(r.upgrade, UpgradeRole::default());
+        assert_eq!(r.upgrade.client_share, 0.25);
+        assert_eq!(r.upgrade.health_deadline, Duration::from_secs(120));
+        let r = load_text(
+            &format!("{base}[upgrade]\nclient_share = 0.5\nhealth_deadline_secs = 30\nlock_ttl_secs = 20\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.upgrade.client_share,
+                r.upgrade.health_deadline,
+                r.upgrade.lock_ttl
+            ),
+            (0.5, Duration::from_secs(30), Duration::from_secs(20))
+        );
+        let bad = format!(
+            "{base}[upgrade]\nclient_share = 0.0\nhealth_deadline_secs = 5\nlock_ttl_secs = 7200\n"
+        );
+        let Err(RoleError::Invalid { problems, .. }) = load_text(&bad, &[]) else {
+            panic!("out-of-range [upgrade] values accepted");
+        };
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let all = text.join("\n");
+        assert_eq!(problems.len(), 3, "{all}");
+        for want in [
+            "node.toml:4:16",
+            "client_share must be more than 0 and at most 1 (got 0)",
+            "node.toml:5:24",
+            "health_deadline_secs must be between 10 and 3600 (got 5)",
+            "node.toml:6:17",
+            "lock_ttl_secs must be between 10 and 3600 (got 7200)",
+        ] {
+            assert!(all.contains(want), "{want} in:\n{all}");
+        }
+        for nan in ["nan", "inf", "-0.1", "1.5"] {
+            let t = format!("{base}[upgrade]\nclient_share = {nan}\n");
+            assert_eq!(problem_count(&t), 1, "{nan}");
+        }
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct RawRole {
     pub paths: RawPaths,
     #[serde(default)]
     pub security: RawSecurity,
+    #[serde(default)]
+    pub upgrade: RawUpgrade,
 }
 
 /// `[addresses]`.
@@ -173,4 +175,13 @@ pub struct RawSecurity {
     pub join_listen: Option<SpStr>,
     pub cert_days: Option<Spanned<u64>>,
     pub renew_before_days: Option<Spanned<u64>>,
+}
+
+/// `[upgrade]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpgrade {
+    pub client_share: Option<Spanned<f64>>,
+    pub health_deadline_secs: Option<Spanned<u64>>,
+    pub lock_ttl_secs: Option<Spanned<u64>>,
 }

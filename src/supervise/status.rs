@@ -64,6 +64,48 @@ pub struct AgentStatus {
     pub ready: bool,
     /// The agent's last log lines (oldest first), bounded.
     pub last_lines: Vec<String>,
+    /// A pending, waiting or failed upgrade of this agent (`None`: it runs
+    /// what the node wants, or nothing was asked yet).
+    pub upgrade: Option<UpgradeStatus>,
+}
+
+/// Where an agent's rolling upgrade stands ([`crate::upgrade`]): installed
+/// X, wanted Y, waiting for Z.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UpgradeStatus {
+    /// The version installed and running (`None`: nothing installed yet).
+    pub installed: Option<String>,
+    /// The version the role file's spec resolves to now (`None`: unknown,
+    /// e.g. the mirror could not be reached).
+    pub wanted: Option<String>,
+    /// What the upgrade waits for, in words (the lock's holder, the
+    /// cluster's failure tolerance, servers not yet upgraded, a paused
+    /// rollout); `None` while it restarts.
+    pub waiting_for: Option<String>,
+    /// The rollout of this agent's cluster is paused (a rollback's
+    /// record): why, until an operator clears it.
+    pub paused: Option<String>,
+}
+
+impl UpgradeStatus {
+    /// `installed X, wanted Y, waiting for: Z` (the words `check`, the
+    /// status page and `fleet` show).
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "installed {}, wanted {}",
+            self.installed.as_deref().unwrap_or("nothing"),
+            self.wanted.as_deref().unwrap_or("unknown"),
+        );
+        if let Some(w) = &self.waiting_for {
+            s.push_str(", waiting for: ");
+            s.push_str(w);
+        }
+        if let Some(p) = &self.paused {
+            s.push_str(", rollout paused: ");
+            s.push_str(p);
+        }
+        s
+    }
 }
 
 impl AgentStatus {
@@ -80,6 +122,7 @@ impl AgentStatus {
             last_exit: None,
             ready: false,
             last_lines: Vec::new(),
+            upgrade: None,
         }
     }
 }

@@ -38,6 +38,8 @@ const STAGES: &[(&str, &[&str])] = &[
     ("release/render", &["release", "render"]),
     // The one client of the agents' HTTP APIs and the observers.
     ("agent", &["agent"]),
+    // The rolling-upgrade gate: asks the agents, decides; supervise acts.
+    ("upgrade", &["upgrade"]),
     ("supervise", &["supervise"]),
     (
         "health/catalog/security",

@@ -28,3 +28,4 @@ mod security_cli;
 mod security_join;
 mod soak;
 mod supervise;
+mod upgrade;

@@ -331,8 +331,24 @@ pub fn row(n: &NodeResult) -> [String; 10] {
         s.map_or("-".into(), |s| agent_cell(s.nomad.as_ref())),
         s.map_or("-".into(), |_| restarts.to_string()),
         up.map_or("-".into(), uptime),
-        n.problem.clone().unwrap_or_default(),
+        n.problem.clone().unwrap_or_else(|| upgrade_cell(s)),
     ]
+}
+
+/// The upgrades a node's agents wait for, and a paused rollout first.
+fn upgrade_cell(s: Option<&super::status::NodeStatus>) -> String {
+    let Some(s) = s else {
+        return String::new();
+    };
+    let agents = [("consul", s.consul.as_ref()), ("nomad", s.nomad.as_ref())];
+    let paused = agents
+        .iter()
+        .filter_map(|(p, a)| Some(format!("{p} rollout paused: {}", (*a)?.paused.as_deref()?)));
+    let pending = agents
+        .iter()
+        .filter(|(_, a)| a.is_some_and(|a| a.paused.is_none()))
+        .filter_map(|(p, a)| Some(format!("{p} upgrade: {}", (*a)?.upgrade.as_deref()?)));
+    paused.chain(pending).collect::<Vec<_>>().join("; ")
 }
 
 fn names(list: &[String]) -> String {

@@ -87,6 +87,20 @@ struct WireAgent {
     consul: Option<WireConsul>,
     #[serde(default)]
     nomad: Option<WireNomad>,
+    #[serde(default)]
+    upgrade: Option<WireUpgrade>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireUpgrade {
+    #[serde(default)]
+    installed: Option<String>,
+    #[serde(default)]
+    wanted: Option<String>,
+    #[serde(default)]
+    waiting_for: Option<String>,
+    #[serde(default)]
+    paused: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +159,12 @@ pub struct AgentSummary {
     pub members: Option<u32>,
     /// Gossip members alive.
     pub members_alive: Option<u32>,
+    /// A pending upgrade: `installed X, wanted Y, waiting for: Z`.
+    #[serde(default)]
+    pub upgrade: Option<String>,
+    /// The rollout of the agent's cluster is paused: why.
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 impl AgentSummary {
@@ -216,6 +236,21 @@ pub fn parse_status(body: &[u8]) -> Result<NodeStatus, serde_json::Error> {
                     .map(|l| clean(&l, MAX_NAME)),
                 members,
                 members_alive: alive,
+                upgrade: a.upgrade.as_ref().map(|u| {
+                    let summary = crate::supervise::status::UpgradeStatus {
+                        installed: u.installed.clone(),
+                        wanted: u.wanted.clone(),
+                        waiting_for: u.waiting_for.clone(),
+                        paused: None,
+                    }
+                    .summary();
+                    clean(&summary, MAX_TEXT)
+                }),
+                paused: a
+                    .upgrade
+                    .as_ref()
+                    .and_then(|u| u.paused.as_deref())
+                    .map(|p| clean(p, MAX_TEXT)),
             }
         })
     };

@@ -74,7 +74,14 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;
                 .reason
                 .as_deref()
                 .map(|r| format!(" ({})", esc(r)))
-                .unwrap_or_default(),
+                .into_iter()
+                .chain(a.upgrade.as_ref().map(|u| {
+                    format!(
+                        " <span class=\"upgrade\">upgrade: {}</span>",
+                        esc(&u.summary())
+                    )
+                }))
+                .collect::<String>(),
             pid = a.pid.map_or("-".into(), |p| p.to_string()),
             ver = esc(a.version.as_deref().unwrap_or("-")),
             up = a.uptime_secs.map_or("-".into(), |u| format!("{u}s")),

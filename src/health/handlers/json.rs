@@ -217,6 +217,10 @@ pub struct AgentDoc {
     pub consul: Option<ConsulReport>,
     /// What Nomad reports.
     pub nomad: Option<NomadReport>,
+    /// A pending, waiting or paused upgrade of the agent: installed X,
+    /// wanted Y, waiting for Z (absent: none).
+    #[serde(default)]
+    pub upgrade: Option<crate::supervise::status::UpgradeStatus>,
 }
 
 /// How a run ended, in [`AgentDoc`].
@@ -275,6 +279,7 @@ pub fn status_doc(s: &HealthSnapshot, now: SystemTime) -> StatusDoc {
                 checked_unix: report.map(|r| unix(r.checked_at)),
                 consul: report.and_then(|r| r.consul.clone()),
                 nomad: report.and_then(|r| r.nomad.clone()),
+                upgrade: st.and_then(|a| a.upgrade.clone()),
             }
         })
         .collect();

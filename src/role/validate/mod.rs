@@ -19,6 +19,7 @@
 //! * [`discovery`]: the `[discovery]` table, with [`cloud`] (the shape of
 //!   cloud auto-join strings) and [`dns`] (`[discovery.dns]`);
 //! * [`paths`]: the `[paths]` table;
+//! * [`upgrade`]: the `[upgrade]` table;
 //! * [`security`]: `[security]`, the join token, the node's material in
 //!   `<config>/security/`, and secure by default.
 //!
@@ -38,6 +39,7 @@ mod roles;
 mod security;
 mod sizes;
 mod tls;
+mod upgrade;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -215,6 +217,7 @@ pub fn validate(
     ));
     let health_listen = found.keep(addresses::health_listen(&raw.health, addresses.private));
     let paths = found.keep(paths::check(&raw.paths));
+    let upgrade = found.keep(upgrade::check(&raw.upgrade));
     let security = found.keep(security::check(
         cx,
         &security::Inputs {
@@ -274,6 +277,7 @@ pub fn validate(
         security,
         config_dir: paths.config_dir,
         state_dir: paths.state_dir,
+        upgrade,
     })
 }
 

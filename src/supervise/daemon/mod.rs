@@ -14,7 +14,9 @@
 //! * `restart`: the restart marker and the signal that keeps workloads.
 //! * `start`: Consul, then Nomad once Consul is ready (bounded).
 //! * `serve`: the steady loop: systemd status, readiness and watchdog.
-//! * `reload`: SIGHUP: re-load, render, reload/restart/upgrade, rollback.
+//! * `reload`: SIGHUP: re-load, render, reload/restart.
+//! * `rollout`: each agent to its wanted version through the upgrade
+//!   gate (pinned by default: at start and after each reload), rollback.
 //! * `discovery`: re-plan on a change of discovered peers, and the
 //!   persisted discovery report.
 //! * `stop`: reverse-order stop, hurried by a second request.
@@ -23,6 +25,7 @@ pub mod discovery;
 mod lock;
 mod reload;
 mod restart;
+mod rollout;
 mod serve;
 mod start;
 mod stop;
@@ -82,6 +85,26 @@ pub trait Preparer: Send + Sync + 'static {
         release: &ReleasePlan,
         agent: &AgentPlan,
     ) -> impl Future<Output = Result<Installed, Self::Error>> + Send;
+    /// Resolves, fetches and verifies the agent's wanted release under
+    /// `release` without making it current (the upgrade gate decides
+    /// when; [`Preparer::activate`] then). Default: [`Preparer::install`].
+    fn fetch(
+        &self,
+        release: &ReleasePlan,
+        agent: &AgentPlan,
+    ) -> impl Future<Output = Result<Installed, Self::Error>> + Send {
+        self.install(release, agent)
+    }
+    /// Makes `installed` (from [`Preparer::fetch`]) the current release of
+    /// its product. Default: nothing to do.
+    fn activate(
+        &self,
+        release: &ReleasePlan,
+        installed: &Installed,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = (release, installed);
+        async { Ok(()) }
+    }
     /// Makes `previous` the current release of its product under `release`
     /// again.
     fn rollback(
@@ -148,6 +171,10 @@ pub struct RunOptions {
     /// re-plans ([`discovery`]), SIGHUP plans with the current peers and
     /// learned identity. `None`: the plan never follows discovery.
     pub discovery: Option<DiscoveryFeed>,
+    /// The upgrade gate every version change goes through (quorum, lock,
+    /// pause); `None`: versions change at once (tests, a node without
+    /// Consul).
+    pub gate: Option<Arc<crate::upgrade::Gate>>,
 }
 
 impl Default for RunOptions {
@@ -166,6 +193,7 @@ impl Default for RunOptions {
             agent_log: crate::telemetry::AgentLog::default(),
             restart_marker: None,
             discovery: None,
+            gate: None,
         }
     }
 }
@@ -285,8 +313,18 @@ pub async fn run<P: Preparer>(
         handles,
         hurry: false,
         persisted: None,
+        reload_again: None,
     };
     if daemon.start_in_order(&shutdown).await {
+        // Pinned by default: the agents started on the installed release;
+        // a different wanted version goes through the gate now.
+        let plan = daemon.plan.clone();
+        let errors = daemon.converge(&plan, &[], &mut events, &shutdown).await;
+        if !errors.is_empty() {
+            daemon
+                .status
+                .send_modify(|s| s.reload_error = Some(errors.join("; ")));
+        }
         daemon.serve(&mut events, &shutdown).await;
     }
     daemon.stop_all(&mut events).await;
@@ -321,6 +359,9 @@ struct Daemon<P> {
     hurry: bool,
     /// The discovery report last written to the state dir.
     persisted: Option<discovery::Cached>,
+    /// A reload requested while an upgrade waited at the gate (`true`: a
+    /// renewal's), to run once the current step returns.
+    reload_again: Option<bool>,
 }
 
 impl<P: Preparer> Daemon<P> {

@@ -1,23 +1,23 @@
 //! SIGHUP: re-load the role file through the [`Preparer`], refuse what a
 //! reload cannot change (the agent set, an agent's API address), render,
-//! then per agent reload, restart (one at a time), or upgrade to a new
-//! version with a rollback when it does not become ready in time. Every
+//! then per agent reload or restart (one at a time), then bring each agent
+//! to the version its spec resolves to now (`rollout`: through the
+//! upgrade gate, with a rollback when it does not become ready). Every
 //! step applies the newly loaded plan; a refused or failed reload keeps the
 //! running one and is reported in the status.
 
-use std::time::Duration;
-
 use sd_notify::NotifyState;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Daemon, Preparer, error_chain, on_release};
+use super::{Daemon, DaemonEvent, Preparer, error_chain, on_release};
 use crate::peers::Peers;
-use crate::plan::{AgentPlan, Plan, ReleasePlan};
+use crate::plan::Plan;
 use crate::render::ChangeKind;
 use crate::role::NodeRole;
-use crate::supervise::actor::{AgentHandle, Control};
+use crate::supervise::actor::Control;
 use crate::supervise::notify::notify_systemd;
-use crate::supervise::status::{AgentState, AgentStatus, NodeIdentity};
+use crate::supervise::status::{AgentState, NodeIdentity};
 use crate::vocab::Product;
 
 impl<P: Preparer> Daemon<P> {
@@ -28,10 +28,15 @@ impl<P: Preparer> Daemon<P> {
     /// SIGHUP: re-read, re-render, then per agent reload, restart (one at a
     /// time), or upgrade with rollback. `tls_renewed`: every agent whose
     /// config is unchanged is reloaded too (it must re-read its TLS files).
-    pub(super) async fn reload(&mut self, shutdown: &CancellationToken, tls_renewed: bool) {
+    pub(super) async fn reload(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
+        shutdown: &CancellationToken,
+        tls_renewed: bool,
+    ) {
         notify_systemd(&[NotifyState::Reloading]);
         tracing::info!("reloading role file");
-        let outcome = self.try_reload(shutdown, tls_renewed).await;
+        let outcome = self.try_reload(events, shutdown, tls_renewed).await;
         if let Err(msg) = &outcome {
             tracing::error!(error = %msg, "reload refused, keeping the running configuration");
         }
@@ -41,6 +46,7 @@ impl<P: Preparer> Daemon<P> {
 
     async fn try_reload(
         &mut self,
+        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
         shutdown: &CancellationToken,
         tls_renewed: bool,
     ) -> Result<(), String> {
@@ -71,6 +77,7 @@ impl<P: Preparer> Daemon<P> {
             .await
             .map_err(|e| error_chain(&e))?;
         let mut errors = Vec::new();
+        let mut changed = Vec::new();
         for agent in &new.agents {
             if shutdown.is_cancelled() {
                 break;
@@ -86,13 +93,16 @@ impl<P: Preparer> Daemon<P> {
                 .find(|(p, _)| *p == agent.product)
                 .map_or(ChangeKind::Restart, |(_, c)| *c);
             if agent.version != old.version {
-                if let Err(e) = self.upgrade(&h, &old, agent, &new.release).await {
-                    errors.push(e);
-                }
-                continue;
+                changed.push(agent.product);
             }
+            // A version change is applied after, through the gate
+            // (`rollout`); until then the agent keeps its release.
             let a = on_release(agent, self.installed.get(&agent.product));
             let _ = h.send(Control::UpdatePlan(Box::new(a), None));
+            if changed.contains(&agent.product) {
+                // The upgrade's restart loads the new config too.
+                continue;
+            }
             match change {
                 ChangeKind::Unchanged if !tls_renewed => {}
                 ChangeKind::Unchanged | ChangeKind::Reload => {
@@ -113,6 +123,11 @@ impl<P: Preparer> Daemon<P> {
                     .await;
                 }
             }
+        }
+        // Every agent to the version its spec resolves to now (a changed
+        // spec, `latest` moving), through the upgrade gate.
+        if !shutdown.is_cancelled() {
+            errors.extend(self.converge(&new, &changed, events, shutdown).await);
         }
         // The node info the health endpoint shows follows the plan now in
         // force (e.g. a new datacenter).
@@ -155,88 +170,5 @@ impl<P: Preparer> Daemon<P> {
         }
         let (plan, hash) = self.preparer.load().await.map_err(|e| error_chain(&e))?;
         Ok((plan, hash, None))
-    }
-
-    /// Installs `new`'s version under `release` (the settings of the plan
-    /// being applied), restarts on it, and rolls back to `old`'s if it does
-    /// not become ready within the window.
-    async fn upgrade(
-        &mut self,
-        h: &AgentHandle,
-        old: &AgentPlan,
-        new: &AgentPlan,
-        release: &ReleasePlan,
-    ) -> Result<(), String> {
-        let product = new.product;
-        tracing::info!(agent = %product, from = %old.version, to = %new.version, "upgrading");
-        let inst = self.preparer.install(release, new).await.map_err(|e| {
-            format!(
-                "failed to install {product} {}: {}",
-                new.version,
-                error_chain(&e)
-            )
-        })?;
-        let previous = self.installed.get(&product).cloned();
-        let before = h.status();
-        let a = on_release(new, Some(&inst));
-        let _ = h.send(Control::UpdatePlan(
-            Box::new(a),
-            Some(inst.version.to_string()),
-        ));
-        let _ = h.send(Control::Restart);
-        if started_ok(h, &before, self.opts.rollback_window).await {
-            tracing::info!(agent = %product, version = %inst.version, "upgrade done");
-            self.installed.insert(product, inst);
-            return Ok(());
-        }
-        let Some(prev) = previous else {
-            return Err(format!(
-                "{product} {} failed to start and no previous release is known",
-                inst.version
-            ));
-        };
-        tracing::error!(agent = %product, version = %inst.version, previous = %prev.version, "new version failed to start, rolling back");
-        if let Err(e) = self.preparer.rollback(release, &prev).await {
-            return Err(format!(
-                "{product} {} failed to start, and rollback failed: {}",
-                inst.version,
-                error_chain(&e)
-            ));
-        }
-        let a = on_release(old, Some(&prev));
-        let why = format!(
-            "version {} failed to start, rolled back to {}",
-            inst.version, prev.version
-        );
-        let _ = h.send(Control::UpdatePlan(
-            Box::new(a),
-            Some(prev.version.to_string()),
-        ));
-        let _ = h.send(Control::Note(Some(why.clone())));
-        let _ = h.send(Control::Restart);
-        Err(why)
-    }
-}
-
-/// Whether the agent, restarted after `before`, became ready without a crash
-/// within `window`. A still-starting process at the end of the window counts
-/// as started (slow, not failed).
-async fn started_ok(h: &AgentHandle, before: &AgentStatus, window: Duration) -> bool {
-    let r0 = before.restarts;
-    let was_live = matches!(before.state, AgentState::Starting | AgentState::Running);
-    let failed = move |s: &AgentStatus| {
-        s.state == AgentState::Failed
-            || s.restarts > r0.saturating_add(1)
-            || (s.state == AgentState::Backoff && (s.restarts > r0 || was_live))
-    };
-    let outcome = tokio::time::timeout(
-        window,
-        h.wait_for(|s| failed(s) || (s.restarts > r0 && s.ready)),
-    )
-    .await;
-    let s = h.status();
-    match outcome {
-        Ok(_) => !failed(&s),
-        Err(_) => !failed(&s) && s.pid.is_some(),
     }
 }

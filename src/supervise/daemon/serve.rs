@@ -40,6 +40,10 @@ impl<P: Preparer> Daemon<P> {
                 replan_at = Some(Instant::now());
             }
         }
+        // A reload asked for while the start's upgrade waited at the gate.
+        while let Some(renewed) = self.reload_again.take() {
+            self.reload(events, shutdown, renewed).await;
+        }
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -67,7 +71,12 @@ impl<P: Preparer> Daemon<P> {
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
                     Some(ev @ (DaemonEvent::Reload | DaemonEvent::Renewed)) => {
-                        self.reload(shutdown, ev == DaemonEvent::Renewed).await;
+                        self.reload(events, shutdown, ev == DaemonEvent::Renewed).await;
+                        // A reload asked for while an upgrade waited at
+                        // the gate: applied now.
+                        while let Some(renewed) = self.reload_again.take() {
+                            self.reload(events, shutdown, renewed).await;
+                        }
                         // A reload ran start-up code again (the role file
                         // read and validated, configs rendered, perhaps a
                         // release fetched): give it back too.

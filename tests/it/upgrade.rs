@@ -1,0 +1,305 @@
+//! Rolling upgrades (issue 20) through the real `supervisor run` and the
+//! stand-in Consul server: a single-server cluster upgrades at once
+//! through the gate (its lock taken and given back in the stand-in's KV
+//! store), a release that cannot start is rolled back and the rollout
+//! pauses (the KV record, `/v1/status`), and a restarted supervisor stays
+//! pinned on its installed release while the rollout is paused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use hashi_supervisor::health::StatusDoc;
+use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+use nix::sys::signal::Signal;
+
+use crate::support::node::{DEADLINE, Ports, Supervisor, node_root};
+use crate::support::standin::{http, standin_bin, wait_for};
+
+const V1: &str = "1.21.4";
+const V2: &str = "1.21.5";
+/// Listed in `STANDIN_BROKEN_VERSIONS`: exits 1 right after start.
+const BROKEN: &str = "1.21.9";
+const PAUSED_KEY: &str = "hashi-supervisor/upgrade/paused/consul/ams2";
+const LOCK_KEY: &str = "hashi-supervisor/upgrade/consul/ams2/lock";
+
+/// A signed mirror holding the stand-in as Consul [`V1`], [`V2`] and
+/// [`BROKEN`] (built once).
+fn mirror() -> &'static BuiltMirror {
+    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
+    &MIRROR
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().expect("create a temp dir");
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("open up the mirror's temp dir");
+            let standin = tmp.path().join("hashi-standin");
+            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
+            let _ = Command::new("strip").arg(&standin).status();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let mut b = MirrorBuilder::product("consul");
+            for v in [V1, V2, BROKEN] {
+                b = b.version(v).binary(&standin);
+            }
+            let built = b
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .expect("build the mirror");
+            (tmp, built)
+        })
+        .1
+}
+
+/// ams2-server-01 as a single Consul server asking for `version`.
+fn role(root: &Path, ports: Ports, version: &str) -> String {
+    let m = mirror();
+    format!(
+        r#"schema = 1
+roles = ["consul-server"]
+region = "eu"
+datacenter = "ams2"
+node_name = "ams2-server-01"
+
+[addresses]
+bind = "127.0.0.1"
+private = "127.0.0.1"
+
+[consul]
+version = "{version}"
+bootstrap_expect = 1
+stop_timeout_secs = 10
+
+[consul.extra.ports]
+http = {ch}
+serf_lan = {csl}
+serf_wan = {csw}
+server = {cs}
+
+[release]
+mirror = "file://{mirror}"
+trust_hashicorp_key = false
+trusted_key_files = ["{key}"]
+
+[health]
+listen = "127.0.0.1:{hp}"
+
+[paths]
+config_dir = "{etc}"
+state_dir = "{state}"
+
+[security]
+plaintext = true
+
+[upgrade]
+health_deadline_secs = 20
+lock_ttl_secs = 10
+"#,
+        ch = ports.consul_http,
+        csl = ports.consul_serf_lan,
+        csw = ports.consul_serf_wan,
+        cs = ports.consul_server,
+        mirror = m.root.display(),
+        key = m.public_key.display(),
+        hp = ports.health,
+        etc = root.join("etc").display(),
+        state = root.join("state").display(),
+    )
+}
+
+fn status(ports: Ports) -> Option<StatusDoc> {
+    let r = http(
+        &format!("127.0.0.1:{}", ports.health),
+        "GET",
+        "/v1/status",
+        "",
+    )
+    .ok()?;
+    serde_json::from_str(&r.body).ok()
+}
+
+/// Polls `/v1/status` until `pred` holds on the consul agent's entry.
+fn wait_status(
+    sup: &mut Supervisor,
+    ports: Ports,
+    what: &str,
+    pred: impl Fn(&hashi_supervisor::health::handlers::AgentDoc) -> bool,
+) -> StatusDoc {
+    let mut last = None;
+    wait_for(DEADLINE, || {
+        sup.assert_running(what);
+        let doc = status(ports)?;
+        let ok = doc.agents.iter().any(|a| a.agent == "consul" && pred(a));
+        last = Some(format!(
+            "{:?}",
+            doc.agents
+                .first()
+                .map(|a| (&a.state, &a.version, &a.upgrade))
+        ));
+        ok.then_some(doc)
+    })
+    .unwrap_or_else(|| panic!("{what}: last {last:?}\nlog:\n{}", sup.log()))
+}
+
+/// The stand-in Consul's KV entry `key` (`None`: absent), as (session
+/// holding it, value).
+fn kv(ports: Ports, key: &str) -> Option<(Option<String>, String)> {
+    let r = http(
+        &format!("127.0.0.1:{}", ports.consul_http),
+        "GET",
+        &format!("/v1/kv/{key}"),
+        "",
+    )
+    .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    let e = v.get(0)?;
+    let value = e
+        .get("Value")
+        .and_then(|x| x.as_str())
+        .map(base64_decode)
+        .unwrap_or_default();
+    let session = e
+        .get("Session")
+        .and_then(|s| s.as_str())
+        .map(str::to_string);
+    Some((session, value))
+}
+
+/// Standard base64 (Consul's KV values), enough for a test.
+fn base64_decode(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let Some(i) = A.iter().position(|a| *a == c) else {
+            continue;
+        };
+        acc = ((acc << 6) | u32::try_from(i).expect("an index below 64")) & 0xffff;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).expect("masked to a byte"));
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn current(root: &Path) -> Option<PathBuf> {
+    std::fs::read_link(root.join("state/releases/consul/current")).ok()
+}
+
+#[test]
+fn a_single_server_upgrades_through_the_gate_a_bad_release_pauses_the_rollout_and_a_restart_stays_pinned()
+ {
+    let root = node_root();
+    let ports = Ports::free();
+    let membership = root.path().join("membership.log");
+    // The stand-in's knobs reach an agent started with a clean environment
+    // through `standin.env` in its data dir.
+    let data = root.path().join("state/data/consul");
+    std::fs::create_dir_all(&data).unwrap();
+    // Written by the agent, which may run as the `consul` user.
+    std::fs::write(&membership, "").unwrap();
+    std::fs::set_permissions(&membership, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::write(
+        data.join("standin.env"),
+        format!(
+            "STANDIN_BROKEN_VERSIONS={BROKEN}\nSTANDIN_MEMBERSHIP_LOG={}\n",
+            membership.display()
+        ),
+    )
+    .unwrap();
+    let text = role(root.path(), ports, V1);
+    let rp = root.path().to_path_buf();
+    let mut sup = Supervisor::start(root, &text, &[]);
+    wait_status(&mut sup, ports, "v1 ready", |a| {
+        a.ready && a.version.as_deref() == Some(V1) && a.upgrade.is_none()
+    });
+
+    // SIGHUP onto V2: a single-server cluster goes at once, through the
+    // lock, and gives it back.
+    std::fs::write(&sup.role_file, role(&rp, ports, V2)).unwrap();
+    sup.signal(Signal::SIGHUP);
+    wait_status(&mut sup, ports, "v2 ready", |a| {
+        a.ready && a.version.as_deref() == Some(V2) && a.upgrade.is_none()
+    });
+    assert_eq!(current(&rp), Some(PathBuf::from(V2)));
+    let log = sup.log();
+    assert!(log.contains("upgrade turn taken"), "{log}");
+    assert!(log.contains("single server"), "{log}");
+    let lock = wait_for(DEADLINE, || {
+        kv(ports, LOCK_KEY).filter(|(s, _)| s.is_none())
+    });
+    assert!(
+        lock.is_some(),
+        "the lock was given back: {:?}",
+        kv(ports, LOCK_KEY)
+    );
+    let members = std::fs::read_to_string(&membership).unwrap_or_default();
+    let ups: Vec<&str> = members
+        .lines()
+        .filter(|l| l.starts_with("server-up consul"))
+        .collect();
+    assert!(
+        ups.iter().any(|l| l.contains(V1)) && ups.iter().any(|l| l.contains(V2)),
+        "{members}"
+    );
+
+    // A release that cannot start: rolled back to V2, the rollout paused
+    // in KV and in the status, `current` back on V2.
+    std::fs::write(&sup.role_file, role(&rp, ports, BROKEN)).unwrap();
+    sup.signal(Signal::SIGHUP);
+    let doc = wait_status(&mut sup, ports, "rolled back and paused", |a| {
+        a.ready
+            && a.version.as_deref() == Some(V2)
+            && a.upgrade.as_ref().is_some_and(|u| u.paused.is_some())
+    });
+    let u = doc.agents[0].upgrade.clone().unwrap();
+    assert_eq!(u.installed.as_deref(), Some(V2));
+    assert_eq!(u.wanted.as_deref(), Some(BROKEN));
+    assert!(
+        u.paused
+            .as_deref()
+            .unwrap()
+            .contains("rolled back to 1.21.5"),
+        "{u:?}"
+    );
+    let (_, record) = kv(ports, PAUSED_KEY).expect("the pause record");
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["node"], "ams2-server-01");
+    assert_eq!(record["to"], BROKEN);
+    assert_eq!(record["from"], V2);
+    assert_eq!(current(&rp), Some(PathBuf::from(V2)));
+    // Paused: the node waits at the gate and says why.
+    wait_status(&mut sup, ports, "waiting on the pause", |a| {
+        a.upgrade
+            .as_ref()
+            .and_then(|u| u.waiting_for.as_deref())
+            .is_some_and(|w| w.starts_with("rollout paused: "))
+    });
+
+    // A restart of the supervisor (a package upgrade, a reboot) keeps the
+    // installed V2 although the role file asks for BROKEN: pinned.
+    assert!(sup.stop().success());
+    let mut sup = Supervisor::start(
+        tempfile::TempDir::new_in(&rp).unwrap(),
+        &role(&rp, ports, BROKEN),
+        &[],
+    );
+    let doc = wait_status(&mut sup, ports, "pinned on v2, paused", |a| {
+        a.ready
+            && a.version.as_deref() == Some(V2)
+            && a.upgrade
+                .as_ref()
+                .and_then(|u| u.waiting_for.as_deref())
+                .is_some_and(|w| w.starts_with("rollout paused: "))
+    });
+    assert_eq!(doc.agents[0].restarts, 0, "started once, on V2");
+    assert!(sup.log().contains("(pinned)"), "{}", sup.log());
+    assert!(sup.stop().success());
+}
