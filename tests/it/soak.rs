@@ -62,6 +62,8 @@ const DEFAULT_SECONDS: u64 = 300;
 const READY_WITHIN: Duration = Duration::from_secs(420);
 /// Bound on re-convergence after one fault.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(180);
+/// How long a node may take to report a tampered download.
+const TAMPERED_WAIT: Duration = Duration::from_secs(30);
 /// Bound on a graceful supervisor stop.
 const STOP_WITHIN: Duration = Duration::from_secs(60);
 /// Sampler period (a sampling rate, not a wait).
@@ -780,12 +782,31 @@ impl Soak {
                         },
                     );
                 }
-                self.set_version(&node, &product, target);
-                signal_supervisor(&self.demo, &node, Signal::SIGHUP);
+                // Through the gate the Nomad leader goes last, once the
+                // other servers run the new version: a Nomad server's
+                // version changes with its whole cluster's (a rollout).
+                let group: Vec<String> = if self.gate
+                    && kind != FaultKind::UpgradeTampered
+                    && product == "nomad"
+                    && self.is_server(&node, &product)
+                {
+                    nodes
+                        .iter()
+                        .filter(|n| self.is_server(n, &product))
+                        .cloned()
+                        .collect()
+                } else {
+                    vec![node.clone()]
+                };
+                for n in &group {
+                    self.set_version(n, &product, target);
+                }
+                for n in &group {
+                    signal_supervisor(&self.demo, n, Signal::SIGHUP);
+                }
                 if kind == FaultKind::UpgradeTampered {
                     // Refused: the node reports it and keeps its version.
-                    if !self.wait_status(&node, CONVERGE_WITHIN, |st| !st["reload_error"].is_null())
-                    {
+                    if !self.wait_status(&node, TAMPERED_WAIT, |st| !st["reload_error"].is_null()) {
                         self.notes.push(format!(
                             "{node}: no reload error reported for tampered {product} {target}"
                         ));
@@ -794,10 +815,12 @@ impl Soak {
                     signal_supervisor(&self.demo, &node, Signal::SIGHUP);
                     format!("{node}: {product} {current} -> {target} (tampered), put back")
                 } else {
-                    self.want
-                        .get_mut(&node)
-                        .expect("node")
-                        .insert(product.clone(), target.to_string());
+                    for n in &group {
+                        self.want
+                            .get_mut(n)
+                            .expect("node")
+                            .insert(product.clone(), target.to_string());
+                    }
                     // A download that failed every retry is reported; the
                     // operator's retry (SIGHUP again) then succeeds.
                     let deadline = Instant::now() + CONVERGE_WITHIN;
@@ -826,7 +849,7 @@ impl Soak {
                         }
                         std::thread::sleep(POLL);
                     }
-                    format!("{node}: {product} {current} -> {target}")
+                    format!("{}: {product} {current} -> {target}", group.join(", "))
                 }
             }
             FaultKind::Partition => {
