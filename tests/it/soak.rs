@@ -172,7 +172,17 @@ struct Soak {
     done: BTreeMap<FaultKind, Vec<Duration>>,
     /// Notes for the report.
     notes: Vec<String>,
+    /// Unix seconds when the last fault's action ended: an agent's status
+    /// checked before it says nothing about the state after it.
+    fault_ended_unix: u64,
     gate: bool,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn cmp_versions(a: &str, b: &str) -> std::cmp::Ordering {
@@ -528,6 +538,9 @@ impl Soak {
                     why.push(format!("{node}: no {product} agent"));
                     continue;
                 };
+                if a["checked_unix"].as_u64().unwrap_or(0) <= self.fault_ended_unix {
+                    why.push(format!("{node}: {product} not checked since the fault"));
+                }
                 if a["state"] != "running" || a["ready"] != true {
                     why.push(format!(
                         "{node}: {product} {} ready={}",
@@ -906,6 +919,7 @@ impl Soak {
                 format!("every node to consul {consul}, nomad {nomad}")
             }
         };
+        self.fault_ended_unix = unix_now();
         self.log(&format!("{}: {what}", kind.name()));
         let took = self.converge(&format!("{} ({what})", kind.name()));
         self.reset_mirror_faults();
@@ -1204,6 +1218,7 @@ fn five_nodes_hold_every_invariant_through_a_storm_of_random_faults() {
         orphaned: HashSet::new(),
         done: BTreeMap::new(),
         notes: Vec::new(),
+        fault_ended_unix: 0,
         gate: false,
     };
     soak.refresh_supervisors();
