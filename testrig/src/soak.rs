@@ -437,9 +437,9 @@ impl Membership {
         text.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                let up = match f.first()? {
-                    &"server-up" => true,
-                    &"server-down" => false,
+                let up = match *f.first()? {
+                    "server-up" => true,
+                    "server-down" => false,
                     _ => return None,
                 };
                 Some(Membership {
