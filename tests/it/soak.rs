@@ -774,6 +774,10 @@ impl Soak {
                     self.log(&format!(
                         "{node}: no {product} version to change to; skipped"
                     ));
+                    self.notes.push(format!(
+                        "{} skipped on {node}: no {product} version its servers allow",
+                        kind.name()
+                    ));
                     return;
                 }
                 let target = if kind == FaultKind::UpgradeTampered {
