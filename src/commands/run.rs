@@ -382,8 +382,14 @@ async fn join_first(
                 );
                 return Ok(true);
             }
-            Err(e @ (JoinError::Unreachable { .. } | JoinError::NoCandidates))
-                if tokio::time::Instant::now() + pause < give_up =>
+            // A token no CA holder knows yet may be one made on a CA holder
+            // this node cannot reach: the others learn it within a sync
+            // round ([`security::sync::EVERY`]).
+            Err(
+                e @ (JoinError::Unreachable { .. }
+                | JoinError::NoCandidates
+                | JoinError::UnknownToken { .. }),
+            ) if tokio::time::Instant::now() + pause < give_up =>
             {
                 tracing::warn!(why = %e, retry_in = ?pause, "no join endpoint answered yet");
                 tokio::select! {

@@ -11,9 +11,10 @@
 //! (`pin`). Client certificates are optional at the TLS layer (a join has
 //! none) and required by the handlers that need them.
 //!
-//! Hardening: at most [`MAX_CONNECTIONS`] connections at once, each bounded
-//! by [`CONNECTION_TIMEOUT`] (handshake, request and answer), one request
-//! per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
+//! Hardening: at most [`MAX_CONNECTIONS`] connections at once and
+//! [`MAX_CONNECTIONS_PER_IP`] from one source address (more are closed at
+//! once), the TLS handshake bounded by [`HANDSHAKE_TIMEOUT`], request and
+//! answer by [`CONNECTION_TIMEOUT`], one request per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
 //! refusal is logged with the peer address and the token id, never the
 //! secret. Owns no file but reads the cluster dir for each request (so a
 //! token created or revoked by the CLI counts at once) and records uses
@@ -48,12 +49,17 @@ use super::ca::{self, CaError, ClusterCa};
 use super::store::{self, ClusterHandover};
 use super::token::{self, TokenRecord, TokenStore};
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
-use super::{names, pin};
+use super::{join_client, names, pin};
 use crate::role::names as role_names;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Time one connection may take: TLS handshake, request, answer.
+/// Connections served at once from one source address: idle or slow
+/// connections from one host cannot take every slot.
+pub const MAX_CONNECTIONS_PER_IP: usize = 8;
+/// Time a client has for the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one connection may take after the handshake: request, answer.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,6 +113,8 @@ pub struct JoinEndpoint {
 struct Refusal {
     status: StatusCode,
     message: String,
+    /// [`join_client::REFUSAL_HEADER`]'s value, if any.
+    kind: Option<&'static str>,
 }
 
 impl Refusal {
@@ -114,6 +122,59 @@ impl Refusal {
         Self {
             status,
             message: message.into(),
+            kind: None,
+        }
+    }
+
+    /// A refused join token; one this endpoint does not know is marked so
+    /// the client asks another CA holder (it may have synced it already).
+    fn token(r: &token::TokenRefusal) -> Self {
+        let mut out = Self::new(status(r.status()), r.to_string());
+        if matches!(r, token::TokenRefusal::Unknown { .. }) {
+            out.kind = Some(join_client::REFUSAL_UNKNOWN_TOKEN);
+        }
+        out
+    }
+}
+
+/// Connections open per source address.
+#[derive(Debug, Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// One counted connection; uncounts on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = t.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
         }
     }
 }
@@ -189,6 +250,7 @@ impl JoinEndpoint {
         info!(addr = ?local, "join endpoint listening");
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let per_ip = Arc::new(PerIp::default());
         let tracker = TaskTracker::new();
         loop {
             let permit = tokio::select! {
@@ -219,19 +281,19 @@ impl JoinEndpoint {
                     }
                 }
             }
+            let Some(ip_slot) = per_ip.take(peer.ip()) else {
+                debug!(%peer, limit = MAX_CONNECTIONS_PER_IP, "too many join connections from one address; closed");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let this = this.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
                 let _permit = permit;
-                let conn = this.serve_connection(acceptor, stream, peer, cancel);
-                if tokio::time::timeout(CONNECTION_TIMEOUT, conn)
-                    .await
-                    .is_err()
-                {
-                    debug!(%peer, "join connection timed out");
-                }
+                let _ip_slot = ip_slot;
+                this.serve_connection(acceptor, stream, peer, cancel).await;
             });
         }
         tracker.close();
@@ -247,10 +309,14 @@ impl JoinEndpoint {
         addr: SocketAddr,
         cancel: CancellationToken,
     ) {
-        let tls = match acceptor.accept(stream).await {
-            Ok(t) => t,
-            Err(e) => {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 debug!(peer = %addr, error = %e, "join TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %addr, "no join TLS handshake within {HANDSHAKE_TIMEOUT:?}; closed");
                 return;
             }
         };
@@ -273,8 +339,10 @@ impl JoinEndpoint {
             .serve_connection(TokioIo::new(tls), svc);
         tokio::pin!(conn);
         tokio::select! {
-            r = conn.as_mut() => if let Err(e) = r {
-                debug!(peer = %addr, error = %e, "join connection ended with an error");
+            r = tokio::time::timeout(CONNECTION_TIMEOUT, conn.as_mut()) => match r {
+                Ok(Err(e)) => debug!(peer = %addr, error = %e, "join connection ended with an error"),
+                Ok(Ok(())) => {}
+                Err(_) => debug!(peer = %addr, "join connection timed out"),
             },
             () = cancel.cancelled() => {
                 conn.as_mut().graceful_shutdown();
@@ -336,7 +404,14 @@ impl JoinEndpoint {
                 );
                 let body = serde_json::to_vec(&ErrorBody { error: r.message })
                     .unwrap_or_else(|_| b"{}".to_vec());
-                json_response(r.status, body)
+                let mut resp = json_response(r.status, body);
+                if let Some(kind) = r.kind {
+                    resp.headers_mut().insert(
+                        join_client::REFUSAL_HEADER,
+                        HeaderValue::from_static(kind),
+                    );
+                }
+                resp
             }
         }
     }
@@ -369,7 +444,7 @@ impl JoinEndpoint {
         let record = material
             .tokens
             .check(&id, &secret, now)
-            .map_err(|r| Refusal::new(status(r.status()), r.to_string()))?
+            .map_err(|r| Refusal::token(&r))?
             .clone();
         let checked = check_request(&req)?;
         let server = names::is_server(checked.roles);
