@@ -110,10 +110,14 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let renewed_tx = ev_tx.clone();
-    // A CA holder serves joins (and renewals) from now until health stops.
-    if role.security.ca_holder {
+    // A CA holder serves joins (and renewals) from now until health stops,
+    // and pulls the other CA holders' join-token records.
+    let sync_candidates = if role.security.ca_holder {
         start_join_endpoint(&role, &tracker, &health_cancel).await?;
-    }
+        start_token_sync(&role, &tracker, &health_cancel)
+    } else {
+        None
+    };
     let requested = CancellationToken::new();
     // A SIGHUP also makes the renewal task look at `node.json` again (an
     // operator who restored or replaced it), besides the daemon's reload.
@@ -149,6 +153,14 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         &tracker,
         &health_cancel,
     );
+    if let Some(to) = sync_candidates {
+        tracker.spawn(follow_sync_candidates(
+            role.clone(),
+            disc.subscribe(),
+            to,
+            health_cancel.clone(),
+        ));
+    }
     let (waiting_tx, waiting_rx) = watch::channel(Vec::new());
     tracker.spawn(publish_discovery(
         disc.subscribe(),
@@ -389,8 +401,7 @@ async fn join_first(
                 e @ (JoinError::Unreachable { .. }
                 | JoinError::NoCandidates
                 | JoinError::UnknownToken { .. }),
-            ) if tokio::time::Instant::now() + pause < give_up =>
-            {
+            ) if tokio::time::Instant::now() + pause < give_up => {
                 tracing::warn!(why = %e, retry_in = ?pause, "no join endpoint answered yet");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -437,6 +448,53 @@ async fn start_join_endpoint(
         }
     });
     Ok(())
+}
+
+/// Starts the join-token sync of a CA holder
+/// ([`security::sync::TokenSync`]) with the candidates the role file names;
+/// returns where to send the ones discovery finds (`None` without
+/// material: nothing to present to the others).
+fn start_token_sync(
+    role: &NodeRole,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> Option<watch::Sender<Vec<String>>> {
+    let material = role.security.material.as_ref()?;
+    let first = security::sync::candidates(role, &crate::peers::Peers::default());
+    let (tx, rx) = watch::channel(first);
+    let sync = security::sync::TokenSync {
+        cluster_dir: role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
+        pin: material.secrets.ca_sha256.clone(),
+        cert_file: material.cert_file.clone(),
+        key_file: material.key_file.clone(),
+        candidates: rx,
+        every: security::sync::EVERY,
+    };
+    tracker.spawn(sync.run(cancel.clone()));
+    Some(tx)
+}
+
+/// Keeps the token sync's candidates in step with discovery.
+async fn follow_sync_candidates(
+    role: NodeRole,
+    mut reports: watch::Receiver<DiscoveryReport>,
+    to: watch::Sender<Vec<String>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let next = security::sync::candidates(&role, &reports.borrow_and_update().peers);
+        to.send_if_modified(|c| {
+            let changed = *c != next;
+            if changed {
+                c.clone_from(&next);
+            }
+            changed
+        });
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = reports.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// Waits until discovery found everything `role` cannot start without

@@ -150,7 +150,10 @@ struct IpSlot {
 impl PerIp {
     /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] already.
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut t = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = t.entry(ip).or_insert(0);
         if *n >= MAX_CONNECTIONS_PER_IP {
             return None;
@@ -406,10 +409,8 @@ impl JoinEndpoint {
                     .unwrap_or_else(|_| b"{}".to_vec());
                 let mut resp = json_response(r.status, body);
                 if let Some(kind) = r.kind {
-                    resp.headers_mut().insert(
-                        join_client::REFUSAL_HEADER,
-                        HeaderValue::from_static(kind),
-                    );
+                    resp.headers_mut()
+                        .insert(join_client::REFUSAL_HEADER, HeaderValue::from_static(kind));
                 }
                 resp
             }
