@@ -11,10 +11,11 @@
 //! (`pin`). Client certificates are optional at the TLS layer (a join has
 //! none) and required by the handlers that need them.
 //!
-//! Hardening: at most [`MAX_CONNECTIONS`] connections at once and
-//! [`MAX_CONNECTIONS_PER_IP`] from one source address (more are closed at
-//! once), the TLS handshake bounded by [`HANDSHAKE_TIMEOUT`], request and
-//! answer by [`CONNECTION_TIMEOUT`], one request per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
+//! Hardening: at most [`MAX_CONNECTIONS`] connections served at once and
+//! [`MAX_CONNECTIONS_PER_IP`] from one source address (more wait up to
+//! [`QUEUE_WAIT`] for a slot, at most [`MAX_OPEN`] open in all), the TLS
+//! handshake bounded by [`HANDSHAKE_TIMEOUT`], request and answer by
+//! [`CONNECTION_TIMEOUT`], one request per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
 //! refusal is logged with the peer address and the token id, never the
 //! secret. Owns no file but reads the cluster dir for each request (so a
 //! token created or revoked by the CLI counts at once) and records uses
@@ -55,8 +56,15 @@ use crate::role::names as role_names;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Connections served at once from one source address: idle or slow
-/// connections from one host cannot take every slot.
+/// connections from one host cannot take every slot. More from the same
+/// address wait (up to [`QUEUE_WAIT`]) for one of its slots.
 pub const MAX_CONNECTIONS_PER_IP: usize = 8;
+/// Connections open at once, served or waiting; past this a new
+/// connection waits in the listen backlog.
+pub const MAX_OPEN: usize = 512;
+/// Longest a connection waits for a slot (its address's, then a served
+/// one) before it is closed.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
 /// Time a client has for the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time one connection may take after the handshake: request, answer.
@@ -137,9 +145,13 @@ impl Refusal {
     }
 }
 
-/// Connections open per source address.
+/// Connections served per source address, and a wake-up for the ones
+/// waiting when one ends.
 #[derive(Debug, Default)]
-struct PerIp(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+struct PerIp {
+    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    freed: tokio::sync::Notify,
+}
 
 /// One counted connection; uncounts on drop.
 struct IpSlot {
@@ -151,7 +163,7 @@ impl PerIp {
     /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] already.
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut t = self
-            .0
+            .counts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = t.entry(ip).or_insert(0);
@@ -164,21 +176,43 @@ impl PerIp {
             ip,
         })
     }
+
+    /// A slot for `ip`, waiting until `deadline` for one to free.
+    async fn wait_take(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<IpSlot> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.take(ip) {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut t = self
-            .table
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = t.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                t.remove(&self.ip);
+        {
+            let mut t = self
+                .table
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = t.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.remove(&self.ip);
+                }
             }
         }
+        self.table.freed.notify_waiters();
     }
 }
 
@@ -253,13 +287,14 @@ impl JoinEndpoint {
         info!(addr = ?local, "join endpoint listening");
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let open = Arc::new(Semaphore::new(MAX_OPEN));
         let per_ip = Arc::new(PerIp::default());
         let tracker = TaskTracker::new();
         loop {
-            let permit = tokio::select! {
+            let open_permit = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                p = slots.clone().acquire_owned() => match p {
+                p = open.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -284,18 +319,32 @@ impl JoinEndpoint {
                     }
                 }
             }
-            let Some(ip_slot) = per_ip.take(peer.ip()) else {
-                debug!(%peer, limit = MAX_CONNECTIONS_PER_IP, "too many join connections from one address; closed");
-                drop(stream);
-                continue;
-            };
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             let this = this.clone();
             let cancel = cancel.clone();
+            let (per_ip, slots) = (per_ip.clone(), slots.clone());
             tracker.spawn(async move {
-                let _permit = permit;
-                let _ip_slot = ip_slot;
+                let _open = open_permit;
+                // This address's slot, then a served one, both within
+                // QUEUE_WAIT: one host's connections cannot take them all.
+                let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+                let wait = async {
+                    let ip_slot = per_ip.wait_take(peer.ip(), deadline).await?;
+                    let permit = tokio::time::timeout_at(deadline, slots.acquire_owned())
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some((ip_slot, permit))
+                };
+                let slot = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    s = wait => s,
+                };
+                let Some((_ip_slot, _permit)) = slot else {
+                    debug!(%peer, per_ip = MAX_CONNECTIONS_PER_IP, "no join slot within {QUEUE_WAIT:?}; closed");
+                    return;
+                };
                 this.serve_connection(acceptor, stream, peer, cancel).await;
             });
         }

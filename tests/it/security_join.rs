@@ -927,27 +927,49 @@ async fn token_records_go_only_to_a_server_certificate_of_the_cluster() {
 
 #[tokio::test]
 async fn idle_connections_from_one_address_cannot_take_every_slot() {
-    use tokio::io::AsyncReadExt;
+    use hashi_supervisor::security::pin::{self, PinnedCaVerifier};
     let holder = Holder::start(90 * DAY).await;
-    let from = |ip: &str| {
-        let s = tokio::net::TcpSocket::new_v4().unwrap();
-        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-        s
-    };
-    // Eight idle connections from 127.0.0.2 are held ...
+    // More TLS connections than the endpoint serves at once, from
+    // 127.0.0.2, each completing its handshake and then sending nothing
+    // (each would hold a slot for the 10 s header timeout).
+    let config = rustls::ClientConfig::builder_with_provider(pin::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(
+            &holder.pin,
+            pin::provider(),
+        )))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("join.hashi-supervisor").unwrap();
     let mut idle = Vec::new();
-    for _ in 0..join_server::MAX_CONNECTIONS_PER_IP {
-        idle.push(from("127.0.0.2").connect(holder.addr).await.unwrap());
+    let mut handshakes = Vec::new();
+    for _ in 0..join_server::MAX_CONNECTIONS + 6 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let tcp = s.connect(holder.addr).await.unwrap();
+        let (connector, name) = (connector.clone(), name.clone());
+        handshakes.push(tokio::spawn(
+            async move { connector.connect(name, tcp).await },
+        ));
     }
-    // ... a ninth from there is closed at once (EOF before any handshake) ...
-    let mut ninth = from("127.0.0.2").connect(holder.addr).await.unwrap();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(20), ninth.read(&mut buf))
-        .await
-        .expect("the ninth connection from one address is closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
-    // ... and a node on another address still joins.
+    // Wait until the ones the endpoint takes from that address are in.
+    let mut done = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    for h in handshakes {
+        if let Ok(Ok(Ok(tls))) = tokio::time::timeout_at(until, h).await {
+            idle.push(tls);
+            done += 1;
+        }
+    }
+    assert!(
+        done >= join_server::MAX_CONNECTIONS_PER_IP,
+        "{done} idle connections got in"
+    );
+    // A node on another address joins at once (its client gives the
+    // handshake 5 s; the idle connections would hold every slot for 10 s
+    // without the per-address cap).
     let token = holder.token(DAY, Duration::ZERO, true);
     let tmp = tempfile::tempdir().unwrap();
     let role = node_role(tmp.path(), &["nomad-client"], &token);
