@@ -64,7 +64,7 @@ pub const MAX_CONNECTIONS_PER_IP: usize = 8;
 pub const MAX_OPEN: usize = 512;
 /// Longest a connection waits for a slot (its address's, then a served
 /// one) before it is closed.
-pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Time a client has for the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time one connection may take after the handshake: request, answer.
@@ -145,74 +145,57 @@ impl Refusal {
     }
 }
 
-/// Connections served per source address, and a wake-up for the ones
-/// waiting when one ends.
+/// A semaphore of [`MAX_CONNECTIONS_PER_IP`] per source address (FIFO,
+/// so a queued connection is not passed over), dropped with its last user.
 #[derive(Debug, Default)]
 struct PerIp {
-    counts: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-    freed: tokio::sync::Notify,
+    table: std::sync::Mutex<std::collections::HashMap<IpAddr, Arc<Semaphore>>>,
 }
 
-/// One counted connection; uncounts on drop.
+/// One served connection of an address; frees its slot on drop.
 struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl PerIp {
-    /// A slot for `ip`, unless it has [`MAX_CONNECTIONS_PER_IP`] already.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let mut t = self
-            .counts
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Arc<Semaphore>>> {
+        self.table
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = t.entry(ip).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_IP {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot {
-            table: self.clone(),
-            ip,
-        })
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for `ip`, waiting until `deadline` for one to free.
+    /// A slot for `ip`, waiting in line until `deadline` for one to free.
     async fn wait_take(
         self: &Arc<Self>,
         ip: IpAddr,
         deadline: tokio::time::Instant,
     ) -> Option<IpSlot> {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(slot) = self.take(ip) {
-                return Some(slot);
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return None;
-            }
-        }
+        let sem = self
+            .lock()
+            .entry(ip)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_IP)))
+            .clone();
+        let permit = tokio::time::timeout_at(deadline, sem.acquire_owned()).await;
+        let slot = IpSlot {
+            table: self.clone(),
+            ip,
+            permit: permit.ok().and_then(Result::ok),
+        };
+        // A slot without a permit still tidies the table on drop.
+        slot.permit.is_some().then_some(slot)
     }
 }
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        {
-            let mut t = self
-                .table
-                .counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = t.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    t.remove(&self.ip);
-                }
-            }
+        drop(self.permit.take());
+        let mut t = self.table.lock();
+        // Only the table holds it: nobody served or waiting from there.
+        if t.get(&self.ip).is_some_and(|s| Arc::strong_count(s) == 1) {
+            t.remove(&self.ip);
         }
-        self.table.freed.notify_waiters();
     }
 }
 
