@@ -50,7 +50,7 @@ use super::ca::{self, CaError, ClusterCa};
 use super::store::{self, ClusterHandover};
 use super::token::{self, TokenRecord, TokenStore};
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
-use super::{join_client, names, pin};
+use super::{acl, join_client, names, pin};
 use crate::role::names as role_names;
 
 /// Connections served at once.
@@ -491,13 +491,16 @@ impl JoinEndpoint {
             ));
         }
         let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
-        let secrets = store::secrets_for(
-            &material.cluster,
+        let secrets = narrow(
+            store::secrets_for(
+                &material.cluster,
+                checked.roles,
+                &req.datacenter,
+                &checked.dns,
+                &req.ips,
+                &signed,
+            ),
             checked.roles,
-            &req.datacenter,
-            &checked.dns,
-            &req.ips,
-            &signed,
         );
         let cluster = server.then(|| ClusterHandover::of(&material).to_value());
         // Counted once the answer is ready; checked again under the lock
@@ -568,13 +571,16 @@ impl JoinEndpoint {
         }
         let material = self.load()?;
         let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
-        let secrets = store::secrets_for(
-            &material.cluster,
+        let secrets = narrow(
+            store::secrets_for(
+                &material.cluster,
+                checked.roles,
+                &req.datacenter,
+                &checked.dns,
+                &req.ips,
+                &signed,
+            ),
             checked.roles,
-            &req.datacenter,
-            &checked.dns,
-            &req.ips,
-            &signed,
         );
         info!(peer = %peer.addr, node = %req.node, not_after = signed.not_after, "renewed a node certificate");
         encode(&JoinResponse {
@@ -612,6 +618,33 @@ impl JoinEndpoint {
         let material = self.load()?;
         encode(&material.tokens.list().to_vec())
     }
+}
+
+/// What a node of `roles` gets of the cluster's secrets, narrowed to what
+/// its roles use: the Nomad gossip key only on Nomad servers (only they
+/// gossip), the Consul gossip key only where Consul runs, and on a
+/// client-only node (no Consul or Nomad server) the client supervisors'
+/// Consul token ([`acl::CONSUL_SUPERVISOR_CLIENT`]: its own service, no
+/// operator rights) instead of the servers'. A key left out is empty (the
+/// role loader accepts that for a key the roles do not use).
+pub fn narrow(
+    mut secrets: crate::role::security::NodeSecretsFile,
+    roles: crate::role::RoleSet,
+) -> crate::role::security::NodeSecretsFile {
+    if !roles.nomad_server {
+        secrets.nomad_gossip_key.clear();
+    }
+    if !roles.is_consul() {
+        secrets.consul_gossip_key.clear();
+    }
+    if !names::is_server(roles) {
+        secrets.acl.consul_supervisor = secrets
+            .acl
+            .consul_supervisor
+            .as_deref()
+            .map(acl::consul_client_supervisor_secret);
+    }
+    secrets
 }
 
 /// A request's roles and the DNS names they need.

@@ -1012,3 +1012,57 @@ async fn a_candidate_that_accepts_and_stalls_costs_only_the_handshake_timeout() 
     .unwrap();
     assert_eq!(out.endpoint, holder.addr.to_string());
 }
+
+#[tokio::test]
+async fn each_node_gets_only_the_keys_and_tokens_its_roles_use() {
+    let holder = Holder::start(90 * DAY).await;
+    let cluster = store::load_cluster_dir(&holder.cluster_dir)
+        .unwrap()
+        .cluster;
+    let server_token = cluster.acl.consul_supervisor.clone().unwrap();
+    let client_token =
+        hashi_supervisor::security::acl::consul_client_supervisor_secret(&server_token);
+    let joined = |roles: &'static [&'static str], clients_only: bool| {
+        let holder = &holder;
+        async move {
+            let token = holder.token(DAY, Duration::ZERO, clients_only);
+            let tmp = tempfile::tempdir().unwrap();
+            let role = node_role(tmp.path(), roles, &token);
+            join_client::join(&role, &token, &holder.candidates())
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(tmp.path().join("etc/security/node.json")).unwrap(),
+            )
+            .unwrap();
+            // The role loader takes the narrowed material.
+            let again = node_role(tmp.path(), roles, &token);
+            assert!(again.security.material.is_some(), "{roles:?}");
+            json
+        }
+    };
+    // A Nomad client alone: no gossip key, no Consul agent token, the
+    // client supervisors' Consul token.
+    let n = joined(&["nomad-client"], true).await;
+    assert_eq!(n["nomad_gossip_key"], "");
+    assert_eq!(n["consul_gossip_key"], "");
+    assert!(n["acl"].get("consul_agent").is_none(), "{}", n["acl"]);
+    assert_eq!(n["acl"]["consul_supervisor"], client_token.as_str());
+    assert!(n["acl"]["nomad_consul"].is_string());
+    // Consul and Nomad clients: Consul's gossip key, not Nomad's.
+    let c = joined(&["consul-client", "nomad-client"], true).await;
+    assert_eq!(c["consul_gossip_key"], GOSSIP);
+    assert_eq!(c["nomad_gossip_key"], "");
+    assert!(c["acl"]["consul_agent"].is_string());
+    assert_eq!(c["acl"]["consul_supervisor"], client_token.as_str());
+    // A Nomad server without Consul: Nomad's key, the servers' token.
+    let s = joined(&["nomad-server"], false).await;
+    assert_eq!(s["nomad_gossip_key"], GOSSIP);
+    assert_eq!(s["consul_gossip_key"], "");
+    assert_eq!(s["acl"]["consul_supervisor"], server_token.as_str());
+    // Both servers: everything their roles use.
+    let b = joined(&["consul-server", "nomad-server"], false).await;
+    assert_eq!(b["nomad_gossip_key"], GOSSIP);
+    assert_eq!(b["consul_gossip_key"], GOSSIP);
+    assert_eq!(b["acl"]["consul_supervisor"], server_token.as_str());
+}
