@@ -113,8 +113,10 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     // A CA holder serves joins (and renewals) from now until health stops,
     // and pulls the other CA holders' join-token records.
     let sync_candidates = if role.security.ca_holder {
-        start_join_endpoint(&role, &tracker, &health_cancel).await?;
-        start_token_sync(&role, &tracker, &health_cancel)
+        let first = security::sync::candidates(&role, &crate::peers::Peers::default());
+        let (protected_tx, protected_rx) = watch::channel(protected_ips(&role, &first));
+        start_join_endpoint(&role, protected_rx, &tracker, &health_cancel).await?;
+        start_token_sync(&role, first, &tracker, &health_cancel).map(|tx| (tx, protected_tx))
     } else {
         None
     };
@@ -153,11 +155,12 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         &tracker,
         &health_cancel,
     );
-    if let Some(to) = sync_candidates {
+    if let Some((to, protected)) = sync_candidates {
         tracker.spawn(follow_sync_candidates(
             role.clone(),
             disc.subscribe(),
             to,
+            protected,
             health_cancel.clone(),
         ));
     }
@@ -432,6 +435,7 @@ async fn wait_for_stop(signals: &mut mpsc::UnboundedReceiver<shutdown::SignalEve
 /// until `cancel`.
 async fn start_join_endpoint(
     role: &NodeRole,
+    protected: watch::Receiver<Vec<std::net::IpAddr>>,
     tracker: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
@@ -440,7 +444,8 @@ async fn start_join_endpoint(
     let endpoint = JoinEndpoint::new(
         &role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
         role.security.cert_lifetime,
-    );
+    )
+    .with_protected_ips(protected);
     let cancel = cancel.clone();
     tracker.spawn(async move {
         if let Err(e) = endpoint.serve(listener, cancel).await {
@@ -456,11 +461,11 @@ async fn start_join_endpoint(
 /// material: nothing to present to the others).
 fn start_token_sync(
     role: &NodeRole,
+    first: Vec<String>,
     tracker: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
 ) -> Option<watch::Sender<Vec<String>>> {
     let material = role.security.material.as_ref()?;
-    let first = security::sync::candidates(role, &crate::peers::Peers::default());
     let (tx, rx) = watch::channel(first);
     let sync = security::sync::TokenSync {
         cluster_dir: role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
@@ -474,15 +479,43 @@ fn start_token_sync(
     Some(tx)
 }
 
-/// Keeps the token sync's candidates in step with discovery.
+/// The addresses a joining node may not name in its certificate: this
+/// node's (but loopback) and those of the servers and CA holders it knows
+/// (the token sync's candidates that are IP addresses).
+fn protected_ips(role: &NodeRole, candidates: &[String]) -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = security::names::ips(&role.addresses)
+        .into_iter()
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    for c in candidates {
+        if let Some(ip) = security::join_client::host_of(c).and_then(|h| h.parse().ok()) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+/// Keeps the token sync's candidates, and the addresses the join endpoint
+/// protects, in step with discovery.
 async fn follow_sync_candidates(
     role: NodeRole,
     mut reports: watch::Receiver<DiscoveryReport>,
     to: watch::Sender<Vec<String>>,
+    protected: watch::Sender<Vec<std::net::IpAddr>>,
     cancel: CancellationToken,
 ) {
     loop {
         let next = security::sync::candidates(&role, &reports.borrow_and_update().peers);
+        let ips = protected_ips(&role, &next);
+        protected.send_if_modified(|p| {
+            let changed = *p != ips;
+            if changed {
+                p.clone_from(&ips);
+            }
+            changed
+        });
         to.send_if_modified(|c| {
             let changed = *c != next;
             if changed {

@@ -396,7 +396,7 @@ pub fn host_is(entry: &str, host: &str) -> bool {
 
 /// The host of a `host`, `host:port`, `ip`, `[v6]:port` entry; `None` for
 /// a cloud auto-join string (`provider=...`).
-pub(crate) fn host_of(entry: &str) -> Option<String> {
+pub fn host_of(entry: &str) -> Option<String> {
     let e = entry.trim();
     if e.is_empty() || e.contains('=') || e.contains(' ') {
         return None;

@@ -114,6 +114,10 @@ pub enum JoinServerError {
 pub struct JoinEndpoint {
     cluster_dir: PathBuf,
     cert_lifetime: Duration,
+    /// Addresses of this node and of the servers and CA holders it knows:
+    /// a joining node may not name one in its certificate (unless it joins
+    /// from that address itself).
+    protected: Option<tokio::sync::watch::Receiver<Vec<IpAddr>>>,
 }
 
 /// A refusal: its status and the message the client gets.
@@ -221,7 +225,20 @@ impl JoinEndpoint {
         Self {
             cluster_dir: cluster_dir.to_path_buf(),
             cert_lifetime,
+            protected: None,
         }
+    }
+
+    /// Refuses joins whose certificate request names one of the addresses
+    /// `protected` holds (this node's, the known servers' and CA holders'),
+    /// unless the request comes from that address.
+    #[must_use]
+    pub fn with_protected_ips(
+        mut self,
+        protected: tokio::sync::watch::Receiver<Vec<IpAddr>>,
+    ) -> Self {
+        self.protected = Some(protected);
+        self
     }
 
     /// A TLS acceptor with a freshly minted serving certificate, and its
@@ -480,6 +497,18 @@ impl JoinEndpoint {
             .map_err(|r| Refusal::token(&r))?
             .clone();
         let checked = check_request(&req)?;
+        let protected = self
+            .protected
+            .as_ref()
+            .map(|p| p.borrow().clone())
+            .unwrap_or_default();
+        if let Some(problem) = req
+            .ips
+            .iter()
+            .find_map(|ip| ip_problem(*ip, peer.addr.ip(), &protected))
+        {
+            return Err(Refusal::new(StatusCode::BAD_REQUEST, problem));
+        }
         let server = names::is_server(checked.roles);
         if server && record.clients_only {
             return Err(Refusal::new(
@@ -647,6 +676,43 @@ pub fn narrow(
     secrets
 }
 
+/// Why a joining node may not name `ip` in its certificate, joining from
+/// `from`: an address no single host owns (unspecified, multicast,
+/// broadcast), or one of the `protected` addresses of this node and the
+/// servers it knows, unless `from` is that address. Loopback is every
+/// node's own (each certificate names 127.0.0.1).
+pub fn ip_problem(ip: IpAddr, from: IpAddr, protected: &[IpAddr]) -> Option<String> {
+    let ip = canonical(ip);
+    let nobodys = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    };
+    if nobodys {
+        return Some(format!(
+            "IP address {ip} is not a unicast address a node can own"
+        ));
+    }
+    if ip.is_loopback() || ip == canonical(from) {
+        return None;
+    }
+    protected
+        .iter()
+        .any(|p| canonical(*p) == ip)
+        .then(|| {
+            format!(
+                "IP address {ip} belongs to a server or CA holder of the cluster; a node joining from {from} cannot have a certificate for it"
+            )
+        })
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// A request's roles and the DNS names they need.
 struct Checked {
     roles: crate::role::RoleSet,
@@ -802,3 +868,34 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The records another CA holder answered `GET /v1/cluster/tokens` with.
 pub type TokenRecords = Vec<TokenRecord>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_joining_node_names_only_addresses_it_can_own() {
+        let servers = [ip("10.0.1.11"), ip("203.0.113.11")];
+        let from = ip("10.0.1.21");
+        // Its own addresses and loopback.
+        assert_eq!(ip_problem(ip("10.0.1.21"), from, &servers), None);
+        assert_eq!(ip_problem(ip("198.51.100.7"), from, &servers), None);
+        assert_eq!(ip_problem(ip("127.0.0.1"), from, &servers), None);
+        // A server's, private or public, also written as a mapped v6.
+        for s in ["10.0.1.11", "203.0.113.11", "::ffff:10.0.1.11"] {
+            let p = ip_problem(ip(s), from, &servers).expect(s);
+            assert!(p.contains("belongs to a server or CA holder"), "{p}");
+        }
+        // ... unless the request comes from that address.
+        assert_eq!(ip_problem(ip("10.0.1.11"), ip("10.0.1.11"), &servers), None);
+        // Addresses no host owns.
+        for s in ["0.0.0.0", "255.255.255.255", "224.0.0.251", "::", "ff02::1"] {
+            let p = ip_problem(ip(s), ip(s), &servers).expect(s);
+            assert!(p.contains("not a unicast address"), "{p}");
+        }
+    }
+}

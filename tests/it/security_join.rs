@@ -1066,3 +1066,40 @@ async fn each_node_gets_only_the_keys_and_tokens_its_roles_use() {
     assert_eq!(b["consul_gossip_key"], GOSSIP);
     assert_eq!(b["acl"]["consul_supervisor"], server_token.as_str());
 }
+
+#[tokio::test]
+async fn a_joining_node_cannot_name_a_known_servers_address() {
+    let holder = Holder::start(90 * DAY).await;
+    // The same CA holder's endpoint, knowing a server at 10.0.1.11.
+    let (_tx, protected) = tokio::sync::watch::channel(vec!["10.0.1.11".parse().unwrap()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        JoinEndpoint::new(&holder.cluster_dir, 90 * DAY)
+            .with_protected_ips(protected)
+            .serve(listener, holder.cancel.clone()),
+    );
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut role = node_role(tmp.path(), &["nomad-client"], &token);
+    role.addresses.private = "10.0.1.11".parse().unwrap();
+    let e = join_client::join(&role, &token, &[addr.to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, JoinError::Rejected { status: 400, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("IP address 10.0.1.11 belongs to a server or CA holder"),
+        "{e}"
+    );
+    assert!(!tmp.path().join("etc/security").exists());
+    assert_eq!(holder.uses(&token.id), 0);
+    // Its own address is fine.
+    role.addresses.private = "10.0.1.21".parse().unwrap();
+    join_client::join(&role, &token, &[addr.to_string()])
+        .await
+        .unwrap();
+}
