@@ -404,7 +404,7 @@ fn material(
         ),
         ("nomad_gossip_key", &file.nomad_gossip_key, set.nomad_server),
     ] {
-        if !(v.is_empty() && !used) && !super::tls::is_gossip_key(v.trim()) {
+        if (used || !v.is_empty()) && !super::tls::is_gossip_key(v.trim()) {
             bad(format!(
                 "has a `{key}` that is not a base64 key of 16, 24 or 32 bytes"
             ));
