@@ -320,11 +320,17 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         assert!(ips.iter().any(|ip| ip == "127.0.0.1"), "{node}: {ips:?}");
         let private = demo.node(node).expect("node").private_ip.to_string();
         assert!(ips.contains(&private), "{node}: {ips:?}");
-        // The status shows the expiry, never a secret.
-        assert_eq!(
-            sec["not_after_unix"].as_u64(),
-            file["not_after"].as_u64(),
-            "{node}: {sec}"
+        // The status shows the expiry (polled: a node still missing a
+        // token the cluster makes later renews meanwhile), never a secret.
+        wait_status(
+            &demo,
+            node,
+            CHANGE_WITHIN,
+            "the expiry of node.json",
+            |st| {
+                st["security"]["not_after_unix"].as_u64()
+                    == node_json(&demo, node)["not_after"].as_u64()
+            },
         );
         let body = serde_json::to_string(&st).expect("json");
         for secret in [
@@ -333,10 +339,31 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
             &file["acl"]["consul_supervisor"],
             &file["acl"]["nomad_supervisor"],
         ] {
-            if let Some(s) = secret.as_str() {
+            // (A key the node's roles do not use is handed out empty.)
+            if let Some(s) = secret.as_str().filter(|s| !s.is_empty()) {
                 assert!(!body.contains(s), "{node}: a secret in /v1/status");
             }
         }
+    }
+    // Each node got only what its roles use: the Nomad gossip key on Nomad
+    // servers, Consul's where Consul runs, the client supervisors' Consul
+    // token on client-only nodes.
+    let server_token = node_json(&demo, "ams2-server-01")["acl"]["consul_supervisor"].clone();
+    for (node, nomad_key, consul_key, server) in [
+        ("ams2-server-03", true, false, true),
+        ("ams2-client-01", false, false, false),
+        ("lon1-server-01", true, true, true),
+        ("lon1-client-01", false, false, false),
+    ] {
+        let file = node_json(&demo, node);
+        assert_eq!(file["nomad_gossip_key"] != "", nomad_key, "{node}");
+        assert_eq!(file["consul_gossip_key"] != "", consul_key, "{node}");
+        assert!(file["acl"]["consul_supervisor"].is_string(), "{node}");
+        assert_eq!(
+            file["acl"]["consul_supervisor"] == server_token,
+            server,
+            "{node}"
+        );
     }
     // Only the init node and the servers that joined with a token allowing
     // servers hold the CA.
