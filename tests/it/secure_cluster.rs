@@ -31,6 +31,9 @@ use crate::support::{standin::standin_bin, supervisor_bin};
 /// Debug builds of five supervisors fetching, verifying, joining and
 /// starting on two shared cores: generous.
 const READY_WITHIN: Duration = Duration::from_secs(420);
+/// Time for a join token's record to reach the other CA holders (a sync
+/// round is 10 s; a CA holder that failed early waits out a backoff).
+const SYNC_WITHIN: Duration = Duration::from_secs(150);
 /// Time for a change (a renewal, a refused join) to show.
 const CHANGE_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(60);
@@ -567,6 +570,62 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
     );
     let st = status(&demo, "lon1-server-01").expect("status");
     assert_eq!(agent(&st, "nomad")["nomad"]["members_alive"], 3, "{st}");
+
+    // Join tokens made or revoked on the init node reach the other CA
+    // holders (ams2-server-03 on the LAN, lon1-server-01 over the WAN) by
+    // their token sync.
+    let out = demo
+        .run_supervisor(
+            INIT_NODE,
+            &[
+                "cluster",
+                "token",
+                "create",
+                "--ttl",
+                "30m",
+                "--clients-only",
+            ],
+        )
+        .expect("token create");
+    let made = find_join_token(&out).expect("a token");
+    let id = made
+        .split_once('.')
+        .map(|(i, _)| i.to_string())
+        .expect("id");
+    let record = |node: &str| -> Option<Value> {
+        let path = demo
+            .node(node)
+            .expect("node")
+            .config_dir()
+            .join("cluster/tokens.json");
+        let file: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        file["tokens"]
+            .as_array()?
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned()
+    };
+    let wait_record = |node: &str, what: &str, pred: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + SYNC_WITHIN;
+        while Instant::now() < deadline {
+            if record(node).is_some_and(|r| pred(&r)) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!(
+            "{node}: {what} not seen within {SYNC_WITHIN:?}\n{}",
+            logs(&demo)
+        );
+    };
+    for node in ["ams2-server-03", "lon1-server-01"] {
+        wait_record(node, "the new join token", &|_| true);
+    }
+    demo.run_supervisor(INIT_NODE, &["cluster", "token", "revoke", &id])
+        .expect("token revoke");
+    for node in ["ams2-server-03", "lon1-server-01"] {
+        wait_record(node, "the revocation", &|r| r["revoked"].is_u64());
+    }
     stop_all(&mut demo);
 }
 
