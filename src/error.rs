@@ -151,13 +151,16 @@ fn release_exit_code(e: &ReleaseError) -> u8 {
     }
 }
 
-/// Join: 77 when the cluster refused the token or the endpoint is not
+/// Join: 77 when the cluster refused the token (or no CA holder knows it)
+/// or the endpoint is not
 /// the cluster's (its CA is not the pinned one), 70 when the node's own
 /// key or request could not be made, 78 for a token that is not one,
 /// else 1 (nothing reachable, a rejected request, a write failure).
 fn join_exit_code(e: &JoinError) -> u8 {
     match e {
-        JoinError::Refused { .. } | JoinError::PinMismatch { .. } => crate::exit::EXIT_NOPERM,
+        JoinError::Refused { .. }
+        | JoinError::PinMismatch { .. }
+        | JoinError::UnknownToken { .. } => crate::exit::EXIT_NOPERM,
         JoinError::Key(_) => EXIT_INTERNAL,
         JoinError::BadToken(_) => EXIT_CONFIG,
         JoinError::Rejected { .. }

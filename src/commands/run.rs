@@ -110,10 +110,16 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
     let token = CancellationToken::new();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let renewed_tx = ev_tx.clone();
-    // A CA holder serves joins (and renewals) from now until health stops.
-    if role.security.ca_holder {
-        start_join_endpoint(&role, &tracker, &health_cancel).await?;
-    }
+    // A CA holder serves joins (and renewals) from now until health stops,
+    // and pulls the other CA holders' join-token records.
+    let sync_candidates = if role.security.ca_holder {
+        let first = security::sync::candidates(&role, &crate::peers::Peers::default());
+        let (protected_tx, protected_rx) = watch::channel(protected_ips(&role, &first));
+        start_join_endpoint(&role, protected_rx, &tracker, &health_cancel).await?;
+        start_token_sync(&role, first, &tracker, &health_cancel).map(|tx| (tx, protected_tx))
+    } else {
+        None
+    };
     let requested = CancellationToken::new();
     // A SIGHUP also makes the renewal task look at `node.json` again (an
     // operator who restored or replaced it), besides the daemon's reload.
@@ -149,6 +155,15 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
         &tracker,
         &health_cancel,
     );
+    if let Some((to, protected)) = sync_candidates {
+        tracker.spawn(follow_sync_candidates(
+            role.clone(),
+            disc.subscribe(),
+            to,
+            protected,
+            health_cancel.clone(),
+        ));
+    }
     let (waiting_tx, waiting_rx) = watch::channel(Vec::new());
     tracker.spawn(publish_discovery(
         disc.subscribe(),
@@ -388,9 +403,14 @@ async fn join_first(
                 );
                 return Ok(true);
             }
-            Err(e @ (JoinError::Unreachable { .. } | JoinError::NoCandidates))
-                if tokio::time::Instant::now() + pause < give_up =>
-            {
+            // A token no CA holder knows yet may be one made on a CA holder
+            // this node cannot reach: the others learn it within a sync
+            // round ([`security::sync::EVERY`]).
+            Err(
+                e @ (JoinError::Unreachable { .. }
+                | JoinError::NoCandidates
+                | JoinError::UnknownToken { .. }),
+            ) if tokio::time::Instant::now() + pause < give_up => {
                 tracing::warn!(why = %e, retry_in = ?pause, "no join endpoint answered yet");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
@@ -421,6 +441,7 @@ async fn wait_for_stop(signals: &mut mpsc::UnboundedReceiver<shutdown::SignalEve
 /// until `cancel`.
 async fn start_join_endpoint(
     role: &NodeRole,
+    protected: watch::Receiver<Vec<std::net::IpAddr>>,
     tracker: &tokio_util::task::TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), Error> {
@@ -429,7 +450,8 @@ async fn start_join_endpoint(
     let endpoint = JoinEndpoint::new(
         &role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
         role.security.cert_lifetime,
-    );
+    )
+    .with_protected_ips(protected);
     let cancel = cancel.clone();
     tracker.spawn(async move {
         if let Err(e) = endpoint.serve(listener, cancel).await {
@@ -437,6 +459,81 @@ async fn start_join_endpoint(
         }
     });
     Ok(())
+}
+
+/// Starts the join-token sync of a CA holder
+/// ([`security::sync::TokenSync`]) with the candidates the role file names;
+/// returns where to send the ones discovery finds (`None` without
+/// material: nothing to present to the others).
+fn start_token_sync(
+    role: &NodeRole,
+    first: Vec<String>,
+    tracker: &tokio_util::task::TaskTracker,
+    cancel: &CancellationToken,
+) -> Option<watch::Sender<Vec<String>>> {
+    let material = role.security.material.as_ref()?;
+    let (tx, rx) = watch::channel(first);
+    let sync = security::sync::TokenSync {
+        cluster_dir: role.config_dir.join(crate::paths::CLUSTER_SUBDIR),
+        pin: material.secrets.ca_sha256.clone(),
+        cert_file: material.cert_file.clone(),
+        key_file: material.key_file.clone(),
+        candidates: rx,
+        every: security::sync::EVERY,
+    };
+    tracker.spawn(sync.run(cancel.clone()));
+    Some(tx)
+}
+
+/// The addresses a joining node may not name in its certificate: this
+/// node's (but loopback) and those of the servers and CA holders it knows
+/// (the token sync's candidates that are IP addresses).
+fn protected_ips(role: &NodeRole, candidates: &[String]) -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = security::names::ips(&role.addresses)
+        .into_iter()
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    for c in candidates {
+        if let Some(ip) = security::join_client::host_of(c).and_then(|h| h.parse().ok()) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
+/// Keeps the token sync's candidates, and the addresses the join endpoint
+/// protects, in step with discovery.
+async fn follow_sync_candidates(
+    role: NodeRole,
+    mut reports: watch::Receiver<DiscoveryReport>,
+    to: watch::Sender<Vec<String>>,
+    protected: watch::Sender<Vec<std::net::IpAddr>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let next = security::sync::candidates(&role, &reports.borrow_and_update().peers);
+        let ips = protected_ips(&role, &next);
+        protected.send_if_modified(|p| {
+            let changed = *p != ips;
+            if changed {
+                p.clone_from(&ips);
+            }
+            changed
+        });
+        to.send_if_modified(|c| {
+            let changed = *c != next;
+            if changed {
+                c.clone_from(&next);
+            }
+            changed
+        });
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = reports.changed() => if r.is_err() { return },
+        }
+    }
 }
 
 /// Waits until discovery found everything `role` cannot start without

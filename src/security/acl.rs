@@ -58,16 +58,52 @@ pub const CONSUL_AGENT: Policy = Policy {
     rules: "node_prefix \"\" { policy = \"write\" }\nservice_prefix \"\" { policy = \"read\" }\n",
 };
 
-/// The supervisors: health reads, their own registration, joins (`PUT
-/// /v1/agent/join` needs agent:write, Consul docs "consul join"), the
-/// key/value prefix and sessions of the rollout gate.
+/// The supervisors of server nodes: health reads, their own
+/// registration, joins (`PUT /v1/agent/join` needs agent:write, Consul
+/// docs "consul join"), the key/value prefix and sessions of the rollout
+/// gate, and operator:write for the upgrade (autopilot health, Raft
+/// leadership transfer: Consul docs "ACL Rules", operator).
 pub const CONSUL_SUPERVISOR: Policy = Policy {
     name: "hashi-supervisor",
     description: "hashi-supervisor's own calls",
     rules: "agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }\n\
-            service_prefix \"\" { policy = \"write\" }\noperator = \"read\"\n\
+            service_prefix \"\" { policy = \"write\" }\noperator = \"write\"\n\
             key_prefix \"hashi-supervisor/\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"write\" }\n",
 };
+
+/// The supervisors of client-only nodes (no Consul or Nomad server): their
+/// own node's `hashi-supervisor` service, reads, joins of the local agent,
+/// and the rollout gate's key/value prefix and sessions; no other service
+/// and no operator rights.
+pub const CONSUL_SUPERVISOR_CLIENT: Policy = Policy {
+    name: "hashi-supervisor-client",
+    description: "hashi-supervisor's own calls on client-only nodes",
+    rules: "agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }\n\
+            service \"hashi-supervisor\" { policy = \"write\" }\nservice_prefix \"\" { policy = \"read\" }\n\
+            key_prefix \"hashi-supervisor/\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"write\" }\n",
+};
+
+/// The SecretID of the client-only supervisors' Consul token, derived from
+/// the server supervisors' one (one way: SHA-256, shaped as a UUID v4), so
+/// every CA holder can hand it out without a new `cluster.json` field and a
+/// client's token reveals nothing of the servers'.
+pub fn consul_client_supervisor_secret(server_secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("hashi-supervisor client token\n{server_secret}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
 
 /// Servers outside the primary datacenter (`acl.tokens.replication`):
 /// acl:write, operator:write, service:read and intention:read (Consul
@@ -88,13 +124,14 @@ pub const CONSUL_NOMAD: Policy = Policy {
             service_prefix \"\" { policy = \"write\" }\n",
 };
 
-/// The supervisors' Nomad policy: health and membership reads, and
-/// `agent` write for joins and client server lists (`PUT
-/// /v1/agent/join`, `/v1/agent/servers`).
+/// The supervisors' Nomad policy: health and membership reads, `agent`
+/// write for joins and client server lists (`PUT /v1/agent/join`,
+/// `/v1/agent/servers`), and `operator` write for the upgrade (autopilot
+/// health, leadership transfer).
 pub const NOMAD_SUPERVISOR: Policy = Policy {
     name: "hashi-supervisor",
     description: "hashi-supervisor's own calls",
-    rules: "agent { policy = \"write\" }\nnode { policy = \"read\" }\noperator { policy = \"read\" }\n",
+    rules: "agent { policy = \"write\" }\nnode { policy = \"read\" }\noperator { policy = \"write\" }\n",
 };
 
 /// Why a step failed (retried by the task).
@@ -353,9 +390,18 @@ impl AclBootstrap {
         }
         let cluster = self.cluster_file()?;
         let a = &cluster.acl;
+        let client = a
+            .consul_supervisor
+            .as_deref()
+            .map(consul_client_supervisor_secret);
         let tokens = [
             (&CONSUL_AGENT, &a.consul_agent, "Consul agents"),
             (&CONSUL_SUPERVISOR, &a.consul_supervisor, "hashi-supervisor"),
+            (
+                &CONSUL_SUPERVISOR_CLIENT,
+                &client,
+                "hashi-supervisor on client-only nodes",
+            ),
             (
                 &CONSUL_REPLICATION,
                 &a.consul_replication,
@@ -507,6 +553,7 @@ mod tests {
         for p in [
             CONSUL_AGENT,
             CONSUL_SUPERVISOR,
+            CONSUL_SUPERVISOR_CLIENT,
             CONSUL_REPLICATION,
             CONSUL_NOMAD,
             NOMAD_SUPERVISOR,
@@ -521,5 +568,48 @@ mod tests {
                 .contains("agent_prefix \"\" { policy = \"write\" }")
         );
         assert!(CONSUL_REPLICATION.rules.contains("acl = \"write\""));
+    }
+
+    fn rules(p: &Policy) -> serde_json::Value {
+        let v: hcl::Value = hcl::from_str(p.rules).unwrap();
+        serde_json::to_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_upgrade_gets_the_rules_it_needs_and_clients_only_their_own_service() {
+        let s = rules(&CONSUL_SUPERVISOR);
+        assert_eq!(s["operator"], "write");
+        assert_eq!(s["key_prefix"]["hashi-supervisor/"]["policy"], "write");
+        assert_eq!(s["session_prefix"][""]["policy"], "write");
+        assert_eq!(s["service_prefix"][""]["policy"], "write");
+        let c = rules(&CONSUL_SUPERVISOR_CLIENT);
+        assert_eq!(c["service"]["hashi-supervisor"]["policy"], "write");
+        assert_eq!(c["service_prefix"][""]["policy"], "read");
+        assert_eq!(c["node_prefix"][""]["policy"], "read");
+        assert_eq!(c["key_prefix"]["hashi-supervisor/"]["policy"], "write");
+        assert!(c.get("operator").is_none(), "{c}");
+        assert!(c.get("acl").is_none(), "{c}");
+        let n = rules(&NOMAD_SUPERVISOR);
+        assert_eq!(n["operator"]["policy"], "write");
+        assert_eq!(n["agent"]["policy"], "write");
+    }
+
+    #[test]
+    fn the_client_token_is_derived_one_way_as_a_uuid_v4() {
+        let server = "6a1f1f0e-8a44-4c1b-9d7e-2f4f5c1a9b3d";
+        let a = consul_client_supervisor_secret(server);
+        assert_eq!(a, consul_client_supervisor_secret(server));
+        assert_ne!(a, consul_client_supervisor_secret("another"));
+        assert!(!a.contains(&server[..8]));
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(
+            parts[3].chars().next(),
+            Some('8' | '9' | 'a' | 'b')
+        ));
     }
 }

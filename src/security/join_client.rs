@@ -6,8 +6,12 @@
 //! token that allows servers, the cluster dir that makes it a CA holder.
 //!
 //! Candidates are tried in order; the first answer wins. A refused token
-//! (401, 403) or a rejected request (other 4xx) is final: asking another
-//! CA holder the same would be refused the same. An endpoint that cannot
+//! (a wrong secret for a token the endpoint knows: 401; expired, revoked,
+//! not for servers: 403) or a rejected request (other 4xx) is final:
+//! asking another CA holder the same would be refused the same. A token
+//! the endpoint does not know (401 with [`REFUSAL_HEADER`]
+//! `unknown-token`) is not: a CA holder that has not synced yet does not
+//! know a token made elsewhere, so the next candidate is asked. An endpoint that cannot
 //! be reached, answers 5xx, or presents another CA is passed over (a rogue
 //! node on the LAN must not stop a join); when no candidate answers, the
 //! error lists each and why, and a CA mismatch seen on the way is what it
@@ -43,6 +47,15 @@ use crate::role::{NodeRole, Secret};
 
 /// Time to resolve and connect to one candidate.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time for the TLS handshake with one candidate once connected: a
+/// candidate that accepts and then stalls costs no more than this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The response header a join endpoint names the kind of a 401 in:
+/// [`REFUSAL_UNKNOWN_TOKEN`] when it does not know the token's id (another
+/// CA holder may: tokens reach every CA holder within a sync round).
+pub const REFUSAL_HEADER: &str = "hashi-join-refusal";
+/// [`REFUSAL_HEADER`]'s value for a token id the endpoint does not know.
+pub const REFUSAL_UNKNOWN_TOKEN: &str = "unknown-token";
 /// Time for one whole exchange with a candidate once connected.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -58,6 +71,14 @@ pub enum JoinError {
         status: u16,
         /// The endpoint's reason.
         message: String,
+    },
+    /// No endpoint that answered knew the token's id (a token made on one
+    /// CA holder reaches the others within a sync round, so a caller may
+    /// try again for a while).
+    #[error("no join endpoint knows the join token: {}", tried.join("; "))]
+    UnknownToken {
+        /// `endpoint: why`, one per candidate.
+        tried: Vec<String>,
     },
     /// The endpoint presented another CA than the token pins.
     #[error(
@@ -125,7 +146,10 @@ pub enum JoinError {
 impl JoinError {
     /// Whether the cluster refused or could not be trusted (exit 77).
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Refused { .. } | Self::PinMismatch { .. })
+        matches!(
+            self,
+            Self::Refused { .. } | Self::PinMismatch { .. } | Self::UnknownToken { .. }
+        )
     }
 }
 
@@ -372,7 +396,7 @@ pub fn host_is(entry: &str, host: &str) -> bool {
 
 /// The host of a `host`, `host:port`, `ip`, `[v6]:port` entry; `None` for
 /// a cloud auto-join string (`provider=...`).
-fn host_of(entry: &str) -> Option<String> {
+pub fn host_of(entry: &str) -> Option<String> {
     let e = entry.trim();
     if e.is_empty() || e.contains('=') || e.contains(' ') {
         return None;
@@ -400,6 +424,8 @@ enum Attempt {
     Next(String),
     /// It presents another CA.
     Mismatch(JoinError),
+    /// It does not know the token (try the next; its message).
+    Unknown(String),
 }
 
 impl Attempt {
@@ -432,6 +458,7 @@ pub async fn exchange(
     };
     let mut tried = Vec::new();
     let mut mismatch = None;
+    let mut unknown = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for c in candidates {
         let endpoint = endpoint_of(c);
@@ -459,14 +486,23 @@ pub async fn exchange(
                 tried.push(format!("{endpoint}: presents another CA"));
                 mismatch.get_or_insert(e);
             }
+            Attempt::Unknown(why) => {
+                tracing::warn!(%endpoint, reason = %why, "join endpoint does not know the token (not synced yet?), trying the next");
+                tried.push(format!("{endpoint}: {why}"));
+                unknown.push(format!("{endpoint}: {why}"));
+            }
         }
+    }
+    // An endpoint of this cluster that answered outranks one that did not.
+    if !unknown.is_empty() {
+        return Err(JoinError::UnknownToken { tried });
     }
     Err(mismatch.unwrap_or(JoinError::Unreachable { tried }))
 }
 
-type ClientAuth = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
+pub(crate) type ClientAuth = (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>);
 
-fn client_auth(cert_pem: &str, key_pem: &Secret) -> Result<ClientAuth, JoinError> {
+pub(crate) fn client_auth(cert_pem: &str, key_pem: &Secret) -> Result<ClientAuth, JoinError> {
     let bad = |reason: String| JoinError::Material {
         dir: PathBuf::from(paths::SECURITY_SUBDIR),
         reason,
@@ -482,31 +518,62 @@ fn client_auth(cert_pem: &str, key_pem: &Secret) -> Result<ClientAuth, JoinError
     Ok((certs, Arc::new(key)))
 }
 
-async fn attempt(
+/// What one HTTP exchange with a candidate gave.
+pub(crate) enum Sent {
+    /// The endpoint answered: status, the refusal kind header, body.
+    Answer {
+        /// The HTTP status.
+        status: StatusCode,
+        /// [`REFUSAL_HEADER`], if sent.
+        refusal: Option<String>,
+        /// The body (at most the bound given).
+        body: Bytes,
+    },
+    /// Not reached or no usable answer: why (try the next).
+    Next(String),
+    /// It presents another CA.
+    Mismatch(JoinError),
+    /// The exchange could not even be set up (final).
+    Failed(JoinError),
+}
+
+/// One request to one candidate: TCP connect bounded by
+/// [`CONNECT_TIMEOUT`], the TLS handshake (pinned CA, optional client
+/// certificate) by [`HANDSHAKE_TIMEOUT`], then request and answer by
+/// `exchange_timeout`; the answer's body is read up to `max_body` bytes.
+#[allow(clippy::too_many_arguments)] // one call site each for join, renewal, token sync
+pub(crate) async fn send(
     endpoint: &str,
     verifier: Arc<PinnedCaVerifier>,
     client_auth: Option<ClientAuth>,
+    method: Method,
     path: &str,
     bearer: Option<&Secret>,
     body: Vec<u8>,
-) -> Attempt {
+    exchange_timeout: Duration,
+    max_body: usize,
+) -> Sent {
     let builder = match rustls::ClientConfig::builder_with_provider(pin::provider())
         .with_safe_default_protocol_versions()
     {
         Ok(b) => b
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone()),
-        Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
+        Err(e) => return Sent::Failed(tls_config_error(endpoint, &e)),
     };
     let config = match client_auth {
         Some((certs, key)) => match builder.with_client_auth_cert(certs, key.clone_key()) {
             Ok(c) => c,
-            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Sent::Failed(tls_config_error(endpoint, &e)),
         },
         None => builder.with_no_client_auth(),
     };
     let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = match ServerName::try_from(paths::JOIN_SERVER_NAME) {
+        Ok(n) => n,
+        Err(e) => return Sent::Failed(tls_config_error(endpoint, &e)),
+    };
     let connect = async {
         let tcp = TcpStream::connect(endpoint).await?;
         let _ = tcp.set_nodelay(true);
@@ -514,41 +581,36 @@ async fn attempt(
     };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(t)) => t,
-        Ok(Err(e)) => return Attempt::Next(format!("failed to connect: {e}")),
-        Err(_) => return Attempt::Next(format!("no connection within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(e)) => return Sent::Next(format!("failed to connect: {e}")),
+        Err(_) => return Sent::Next(format!("no connection within {CONNECT_TIMEOUT:?}")),
+    };
+    let handshake = TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            // The verifier says whether it was the CA.
+            if let Some(m) = verifier.mismatch() {
+                return Sent::Mismatch(JoinError::PinMismatch {
+                    endpoint: endpoint.to_string(),
+                    presented: m.presented,
+                    pinned: m.pinned,
+                });
+            }
+            return Sent::Next(format!("TLS handshake failed: {e}"));
+        }
+        Err(_) => return Sent::Next(format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}")),
     };
     let exchange = async {
-        let name = match ServerName::try_from(paths::JOIN_SERVER_NAME) {
-            Ok(n) => n,
-            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
-        };
-        let tls = match TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-        {
-            Ok(t) => t,
-            Err(e) => {
-                // The verifier says whether it was the CA.
-                if let Some(m) = verifier.mismatch() {
-                    return Attempt::Mismatch(JoinError::PinMismatch {
-                        endpoint: endpoint.to_string(),
-                        presented: m.presented,
-                        pinned: m.pinned,
-                    });
-                }
-                return Attempt::Next(format!("TLS handshake failed: {e}"));
-            }
-        };
         let (mut sender, conn) =
             match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
                 Ok(x) => x,
-                Err(e) => return Attempt::Next(format!("HTTP handshake failed: {e}")),
+                Err(e) => return Sent::Next(format!("HTTP handshake failed: {e}")),
             };
         tokio::spawn(async move {
             let _ = conn.await;
         });
         let mut req = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(path)
             .header(header::HOST, paths::JOIN_SERVER_NAME)
             .header(header::CONTENT_TYPE, "application/json");
@@ -559,37 +621,74 @@ async fn attempt(
                     req = req.header(header::AUTHORIZATION, v);
                 }
                 Err(_) => {
-                    return Attempt::done(Err(JoinError::Roles(
+                    return Sent::Failed(JoinError::Roles(
                         "the join token is not a header value".into(),
-                    )));
+                    ));
                 }
             }
         }
         let req = match req.body(Full::new(Bytes::from(body))) {
             Ok(r) => r,
-            Err(e) => return Attempt::done(Err(tls_config_error(endpoint, &e))),
+            Err(e) => return Sent::Failed(tls_config_error(endpoint, &e)),
         };
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
-            Err(e) => return Attempt::Next(format!("the request failed: {e}")),
+            Err(e) => return Sent::Next(format!("the request failed: {e}")),
         };
         let status = resp.status();
-        let bytes = match Limited::new(resp.into_body(), wire::MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return Attempt::Next(format!("failed to read the answer: {e}")),
-        };
-        answer(endpoint, status, &bytes)
+        let refusal = resp
+            .headers()
+            .get(REFUSAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match Limited::new(resp.into_body(), max_body).collect().await {
+            Ok(b) => Sent::Answer {
+                status,
+                refusal,
+                body: b.to_bytes(),
+            },
+            Err(e) => Sent::Next(format!("failed to read the answer: {e}")),
+        }
     };
-    match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
+    match tokio::time::timeout(exchange_timeout, exchange).await {
         Ok(a) => a,
-        Err(_) => Attempt::Next(format!("no answer within {EXCHANGE_TIMEOUT:?}")),
+        Err(_) => Sent::Next(format!("no answer within {exchange_timeout:?}")),
     }
 }
 
-fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
+async fn attempt(
+    endpoint: &str,
+    verifier: Arc<PinnedCaVerifier>,
+    client_auth: Option<ClientAuth>,
+    path: &str,
+    bearer: Option<&Secret>,
+    body: Vec<u8>,
+) -> Attempt {
+    match send(
+        endpoint,
+        verifier,
+        client_auth,
+        Method::POST,
+        path,
+        bearer,
+        body,
+        EXCHANGE_TIMEOUT,
+        wire::MAX_RESPONSE_BYTES,
+    )
+    .await
+    {
+        Sent::Answer {
+            status,
+            refusal,
+            body,
+        } => answer(endpoint, status, refusal.as_deref(), &body),
+        Sent::Next(why) => Attempt::Next(why),
+        Sent::Mismatch(e) => Attempt::Mismatch(e),
+        Sent::Failed(e) => Attempt::done(Err(e)),
+    }
+}
+
+fn answer(endpoint: &str, status: StatusCode, refusal: Option<&str>, bytes: &[u8]) -> Attempt {
     let message = || {
         serde_json::from_slice::<ErrorBody>(bytes)
             .map(|b| b.error)
@@ -604,6 +703,7 @@ fn answer(endpoint: &str, status: StatusCode, bytes: &[u8]) -> Attempt {
                 reason: format!("not a join response: {e}"),
             }
         })),
+        401 if refusal == Some(REFUSAL_UNKNOWN_TOKEN) => Attempt::Unknown(message()),
         401 | 403 => Attempt::done(Err(JoinError::Refused {
             endpoint: endpoint.to_string(),
             status: status.as_u16(),
@@ -655,7 +755,7 @@ mod tests {
     #[test]
     fn refusals_are_final_and_server_errors_are_not() {
         let body = br#"{"error":"wrong secret for join token abc123"}"#;
-        match answer("a:1", StatusCode::UNAUTHORIZED, body) {
+        match answer("a:1", StatusCode::UNAUTHORIZED, None, body) {
             Attempt::Done(r) if r.is_err() => {
                 let Err(e) = *r else { unreachable!() };
                 assert!(e.is_refusal());
@@ -666,13 +766,24 @@ mod tests {
             }
             _ => panic!("401 must be final"),
         }
-        match answer("a:1", StatusCode::BAD_REQUEST, body) {
+        match answer("a:1", StatusCode::BAD_REQUEST, None, body) {
             Attempt::Done(r) => assert!(matches!(*r, Err(JoinError::Rejected { status: 400, .. }))),
             _ => panic!("400 must be final"),
         }
         assert!(matches!(
-            answer("a:1", StatusCode::SERVICE_UNAVAILABLE, body),
+            answer("a:1", StatusCode::SERVICE_UNAVAILABLE, None, body),
             Attempt::Next(_)
+        ));
+        // A token this endpoint does not know: the next may (not synced yet).
+        let body = br#"{"error":"unknown join token abc123"}"#;
+        assert!(matches!(
+            answer(
+                "a:1",
+                StatusCode::UNAUTHORIZED,
+                Some(REFUSAL_UNKNOWN_TOKEN),
+                body
+            ),
+            Attempt::Unknown(m) if m == "unknown join token abc123"
         ));
     }
 }

@@ -11,9 +11,11 @@
 //! (`pin`). Client certificates are optional at the TLS layer (a join has
 //! none) and required by the handlers that need them.
 //!
-//! Hardening: at most [`MAX_CONNECTIONS`] connections at once, each bounded
-//! by [`CONNECTION_TIMEOUT`] (handshake, request and answer), one request
-//! per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
+//! Hardening: at most [`MAX_CONNECTIONS`] connections served at once and
+//! [`MAX_CONNECTIONS_PER_IP`] from one source address (more wait up to
+//! [`QUEUE_WAIT`] for a slot, at most [`MAX_OPEN`] open in all), the TLS
+//! handshake bounded by [`HANDSHAKE_TIMEOUT`], request and answer by
+//! [`CONNECTION_TIMEOUT`], one request per connection, bodies bounded by [`wire::MAX_REQUEST_BYTES`]. Every
 //! refusal is logged with the peer address and the token id, never the
 //! secret. Owns no file but reads the cluster dir for each request (so a
 //! token created or revoked by the CLI counts at once) and records uses
@@ -48,12 +50,24 @@ use super::ca::{self, CaError, ClusterCa};
 use super::store::{self, ClusterHandover};
 use super::token::{self, TokenRecord, TokenStore};
 use super::wire::{self, ErrorBody, JoinRequest, JoinResponse};
-use super::{names, pin};
+use super::{acl, join_client, names, pin};
 use crate::role::names as role_names;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Time one connection may take: TLS handshake, request, answer.
+/// Connections served at once from one source address: idle or slow
+/// connections from one host cannot take every slot. More from the same
+/// address wait (up to [`QUEUE_WAIT`]) for one of its slots.
+pub const MAX_CONNECTIONS_PER_IP: usize = 8;
+/// Connections open at once, served or waiting; past this a new
+/// connection waits in the listen backlog.
+pub const MAX_OPEN: usize = 512;
+/// Longest a connection waits for a slot (its address's, then a served
+/// one) before it is closed.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
+/// Time a client has for the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one connection may take after the handshake: request, answer.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +114,10 @@ pub enum JoinServerError {
 pub struct JoinEndpoint {
     cluster_dir: PathBuf,
     cert_lifetime: Duration,
+    /// Addresses of this node and of the servers and CA holders it knows:
+    /// a joining node may not name one in its certificate (unless it joins
+    /// from that address itself).
+    protected: Option<tokio::sync::watch::Receiver<Vec<IpAddr>>>,
 }
 
 /// A refusal: its status and the message the client gets.
@@ -107,6 +125,8 @@ pub struct JoinEndpoint {
 struct Refusal {
     status: StatusCode,
     message: String,
+    /// [`join_client::REFUSAL_HEADER`]'s value, if any.
+    kind: Option<&'static str>,
 }
 
 impl Refusal {
@@ -114,6 +134,71 @@ impl Refusal {
         Self {
             status,
             message: message.into(),
+            kind: None,
+        }
+    }
+
+    /// A refused join token; one this endpoint does not know is marked so
+    /// the client asks another CA holder (it may have synced it already).
+    fn token(r: &token::TokenRefusal) -> Self {
+        let mut out = Self::new(status(r.status()), r.to_string());
+        if matches!(r, token::TokenRefusal::Unknown { .. }) {
+            out.kind = Some(join_client::REFUSAL_UNKNOWN_TOKEN);
+        }
+        out
+    }
+}
+
+/// A semaphore of [`MAX_CONNECTIONS_PER_IP`] per source address (FIFO,
+/// so a queued connection is not passed over), dropped with its last user.
+#[derive(Debug, Default)]
+struct PerIp {
+    table: std::sync::Mutex<std::collections::HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+/// One served connection of an address; frees its slot on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, Arc<Semaphore>>> {
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for `ip`, waiting in line until `deadline` for one to free.
+    async fn wait_take(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<IpSlot> {
+        let sem = self
+            .lock()
+            .entry(ip)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_IP)))
+            .clone();
+        let permit = tokio::time::timeout_at(deadline, sem.acquire_owned()).await;
+        let slot = IpSlot {
+            table: self.clone(),
+            ip,
+            permit: permit.ok().and_then(Result::ok),
+        };
+        // A slot without a permit still tidies the table on drop.
+        slot.permit.is_some().then_some(slot)
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut t = self.table.lock();
+        // Only the table holds it: nobody served or waiting from there.
+        if t.get(&self.ip).is_some_and(|s| Arc::strong_count(s) == 1) {
+            t.remove(&self.ip);
         }
     }
 }
@@ -140,7 +225,20 @@ impl JoinEndpoint {
         Self {
             cluster_dir: cluster_dir.to_path_buf(),
             cert_lifetime,
+            protected: None,
         }
+    }
+
+    /// Refuses joins whose certificate request names one of the addresses
+    /// `protected` holds (this node's, the known servers' and CA holders'),
+    /// unless the request comes from that address.
+    #[must_use]
+    pub fn with_protected_ips(
+        mut self,
+        protected: tokio::sync::watch::Receiver<Vec<IpAddr>>,
+    ) -> Self {
+        self.protected = Some(protected);
+        self
     }
 
     /// A TLS acceptor with a freshly minted serving certificate, and its
@@ -189,12 +287,14 @@ impl JoinEndpoint {
         info!(addr = ?local, "join endpoint listening");
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let open = Arc::new(Semaphore::new(MAX_OPEN));
+        let per_ip = Arc::new(PerIp::default());
         let tracker = TaskTracker::new();
         loop {
-            let permit = tokio::select! {
+            let open_permit = tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                p = slots.clone().acquire_owned() => match p {
+                p = open.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -223,15 +323,29 @@ impl JoinEndpoint {
             let acceptor = acceptor.clone();
             let this = this.clone();
             let cancel = cancel.clone();
+            let (per_ip, slots) = (per_ip.clone(), slots.clone());
             tracker.spawn(async move {
-                let _permit = permit;
-                let conn = this.serve_connection(acceptor, stream, peer, cancel);
-                if tokio::time::timeout(CONNECTION_TIMEOUT, conn)
-                    .await
-                    .is_err()
-                {
-                    debug!(%peer, "join connection timed out");
-                }
+                let _open = open_permit;
+                // This address's slot, then a served one, both within
+                // QUEUE_WAIT: one host's connections cannot take them all.
+                let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+                let wait = async {
+                    let ip_slot = per_ip.wait_take(peer.ip(), deadline).await?;
+                    let permit = tokio::time::timeout_at(deadline, slots.acquire_owned())
+                        .await
+                        .ok()?
+                        .ok()?;
+                    Some((ip_slot, permit))
+                };
+                let slot = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    s = wait => s,
+                };
+                let Some((_ip_slot, _permit)) = slot else {
+                    debug!(%peer, per_ip = MAX_CONNECTIONS_PER_IP, "no join slot within {QUEUE_WAIT:?}; closed");
+                    return;
+                };
+                this.serve_connection(acceptor, stream, peer, cancel).await;
             });
         }
         tracker.close();
@@ -247,10 +361,14 @@ impl JoinEndpoint {
         addr: SocketAddr,
         cancel: CancellationToken,
     ) {
-        let tls = match acceptor.accept(stream).await {
-            Ok(t) => t,
-            Err(e) => {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
                 debug!(peer = %addr, error = %e, "join TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %addr, "no join TLS handshake within {HANDSHAKE_TIMEOUT:?}; closed");
                 return;
             }
         };
@@ -273,8 +391,10 @@ impl JoinEndpoint {
             .serve_connection(TokioIo::new(tls), svc);
         tokio::pin!(conn);
         tokio::select! {
-            r = conn.as_mut() => if let Err(e) = r {
-                debug!(peer = %addr, error = %e, "join connection ended with an error");
+            r = tokio::time::timeout(CONNECTION_TIMEOUT, conn.as_mut()) => match r {
+                Ok(Err(e)) => debug!(peer = %addr, error = %e, "join connection ended with an error"),
+                Ok(Ok(())) => {}
+                Err(_) => debug!(peer = %addr, "join connection timed out"),
             },
             () = cancel.cancelled() => {
                 conn.as_mut().graceful_shutdown();
@@ -336,7 +456,12 @@ impl JoinEndpoint {
                 );
                 let body = serde_json::to_vec(&ErrorBody { error: r.message })
                     .unwrap_or_else(|_| b"{}".to_vec());
-                json_response(r.status, body)
+                let mut resp = json_response(r.status, body);
+                if let Some(kind) = r.kind {
+                    resp.headers_mut()
+                        .insert(join_client::REFUSAL_HEADER, HeaderValue::from_static(kind));
+                }
+                resp
             }
         }
     }
@@ -369,9 +494,21 @@ impl JoinEndpoint {
         let record = material
             .tokens
             .check(&id, &secret, now)
-            .map_err(|r| Refusal::new(status(r.status()), r.to_string()))?
+            .map_err(|r| Refusal::token(&r))?
             .clone();
         let checked = check_request(&req)?;
+        let protected = self
+            .protected
+            .as_ref()
+            .map(|p| p.borrow().clone())
+            .unwrap_or_default();
+        if let Some(problem) = req
+            .ips
+            .iter()
+            .find_map(|ip| ip_problem(*ip, peer.addr.ip(), &protected))
+        {
+            return Err(Refusal::new(StatusCode::BAD_REQUEST, problem));
+        }
         let server = names::is_server(checked.roles);
         if server && record.clients_only {
             return Err(Refusal::new(
@@ -383,13 +520,16 @@ impl JoinEndpoint {
             ));
         }
         let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
-        let secrets = store::secrets_for(
-            &material.cluster,
+        let secrets = narrow(
+            store::secrets_for(
+                &material.cluster,
+                checked.roles,
+                &req.datacenter,
+                &checked.dns,
+                &req.ips,
+                &signed,
+            ),
             checked.roles,
-            &req.datacenter,
-            &checked.dns,
-            &req.ips,
-            &signed,
         );
         let cluster = server.then(|| ClusterHandover::of(&material).to_value());
         // Counted once the answer is ready; checked again under the lock
@@ -460,13 +600,16 @@ impl JoinEndpoint {
         }
         let material = self.load()?;
         let signed = sign(&material.ca, &req, &checked, self.cert_lifetime)?;
-        let secrets = store::secrets_for(
-            &material.cluster,
+        let secrets = narrow(
+            store::secrets_for(
+                &material.cluster,
+                checked.roles,
+                &req.datacenter,
+                &checked.dns,
+                &req.ips,
+                &signed,
+            ),
             checked.roles,
-            &req.datacenter,
-            &checked.dns,
-            &req.ips,
-            &signed,
         );
         info!(peer = %peer.addr, node = %req.node, not_after = signed.not_after, "renewed a node certificate");
         encode(&JoinResponse {
@@ -503,6 +646,70 @@ impl JoinEndpoint {
         }
         let material = self.load()?;
         encode(&material.tokens.list().to_vec())
+    }
+}
+
+/// What a node of `roles` gets of the cluster's secrets, narrowed to what
+/// its roles use: the Nomad gossip key only on Nomad servers (only they
+/// gossip), the Consul gossip key only where Consul runs, and on a
+/// client-only node (no Consul or Nomad server) the client supervisors'
+/// Consul token ([`acl::CONSUL_SUPERVISOR_CLIENT`]: its own service, no
+/// operator rights) instead of the servers'. A key left out is empty (the
+/// role loader accepts that for a key the roles do not use).
+pub fn narrow(
+    mut secrets: crate::role::security::NodeSecretsFile,
+    roles: crate::role::RoleSet,
+) -> crate::role::security::NodeSecretsFile {
+    if !roles.nomad_server {
+        secrets.nomad_gossip_key.clear();
+    }
+    if !roles.is_consul() {
+        secrets.consul_gossip_key.clear();
+    }
+    if !names::is_server(roles) {
+        secrets.acl.consul_supervisor = secrets
+            .acl
+            .consul_supervisor
+            .as_deref()
+            .map(acl::consul_client_supervisor_secret);
+    }
+    secrets
+}
+
+/// Why a joining node may not name `ip` in its certificate, joining from
+/// `from`: an address no single host owns (unspecified, multicast,
+/// broadcast), or one of the `protected` addresses of this node and the
+/// servers it knows, unless `from` is that address. Loopback is every
+/// node's own (each certificate names 127.0.0.1).
+pub fn ip_problem(ip: IpAddr, from: IpAddr, protected: &[IpAddr]) -> Option<String> {
+    let ip = canonical(ip);
+    let nobodys = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    };
+    if nobodys {
+        return Some(format!(
+            "IP address {ip} is not a unicast address a node can own"
+        ));
+    }
+    if ip.is_loopback() || ip == canonical(from) {
+        return None;
+    }
+    protected
+        .iter()
+        .any(|p| canonical(*p) == ip)
+        .then(|| {
+            format!(
+                "IP address {ip} belongs to a server or CA holder of the cluster; a node joining from {from} cannot have a certificate for it"
+            )
+        })
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
@@ -661,3 +868,34 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The records another CA holder answered `GET /v1/cluster/tokens` with.
 pub type TokenRecords = Vec<TokenRecord>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_joining_node_names_only_addresses_it_can_own() {
+        let servers = [ip("10.0.1.11"), ip("203.0.113.11")];
+        let from = ip("10.0.1.21");
+        // Its own addresses and loopback.
+        assert_eq!(ip_problem(ip("10.0.1.21"), from, &servers), None);
+        assert_eq!(ip_problem(ip("198.51.100.7"), from, &servers), None);
+        assert_eq!(ip_problem(ip("127.0.0.1"), from, &servers), None);
+        // A server's, private or public, also written as a mapped v6.
+        for s in ["10.0.1.11", "203.0.113.11", "::ffff:10.0.1.11"] {
+            let p = ip_problem(ip(s), from, &servers).expect(s);
+            assert!(p.contains("belongs to a server or CA holder"), "{p}");
+        }
+        // ... unless the request comes from that address.
+        assert_eq!(ip_problem(ip("10.0.1.11"), ip("10.0.1.11"), &servers), None);
+        // Addresses no host owns.
+        for s in ["0.0.0.0", "255.255.255.255", "224.0.0.251", "::", "ff02::1"] {
+            let p = ip_problem(ip(s), ip(s), &servers).expect(s);
+            assert!(p.contains("not a unicast address"), "{p}");
+        }
+    }
+}

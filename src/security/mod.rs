@@ -16,5 +16,6 @@ pub mod names;
 pub mod pin;
 pub mod renew;
 pub mod store;
+pub mod sync;
 pub mod token;
 pub mod wire;

@@ -17,10 +17,10 @@ use std::time::Duration;
 use hashi_supervisor::role::{self, NodeRole, Secret, SystemHost};
 use hashi_supervisor::security::ca::{self, ClusterCa};
 use hashi_supervisor::security::join_client::{self, Credential, JoinError};
-use hashi_supervisor::security::join_server::JoinEndpoint;
+use hashi_supervisor::security::join_server::{self, JoinEndpoint};
 use hashi_supervisor::security::store::{self, ClusterFile};
 use hashi_supervisor::security::token::{JoinToken, TokenStore};
-use hashi_supervisor::security::{names, renew, wire};
+use hashi_supervisor::security::{names, renew, sync, wire};
 use tokio_util::sync::CancellationToken;
 
 const GOSSIP: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
@@ -719,4 +719,387 @@ async fn a_renewal_reloads_agents_whose_config_is_unchanged() {
     );
     assert_eq!(s.reload_error, None);
     d.stop().await;
+}
+
+/// A second CA holder: a server that joined `first` with a token allowing
+/// servers (so it holds the CA and a server certificate), serving joins on
+/// its own loopback port.
+struct Second {
+    _tmp: tempfile::TempDir,
+    config: PathBuf,
+    addr: SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl Drop for Second {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Second {
+    async fn join(first: &Holder) -> Self {
+        let token = first.token(DAY, Duration::ZERO, false);
+        let tmp = tempfile::tempdir().unwrap();
+        let role = node_role(tmp.path(), &["consul-server", "nomad-server"], &token);
+        let out = join_client::join(&role, &token, &first.candidates())
+            .await
+            .unwrap();
+        assert!(out.ca_holder);
+        let config = tmp.path().join("etc");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        tokio::spawn(
+            JoinEndpoint::new(&config.join("cluster"), 90 * DAY).serve(listener, cancel.clone()),
+        );
+        Self {
+            _tmp: tmp,
+            config,
+            addr,
+            cancel,
+        }
+    }
+
+    /// Pulls from `from` every 50 ms until dropped.
+    fn sync_from(&self, from: SocketAddr, pin: &str) {
+        let (_tx, rx) = tokio::sync::watch::channel(vec![from.to_string()]);
+        let sync = sync::TokenSync {
+            cluster_dir: self.config.join("cluster"),
+            pin: pin.to_string(),
+            cert_file: self.config.join("security/node.pem"),
+            key_file: self.config.join("security/node-key.pem"),
+            candidates: rx,
+            every: Duration::from_millis(50),
+        };
+        tokio::spawn(sync.run(self.cancel.clone()));
+    }
+
+    /// This holder's record of `id`, if it has one.
+    fn record(
+        &self,
+        id: &str,
+        pin: &str,
+    ) -> Option<hashi_supervisor::security::token::TokenRecord> {
+        let s = TokenStore::load(&self.config.join("cluster"), pin).unwrap();
+        s.list().iter().find(|r| r.id == id).cloned()
+    }
+
+    /// Polls until `cond` holds for this holder's record of `id`.
+    async fn wait_for(
+        &self,
+        id: &str,
+        pin: &str,
+        cond: impl Fn(&Option<hashi_supervisor::security::token::TokenRecord>) -> bool,
+    ) {
+        for _ in 0..600 {
+            if cond(&self.record(id, pin)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the second CA holder's record of {id} never got there");
+    }
+}
+
+#[tokio::test]
+async fn a_token_made_on_one_ca_holder_joins_through_another_after_sync() {
+    let a = Holder::start(90 * DAY).await;
+    let b = Second::join(&a).await;
+    let token = a.token(DAY, Duration::ZERO, true);
+    // B does not know it yet: not final, A is asked next.
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let out = join_client::join(&role, &token, &[b.addr.to_string(), a.addr.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(out.endpoint, a.addr.to_string());
+    // B alone: no endpoint knows it (a refusal, exit 77, once given up).
+    let e = refused_at(&b.addr, &["nomad-client"], &token).await;
+    assert!(matches!(e, JoinError::UnknownToken { .. }), "{e:?}");
+    assert!(e.is_refusal());
+    assert!(
+        e.to_string()
+            .contains(&format!("unknown join token {}", token.id)),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains(
+            token
+                .expose()
+                .split('@')
+                .next()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap()
+        )
+    );
+    // After sync, B knows it (with A's use count) and signs the join itself.
+    b.sync_from(a.addr, &a.pin);
+    b.wait_for(&token.id, &a.pin, |r| {
+        r.as_ref().is_some_and(|r| r.uses == 1)
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let out = join_client::join(&role, &token, &[b.addr.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(out.endpoint, b.addr.to_string());
+    // Revoked on A: refused by B once synced.
+    a.revoke(&token.id);
+    b.wait_for(&token.id, &a.pin, |r| {
+        r.as_ref().is_some_and(|r| r.revoked.is_some())
+    })
+    .await;
+    let e = refused_at(&b.addr, &["nomad-client"], &token).await;
+    assert!(matches!(e, JoinError::Refused { status: 403, .. }), "{e:?}");
+    assert!(e.to_string().contains("was revoked"), "{e}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_for_a_known_token_stays_final_before_other_candidates() {
+    let a = Holder::start(90 * DAY).await;
+    let b = Second::join(&a).await;
+    // Known to both (B took A's records at its join).
+    let token = a.token(DAY, Duration::ZERO, false);
+    b.sync_from(a.addr, &a.pin);
+    b.wait_for(&token.id, &a.pin, Option::is_some).await;
+    let wrong =
+        JoinToken::parse(&format!("{}.{}@{}", token.id, "0123456789abcdef", a.pin)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &wrong);
+    let e = join_client::join(&role, &wrong, &[b.addr.to_string(), a.addr.to_string()])
+        .await
+        .unwrap_err();
+    // B's answer is final: A never saw a use or an attempt count.
+    assert!(
+        matches!(e, JoinError::Refused { status: 401, ref endpoint, .. } if *endpoint == b.addr.to_string()),
+        "{e:?}"
+    );
+}
+
+/// Joins a fresh node of `roles` with `token` through `addr` only.
+async fn refused_at(addr: &SocketAddr, roles: &[&str], token: &JoinToken) -> JoinError {
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), roles, token);
+    join_client::join(&role, token, &[addr.to_string()])
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn token_records_go_only_to_a_server_certificate_of_the_cluster() {
+    let a = Holder::start(90 * DAY).await;
+    let b = Second::join(&a).await;
+    let cert = std::fs::read_to_string(b.config.join("security/node.pem")).unwrap();
+    let key = Secret::new(std::fs::read_to_string(b.config.join("security/node-key.pem")).unwrap());
+    let records = sync::pull(&a.addr.to_string(), &a.pin, &cert, &key)
+        .await
+        .unwrap();
+    assert!(!records.is_empty());
+    // A client's certificate is refused.
+    let token = a.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    join_client::join(&role, &token, &a.candidates())
+        .await
+        .unwrap();
+    let ccert = std::fs::read_to_string(tmp.path().join("etc/security/node.pem")).unwrap();
+    let ckey =
+        Secret::new(std::fs::read_to_string(tmp.path().join("etc/security/node-key.pem")).unwrap());
+    let e = sync::pull(&a.addr.to_string(), &a.pin, &ccert, &ckey)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, sync::SyncError::Status { status: 403, .. }),
+        "{e:?}"
+    );
+    // An endpoint of another CA gets no request.
+    let (rogue, _, bytes, _) = rogue_endpoint().await;
+    let e = sync::pull(&rogue.to_string(), &a.pin, &cert, &key)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, sync::SyncError::OtherCa { .. }), "{e:?}");
+    assert_eq!(bytes.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn idle_connections_from_one_address_cannot_take_every_slot() {
+    use hashi_supervisor::security::pin::{self, PinnedCaVerifier};
+    let holder = Holder::start(90 * DAY).await;
+    // More TLS connections than the endpoint serves at once, from
+    // 127.0.0.2, each completing its handshake and then sending nothing
+    // (each would hold a slot for the 10 s header timeout).
+    let config = rustls::ClientConfig::builder_with_provider(pin::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedCaVerifier::new(
+            &holder.pin,
+            pin::provider(),
+        )))
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("join.hashi-supervisor").unwrap();
+    let mut idle = Vec::new();
+    let mut handshakes = Vec::new();
+    for _ in 0..join_server::MAX_CONNECTIONS + 6 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let tcp = s.connect(holder.addr).await.unwrap();
+        let (connector, name) = (connector.clone(), name.clone());
+        handshakes.push(tokio::spawn(
+            async move { connector.connect(name, tcp).await },
+        ));
+    }
+    // Wait until the ones the endpoint takes from that address are in.
+    let mut done = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    for h in handshakes {
+        if let Ok(Ok(Ok(tls))) = tokio::time::timeout_at(until, h).await {
+            idle.push(tls);
+            done += 1;
+        }
+    }
+    assert!(
+        done >= join_server::MAX_CONNECTIONS_PER_IP,
+        "{done} idle connections got in"
+    );
+    // A node on another address joins at once (its client gives the
+    // handshake 5 s; the idle connections would hold every slot for 10 s
+    // without the per-address cap).
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    join_client::join(&role, &token, &holder.candidates())
+        .await
+        .unwrap();
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_candidate_that_accepts_and_stalls_costs_only_the_handshake_timeout() {
+    let holder = Holder::start(90 * DAY).await;
+    let token = holder.token(DAY, Duration::ZERO, true);
+    // Accepts TCP and never answers.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_addr = stall.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stall.accept().await {
+            held.push(s);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    let e = join_client::join(&role, &token, &[stall_addr.to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("{stall_addr}: no TLS handshake within 5s")),
+        "{e}"
+    );
+    // First in line, it does not stop the join.
+    let out = join_client::join(
+        &role,
+        &token,
+        &[stall_addr.to_string(), holder.addr.to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.endpoint, holder.addr.to_string());
+}
+
+#[tokio::test]
+async fn each_node_gets_only_the_keys_and_tokens_its_roles_use() {
+    let holder = Holder::start(90 * DAY).await;
+    let cluster = store::load_cluster_dir(&holder.cluster_dir)
+        .unwrap()
+        .cluster;
+    let server_token = cluster.acl.consul_supervisor.clone().unwrap();
+    let client_token =
+        hashi_supervisor::security::acl::consul_client_supervisor_secret(&server_token);
+    let joined = |roles: &'static [&'static str], clients_only: bool| {
+        let holder = &holder;
+        async move {
+            let token = holder.token(DAY, Duration::ZERO, clients_only);
+            let tmp = tempfile::tempdir().unwrap();
+            let role = node_role(tmp.path(), roles, &token);
+            join_client::join(&role, &token, &holder.candidates())
+                .await
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(tmp.path().join("etc/security/node.json")).unwrap(),
+            )
+            .unwrap();
+            // The role loader takes the narrowed material.
+            let again = node_role(tmp.path(), roles, &token);
+            assert!(again.security.material.is_some(), "{roles:?}");
+            json
+        }
+    };
+    // A Nomad client alone: no gossip key, no Consul agent token, the
+    // client supervisors' Consul token.
+    let n = joined(&["nomad-client"], true).await;
+    assert_eq!(n["nomad_gossip_key"], "");
+    assert_eq!(n["consul_gossip_key"], "");
+    assert!(n["acl"].get("consul_agent").is_none(), "{}", n["acl"]);
+    assert_eq!(n["acl"]["consul_supervisor"], client_token.as_str());
+    assert!(n["acl"]["nomad_consul"].is_string());
+    // Consul and Nomad clients: Consul's gossip key, not Nomad's.
+    let c = joined(&["consul-client", "nomad-client"], true).await;
+    assert_eq!(c["consul_gossip_key"], GOSSIP);
+    assert_eq!(c["nomad_gossip_key"], "");
+    assert!(c["acl"]["consul_agent"].is_string());
+    assert_eq!(c["acl"]["consul_supervisor"], client_token.as_str());
+    // A Nomad server without Consul: Nomad's key, the servers' token.
+    let s = joined(&["nomad-server"], false).await;
+    assert_eq!(s["nomad_gossip_key"], GOSSIP);
+    assert_eq!(s["consul_gossip_key"], "");
+    assert_eq!(s["acl"]["consul_supervisor"], server_token.as_str());
+    // Both servers: everything their roles use.
+    let b = joined(&["consul-server", "nomad-server"], false).await;
+    assert_eq!(b["nomad_gossip_key"], GOSSIP);
+    assert_eq!(b["consul_gossip_key"], GOSSIP);
+    assert_eq!(b["acl"]["consul_supervisor"], server_token.as_str());
+}
+
+#[tokio::test]
+async fn a_joining_node_cannot_name_a_known_servers_address() {
+    let holder = Holder::start(90 * DAY).await;
+    // The same CA holder's endpoint, knowing a server at 10.0.1.11.
+    let (_tx, protected) = tokio::sync::watch::channel(vec!["10.0.1.11".parse().unwrap()]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        JoinEndpoint::new(&holder.cluster_dir, 90 * DAY)
+            .with_protected_ips(protected)
+            .serve(listener, holder.cancel.clone()),
+    );
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut role = node_role(tmp.path(), &["nomad-client"], &token);
+    role.addresses.private = "10.0.1.11".parse().unwrap();
+    let e = join_client::join(&role, &token, &[addr.to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, JoinError::Rejected { status: 400, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .contains("IP address 10.0.1.11 belongs to a server or CA holder"),
+        "{e}"
+    );
+    assert!(!tmp.path().join("etc/security").exists());
+    assert_eq!(holder.uses(&token.id), 0);
+    // Its own address is fine.
+    role.addresses.private = "10.0.1.21".parse().unwrap();
+    join_client::join(&role, &token, &[addr.to_string()])
+        .await
+        .unwrap();
 }

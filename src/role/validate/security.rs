@@ -394,11 +394,17 @@ fn material(
     {
         bad("has a `ca_sha256` that is not `sha256:<64 lowercase hex>`".into());
     }
-    for (key, v) in [
-        ("consul_gossip_key", &file.consul_gossip_key),
-        ("nomad_gossip_key", &file.nomad_gossip_key),
+    // A key the node's roles do not use is handed out empty (the join
+    // endpoint narrows what each node gets).
+    for (key, v, used) in [
+        (
+            "consul_gossip_key",
+            &file.consul_gossip_key,
+            set.is_consul(),
+        ),
+        ("nomad_gossip_key", &file.nomad_gossip_key, set.nomad_server),
     ] {
-        if !super::tls::is_gossip_key(v.trim()) {
+        if (used || !v.is_empty()) && !super::tls::is_gossip_key(v.trim()) {
             bad(format!(
                 "has a `{key}` that is not a base64 key of 16, 24 or 32 bytes"
             ));
