@@ -406,9 +406,10 @@ impl TokenStore {
             }
             Err(source) => return Err(TokenError::Read { path, source }),
         };
+        // serde's text may quote a value (a secret's hash): never shown.
         let file: TokensFile = serde_json::from_slice(&bytes).map_err(|e| TokenError::Parse {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: super::store::json_problem(&e),
         })?;
         if file.version != FILE_VERSION {
             return Err(TokenError::Parse {
@@ -614,6 +615,25 @@ mod tests {
 
     fn store() -> TokenStore {
         TokenStore::new(Path::new("/nonexistent"), PIN)
+    }
+
+    #[test]
+    fn a_corrupt_tokens_file_is_refused_without_quoting_its_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = TokenStore::new(tmp.path(), PIN);
+        s.create(Duration::from_secs(H), Some("web"), false, 1000)
+            .unwrap();
+        s.save().unwrap();
+        let path = tmp.path().join(paths::TOKENS_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash = s.list()[0].secret_sha256.clone();
+        // The hash where a number belongs: serde's text would quote it.
+        let bad = text.replacen("\"created\": 1000", &format!("\"created\": \"{hash}\""), 1);
+        assert_ne!(bad, text);
+        std::fs::write(&path, bad).unwrap();
+        let e = TokenStore::load(tmp.path(), PIN).unwrap_err().to_string();
+        assert!(e.contains("of the wrong type at line"), "{e}");
+        assert!(!e.contains(&hash), "{e}");
     }
 
     #[test]
