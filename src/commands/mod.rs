@@ -62,6 +62,18 @@ fn load_overriding(global: &GlobalArgs, cluster_command: bool) -> Result<Loaded,
     } else {
         role::LoadedRole { role, hash }
     };
+    // A join token file others can read or change is refused, as ssh
+    // refuses such a key.
+    if role.security.join_token.is_some() {
+        if let Some(why) = role
+            .security
+            .join_token_file
+            .as_deref()
+            .and_then(crate::security::token::token_file_problem)
+        {
+            return Err(Error::Unsecurable(why));
+        }
+    }
     let plan = Plan::from_role(&role);
     Ok(Loaded { role, plan, hash })
 }

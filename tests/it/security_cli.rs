@@ -603,3 +603,184 @@ fn a_cluster_dir_without_material_that_init_did_not_leave_is_refused_naming_it()
     assert!(e.contains(&format!("remove {}", cluster.display())), "{e}");
     assert!(!etc.join("security/node.json").exists());
 }
+
+/// A role file for a Nomad client in `dir` (`join_token_file` when given).
+fn client_role(dir: &Path, token_file: Option<&Path>) -> PathBuf {
+    let p = dir.join("node.toml");
+    let mut text = format!(
+        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-07\"\nregion = \"eu\"\ndatacenter = \"ams2\"\n\
+         [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"nobody\"\n\
+         [discovery]\nnomad_retry_join = [\"127.0.0.1\"]\n\
+         [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n",
+        dir.join("etc").display(),
+        dir.join("state").display()
+    );
+    if let Some(f) = token_file {
+        text.push_str(&format!(
+            "[security]\njoin_token_file = \"{}\"\n",
+            f.display()
+        ));
+    }
+    fs::write(&p, text).expect("the test dir is writable");
+    p
+}
+
+#[test]
+fn a_join_token_file_open_to_others_is_refused_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = tempfile::tempdir().unwrap();
+    let token = init(&server_role(server.path()));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("join-token");
+    fs::write(&file, format!("{}\n", token.expose())).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let role = client_role(tmp.path(), Some(&file));
+    for args in [
+        vec!["check"],
+        vec!["--join-token-file", file.to_str().unwrap(), "check"],
+    ] {
+        let o = supervisor(&role, &args);
+        assert_eq!(o.status.code(), Some(78), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!(
+                "the join token file {} is open to group or others (mode 0644)",
+                file.display()
+            )),
+            "{e}"
+        );
+        assert!(!e.contains(&token.expose()), "{e}");
+    }
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = supervisor(&role, &["check"]);
+    assert!(!stderr(&o).contains("join token file"), "{}", stderr(&o));
+}
+
+/// The load-time check: when the key in force is not the certificate's
+/// (a broken writer, a disk), `check` (any command's load) puts the
+/// previous generation's matching pair back in force.
+#[test]
+fn a_mismatched_key_and_certificate_fall_back_to_the_previous_pair_at_load() {
+    use hashi_supervisor::security::store;
+    let tmp = tempfile::tempdir().unwrap();
+    let role = server_role(tmp.path());
+    init(&role);
+    let etc = tmp.path().join("etc");
+    let sec = etc.join("security");
+    let old_key = fs::read_to_string(sec.join(paths::NODE_KEY_FILE)).unwrap();
+    // A second generation (what a renewal writes).
+    let m = store::load_cluster_dir(&etc.join("cluster")).unwrap();
+    let key = ca::new_key_pair().unwrap();
+    let json: NodeSecretsFile =
+        serde_json::from_slice(&fs::read(sec.join(paths::NODE_SECRETS_FILE)).unwrap()).unwrap();
+    let cert =
+        m.ca.issue(
+            &key,
+            &json.names,
+            &json.ips,
+            std::time::Duration::from_secs(86_400 * 40),
+        )
+        .unwrap();
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .unwrap()
+        .unwrap()
+        .name;
+    store::write_node_material(
+        &sec,
+        m.ca.cert_pem(),
+        &cert.pem,
+        &ca::key_pem_of(&key),
+        &NodeSecretsFile {
+            not_before: cert.not_before,
+            not_after: cert.not_after,
+            ..json
+        },
+        Some(&user),
+        Some(&user),
+    )
+    .unwrap();
+    assert_eq!(generation(&etc), PathBuf::from("gen-1"));
+    // The key in force replaced by the old one.
+    let broken = sec.join("gen-1").join(paths::NODE_KEY_FILE);
+    fs::write(&broken, &old_key).unwrap();
+    let o = supervisor(&role, &["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(generation(&etc), PathBuf::from("gen-0"));
+    assert_eq!(store::pair_problem(&sec), None);
+    assert!(!stderr(&o).contains("PRIVATE KEY"), "{}", stderr(&o));
+}
+
+/// A node whose certificate expired (renewal over mutual TLS impossible)
+/// and that is given a join token must join again; the join writes a new
+/// generation and keeps the old set as `previous` until then. Without a
+/// token it does not, and a node with a valid certificate ignores a token.
+#[tokio::test]
+async fn a_node_whose_certificate_expired_rejoins_with_a_join_token() {
+    use hashi_supervisor::role::{self, Overrides, Secret, SystemHost};
+    use hashi_supervisor::security::join_client;
+    use hashi_supervisor::security::join_server::JoinEndpoint;
+    let server = tempfile::tempdir().unwrap();
+    let token = init(&server_role(server.path()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let endpoint = JoinEndpoint::new(
+        &server.path().join("etc/cluster"),
+        std::time::Duration::from_secs(86_400 * 90),
+    );
+    tokio::spawn(endpoint.serve(listener, cancel.clone()));
+    let candidates = vec![addr.to_string()];
+
+    let tmp = tempfile::tempdir().unwrap();
+    let role_path = client_role(tmp.path(), None);
+    let load = |with_token: bool| {
+        let overrides = Overrides {
+            join_token: with_token.then(|| Secret::new(token.expose())),
+            ..Overrides::default()
+        };
+        role::load_with(&role_path, true, &overrides, &SystemHost)
+            .unwrap_or_else(|e| panic!("the role loads: {e}"))
+            .role
+    };
+    let now = ca::now_unix();
+    let first = load(true);
+    assert!(first.security.must_join(now));
+    join_client::join(&first, &token, &candidates)
+        .await
+        .unwrap();
+    let etc = tmp.path().join("etc");
+    let gen0 = generation(&etc);
+    assert!(
+        !load(true).security.must_join(now),
+        "a valid certificate: no rejoin"
+    );
+
+    // The certificate expired (as node.json records it).
+    let json_path = etc.join("security").join(paths::NODE_SECRETS_FILE);
+    let mut json: NodeSecretsFile = serde_json::from_slice(&fs::read(&json_path).unwrap()).unwrap();
+    json.not_before = now - 200;
+    json.not_after = now - 100;
+    fs::write(&json_path, serde_json::to_string(&json).unwrap()).unwrap();
+    let without = load(false);
+    assert!(without.security.material.is_some());
+    assert!(
+        !without.security.must_join(now),
+        "no token: nothing to rejoin with"
+    );
+    let expired = load(true);
+    assert!(expired.security.must_join(now));
+    join_client::join(&expired, &token, &candidates)
+        .await
+        .unwrap();
+    assert_ne!(generation(&etc), gen0);
+    assert_eq!(
+        fs::read_link(etc.join("security/previous")).unwrap(),
+        gen0,
+        "the old set is kept"
+    );
+    let again = load(true);
+    let m = again.security.material.as_ref().unwrap();
+    assert!(m.secrets.not_after > now + 86_400);
+    assert!(!again.security.must_join(now));
+    cancel.cancel();
+}
