@@ -162,7 +162,7 @@ enum Found {
     Nothing,
     /// A cluster dir this node's `init` wrote, but no node material: an
     /// init that failed after the cluster dir was renamed into place.
-    HalfDone(store::ClusterMaterial),
+    HalfDone(Box<store::ClusterMaterial>),
 }
 
 /// What is there already, and whether `init` may (finish and) go on.
@@ -203,7 +203,7 @@ fn found(role: &NodeRole, cluster_dir: &Path, security_dir: &Path) -> Result<Fou
     if m.cluster.primary_datacenter != role.datacenter || !untouched {
         return Err(Error::Unsecurable(start_over));
     }
-    Ok(Found::HalfDone(m))
+    Ok(Found::HalfDone(Box::new(m)))
 }
 
 fn error_text(e: &dyn std::error::Error) -> String {
@@ -264,6 +264,7 @@ fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
             let join_token = TokenStore::modify(&cluster_dir, &m.ca.pin(), |s| {
                 s.create(ttl, Some(INIT_TOKEN_DESCRIPTION), false, now)
             })?;
+            let m = *m;
             (m.ca, m.cluster, join_token, true)
         }
     };

@@ -600,6 +600,9 @@ fn owner_of(name: &str, path: &Path) -> Result<Option<(Uid, Gid)>, StoreError> {
     }
 }
 
+/// One file of a generation: name, bytes, mode, owner.
+type GenFile<'a> = (&'a str, &'a [u8], u32, Option<(Uid, Gid)>);
+
 /// [`write_node_material`], stopping (as a crash would) after `crash_at`.
 fn write_generation(
     dir: &Path,
@@ -643,7 +646,7 @@ fn write_generation(
         std::process::id(),
         rand::random::<u32>()
     ));
-    let mut files: Vec<(&str, &[u8], u32, Option<(Uid, Gid)>)> = vec![
+    let mut files: Vec<GenFile<'_>> = vec![
         (
             paths::NODE_KEY_FILE,
             m.key_pem.expose().as_bytes(),
