@@ -556,8 +556,20 @@ impl Renewal {
                     };
                     match outcome {
                         Ok(Refreshed { secrets, change }) => {
-                            token_wait = next_token_wait(token_wait, change != Change::Nothing);
+                            // Another writer (the init node's ACL
+                            // bootstrap renews locally, and tells the
+                            // daemon itself) may have changed the files
+                            // since this task last looked: take them.
+                            let elsewhere = change == Change::Nothing
+                                && self.role.security.material.as_ref().is_some_and(|m| {
+                                    let disk = secrets.clone().into_secrets();
+                                    (disk.not_after, &disk.acl)
+                                        != (m.secrets.not_after, &m.secrets.acl)
+                                });
+                            token_wait =
+                                next_token_wait(token_wait, change != Change::Nothing || elsewhere);
                             match change {
+                                Change::Nothing if elsewhere => self.took(secrets, None),
                                 Change::Nothing => {}
                                 // The supervisor's client takes its tokens
                                 // from the report; the agents' configs
