@@ -784,3 +784,63 @@ async fn a_node_whose_certificate_expired_rejoins_with_a_join_token() {
     assert!(!again.security.must_join(now));
     cancel.cancel();
 }
+
+/// `renew` holds the security dir's lock from reading the material in
+/// force to writing the new set, network exchange included: while it
+/// waits on a join endpoint that accepted and never answers, any other
+/// writer (here the load-time check) finds the lock taken.
+#[tokio::test]
+async fn a_renewal_holds_the_security_dir_lock_through_its_exchange() {
+    use hashi_supervisor::role::{self, Overrides, Secret, SystemHost};
+    use hashi_supervisor::security::join_server::JoinEndpoint;
+    use hashi_supervisor::security::store::{self, Recovery};
+    use hashi_supervisor::security::{join_client, renew};
+    let server = tempfile::tempdir().unwrap();
+    let token = init(&server_role(server.path()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let endpoint = JoinEndpoint::new(
+        &server.path().join("etc/cluster"),
+        std::time::Duration::from_secs(86_400 * 90),
+    );
+    tokio::spawn(endpoint.serve(listener, cancel.clone()));
+    let tmp = tempfile::tempdir().unwrap();
+    let role_path = client_role(tmp.path(), None);
+    let overrides = Overrides {
+        join_token: Some(Secret::new(token.expose())),
+        ..Overrides::default()
+    };
+    let joining = role::load_with(&role_path, true, &overrides, &SystemHost)
+        .unwrap()
+        .role;
+    join_client::join(&joining, &token, &[addr.to_string()])
+        .await
+        .unwrap();
+    let role = role::load_with(&role_path, true, &Overrides::default(), &SystemHost)
+        .unwrap()
+        .role;
+    assert!(role.security.material.is_some());
+
+    // An endpoint that accepts and then says nothing.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_addr = stalled.local_addr().unwrap();
+    let (accepted_tx, mut accepted_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stalled.accept().await {
+            held.push(s);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let sec = tmp.path().join("etc/security");
+    assert_eq!(store::recover_node_material(&sec).unwrap(), Recovery::Fine);
+    let task = tokio::spawn(async move { renew::renew(&role, &[stalled_addr.to_string()]).await });
+    accepted_rx.recv().await.expect("the renewal connects");
+    assert_eq!(store::recover_node_material(&sec).unwrap(), Recovery::Busy);
+    task.abort();
+    let _ = task.await;
+    // Released with the renewal.
+    assert_eq!(store::recover_node_material(&sec).unwrap(), Recovery::Fine);
+    cancel.cancel();
+}
