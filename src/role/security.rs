@@ -24,7 +24,7 @@ pub struct SecurityRole {
     pub join_token: Option<Secret>,
     /// The file the join token was read from (`--join-token-file` or
     /// `join_token_file`; none for `--join-token`): its mode and owner are
-    /// checked before it is used (`security::token::check_token_file`).
+    /// checked before it is used (`security::token::token_file_problem`).
     pub join_token_file: Option<PathBuf>,
     /// Join endpoints written in the role file (`host` or `host:port`,
     /// port default paths::DEFAULT_JOIN_PORT), tried before the servers
