@@ -131,6 +131,92 @@ fn check_users(role: &NodeRole, security_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// With ACLs, the init node bootstraps both ACL systems (Consul's through
+/// its `initial_management` token, Nomad's through its bootstrap secret):
+/// it must run both servers, or Nomad's ACLs would be on and never
+/// bootstrapped (anyone reaching port 4646 could bootstrap them).
+fn check_acl_roles(role: &NodeRole, acl: bool) -> Result<(), Error> {
+    if !acl || (role.roles.consul_server && role.roles.nomad_server) {
+        return Ok(());
+    }
+    let file = role
+        .source
+        .as_ref()
+        .map_or_else(|| "--role".to_string(), |p| p.display().to_string());
+    let missing: Vec<&str> = [
+        (!role.roles.consul_server, "consul-server"),
+        (!role.roles.nomad_server, "nomad-server"),
+    ]
+    .into_iter()
+    .filter_map(|(m, name)| m.then_some(name))
+    .collect();
+    Err(Error::Unsecurable(format!(
+        "{file}: this node does not run {}: with ACLs, `cluster init` bootstraps Consul's and Nomad's ACL systems and must run on a node with both consul-server and nomad-server (else Nomad's ACLs stay open to whoever bootstraps them first on port 4646): run it on such a server, or pass --no-acl to leave ACLs off",
+        missing.join(" and ")
+    )))
+}
+
+/// What `init` finds in the config dir.
+enum Found {
+    /// Nothing: a new cluster.
+    Nothing,
+    /// A cluster dir this node's `init` wrote, but no node material: an
+    /// init that failed after the cluster dir was renamed into place.
+    HalfDone(Box<store::ClusterMaterial>),
+}
+
+/// What is there already, and whether `init` may (finish and) go on.
+fn found(role: &NodeRole, cluster_dir: &Path, security_dir: &Path) -> Result<Found, Error> {
+    let node_json = security_dir.join(paths::NODE_SECRETS_FILE);
+    let has_material = std::fs::symlink_metadata(&node_json).is_ok();
+    if std::fs::symlink_metadata(cluster_dir).is_err() {
+        // A node that joined a cluster has material but no cluster dir: a
+        // new cluster would silently replace its certificate and keys.
+        if has_material {
+            return Err(StoreError::Exists { path: node_json }.into());
+        }
+        return Ok(Found::Nothing);
+    }
+    if has_material {
+        return Err(StoreError::Exists {
+            path: cluster_dir.to_path_buf(),
+        }
+        .into());
+    }
+    let start_over = format!(
+        "{} exists but {} does not: if `cluster init` failed here half-way, remove {} and run it again; if this node joined a cluster as a server, remove {} and join again with a join token",
+        cluster_dir.display(),
+        node_json.display(),
+        cluster_dir.display(),
+        cluster_dir.display(),
+    );
+    // Only what an init alone leaves is finished: its own datacenter as
+    // the primary, and no join token used yet (a server that joined holds
+    // the cluster's records, some used).
+    let m = store::load_cluster_dir(cluster_dir)
+        .map_err(|e| Error::Unsecurable(format!("{start_over} ({})", error_text(&e))))?;
+    let untouched = m
+        .tokens
+        .list()
+        .iter()
+        .all(|r| r.uses == 0 && r.description == INIT_TOKEN_DESCRIPTION);
+    if m.cluster.primary_datacenter != role.datacenter || !untouched {
+        return Err(Error::Unsecurable(start_over));
+    }
+    Ok(Found::HalfDone(Box::new(m)))
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 /// `supervisor cluster init`.
 fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
     let ttl = ttl(&args.token_ttl, "--token-ttl")?;
@@ -138,26 +224,50 @@ fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
     // this command makes what that refusal asks for.
     let super::Loaded { role, .. } = super::load_for_cluster_command(global)?;
     check_securable(&role)?;
+    check_acl_roles(&role, !args.no_acl)?;
     let cluster_dir = role.config_dir.join(paths::CLUSTER_SUBDIR);
     let security_dir = role.config_dir.join(paths::SECURITY_SUBDIR);
-    if std::fs::symlink_metadata(&cluster_dir).is_ok() {
-        return Err(StoreError::Exists { path: cluster_dir }.into());
-    }
-    // A node that joined a cluster has material but no cluster dir: a new
-    // cluster would silently replace its certificate and keys.
-    let node_json = security_dir.join(paths::NODE_SECRETS_FILE);
-    if std::fs::symlink_metadata(&node_json).is_ok() {
-        return Err(StoreError::Exists { path: node_json }.into());
-    }
+    let found = found(&role, &cluster_dir, &security_dir)?;
     check_users(&role, &security_dir)?;
 
     let now = ca::now_unix();
-    let ca = ClusterCa::create().map_err(StoreError::from)?;
-    let consul_key = Secret::new(super::keygen::new_gossip_key());
-    let nomad_key = Secret::new(super::keygen::new_gossip_key());
-    let cluster = ClusterFile::new(&ca, &consul_key, &nomad_key, &role.datacenter, !args.no_acl);
-    let mut tokens = TokenStore::new(&cluster_dir, &ca.pin());
-    let join_token = tokens.create(ttl, Some(INIT_TOKEN_DESCRIPTION), false, now)?;
+    let (ca, cluster, join_token, finishing) = match found {
+        Found::Nothing => {
+            let ca = ClusterCa::create().map_err(StoreError::from)?;
+            let consul_key = Secret::new(super::keygen::new_gossip_key());
+            let nomad_key = Secret::new(super::keygen::new_gossip_key());
+            let cluster =
+                ClusterFile::new(&ca, &consul_key, &nomad_key, &role.datacenter, !args.no_acl);
+            let mut tokens = TokenStore::new(&cluster_dir, &ca.pin());
+            let join_token = tokens.create(ttl, Some(INIT_TOKEN_DESCRIPTION), false, now)?;
+            // The cluster dir appears whole (it is renamed into place); the
+            // node's material follows. A failure in between is finished by
+            // the next `init` (Found::HalfDone).
+            store::write_cluster_dir(&cluster_dir, &ca, &cluster, tokens.list())?;
+            (ca, cluster, join_token, false)
+        }
+        Found::HalfDone(m) => {
+            if m.cluster.acl_enabled == args.no_acl {
+                return Err(Error::Unsecurable(format!(
+                    "{} was made with ACLs {}: run `cluster init` again {} to finish it, or remove {} to start over",
+                    cluster_dir.display(),
+                    if m.cluster.acl_enabled { "on" } else { "off" },
+                    if m.cluster.acl_enabled {
+                        "without --no-acl"
+                    } else {
+                        "with --no-acl"
+                    },
+                    cluster_dir.display(),
+                )));
+            }
+            // The first token's secret was never printed: a new one.
+            let join_token = TokenStore::modify(&cluster_dir, &m.ca.pin(), |s| {
+                s.create(ttl, Some(INIT_TOKEN_DESCRIPTION), false, now)
+            })?;
+            let m = *m;
+            (m.ca, m.cluster, join_token, true)
+        }
+    };
 
     // This node's certificate, from a key made here, for every name its
     // roles need.
@@ -171,11 +281,8 @@ fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
         store::secrets_for(&cluster, role.roles, &role.datacenter, &dns, &ips, &cert),
         &cluster,
     );
-
-    // The cluster dir appears whole (it is renamed into place) and is what
-    // makes a second init refuse; the node's material follows.
-    store::write_cluster_dir(&cluster_dir, &ca, &cluster, tokens.list())?;
     let (consul_user, nomad_user) = agent_users(&role);
+    let _lock = store::lock_material(&security_dir)?;
     store::write_node_material(
         &security_dir,
         ca.cert_pem(),
@@ -190,9 +297,14 @@ fn init(global: &GlobalArgs, args: &ClusterInitArgs) -> Result<u8, Error> {
     let token = join_token.expose();
     print(&format!(
         "{token}\n\
-         cluster initialised: CA {pin}, ACLs {acl}, files in {cdir} and {sdir}\n\
+         cluster {done}: CA {pin}, ACLs {acl}, files in {cdir} and {sdir}\n\
          the join token above expires {expires}; make more with `supervisor cluster token create`\n\
          on every other node: `supervisor run --join-token-file FILE` (FILE holding the token, mode 0600), or `join_token_file = \"FILE\"` under [security] in its role file\n",
+        done = if finishing {
+            "initialisation finished (it had stopped after writing the cluster dir)"
+        } else {
+            "initialised"
+        },
         pin = ca.pin(),
         acl = if cluster.acl_enabled { "on" } else { "off" },
         cdir = cluster_dir.display(),

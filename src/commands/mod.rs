@@ -57,8 +57,55 @@ fn load_overriding(global: &GlobalArgs, cluster_command: bool) -> Result<Loaded,
     };
     let role::LoadedRole { role, hash } =
         role::load_with(&path, must_exist, &overrides, &SystemHost)?;
+    let role::LoadedRole { role, hash } = if recover_material(&role) {
+        role::load_with(&path, must_exist, &overrides, &SystemHost)?
+    } else {
+        role::LoadedRole { role, hash }
+    };
+    // A join token file others can read or change is refused, as ssh
+    // refuses such a key.
+    if role.security.join_token.is_some() {
+        if let Some(why) = role
+            .security
+            .join_token_file
+            .as_deref()
+            .and_then(crate::security::token::token_file_problem)
+        {
+            return Err(Error::Unsecurable(why));
+        }
+    }
     let plan = Plan::from_role(&role);
     Ok(Loaded { role, plan, hash })
+}
+
+/// The load-time check of the node's key and certificate
+/// (`security::store::recover_node_material`): when they do not match and
+/// the previous pair does, that one is put back in force; true when the
+/// role must be read again.
+fn recover_material(role: &NodeRole) -> bool {
+    use crate::security::store::{Recovery, recover_node_material};
+    if role.roles.dev {
+        return false;
+    }
+    let dir = role.config_dir.join(crate::paths::SECURITY_SUBDIR);
+    match recover_node_material(&dir) {
+        Ok(Recovery::RolledBack { .. }) => true,
+        Ok(Recovery::Broken { reason }) => {
+            tracing::error!(
+                dir = %dir.display(),
+                problem = %reason,
+                "the node's key and certificate do not match and no previous pair does: move the security dir away and join again with a join token"
+            );
+            false
+        }
+        Ok(Recovery::Fine | Recovery::Busy) => false,
+        // Not ours to write (a user's `check` of root's files): the
+        // agents' own start-up reports a broken pair.
+        Err(e) => {
+            tracing::debug!(error = %e, "could not check the node's key and certificate");
+            false
+        }
+    }
 }
 
 /// Runs the command the command line asked for.

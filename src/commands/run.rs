@@ -348,8 +348,9 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
 /// Whether `role` must join before it can plan: secured (not plaintext,
 /// not `dev`), no material yet, and a join token to join with.
 fn needs_join(role: &NodeRole) -> bool {
-    let s = &role.security;
-    !s.plaintext && !role.roles.dev && s.material.is_none() && s.join_token.is_some()
+    // No material yet, or (SEC-STORE) an expired certificate on a node
+    // that holds no CA and was given a join token.
+    !role.roles.dev && role.security.must_join(crate::role::security::now_unix())
 }
 
 /// Longest time a join keeps trying endpoints that do not answer (the

@@ -22,6 +22,10 @@ pub struct SecurityRole {
     /// The join token (`--join-token`, `--join-token-file`, or
     /// `join_token_file`), used only while the node has no material.
     pub join_token: Option<Secret>,
+    /// The file the join token was read from (`--join-token-file` or
+    /// `join_token_file`; none for `--join-token`): its mode and owner are
+    /// checked before it is used (`security::token::token_file_problem`).
+    pub join_token_file: Option<PathBuf>,
     /// Join endpoints written in the role file (`host` or `host:port`,
     /// port default paths::DEFAULT_JOIN_PORT), tried before the servers
     /// discovery finds.
@@ -40,6 +44,39 @@ pub struct SecurityRole {
     /// Whether `<config>/cluster/` is present: this node holds the CA and
     /// serves joins.
     pub ca_holder: bool,
+}
+
+impl SecurityRole {
+    /// Whether the node must join (again) with its join token before it
+    /// can plan: secured, with a token, and no material yet, or material
+    /// whose certificate expired on a node that holds no CA (it cannot
+    /// renew over mutual TLS; a CA holder signs its own renewal). The old
+    /// material stays as the previous generation until the new set is
+    /// written (`security::store`).
+    pub fn must_join(&self, now: u64) -> bool {
+        if self.plaintext || self.join_token.is_none() {
+            return false;
+        }
+        match &self.material {
+            None => true,
+            Some(m) => !self.ca_holder && m.is_expired(now),
+        }
+    }
+}
+
+/// Now, Unix seconds (0 before 1970).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl NodeMaterial {
+    /// Whether the node certificate (as `node.json` records it) has
+    /// expired at `now`.
+    pub fn is_expired(&self, now: u64) -> bool {
+        now >= self.secrets.not_after
+    }
 }
 
 /// The node's own TLS files and secrets.

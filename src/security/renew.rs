@@ -1,15 +1,24 @@
 //! Certificate renewal: before the node certificate expires (fewer than
 //! `[security] renew_before_days` left), make a new key and ask a CA holder
 //! to sign it (`POST /v1/renew`, mutual TLS with the current certificate;
-//! a CA holder signs its own), write the new material atomically, and tell
-//! the daemon ([`DaemonEvent::Renewed`]): it re-loads the role (so the
+//! a CA holder signs its own), write the new material as one generation
+//! (`store::write_node_material`, under the security dir's lock, so the
+//! ACL bootstrap's local renewal never interleaves with this task's), and
+//! tell the daemon ([`DaemonEvent::Renewed`]): it re-loads the role (so the
 //! status shows the new expiry) and sends SIGHUP to both agents, which
-//! re-read their TLS files on it. The same exchange hands out ACL tokens
-//! made after the node joined: while `node.json` lacks a token the node's
-//! roles use, the node asks again every [`MISSING_TOKENS_EVERY`].
+//! re-read their TLS files on it.
 //!
-//! Owns the timing ([`next_check`], pure) and the task; the exchange is
-//! `join_client`'s.
+//! The same exchange hands out ACL tokens made after the node joined:
+//! while `node.json` lacks a token the node's roles use, the task fetches
+//! the secrets alone ([`refresh_secrets`]: a CSR for the CURRENT key, the
+//! certificate and key in force kept), first after
+//! [`MISSING_TOKENS_EVERY`], doubling to [`MISSING_TOKENS_LONGEST`] while
+//! nothing new comes. Nothing is written when nothing changed; the daemon
+//! hears of it ([`DaemonEvent::Reload`]) only when a token an agent's
+//! config carries changed.
+//!
+//! Owns the timing ([`next_check`], [`next_token_wait`], pure) and the
+//! task; the exchange is `join_client`'s.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,13 +32,16 @@ use super::store;
 use crate::paths;
 use crate::role::NodeRole;
 use crate::role::file::read_regular;
-use crate::role::security::{NodeSecrets, NodeSecretsFile};
+use crate::role::security::{AclTokensFile, NodeSecrets, NodeSecretsFile};
 use crate::supervise::daemon::DaemonEvent;
 
-/// How often a node whose `node.json` lacks ACL tokens asks for them (a
-/// renewal each time: the Nomad token exists seconds after the first Nomad
-/// leader, so this is short and ends soon).
+/// First pause before a node whose `node.json` lacks ACL tokens asks for
+/// them (the secrets only, for its current key: the Nomad token exists
+/// seconds after the first Nomad leader, so this starts short).
 pub const MISSING_TOKENS_EVERY: Duration = Duration::from_secs(10);
+/// Longest pause between two asks while nothing new comes (the pause
+/// doubles from [`MISSING_TOKENS_EVERY`]).
+pub const MISSING_TOKENS_LONGEST: Duration = Duration::from_secs(300);
 /// Longest sleep between two looks at the expiry.
 pub const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
 /// Wait after a failed renewal before the next attempt.
@@ -73,11 +85,14 @@ pub fn next_check(not_after: u64, now: u64, renew_before: Duration, lacks_tokens
     Due::After(wait)
 }
 
-/// Renews the certificate of the node of `role` (which must have
-/// material): locally when it holds the CA, else through the first of
-/// `candidates` that answers. Writes the new material and returns the new
-/// `node.json`.
-pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecretsFile, JoinError> {
+/// The node's files as they are now.
+struct Current {
+    cert_pem: String,
+    key_pem: crate::role::Secret,
+    json: NodeSecretsFile,
+}
+
+fn read_current(role: &NodeRole) -> Result<Current, JoinError> {
     let dir = role.config_dir.join(paths::SECURITY_SUBDIR);
     let material_error = |reason: String| JoinError::Material {
         dir: dir.clone(),
@@ -94,14 +109,55 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
                     .map_err(|_| material_error(format!("{}: not UTF-8", p.display())))
             })
     };
-    let old_cert = read(&material.cert_file)?;
-    let old_key = crate::role::Secret::new(read(&material.key_file)?);
-    let old_json: NodeSecretsFile =
-        serde_json::from_str(&read(&dir.join(paths::NODE_SECRETS_FILE))?)
-            .map_err(|e| material_error(format!("{}: {e}", paths::NODE_SECRETS_FILE)))?;
+    let cert_pem = read(&material.cert_file)?;
+    let key_pem = crate::role::Secret::new(read(&material.key_file)?);
+    // serde's text may quote a value of the file (a key): never shown.
+    let json: NodeSecretsFile = serde_json::from_str(&read(&dir.join(paths::NODE_SECRETS_FILE))?)
+        .map_err(|e| {
+        material_error(format!(
+            "{}: {}",
+            paths::NODE_SECRETS_FILE,
+            store::json_problem(&e)
+        ))
+    })?;
+    Ok(Current {
+        cert_pem,
+        key_pem,
+        json,
+    })
+}
+
+/// Holds the security dir's lock (taken off the runtime's threads) so the
+/// renewal task and the ACL bootstrap's local renewal never interleave.
+async fn lock(role: &NodeRole) -> Result<store::MaterialLock, JoinError> {
+    let dir = role.config_dir.join(paths::SECURITY_SUBDIR);
+    tokio::task::spawn_blocking(move || store::lock_material(&dir))
+        .await
+        .map_err(|e| JoinError::Material {
+            dir: role.config_dir.join(paths::SECURITY_SUBDIR),
+            reason: format!("the lock task failed: {e}"),
+        })?
+        .map_err(JoinError::Write)
+}
+
+/// Asks for a certificate of `key` (locally when this node holds the CA,
+/// else through the first of `candidates` that answers) and checks the
+/// answer; returns it and whether another CA holder answered for this
+/// one (it then lacked a token).
+async fn exchange_for(
+    role: &NodeRole,
+    candidates: &[String],
+    current: &Current,
+    key: &rcgen::KeyPair,
+) -> Result<(String, super::wire::JoinResponse, bool), JoinError> {
+    let Some(material) = &role.security.material else {
+        return Err(JoinError::Material {
+            dir: role.config_dir.join(paths::SECURITY_SUBDIR),
+            reason: "the node has no material to renew".into(),
+        });
+    };
     let pinned = material.secrets.ca_sha256.clone();
-    let key = ca::new_key_pair().map_err(JoinError::Key)?;
-    let request = join_client::request_for(role, &key)?;
+    let request = join_client::request_for(role, key)?;
     // A CA holder signs its own renewal, unless it lacks a token the
     // cluster made after it joined (the Nomad supervisors' token, made by
     // the init node once Nomad has a leader): then another CA holder is
@@ -125,14 +181,14 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
             if ask_others { &others } else { candidates },
             &pinned,
             Credential::Certificate {
-                cert_pem: &old_cert,
-                key_pem: &old_key,
+                cert_pem: &current.cert_pem,
+                key_pem: &current.key_pem,
             },
             &request,
         )
         .await?
     };
-    let mut answer = join_client::check_answer(&endpoint, &pinned, &key, &request, answer)?;
+    let mut answer = join_client::check_answer(&endpoint, &pinned, key, &request, answer)?;
     // The bootstrap tokens only the init node holds are never handed out
     // again: keep them.
     let keep = |new: &mut Option<String>, old: &Option<String>| {
@@ -142,20 +198,28 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
     };
     keep(
         &mut answer.secrets.acl.consul_initial_management,
-        &old_json.acl.consul_initial_management,
+        &current.json.acl.consul_initial_management,
     );
     keep(
         &mut answer.secrets.acl.nomad_bootstrap,
-        &old_json.acl.nomad_bootstrap,
+        &current.json.acl.nomad_bootstrap,
     );
     if ask_others {
         learn_tokens(role, &answer.secrets.acl)?;
     }
+    Ok((endpoint, answer, ask_others))
+}
+
+/// Writes `answer` with `key_pem` as the node's new generation (off the
+/// runtime's threads).
+async fn write(
+    role: &NodeRole,
+    answer: super::wire::JoinResponse,
+    key_pem: crate::role::Secret,
+) -> Result<(), JoinError> {
     let config_dir = role.config_dir.clone();
     let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
     let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
-    let key_pem = ca::key_pem_of(&key);
-    let secrets = answer.secrets.clone();
     tokio::task::spawn_blocking(move || {
         join_client::write_material(
             &config_dir,
@@ -166,9 +230,119 @@ pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecrets
         )
     })
     .await
-    .map_err(|e| material_error(format!("the writer failed: {e}")))??;
+    .map_err(|e| JoinError::Material {
+        dir: role.config_dir.join(paths::SECURITY_SUBDIR),
+        reason: format!("the writer failed: {e}"),
+    })?
+}
+
+/// Renews the certificate of the node of `role` (which must have
+/// material) with a new key: locally when it holds the CA, else through
+/// the first of `candidates` that answers. Writes the new material (one
+/// generation, under the security dir's lock) and returns the new
+/// `node.json`.
+pub async fn renew(role: &NodeRole, candidates: &[String]) -> Result<NodeSecretsFile, JoinError> {
+    let _lock = lock(role).await?;
+    let current = read_current(role)?;
+    let key = ca::new_key_pair().map_err(JoinError::Key)?;
+    let (endpoint, answer, _) = exchange_for(role, candidates, &current, &key).await?;
+    let secrets = answer.secrets.clone();
+    write(role, answer, ca::key_pem_of(&key)).await?;
     tracing::info!(%endpoint, not_after = secrets.not_after, "renewed the node certificate");
     Ok(secrets)
+}
+
+/// What a [`refresh_secrets`] changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing new: no file was written.
+    Nothing,
+    /// Only the supervisor's own tokens: `node.json` rewritten, the agents
+    /// need not hear of it.
+    SupervisorOnly,
+    /// A token an agent's config carries: `node.json` rewritten, the
+    /// agents' configs must be rendered again.
+    Agents,
+}
+
+/// What changed from `old` to `new` (the tokens; the rest of `node.json`
+/// describes the certificate, which a refresh keeps).
+pub fn change_of(old: &AclTokensFile, new: &AclTokensFile) -> Change {
+    if old == new {
+        return Change::Nothing;
+    }
+    // What the agents' configs carry (render): every token but the
+    // supervisor's own two.
+    let agents = |a: &AclTokensFile| {
+        (
+            a.consul_agent.clone(),
+            a.consul_replication.clone(),
+            a.consul_initial_management.clone(),
+            a.nomad_consul.clone(),
+            a.nomad_bootstrap.clone(),
+        )
+    };
+    if agents(old) == agents(new) {
+        Change::SupervisorOnly
+    } else {
+        Change::Agents
+    }
+}
+
+/// The outcome of [`refresh_secrets`].
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// `node.json` now in force.
+    pub secrets: NodeSecretsFile,
+    /// What changed.
+    pub change: Change,
+}
+
+/// Fetches the secrets only (the ACL tokens made after this node joined):
+/// the same exchange as a renewal, for a CSR of the node's CURRENT key; the
+/// certificate and key in force are kept, and `node.json` is rewritten
+/// (a new generation) only when a token changed.
+pub async fn refresh_secrets(
+    role: &NodeRole,
+    candidates: &[String],
+) -> Result<Refreshed, JoinError> {
+    let _lock = lock(role).await?;
+    let current = read_current(role)?;
+    let key =
+        rcgen::KeyPair::from_pem(current.key_pem.expose()).map_err(|_| JoinError::Material {
+            dir: role.config_dir.join(paths::SECURITY_SUBDIR),
+            reason: format!(
+                "{} is not a key this supervisor can use",
+                paths::NODE_KEY_FILE
+            ),
+        })?;
+    let (endpoint, answer, _) = exchange_for(role, candidates, &current, &key).await?;
+    let change = change_of(&current.json.acl, &answer.secrets.acl);
+    let mut secrets = current.json.clone();
+    if change == Change::Nothing {
+        return Ok(Refreshed { secrets, change });
+    }
+    secrets.acl = answer.secrets.acl.clone();
+    let kept = super::wire::JoinResponse {
+        certificate: current.cert_pem.clone(),
+        ca: answer.ca.clone(),
+        secrets: secrets.clone(),
+        cluster: None,
+    };
+    write(role, kept, current.key_pem.clone()).await?;
+    tracing::info!(%endpoint, ?change, "took the cluster's newer ACL tokens");
+    Ok(Refreshed { secrets, change })
+}
+
+/// The pause before the next look for missing tokens: the first after a
+/// change, doubled while nothing new comes, at most
+/// [`MISSING_TOKENS_LONGEST`].
+pub fn next_token_wait(previous: Duration, found_something: bool) -> Duration {
+    if found_something {
+        MISSING_TOKENS_EVERY
+    } else {
+        (previous * 2).clamp(MISSING_TOKENS_EVERY, MISSING_TOKENS_LONGEST)
+    }
 }
 
 /// Fills the tokens this CA holder's cluster file lacks from `acl` (an
@@ -306,7 +480,9 @@ impl Renewal {
         let path = m.dir.join(paths::NODE_SECRETS_FILE);
         let read = read_regular(&path, MAX_PEM_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<NodeSecretsFile>(&b).map_err(|e| e.to_string()));
+            .and_then(|b| {
+                serde_json::from_slice::<NodeSecretsFile>(&b).map_err(|e| store::json_problem(&e))
+            });
         match read {
             Ok(f) => m.secrets = f.into_secrets(),
             Err(e) => {
@@ -315,91 +491,152 @@ impl Renewal {
         }
     }
 
-    /// Renews when due until `cancel`.
+    /// Renews when due until `cancel`; while `node.json` lacks a token,
+    /// fetches the secrets alone now and then (10 s, doubling to 5 min
+    /// while nothing new comes), and tells the daemon only when something
+    /// the agents read changed.
     pub async fn run(mut self, cancel: CancellationToken) {
+        let mut token_wait = MISSING_TOKENS_EVERY;
         loop {
             let Some(material) = &self.role.security.material else {
                 return;
             };
             let lacks = lacks_acl_tokens(&self.role, &material.secrets);
+            let now = ca::now_unix();
             let due = next_check(
                 material.secrets.not_after,
-                ca::now_unix(),
+                now,
                 self.role.security.renew_before,
-                lacks,
+                false,
             );
-            let now = ca::now_unix();
-            if let Due::After(d) = due {
-                (self.report)(RenewalReport::Next {
-                    next: now + d.as_secs(),
-                });
-            }
-            let wait = match due {
-                Due::After(d) if !lacks => d,
-                Due::After(d) => {
-                    // Ask for the missing tokens now and then as well.
-                    tokio::select! {
-                        () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(d) => {}
-                    }
-                    Duration::ZERO
-                }
-                Due::Now => Duration::ZERO,
+            let (wait, action) = match due {
+                Due::Now => (Duration::ZERO, Action::Renew),
+                Due::After(d) if lacks && token_wait < d => (token_wait, Action::Refresh),
+                Due::After(d) => (d, Action::Look),
             };
             if !wait.is_zero() {
+                (self.report)(RenewalReport::Next {
+                    next: now + wait.as_secs(),
+                });
                 tokio::select! {
                     () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(wait) => continue,
+                    () = tokio::time::sleep(wait) => {}
                     () = self.recheck.notified() => {
                         self.reread();
+                        token_wait = MISSING_TOKENS_EVERY;
                         continue;
                     }
                 }
             }
-            let outcome = tokio::select! {
-                () = cancel.cancelled() => return,
-                r = renew(&self.role, &self.candidates) => r,
-            };
-            match outcome {
-                Ok(secrets) => {
-                    let now = ca::now_unix();
-                    let next = match next_check(
-                        secrets.not_after,
-                        now,
-                        self.role.security.renew_before,
-                        false,
-                    ) {
-                        Due::Now => now,
-                        Due::After(d) => now + d.as_secs(),
-                    };
-                    let held = secrets.into_secrets();
-                    (self.report)(RenewalReport::Renewed {
-                        at: now,
-                        not_after: held.not_after,
-                        names: held.names.clone(),
-                        next,
-                        acl: held.acl.clone(),
-                    });
-                    if let Some(m) = self.role.security.material.as_mut() {
-                        m.secrets = held;
-                    }
-                    let _ = self.events.send(DaemonEvent::Renewed);
-                }
-                Err(e) => {
-                    let error = super::join_server::error_chain(&e);
-                    (self.report)(RenewalReport::Failed {
-                        error: error.clone(),
-                        next: ca::now_unix() + RETRY_AFTER_FAILURE.as_secs(),
-                    });
-                    tracing::warn!(%error, retry_in = ?RETRY_AFTER_FAILURE, "failed to renew the node certificate");
-                    tokio::select! {
+            match action {
+                Action::Look => {}
+                Action::Renew => {
+                    let outcome = tokio::select! {
                         () = cancel.cancelled() => return,
-                        () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
+                        r = renew(&self.role, &self.candidates) => r,
+                    };
+                    match outcome {
+                        Ok(secrets) => {
+                            token_wait = MISSING_TOKENS_EVERY;
+                            self.took(secrets, Some(DaemonEvent::Renewed));
+                        }
+                        Err(e) => {
+                            self.failed(&e, RETRY_AFTER_FAILURE);
+                            tokio::select! {
+                                () = cancel.cancelled() => return,
+                                () = tokio::time::sleep(RETRY_AFTER_FAILURE) => {}
+                            }
+                        }
+                    }
+                }
+                Action::Refresh => {
+                    let outcome = tokio::select! {
+                        () = cancel.cancelled() => return,
+                        r = refresh_secrets(&self.role, &self.candidates) => r,
+                    };
+                    match outcome {
+                        Ok(Refreshed { secrets, change }) => {
+                            // Another writer (the init node's ACL
+                            // bootstrap renews locally, and tells the
+                            // daemon itself) may have changed the files
+                            // since this task last looked: take them.
+                            let elsewhere = change == Change::Nothing
+                                && self.role.security.material.as_ref().is_some_and(|m| {
+                                    let disk = secrets.clone().into_secrets();
+                                    (disk.not_after, &disk.acl)
+                                        != (m.secrets.not_after, &m.secrets.acl)
+                                });
+                            token_wait =
+                                next_token_wait(token_wait, change != Change::Nothing || elsewhere);
+                            match change {
+                                Change::Nothing if elsewhere => self.took(secrets, None),
+                                Change::Nothing => {}
+                                // The supervisor's client takes its tokens
+                                // from the report; the agents' configs
+                                // are rendered again only when theirs
+                                // changed (no TLS file did: a plain reload).
+                                Change::SupervisorOnly => self.took(secrets, None),
+                                Change::Agents => self.took(secrets, Some(DaemonEvent::Reload)),
+                            }
+                        }
+                        Err(e) => {
+                            token_wait = next_token_wait(token_wait, false);
+                            self.failed(&e, token_wait);
+                        }
                     }
                 }
             }
         }
     }
+
+    /// A renewal or refresh wrote `secrets`: report it, hold it, and tell
+    /// the daemon with `event`.
+    fn took(&mut self, secrets: NodeSecretsFile, event: Option<DaemonEvent>) {
+        let now = ca::now_unix();
+        let next = match next_check(
+            secrets.not_after,
+            now,
+            self.role.security.renew_before,
+            false,
+        ) {
+            Due::Now => now,
+            Due::After(d) => now + d.as_secs(),
+        };
+        let held = secrets.into_secrets();
+        (self.report)(RenewalReport::Renewed {
+            at: now,
+            not_after: held.not_after,
+            names: held.names.clone(),
+            next,
+            acl: held.acl.clone(),
+        });
+        if let Some(m) = self.role.security.material.as_mut() {
+            m.secrets = held;
+        }
+        if let Some(ev) = event {
+            let _ = self.events.send(ev);
+        }
+    }
+
+    fn failed(&self, e: &JoinError, retry_in: Duration) {
+        let error = super::join_server::error_chain(e);
+        (self.report)(RenewalReport::Failed {
+            error: error.clone(),
+            next: ca::now_unix() + retry_in.as_secs(),
+        });
+        tracing::warn!(%error, ?retry_in, "failed to renew the node certificate or fetch its secrets");
+    }
+}
+
+/// What the task does once its wait is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Look at the expiry again.
+    Look,
+    /// Renew the certificate (a new key).
+    Renew,
+    /// Fetch the missing tokens (same key, same certificate).
+    Refresh,
 }
 
 #[cfg(test)]
@@ -424,6 +661,52 @@ mod tests {
             next_check(not_after, not_after - 30 * DAY - 10, before, false),
             Due::After(Duration::from_secs(10))
         );
+    }
+
+    #[test]
+    fn the_token_wait_doubles_to_five_minutes_and_resets_on_news() {
+        let mut w = MISSING_TOKENS_EVERY;
+        let mut seen = vec![w];
+        for _ in 0..8 {
+            w = next_token_wait(w, false);
+            seen.push(w);
+        }
+        let secs: Vec<u64> = seen.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, vec![10, 20, 40, 80, 160, 300, 300, 300, 300]);
+        assert_eq!(next_token_wait(w, true), MISSING_TOKENS_EVERY);
+    }
+
+    #[test]
+    fn only_tokens_the_agents_carry_make_an_agent_change() {
+        let t = |s: &str| Some(s.to_string());
+        let old = AclTokensFile {
+            consul_agent: t("a"),
+            nomad_consul: t("n"),
+            ..AclTokensFile::default()
+        };
+        assert_eq!(change_of(&old, &old.clone()), Change::Nothing);
+        let sup = AclTokensFile {
+            nomad_supervisor: t("s"),
+            consul_supervisor: t("c"),
+            ..old.clone()
+        };
+        assert_eq!(change_of(&old, &sup), Change::SupervisorOnly);
+        for new in [
+            AclTokensFile {
+                consul_agent: t("other"),
+                ..old.clone()
+            },
+            AclTokensFile {
+                consul_replication: t("r"),
+                ..old.clone()
+            },
+            AclTokensFile {
+                nomad_consul: None,
+                ..old.clone()
+            },
+        ] {
+            assert_eq!(change_of(&old, &new), Change::Agents);
+        }
     }
 
     #[test]

@@ -483,17 +483,77 @@ pub fn with_init_tokens(mut secrets: NodeSecretsFile, cluster: &ClusterFile) -> 
     secrets
 }
 
-/// Writes a node's material into `security_dir` (0755): `ca.pem` and
-/// `node.pem` 0644, `node-key.pem` 0600, a copy of the key for each agent
-/// user given (`consul-key.pem`, `nomad-key.pem`, 0600, owned by that
-/// user), and `node.json` 0600 last (the role loader takes its presence as
-/// the sign that the material is complete). Each file is replaced
-/// atomically.
+/// Name of the link in the security dir to the generation in force.
+pub const CURRENT_LINK: &str = "current";
+/// Name of the link to the generation before it (kept until the next
+/// write: the way back if the one in force turns out broken).
+pub const PREVIOUS_LINK: &str = "previous";
+/// Prefix of a generation dir (`gen-<n>`).
+const GEN_PREFIX: &str = "gen-";
+/// The lock file in the security dir: every writer of the material holds
+/// it (renewal, the ACL bootstrap's local renewal, init, recovery).
+pub const LOCK_FILE: &str = ".lock";
+/// The files of a generation; each is a link `<name> -> current/<name>` in
+/// the security dir, the paths the agents' configs and the role name.
+pub const MATERIAL_FILES: [&str; 6] = [
+    paths::CA_CERT_FILE,
+    paths::NODE_CERT_FILE,
+    paths::NODE_KEY_FILE,
+    paths::CONSUL_KEY_FILE,
+    paths::NOMAD_KEY_FILE,
+    paths::NODE_SECRETS_FILE,
+];
+
+/// The steps of [`write_node_material`] in order; a test stops after each
+/// to show that every intermediate state is old-complete or new-complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Step {
+    /// An old flat layout was turned into generation 0 (links in place).
+    Migrated,
+    /// The new generation's files are written under a temporary dir name.
+    TempWritten,
+    /// The new generation dir has its final name.
+    GenNamed,
+    /// The top-level links exist for every file of the new generation.
+    Linked,
+    /// `current` names the new generation.
+    Swapped,
+    /// `previous` names the old one.
+    PreviousSet,
+}
+
+/// The security dir's lock ([`LOCK_FILE`]), held until dropped.
+#[derive(Debug)]
+pub struct MaterialLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+/// Takes the security dir's lock, waiting for another holder (made with
+/// the dir when missing).
+pub fn lock_material(security_dir: &Path) -> Result<MaterialLock, StoreError> {
+    ensure_dir(security_dir, SECURITY_DIR_MODE, true)?;
+    let path = security_dir.join(LOCK_FILE);
+    lock_file(&path)
+        .map(MaterialLock)
+        .map_err(io_err("lock", &path))
+}
+
+/// Writes a node's material into `security_dir` (0755) as one new
+/// generation `gen-<n>/` (0755): `ca.pem` and `node.pem` 0644,
+/// `node-key.pem` 0600, a copy of the key for each agent user given
+/// (`consul-key.pem`, `nomad-key.pem`, 0600, owned by that user), and
+/// `node.json` 0600; then the link `current` is moved to it with one
+/// rename, so the key, its copies, the certificate and `node.json` change
+/// together: a crash at any point leaves either the old set or the new one
+/// in force, never a key beside another key's certificate. The files the
+/// agents and the role read are links `<name> -> current/<name>`; the
+/// generation before stays as `previous` (the way back, see
+/// [`recover_node_material`]), older ones are removed.
 ///
-/// Owners are set only when running as root (a user that does not exist
-/// is then an error); otherwise every file keeps the current user as its
-/// owner (tests, `--config` dirs of an unprivileged user) and nothing is
-/// changed.
+/// Owners are looked up before anything is written and set only when
+/// running as root (a user that does not exist is then an error);
+/// otherwise every file keeps the current user as its owner (tests,
+/// `--config` dirs of an unprivileged user). The caller holds
+/// [`lock_material`] where another writer may run.
 pub fn write_node_material(
     security_dir: &Path,
     ca_pem: &str,
@@ -503,58 +563,425 @@ pub fn write_node_material(
     consul_user: Option<&str>,
     nomad_user: Option<&str>,
 ) -> Result<(), StoreError> {
-    ensure_dir(security_dir, SECURITY_DIR_MODE, true)?;
-    let root = Uid::effective().is_root();
-    let owner_of = |name: &str, path: &Path| -> Result<Option<(Uid, Gid)>, StoreError> {
-        if !root {
-            return Ok(None);
-        }
-        match User::from_name(name) {
-            Ok(Some(u)) => Ok(Some((u.uid, u.gid))),
-            Ok(None) => Err(StoreError::NoUser {
-                name: name.to_string(),
-                path: path.to_path_buf(),
-            }),
-            Err(e) => Err(io_err("look up the owner of", path)(e.into())),
-        }
-    };
-    let root_owner = root.then(|| (Uid::from_raw(0), Gid::from_raw(0)));
-    let key_file = security_dir.join(paths::NODE_KEY_FILE);
-    write(&key_file, key_pem.expose(), SECRET_MODE, root_owner)?;
-    for (user, name) in [
-        (consul_user, paths::CONSUL_KEY_FILE),
-        (nomad_user, paths::NOMAD_KEY_FILE),
-    ] {
-        let path = security_dir.join(name);
-        if let Some(u) = user {
-            let owner = owner_of(u, &path)?;
-            write(&path, key_pem.expose(), SECRET_MODE, owner)?;
-        }
+    write_generation(
+        security_dir,
+        &NewMaterial {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            secrets,
+            consul_user,
+            nomad_user,
+        },
+        None,
+    )
+}
+
+struct NewMaterial<'a> {
+    ca_pem: &'a str,
+    cert_pem: &'a str,
+    key_pem: &'a Secret,
+    secrets: &'a NodeSecretsFile,
+    consul_user: Option<&'a str>,
+    nomad_user: Option<&'a str>,
+}
+
+fn owner_of(name: &str, path: &Path) -> Result<Option<(Uid, Gid)>, StoreError> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
     }
-    write(
-        &security_dir.join(paths::CA_CERT_FILE),
-        ca_pem,
-        CERT_MODE,
-        root_owner,
-    )?;
-    write(
-        &security_dir.join(paths::NODE_CERT_FILE),
-        cert_pem,
-        CERT_MODE,
-        root_owner,
-    )?;
-    let json_path = security_dir.join(paths::NODE_SECRETS_FILE);
-    let mut json = serde_json::to_string_pretty(secrets).map_err(|e| StoreError::Parse {
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(Some((u.uid, u.gid))),
+        Ok(None) => Err(StoreError::NoUser {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(io_err("look up the owner of", path)(e.into())),
+    }
+}
+
+/// One file of a generation: name, bytes, mode, owner.
+type GenFile<'a> = (&'a str, &'a [u8], u32, Option<(Uid, Gid)>);
+
+/// [`write_node_material`], stopping (as a crash would) after `crash_at`.
+fn write_generation(
+    dir: &Path,
+    m: &NewMaterial<'_>,
+    crash_at: Option<Step>,
+) -> Result<(), StoreError> {
+    let stop = |s: Step| crash_at == Some(s);
+    // Everything that can refuse is asked before the first write.
+    let root_owner = Uid::effective()
+        .is_root()
+        .then(|| (Uid::from_raw(0), Gid::from_raw(0)));
+    let consul_owner = match m.consul_user {
+        Some(u) => Some(owner_of(u, &dir.join(paths::CONSUL_KEY_FILE))?),
+        None => None,
+    };
+    let nomad_owner = match m.nomad_user {
+        Some(u) => Some(owner_of(u, &dir.join(paths::NOMAD_KEY_FILE))?),
+        None => None,
+    };
+    let json_path = dir.join(paths::NODE_SECRETS_FILE);
+    let mut json = serde_json::to_string_pretty(m.secrets).map_err(|e| StoreError::Parse {
         path: json_path.clone(),
         reason: format!("failed to encode: {e}"),
     })?;
     json.push('\n');
-    write(&json_path, &json, SECRET_MODE, root_owner)
+    ensure_dir(dir, SECURITY_DIR_MODE, true)?;
+    migrate_flat_layout(dir)?;
+    if stop(Step::Migrated) {
+        return Ok(());
+    }
+
+    let old = current_generation(dir);
+    let n = generations(dir)?
+        .into_iter()
+        .map(|(n, _)| n + 1)
+        .max()
+        .unwrap_or(0);
+    let gen_name = format!("{GEN_PREFIX}{n}");
+    let tmp = dir.join(format!(
+        ".{gen_name}.tmp-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let mut files: Vec<GenFile<'_>> = vec![
+        (
+            paths::NODE_KEY_FILE,
+            m.key_pem.expose().as_bytes(),
+            SECRET_MODE,
+            root_owner,
+        ),
+        (
+            paths::CA_CERT_FILE,
+            m.ca_pem.as_bytes(),
+            CERT_MODE,
+            root_owner,
+        ),
+        (
+            paths::NODE_CERT_FILE,
+            m.cert_pem.as_bytes(),
+            CERT_MODE,
+            root_owner,
+        ),
+        (
+            paths::NODE_SECRETS_FILE,
+            json.as_bytes(),
+            SECRET_MODE,
+            root_owner,
+        ),
+    ];
+    if let Some(owner) = consul_owner {
+        files.push((
+            paths::CONSUL_KEY_FILE,
+            m.key_pem.expose().as_bytes(),
+            SECRET_MODE,
+            owner,
+        ));
+    }
+    if let Some(owner) = nomad_owner {
+        files.push((
+            paths::NOMAD_KEY_FILE,
+            m.key_pem.expose().as_bytes(),
+            SECRET_MODE,
+            owner,
+        ));
+    }
+    let written = (|| {
+        ensure_dir(&tmp, SECURITY_DIR_MODE, false)?;
+        for (name, bytes, mode, owner) in &files {
+            let path = tmp.join(name);
+            write_file_atomic(&path, bytes, *mode, *owner).map_err(|(what, source)| {
+                StoreError::Io {
+                    what,
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        fsync_dir(&tmp)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if stop(Step::TempWritten) {
+        return Ok(());
+    }
+    let gen_dir = dir.join(&gen_name);
+    fs::rename(&tmp, &gen_dir).map_err(io_err("rename into place", &gen_dir))?;
+    fsync_dir(dir)?;
+    if stop(Step::GenNamed) {
+        return Ok(());
+    }
+    // Links first: one for a file the old generation lacks dangles until
+    // the swap, and the role in force did not need it.
+    for (name, ..) in &files {
+        let target = Path::new(CURRENT_LINK).join(name);
+        set_link(&dir.join(name), &target)?;
+    }
+    fsync_dir(dir)?;
+    if stop(Step::Linked) {
+        return Ok(());
+    }
+    set_link(&dir.join(CURRENT_LINK), Path::new(&gen_name))?;
+    fsync_dir(dir)?;
+    if stop(Step::Swapped) {
+        return Ok(());
+    }
+    if let Some(old) = old.filter(|o| *o != gen_name) {
+        set_link(&dir.join(PREVIOUS_LINK), Path::new(&old))?;
+    }
+    fsync_dir(dir)?;
+    if stop(Step::PreviousSet) {
+        return Ok(());
+    }
+    tidy(dir, &files.iter().map(|f| f.0).collect::<Vec<_>>())
+}
+
+/// The generation `current` names (`gen-<n>`), if any.
+fn current_generation(dir: &Path) -> Option<String> {
+    link_target(&dir.join(CURRENT_LINK))
+}
+
+fn link_target(link: &Path) -> Option<String> {
+    fs::read_link(link)
+        .ok()
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| generation_number(t).is_some())
+}
+
+fn generation_number(name: &str) -> Option<u64> {
+    name.strip_prefix(GEN_PREFIX)?.parse().ok()
+}
+
+/// The generation dirs present, by number.
+fn generations(dir: &Path) -> Result<Vec<(u64, String)>, StoreError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let e = e.map_err(io_err("list", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = generation_number(&name) {
+            out.push((n, name));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Makes `link` a symlink to `target` with one rename (a link beside it,
+/// then renamed over it), unless it already is.
+fn set_link(link: &Path, target: &Path) -> Result<(), StoreError> {
+    if fs::read_link(link).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    let dir = parent_of(link);
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.link-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::os::unix::fs::symlink(target, &tmp).map_err(io_err("create the link", &tmp))?;
+    fs::rename(&tmp, link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("rename into place", link)(e)
+    })
+}
+
+/// After a swap: removes links to files the generation in force lacks,
+/// generations other than `current` and `previous`, and temporary dirs
+/// a crash left.
+fn tidy(dir: &Path, present: &[&str]) -> Result<(), StoreError> {
+    for name in MATERIAL_FILES {
+        let p = dir.join(name);
+        if !present.contains(&name) && fs::symlink_metadata(&p).is_ok_and(|m| m.is_symlink()) {
+            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+        }
+    }
+    let keep = [
+        current_generation(dir),
+        link_target(&dir.join(PREVIOUS_LINK)),
+    ];
+    for (_, name) in generations(dir)? {
+        if !keep.iter().any(|k| k.as_deref() == Some(name.as_str())) {
+            let p = dir.join(&name);
+            fs::remove_dir_all(&p).map_err(io_err("remove", &p))?;
+        }
+    }
+    for e in fs::read_dir(dir).map_err(io_err("list", dir))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{GEN_PREFIX}")) && name.contains(".tmp-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// A security dir of the first layout (the material as plain files) is
+/// turned into generation 0 without changing what is in force: the files
+/// are copied into `gen-0/` (modes and owners kept), `current` names it,
+/// then each file is replaced by its link, one rename each (every state on
+/// the way reads the same bytes).
+fn migrate_flat_layout(dir: &Path) -> Result<(), StoreError> {
+    let flat: Vec<&str> = MATERIAL_FILES
+        .into_iter()
+        .filter(|n| fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_file()))
+        .collect();
+    if flat.is_empty() {
+        return Ok(());
+    }
+    let gen_name = match current_generation(dir) {
+        Some(g) => g,
+        None => {
+            let name = format!("{GEN_PREFIX}0");
+            let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&tmp);
+            ensure_dir(&tmp, SECURITY_DIR_MODE, false)?;
+            for n in &flat {
+                use std::os::unix::fs::MetadataExt;
+                let from = dir.join(n);
+                let meta = fs::metadata(&from).map_err(io_err("read", &from))?;
+                let bytes = fs::read(&from).map_err(io_err("read", &from))?;
+                let owner = Uid::effective()
+                    .is_root()
+                    .then(|| (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid())));
+                let to = tmp.join(n);
+                write_file_atomic(&to, &bytes, meta.mode() & 0o7777, owner).map_err(
+                    |(what, source)| StoreError::Io {
+                        what,
+                        path: to.clone(),
+                        source,
+                    },
+                )?;
+            }
+            fsync_dir(&tmp)?;
+            let to = dir.join(&name);
+            let _ = fs::remove_dir_all(&to);
+            fs::rename(&tmp, &to).map_err(io_err("rename into place", &to))?;
+            set_link(&dir.join(CURRENT_LINK), Path::new(&name))?;
+            fsync_dir(dir)?;
+            name
+        }
+    };
+    let gen_dir = dir.join(&gen_name);
+    for n in flat {
+        // Only a file the generation holds becomes a link to it.
+        if gen_dir.join(n).is_file() {
+            set_link(&dir.join(n), &Path::new(CURRENT_LINK).join(n))?;
+        }
+    }
+    fsync_dir(dir)
+}
+
+/// What [`recover_node_material`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// No material, or the pair in force matches.
+    Fine,
+    /// Another writer holds the lock (it leaves a whole set).
+    Busy,
+    /// The pair in force did not match; the previous generation (which
+    /// does) is in force again.
+    RolledBack {
+        /// The broken generation.
+        from: String,
+        /// The one now in force.
+        to: String,
+    },
+    /// The pair in force does not match and there is no way back.
+    Broken {
+        /// What does not match (no key material).
+        reason: String,
+    },
+}
+
+/// Whether `dir`'s node certificate is for its node key (and each agent's
+/// key copy is that key): `None` when they match or a file is missing
+/// (the role loader reports missing files), else what is wrong.
+pub fn pair_problem(dir: &Path) -> Option<String> {
+    let read = |n: &str| read_regular(&dir.join(n), MAX_CLUSTER_FILE_BYTES).ok();
+    let (Some(cert), Some(key)) = (read(paths::NODE_CERT_FILE), read(paths::NODE_KEY_FILE)) else {
+        return None;
+    };
+    let cert_pin = std::str::from_utf8(&cert)
+        .ok()
+        .and_then(|c| super::ca::pin_of_cert_pem(c).ok());
+    let key_pin = std::str::from_utf8(&key)
+        .ok()
+        .and_then(|k| rcgen::KeyPair::from_pem(k).ok())
+        .map(|k| super::ca::pin_of_spki_der(&rcgen::PublicKeyData::subject_public_key_info(&k)));
+    match (cert_pin, key_pin) {
+        (None, _) => return Some(format!("{} is not a certificate", paths::NODE_CERT_FILE)),
+        (_, None) => return Some(format!("{} is not a key", paths::NODE_KEY_FILE)),
+        (Some(c), Some(k)) if c != k => {
+            return Some(format!(
+                "{} is not the certificate of {}",
+                paths::NODE_CERT_FILE,
+                paths::NODE_KEY_FILE
+            ));
+        }
+        _ => {}
+    }
+    for copy in [paths::CONSUL_KEY_FILE, paths::NOMAD_KEY_FILE] {
+        if let Some(c) = read(copy) {
+            if c != key {
+                return Some(format!("{copy} is not a copy of {}", paths::NODE_KEY_FILE));
+            }
+        }
+    }
+    None
+}
+
+/// The load-time check: when the node certificate in force is not for the
+/// node key (or a key copy differs) and the previous generation's pair
+/// matches, that one is put back in force (logged as a warning). Skipped
+/// while another writer holds the lock. Missing material is fine.
+pub fn recover_node_material(dir: &Path) -> Result<Recovery, StoreError> {
+    if fs::symlink_metadata(dir.join(paths::NODE_SECRETS_FILE)).is_err() {
+        return Ok(Recovery::Fine);
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(SECRET_MODE)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    let _lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(Recovery::Busy),
+        Err((_, e)) => return Err(io_err("lock", &lock_path)(e.into())),
+    };
+    let Some(reason) = pair_problem(dir) else {
+        return Ok(Recovery::Fine);
+    };
+    let current = current_generation(dir);
+    let previous = link_target(&dir.join(PREVIOUS_LINK));
+    if let (Some(from), Some(to)) = (current, previous) {
+        if pair_problem(&dir.join(&to)).is_none()
+            && dir.join(&to).join(paths::NODE_SECRETS_FILE).is_file()
+        {
+            set_link(&dir.join(CURRENT_LINK), Path::new(&to))?;
+            fs::remove_file(dir.join(PREVIOUS_LINK))
+                .map_err(io_err("remove", &dir.join(PREVIOUS_LINK)))?;
+            fsync_dir(dir)?;
+            tracing::warn!(dir = %dir.display(), broken = %from, restored = %to, problem = %reason, "the node's key and certificate did not match; the previous pair is in force again");
+            return Ok(Recovery::RolledBack { from, to });
+        }
+    }
+    Ok(Recovery::Broken { reason })
 }
 
 /// What is wrong with a JSON file that holds secrets, without serde's text:
 /// an "invalid type" message quotes the value it found, which may be a key.
-fn json_problem(e: &serde_json::Error) -> String {
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Io => "failed to read",
@@ -917,14 +1344,224 @@ mod tests {
         assert_eq!(
             names,
             vec![
+                ".lock",
                 "ca.pem",
                 "consul-key.pem",
+                "current",
+                "gen-0",
+                "gen-1",
                 "node-key.pem",
                 "node.json",
                 "node.pem",
-                "nomad-key.pem"
+                "nomad-key.pem",
+                "previous",
             ]
+            .into_iter()
+            .filter(|n| *n != ".lock")
+            .collect::<Vec<_>>()
         );
+        assert_eq!(
+            fs::read_link(dir.join("current")).unwrap(),
+            Path::new("gen-1")
+        );
+        assert_eq!(
+            fs::read_link(dir.join("previous")).unwrap(),
+            Path::new("gen-0")
+        );
+        assert_eq!(
+            fs::read_link(dir.join(paths::NODE_CERT_FILE)).unwrap(),
+            Path::new("current/node.pem")
+        );
+        // A third write drops gen-0.
+        write_node_material(
+            &dir,
+            ca.cert_pem(),
+            &cert.pem,
+            &key_pem,
+            &secrets,
+            Some(&me),
+            None,
+        )
+        .unwrap();
+        assert!(!dir.join("gen-0").exists() && dir.join("gen-2").is_dir());
+        // The Nomad key copy is gone with the role: no dangling link.
+        assert!(fs::symlink_metadata(dir.join(paths::NOMAD_KEY_FILE)).is_err());
+    }
+
+    /// A node's material for a fresh key: (ca pem, cert pem, key pem,
+    /// node.json).
+    fn material(ca: &ClusterCa, days: u64) -> (String, Secret, NodeSecretsFile) {
+        let key = new_key_pair().unwrap();
+        let dns = vec!["localhost".to_string()];
+        let ips: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
+        let cert = ca
+            .issue(&key, &dns, &ips, Duration::from_secs(days * 86_400))
+            .unwrap();
+        let secrets = secrets_for(
+            &cluster(ca, true),
+            RoleSet::default(),
+            "ams2",
+            &dns,
+            &ips,
+            &cert,
+        );
+        (cert.pem, crate::security::ca::key_pem_of(&key), secrets)
+    }
+
+    /// The set in force: its pair matches, the key copies are the key, and
+    /// node.json describes the certificate. Returns node.json's not_after.
+    fn in_force(dir: &Path) -> u64 {
+        assert_eq!(pair_problem(dir), None);
+        let cert = fs::read_to_string(dir.join(paths::NODE_CERT_FILE)).unwrap();
+        let json: NodeSecretsFile =
+            serde_json::from_str(&fs::read_to_string(dir.join(paths::NODE_SECRETS_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(
+            crate::security::ca::not_after_of_cert_pem(&cert).unwrap(),
+            json.not_after
+        );
+        json.not_after
+    }
+
+    #[test]
+    fn a_crash_at_any_step_leaves_the_old_set_or_the_new_one_in_force() {
+        let me = User::from_uid(Uid::effective()).unwrap().unwrap().name;
+        let ca = ClusterCa::create().unwrap();
+        let (c1, k1, s1) = material(&ca, 10);
+        let (c2, k2, s2) = material(&ca, 20);
+        for step in [
+            Step::Migrated,
+            Step::TempWritten,
+            Step::GenNamed,
+            Step::Linked,
+            Step::Swapped,
+            Step::PreviousSet,
+        ] {
+            for flat in [false, true] {
+                let tmp = tempfile::tempdir().unwrap();
+                let dir = tmp.path().join("security");
+                if flat {
+                    // The first layout: plain files.
+                    fs::create_dir_all(&dir).unwrap();
+                    for (n, b) in [
+                        (paths::CA_CERT_FILE, ca.cert_pem()),
+                        (paths::NODE_CERT_FILE, c1.as_str()),
+                        (paths::NODE_KEY_FILE, k1.expose()),
+                        (paths::CONSUL_KEY_FILE, k1.expose()),
+                        (
+                            paths::NODE_SECRETS_FILE,
+                            &serde_json::to_string(&s1).unwrap(),
+                        ),
+                    ] {
+                        fs::write(dir.join(n), b).unwrap();
+                    }
+                } else {
+                    write_node_material(&dir, ca.cert_pem(), &c1, &k1, &s1, Some(&me), None)
+                        .unwrap();
+                }
+                let new = NewMaterial {
+                    ca_pem: ca.cert_pem(),
+                    cert_pem: &c2,
+                    key_pem: &k2,
+                    secrets: &s2,
+                    consul_user: Some(&me),
+                    nomad_user: None,
+                };
+                write_generation(&dir, &new, Some(step)).unwrap();
+                let got = in_force(&dir);
+                let expected = if step >= Step::Swapped {
+                    s2.not_after
+                } else {
+                    s1.not_after
+                };
+                assert_eq!(got, expected, "after {step:?} (flat layout: {flat})");
+                // The next whole write completes from there.
+                write_node_material(&dir, ca.cert_pem(), &c2, &k2, &s2, Some(&me), None).unwrap();
+                assert_eq!(in_force(&dir), s2.not_after);
+                let stray: Vec<_> = fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".tmp-") || n.contains(".link-"))
+                    .collect();
+                assert!(stray.is_empty(), "{stray:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_mismatched_pair_falls_back_to_the_previous_generation() {
+        let me = User::from_uid(Uid::effective()).unwrap().unwrap().name;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("security");
+        let ca = ClusterCa::create().unwrap();
+        let (c1, k1, s1) = material(&ca, 10);
+        let (c2, k2, s2) = material(&ca, 20);
+        assert_eq!(recover_node_material(&dir).unwrap(), Recovery::Fine);
+        write_node_material(&dir, ca.cert_pem(), &c1, &k1, &s1, Some(&me), None).unwrap();
+        write_node_material(&dir, ca.cert_pem(), &c2, &k2, &s2, Some(&me), None).unwrap();
+        assert_eq!(recover_node_material(&dir).unwrap(), Recovery::Fine);
+        // The key in force replaced by another (a broken writer, a disk).
+        fs::write(dir.join("gen-1").join(paths::NODE_KEY_FILE), k1.expose()).unwrap();
+        assert!(
+            pair_problem(&dir)
+                .unwrap()
+                .contains("is not the certificate of")
+        );
+        let r = recover_node_material(&dir).unwrap();
+        assert_eq!(
+            r,
+            Recovery::RolledBack {
+                from: "gen-1".into(),
+                to: "gen-0".into()
+            }
+        );
+        assert_eq!(in_force(&dir), s1.not_after);
+        // A key copy that differs is caught as well; no way back now.
+        fs::write(dir.join("gen-0").join(paths::CONSUL_KEY_FILE), k2.expose()).unwrap();
+        match recover_node_material(&dir).unwrap() {
+            Recovery::Broken { reason } => {
+                assert!(reason.contains("consul-key.pem"), "{reason}");
+                assert!(!reason.contains("PRIVATE"), "{reason}");
+            }
+            r => panic!("{r:?}"),
+        }
+        // While another writer holds the lock, nothing is touched.
+        let _held = lock_material(&dir).unwrap();
+        assert_eq!(recover_node_material(&dir).unwrap(), Recovery::Busy);
+    }
+
+    #[test]
+    fn an_unknown_agent_user_is_refused_before_anything_is_written() {
+        let me = User::from_uid(Uid::effective()).unwrap().unwrap().name;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("security");
+        let ca = ClusterCa::create().unwrap();
+        let (c1, k1, s1) = material(&ca, 10);
+        let (c2, k2, s2) = material(&ca, 20);
+        write_node_material(&dir, ca.cert_pem(), &c1, &k1, &s1, Some(&me), None).unwrap();
+        let before: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if Uid::effective().is_root() {
+            let e = write_node_material(
+                &dir,
+                ca.cert_pem(),
+                &c2,
+                &k2,
+                &s2,
+                Some(&me),
+                Some("no-such-user-hs11"),
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("no-such-user-hs11"), "{e}");
+            let after: Vec<_> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(before, after);
+            assert_eq!(in_force(&dir), s1.not_after);
+        }
     }
 
     #[test]

@@ -406,9 +406,10 @@ impl TokenStore {
             }
             Err(source) => return Err(TokenError::Read { path, source }),
         };
+        // serde's text may quote a value (a secret's hash): never shown.
         let file: TokensFile = serde_json::from_slice(&bytes).map_err(|e| TokenError::Parse {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: super::store::json_problem(&e),
         })?;
         if file.version != FILE_VERSION {
             return Err(TokenError::Parse {
@@ -605,6 +606,48 @@ impl TokenStore {
     }
 }
 
+/// What is wrong with the mode or owner of a join token file (as ssh asks
+/// of a private key): group or other may read or write it, or it is not
+/// owned by root (running as root) or by this user or root (otherwise).
+/// `None` when it is fine or cannot be looked at (the read reports that).
+pub fn token_file_problem(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Some(format!(
+            "the join token file {} is open to group or others (mode {mode:04o}): a join token admits a node to the cluster; `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let me = nix::unistd::Uid::effective().as_raw();
+    let ok = if me == 0 {
+        meta.uid() == 0
+    } else {
+        meta.uid() == me || meta.uid() == 0
+    };
+    if !ok {
+        return Some(format!(
+            "the join token file {} is owned by uid {}, not by {}: whoever owns it can change the token; `chown {} {}`",
+            path.display(),
+            meta.uid(),
+            if me == 0 {
+                "root".to_string()
+            } else {
+                format!("root or uid {me}")
+            },
+            if me == 0 {
+                "root".to_string()
+            } else {
+                me.to_string()
+            },
+            path.display()
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +657,48 @@ mod tests {
 
     fn store() -> TokenStore {
         TokenStore::new(Path::new("/nonexistent"), PIN)
+    }
+
+    #[test]
+    fn a_token_file_open_to_others_or_owned_by_another_user_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("join-token");
+        std::fs::write(&p, "t").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let why = token_file_problem(&p).unwrap();
+            assert!(why.contains(&format!("(mode {mode:04o})")), "{why}");
+            assert!(why.contains(&p.display().to_string()), "{why}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(token_file_problem(&p), None);
+        }
+        if nix::unistd::Uid::effective().is_root() {
+            nix::unistd::chown(&p, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let why = token_file_problem(&p).unwrap();
+            assert!(why.contains("owned by uid 65534, not by root"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_tokens_file_is_refused_without_quoting_its_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = TokenStore::new(tmp.path(), PIN);
+        s.create(Duration::from_secs(H), Some("web"), false, 1000)
+            .unwrap();
+        s.save().unwrap();
+        let path = tmp.path().join(paths::TOKENS_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let hash = s.list()[0].secret_sha256.clone();
+        // The hash where a number belongs: serde's text would quote it.
+        let bad = text.replacen("\"created\": 1000", &format!("\"created\": \"{hash}\""), 1);
+        assert_ne!(bad, text);
+        std::fs::write(&path, bad).unwrap();
+        let e = TokenStore::load(tmp.path(), PIN).unwrap_err().to_string();
+        assert!(e.contains("of the wrong type at line"), "{e}");
+        assert!(!e.contains(&hash), "{e}");
     }
 
     #[test]

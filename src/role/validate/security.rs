@@ -64,20 +64,39 @@ pub(super) fn check(cx: Context<'_>, i: &Inputs<'_>) -> Checked<SecurityRole> {
     } else {
         material(&mut found, cx, i.config_dir, i.set)
     };
+    let ca_holder = !i.set.dev && cx.host.is_dir(&i.config_dir.join(CLUSTER_SUBDIR));
     // A node with material has joined: its token is not read (the
-    // operator may have deleted the file, as they should).
-    let join_token = if material.is_some() {
-        None
-    } else {
+    // operator may have deleted the file, as they should), unless its
+    // certificate expired and it holds no CA (renewal over mutual TLS is
+    // impossible): then a token, when one is given, joins it again
+    // (SEC-STORE; a missing or bad token is no problem then).
+    let expired = material
+        .as_ref()
+        .is_some_and(|m| !ca_holder && m.is_expired(crate::role::security::now_unix()));
+    let join_token = if material.is_none() {
         join_token(&mut found, cx, r, i.overrides)
+    } else if expired {
+        join_token(&mut Findings::default(), cx, r, i.overrides)
+    } else {
+        None
     };
+    let join_token_file = join_token.as_ref().and_then(|_| {
+        if i.overrides.join_token.is_some() {
+            return None;
+        }
+        i.overrides.join_token_file.clone().or_else(|| {
+            r.join_token_file
+                .as_ref()
+                .map(|s| cx.resolve_path(s.get_ref()))
+        })
+    });
     let join = join_addresses(&mut found, &r.join);
     let join_listen = join_listen(&mut found, &r.join_listen, i.private, i.public);
     let (cert_lifetime, renew_before) = lifetimes(&mut found, r);
-    let ca_holder = !i.set.dev && cx.host.is_dir(&i.config_dir.join(CLUSTER_SUBDIR));
     let role = SecurityRole {
         plaintext,
         join_token,
+        join_token_file,
         join,
         join_listen,
         renew_before,

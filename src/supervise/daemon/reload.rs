@@ -4,7 +4,9 @@
 //! to the version its spec resolves to now (`rollout`: through the
 //! upgrade gate, with a rollback when it does not become ready). Every
 //! step applies the newly loaded plan; a refused or failed reload keeps the
-//! running one and is reported in the status.
+//! running one and is reported in the status. After a certificate renewal
+//! (`DaemonEvent::Renewed`) the agents get SIGHUP even when the reload is
+//! refused: their TLS files changed on disk.
 
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
@@ -39,6 +41,15 @@ impl<P: Preparer> Daemon<P> {
         let outcome = self.try_reload(events, shutdown, tls_renewed).await;
         if let Err(msg) = &outcome {
             tracing::error!(error = %msg, "reload refused, keeping the running configuration");
+            if tls_renewed {
+                // The TLS files changed on disk whatever the role file
+                // says now: the agents re-read them only on SIGHUP, and
+                // the old certificate may be about to expire.
+                tracing::warn!("sending SIGHUP to the agents anyway: their TLS files were renewed");
+                for h in &self.handles {
+                    let _ = h.send(Control::Reload);
+                }
+            }
         }
         self.set_reload_error(outcome.err());
         notify_systemd(&[NotifyState::Ready]);
