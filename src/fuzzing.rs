@@ -33,7 +33,10 @@ fn role_host() -> &'static StaticHost {
             ("keys/consul-gossip.key", gossip),
             ("keys/nomad-gossip.key", gossip),
             ("keys/extra.asc", key),
-            ("tls/ca.pem", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"),
+            (
+                "tls/ca.pem",
+                "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            ),
             ("tls/agent.pem", "not a certificate\n"),
             ("tls/agent-key.pem", "not a key\n"),
             ("join-token", "hsj1.not-a-real-token\n"),
@@ -84,7 +87,10 @@ pub fn sha256sums(data: &[u8]) {
     if let Ok(sums) = crate::release::Sha256Sums::parse(data) {
         let _ = sums.get("consul_1.21.4_linux_amd64.zip");
         if let Ok(text) = std::str::from_utf8(data)
-            && let Some(name) = text.lines().next().and_then(|l| l.split_whitespace().nth(1))
+            && let Some(name) = text
+                .lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
         {
             let _ = sums.get(name);
         }
@@ -189,7 +195,10 @@ pub fn release_zip(data: &[u8]) {
     }
     let dest = base.join("stage").join(Product::Consul.as_str());
     if let Err(e) = std::fs::create_dir_all(base.join("stage")) {
-        panic!("failed to create the staging dir under {}: {e}", base.display());
+        panic!(
+            "failed to create the staging dir under {}: {e}",
+            base.display()
+        );
     }
     let limits = crate::release::install::Limits {
         max_binary_bytes: ZIP_BINARY_CAP,
@@ -322,11 +331,11 @@ fn health_server() -> &'static HealthServer {
             Err(e) => panic!("failed to build the health server's runtime: {e}"),
         };
         let addr = runtime.block_on(async {
-            let listener = match crate::health::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
-            {
-                Ok(l) => l,
-                Err(e) => panic!("failed to bind the health endpoint: {e}"),
-            };
+            let listener =
+                match crate::health::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await {
+                    Ok(l) => l,
+                    Err(e) => panic!("failed to bind the health endpoint: {e}"),
+                };
             let addr = match listener.local_addr() {
                 Ok(a) => a,
                 Err(e) => panic!("failed to read the health endpoint's address: {e}"),
@@ -377,9 +386,9 @@ pub fn health_http(data: &[u8]) {
         tokio::time::timeout(HEALTH_ANSWER_TIMEOUT, exchange).await
     });
     match answer {
-        Err(_) => panic!(
-            "the health server neither answered nor closed within {HEALTH_ANSWER_TIMEOUT:?}"
-        ),
+        Err(_) => {
+            panic!("the health server neither answered nor closed within {HEALTH_ANSWER_TIMEOUT:?}")
+        }
         // A reset is an answer (the server closed with unread input).
         Ok(Err(_)) => {}
         Ok(Ok(out)) => {
