@@ -368,7 +368,7 @@ fn health_server() -> &'static HealthServer {
 /// The health server's request handling: the bytes are sent as they are
 /// over a fresh loopback connection, the client's side is then shut for
 /// writing, and the whole answer is read. The server must answer (or close)
-/// within [`HEALTH_ANSWER_TIMEOUT`], and every answer must be HTTP/1.1.
+/// within `HEALTH_ANSWER_TIMEOUT` (15 s), and every answer must be HTTP/1.1.
 pub fn health_http(data: &[u8]) {
     let server = health_server();
     let addr = server.addr;
