@@ -78,6 +78,8 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod exit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod html;
 pub mod openpgp;

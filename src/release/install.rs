@@ -233,17 +233,36 @@ fn extract(
     limits: Limits,
 ) -> Result<String, ReleaseError> {
     let zip_path = artifact.zip.path();
-    let bad = |reason: String| ReleaseError::BadArchive {
-        path: zip_path.to_path_buf(),
-        reason,
-    };
     let file = std::fs::File::open(zip_path).map_err(|source| ReleaseError::Io {
         what: "open the release zip",
         path: zip_path.to_path_buf(),
         source,
     })?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-        .map_err(|e| bad(format!("not a zip archive ({e})")))?;
+    extract_from(
+        std::io::BufReader::new(file),
+        zip_path,
+        artifact.product,
+        dest,
+        limits,
+    )
+}
+
+/// [`extract`] of the zip read from `reader` (named `zip_path` in errors):
+/// the binary `product` to `dest`, which must not exist. Reached by the
+/// fuzzer through `crate::fuzzing`.
+pub(crate) fn extract_from<R: std::io::Read + std::io::Seek>(
+    reader: R,
+    zip_path: &Path,
+    product: Product,
+    dest: &Path,
+    limits: Limits,
+) -> Result<String, ReleaseError> {
+    let bad = |reason: String| ReleaseError::BadArchive {
+        path: zip_path.to_path_buf(),
+        reason,
+    };
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| bad(format!("not a zip archive ({e})")))?;
     if zip.len() > MAX_ZIP_ENTRIES {
         return Err(bad(format!(
             "{} entries, more than the {MAX_ZIP_ENTRIES} a release holds",
@@ -251,7 +270,7 @@ fn extract(
         )));
     }
     let cap = limits.binary_cap();
-    let want = artifact.product.as_str();
+    let want = product.as_str();
     let mut binary_index = None;
     for i in 0..zip.len() {
         let entry = zip

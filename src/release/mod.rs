@@ -13,7 +13,7 @@
 
 mod fsutil;
 pub mod index;
-mod install;
+pub(crate) mod install;
 pub mod mirror;
 pub mod verify;
 

@@ -50,7 +50,7 @@ const STAGES: &[(&str, &[&str])] = &[
     // signals into daemon events, `main` is the binary.
     (
         "application",
-        &["commands", "cli", "error", "shutdown", "main"],
+        &["commands", "cli", "error", "shutdown", "main", "fuzzing"],
     ),
 ];
 
