@@ -342,24 +342,23 @@ fn nomad_mirror() -> &'static BuiltMirror {
 /// The role of one of three Nomad servers of region `eu` (the first also
 /// the Consul server holding the lock), on [`nomad_mirror`], asking for
 /// Nomad `version`.
-fn nomad_role(
-    i: usize,
-    root: &Path,
-    ports: &[Ports; 3],
-    membership: &Path,
-    version: &str,
-) -> String {
+fn nomad_role(i: usize, root: &Path, ports: &[Ports], version: &str) -> String {
     use crate::support::node::{NOMAD_VERSION, RoleFile};
-    let roles: &[&str] = if i == 0 {
-        &["consul-server", "nomad-server"]
-    } else {
-        &["nomad-server"]
+    let roles: &[&str] = match i {
+        0 => &["consul-server", "nomad-server"],
+        1 | 2 => &["nomad-server"],
+        _ => &["nomad-client"],
     };
-    let joins: Vec<String> = ports
+    let joins: Vec<String> = ports[..3]
         .iter()
         .map(|p| format!("\"127.0.0.1:{}\"", p.nomad_serf))
         .collect();
-    let text = RoleFile::new(&format!("ams2-server-0{}", i + 1), "ams2", roles, ports[i])
+    let name = if i < 3 {
+        format!("ams2-server-0{}", i + 1)
+    } else {
+        "ams2-client-01".to_string()
+    };
+    let text = RoleFile::new(&name, "ams2", roles, ports[i])
         .bootstrap_expect(1, 3)
         .tables(&format!(
             "[discovery]\n{}nomad_retry_join = [{}]\n\n\
@@ -374,7 +373,6 @@ fn nomad_role(
         .render(root);
     let shared = crate::support::node::mirror();
     let mine = nomad_mirror();
-    let _ = membership;
     text.replace(
         &shared.root.display().to_string(),
         &mine.root.display().to_string(),
@@ -412,12 +410,14 @@ fn nomad_membership(log: &Path) -> Vec<(String, String, String, u64)> {
 }
 
 #[test]
-fn three_nomad_servers_told_at_once_upgrade_one_at_a_time_with_quorum_held_and_the_leader_last() {
-    let ports: [Ports; 3] = [Ports::free(), Ports::free(), Ports::free()];
+fn three_nomad_servers_and_a_client_told_at_once_upgrade_one_server_at_a_time_the_leader_last_the_client_after()
+ {
+    // Three servers, and a client that goes after them.
+    let ports: [Ports; 4] = [Ports::free(), Ports::free(), Ports::free(), Ports::free()];
     let membership = tempfile::NamedTempFile::new().unwrap();
     std::fs::set_permissions(membership.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
     let mut sups = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let root = node_root();
         let data = root.path().join("state/data/nomad");
         std::fs::create_dir_all(&data).unwrap();
@@ -427,7 +427,7 @@ fn three_nomad_servers_told_at_once_upgrade_one_at_a_time_with_quorum_held_and_t
         )
         .unwrap();
         let rp = root.path().to_path_buf();
-        let text = nomad_role(i, &rp, &ports, membership.path(), N1);
+        let text = nomad_role(i, &rp, &ports, N1);
         sups.push((Supervisor::start(root, &text, &[]), rp));
     }
     let nomad_ready = |sup: &mut Supervisor, p: Ports, v: &str, what: &str| {
@@ -470,11 +470,7 @@ fn three_nomad_servers_told_at_once_upgrade_one_at_a_time_with_quorum_held_and_t
 
     // All three told at once.
     for (i, (sup, rp)) in sups.iter().enumerate() {
-        std::fs::write(
-            &sup.role_file,
-            nomad_role(i, rp, &ports, membership.path(), N2),
-        )
-        .unwrap();
+        std::fs::write(&sup.role_file, nomad_role(i, rp, &ports, N2)).unwrap();
     }
     let told = std::time::Instant::now();
     for (sup, _) in &sups {
@@ -523,7 +519,7 @@ fn three_nomad_servers_told_at_once_upgrade_one_at_a_time_with_quorum_held_and_t
     }
     let span = rollout.last().map_or(0, |e| e.3) - rollout.first().map_or(0, |e| e.3);
     eprintln!(
-        "rolling upgrade of 3 nomad servers: sighup to all ready {} ms, first down to last up {span} ms, floor (sum of down times) {floor} ms",
+        "rolling upgrade of 3 nomad servers and a client: sighup to all ready {} ms, first down to last up {span} ms, floor (sum of down times) {floor} ms",
         all_ready.as_millis()
     );
     assert_eq!(most, 1, "at most one server down at a time: {rollout:?}");
@@ -532,6 +528,25 @@ fn three_nomad_servers_told_at_once_upgrade_one_at_a_time_with_quorum_held_and_t
     assert!(
         order.last().is_some_and(|n| n.starts_with(&leader_node)),
         "the leader {leader} goes last: {order:?}"
+    );
+    // The client after every server: its new run started after the last
+    // server came back (seconds, as /v1/status gives it).
+    let last_up_ms = rollout
+        .iter()
+        .filter(|e| e.0 == "server-up")
+        .map(|e| e.3)
+        .max()
+        .unwrap_or(0);
+    let client = status(ports[3]).expect("the client's status");
+    let since = client
+        .agents
+        .iter()
+        .find(|a| a.agent == "nomad")
+        .and_then(|a| a.since_unix)
+        .expect("the client's nomad runs");
+    assert!(
+        since >= last_up_ms / 1000,
+        "client restarted at {since}, last server up at {last_up_ms} ms"
     );
     for (sup, _) in &mut sups {
         assert!(sup.stop().success());
