@@ -326,7 +326,7 @@ pub(crate) mod tests {
         );
         // An older supervisor says nothing of upgrades.
         let old = parse_status(
-            br#"{"node":"n1","datacenter":"dc1","agents":[{"agent":"consul","state":"running","ready":true}]}"#,
+            br#"{"node":"n1","datacenter":"dc1","healthy":true,"agents":[{"agent":"consul","state":"running","ready":true}]}"#,
         )
         .unwrap();
         assert_eq!(old.consul.unwrap().upgrade, None);
