@@ -167,3 +167,29 @@ pub struct SupervisorStatus {
     /// health endpoint was started with).
     pub node: Option<NodeIdentity>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upgrade_says_installed_wanted_and_what_it_waits_for() {
+        let mut u = UpgradeStatus {
+            installed: Some("1.10.4".into()),
+            wanted: Some("1.10.5".into()),
+            waiting_for: Some("the upgrade lock of nomad/eu held by ams2-server-01".into()),
+            paused: None,
+        };
+        assert_eq!(
+            u.summary(),
+            "installed 1.10.4, wanted 1.10.5, waiting for: the upgrade lock of nomad/eu held by ams2-server-01"
+        );
+        u.waiting_for = None;
+        u.wanted = None;
+        u.paused = Some("nomad 1.10.5 failed on ams2-server-03".into());
+        assert_eq!(
+            u.summary(),
+            "installed 1.10.4, wanted unknown, rollout paused: nomad 1.10.5 failed on ams2-server-03"
+        );
+    }
+}

@@ -425,11 +425,13 @@ pub fn catalog_nodes(shared: &Shared) -> Resp {
 }
 
 /// This server gives up leadership: it stops counting as a candidate
-/// (`yielded`, spread by gossip) so the next server in line leads. The
-/// new leader is the lowest-named other alive server (README).
-fn yield_leadership(shared: &Shared) {
+/// (`yielded`, spread by gossip) and names the server it hands to (`to`;
+/// none: the lowest-named other alive server leads).
+fn yield_leadership(shared: &Shared, to: Option<&Member>) {
     let mut st = shared.lock();
     st.me.yielded = true;
+    st.me.handoff = to.map(|m| m.node.clone()).unwrap_or_default();
+    st.me.handoff_ms = now_ms();
     st.me.incarnation += 1;
 }
 
@@ -476,11 +478,13 @@ pub async fn transfer(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     };
     // Any alive server but the leader may take over.
     let others: Vec<&Member> = alive.iter().filter(|m| m.node != leader.node).collect();
+    let mut to = None;
     if let Some(want) = id.as_deref().or(address.as_deref()) {
-        let known = others
+        to = others
             .iter()
-            .any(|m| m.node_id == want || m.rpc_addr() == want);
-        if !known {
+            .find(|m| m.node_id == want || m.rpc_addr() == want)
+            .map(|m| (*m).clone());
+        if to.is_none() {
             return text(
                 400,
                 &format!("cannot find peer {want:?} in the raft configuration"),
@@ -517,7 +521,7 @@ pub async fn transfer(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             Err(e) => text(500, &e),
         };
     }
-    yield_leadership(&shared);
+    yield_leadership(&shared, to.as_ref());
     crate::events::log("    [INFO] agent: (stand-in) leadership transferred");
     crate::gossip::push_all(&shared).await;
     match product {

@@ -77,6 +77,10 @@ pub struct Member {
     /// The server gave up leadership (a leadership transfer): it does not
     /// lead while another alive server can; cleared by a restart.
     pub yielded: bool,
+    /// With `yielded`: the server it handed leadership to (empty: the next
+    /// in line) and when (unix ms), so the newest hand-off wins.
+    pub handoff: String,
+    pub handoff_ms: u64,
 }
 
 impl Member {
@@ -88,7 +92,7 @@ impl Member {
             "expect": self.expect, "status": self.status,
             "incarnation": self.incarnation, "gossip": self.gossip,
             "version": self.version, "services": self.services,
-            "yielded": self.yielded,
+            "yielded": self.yielded, "handoff": self.handoff, "handoff_ms": self.handoff_ms,
         })
     }
 
@@ -118,6 +122,8 @@ impl Member {
                 .cloned()
                 .unwrap_or_default(),
             yielded: v.get("yielded").and_then(Value::as_bool).unwrap_or(false),
+            handoff: s("handoff").unwrap_or_default(),
+            handoff_ms: n("handoff_ms").unwrap_or(0),
         })
     }
 
@@ -240,6 +246,8 @@ impl State {
             version: version.to_string(),
             services: Vec::new(),
             yielded: false,
+            handoff: String::new(),
+            handoff_ms: 0,
         };
         State {
             product: cfg.product,
@@ -416,11 +424,21 @@ impl State {
         }
         // The lowest name leads; a server that transferred its leadership
         // away steps aside while another alive server can lead.
-        alive
+        // The server named by the newest hand-off, when it can lead.
+        let handed = servers
             .iter()
-            .find(|m| !m.yielded)
-            .or(alive.first())
-            .map(|m| (*m).clone())
+            .filter(|m| m.yielded && !m.handoff.is_empty())
+            .max_by_key(|m| m.handoff_ms)
+            .and_then(|h| {
+                alive
+                    .iter()
+                    .find(|m| m.node == h.handoff && !m.yielded)
+                    .copied()
+            });
+        handed
+            .or_else(|| alive.iter().find(|m| !m.yielded).copied())
+            .or(alive.first().copied())
+            .cloned()
     }
 
     /// Raft peers: the non-left servers once bootstrapped.
@@ -495,6 +513,8 @@ mod tests {
             version: "1.20.1".into(),
             services: vec![],
             yielded: false,
+            handoff: String::new(),
+            handoff_ms: 0,
         }
     }
 

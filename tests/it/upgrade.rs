@@ -303,3 +303,252 @@ fn a_single_server_upgrades_through_the_gate_a_bad_release_pauses_the_rollout_an
     assert!(sup.log().contains("(pinned)"), "{}", sup.log());
     assert!(sup.stop().success());
 }
+
+/// Nomad versions of the three-server test.
+const N1: &str = "1.10.4";
+const N2: &str = "1.10.5";
+
+/// A signed mirror with Consul [`V1`] and Nomad [`N1`], [`N2`].
+fn nomad_mirror() -> &'static BuiltMirror {
+    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
+    &MIRROR
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().expect("create a temp dir");
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("open up the mirror's temp dir");
+            let standin = tmp.path().join("hashi-standin");
+            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
+            let _ = Command::new("strip").arg(&standin).status();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let built = MirrorBuilder::product("consul")
+                .version(crate::support::node::CONSUL_VERSION)
+                .binary(&standin)
+                .and_product("nomad")
+                .version(N1)
+                .binary(&standin)
+                .version(N2)
+                .binary(&standin)
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .expect("build the mirror");
+            (tmp, built)
+        })
+        .1
+}
+
+/// The role of one of three Nomad servers of region `eu` (the first also
+/// the Consul server holding the lock), on [`nomad_mirror`], asking for
+/// Nomad `version`.
+fn nomad_role(i: usize, root: &Path, ports: &[Ports], version: &str) -> String {
+    use crate::support::node::{NOMAD_VERSION, RoleFile};
+    let roles: &[&str] = match i {
+        0 => &["consul-server", "nomad-server"],
+        1 | 2 => &["nomad-server"],
+        _ => &["nomad-client"],
+    };
+    let joins: Vec<String> = ports[..3]
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{}\"", p.nomad_serf))
+        .collect();
+    let name = if i < 3 {
+        format!("ams2-server-0{}", i + 1)
+    } else {
+        "ams2-client-01".to_string()
+    };
+    let text = RoleFile::new(&name, "ams2", roles, ports[i])
+        .bootstrap_expect(1, 3)
+        .tables(&format!(
+            "[discovery]\n{}nomad_retry_join = [{}]\n\n\
+             [upgrade]\nhealth_deadline_secs = 30\nlock_ttl_secs = 10\n",
+            if i == 0 {
+                String::new()
+            } else {
+                format!("consul_address = \"127.0.0.1:{}\"\n", ports[0].consul_http)
+            },
+            joins.join(", ")
+        ))
+        .render(root);
+    let shared = crate::support::node::mirror();
+    let mine = nomad_mirror();
+    text.replace(
+        &shared.root.display().to_string(),
+        &mine.root.display().to_string(),
+    )
+    .replace(
+        &shared.public_key.display().to_string(),
+        &mine.public_key.display().to_string(),
+    )
+    .replace(
+        &format!("version = \"{NOMAD_VERSION}\""),
+        &format!("version = \"{version}\""),
+    )
+}
+
+/// `(event, node, version, unix_ms)` of the Nomad lines of the membership
+/// log, in time order.
+fn nomad_membership(log: &Path) -> Vec<(String, String, String, u64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut v: Vec<(String, String, String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 && f[1] == "nomad").then(|| {
+                (
+                    f[0].to_string(),
+                    f[2].to_string(),
+                    f[3].to_string(),
+                    f[4].parse().unwrap_or(0),
+                )
+            })
+        })
+        .collect();
+    v.sort_by_key(|e| e.3);
+    v
+}
+
+#[test]
+fn three_nomad_servers_and_a_client_told_at_once_upgrade_one_server_at_a_time_the_leader_last_the_client_after()
+ {
+    // Three servers, and a client that goes after them.
+    let ports: [Ports; 4] = [Ports::free(), Ports::free(), Ports::free(), Ports::free()];
+    let membership = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(membership.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut sups = Vec::new();
+    for i in 0..4 {
+        let root = node_root();
+        let data = root.path().join("state/data/nomad");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(
+            data.join("standin.env"),
+            format!("STANDIN_MEMBERSHIP_LOG={}\n", membership.path().display()),
+        )
+        .unwrap();
+        let rp = root.path().to_path_buf();
+        let text = nomad_role(i, &rp, &ports, N1);
+        sups.push((Supervisor::start(root, &text, &[]), rp));
+    }
+    let nomad_ready = |sup: &mut Supervisor, p: Ports, v: &str, what: &str| {
+        let mut last = None;
+        wait_for(DEADLINE, || {
+            sup.assert_running(what);
+            let doc = status(p)?;
+            let a = doc.agents.iter().find(|a| a.agent == "nomad")?;
+            last = Some(format!("{:?}", (&a.state, &a.version, &a.upgrade)));
+            (a.ready && a.version.as_deref() == Some(v) && a.upgrade.is_none()).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{what}: last {last:?}\nlog:\n{}", sup.log()));
+    };
+    for (i, (sup, _)) in sups.iter_mut().enumerate() {
+        nomad_ready(sup, ports[i], N1, "n1 ready");
+    }
+    // A formed cluster of three: tolerance 1, a leader.
+    let leader = wait_for(DEADLINE, || {
+        let r = http(
+            &format!("127.0.0.1:{}", ports[0].nomad_http),
+            "GET",
+            "/v1/operator/autopilot/health",
+            "",
+        )
+        .ok()?;
+        let h: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        (h["FailureTolerance"] == 1 && h["Servers"].as_array()?.len() == 3)
+            .then(|| {
+                h["Servers"].as_array().and_then(|s| {
+                    s.iter()
+                        .find(|x| x["Leader"] == true)
+                        .and_then(|x| x["Name"].as_str())
+                        .map(str::to_string)
+                })
+            })
+            .flatten()
+    })
+    .expect("three Nomad servers with a leader and failure tolerance 1");
+    let before = nomad_membership(membership.path()).len();
+
+    // All three told at once.
+    for (i, (sup, rp)) in sups.iter().enumerate() {
+        std::fs::write(&sup.role_file, nomad_role(i, rp, &ports, N2)).unwrap();
+    }
+    let told = std::time::Instant::now();
+    for (sup, _) in &sups {
+        sup.signal(Signal::SIGHUP);
+    }
+    for (i, (sup, _)) in sups.iter_mut().enumerate() {
+        nomad_ready(sup, ports[i], N2, "n2 ready");
+    }
+    let all_ready = told.elapsed();
+
+    // Never more than one server down; one restart each; the leader last.
+    let events = nomad_membership(membership.path());
+    let rollout = &events[before..];
+    let mut down = std::collections::BTreeSet::new();
+    let mut most = 0;
+    let mut order = Vec::new();
+    for (ev, node, _, _) in rollout {
+        match ev.as_str() {
+            "server-down" => {
+                down.insert(node.clone());
+                order.push(node.clone());
+            }
+            "server-up" => {
+                down.remove(node);
+            }
+            _ => {}
+        }
+        most = most.max(down.len());
+    }
+    // BENCHMARKS.md "Rolling upgrade": the rollout against its floor (the
+    // sum of each server's own down time).
+    let mut floor = 0;
+    let mut since = std::collections::BTreeMap::new();
+    for (ev, node, _, ms) in rollout {
+        match ev.as_str() {
+            "server-down" => {
+                since.insert(node.clone(), *ms);
+            }
+            "server-up" => {
+                if let Some(d) = since.remove(node) {
+                    floor += ms.saturating_sub(d);
+                }
+            }
+            _ => {}
+        }
+    }
+    let span = rollout.last().map_or(0, |e| e.3) - rollout.first().map_or(0, |e| e.3);
+    eprintln!(
+        "rolling upgrade of 3 nomad servers and a client: sighup to all ready {} ms, first down to last up {span} ms, floor (sum of down times) {floor} ms",
+        all_ready.as_millis()
+    );
+    assert_eq!(most, 1, "at most one server down at a time: {rollout:?}");
+    assert_eq!(order.len(), 3, "each server restarted once: {rollout:?}");
+    let leader_node = leader.split('.').next().unwrap_or(&leader).to_string();
+    assert!(
+        order.last().is_some_and(|n| n.starts_with(&leader_node)),
+        "the leader {leader} goes last: {order:?}"
+    );
+    // The client after every server: its new run started after the last
+    // server came back (seconds, as /v1/status gives it).
+    let last_up_ms = rollout
+        .iter()
+        .filter(|e| e.0 == "server-up")
+        .map(|e| e.3)
+        .max()
+        .unwrap_or(0);
+    let client = status(ports[3]).expect("the client's status");
+    let since = client
+        .agents
+        .iter()
+        .find(|a| a.agent == "nomad")
+        .and_then(|a| a.since_unix)
+        .expect("the client's nomad runs");
+    assert!(
+        since >= last_up_ms / 1000,
+        "client restarted at {since}, last server up at {last_up_ms} ms"
+    );
+    for (sup, _) in &mut sups {
+        assert!(sup.stop().success());
+    }
+}

@@ -547,6 +547,17 @@ mod tests {
     }
 
     #[test]
+    fn a_paused_rollout_is_the_problem_a_healthy_node_shows() {
+        let s =
+            super::super::status::parse_status(super::super::status::tests::PAUSED_DOC).unwrap();
+        assert_eq!(
+            upgrade_cell(Some(&s)),
+            "nomad rollout paused: nomad 1.10.99 failed on ams2-server-01?[2J"
+        );
+        assert_eq!(upgrade_cell(None), "");
+    }
+
+    #[test]
     fn metric_labels_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }

@@ -285,7 +285,7 @@ pub fn parse_status(body: &[u8]) -> Result<NodeStatus, serde_json::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -302,5 +302,33 @@ mod tests {
         assert!(s.consul.is_none());
         assert!(parse_status(br#"{"hello":"world"}"#).is_err());
         assert!(parse_status(b"[1,2").is_err());
+    }
+
+    /// The doc of a node whose Nomad waits at the upgrade gate, paused.
+    pub(crate) const PAUSED_DOC: &[u8] = br#"{"node":"ams2-server-03","datacenter":"ams2","healthy":true,
+        "agents":[{"agent":"nomad","server":true,"state":"running","version":"1.10.4","ready":true,
+        "upgrade":{"installed":"1.10.4","wanted":"1.10.99","waiting_for":"rollout paused: nomad 1.10.99 failed on ams2-server-01",
+        "paused":"nomad 1.10.99 failed on ams2-server-01\u001b[2J"}}]}"#;
+
+    #[test]
+    fn an_agents_upgrade_and_paused_rollout_are_kept_cleaned() {
+        let s = parse_status(PAUSED_DOC).unwrap();
+        let n = s.nomad.unwrap();
+        assert_eq!(
+            n.upgrade.as_deref(),
+            Some(
+                "installed 1.10.4, wanted 1.10.99, waiting for: rollout paused: nomad 1.10.99 failed on ams2-server-01"
+            )
+        );
+        assert_eq!(
+            n.paused.as_deref(),
+            Some("nomad 1.10.99 failed on ams2-server-01?[2J")
+        );
+        // An older supervisor says nothing of upgrades.
+        let old = parse_status(
+            br#"{"node":"n1","datacenter":"dc1","healthy":true,"agents":[{"agent":"consul","state":"running","ready":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.consul.unwrap().upgrade, None);
     }
 }

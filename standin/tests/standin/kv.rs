@@ -322,8 +322,9 @@ fn three_servers(nomad: bool) -> Vec<StandIn> {
 fn consul_transfer_leader_moves_leadership_to_another_server() {
     let s = three_servers(false);
     let ap = "/v1/operator/autopilot/health";
-    let before = wait_for(DEADLINE, || leader_node(&s[1], ap)).expect("a leader");
-    assert_eq!(before, "s1");
+    for x in &s {
+        wait_for(DEADLINE, || leader_node(x, ap).filter(|l| l == "s1")).expect("all see s1 lead");
+    }
     // Asked of a follower: handed to the leader.
     let r = s[2].request("POST", "/v1/operator/raft/transfer-leader", "");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -345,22 +346,25 @@ fn nomad_transfer_leadership_needs_a_peer_and_moves_leadership() {
     let conf = s[0].get("/v1/operator/raft/configuration");
     assert_eq!(conf.status, 200, "{}", conf.body);
     assert_shape("nomad", "operator_raft_configuration", &conf.json());
+    // The last server in name order: not the one that would lead anyway.
     let target = conf.json()["Servers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|x| x["Leader"] == json!(false))
+        .find(|x| x["Node"].as_str().is_some_and(|n| n.starts_with("s3")))
         .map(|x| x["ID"].as_str().unwrap().to_string())
         .unwrap();
     let none = s[0].put("/v1/operator/raft/transfer-leadership", "");
     assert_eq!(none.status, 400, "{}", none.body);
-    let r = s[0].put(
+    // Asked of a follower: handed to the leader, which hands off to s3.
+    wait_for(DEADLINE, || leader_node(&s[1], ap).filter(|l| l == "s1")).expect("s2 sees s1 lead");
+    let r = s[1].put(
         &format!("/v1/operator/raft/transfer-leadership?id={target}"),
         "",
     );
     assert_eq!((r.status, r.body.as_str()), (200, ""));
-    let after = wait_for(DEADLINE, || leader_node(&s[1], ap).filter(|l| l != "s1"));
-    assert!(after.is_some(), "leadership never left s1");
+    let after = wait_for(DEADLINE, || leader_node(&s[1], ap).filter(|l| l == "s3"));
+    assert!(after.is_some(), "leadership never went to s3");
 }
 
 #[test]
