@@ -597,12 +597,16 @@ impl TokenStore {
         }
     }
 
-    /// Drops records that stopped counting (expired or revoked) more than
-    /// [`PRUNE_AFTER`] before `now`.
+    /// Drops records that expired more than [`PRUNE_AFTER`] before `now`.
+    /// A revoked record stays until then too: dropped earlier, a CA holder
+    /// that missed the revocation (offline, partitioned) would bring the
+    /// still-valid token back through the sync's union by id.
     pub fn prune(&mut self, now: u64) {
         let horizon = now.saturating_sub(PRUNE_AFTER.as_secs());
-        self.records
-            .retain(|r| r.ended(now).is_none_or(|at| at >= horizon));
+        self.records.retain(|r| {
+            r.ended(now)
+                .is_none_or(|at| at.max(r.expires.min(now)) >= horizon)
+        });
     }
 }
 
@@ -860,7 +864,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_and_revoked_records_are_pruned_after_a_week() {
+    fn expired_records_are_pruned_after_a_week_and_revoked_ones_a_week_after_they_expire() {
         let mut s = store();
         let week = PRUNE_AFTER.as_secs();
         let a = s.create(Duration::from_secs(H), None, false, 0).unwrap();
@@ -875,8 +879,12 @@ mod tests {
         assert_eq!(s.list().len(), 3);
         s.prune(H + week + 1);
         let ids: Vec<&str> = s.list().iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, vec![c.id.as_str()]);
+        // The revoked record outlives the week: a CA holder that missed the
+        // revocation must not bring the unexpired token back in a merge.
+        assert_eq!(ids, vec![b.id.as_str(), c.id.as_str()]);
         assert!(!ids.contains(&a.id.as_str()));
+        s.prune(400 * H + week + 1);
+        assert!(s.list().is_empty());
     }
 
     #[test]

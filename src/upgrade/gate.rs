@@ -237,6 +237,19 @@ impl Gate {
         } else {
             self.client_slot(kv, product).await?
         };
+        // The pause again under the lock: the holder before us may have
+        // rolled back, written the pause and released just after our look.
+        match read_pause(kv, at, product, &cluster).await {
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                lock.release().await;
+                return Err(format!("rollout paused: {p}"));
+            }
+            Err(e) => {
+                lock.release().await;
+                return Err(e);
+            }
+        }
         // Again under the lock: another node may have finished (or
         // started) meanwhile.
         let h = match self.health(product).await {

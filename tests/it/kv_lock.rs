@@ -97,7 +97,12 @@ fn lock_holder_child() {
 fn spawn_holder(addr: &str, out: &std::path::Path) -> Child {
     let exe = std::env::current_exe().expect("test binary");
     Command::new(exe)
-        .args(["--exact", "kv_lock::lock_holder_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "kv_lock::lock_holder_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(HOLDER_ENV, format!("{addr},{KEY},{}", out.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())

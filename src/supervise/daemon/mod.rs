@@ -318,6 +318,7 @@ pub async fn run<P: Preparer>(
     if daemon.start_in_order(&shutdown).await {
         // Pinned by default: the agents started on the installed release;
         // a different wanted version goes through the gate now.
+        daemon.tell_ready_before_gate(&shutdown).await;
         let plan = daemon.plan.clone();
         let errors = daemon.converge(&plan, &[], &mut events, &shutdown).await;
         if !errors.is_empty() {
