@@ -728,9 +728,10 @@ fn wrong_token_other_cas_pin_man_in_the_middle_and_revoked_token_are_refused() {
         .map(|(i, s)| (i.to_string(), s.to_string()))
         .expect("id.secret");
 
-    // The other cluster: its own CA, so its own pin.
+    // The other cluster: its own CA, so its own pin (no ACLs: this node
+    // runs no Nomad server, and `cluster init` with ACLs refuses that).
     let out = demo
-        .run_supervisor("ams2-server-02", &["cluster", "init"])
+        .run_supervisor("ams2-server-02", &["cluster", "init", "--no-acl"])
         .expect("cluster init of the other cluster");
     let other_pin = pin_of(&find_join_token(&out).expect("the other cluster's token")).to_string();
     assert_ne!(other_pin, pin, "two inits, two CAs");
