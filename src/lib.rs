@@ -78,6 +78,9 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod exit;
+// The fuzz targets' entry points: built only for cargo-fuzz (which sets
+// `--cfg fuzzing`) and for their own corpus-replay tests, never shipped.
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
