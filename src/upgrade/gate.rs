@@ -535,18 +535,50 @@ impl Gate {
         let Some(kv) = &self.kv else {
             return Some(lapsed);
         };
-        match lock::try_acquire(kv, dc.as_deref(), &key, &self.node, self.settings.lock_ttl).await {
-            Ok(Ok(l)) => {
-                turn.lock = Some(l);
-                Some(format!("{lapsed}; taken back"))
+        Some(self.retake(kv, dc.as_deref(), &key, turn, &lapsed).await)
+    }
+
+    /// Takes `key` back for `turn` while it is free: within the lock delay
+    /// after the lapse it cannot be taken yet, so it tries again for a
+    /// while; held by another node, it is left alone.
+    async fn retake(
+        &self,
+        kv: &ConsulClient,
+        dc: Option<&str>,
+        key: &str,
+        turn: &mut Turn,
+        lapsed: &str,
+    ) -> String {
+        let mut session = match Session::create(kv, dc, &self.node, self.settings.lock_ttl).await {
+            Ok(s) => s,
+            Err(e) => return format!("{lapsed}; failed to take it back: {}", e.one_line()),
+        };
+        let until = tokio::time::Instant::now() + lock::LOCK_DELAY * 2;
+        loop {
+            match session.try_lock(key, &self.node).await {
+                Ok(Acquired::Held(l)) => {
+                    turn.lock = Some(l);
+                    return format!("{lapsed}; taken back");
+                }
+                Ok(Acquired::Busy(s, who)) => {
+                    session = s;
+                    let held = kv
+                        .kv_get(dc, key)
+                        .await
+                        .map(|p| p.is_some_and(|p| p.session.is_some()));
+                    if held.unwrap_or(true) || tokio::time::Instant::now() >= until {
+                        session.destroy().await;
+                        return format!(
+                            "{lapsed}; {who} holds it now (not taken back, not released)"
+                        );
+                    }
+                }
+                Err((s, e)) => {
+                    s.destroy().await;
+                    return format!("{lapsed}; failed to take it back: {}", e.one_line());
+                }
             }
-            Ok(Err(who)) => Some(format!(
-                "{lapsed}; {who} holds it now (not taken back, not released)"
-            )),
-            Err(e) => Some(format!(
-                "{lapsed}; failed to take it back: {}",
-                e.one_line()
-            )),
+            tokio::time::sleep(self.poll.min(lock::LOCK_DELAY)).await;
         }
     }
 

@@ -34,7 +34,7 @@ use crate::agent::{AgentError, ConsulClient};
 /// Lock-delay of the session: after an invalidation (a dead holder) the
 /// key cannot be taken for this long (Consul's guard against a holder
 /// that is only slow).
-const LOCK_DELAY: Duration = Duration::from_secs(5);
+pub const LOCK_DELAY: Duration = Duration::from_secs(5);
 /// How many times a release is tried (the holder's own Consul may still
 /// be coming back from its restart).
 const RELEASE_TRIES: u32 = 10;
@@ -67,8 +67,9 @@ pub fn shown(raw: &[u8], max: usize) -> String {
 
 /// A Consul session of this node for the upgrade gate, renewed in the
 /// background every third of its TTL until it is destroyed. Dropped
-/// without [`Session::destroy`], the renewal stops and a destroy is sent
-/// from a spawned task (failing that, the TTL ends it).
+/// without [`Session::destroy`] while it holds no key (an abandoned
+/// wait), the renewal stops and a destroy is sent from a spawned task
+/// (failing that, the TTL ends it); see [`HeldLock`] for one holding a key.
 #[derive(Debug)]
 pub struct Session {
     consul: ConsulClient,
@@ -77,6 +78,8 @@ pub struct Session {
     stop: CancellationToken,
     lost: CancellationToken,
     destroyed: bool,
+    /// Destroyed when dropped (not while it holds a key).
+    destroy_on_drop: bool,
 }
 
 impl Session {
@@ -114,6 +117,7 @@ impl Session {
             stop,
             lost,
             destroyed: false,
+            destroy_on_drop: true,
         })
     }
 
@@ -163,7 +167,11 @@ impl Session {
 
     /// Tries once to take `key` with this session, writing `holder` as
     /// its value: the lock, or who holds it (as [`holder_text`]).
-    pub async fn try_lock(self, key: &str, holder: &str) -> Result<Acquired, (Self, AgentError)> {
+    pub async fn try_lock(
+        mut self,
+        key: &str,
+        holder: &str,
+    ) -> Result<Acquired, (Self, AgentError)> {
         let dc = self.dc.clone();
         match self
             .consul
@@ -171,7 +179,10 @@ impl Session {
             .await
         {
             Ok(true) => Ok(Acquired::Held(HeldLock {
-                session: self,
+                session: {
+                    self.destroy_on_drop = false;
+                    self
+                },
                 key: key.to_string(),
             })),
             Ok(false) => {
@@ -200,7 +211,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.stop.cancel();
-        if self.destroyed {
+        if self.destroyed || !self.destroy_on_drop {
             return;
         }
         // An abandoned wait (shutdown, a reload): destroy it now if a
@@ -224,8 +235,10 @@ pub async fn holder_of(consul: &ConsulClient, dc: Option<&str>, key: &str) -> St
 }
 
 /// A lock held: released with [`HeldLock::release`] (or given back with
-/// [`HeldLock::unlock`], keeping the session); dropped without either, the
-/// session is destroyed (see [`Session`]) and the key is free.
+/// [`HeldLock::unlock`], keeping the session). Dropped without either (the
+/// daemon stopping mid-restart), the renewal stops and Consul frees the
+/// key once the session's TTL passes: a node gone mid-restart keeps the
+/// next one off for that long.
 #[derive(Debug)]
 pub struct HeldLock {
     session: Session,
@@ -240,30 +253,6 @@ pub enum Acquired {
     /// Held by another (the holder's value, as [`holder_text`]); the
     /// session comes back for the next try.
     Busy(Session, String),
-}
-
-/// Tries once to take `key` (in `dc`, `None`: the agent's) for `holder`
-/// with a new session (destroyed again when the key is busy): the lock,
-/// or who holds it.
-pub async fn try_acquire(
-    consul: &ConsulClient,
-    dc: Option<&str>,
-    key: &str,
-    holder: &str,
-    ttl: Duration,
-) -> Result<Result<HeldLock, String>, AgentError> {
-    let session = Session::create(consul, dc, holder, ttl).await?;
-    match session.try_lock(key, holder).await {
-        Ok(Acquired::Held(l)) => Ok(Ok(l)),
-        Ok(Acquired::Busy(s, who)) => {
-            s.destroy().await;
-            Ok(Err(who))
-        }
-        Err((s, e)) => {
-            s.destroy().await;
-            Err(e)
-        }
-    }
 }
 
 /// Renews `session` every `ttl / 3` until `stop`, or until Consul says it
@@ -336,7 +325,8 @@ impl HeldLock {
     }
 
     /// Gives the key back and keeps the session (for the next look).
-    pub async fn unlock(self) -> Session {
+    pub async fn unlock(mut self) -> Session {
+        self.session.destroy_on_drop = true;
         let dc = self.session.datacenter().map(str::to_string);
         if !self.session.is_lost() {
             if let Err(e) = self
