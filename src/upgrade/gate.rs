@@ -261,7 +261,6 @@ impl Gate {
         let mut last: Option<String> = None;
         let mut session: Option<Session> = None;
         let mut pause = self.poll;
-        let most = self.poll.saturating_mul(super::BACKOFF_FACTOR);
         let server = self.is_server(product);
         loop {
             match self.try_turn(product, wanted, &mut session).await {
@@ -270,16 +269,13 @@ impl Gate {
                     return turn;
                 }
                 Err(why) => {
-                    if last.as_deref() == Some(why.as_str()) {
-                        if !server {
-                            pause = pause.saturating_mul(2).min(most);
-                        }
-                    } else {
+                    let changed = last.as_deref() != Some(why.as_str());
+                    if changed {
                         tracing::info!(agent = %product, to = %wanted, waiting_for = %why, "upgrade waits");
                         report(Some(why.clone()));
                         last = Some(why);
-                        pause = self.poll;
                     }
+                    pause = next_pause(pause, self.poll, changed, server);
                     tokio::time::sleep(jittered(pause)).await;
                 }
             }
@@ -685,6 +681,20 @@ impl Gate {
     }
 }
 
+/// The pause before the next look: `poll` after an answer that changed;
+/// a client's doubles at each unchanged one, up to
+/// [`super::BACKOFF_FACTOR`] × `poll`; a server's stays `poll` (a few
+/// servers, and the rollout waits on them).
+fn next_pause(pause: Duration, poll: Duration, changed: bool, server: bool) -> Duration {
+    if changed || server {
+        poll
+    } else {
+        pause
+            .saturating_mul(2)
+            .min(poll.saturating_mul(super::BACKOFF_FACTOR))
+    }
+}
+
 /// `d` ±20 %.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + 0.4 * rand::random::<f64>())
@@ -730,4 +740,34 @@ fn remote_consul(agents: &AgentClient, addr: &str) -> ConsulClient {
         "http"
     };
     ConsulClient::new(agents.endpoint_at(format!("{scheme}://{addr}"), REQUEST_TIMEOUT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_client_backs_off_to_fifteen_polls_and_a_change_resets_it() {
+        let poll = Duration::from_secs(2);
+        let mut p = poll;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            p = next_pause(p, poll, false, false);
+            seen.push(p.as_secs());
+        }
+        assert_eq!(seen, [4, 8, 16, 30, 30, 30]);
+        assert_eq!(next_pause(p, poll, true, false), poll);
+        assert_eq!(
+            next_pause(poll, poll, false, true),
+            poll,
+            "a server does not back off"
+        );
+        for _ in 0..200 {
+            let j = jittered(Duration::from_secs(10));
+            assert!(
+                j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+                "{j:?}"
+            );
+        }
+    }
 }

@@ -675,7 +675,7 @@ mod gate {
 
     impl Board {
         fn all_say(&self, who: &[usize], text: &str) -> bool {
-            let l = self.latest.lock().unwrap();
+            let l = self.latest.lock().expect("the board");
             who.iter()
                 .all(|i| l.get(i).is_some_and(|w| w.contains(text)))
         }
@@ -691,11 +691,11 @@ mod gate {
         board: Arc<Board>,
     ) -> tokio::task::JoinHandle<()> {
         rt.spawn(async move {
-            let wanted = semver::Version::parse(ON).unwrap();
+            let wanted = semver::Version::parse(ON).expect("a version");
             let b = board.clone();
             let report = move |w: Option<String>| {
                 if let Some(w) = w {
-                    b.latest.lock().unwrap().insert(i, w);
+                    b.latest.lock().expect("the board").insert(i, w);
                 }
             };
             let turn = gate.acquire(Product::Consul, &wanted, &report).await;
@@ -704,13 +704,13 @@ mod gate {
             board
                 .keys
                 .lock()
-                .unwrap()
+                .expect("the board")
                 .push(turn.key().unwrap_or("").to_string());
             let deadline = tokio::time::Instant::now() + WITHIN;
             loop {
                 let others: Vec<usize> = {
-                    let done = board.done.lock().unwrap();
-                    let latest = board.latest.lock().unwrap();
+                    let done = board.done.lock().expect("the board");
+                    let latest = board.latest.lock().expect("the board");
                     latest
                         .keys()
                         .copied()
@@ -723,12 +723,12 @@ mod gate {
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "the others never saw {name} holding: {:?}",
-                    board.latest.lock().unwrap()
+                    board.latest.lock().expect("the board")
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             board.holding.fetch_sub(1, Ordering::SeqCst);
-            board.done.lock().unwrap().insert(i);
+            board.done.lock().expect("the board").insert(i);
             gate.settle(turn, Duration::from_secs(10))
                 .await
                 .expect("a client settles at once");
@@ -804,10 +804,10 @@ mod gate {
         .unwrap_or_else(|| {
             panic!(
                 "the clients wait on the slot: {:?}",
-                board.latest.lock().unwrap()
+                board.latest.lock().expect("the board")
             )
         });
-        for w in board.latest.lock().unwrap().values() {
+        for w in board.latest.lock().expect("the board").values() {
             assert!(w.contains("1 of 3 consul clients"), "{w}");
             assert!(w.contains('…') && !w.contains('\n') && w.len() < 300, "{w}");
             assert!(!w.contains("nomad-holder"), "{w}");
@@ -826,7 +826,12 @@ mod gate {
             most_sessions = most_sessions.max(gate_sessions(&rt, &s).len());
             board.all_say(&all, "held by holder-2").then_some(())
         })
-        .unwrap_or_else(|| panic!("the clients look again: {:?}", board.latest.lock().unwrap()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the clients look again: {:?}",
+                board.latest.lock().expect("the board")
+            )
+        });
         assert_eq!(
             gate_sessions(&rt, &s),
             first,
@@ -849,7 +854,7 @@ mod gate {
             (!gate_sessions(&rt, &s).iter().any(|(id, _)| *id == gone)).then_some(())
         })
         .expect("the abandoned wait's session is destroyed");
-        board.latest.lock().unwrap().remove(&2);
+        board.latest.lock().expect("the board").remove(&2);
         tasks[2] = run_gate(&rt, gates[2].clone(), 2, names[2].clone(), board.clone());
 
         // The slot frees: all get through, one at a time, on the Consul
@@ -868,7 +873,7 @@ mod gate {
         }
         assert_eq!(board.most.load(Ordering::SeqCst), 1, "one at a time");
         assert_eq!(
-            *board.keys.lock().unwrap(),
+            *board.keys.lock().expect("the board"),
             vec![CONSUL_SLOT.to_string(); 3]
         );
         let nomad = rt.block_on(s.kv_get(None, NOMAD_SLOT)).unwrap().unwrap();
@@ -969,7 +974,7 @@ mod gate {
         let gate = server_gate(&server);
         let rt = runtime();
         wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
-        let wanted = semver::Version::parse(ON).unwrap();
+        let wanted = semver::Version::parse(ON).expect("a version");
         let take = || {
             rt.block_on(async {
                 tokio::time::timeout(WITHIN, gate.acquire(Product::Consul, &wanted, &|_| {}))
