@@ -1,9 +1,9 @@
 //! Consul's KV store and sessions: the requests of Consul's documented lock
 //! pattern (a session with a TTL, `PUT /v1/kv/<key>?acquire=<session>`,
 //! renew while holding, `?release=` when done; Consul API docs "KV Store"
-//! and "Session"), the catalog's node list and its datacenters. Every request may name a
-//! datacenter (`?dc=`): the agent forwards it to that datacenter's
-//! servers.
+//! and "Session"), the catalog's node list and its datacenters. Every
+//! request may name a datacenter (`?dc=`): the agent forwards it to that
+//! datacenter's servers.
 //!
 //! What it must not do: decide anything about locks (who may hold what is
 //! the upgrade logic's), retry, or log a value (a KV value may be anything
