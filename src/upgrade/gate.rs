@@ -296,7 +296,32 @@ impl Gate {
             }
             s.destroy().await;
         }
-        Session::create(kv, dc, &self.node, self.settings.lock_ttl)
+        self.new_session(kv, dc).await
+    }
+
+    /// A new session in `dc`. In another datacenter than the agent's it is
+    /// bound to a node of that datacenter (Consul refuses a session on a
+    /// node its catalog does not hold: "Missing node registration"): the
+    /// smallest name of its catalog, the TTL alone deciding as everywhere.
+    async fn new_session(&self, kv: &ConsulClient, dc: Option<&str>) -> Result<Session, String> {
+        let node = match dc {
+            None => None,
+            Some(dc) => {
+                let nodes = kv.catalog_nodes(Some(dc)).await.map_err(|e| {
+                    format!(
+                        "the nodes of {dc} (to hold a session there): {}",
+                        e.one_line()
+                    )
+                })?;
+                Some(
+                    nodes
+                        .into_iter()
+                        .min()
+                        .ok_or_else(|| format!("a node registered in {dc} to hold a session"))?,
+                )
+            }
+        };
+        Session::create(kv, dc, node.as_deref(), &self.node, self.settings.lock_ttl)
             .await
             .map_err(|e| format!("a Consul session for the upgrade lock: {}", e.one_line()))
     }
@@ -545,9 +570,9 @@ impl Gate {
         turn: &mut Turn,
         lapsed: &str,
     ) -> String {
-        let mut session = match Session::create(kv, dc, &self.node, self.settings.lock_ttl).await {
+        let mut session = match self.new_session(kv, dc).await {
             Ok(s) => s,
-            Err(e) => return format!("{lapsed}; failed to take it back: {}", e.one_line()),
+            Err(e) => return format!("{lapsed}; failed to take it back: {e}"),
         };
         let until = tokio::time::Instant::now() + lock::LOCK_DELAY * 2;
         loop {

@@ -84,10 +84,13 @@ pub struct Session {
 
 impl Session {
     /// Creates a session (in `dc`, `None`: the agent's) named after
-    /// `holder`, and starts renewing it.
+    /// `holder`, bound to catalog node `node` (`None`: the agent's own; in
+    /// another datacenter it must be a node registered there), and starts
+    /// renewing it.
     pub async fn create(
         consul: &ConsulClient,
         dc: Option<&str>,
+        node: Option<&str>,
         holder: &str,
         ttl: Duration,
     ) -> Result<Self, AgentError> {
@@ -96,7 +99,7 @@ impl Session {
             ttl,
             behavior_delete: false,
             lock_delay: LOCK_DELAY,
-            node: None,
+            node: node.map(str::to_string),
             node_checks: Some(Vec::new()),
         };
         let id = consul.session_create(dc, &req).await?;

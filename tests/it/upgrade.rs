@@ -935,6 +935,80 @@ mod gate {
                 .as_deref(),
             Ok("lon1")
         );
+        // A Nomad server of lon1 (the region's only one) takes the region's
+        // lock in ams2 through its lon1 client agent: a session bound to a
+        // node ams2's catalog holds, the key in ams2's store.
+        let nomad = StandIn::nomad()
+            .node_name("lon1-server-01")
+            .region("eu")
+            .datacenter("lon1")
+            .start();
+        let n = hashi_supervisor::agent::nomad::NomadClient::new(
+            AgentClient::plain()
+                .expect("client")
+                .endpoint_at(nomad.url(), Duration::from_secs(5)),
+        );
+        wait_for(WITHIN, || rt.block_on(n.leader()).ok().flatten()).expect("a Nomad leader");
+        let version = rt
+            .block_on(n.autopilot_health())
+            .expect("Nomad autopilot")
+            .servers
+            .first()
+            .expect("one Nomad server")
+            .version
+            .clone();
+        let server = Gate::new(
+            GateNode {
+                node: "lon1-server-01".into(),
+                region: "eu".into(),
+                datacenter: "lon1".into(),
+                consul_server: false,
+                nomad_server: true,
+                consul: Some(c.clone()),
+                nomad: Some(n),
+                kv: Some(c.clone()),
+            },
+            settings(),
+        )
+        .with_poll(Duration::from_millis(200));
+        let wanted = semver::Version::parse(&version).expect("the stand-in's version");
+        let mut said = Vec::new();
+        let turn = rt.block_on(async {
+            let said = Mutex::new(&mut said);
+            tokio::time::timeout(
+                WITHIN,
+                server.acquire(Product::Nomad, &wanted, &|w| {
+                    if let Some(w) = w {
+                        said.lock().expect("said").push(w);
+                    }
+                }),
+            )
+            .await
+        });
+        let turn =
+            turn.unwrap_or_else(|_| panic!("the lon1 server gets the region's lock: {said:?}"));
+        assert_eq!(turn.lock_datacenter(), Some("ams2"));
+        assert_eq!(turn.key(), Some("hashi-supervisor/upgrade/nomad/eu/lock"));
+        let a = consul(&ams2.addr());
+        let held = rt
+            .block_on(a.kv_get(None, "hashi-supervisor/upgrade/nomad/eu/lock"))
+            .expect("kv get in ams2")
+            .expect("the lock key in ams2");
+        assert_eq!(held.value, b"lon1-server-01");
+        let sid = held.session.expect("held by a session");
+        let info = rt
+            .block_on(a.session_info(None, &sid))
+            .expect("session info")
+            .expect("the session lives in ams2");
+        assert_eq!(info.node, "ams2-server-01", "bound to a node of ams2");
+        rt.block_on(server.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+        let free = rt
+            .block_on(a.kv_get(None, "hashi-supervisor/upgrade/nomad/eu/lock"))
+            .expect("kv get")
+            .expect("key");
+        assert_eq!(free.session, None, "released");
+
         // Not cached: the lon1 servers gone, the gate cannot tell and says
         // so (it waits rather than guess another datacenter).
         drop(lon1);
