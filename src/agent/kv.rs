@@ -1,9 +1,9 @@
 //! Consul's KV store and sessions: the requests of Consul's documented lock
 //! pattern (a session with a TTL, `PUT /v1/kv/<key>?acquire=<session>`,
 //! renew while holding, `?release=` when done; Consul API docs "KV Store"
-//! and "Session"), and the catalog's node list. Every request may name a
-//! datacenter (`?dc=`): the agent forwards it to that datacenter's
-//! servers.
+//! and "Session"), the catalog's node list and its datacenters. Every
+//! request may name a datacenter (`?dc=`): the agent forwards it to that
+//! datacenter's servers.
 //!
 //! What it must not do: decide anything about locks (who may hold what is
 //! the upgrade logic's), retry, or log a value (a KV value may be anything
@@ -239,6 +239,11 @@ pub fn parse_catalog_nodes(url: &str, body: &[u8]) -> Result<Vec<CatalogNode>, A
     Ok(decode::<Option<Vec<CatalogNode>>>(url, body)?.unwrap_or_default())
 }
 
+/// `GET /v1/catalog/datacenters`: the federation's datacenter names.
+pub fn parse_datacenters(url: &str, body: &[u8]) -> Result<Vec<String>, AgentError> {
+    Ok(decode::<Option<Vec<String>>>(url, body)?.unwrap_or_default())
+}
+
 /// `key` as a URL path: each `/`-separated segment percent-encoded.
 fn key_path(key: &str) -> String {
     key.split('/')
@@ -458,6 +463,18 @@ impl ConsulClient {
         parse_catalog_nodes(&a.url, &a.body)
     }
 
+    /// `GET /v1/catalog/datacenters`: every datacenter of the WAN
+    /// federation the agent's servers know (Consul orders them by round
+    /// trip time, nearest first: sort them for a stable choice). A client
+    /// agent answers through its servers.
+    pub async fn catalog_datacenters(&self) -> Result<Vec<String>, AgentError> {
+        let a = self
+            .endpoint()
+            .get("/v1/catalog/datacenters", &[200])
+            .await?;
+        parse_datacenters(&a.url, &a.body)
+    }
+
     /// `POST /v1/operator/raft/transfer-leader` (Consul 1.15 and later):
     /// the leader hands leadership to another server of its choice. The
     /// agent answers `{"Success": bool}` (the Go API's
@@ -591,6 +608,16 @@ mod tests {
             ["baz", "t2.320"]
         );
         assert_eq!(n[1].datacenter, "dc2");
+    }
+
+    #[test]
+    fn catalog_datacenters_sample_parses() {
+        assert_eq!(
+            parse_datacenters("u", &sample("consul/catalog_datacenters.json")).unwrap(),
+            ["dc1", "dc2"]
+        );
+        assert!(parse_datacenters("u", b"null").unwrap().is_empty());
+        assert!(parse_datacenters("u", b"{}").is_err());
     }
 
     #[test]

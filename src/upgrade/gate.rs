@@ -4,13 +4,16 @@
 //! and the pause record in Consul's KV store, and decides with
 //! [`super::decide`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::decide::{self, Verdict};
-use super::lock::{self, Acquired, HeldLock};
-use super::{PauseRecord, UpgradeSettings, client_slot_key, paused_key, server_lock_key};
+use super::lock::{self, Acquired, HeldLock, Session, holder_text};
+use super::{
+    PauseRecord, UpgradeSettings, client_slot_index, client_slot_key, client_slot_prefix,
+    paused_key, server_lock_key,
+};
 use crate::agent::consul::AutopilotHealth;
 use crate::agent::{AgentClient, AgentError, ConsulClient, NomadClient};
 use crate::plan::Plan;
@@ -18,8 +21,34 @@ use crate::vocab::Product;
 
 /// Timeout of one request the gate makes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest pause record value read (a few hundred bytes are written).
+/// Longest pause record text shown (a few hundred bytes are written).
 const MAX_RECORD_CHARS: usize = 400;
+/// Most slot holders named in a waiting client's status.
+const MAX_HOLDERS_SHOWN: usize = 5;
+/// How many times `settle` asks whether the lock survived the restart.
+const RECHECK_TRIES: u32 = 5;
+
+/// Who a gate's node is and the agents it asks (what [`Gate::for_plan`]
+/// reads from a plan).
+#[derive(Debug, Clone)]
+pub struct GateNode {
+    /// The node's name (written as the holder of what it takes).
+    pub node: String,
+    /// Its Nomad region.
+    pub region: String,
+    /// Its datacenter.
+    pub datacenter: String,
+    /// It runs a Consul server.
+    pub consul_server: bool,
+    /// It runs a Nomad server.
+    pub nomad_server: bool,
+    /// Its own Consul agent (autopilot, members).
+    pub consul: Option<ConsulClient>,
+    /// Its own Nomad agent.
+    pub nomad: Option<NomadClient>,
+    /// The Consul agent holding locks and records (`None`: none).
+    pub kv: Option<ConsulClient>,
+}
 
 /// The gate of one node; see the module docs.
 #[derive(Debug)]
@@ -36,8 +65,6 @@ pub struct Gate {
     nomad_server: bool,
     settings: UpgradeSettings,
     poll: Duration,
-    /// The region's lock datacenter, once known.
-    lock_dc: Mutex<Option<String>>,
 }
 
 /// A node's turn to restart an agent: the lock (or client slot) it holds
@@ -61,6 +88,34 @@ impl Turn {
     pub fn cluster(&self) -> &str {
         &self.cluster
     }
+
+    /// The key held (a server lock or a client slot).
+    pub fn key(&self) -> Option<&str> {
+        self.lock.as_ref().map(HeldLock::key)
+    }
+
+    /// The datacenter the key lives in (`None`: the node's own).
+    pub fn lock_datacenter(&self) -> Option<&str> {
+        self.lock_dc.as_deref()
+    }
+
+    /// Whether the lock's session was seen lost (it lapsed while the
+    /// node's Consul did not answer, or was destroyed): the key may be
+    /// free or another node's.
+    pub fn is_lost(&self) -> bool {
+        self.lock.as_ref().is_some_and(HeldLock::is_lost)
+    }
+
+    /// Resolves once the lock is seen lost (never without a lock).
+    pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let lost = self.lock.as_ref().map(HeldLock::lost);
+        async move {
+            match lost {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 impl Gate {
@@ -79,18 +134,34 @@ impl Gate {
             Some(remote_consul(agents, &addr))
         });
         let is = |r: &str| plan.roles.iter().any(|x| x == r);
+        Self::new(
+            GateNode {
+                node: plan.node_name.clone(),
+                region: plan.region.clone(),
+                datacenter: plan.datacenter.clone(),
+                consul_server: is("consul-server"),
+                nomad_server: is("nomad-server"),
+                consul,
+                nomad,
+                kv,
+            },
+            settings,
+        )
+    }
+
+    /// The gate of `node`.
+    pub fn new(node: GateNode, settings: UpgradeSettings) -> Self {
         Self {
-            kv,
-            consul,
-            nomad,
-            node: plan.node_name.clone(),
-            region: plan.region.clone(),
-            datacenter: plan.datacenter.clone(),
-            consul_server: is("consul-server"),
-            nomad_server: is("nomad-server"),
+            kv: node.kv,
+            consul: node.consul,
+            nomad: node.nomad,
+            node: node.node,
+            region: node.region,
+            datacenter: node.datacenter,
+            consul_server: node.consul_server,
+            nomad_server: node.nomad_server,
             settings,
             poll: super::DEFAULT_POLL,
-            lock_dc: Mutex::new(None),
         }
     }
 
@@ -113,50 +184,49 @@ impl Gate {
     }
 
     /// `(cluster label, KV datacenter)` of `product` on this node.
-    async fn cluster(&self, product: Product) -> (String, Option<String>) {
+    async fn cluster(
+        &self,
+        kv: &ConsulClient,
+        product: Product,
+    ) -> Result<(String, Option<String>), String> {
         match product {
-            Product::Consul => (format!("consul/{}", self.datacenter), None),
+            Product::Consul => Ok((format!("consul/{}", self.datacenter), None)),
             Product::Nomad => {
-                let dc = self.nomad_lock_dc().await;
+                let dc = self.nomad_lock_dc(kv).await?;
                 let at = (dc != self.datacenter).then_some(dc);
-                (format!("nomad/{}", self.region), at)
+                Ok((format!("nomad/{}", self.region), at))
             }
         }
     }
 
-    /// The region's lock datacenter: the first by name of the Consul WAN
-    /// pool's datacenters (every node of the region sees the same pool),
-    /// else this node's own.
-    async fn nomad_lock_dc(&self) -> String {
-        if let Some(dc) = self
-            .lock_dc
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-        {
-            return dc;
-        }
-        let Some(kv) = &self.kv else {
-            return self.datacenter.clone();
-        };
-        match kv.members(true).await {
-            Ok(members) => {
-                let dc = decide::lock_datacenter(
-                    members
-                        .iter()
-                        .map(crate::agent::consul::ConsulMember::datacenter),
-                    &self.datacenter,
-                );
-                *self
-                    .lock_dc
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(dc.clone());
-                dc
-            }
-            Err(e) => {
-                tracing::debug!(error = %e.one_line(), "no WAN members for the lock datacenter yet");
-                self.datacenter.clone()
-            }
+    /// The datacenter whose KV store holds `product`'s lock: the node's
+    /// own for Consul; for Nomad the region's lock datacenter, the
+    /// smallest name of `GET /v1/catalog/datacenters` (every agent of the
+    /// federation, a client too, answers the same list). `Err`: why it is
+    /// not known now.
+    pub async fn lock_datacenter(&self, product: Product) -> Result<String, String> {
+        let kv = self
+            .kv
+            .as_ref()
+            .ok_or("a Consul agent to hold the upgrade lock (none configured)")?;
+        let (_, at) = self.cluster(kv, product).await?;
+        Ok(at.unwrap_or_else(|| self.datacenter.clone()))
+    }
+
+    /// Asked at each look (a federation can grow), never cached: an
+    /// unknown list is a reason to wait, not to guess (two servers of one
+    /// region must agree on the lock).
+    async fn nomad_lock_dc(&self, kv: &ConsulClient) -> Result<String, String> {
+        match kv.catalog_datacenters().await {
+            Ok(dcs) => Ok(decide::lock_datacenter(
+                dcs.iter().map(String::as_str),
+                &self.datacenter,
+            )),
+            Err(e) => Err(format!(
+                "the Consul datacenters (to find the lock of nomad/{}): {}",
+                self.region,
+                e.one_line()
+            )),
         }
     }
 
@@ -176,7 +246,12 @@ impl Gate {
 
     /// Waits until this node may restart `product` onto `wanted`, saying
     /// what it waits for through `report` each time that changes. Never
-    /// gives up: the caller ends the wait (shutdown, a reload).
+    /// gives up: the caller ends the wait (shutdown, a reload) by dropping
+    /// it, which destroys the wait's session.
+    ///
+    /// A server looks every `poll` (±20 %); a client doubles its pause at
+    /// each unchanged answer, up to [`super::BACKOFF_FACTOR`] × `poll`, and
+    /// starts again from `poll` when the answer changes.
     pub async fn acquire(
         &self,
         product: Product,
@@ -184,31 +259,86 @@ impl Gate {
         report: &(dyn Fn(Option<String>) + Send + Sync),
     ) -> Turn {
         let mut last: Option<String> = None;
+        let mut session: Option<Session> = None;
+        let mut pause = self.poll;
+        let server = self.is_server(product);
         loop {
-            match self.try_turn(product, wanted).await {
+            match self.try_turn(product, wanted, &mut session).await {
                 Ok(turn) => {
                     report(None);
                     return turn;
                 }
                 Err(why) => {
-                    if last.as_deref() != Some(why.as_str()) {
+                    let changed = last.as_deref() != Some(why.as_str());
+                    if changed {
                         tracing::info!(agent = %product, to = %wanted, waiting_for = %why, "upgrade waits");
                         report(Some(why.clone()));
                         last = Some(why);
                     }
-                    tokio::time::sleep(self.poll).await;
+                    pause = next_pause(pause, self.poll, changed, server);
+                    tokio::time::sleep(jittered(pause)).await;
                 }
             }
         }
     }
 
-    /// One look at the gate: the turn, or what it waits for.
-    async fn try_turn(&self, product: Product, wanted: &semver::Version) -> Result<Turn, String> {
+    /// The wait's session in `dc`: the one kept from the looks before
+    /// (unless lost or elsewhere), else a new one.
+    async fn session(
+        &self,
+        kv: &ConsulClient,
+        dc: Option<&str>,
+        kept: &mut Option<Session>,
+    ) -> Result<Session, String> {
+        if let Some(s) = kept.take() {
+            if s.datacenter() == dc && !s.is_lost() {
+                return Ok(s);
+            }
+            s.destroy().await;
+        }
+        self.new_session(kv, dc).await
+    }
+
+    /// A new session in `dc`. In another datacenter than the agent's it is
+    /// bound to a node of that datacenter (Consul refuses a session on a
+    /// node its catalog does not hold: "Missing node registration"): the
+    /// smallest name of its catalog, the TTL alone deciding as everywhere.
+    async fn new_session(&self, kv: &ConsulClient, dc: Option<&str>) -> Result<Session, String> {
+        let node = match dc {
+            None => None,
+            Some(dc) => {
+                let nodes = kv.catalog_nodes(Some(dc)).await.map_err(|e| {
+                    format!(
+                        "the nodes of {dc} (to hold a session there): {}",
+                        e.one_line()
+                    )
+                })?;
+                Some(
+                    nodes
+                        .into_iter()
+                        .min()
+                        .ok_or_else(|| format!("a node registered in {dc} to hold a session"))?,
+                )
+            }
+        };
+        Session::create(kv, dc, node.as_deref(), &self.node, self.settings.lock_ttl)
+            .await
+            .map_err(|e| format!("a Consul session for the upgrade lock: {}", e.one_line()))
+    }
+
+    /// One look at the gate: the turn, or what it waits for. The session
+    /// of the wait is kept in `kept` between looks.
+    async fn try_turn(
+        &self,
+        product: Product,
+        wanted: &semver::Version,
+        kept: &mut Option<Session>,
+    ) -> Result<Turn, String> {
         let kv = self
             .kv
             .as_ref()
             .ok_or("a Consul agent to hold the upgrade lock (none configured)")?;
-        let (cluster, lock_dc) = self.cluster(product).await;
+        let (cluster, lock_dc) = self.cluster(kv, product).await?;
         let at = lock_dc.as_deref();
         if let Some(p) = read_pause(kv, at, product, &cluster).await? {
             return Err(format!("rollout paused: {p}"));
@@ -225,43 +355,46 @@ impl Gate {
         if let Verdict::Wait(w) = verdict(&self.health(product).await?) {
             return Err(w);
         }
+        let session = self.session(kv, at, kept).await?;
         let lock = if server {
             let key = server_lock_key(product, cluster_name(&cluster));
-            match lock::try_acquire(kv, at, &key, &self.node, self.settings.lock_ttl).await {
+            match session.try_lock(&key, &self.node).await {
                 Ok(Acquired::Held(l)) => l,
-                Ok(Acquired::Busy(who)) => {
+                Ok(Acquired::Busy(s, who)) => {
+                    *kept = Some(s);
                     return Err(format!("the upgrade lock of {cluster} held by {who}"));
                 }
-                Err(e) => return Err(format!("the upgrade lock of {cluster}: {}", e.one_line())),
+                Err((s, e)) => {
+                    *kept = Some(s);
+                    return Err(format!("the upgrade lock of {cluster}: {}", e.one_line()));
+                }
             }
         } else {
-            self.client_slot(kv, product).await?
+            self.client_slot(kv, product, session, kept).await?
         };
         // The pause again under the lock: the holder before us may have
         // rolled back, written the pause and released just after our look.
-        match read_pause(kv, at, product, &cluster).await {
-            Ok(None) => {}
-            Ok(Some(p)) => {
-                lock.release().await;
-                return Err(format!("rollout paused: {p}"));
-            }
-            Err(e) => {
-                lock.release().await;
-                return Err(e);
-            }
+        let again = match read_pause(kv, at, product, &cluster).await {
+            Ok(None) => None,
+            Ok(Some(p)) => Some(format!("rollout paused: {p}")),
+            Err(e) => Some(e),
+        };
+        if let Some(why) = again {
+            *kept = Some(lock.unlock().await);
+            return Err(why);
         }
         // Again under the lock: another node may have finished (or
         // started) meanwhile.
         let h = match self.health(product).await {
             Ok(h) => h,
             Err(e) => {
-                lock.release().await;
+                *kept = Some(lock.unlock().await);
                 return Err(e);
             }
         };
         match verdict(&h) {
             Verdict::Wait(w) => {
-                lock.release().await;
+                *kept = Some(lock.unlock().await);
                 Err(w)
             }
             Verdict::Go {
@@ -288,27 +421,74 @@ impl Gate {
     }
 
     /// One free client slot of this node's datacenter, or why none is.
-    async fn client_slot(&self, kv: &ConsulClient, product: Product) -> Result<HeldLock, String> {
-        let clients = self.count_clients(product).await;
-        let slots = decide::client_slots(self.settings.client_share, clients);
-        let mut holders = Vec::new();
+    /// One listing of the slots per look; only slots that look free are
+    /// tried; the clients are counted (at most once) only when slot 0 is
+    /// taken.
+    async fn client_slot(
+        &self,
+        kv: &ConsulClient,
+        product: Product,
+        session: Session,
+        kept: &mut Option<Session>,
+    ) -> Result<HeldLock, String> {
+        let dc = &self.datacenter;
+        let prefix = client_slot_prefix(product, dc);
+        let listed = match kv.kv_list(None, &prefix).await {
+            Ok(l) => l,
+            Err(e) => {
+                *kept = Some(session);
+                return Err(format!(
+                    "the client upgrade slots of {dc}: {}",
+                    e.one_line()
+                ));
+            }
+        };
+        let mut held: BTreeMap<usize, String> = listed
+            .iter()
+            .filter(|p| p.session.is_some())
+            .filter_map(|p| Some((client_slot_index(&prefix, &p.key)?, holder_text(&p.value))))
+            .collect();
+        let (slots, clients) = if held.contains_key(&0) {
+            let n = self.count_clients(product).await;
+            (decide::client_slots(self.settings.client_share, n), Some(n))
+        } else {
+            (1, None)
+        };
+        let mut session = session;
         for i in 0..slots {
-            let key = client_slot_key(&self.datacenter, i);
-            match lock::try_acquire(kv, None, &key, &self.node, self.settings.lock_ttl).await {
+            if held.contains_key(&i) {
+                continue;
+            }
+            match session
+                .try_lock(&client_slot_key(product, dc, i), &self.node)
+                .await
+            {
                 Ok(Acquired::Held(l)) => return Ok(l),
-                Ok(Acquired::Busy(who)) => holders.push(who),
-                Err(e) => {
-                    return Err(format!(
-                        "a client upgrade slot of {}: {}",
-                        self.datacenter,
-                        e.one_line()
-                    ));
+                Ok(Acquired::Busy(s, who)) => {
+                    session = s;
+                    held.insert(i, who);
+                }
+                Err((s, e)) => {
+                    *kept = Some(s);
+                    return Err(format!("a client upgrade slot of {dc}: {}", e.one_line()));
                 }
             }
         }
+        *kept = Some(session);
+        let mut holders: Vec<&str> = held
+            .iter()
+            .filter(|(i, _)| **i < slots)
+            .map(|(_, w)| w.as_str())
+            .take(MAX_HOLDERS_SHOWN)
+            .collect();
+        let more = held.range(..slots).count().saturating_sub(holders.len());
+        let tail = format!("{more} more");
+        if more > 0 {
+            holders.push(&tail);
+        }
+        let of = clients.map_or_else(String::new, |n| format!(" of {n} {product} clients"));
         Err(format!(
-            "a client upgrade slot of {} ({slots} of {clients} clients at a time, held by {})",
-            self.datacenter,
+            "a client upgrade slot of {dc} ({slots}{of} at a time, held by {})",
             holders.join(", ")
         ))
     }
@@ -333,6 +513,94 @@ impl Gate {
             _ => 1,
         };
         n.max(1)
+    }
+
+    /// After the restart: whether the turn's lock survived it. A lost one
+    /// is taken back when still free (a server's, which the settle wait
+    /// needs), never released when another node holds it now. `None`: the
+    /// lock is held (or there is none); else what happened, for the log.
+    pub async fn reclaim(&self, turn: &mut Turn) -> Option<String> {
+        let lock = turn.lock.as_ref()?;
+        let mut alive = None;
+        for attempt in 1..=RECHECK_TRIES {
+            alive = lock.session().renew_now().await;
+            if alive.is_some() {
+                break;
+            }
+            if attempt < RECHECK_TRIES {
+                tokio::time::sleep(self.poll).await;
+            }
+        }
+        let key = lock.key().to_string();
+        match alive {
+            Some(true) => return None,
+            None => {
+                return Some(format!(
+                    "could not tell whether the upgrade lock {key} survived the restart of {} (Consul did not answer)",
+                    turn.product
+                ));
+            }
+            Some(false) => {}
+        }
+        let dc = lock.datacenter().map(str::to_string);
+        let lapsed = format!(
+            "the upgrade lock {key} was lost while {} restarted (its session lapsed)",
+            turn.product
+        );
+        if let Some(old) = turn.lock.take() {
+            old.release().await;
+        }
+        if !turn.server {
+            return Some(lapsed);
+        }
+        let Some(kv) = &self.kv else {
+            return Some(lapsed);
+        };
+        Some(self.retake(kv, dc.as_deref(), &key, turn, &lapsed).await)
+    }
+
+    /// Takes `key` back for `turn` while it is free: within the lock delay
+    /// after the lapse it cannot be taken yet, so it tries again for a
+    /// while; held by another node, it is left alone.
+    async fn retake(
+        &self,
+        kv: &ConsulClient,
+        dc: Option<&str>,
+        key: &str,
+        turn: &mut Turn,
+        lapsed: &str,
+    ) -> String {
+        let mut session = match self.new_session(kv, dc).await {
+            Ok(s) => s,
+            Err(e) => return format!("{lapsed}; failed to take it back: {e}"),
+        };
+        let until = tokio::time::Instant::now() + lock::LOCK_DELAY * 2;
+        loop {
+            match session.try_lock(key, &self.node).await {
+                Ok(Acquired::Held(l)) => {
+                    turn.lock = Some(l);
+                    return format!("{lapsed}; taken back");
+                }
+                Ok(Acquired::Busy(s, who)) => {
+                    session = s;
+                    let held = kv
+                        .kv_get(dc, key)
+                        .await
+                        .map(|p| p.is_some_and(|p| p.session.is_some()));
+                    if held.unwrap_or(true) || tokio::time::Instant::now() >= until {
+                        session.destroy().await;
+                        return format!(
+                            "{lapsed}; {who} holds it now (not taken back, not released)"
+                        );
+                    }
+                }
+                Err((s, e)) => {
+                    s.destroy().await;
+                    return format!("{lapsed}; failed to take it back: {}", e.one_line());
+                }
+            }
+            tokio::time::sleep(self.poll.min(lock::LOCK_DELAY)).await;
+        }
     }
 
     /// Before the restart: a leader hands leadership to another server
@@ -360,7 +628,13 @@ impl Gate {
     /// After a restart that came up ready: waits (until `deadline`) for
     /// the cluster to be healthy with its failure tolerance back, then
     /// gives the turn back. `Err`: the tolerance did not come back.
-    pub async fn settle(&self, turn: Turn, deadline: Duration) -> Result<(), (Turn, String)> {
+    ///
+    /// First it checks the lock survived the restart ([`Gate::reclaim`]):
+    /// a lost one is logged as a warning, taken back if still free.
+    pub async fn settle(&self, mut turn: Turn, deadline: Duration) -> Result<(), (Turn, String)> {
+        if let Some(what) = self.reclaim(&mut turn).await {
+            tracing::warn!(agent = %turn.product, cluster = %turn.cluster, "{what}");
+        }
         let outcome = if turn.server {
             let wait = async {
                 loop {
@@ -432,6 +706,25 @@ impl Gate {
     }
 }
 
+/// The pause before the next look: `poll` after an answer that changed;
+/// a client's doubles at each unchanged one, up to
+/// [`super::BACKOFF_FACTOR`] × `poll`; a server's stays `poll` (a few
+/// servers, and the rollout waits on them).
+fn next_pause(pause: Duration, poll: Duration, changed: bool, server: bool) -> Duration {
+    if changed || server {
+        poll
+    } else {
+        pause
+            .saturating_mul(2)
+            .min(poll.saturating_mul(super::BACKOFF_FACTOR))
+    }
+}
+
+/// `d` ±20 %.
+fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + 0.4 * rand::random::<f64>())
+}
+
 /// `ams2` of `consul/ams2`.
 fn cluster_name(label: &str) -> &str {
     label.split_once('/').map_or(label, |(_, n)| n)
@@ -450,11 +743,8 @@ async fn read_pause(
         Ok(None) => Ok(None),
         Ok(Some(p)) => Ok(Some(
             match serde_json::from_slice::<PauseRecord>(&p.value) {
-                Ok(r) => r.describe(product, name),
-                Err(_) => String::from_utf8_lossy(&p.value)
-                    .chars()
-                    .take(MAX_RECORD_CHARS)
-                    .collect(),
+                Ok(r) => lock::shown(r.describe(product, name).as_bytes(), MAX_RECORD_CHARS),
+                Err(_) => lock::shown(&p.value, MAX_RECORD_CHARS),
             },
         )),
         Err(e) => Err(format!("the pause record of {cluster}: {}", e.one_line())),
@@ -475,4 +765,34 @@ fn remote_consul(agents: &AgentClient, addr: &str) -> ConsulClient {
         "http"
     };
     ConsulClient::new(agents.endpoint_at(format!("{scheme}://{addr}"), REQUEST_TIMEOUT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_client_backs_off_to_fifteen_polls_and_a_change_resets_it() {
+        let poll = Duration::from_secs(2);
+        let mut p = poll;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            p = next_pause(p, poll, false, false);
+            seen.push(p.as_secs());
+        }
+        assert_eq!(seen, [4, 8, 16, 30, 30, 30]);
+        assert_eq!(next_pause(p, poll, true, false), poll);
+        assert_eq!(
+            next_pause(poll, poll, false, true),
+            poll,
+            "a server does not back off"
+        );
+        for _ in 0..200 {
+            let j = jittered(Duration::from_secs(10));
+            assert!(
+                j >= Duration::from_secs(8) && j <= Duration::from_secs(12),
+                "{j:?}"
+            );
+        }
+    }
 }

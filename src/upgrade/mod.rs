@@ -14,15 +14,32 @@
 //! KV layout (all under [`KV_PREFIX`]):
 //! * `consul/<dc>/lock` (in Consul DC `<dc>`): one Consul server of `<dc>`
 //!   at a time.
-//! * `nomad/<region>/lock` (in the region's lock DC: the lexicographically
-//!   first datacenter of the Consul WAN pool): one Nomad server of the
-//!   region at a time.
-//! * `clients/<dc>/slot-<i>` (in `<dc>`), `i < max(1, floor(client_share *
-//!   clients of <dc>))`: client agents of `<dc>`, a batch at a time.
+//! * `nomad/<region>/lock` (in the region's lock DC: the smallest name of
+//!   `GET /v1/catalog/datacenters`, which client agents answer too; looked
+//!   up at each look at the gate and kept for the life of one turn): one
+//!   Nomad server of the region at a time.
+//! * `clients/<product>/<dc>/slot-<i>` (in `<dc>`), `i < max(1,
+//!   floor(client_share * <product> clients of <dc>))`: client agents of
+//!   `<dc>`, a batch at a time (Consul and Nomad clients apart).
 //! * `paused/<product>/<cluster>` (beside the cluster's lock): a rollback's
 //!   [`PauseRecord`]; nobody continues that rollout until an operator
 //!   deletes the key (`consul kv delete [-datacenter=<dc>]
 //!   hashi-supervisor/upgrade/paused/<product>/<cluster>`).
+//!
+//! A waiting node keeps ONE Consul session for its whole wait (created at
+//! its first try for a key, renewed every third of `lock_ttl`, reused at
+//! every look, moved into the turn it wins, destroyed when the turn ends
+//! or the wait is abandoned). A waiting client lists its slot prefix once
+//! per look, tries only slots that look free, counts the clients only when
+//! slot 0 is taken, and looks again after `poll` doubled at each unchanged
+//! answer up to [`BACKOFF_FACTOR`] × `poll`, ±20 % jitter: the load on the
+//! servers grows with the number of waiting clients, not its square.
+//!
+//! The lock's TTL (see [`lock`]): renewals go through the node's own
+//! Consul; if they stop reaching the servers for the TTL (that Consul
+//! restarting for its upgrade), the session lapses and the lock is lost.
+//! [`Turn::is_lost`] says so; [`Gate::settle`] warns, takes the key back
+//! when it is still free and never releases another node's.
 //!
 //! This module restarts nothing itself and never touches releases; the
 //! daemon (`supervise::daemon`) does, between `acquire` and `settle`.
@@ -34,14 +51,18 @@ pub mod lock;
 use std::time::Duration;
 
 pub use decide::Verdict;
-pub use gate::{Gate, Turn};
+pub use gate::{Gate, GateNode, Turn};
 
 use crate::vocab::Product;
 
 /// Prefix of every key the rollout keeps in Consul's KV store.
 pub const KV_PREFIX: &str = "hashi-supervisor/upgrade";
-/// How often a waiting node looks at the gate again.
+/// How often a waiting node looks at the gate again (at first: a client
+/// backs off from it while nothing changes).
 pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
+/// A waiting client's longest pause between looks, in multiples of the
+/// poll (2 s: 30 s).
+pub const BACKOFF_FACTOR: u32 = 15;
 
 /// The `[upgrade]` settings of the role file (defaults and ranges in
 /// [`crate::role::limits`]).
@@ -52,9 +73,22 @@ pub fn server_lock_key(product: Product, cluster: &str) -> String {
     format!("{KV_PREFIX}/{product}/{cluster}/lock")
 }
 
-/// `clients/<dc>/slot-<i>`.
-pub fn client_slot_key(datacenter: &str, slot: usize) -> String {
-    format!("{KV_PREFIX}/clients/{datacenter}/slot-{slot}")
+/// `clients/<product>/<dc>/slot-<i>`.
+pub fn client_slot_key(product: Product, datacenter: &str, slot: usize) -> String {
+    format!("{}slot-{slot}", client_slot_prefix(product, datacenter))
+}
+
+/// `clients/<product>/<dc>/`: the prefix of a datacenter's client slots.
+pub fn client_slot_prefix(product: Product, datacenter: &str) -> String {
+    format!("{KV_PREFIX}/clients/{product}/{datacenter}/")
+}
+
+/// The slot number of `key` under `prefix` (`slot-<i>`), if it is one.
+pub fn client_slot_index(prefix: &str, key: &str) -> Option<usize> {
+    key.strip_prefix(prefix)?
+        .strip_prefix("slot-")?
+        .parse()
+        .ok()
 }
 
 /// `paused/<product>/<cluster>`.
@@ -89,5 +123,33 @@ impl PauseRecord {
             self.from,
             paused_key(product, cluster)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_slot_keys_carry_the_product() {
+        assert_eq!(
+            client_slot_key(Product::Nomad, "ams2", 3),
+            "hashi-supervisor/upgrade/clients/nomad/ams2/slot-3"
+        );
+        assert_eq!(
+            client_slot_key(Product::Consul, "ams2", 0),
+            "hashi-supervisor/upgrade/clients/consul/ams2/slot-0"
+        );
+        let p = client_slot_prefix(Product::Nomad, "ams2");
+        assert_eq!(
+            client_slot_index(&p, &client_slot_key(Product::Nomad, "ams2", 7)),
+            Some(7)
+        );
+        assert_eq!(
+            client_slot_index(&p, &client_slot_key(Product::Consul, "ams2", 7)),
+            None
+        );
+        assert_eq!(client_slot_index(&p, &format!("{p}slot-x")), None);
+        assert_eq!(client_slot_index(&p, &format!("{p}other")), None);
     }
 }

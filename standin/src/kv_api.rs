@@ -15,7 +15,9 @@
 //! DELETE; a recursive GET leaves out the keys it may not read) and
 //! `session`/`session_prefix` on the session's node (write to create,
 //! renew, destroy; read for info); a management token may do anything.
-//! Refused: 403 `Permission denied`.
+//! Refused: 403 `Permission denied`. A session's node must be an agent of
+//! the answering datacenter (else 500 `Missing node registration`, as
+//! Consul's catalog check).
 
 use std::sync::Arc;
 
@@ -259,6 +261,14 @@ pub async fn route(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -> R
                     .unwrap_or_else(|| me.clone());
                 if !allowed("session", &node, Access::Write) {
                     return denied();
+                }
+                // Consul's state store binds a session to a node of the
+                // catalog of its own datacenter.
+                if !crate::http::dc_agents(&shared)
+                    .iter()
+                    .any(|m| m.node == node)
+                {
+                    return text(500, "Missing node registration");
                 }
                 match shared.kv().session_create(&body, &me) {
                     Ok(id) => json_resp(200, &json!({"ID": id})),

@@ -552,3 +552,568 @@ fn three_nomad_servers_and_a_client_told_at_once_upgrade_one_server_at_a_time_th
         assert!(sup.stop().success());
     }
 }
+
+// ------------------------------------------------------------ the gate ---
+//
+// The gate itself (`hashi_supervisor::upgrade::Gate`) against stand-in
+// Consul agents over real HTTP: clients waiting on a held slot, the
+// region's lock datacenter seen through a client agent, a lost lock.
+
+mod gate {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use hashi_supervisor::agent::AgentClient;
+    use hashi_supervisor::agent::consul::ConsulClient;
+    use hashi_supervisor::agent::kv::SessionRequest;
+    use hashi_supervisor::role::UpgradeRole;
+    use hashi_supervisor::upgrade::{Gate, GateNode};
+    use hashi_supervisor::vocab::Product;
+
+    use crate::support::standin::{StandIn, wait_for};
+
+    /// The stand-in Consul's default version: the servers are "on" it.
+    const ON: &str = "1.20.1";
+    const WITHIN: Duration = Duration::from_secs(60);
+    const CONSUL_SLOT: &str = "hashi-supervisor/upgrade/clients/consul/ams2/slot-0";
+    const NOMAD_SLOT: &str = "hashi-supervisor/upgrade/clients/nomad/ams2/slot-0";
+    const LOCK: &str = "hashi-supervisor/upgrade/consul/ams2/lock";
+    /// Sessions the gate makes are named so.
+    const GATE_SESSION: &str = "hashi-supervisor upgrade ";
+
+    fn consul(addr: &str) -> ConsulClient {
+        let c = AgentClient::plain().expect("client");
+        ConsulClient::new(c.endpoint_at(format!("http://{addr}"), Duration::from_secs(5)))
+    }
+
+    fn settings() -> UpgradeRole {
+        UpgradeRole {
+            client_share: 0.1,
+            health_deadline: Duration::from_secs(10),
+            lock_ttl: Duration::from_secs(10),
+        }
+    }
+
+    fn client_gate(name: &str, agent: &StandIn) -> Gate {
+        let c = consul(&agent.addr());
+        Gate::new(
+            GateNode {
+                node: name.into(),
+                region: "eu".into(),
+                datacenter: "ams2".into(),
+                consul_server: false,
+                nomad_server: false,
+                consul: Some(c.clone()),
+                nomad: None,
+                kv: Some(c),
+            },
+            settings(),
+        )
+        .with_poll(Duration::from_millis(200))
+    }
+
+    /// A session of the test's own (a long TTL: it never lapses here).
+    async fn test_session(c: &ConsulClient, name: &str) -> String {
+        c.session_create(
+            None,
+            &SessionRequest {
+                name: name.into(),
+                ttl: Duration::from_secs(3600),
+                behavior_delete: false,
+                lock_delay: Duration::ZERO,
+                node: None,
+                node_checks: Some(vec![]),
+            },
+        )
+        .await
+        .expect("a test session")
+    }
+
+    /// `(id, node)` of every session the gates made.
+    fn gate_sessions(rt: &tokio::runtime::Runtime, c: &ConsulClient) -> BTreeSet<(String, String)> {
+        let r = rt
+            .block_on(c.endpoint().get("/v1/session/list", &[200]))
+            .expect("session list");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("session list json");
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .filter(|s| {
+                s["Name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(GATE_SESSION))
+            })
+            .map(|s| {
+                (
+                    s["ID"].as_str().unwrap_or("").to_string(),
+                    s["Node"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// What each waiting gate last reported, who is through, how many
+    /// hold a turn at once.
+    #[derive(Default)]
+    struct Board {
+        latest: Mutex<BTreeMap<usize, String>>,
+        done: Mutex<BTreeSet<usize>>,
+        keys: Mutex<Vec<String>>,
+        holding: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Board {
+        fn all_say(&self, who: &[usize], text: &str) -> bool {
+            let l = self.latest.lock().expect("the board");
+            who.iter()
+                .all(|i| l.get(i).is_some_and(|w| w.contains(text)))
+        }
+    }
+
+    /// Gate `i` waits for its turn, holds it until every other gate still
+    /// waiting has looked and seen it held, then gives it back.
+    fn run_gate(
+        rt: &tokio::runtime::Runtime,
+        gate: Arc<Gate>,
+        i: usize,
+        name: String,
+        board: Arc<Board>,
+    ) -> tokio::task::JoinHandle<()> {
+        rt.spawn(async move {
+            let wanted = semver::Version::parse(ON).expect("a version");
+            let b = board.clone();
+            let report = move |w: Option<String>| {
+                if let Some(w) = w {
+                    b.latest.lock().expect("the board").insert(i, w);
+                }
+            };
+            let turn = gate.acquire(Product::Consul, &wanted, &report).await;
+            let now = board.holding.fetch_add(1, Ordering::SeqCst) + 1;
+            board.most.fetch_max(now, Ordering::SeqCst);
+            board
+                .keys
+                .lock()
+                .expect("the board")
+                .push(turn.key().unwrap_or("").to_string());
+            let deadline = tokio::time::Instant::now() + WITHIN;
+            loop {
+                let others: Vec<usize> = {
+                    let done = board.done.lock().expect("the board");
+                    let latest = board.latest.lock().expect("the board");
+                    latest
+                        .keys()
+                        .copied()
+                        .filter(|j| *j != i && !done.contains(j))
+                        .collect()
+                };
+                if board.all_say(&others, &format!("held by {name}")) {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the others never saw {name} holding: {:?}",
+                    board.latest.lock().expect("the board")
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            board.holding.fetch_sub(1, Ordering::SeqCst);
+            board.done.lock().expect("the board").insert(i);
+            gate.settle(turn, Duration::from_secs(10))
+                .await
+                .expect("a client settles at once");
+        })
+    }
+
+    #[test]
+    fn waiting_clients_keep_one_session_each_and_go_one_at_a_time_through_their_products_slot() {
+        let server = StandIn::consul()
+            .server(1)
+            .node_name("ams2-server-01")
+            .datacenter("ams2")
+            .start();
+        let join = server.join_addr();
+        let names: Vec<String> = (1..=3).map(|i| format!("ams2-client-0{i}")).collect();
+        let clients: Vec<StandIn> = names
+            .iter()
+            .map(|n| {
+                StandIn::consul()
+                    .node_name(n)
+                    .datacenter("ams2")
+                    .set("retry_join", serde_json::json!([join]))
+                    .start()
+            })
+            .collect();
+        let rt = runtime();
+        let s = consul(&server.addr());
+        wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
+        // Every client agent reaches the leader.
+        for c in &clients {
+            let c = consul(&c.addr());
+            wait_for(WITHIN, || {
+                rt.block_on(c.autopilot_health()).ok().map(|_| ())
+            })
+            .expect("the client agent answers autopilot through its server");
+            wait_for(WITHIN, || {
+                (rt.block_on(c.members(false)).ok()?.len() == 4).then_some(())
+            })
+            .expect("the client agent sees the server and the three clients");
+        }
+        // The Consul slot held with a value that is long and has control
+        // characters; the Nomad clients' slot held too (another product:
+        // it must not hold the Consul clients up).
+        let holder = rt.block_on(test_session(&s, "holder"));
+        let long = format!("holder-1\n{}", "x".repeat(300));
+        assert!(
+            rt.block_on(s.kv_acquire(None, CONSUL_SLOT, &holder, long.as_bytes()))
+                .unwrap()
+        );
+        let nomad_holder = rt.block_on(test_session(&s, "nomad holder"));
+        assert!(
+            rt.block_on(s.kv_acquire(None, NOMAD_SLOT, &nomad_holder, b"nomad-holder"))
+                .unwrap()
+        );
+
+        let board = Arc::new(Board::default());
+        let gates: Vec<Arc<Gate>> = names
+            .iter()
+            .zip(&clients)
+            .map(|(n, c)| Arc::new(client_gate(n, c)))
+            .collect();
+        let mut tasks: Vec<_> = (0..3)
+            .map(|i| run_gate(&rt, gates[i].clone(), i, names[i].clone(), board.clone()))
+            .collect();
+        let all = [0, 1, 2];
+        // All three wait on the held slot, the holder's value cut and made
+        // printable; at most one session each meanwhile.
+        let mut most_sessions = 0;
+        wait_for(WITHIN, || {
+            most_sessions = most_sessions.max(gate_sessions(&rt, &s).len());
+            board.all_say(&all, "held by holder-1?xxx").then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the clients wait on the slot: {:?}",
+                board.latest.lock().expect("the board")
+            )
+        });
+        for w in board.latest.lock().expect("the board").values() {
+            assert!(w.contains("1 of 3 consul clients"), "{w}");
+            assert!(w.contains('…') && !w.contains('\n') && w.len() < 300, "{w}");
+            assert!(!w.contains("nomad-holder"), "{w}");
+        }
+        let first = gate_sessions(&rt, &s);
+        assert_eq!(first.len(), 3, "one session per waiting node: {first:?}");
+        let nodes: BTreeSet<&str> = first.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(nodes.len(), 3, "each on its own node: {first:?}");
+        // The holder's value changes: every gate looks again (and says so)
+        // with the same session.
+        assert!(
+            rt.block_on(s.kv_acquire(None, CONSUL_SLOT, &holder, b"holder-2"))
+                .unwrap()
+        );
+        wait_for(WITHIN, || {
+            most_sessions = most_sessions.max(gate_sessions(&rt, &s).len());
+            board.all_say(&all, "held by holder-2").then_some(())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the clients look again: {:?}",
+                board.latest.lock().expect("the board")
+            )
+        });
+        assert_eq!(
+            gate_sessions(&rt, &s),
+            first,
+            "the same sessions across looks"
+        );
+        assert!(
+            most_sessions <= 3,
+            "{most_sessions} sessions for 3 waiting nodes"
+        );
+
+        // A wait abandoned (shutdown, a reload): its session goes with it.
+        tasks[2].abort();
+        let gone = first
+            .iter()
+            .find(|(_, n)| n == "ams2-client-03")
+            .expect("client 3's session")
+            .0
+            .clone();
+        wait_for(WITHIN, || {
+            (!gate_sessions(&rt, &s).iter().any(|(id, _)| *id == gone)).then_some(())
+        })
+        .expect("the abandoned wait's session is destroyed");
+        board.latest.lock().expect("the board").remove(&2);
+        tasks[2] = run_gate(&rt, gates[2].clone(), 2, names[2].clone(), board.clone());
+
+        // The slot frees: all get through, one at a time, on the Consul
+        // clients' slot; the Nomad clients' slot stays its holder's.
+        assert!(
+            rt.block_on(s.kv_release(None, CONSUL_SLOT, &holder, b""))
+                .unwrap()
+        );
+        for t in tasks {
+            rt.block_on(async {
+                tokio::time::timeout(WITHIN * 3, t)
+                    .await
+                    .expect("every client gets its turn")
+                    .expect("the gate task");
+            });
+        }
+        assert_eq!(board.most.load(Ordering::SeqCst), 1, "one at a time");
+        assert_eq!(
+            *board.keys.lock().expect("the board"),
+            vec![CONSUL_SLOT.to_string(); 3]
+        );
+        let nomad = rt.block_on(s.kv_get(None, NOMAD_SLOT)).unwrap().unwrap();
+        assert_eq!(nomad.session.as_deref(), Some(nomad_holder.as_str()));
+        // Every turn gave its session back.
+        wait_for(WITHIN, || gate_sessions(&rt, &s).is_empty().then_some(()))
+            .unwrap_or_else(|| panic!("sessions left: {:?}", gate_sessions(&rt, &s)));
+        let slot = rt.block_on(s.kv_get(None, CONSUL_SLOT)).unwrap().unwrap();
+        assert_eq!(slot.session, None);
+    }
+
+    #[test]
+    fn the_regions_lock_datacenter_is_the_smallest_name_a_client_agent_lists() {
+        let ams2 = StandIn::consul()
+            .server(1)
+            .node_name("ams2-server-01")
+            .datacenter("ams2")
+            .start();
+        let lon1 = StandIn::consul()
+            .server(1)
+            .node_name("lon1-server-01")
+            .datacenter("lon1")
+            .set("retry_join_wan", serde_json::json!([ams2.wan_join_addr()]))
+            .start();
+        let client = StandIn::consul()
+            .node_name("lon1-client-01")
+            .datacenter("lon1")
+            .set("retry_join", serde_json::json!([lon1.join_addr()]))
+            .start();
+        let c = consul(&client.addr());
+        let gate = Gate::new(
+            GateNode {
+                node: "lon1-client-01".into(),
+                region: "eu".into(),
+                datacenter: "lon1".into(),
+                consul_server: false,
+                nomad_server: false,
+                consul: Some(c.clone()),
+                nomad: None,
+                kv: Some(c.clone()),
+            },
+            settings(),
+        );
+        let rt = runtime();
+        // The client agent's own answer: its datacenter first.
+        let listed = wait_for(WITHIN, || {
+            rt.block_on(c.catalog_datacenters())
+                .ok()
+                .filter(|l| l.len() == 2)
+        })
+        .expect("the client lists both datacenters once the WAN is joined");
+        assert_eq!(listed, ["lon1", "ams2"]);
+        assert_eq!(
+            rt.block_on(gate.lock_datacenter(Product::Nomad)).as_deref(),
+            Ok("ams2")
+        );
+        assert_eq!(
+            rt.block_on(gate.lock_datacenter(Product::Consul))
+                .as_deref(),
+            Ok("lon1")
+        );
+        // A Nomad server of lon1 (the region's only one) takes the region's
+        // lock in ams2 through its lon1 client agent: a session bound to a
+        // node ams2's catalog holds, the key in ams2's store.
+        let nomad = StandIn::nomad()
+            .node_name("lon1-server-01")
+            .region("eu")
+            .datacenter("lon1")
+            .start();
+        let n = hashi_supervisor::agent::nomad::NomadClient::new(
+            AgentClient::plain()
+                .expect("client")
+                .endpoint_at(nomad.url(), Duration::from_secs(5)),
+        );
+        wait_for(WITHIN, || rt.block_on(n.leader()).ok().flatten()).expect("a Nomad leader");
+        let version = rt
+            .block_on(n.autopilot_health())
+            .expect("Nomad autopilot")
+            .servers
+            .first()
+            .expect("one Nomad server")
+            .version
+            .clone();
+        let server = Gate::new(
+            GateNode {
+                node: "lon1-server-01".into(),
+                region: "eu".into(),
+                datacenter: "lon1".into(),
+                consul_server: false,
+                nomad_server: true,
+                consul: Some(c.clone()),
+                nomad: Some(n),
+                kv: Some(c.clone()),
+            },
+            settings(),
+        )
+        .with_poll(Duration::from_millis(200));
+        let wanted = semver::Version::parse(&version).expect("the stand-in's version");
+        let mut said = Vec::new();
+        let turn = rt.block_on(async {
+            let said = Mutex::new(&mut said);
+            tokio::time::timeout(
+                WITHIN,
+                server.acquire(Product::Nomad, &wanted, &|w| {
+                    if let Some(w) = w {
+                        said.lock().expect("said").push(w);
+                    }
+                }),
+            )
+            .await
+        });
+        let turn =
+            turn.unwrap_or_else(|_| panic!("the lon1 server gets the region's lock: {said:?}"));
+        assert_eq!(turn.lock_datacenter(), Some("ams2"));
+        assert_eq!(turn.key(), Some("hashi-supervisor/upgrade/nomad/eu/lock"));
+        let a = consul(&ams2.addr());
+        let held = rt
+            .block_on(a.kv_get(None, "hashi-supervisor/upgrade/nomad/eu/lock"))
+            .expect("kv get in ams2")
+            .expect("the lock key in ams2");
+        assert_eq!(held.value, b"lon1-server-01");
+        let sid = held.session.expect("held by a session");
+        let info = rt
+            .block_on(a.session_info(None, &sid))
+            .expect("session info")
+            .expect("the session lives in ams2");
+        assert_eq!(info.node, "ams2-server-01", "bound to a node of ams2");
+        rt.block_on(server.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+        let free = rt
+            .block_on(a.kv_get(None, "hashi-supervisor/upgrade/nomad/eu/lock"))
+            .expect("kv get")
+            .expect("key");
+        assert_eq!(free.session, None, "released");
+
+        // Not cached: the lon1 servers gone, the gate cannot tell and says
+        // so (it waits rather than guess another datacenter).
+        drop(lon1);
+        let err = wait_for(WITHIN, || {
+            rt.block_on(gate.lock_datacenter(Product::Nomad)).err()
+        })
+        .expect("no datacenter list without a server");
+        assert!(err.contains("the Consul datacenters"), "{err}");
+    }
+
+    fn server_gate(agent: &StandIn) -> Gate {
+        let c = consul(&agent.addr());
+        Gate::new(
+            GateNode {
+                node: "ams2-server-01".into(),
+                region: "eu".into(),
+                datacenter: "ams2".into(),
+                consul_server: true,
+                nomad_server: false,
+                consul: Some(c.clone()),
+                nomad: None,
+                kv: Some(c),
+            },
+            settings(),
+        )
+        .with_poll(Duration::from_millis(200))
+    }
+
+    #[test]
+    fn a_lost_lock_is_seen_taken_back_when_free_and_never_released_when_another_holds_it() {
+        let server = StandIn::consul()
+            .server(1)
+            .node_name("ams2-server-01")
+            .datacenter("ams2")
+            .start();
+        let s = consul(&server.addr());
+        let gate = server_gate(&server);
+        let rt = runtime();
+        wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
+        let wanted = semver::Version::parse(ON).expect("a version");
+        let take = || {
+            rt.block_on(async {
+                tokio::time::timeout(WITHIN, gate.acquire(Product::Consul, &wanted, &|_| {}))
+                    .await
+                    .expect("a single server gets its turn")
+            })
+        };
+        let holder_session = |rt: &tokio::runtime::Runtime| {
+            rt.block_on(s.kv_get(None, LOCK))
+                .unwrap()
+                .and_then(|p| p.session)
+        };
+
+        // The session destroyed under the turn (as if it had lapsed): seen
+        // lost, taken back while the key is free, released at the end.
+        let mut turn = take();
+        assert_eq!(turn.key(), Some(LOCK));
+        assert!(!turn.is_lost());
+        let id = holder_session(&rt).expect("the turn holds the lock");
+        rt.block_on(s.session_destroy(None, &id)).unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(WITHIN, turn.lost())
+                .await
+                .expect("the renewal sees the session gone");
+        });
+        assert!(turn.is_lost());
+        // (Within the session's lock delay: the gate tries again.)
+        let what = rt
+            .block_on(gate.reclaim(&mut turn))
+            .expect("a lost lock is reported");
+        assert!(turn.key().is_some() && !turn.is_lost(), "{what}");
+        assert!(
+            what.contains("was lost") && what.contains("taken back"),
+            "{what}"
+        );
+        let now = holder_session(&rt).expect("held again");
+        assert_ne!(now, id);
+        rt.block_on(gate.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+        assert_eq!(holder_session(&rt), None, "released after the settle");
+
+        // Lost again, and another server took the key meanwhile: said so,
+        // and its lock is left alone.
+        let mut turn = take();
+        let id = holder_session(&rt).expect("held");
+        rt.block_on(s.session_destroy(None, &id)).unwrap();
+        let other = rt.block_on(test_session(&s, "other"));
+        wait_for(WITHIN, || {
+            rt.block_on(s.kv_acquire(None, LOCK, &other, b"ams2-server-02"))
+                .unwrap()
+                .then_some(())
+        })
+        .expect("the other server takes the free key");
+        let what = rt
+            .block_on(gate.reclaim(&mut turn))
+            .expect("a lost lock is reported");
+        assert!(
+            what.contains("was lost") && what.contains("ams2-server-02 holds it now"),
+            "{what}"
+        );
+        assert!(turn.key().is_none(), "nothing held any more");
+        rt.block_on(gate.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+        assert_eq!(holder_session(&rt).as_deref(), Some(other.as_str()));
+        let v = rt.block_on(s.kv_get(None, LOCK)).unwrap().unwrap();
+        assert_eq!(v.value, b"ams2-server-02");
+    }
+}

@@ -175,10 +175,20 @@ fn consul_kv_is_forwarded_from_a_client_and_across_datacenters() {
     assert_eq!(ams.get("/v1/kv/from-lon").status, 200);
     assert_eq!(lon.get("/v1/kv/from-lon").status, 404);
     let sid = wait_for(DEADLINE, || {
-        let r = client.put("/v1/session/create?dc=lon1", r#"{"TTL":"10s"}"#);
+        let r = client.put(
+            "/v1/session/create?dc=lon1",
+            r#"{"TTL":"10s","Node":"lon1-server-01"}"#,
+        );
         (r.status == 200).then(|| r.json()["ID"].as_str().unwrap().to_string())
     })
     .expect("a session in lon1 through the ams2 client");
+    // A session's node must be in the catalog of its datacenter: the
+    // client's own is not in lon1's (Consul: "Missing node registration").
+    let r = client.put("/v1/session/create?dc=lon1", r#"{"TTL":"10s"}"#);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (500, "Missing node registration")
+    );
     assert_eq!(
         lon.get(&format!("/v1/session/info/{sid}")).json()[0]["ID"],
         json!(sid)
