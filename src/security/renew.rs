@@ -211,7 +211,7 @@ async fn exchange_for(
 }
 
 /// Writes `answer` with `key_pem` as the node's new generation (off the
-/// runtime's threads).
+/// runtime's threads); the caller holds the security dir's lock.
 async fn write(
     role: &NodeRole,
     answer: super::wire::JoinResponse,
@@ -221,7 +221,7 @@ async fn write(
     let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
     let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
     tokio::task::spawn_blocking(move || {
-        join_client::write_material(
+        join_client::write_material_locked(
             &config_dir,
             &answer,
             &key_pem,
