@@ -285,6 +285,20 @@ fn secret_of(answer: &str) -> Result<String, AclError> {
         .ok_or_else(|| AclError::Setup("nomad's token answer has no SecretID".into()))
 }
 
+/// The body of `POST /v1/acl/token` (Nomad) for the client-only
+/// supervisors' token: its chosen AccessorID and SecretID (Nomad 2.0's
+/// operator-generated tokens), [`NOMAD_SUPERVISOR_CLIENT`], global.
+pub fn nomad_client_token_body(secret: &Secret) -> serde_json::Value {
+    serde_json::json!({
+        "AccessorID": nomad_client_supervisor_accessor(secret.expose()),
+        "SecretID": secret.expose(),
+        "Name": "hashi-supervisor-client",
+        "Type": "client",
+        "Policies": [NOMAD_SUPERVISOR_CLIENT.name],
+        "Global": true,
+    })
+}
+
 /// An agent API reached over HTTPS with the node's certificate.
 struct Api {
     http: reqwest::Client,
@@ -629,20 +643,12 @@ impl AclBootstrap {
         if status == 200 {
             return Ok(true);
         }
-        let accessor = nomad_client_supervisor_accessor(secret.expose());
         let answer = api
             .ensure(
                 Method::POST,
                 "/v1/acl/token",
                 bootstrap,
-                &serde_json::json!({
-                    "AccessorID": accessor,
-                    "SecretID": secret.expose(),
-                    "Name": "hashi-supervisor-client",
-                    "Type": "client",
-                    "Policies": [NOMAD_SUPERVISOR_CLIENT.name],
-                    "Global": true,
-                }),
+                &nomad_client_token_body(&secret),
             )
             .await?;
         if secret_of(&answer)? == secret.expose() {

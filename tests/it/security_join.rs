@@ -507,7 +507,9 @@ async fn a_signer_whose_certificates_live_shorter_than_renew_before_renews_once_
     let holder = Holder::start(2 * DAY).await;
     // The Nomad supervisors' token exists (a node lacking it would also
     // fetch its secrets now and then, which is not what this looks at).
-    let mut c = store::load_cluster_dir(&holder.cluster_dir).unwrap().cluster;
+    let mut c = store::load_cluster_dir(&holder.cluster_dir)
+        .unwrap()
+        .cluster;
     c.acl.nomad_supervisor = Some(store::uuid_v4());
     store::save_cluster_file(&holder.cluster_dir, &c).unwrap();
     let token = holder.token(DAY, Duration::ZERO, true);
