@@ -32,15 +32,16 @@ fn req(
         .unwrap_or_default();
     let addr = s.addr();
     let mut c = TcpStream::connect(&addr).expect("connect to the stand-in");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
     write!(
         c,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{h}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .expect("send the request");
     let mut buf = Vec::new();
-    c.read_to_end(&mut buf).unwrap();
+    c.read_to_end(&mut buf).expect("read the answer");
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
     HttpReply {
