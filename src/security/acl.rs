@@ -6,16 +6,50 @@
 //! Tokens"), so the tokens joining nodes already hold start to work. Nomad:
 //! once its server has a leader, `POST /v1/acl/bootstrap` with the
 //! pre-chosen `BootstrapSecret` (Nomad API docs "ACL Tokens", "Bootstrap
-//! Token"), the `supervisor` policy, and a token for the supervisors, whose
-//! SecretID goes into `cluster.json` (`nomad_supervisor`) so later joins
-//! and renewals hand it out; this node's own `node.json` is then renewed
-//! locally and the daemon told ([`DaemonEvent::Renewed`]).
+//! Token"), the supervisors' policies, a token for the server supervisors,
+//! whose SecretID goes into `cluster.json` (`nomad_supervisor`) so later
+//! joins and renewals hand it out, and one for the client-only
+//! supervisors whose SecretID is derived from it
+//! ([`nomad_client_supervisor_secret`], created with that SecretID: Nomad's
+//! operator-chosen tokens, Nomad 2.0); this node's own `node.json` is then
+//! renewed locally and the daemon told ([`DaemonEvent::Renewed`]).
 //!
 //! Idempotent: a policy or token that exists already, or a bootstrap done
 //! already, counts as done, so a restarted init node runs it again safely.
 //! Owns the policies' rules and the order of the calls; it uses its own
 //! small HTTPS client because these calls carry the management token, not
 //! the supervisor's (which the agent client sends on every request).
+//!
+//! ## Endpoints and rights
+//!
+//! Every agent endpoint a supervisor calls with its own token, and the
+//! right each needs by the Consul and Nomad API docs ("ACL Required"
+//! column of each endpoint; Consul "ACL Rules" reference):
+//!
+//! | product | endpoint | needs | server policy | client policy |
+//! | --- | --- | --- | --- | --- |
+//! | consul | `GET /v1/status/leader`, `/v1/status/peers` | none | | |
+//! | consul | `GET /v1/agent/self` | agent:read | agent_prefix write | agent_prefix write |
+//! | consul | `GET /v1/agent/members` (`?wan=1`) | node:read (filtered) | node_prefix read | node_prefix read |
+//! | consul | `PUT /v1/agent/join/:addr` | agent:write | agent_prefix write | agent_prefix write |
+//! | consul | `GET /v1/agent/services` | service:read | service_prefix write | service_prefix read |
+//! | consul | `PUT /v1/agent/service/register`, `/deregister/:id` | service:write | service_prefix write | service `hashi-supervisor` write |
+//! | consul | `GET /v1/catalog/datacenters` | none | | |
+//! | consul | `GET /v1/catalog/nodes` | node:read | node_prefix read | node_prefix read |
+//! | consul | `GET /v1/catalog/service/:name` | node:read, service:read | both | both |
+//! | consul | `GET /v1/operator/autopilot/health` | operator:read | operator write | operator read |
+//! | consul | `POST /v1/operator/raft/transfer-leader` | operator:write | operator write | (servers only) |
+//! | consul | `GET`/`PUT`/`DELETE /v1/kv/hashi-supervisor/...` | key:read / key:write | key_prefix write | read; write under [`CLIENT_SLOTS_PREFIX`] |
+//! | consul | `PUT /v1/session/create`, `renew`, `destroy` | session:write | session_prefix write | session_prefix write |
+//! | consul | `GET /v1/session/info/:id` | session:read | session_prefix write | session_prefix write |
+//! | nomad | `GET /v1/agent/health`, `/v1/status/leader` | none | | |
+//! | nomad | `GET /v1/agent/self` | agent:read | agent write | agent write |
+//! | nomad | `GET /v1/agent/members` | node:read | node read | node read |
+//! | nomad | `PUT /v1/agent/join` | agent:write | agent write | agent write |
+//! | nomad | `GET`/`PUT /v1/agent/servers` | agent:read / agent:write | agent write | agent write |
+//! | nomad | `GET /v1/nodes` | node:read | node read | node read |
+//! | nomad | `GET /v1/operator/autopilot/health` | operator:read | operator write | operator read |
+//! | nomad | `GET /v1/operator/raft/configuration`, `PUT /v1/operator/raft/transfer-leadership` | management | refused: the restart's election moves leadership | (servers only) |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,24 +106,35 @@ pub const CONSUL_SUPERVISOR: Policy = Policy {
 };
 
 /// The supervisors of client-only nodes (no Consul or Nomad server): their
-/// own node's `hashi-supervisor` service, reads, joins of the local agent,
-/// and the rollout gate's key/value prefix and sessions; no other service
-/// and no operator rights.
+/// own node's `hashi-supervisor` service, reads, joins of the local agent
+/// (one token for every client, so `agent_prefix ""`: a rule per node name
+/// would need a token per node), autopilot health for the upgrade gate
+/// (`operator = "read"`), read on the `hashi-supervisor/` key/value prefix
+/// (pause records, server locks) and write only on the client upgrade
+/// slots under [`CLIENT_SLOTS_PREFIX`], and sessions for those slots. No
+/// other service, no operator write, no ACL rights. See the module doc
+/// ("Endpoints and rights").
 pub const CONSUL_SUPERVISOR_CLIENT: Policy = Policy {
     name: "hashi-supervisor-client",
     description: "hashi-supervisor's own calls on client-only nodes",
     rules: "agent_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }\n\
             service \"hashi-supervisor\" { policy = \"write\" }\nservice_prefix \"\" { policy = \"read\" }\n\
-            key_prefix \"hashi-supervisor/\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"write\" }\n",
+            operator = \"read\"\n\
+            key_prefix \"hashi-supervisor/\" { policy = \"read\" }\n\
+            key_prefix \"hashi-supervisor/upgrade/clients/\" { policy = \"write\" }\n\
+            session_prefix \"\" { policy = \"write\" }\n",
 };
 
-/// The SecretID of the client-only supervisors' Consul token, derived from
-/// the server supervisors' one (one way: SHA-256, shaped as a UUID v4), so
-/// every CA holder can hand it out without a new `cluster.json` field and a
-/// client's token reveals nothing of the servers'.
-pub fn consul_client_supervisor_secret(server_secret: &str) -> String {
+/// The key/value prefix of the client upgrade slots
+/// (`<prefix><product>/<dc>/slot-<i>`), the only keys a client-only
+/// supervisor may write.
+pub const CLIENT_SLOTS_PREFIX: &str = "hashi-supervisor/upgrade/clients/";
+
+/// A SecretID derived one way from `secret` for `purpose` (SHA-256 of
+/// both, shaped as a UUID v4).
+fn derived_uuid(purpose: &str, secret: &str) -> String {
     use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("hashi-supervisor client token\n{server_secret}").as_bytes());
+    let d = Sha256::digest(format!("{purpose}\n{secret}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -103,6 +148,28 @@ pub fn consul_client_supervisor_secret(server_secret: &str) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// The SecretID of the client-only supervisors' Consul token, derived from
+/// the server supervisors' one (one way: SHA-256, shaped as a UUID v4), so
+/// every CA holder can hand it out without a new `cluster.json` field and a
+/// client's token reveals nothing of the servers'.
+pub fn consul_client_supervisor_secret(server_secret: &str) -> String {
+    derived_uuid("hashi-supervisor client token", server_secret)
+}
+
+/// The SecretID of the client-only supervisors' Nomad token, derived one
+/// way from the server supervisors' Nomad token as the Consul one is
+/// ([`consul_client_supervisor_secret`], another purpose string, so the
+/// two never coincide).
+pub fn nomad_client_supervisor_secret(server_secret: &str) -> String {
+    derived_uuid("hashi-supervisor nomad client token", server_secret)
+}
+
+/// The AccessorID the client-only supervisors' Nomad token is created
+/// with (derived from its SecretID; an accessor is public).
+pub fn nomad_client_supervisor_accessor(client_secret: &str) -> String {
+    derived_uuid("hashi-supervisor nomad client accessor", client_secret)
 }
 
 /// Servers outside the primary datacenter (`acl.tokens.replication`):
@@ -124,14 +191,28 @@ pub const CONSUL_NOMAD: Policy = Policy {
             service_prefix \"\" { policy = \"write\" }\n",
 };
 
-/// The supervisors' Nomad policy: health and membership reads, `agent`
-/// write for joins and client server lists (`PUT /v1/agent/join`,
-/// `/v1/agent/servers`), and `operator` write for the upgrade (autopilot
-/// health, leadership transfer).
+/// The server supervisors' Nomad policy: health and membership reads,
+/// `agent` write for joins (`PUT /v1/agent/join`), and `operator` write
+/// for the upgrade. Nomad's leadership transfer and Raft configuration
+/// need a management token (Nomad API docs "Operator Raft"), which no
+/// supervisor holds: there the restart's election picks the new leader.
+/// See the module doc
+/// ("Endpoints and rights").
 pub const NOMAD_SUPERVISOR: Policy = Policy {
     name: "hashi-supervisor",
     description: "hashi-supervisor's own calls",
     rules: "agent { policy = \"write\" }\nnode { policy = \"read\" }\noperator { policy = \"write\" }\n",
+};
+
+/// The client-only supervisors' Nomad policy: `agent` write (its own
+/// agent's servers list, `PUT /v1/agent/servers`), `node` read (`GET
+/// /v1/nodes`, `/v1/agent/members`) and `operator` read (autopilot health
+/// for the upgrade gate). Its token's SecretID is
+/// [`nomad_client_supervisor_secret`] of the servers' one.
+pub const NOMAD_SUPERVISOR_CLIENT: Policy = Policy {
+    name: "hashi-supervisor-client",
+    description: "hashi-supervisor's own calls on client-only nodes",
+    rules: "agent { policy = \"write\" }\nnode { policy = \"read\" }\noperator { policy = \"read\" }\n",
 };
 
 /// Why a step failed (retried by the task).
@@ -191,6 +272,30 @@ pub fn consul_token_body(secret: &Secret, policy: &Policy, description: &str) ->
         "Description": description,
         "Policies": [{ "Name": policy.name }],
         "Local": false,
+    })
+}
+
+/// The `SecretID` of a token answer.
+fn secret_of(answer: &str) -> Result<String, AclError> {
+    let v: serde_json::Value = serde_json::from_str(answer)
+        .map_err(|e| AclError::Setup(format!("nomad's token answer: {e}")))?;
+    v.get("SecretID")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| AclError::Setup("nomad's token answer has no SecretID".into()))
+}
+
+/// The body of `POST /v1/acl/token` (Nomad) for the client-only
+/// supervisors' token: its chosen AccessorID and SecretID (Nomad 2.0's
+/// operator-generated tokens), [`NOMAD_SUPERVISOR_CLIENT`], global.
+pub fn nomad_client_token_body(secret: &Secret) -> serde_json::Value {
+    serde_json::json!({
+        "AccessorID": nomad_client_supervisor_accessor(secret.expose()),
+        "SecretID": secret.expose(),
+        "Name": "hashi-supervisor-client",
+        "Type": "client",
+        "Policies": [NOMAD_SUPERVISOR_CLIENT.name],
+        "Global": true,
     })
 }
 
@@ -451,43 +556,64 @@ impl AclBootstrap {
             &serde_json::json!({ "BootstrapSecret": bootstrap.expose() }),
         )
         .await?;
-        let p = &NOMAD_SUPERVISOR;
-        api.ensure(
-            Method::POST,
-            &format!("/v1/acl/policy/{}", p.name),
-            bootstrap,
-            &serde_json::json!({ "Name": p.name, "Description": p.description, "Rules": p.rules }),
-        )
-        .await?;
+        for p in [&NOMAD_SUPERVISOR, &NOMAD_SUPERVISOR_CLIENT] {
+            api.ensure(
+                Method::POST,
+                &format!("/v1/acl/policy/{}", p.name),
+                bootstrap,
+                &serde_json::json!({ "Name": p.name, "Description": p.description, "Rules": p.rules }),
+            )
+            .await?;
+        }
         let mut cluster = self.cluster_file()?;
+        let server_secret = match &cluster.acl.nomad_supervisor {
+            Some(s) => s.clone(),
+            None => {
+                // Nomad chooses this SecretID itself.
+                let answer = api
+                    .ensure(
+                        Method::POST,
+                        "/v1/acl/token",
+                        bootstrap,
+                        &serde_json::json!({
+                            "Name": "hashi-supervisor",
+                            "Type": "client",
+                            "Policies": [NOMAD_SUPERVISOR.name],
+                            "Global": true,
+                        }),
+                    )
+                    .await?;
+                secret_of(&answer)?
+            }
+        };
         if cluster.acl.nomad_supervisor.is_none() {
-            // Nomad chooses this SecretID itself.
-            let answer = api
-                .ensure(
-                    Method::POST,
-                    "/v1/acl/token",
-                    bootstrap,
-                    &serde_json::json!({
-                        "Name": "hashi-supervisor",
-                        "Type": "client",
-                        "Policies": [p.name],
-                        "Global": true,
-                    }),
-                )
-                .await?;
-            let v: serde_json::Value = serde_json::from_str(&answer)
-                .map_err(|e| AclError::Setup(format!("nomad's token answer: {e}")))?;
-            let secret = v
-                .get("SecretID")
-                .and_then(serde_json::Value::as_str)
-                .ok_or_else(|| AclError::Setup("nomad's token answer has no SecretID".into()))?;
-            cluster.acl.nomad_supervisor = Some(secret.to_string());
+            cluster.acl.nomad_supervisor = Some(server_secret.clone());
             let dir = self.cluster_dir();
             let c = cluster.clone();
             tokio::task::spawn_blocking(move || store::save_cluster_file(&dir, &c))
                 .await
                 .map_err(|e| AclError::Setup(format!("the writer failed: {e}")))?
                 .map_err(|e| AclError::Setup(super::join_server::error_chain(&e)))?;
+        }
+        // Saved first, so a retry never makes a second server token; a
+        // client that gets its derived token before it exists is refused
+        // until this step is done.
+        match self
+            .ensure_nomad_client_token(&api, bootstrap, &server_secret)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::error!(
+                "nomad chose its own SecretID for the client supervisors' token (operator-chosen SecretIDs need Nomad 2.0 or later): the supervisors of client-only nodes get no working Nomad token"
+            ),
+            Err(AclError::Status { status, body, .. }) if (400..500).contains(&status) => {
+                tracing::error!(
+                    status,
+                    answer = %body,
+                    "nomad refused the client supervisors' token with a chosen SecretID (operator-chosen SecretIDs need Nomad 2.0 or later): the supervisors of client-only nodes get no working Nomad token"
+                );
+            }
+            Err(e) => return Err(e),
         }
         // This node's own node.json gets the token: a local renewal.
         let renewed = renew::renew(&self.role, &[])
@@ -497,6 +623,49 @@ impl AclBootstrap {
         let _ = self.events.send(DaemonEvent::Renewed);
         tracing::info!("nomad ACLs bootstrapped; the supervisors' token is handed out from now");
         Ok(true)
+    }
+
+    /// Creates the client-only supervisors' Nomad token with the SecretID
+    /// derived from `server_secret` unless it exists already (`GET
+    /// /v1/acl/token/self` with it answers 200). A Nomad that does not take
+    /// an operator-chosen SecretID (before 2.0) answers with another one:
+    /// that token is deleted again and the answer is false.
+    async fn ensure_nomad_client_token(
+        &self,
+        api: &Api,
+        bootstrap: &Secret,
+        server_secret: &str,
+    ) -> Result<bool, AclError> {
+        let secret = Secret::new(nomad_client_supervisor_secret(server_secret));
+        let (status, _) = api
+            .call(Method::GET, "/v1/acl/token/self", Some(&secret), None)
+            .await?;
+        if status == 200 {
+            return Ok(true);
+        }
+        let answer = api
+            .ensure(
+                Method::POST,
+                "/v1/acl/token",
+                bootstrap,
+                &nomad_client_token_body(&secret),
+            )
+            .await?;
+        if secret_of(&answer)? == secret.expose() {
+            return Ok(true);
+        }
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        if let Some(a) = v.get("AccessorID").and_then(serde_json::Value::as_str) {
+            let _ = api
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/acl/token/{a}"),
+                    Some(bootstrap),
+                    None,
+                )
+                .await;
+        }
+        Ok(false)
     }
 
     fn cluster_dir(&self) -> PathBuf {
@@ -557,6 +726,7 @@ mod tests {
             CONSUL_REPLICATION,
             CONSUL_NOMAD,
             NOMAD_SUPERVISOR,
+            NOMAD_SUPERVISOR_CLIENT,
         ] {
             let v: hcl::Value =
                 hcl::from_str(p.rules).unwrap_or_else(|e| panic!("{}: {e}", p.name));
@@ -586,12 +756,80 @@ mod tests {
         assert_eq!(c["service"]["hashi-supervisor"]["policy"], "write");
         assert_eq!(c["service_prefix"][""]["policy"], "read");
         assert_eq!(c["node_prefix"][""]["policy"], "read");
-        assert_eq!(c["key_prefix"]["hashi-supervisor/"]["policy"], "write");
-        assert!(c.get("operator").is_none(), "{c}");
+        // Autopilot health for the upgrade gate, nothing more.
+        assert_eq!(c["operator"], "read");
+        // Pause records and server locks: read only; the client slots:
+        // write.
+        assert_eq!(c["key_prefix"]["hashi-supervisor/"]["policy"], "read");
+        assert_eq!(c["key_prefix"][CLIENT_SLOTS_PREFIX]["policy"], "write");
+        assert_eq!(c["key_prefix"].as_object().map(|o| o.len()), Some(2), "{c}");
+        assert_eq!(c["session_prefix"][""]["policy"], "write");
         assert!(c.get("acl").is_none(), "{c}");
+        assert!(c.get("key").is_none(), "{c}");
         let n = rules(&NOMAD_SUPERVISOR);
         assert_eq!(n["operator"]["policy"], "write");
         assert_eq!(n["agent"]["policy"], "write");
+        let nc = rules(&NOMAD_SUPERVISOR_CLIENT);
+        assert_eq!(nc["agent"]["policy"], "write");
+        assert_eq!(nc["node"]["policy"], "read");
+        assert_eq!(nc["operator"]["policy"], "read");
+        assert_eq!(nc.as_object().map(|o| o.len()), Some(3), "{nc}");
+        assert_ne!(NOMAD_SUPERVISOR_CLIENT.name, NOMAD_SUPERVISOR.name);
+    }
+
+    #[test]
+    fn the_client_slots_prefix_is_the_agreed_one_under_the_supervisors_prefix() {
+        assert_eq!(CLIENT_SLOTS_PREFIX, "hashi-supervisor/upgrade/clients/");
+        assert!(CONSUL_SUPERVISOR_CLIENT.rules.contains(CLIENT_SLOTS_PREFIX));
+    }
+
+    #[test]
+    fn the_nomad_client_token_is_derived_one_way_and_differs_from_the_consul_one() {
+        let server = "6a1f1f0e-8a44-4c1b-9d7e-2f4f5c1a9b3d";
+        let n = nomad_client_supervisor_secret(server);
+        assert_eq!(n, nomad_client_supervisor_secret(server));
+        assert_ne!(n, consul_client_supervisor_secret(server));
+        assert_ne!(n, server);
+        assert!(!n.contains(&server[..8]));
+        assert_eq!(n.len(), 36);
+        assert_eq!(&n[14..15], "4");
+        let a = nomad_client_supervisor_accessor(&n);
+        assert_ne!(a, n);
+        assert_eq!(a, nomad_client_supervisor_accessor(&n));
+    }
+
+    #[test]
+    fn narrowing_gives_client_only_nodes_the_derived_tokens_and_servers_their_own() {
+        use crate::role::RoleSet;
+        use crate::role::security::{AclTokensFile, NodeSecretsFile};
+        let secrets = NodeSecretsFile {
+            acl: AclTokensFile {
+                consul_supervisor: Some("c-server".into()),
+                nomad_supervisor: Some("n-server".into()),
+                ..AclTokensFile::default()
+            },
+            ..NodeSecretsFile::default()
+        };
+        let client = RoleSet {
+            nomad_client: true,
+            ..RoleSet::default()
+        };
+        let c = super::super::join_server::narrow(secrets.clone(), client);
+        assert_eq!(
+            c.acl.consul_supervisor.as_deref(),
+            Some(consul_client_supervisor_secret("c-server").as_str())
+        );
+        assert_eq!(
+            c.acl.nomad_supervisor.as_deref(),
+            Some(nomad_client_supervisor_secret("n-server").as_str())
+        );
+        let server = RoleSet {
+            nomad_server: true,
+            ..RoleSet::default()
+        };
+        let s = super::super::join_server::narrow(secrets, server);
+        assert_eq!(s.acl.consul_supervisor.as_deref(), Some("c-server"));
+        assert_eq!(s.acl.nomad_supervisor.as_deref(), Some("n-server"));
     }
 
     #[test]

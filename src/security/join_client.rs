@@ -238,7 +238,10 @@ pub async fn join(
     let key_pem = ca::key_pem_of(&key);
     let ca_holder = handover.is_some();
     tokio::task::spawn_blocking(move || {
-        write_material(
+        // One lock for the node's material and the cluster dir a server
+        // receives: a renewal or the ACL bootstrap never runs in between.
+        let _lock = lock(&config_dir)?;
+        write_material_locked(
             &config_dir,
             &checked,
             &key_pem,
@@ -268,8 +271,29 @@ pub async fn join(
     })
 }
 
-/// Writes `answer` as the node's material in `<config_dir>/security/`.
+/// Writes `answer` as the node's material in `<config_dir>/security/`,
+/// holding the security dir's lock ([`store::lock_material`]) as every
+/// writer does: it waits while a renewal or the ACL bootstrap writes.
 pub fn write_material(
+    config_dir: &Path,
+    answer: &JoinResponse,
+    key_pem: &Secret,
+    consul_user: Option<&str>,
+    nomad_user: Option<&str>,
+) -> Result<(), JoinError> {
+    let _lock = lock(config_dir)?;
+    write_material_locked(config_dir, answer, key_pem, consul_user, nomad_user)
+}
+
+/// Takes the security dir's lock of `config_dir` (blocking).
+fn lock(config_dir: &Path) -> Result<store::MaterialLock, JoinError> {
+    store::lock_material(&config_dir.join(paths::SECURITY_SUBDIR)).map_err(JoinError::Write)
+}
+
+/// [`write_material`] for a caller that holds the security dir's lock
+/// already (a second `flock` of the same file from this process would
+/// wait for itself).
+pub(crate) fn write_material_locked(
     config_dir: &Path,
     answer: &JoinResponse,
     key_pem: &Secret,
@@ -728,6 +752,85 @@ fn tls_config_error(endpoint: &str, e: &dyn std::fmt::Display) -> JoinError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `/proc/locks` shows a process waiting for a lock on the
+    /// file with inode `ino` (a blocked `flock` is listed as `->`).
+    fn someone_waits_for(ino: u64) -> bool {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        let end = format!(":{ino}");
+        locks
+            .lines()
+            .any(|l| l.contains("->") && l.split_whitespace().any(|f| f.ends_with(&end)))
+    }
+
+    #[test]
+    fn write_material_waits_for_the_security_dir_lock() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let config_dir = tmp.path().to_path_buf();
+        let sec = config_dir.join(paths::SECURITY_SUBDIR);
+        let ca = ca::ClusterCa::create().unwrap();
+        let key = ca::new_key_pair().unwrap();
+        let dns = vec!["localhost".to_string()];
+        let ips: Vec<std::net::IpAddr> = vec!["127.0.0.1".parse().unwrap()];
+        let cert = ca
+            .issue(&key, &dns, &ips, std::time::Duration::from_secs(86_400))
+            .unwrap();
+        let cluster = store::ClusterFile::new(
+            &ca,
+            &Secret::new("Y29uc3Vs"),
+            &Secret::new("bm9tYWQ="),
+            "ams2",
+            true,
+        );
+        let answer = JoinResponse {
+            certificate: cert.pem.clone(),
+            ca: ca.cert_pem().to_string(),
+            secrets: store::secrets_for(
+                &cluster,
+                crate::role::RoleSet::default(),
+                "ams2",
+                &dns,
+                &ips,
+                &cert,
+            ),
+            cluster: None,
+        };
+        let key_pem = ca::key_pem_of(&key);
+        // Another writer (a renewal) holds the lock.
+        let held = store::lock_material(&sec).unwrap();
+        let ino = std::fs::metadata(sec.join(store::LOCK_FILE)).unwrap().ino();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let dir = config_dir.clone();
+        let writer = std::thread::spawn(move || {
+            let r = write_material(&dir, &answer, &key_pem, None, None);
+            let _ = done_tx.send(());
+            r
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            assert!(
+                done_rx.try_recv().is_err(),
+                "write_material wrote while another writer held {}",
+                store::LOCK_FILE
+            );
+            if someone_waits_for(ino) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "write_material neither waited for the lock nor finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            !sec.join(paths::NODE_SECRETS_FILE).exists(),
+            "nothing is written while the lock is held"
+        );
+        drop(held);
+        writer.join().unwrap().unwrap();
+        assert!(sec.join(paths::NODE_SECRETS_FILE).exists());
+    }
 
     #[test]
     fn hosts_of_join_entries_drop_ports_and_skip_cloud_strings() {

@@ -653,9 +653,12 @@ impl JoinEndpoint {
 /// its roles use: the Nomad gossip key only on Nomad servers (only they
 /// gossip), the Consul gossip key only where Consul runs, and on a
 /// client-only node (no Consul or Nomad server) the client supervisors'
-/// Consul token ([`acl::CONSUL_SUPERVISOR_CLIENT`]: its own service, no
-/// operator rights) instead of the servers'. A key left out is empty (the
-/// role loader accepts that for a key the roles do not use).
+/// tokens instead of the servers', both derived one way from them: Consul
+/// ([`acl::CONSUL_SUPERVISOR_CLIENT`]: its own service, operator read,
+/// key/value write only on the client upgrade slots) and Nomad
+/// ([`acl::NOMAD_SUPERVISOR_CLIENT`]: agent write, node and operator
+/// read). A key left out is empty (the role loader accepts that for a key
+/// the roles do not use).
 pub fn narrow(
     mut secrets: crate::role::security::NodeSecretsFile,
     roles: crate::role::RoleSet,
@@ -672,6 +675,11 @@ pub fn narrow(
             .consul_supervisor
             .as_deref()
             .map(acl::consul_client_supervisor_secret);
+        secrets.acl.nomad_supervisor = secrets
+            .acl
+            .nomad_supervisor
+            .as_deref()
+            .map(acl::nomad_client_supervisor_secret);
     }
     secrets
 }

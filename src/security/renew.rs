@@ -1,5 +1,7 @@
 //! Certificate renewal: before the node certificate expires (fewer than
-//! `[security] renew_before_days` left), make a new key and ask a CA holder
+//! `[security] renew_before_days` left, or a third of the certificate's
+//! whole lifetime when that is less: [`renew_ahead`]; never sooner than
+//! [`MIN_RENEW_INTERVAL`] after the last renewal), make a new key and ask a CA holder
 //! to sign it (`POST /v1/renew`, mutual TLS with the current certificate;
 //! a CA holder signs its own), write the new material as one generation
 //! (`store::write_node_material`, under the security dir's lock, so the
@@ -70,11 +72,55 @@ pub fn lacks_acl_tokens(role: &NodeRole, secrets: &NodeSecrets) -> bool {
         || (role.roles.is_nomad() && (a.nomad_consul.is_none() || a.nomad_supervisor.is_none()))
 }
 
-/// When to renew a certificate expiring at `not_after` (Unix seconds), at
-/// `now`, renewing `renew_before` ahead; `lacks_tokens`: ask every
-/// [`MISSING_TOKENS_EVERY`] as well.
-pub fn next_check(not_after: u64, now: u64, renew_before: Duration, lacks_tokens: bool) -> Due {
-    let renew_at = not_after.saturating_sub(renew_before.as_secs());
+/// The shortest time between two renewals of a node, whatever the
+/// lifetimes: the guard against renewing (and sending the agents SIGHUP)
+/// over and over.
+pub const MIN_RENEW_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// A renewal starts once less than this share (1/n) of the certificate's
+/// whole lifetime is left, when that comes later than `renew_before`.
+pub const LIFETIME_SHARE: u64 = 3;
+
+/// How long before the expiry a certificate valid from `not_before` to
+/// `not_after` (Unix seconds) is renewed: `renew_before`, or a third of
+/// the lifetime when that is shorter (a signer with a `cert_days` at or
+/// below this node's `renew_before_days` would otherwise hand out
+/// certificates that are due at once); true when it was cut so.
+pub fn renew_ahead(not_before: u64, not_after: u64, renew_before: Duration) -> (Duration, bool) {
+    let share = Duration::from_secs(not_after.saturating_sub(not_before) / LIFETIME_SHARE);
+    if share < renew_before {
+        (share, true)
+    } else {
+        (renew_before, false)
+    }
+}
+
+/// A certificate's validity (Unix seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    /// Valid from.
+    pub not_before: u64,
+    /// Valid until.
+    pub not_after: u64,
+}
+
+/// When to renew a certificate of `validity` at `now`, renewing
+/// [`renew_ahead`] of its expiry, never sooner than
+/// [`MIN_RENEW_INTERVAL`] after the last renewal (`last_renewal`, when this
+/// process made one; the certificate's `not_before` stands for it
+/// otherwise); `lacks_tokens`: ask every [`MISSING_TOKENS_EVERY`] as well.
+pub fn next_check(
+    validity: Validity,
+    now: u64,
+    renew_before: Duration,
+    last_renewal: Option<u64>,
+    lacks_tokens: bool,
+) -> Due {
+    let (ahead, _) = renew_ahead(validity.not_before, validity.not_after, renew_before);
+    let last = last_renewal.unwrap_or(0).max(validity.not_before);
+    let renew_at = validity
+        .not_after
+        .saturating_sub(ahead.as_secs())
+        .max(last.saturating_add(MIN_RENEW_INTERVAL.as_secs()));
     if now >= renew_at {
         return Due::Now;
     }
@@ -211,7 +257,7 @@ async fn exchange_for(
 }
 
 /// Writes `answer` with `key_pem` as the node's new generation (off the
-/// runtime's threads).
+/// runtime's threads); the caller holds the security dir's lock.
 async fn write(
     role: &NodeRole,
     answer: super::wire::JoinResponse,
@@ -221,7 +267,7 @@ async fn write(
     let consul_user = role.roles.is_consul().then(|| role.consul.user.clone());
     let nomad_user = role.roles.is_nomad().then(|| role.nomad.user.clone());
     tokio::task::spawn_blocking(move || {
-        join_client::write_material(
+        join_client::write_material_locked(
             &config_dir,
             &answer,
             &key_pem,
@@ -497,16 +543,26 @@ impl Renewal {
     /// the agents read changed.
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut token_wait = MISSING_TOKENS_EVERY;
+        // When this task last renewed (Unix seconds), and the lifetime a
+        // shortened renewal was last logged for.
+        let mut last_renewal: Option<u64> = None;
+        let mut clamp_said: Option<u64> = None;
         loop {
             let Some(material) = &self.role.security.material else {
                 return;
             };
             let lacks = lacks_acl_tokens(&self.role, &material.secrets);
             let now = ca::now_unix();
+            let validity = Validity {
+                not_before: material.secrets.not_before,
+                not_after: material.secrets.not_after,
+            };
+            say_if_clamped(validity, self.role.security.renew_before, &mut clamp_said);
             let due = next_check(
-                material.secrets.not_after,
+                validity,
                 now,
                 self.role.security.renew_before,
+                last_renewal,
                 false,
             );
             let (wait, action) = match due {
@@ -538,7 +594,8 @@ impl Renewal {
                     match outcome {
                         Ok(secrets) => {
                             token_wait = MISSING_TOKENS_EVERY;
-                            self.took(secrets, Some(DaemonEvent::Renewed));
+                            last_renewal = Some(ca::now_unix());
+                            self.took(secrets, Some(DaemonEvent::Renewed), last_renewal);
                         }
                         Err(e) => {
                             self.failed(&e, RETRY_AFTER_FAILURE);
@@ -569,14 +626,18 @@ impl Renewal {
                             token_wait =
                                 next_token_wait(token_wait, change != Change::Nothing || elsewhere);
                             match change {
-                                Change::Nothing if elsewhere => self.took(secrets, None),
+                                Change::Nothing if elsewhere => {
+                                    self.took(secrets, None, last_renewal)
+                                }
                                 Change::Nothing => {}
                                 // The supervisor's client takes its tokens
                                 // from the report; the agents' configs
                                 // are rendered again only when theirs
                                 // changed (no TLS file did: a plain reload).
-                                Change::SupervisorOnly => self.took(secrets, None),
-                                Change::Agents => self.took(secrets, Some(DaemonEvent::Reload)),
+                                Change::SupervisorOnly => self.took(secrets, None, last_renewal),
+                                Change::Agents => {
+                                    self.took(secrets, Some(DaemonEvent::Reload), last_renewal)
+                                }
                             }
                         }
                         Err(e) => {
@@ -591,12 +652,22 @@ impl Renewal {
 
     /// A renewal or refresh wrote `secrets`: report it, hold it, and tell
     /// the daemon with `event`.
-    fn took(&mut self, secrets: NodeSecretsFile, event: Option<DaemonEvent>) {
+    fn took(
+        &mut self,
+        secrets: NodeSecretsFile,
+        event: Option<DaemonEvent>,
+        last_renewal: Option<u64>,
+    ) {
         let now = ca::now_unix();
+        let validity = Validity {
+            not_before: secrets.not_before,
+            not_after: secrets.not_after,
+        };
         let next = match next_check(
-            secrets.not_after,
+            validity,
             now,
             self.role.security.renew_before,
+            last_renewal,
             false,
         ) {
             Due::Now => now,
@@ -628,6 +699,24 @@ impl Renewal {
     }
 }
 
+/// Logs once per certificate lifetime (`said` holds the last one) that
+/// `renew_before` was cut to a share of it.
+fn say_if_clamped(v: Validity, renew_before: Duration, said: &mut Option<u64>) {
+    let (ahead, clamped) = renew_ahead(v.not_before, v.not_after, renew_before);
+    let lifetime = v.not_after.saturating_sub(v.not_before);
+    if !clamped || *said == Some(lifetime) {
+        return;
+    }
+    *said = Some(lifetime);
+    tracing::warn!(
+        renew_before_days = renew_before.as_secs() / 86_400,
+        certificate_lifetime_hours = lifetime / 3600,
+        renew_ahead_hours = ahead.as_secs() / 3600,
+        min_interval_minutes = MIN_RENEW_INTERVAL.as_secs() / 60,
+        "the certificate lives too short for renew_before_days: renewing once a third of its lifetime is left instead"
+    );
+}
+
 /// What the task does once its wait is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -645,21 +734,106 @@ mod tests {
 
     const DAY: u64 = 86_400;
 
+    /// A certificate of `days` days issued at `issued`.
+    fn cert(issued: u64, days: u64) -> Validity {
+        Validity {
+            not_before: issued,
+            not_after: issued + days * DAY,
+        }
+    }
+
     #[test]
     fn renewal_is_due_once_fewer_than_renew_before_remain() {
         let before = Duration::from_secs(30 * DAY);
-        let not_after = 1_000 * DAY;
+        let v = cert(910 * DAY, 90);
+        let not_after = v.not_after;
         assert_eq!(
-            next_check(not_after, not_after - 30 * DAY, before, false),
+            next_check(v, not_after - 30 * DAY, before, None, false),
             Due::Now
         );
+        assert_eq!(next_check(v, not_after + 1, before, None, false), Due::Now);
         assert_eq!(
-            next_check(not_after, not_after + 1, before, false),
-            Due::Now
-        );
-        assert_eq!(
-            next_check(not_after, not_after - 30 * DAY - 10, before, false),
+            next_check(v, not_after - 30 * DAY - 10, before, None, false),
             Due::After(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn a_lifetime_at_or_below_renew_before_renews_at_a_third_of_it_not_at_once() {
+        let before = Duration::from_secs(30 * DAY);
+        // The signer's cert_days (2, 30) at or below the node's 30.
+        for days in [2, 30] {
+            let issued = 1_000 * DAY;
+            let v = cert(issued, days);
+            assert_eq!(
+                renew_ahead(v.not_before, v.not_after, before),
+                (Duration::from_secs(days * DAY / 3), true)
+            );
+            // Just received: not due; due once a third is left.
+            assert!(
+                matches!(
+                    next_check(v, issued + 60, before, Some(issued), false),
+                    Due::After(_)
+                ),
+                "{days} days"
+            );
+            let third_left = v.not_after - days * DAY / 3;
+            assert_eq!(
+                next_check(v, third_left - 10, before, Some(issued), false),
+                Due::After(Duration::from_secs(10))
+            );
+            assert_eq!(
+                next_check(v, third_left, before, Some(issued), false),
+                Due::Now
+            );
+        }
+        // A lifetime longer than three times renew_before is not cut.
+        assert_eq!(renew_ahead(0, 90 * DAY, before), (before, false));
+    }
+
+    #[test]
+    fn never_sooner_than_the_minimum_interval_after_the_last_renewal() {
+        let before = Duration::from_secs(30 * DAY);
+        let min = MIN_RENEW_INTERVAL.as_secs();
+        // A certificate of 10 minutes (already past its third): the last
+        // renewal holds the next one off.
+        let now = 5_000 * DAY;
+        let v = Validity {
+            not_before: now,
+            not_after: now + 600,
+        };
+        assert_eq!(
+            next_check(v, now + 1, before, Some(now), false),
+            Due::After(Duration::from_secs(min - 1))
+        );
+        assert_eq!(next_check(v, now + min, before, Some(now), false), Due::Now);
+        // Without a renewal of this process, not_before stands for it.
+        assert_eq!(
+            next_check(v, now + 1, before, None, false),
+            Due::After(Duration::from_secs(min - 1))
+        );
+        // Broken validity (not_after before not_before): no panic, and
+        // still not sooner than the interval.
+        let broken = Validity {
+            not_before: now,
+            not_after: now - 1,
+        };
+        assert!(matches!(
+            next_check(broken, now, before, Some(now), false),
+            Due::After(_)
+        ));
+        assert_eq!(
+            next_check(
+                Validity {
+                    not_before: u64::MAX,
+                    not_after: 0
+                },
+                0,
+                before,
+                Some(u64::MAX),
+                true
+            ),
+            Due::After(MISSING_TOKENS_EVERY)
         );
     }
 
@@ -712,12 +886,13 @@ mod tests {
     #[test]
     fn a_far_expiry_is_looked_at_again_within_the_hour() {
         let before = Duration::from_secs(30 * DAY);
+        let v = cert(0, 1_000);
         assert_eq!(
-            next_check(1_000 * DAY, 10 * DAY, before, false),
+            next_check(v, 10 * DAY, before, None, false),
             Due::After(LONGEST_SLEEP)
         );
         assert_eq!(
-            next_check(1_000 * DAY, 10 * DAY, before, true),
+            next_check(v, 10 * DAY, before, None, true),
             Due::After(MISSING_TOKENS_EVERY)
         );
     }

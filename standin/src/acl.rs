@@ -3,8 +3,11 @@
 //! one-time bootstrap, token resolution, and the JSON shapes of the
 //! documented ACL API (samples in `tests/data/agent-api/{consul,nomad}/acl_*`).
 //!
-//! Rules are evaluated only for KV and sessions (`kv.rs`); elsewhere any
-//! token that exists may read and write everything (README "ACLs"). Servers keep the state in
+//! Rules are evaluated for KV and sessions (`kv.rs`) and for the operator
+//! endpoints ([`need_of`]: autopilot health needs `operator` read, a
+//! leadership transfer `operator` write in Consul and, as the Raft
+//! configuration, a management token in Nomad); elsewhere any token that
+//! exists may read and write everything (README "ACLs"). Servers keep the state in
 //! `<data_dir>/standin-acl.json` (0600) and spread it to the servers of
 //! their DC / region with the gossip exchange; clients hold none and ask a
 //! server. Not Consul's or Nomad's ACL system, and not meant to be.
@@ -313,10 +316,12 @@ impl AclState {
         Ok(p)
     }
 
-    /// Create a token (`SecretID` may be chosen, Consul only).
+    /// Create a token (`SecretID` and `AccessorID` may be chosen: Consul,
+    /// and Nomad 2.0's operator-generated tokens).
     pub fn create_token(
         &mut self,
         secret: Option<String>,
+        accessor: Option<String>,
         description: &str,
         policies: Vec<String>,
         management: bool,
@@ -340,9 +345,18 @@ impl AclState {
                 return Err((400, "Invalid Token: SecretID is already in use".to_string()));
             }
         }
+        let accessor = accessor.filter(|a| !a.is_empty());
+        if let Some(a) = &accessor {
+            if self.tokens.contains_key(a) {
+                return Err((
+                    400,
+                    "Invalid Token: AccessorID is already in use".to_string(),
+                ));
+            }
+        }
         let index = self.bump();
         let token = Token {
-            accessor: uuid(),
+            accessor: accessor.unwrap_or_else(uuid),
             secret: secret.filter(|s| !s.is_empty()).unwrap_or_else(uuid),
             description: description.to_string(),
             policies,
@@ -498,6 +512,88 @@ impl AclState {
     }
 }
 
+/// What an endpoint needs beyond a token that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `operator = "read"` (Consul) / `operator { policy = "read" }` (Nomad).
+    OperatorRead,
+    /// `operator` write.
+    OperatorWrite,
+    /// A management token.
+    Management,
+}
+
+impl Need {
+    /// As the agents name the permission.
+    pub fn name(self) -> &'static str {
+        match self {
+            Need::OperatorRead => "operator:read",
+            Need::OperatorWrite => "operator:write",
+            Need::Management => "management",
+        }
+    }
+}
+
+/// The right `path` of `product` needs by the API docs' "ACL Required"
+/// (Consul operator/autopilot.mdx, operator/raft.mdx; Nomad
+/// operator/autopilot.mdx, operator/raft.mdx), None: a token that exists.
+pub fn need_of(product: Product, path: &str) -> Option<Need> {
+    match (product, path) {
+        (_, "/v1/operator/autopilot/health") => Some(Need::OperatorRead),
+        (Product::Consul, "/v1/operator/raft/configuration") => Some(Need::OperatorRead),
+        (Product::Consul, "/v1/operator/raft/transfer-leader") => Some(Need::OperatorWrite),
+        (Product::Nomad, "/v1/operator/raft/configuration")
+        | (Product::Nomad, "/v1/operator/raft/transfer-leadership") => Some(Need::Management),
+        _ => None,
+    }
+}
+
+/// The `operator` access `rules` grant (Consul `operator = "<policy>"`,
+/// Nomad `operator { policy = "<policy>" }`, HCL or JSON); several
+/// policies: `deny` wins, else the widest. None: no `operator` rule.
+pub fn operator_access(rules: &[String]) -> Option<crate::kv::Access> {
+    use crate::kv::Access;
+    let mut best: Option<Access> = None;
+    for text in rules {
+        let Ok(doc) = crate::hcl::parse(text)
+            .map_err(|_| ())
+            .or_else(|()| serde_json::from_str::<Value>(text).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let policy = match doc.get("operator") {
+            Some(Value::String(p)) => p.as_str(),
+            Some(v) => v.get("policy").and_then(Value::as_str).unwrap_or(""),
+            None => continue,
+        };
+        let acc = match policy {
+            "write" => Access::Write,
+            "read" | "list" => Access::Read,
+            _ => Access::Deny,
+        };
+        best = Some(match best {
+            Some(Access::Deny) => Access::Deny,
+            _ if acc == Access::Deny => Access::Deny,
+            Some(b) => b.max(acc),
+            None => acc,
+        });
+    }
+    best
+}
+
+/// Whether a token (`management`, its policies' `rules`) has `need`.
+pub fn allows(management: bool, rules: &[String], need: Need) -> bool {
+    use crate::kv::Access;
+    if management {
+        return true;
+    }
+    match need {
+        Need::Management => false,
+        Need::OperatorRead => matches!(operator_access(rules), Some(Access::Read | Access::Write)),
+        Need::OperatorWrite => operator_access(rules) == Some(Access::Write),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +631,7 @@ mod tests {
         let t = a
             .create_token(
                 Some("chosen".into()),
+                None,
                 "agent",
                 vec!["agent".into()],
                 false,
@@ -554,7 +651,7 @@ mod tests {
     fn unknown_policy_is_refused() {
         let mut a = state(Product::Consul);
         assert_eq!(
-            a.create_token(None, "", vec!["nope".into()], false, true)
+            a.create_token(None, None, "", vec!["nope".into()], false, true)
                 .unwrap_err()
                 .0,
             400
@@ -564,5 +661,76 @@ mod tests {
     #[test]
     fn rfc3339_of_a_known_instant() {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn operator_rights_follow_the_docs_for_both_products() {
+        let consul_client =
+            vec!["operator = \"read\"\nkey_prefix \"x/\" { policy = \"write\" }".to_string()];
+        let consul_server = vec!["operator = \"write\"".to_string()];
+        let nomad_client = vec!["operator { policy = \"read\" }".to_string()];
+        let nomad_server = vec!["operator { policy = \"write\" }".to_string()];
+        let none = vec!["node_prefix \"\" { policy = \"read\" }".to_string()];
+        let c = |p| need_of(Product::Consul, p).unwrap();
+        let n = |p| need_of(Product::Nomad, p).unwrap();
+        assert!(allows(
+            false,
+            &consul_client,
+            c("/v1/operator/autopilot/health")
+        ));
+        assert!(!allows(
+            false,
+            &consul_client,
+            c("/v1/operator/raft/transfer-leader")
+        ));
+        assert!(allows(
+            false,
+            &consul_server,
+            c("/v1/operator/raft/transfer-leader")
+        ));
+        assert!(!allows(false, &none, c("/v1/operator/autopilot/health")));
+        assert!(allows(
+            false,
+            &nomad_client,
+            n("/v1/operator/autopilot/health")
+        ));
+        // Nomad's Raft configuration and leadership transfer: management.
+        for p in [
+            "/v1/operator/raft/configuration",
+            "/v1/operator/raft/transfer-leadership",
+        ] {
+            assert!(!allows(false, &nomad_server, n(p)), "{p}");
+            assert!(allows(true, &[], n(p)), "{p}");
+        }
+        assert_eq!(need_of(Product::Nomad, "/v1/nodes"), None);
+        // deny in one policy wins over write in another.
+        let mixed = vec![
+            "operator = \"write\"".to_string(),
+            "operator = \"deny\"".to_string(),
+        ];
+        assert!(!allows(false, &mixed, Need::OperatorRead));
+        // JSON rules too.
+        let json_rules = vec![r#"{"operator":"read"}"#.to_string()];
+        assert!(allows(false, &json_rules, Need::OperatorRead));
+    }
+
+    #[test]
+    fn a_nomad_token_may_carry_a_chosen_secret_and_accessor() {
+        let mut n = state(Product::Nomad);
+        n.upsert_policy("p", "", "agent { policy = \"read\" }")
+            .unwrap();
+        let t = n
+            .create_token(
+                Some("s-1".into()),
+                Some("a-1".into()),
+                "c",
+                vec!["p".into()],
+                false,
+                true,
+            )
+            .unwrap();
+        assert_eq!((t.secret.as_str(), t.accessor.as_str()), ("s-1", "a-1"));
+        let again = n.create_token(None, Some("a-1".into()), "c", vec!["p".into()], false, true);
+        assert_eq!(again.unwrap_err().0, 400);
     }
 }

@@ -1,7 +1,9 @@
 //! The ACL side of the stand-in's HTTP API, following the documented
 //! endpoints (samples in `tests/data/agent-api/{consul,nomad}/acl_*`):
 //! the token check in front of every endpoint (403 without a token that
-//! exists, except the endpoints the real agents leave open), and
+//! exists, except the endpoints the real agents leave open; 403
+//! `Permission denied` for an operator endpoint the token's rules do not
+//! allow, [`crate::acl::need_of`]), and
 //! Consul's `PUT /v1/acl/bootstrap|policy|token`, Nomad's `POST
 //! /v1/acl/bootstrap|policy/<name>|token`, and `GET /v1/acl/token/self`.
 //!
@@ -96,13 +98,26 @@ pub async fn gate(
         record_denied(shared, req, remote, "no token");
         return Some(text(403, "Permission denied"));
     };
-    match resolve(shared, &token, hops(req)).await {
-        Some(_) => None,
-        None => {
-            record_denied(shared, req, remote, "unknown token");
-            Some(text(403, not_found_text(product)))
-        }
+    if resolve(shared, &token, hops(req)).await.is_none() {
+        record_denied(shared, req, remote, "unknown token");
+        return Some(text(403, not_found_text(product)));
     }
+    // The operator endpoints check the token's rules, as the agents do.
+    let need = crate::acl::need_of(product, path)?;
+    let allowed = match crate::kv_api::token_rules(shared, &token, hops(req)).await {
+        Some((management, rules)) => crate::acl::allows(management, &rules, need),
+        None => false,
+    };
+    if allowed {
+        return None;
+    }
+    record_denied(
+        shared,
+        req,
+        remote,
+        &format!("the token lacks {}", need.name()),
+    );
+    Some(text(403, "Permission denied"))
 }
 
 /// Log and keep a refused request (never the token itself).
@@ -321,6 +336,7 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
             let management = names.iter().any(|n| n == crate::acl::GLOBAL_MANAGEMENT);
             match acl.create_token(
                 s("SecretID"),
+                s("AccessorID"),
                 &s("Description").unwrap_or_default(),
                 names,
                 management,
@@ -345,12 +361,14 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
             if !management && names.is_empty() {
                 return text(400, "client token missing policies");
             }
-            // Nomad generates the SecretID itself.
+            // Nomad generates the SecretID itself unless the body carries
+            // one (operator-generated tokens, Nomad 2.0).
             let global = field(&v, "Global")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             match acl.create_token(
-                None,
+                s("SecretID"),
+                s("AccessorID"),
                 &s("Name").unwrap_or_default(),
                 names,
                 management,

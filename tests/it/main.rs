@@ -24,6 +24,7 @@ mod release;
 mod render;
 mod role;
 mod secure_cluster;
+mod security_acl;
 mod security_cli;
 mod security_join;
 mod soak;

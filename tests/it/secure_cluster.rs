@@ -180,6 +180,8 @@ fn expected_names(roles: &[&str], dc: &str) -> Vec<String> {
 
 /// Consul's HTTPS API port with the cluster's material.
 const CONSUL_HTTPS: u16 = 8501;
+/// Nomad's HTTPS API port in the demo.
+const NOMAD_HTTPS: u16 = 4646;
 /// Nomad's HTTP(S) API port.
 const NOMAD_HTTP: u16 = 4646;
 
@@ -188,6 +190,17 @@ const NOMAD_HTTP: u16 = 4646;
 /// certificate, as Consul's `verify_incoming` wants), with `token` as
 /// `X-Consul-Token`: `(status, body)`.
 fn https_get(demo: &Demo, node: &str, port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    https_get_as(demo, node, port, path, token.map(|t| ("X-Consul-Token", t)))
+}
+
+/// [`https_get`] with the token in the header given (`X-Nomad-Token`).
+fn https_get_as(
+    demo: &Demo,
+    node: &str,
+    port: u16,
+    path: &str,
+    token: Option<(&str, &str)>,
+) -> (u16, String) {
     let n = demo.node(node).expect("node");
     let sec = n.config_dir().join("security");
     let topo = demo.topology().node(node).expect("netns node");
@@ -199,8 +212,8 @@ fn https_get(demo: &Demo, node: &str, port: u16, path: &str, token: Option<&str>
         .arg(sec.join("node.pem"))
         .arg("--key")
         .arg(sec.join("node-key.pem"));
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("X-Consul-Token: {t}"));
+    if let Some((header, t)) = token {
+        cmd.arg("-H").arg(format!("{header}: {t}"));
     }
     cmd.arg(format!("https://127.0.0.1:{port}{path}"));
     let out = cmd.output().expect("run curl");
@@ -425,6 +438,61 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         let nomad = &agent(&st, "nomad")["nomad"];
         assert_eq!(nomad["health_client"]["ok"], true, "{client}: {nomad}");
     }
+    // Client-only nodes hold the clients' Nomad token, derived one way from
+    // the servers' (which reaches them by renewal): it reads autopilot
+    // health through its own agent (operator read) and not the Raft
+    // configuration (a management token's).
+    let nomad_token = |node: &str| {
+        node_json(&demo, node)["acl"]["nomad_supervisor"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let deadline = Instant::now() + CHANGE_WITHIN;
+    let server_nomad = loop {
+        if let Some(t) = nomad_token("ams2-server-01") {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Nomad supervisor token\n{}",
+            logs(&demo)
+        );
+        std::thread::sleep(POLL);
+    };
+    let derived = hashi_supervisor::security::acl::nomad_client_supervisor_secret(&server_nomad);
+    for client in ["ams2-client-01", "lon1-client-01"] {
+        let deadline = Instant::now() + CHANGE_WITHIN;
+        let token = loop {
+            if let Some(t) = nomad_token(client) {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{client}: no Nomad token\n{}",
+                logs(&demo)
+            );
+            std::thread::sleep(POLL);
+        };
+        assert_eq!(token, derived, "{client}");
+        assert_ne!(token, server_nomad, "{client}");
+        let with = Some(("X-Nomad-Token", token.as_str()));
+        let (code, body) = https_get_as(
+            &demo,
+            client,
+            NOMAD_HTTPS,
+            "/v1/operator/autopilot/health",
+            with,
+        );
+        assert!(matches!(code, 200 | 429), "{client}: {code} {body}");
+        let (code, body) = https_get_as(
+            &demo,
+            client,
+            NOMAD_HTTPS,
+            "/v1/operator/raft/configuration",
+            with,
+        );
+        assert_eq!(code, 403, "{client}: {body}");
+    }
 
     // Every agent pair talks TLS: the stand-ins record each verified
     // handshake. Consul: the two servers over the WAN. Nomad: every server
@@ -521,6 +589,9 @@ fn secure_reference_cluster_forms_from_cluster_init_and_one_token_and_survives_a
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
+    // Issued 89 days ago (the renewal starts once less than a third of
+    // the whole lifetime is left, too).
+    file["not_before"] = (now + 3600 - 90 * 86_400).into();
     file["not_after"] = (now + 3600).into();
     std::fs::write(&json_path, serde_json::to_vec(&file).expect("json")).expect("node.json");
     let pid = demo

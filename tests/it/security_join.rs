@@ -498,6 +498,83 @@ async fn renewal_extends_the_certificate_and_keeps_its_names() {
 }
 
 #[tokio::test]
+async fn a_signer_whose_certificates_live_shorter_than_renew_before_renews_once_not_in_a_loop() {
+    use hashi_supervisor::supervise::DaemonEvent;
+    use renew::RenewalReport as R;
+    // The CA holder signs 2-day certificates; the node renews 30 days
+    // ahead (the default): every certificate it gets is "due" by
+    // renew_before_days alone.
+    let holder = Holder::start(2 * DAY).await;
+    // The Nomad supervisors' token exists (a node lacking it would also
+    // fetch its secrets now and then, which is not what this looks at).
+    let mut c = store::load_cluster_dir(&holder.cluster_dir)
+        .unwrap()
+        .cluster;
+    c.acl.nomad_supervisor = Some(store::uuid_v4());
+    store::save_cluster_file(&holder.cluster_dir, &c).unwrap();
+    let token = holder.token(DAY, Duration::ZERO, true);
+    let tmp = tempfile::tempdir().unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    join_client::join(&role, &token, &holder.candidates())
+        .await
+        .unwrap();
+    // node.json: less than a third of its 2 days left, so it is due.
+    let json_path = tmp.path().join("etc/security/node.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let now = ca::now_unix();
+    v["not_before"] = (now - 2 * DAY.as_secs() + 3600).into();
+    v["not_after"] = (now + 3600).into();
+    std::fs::write(&json_path, v.to_string()).unwrap();
+    let role = node_role(tmp.path(), &["nomad-client"], &token);
+    assert_eq!(role.security.renew_before, 30 * DAY);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let renewal = renew::Renewal {
+        role,
+        candidates: holder.candidates(),
+        events: events_tx,
+        report: Arc::new(move |r| {
+            let _ = reports_tx.send(r);
+        }),
+        recheck: Arc::new(tokio::sync::Notify::new()),
+    };
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(renewal.run(cancel.clone()));
+    let next_report = async |reports: &mut tokio::sync::mpsc::UnboundedReceiver<R>| {
+        tokio::time::timeout(Duration::from_secs(60), reports.recv())
+            .await
+            .expect("a report of the renewal task")
+            .expect("the task runs")
+    };
+    let first = next_report(&mut reports).await;
+    let R::Renewed {
+        at,
+        not_after,
+        next,
+        ..
+    } = first
+    else {
+        panic!("the due certificate is renewed first: {first:?}");
+    };
+    assert!(not_after > now + DAY.as_secs(), "a fresh 2-day certificate");
+    assert!(
+        next >= at + renew::MIN_RENEW_INTERVAL.as_secs(),
+        "the next look is not at once: {next} vs {at}"
+    );
+    // Then the task waits: its next report is a wait, not a renewal.
+    let second = next_report(&mut reports).await;
+    match second {
+        R::Next { next } => assert!(next >= at + renew::MIN_RENEW_INTERVAL.as_secs()),
+        other => panic!("renewed again instead of waiting: {other:?}"),
+    }
+    assert_eq!(events.try_recv(), Ok(DaemonEvent::Renewed));
+    assert!(events.try_recv().is_err(), "one renewal, one SIGHUP");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_renewal_without_a_certificate_or_for_other_names_is_refused() {
     let holder = Holder::start(90 * DAY).await;
     let token = holder.token(DAY, Duration::ZERO, true);
