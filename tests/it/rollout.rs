@@ -1,0 +1,430 @@
+//! The rollout on its own task, through the real `supervisor run`, a
+//! stand-in Consul server (a single-server cluster, ams2-server-01) and
+//! signals: while the node waits at the upgrade gate (its lock held by
+//! another node) `/v1/status` answers, watchdog pings keep coming, a SIGHUP
+//! that changes the version and `[upgrade]` is applied (READY=1 after
+//! RELOADING=1 while the wait goes on, the status shows the new wanted
+//! version); a SIGTERM ends the wait and the agent leaves gracefully; a
+//! SIGTERM while the new release starts ends the restart at once and puts
+//! the previous release back as `current`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use hashi_supervisor::health::StatusDoc;
+use hashi_supervisor::health::handlers::AgentDoc;
+use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+use nix::sys::signal::Signal;
+
+use crate::support::node::{DEADLINE, Ports, Supervisor, node_root};
+use crate::support::standin::{Event, http, read_events, standin_bin, wait_for};
+
+const V1: &str = "1.21.4";
+const V2: &str = "1.21.5";
+const V3: &str = "1.21.6";
+const LOCK_KEY: &str = "hashi-supervisor/upgrade/consul/ams2/lock";
+/// The node holding the lock in these tests (not the one under test).
+const OTHER: &str = "ams2-server-02";
+
+/// A signed mirror holding the stand-in as Consul [`V1`], [`V2`], [`V3`]
+/// (built once).
+fn mirror() -> &'static BuiltMirror {
+    static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
+    &MIRROR
+        .get_or_init(|| {
+            let tmp = tempfile::tempdir().expect("create a temp dir");
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("open up the mirror's temp dir");
+            let standin = tmp.path().join("hashi-standin");
+            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
+            let _ = Command::new("strip").arg(&standin).status();
+            let arch = match std::env::consts::ARCH {
+                "aarch64" => "arm64",
+                _ => "amd64",
+            };
+            let mut b = MirrorBuilder::product("consul");
+            for v in [V1, V2, V3] {
+                b = b.version(v).binary(&standin);
+            }
+            let built = b
+                .arches(&[arch])
+                .build(&tmp.path().join("mirror"))
+                .expect("build the mirror");
+            (tmp, built)
+        })
+        .1
+}
+
+/// ams2-server-01 as a single Consul server asking for `version`, with
+/// `[upgrade] health_deadline_secs = deadline`.
+fn role(root: &Path, ports: Ports, version: &str, deadline: u64) -> String {
+    let m = mirror();
+    format!(
+        r#"schema = 1
+roles = ["consul-server"]
+region = "eu"
+datacenter = "ams2"
+node_name = "ams2-server-01"
+
+[addresses]
+bind = "127.0.0.1"
+private = "127.0.0.1"
+
+[consul]
+version = "{version}"
+bootstrap_expect = 1
+stop_timeout_secs = 10
+
+[consul.extra.ports]
+http = {ch}
+serf_lan = {csl}
+serf_wan = {csw}
+server = {cs}
+
+[release]
+mirror = "file://{mirror}"
+trust_hashicorp_key = false
+trusted_key_files = ["{key}"]
+
+[health]
+listen = "127.0.0.1:{hp}"
+
+[paths]
+config_dir = "{etc}"
+state_dir = "{state}"
+
+[security]
+plaintext = true
+
+[upgrade]
+health_deadline_secs = {deadline}
+lock_ttl_secs = 10
+"#,
+        ch = ports.consul_http,
+        csl = ports.consul_serf_lan,
+        csw = ports.consul_serf_wan,
+        cs = ports.consul_server,
+        mirror = m.root.display(),
+        key = m.public_key.display(),
+        hp = ports.health,
+        etc = root.join("etc").display(),
+        state = root.join("state").display(),
+    )
+}
+
+fn status(ports: Ports) -> Option<StatusDoc> {
+    let r = http(
+        &format!("127.0.0.1:{}", ports.health),
+        "GET",
+        "/v1/status",
+        "",
+    )
+    .ok()?;
+    serde_json::from_str(&r.body).ok()
+}
+
+/// Polls `/v1/status` until `pred` holds on the consul agent's entry.
+fn wait_consul(
+    sup: &mut Supervisor,
+    ports: Ports,
+    what: &str,
+    pred: impl Fn(&AgentDoc) -> bool,
+) -> AgentDoc {
+    let mut last = None;
+    wait_for(DEADLINE, || {
+        sup.assert_running(what);
+        let doc = status(ports)?;
+        let a = doc.agents.into_iter().find(|a| a.agent == "consul")?;
+        last = Some(format!("{:?}", (&a.state, &a.version, &a.upgrade)));
+        pred(&a).then_some(a)
+    })
+    .unwrap_or_else(|| panic!("{what}: last {last:?}\nlog:\n{}", sup.log()))
+}
+
+/// `waiting_for` of the agent's upgrade, if any.
+fn waiting_for(a: &AgentDoc) -> Option<&str> {
+    a.upgrade.as_ref().and_then(|u| u.waiting_for.as_deref())
+}
+
+/// Takes the Consul upgrade lock of ams2 for [`OTHER`] in the stand-in's
+/// KV store, with a session without a TTL (it never expires).
+fn hold_lock(ports: Ports) {
+    let addr = format!("127.0.0.1:{}", ports.consul_http);
+    let taken = wait_for(DEADLINE, || {
+        let r = http(
+            &addr,
+            "PUT",
+            "/v1/session/create",
+            &format!(r#"{{"Name":"{OTHER} test","Behavior":"release"}}"#),
+        )
+        .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        let id = v["ID"].as_str()?.to_string();
+        let r = http(
+            &addr,
+            "PUT",
+            &format!("/v1/kv/{LOCK_KEY}?acquire={id}"),
+            OTHER,
+        )
+        .ok()?;
+        (r.body.trim() == "true").then_some(())
+    });
+    assert!(taken.is_some(), "{OTHER} takes the lock");
+}
+
+/// The lock key's session and base64 value (`None`: no key).
+fn lock_holder(ports: Ports) -> Option<(Option<String>, String)> {
+    let r = http(
+        &format!("127.0.0.1:{}", ports.consul_http),
+        "GET",
+        &format!("/v1/kv/{LOCK_KEY}"),
+        "",
+    )
+    .ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    let session = v[0]["Session"].as_str().map(str::to_string);
+    Some((session, v[0]["Value"].as_str()?.to_string()))
+}
+
+/// Where the stand-in's knob file sends the agent's event log.
+fn knobs(root: &Path, extra: &str) -> PathBuf {
+    let data = root.join("state/data/consul");
+    std::fs::create_dir_all(&data).unwrap();
+    let events = root.join("consul-events.log");
+    if !events.exists() {
+        // Written by the agent, which may run as the `consul` user.
+        std::fs::write(&events, "").unwrap();
+        std::fs::set_permissions(&events, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    std::fs::write(
+        data.join("standin.env"),
+        format!("STANDIN_EVENT_LOG={}\n{extra}", events.display()),
+    )
+    .unwrap();
+    events
+}
+
+fn current(root: &Path) -> Option<PathBuf> {
+    std::fs::read_link(root.join("state/releases/consul/current")).ok()
+}
+
+/// The supervisor's own sd_notify messages (a test-held `NOTIFY_SOCKET`).
+struct Notify {
+    sock: UnixDatagram,
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Notify {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let sock = UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Notify {
+            sock,
+            seen: Vec::new(),
+            _dir: dir,
+            path,
+        }
+    }
+
+    /// Reads what arrived (one line per state).
+    fn drain(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.seen.extend(text.lines().map(str::to_string));
+        }
+    }
+
+    /// Polls until `pred` holds on the messages seen since `from`.
+    fn wait(&mut self, from: usize, what: &str, pred: impl Fn(&[String]) -> bool) -> usize {
+        let seen = wait_for(DEADLINE, || {
+            self.drain();
+            pred(&self.seen[from.min(self.seen.len())..]).then_some(self.seen.len())
+        });
+        seen.unwrap_or_else(|| panic!("{what}: sd_notify messages {:?}", &self.seen[from..]))
+    }
+}
+
+fn count(msgs: &[String], m: &str) -> usize {
+    msgs.iter().filter(|x| x.as_str() == m).count()
+}
+
+/// Where `m` first appears in `msgs`.
+fn first(msgs: &[String], m: &str) -> Option<usize> {
+    msgs.iter().position(|x| x.as_str() == m)
+}
+
+#[test]
+fn while_waiting_at_the_gate_status_and_watchdog_flow_a_sighup_is_applied_and_a_sigterm_ends_the_wait()
+ {
+    let root = node_root();
+    let rp = root.path().to_path_buf();
+    let ports = Ports::free();
+    let events = knobs(&rp, "");
+    let mut notify = Notify::new();
+    let sock = notify.path.display().to_string();
+    // A watchdog of 2 s: a ping every second.
+    let mut sup = Supervisor::start(
+        root,
+        &role(&rp, ports, V1, 20),
+        &[("NOTIFY_SOCKET", &sock), ("WATCHDOG_USEC", "2000000")],
+    );
+    wait_consul(&mut sup, ports, "v1 ready", |a| {
+        a.ready && a.version.as_deref() == Some(V1) && a.upgrade.is_none()
+    });
+    notify.wait(0, "READY=1 once consul is ready", |m| {
+        count(m, "READY=1") >= 1
+    });
+
+    // Another server holds the lock: asked for V2, the node waits.
+    hold_lock(ports);
+    std::fs::write(&sup.role_file, role(&rp, ports, V2, 20)).unwrap();
+    let mark = notify.seen.len();
+    sup.signal(Signal::SIGHUP);
+    let a = wait_consul(&mut sup, ports, "waiting for the lock", |a| {
+        a.upgrade.as_ref().and_then(|u| u.wanted.as_deref()) == Some(V2)
+            && waiting_for(a).is_some_and(|w| w.contains(OTHER))
+    });
+    let u = a.upgrade.clone().unwrap();
+    assert_eq!(u.installed.as_deref(), Some(V1), "{u:?}");
+    assert!(
+        waiting_for(&a).unwrap().contains("the upgrade lock of consul/ams2"),
+        "{u:?}"
+    );
+    // The reload was applied while the wait goes on: READY=1 after
+    // RELOADING=1, and the watchdog keeps being fed.
+    let mark = notify.wait(mark, "READY=1 after RELOADING=1 at the gate", |m| {
+        first(m, "RELOADING=1").is_some_and(|r| m[r..].iter().any(|x| x == "READY=1"))
+    });
+    notify.wait(mark, "watchdog pings while waiting", |m| {
+        count(m, "WATCHDOG=1") >= 3
+    });
+    wait_consul(&mut sup, ports, "still waiting", |a| {
+        waiting_for(a).is_some_and(|w| w.contains(OTHER))
+    });
+
+    // A SIGHUP during the wait that changes the version and `[upgrade]`
+    // ends that wait and starts again on the new plan.
+    std::fs::write(&sup.role_file, role(&rp, ports, V3, 40)).unwrap();
+    let mark = notify.seen.len();
+    sup.signal(Signal::SIGHUP);
+    wait_consul(&mut sup, ports, "waiting for V3", |a| {
+        a.upgrade.as_ref().and_then(|u| u.wanted.as_deref()) == Some(V3)
+            && a.version.as_deref() == Some(V1)
+            && waiting_for(a).is_some_and(|w| w.contains(OTHER))
+    });
+    notify.wait(mark, "READY=1 after the second reload", |m| {
+        first(m, "RELOADING=1").is_some_and(|r| m[r..].iter().any(|x| x == "READY=1"))
+    });
+    let log = sup.log();
+    assert!(
+        log.contains("the upgrade gate follows the new plan") && log.contains("health_deadline_secs=40"),
+        "the gate is rebuilt with the new [upgrade]: {log}"
+    );
+    assert_eq!(current(&rp), Some(PathBuf::from(V1)), "nothing switched");
+    // base64 of `ams2-server-02`.
+    let held = lock_holder(ports);
+    assert!(
+        held.as_ref()
+            .is_some_and(|(s, v)| s.is_some() && v == "YW1zMi1zZXJ2ZXItMDI="),
+        "the other node still holds the lock: {held:?}"
+    );
+
+    // SIGTERM: the wait ends, the agent leaves gracefully, the
+    // supervisor exits (the gate alone would wait forever).
+    let st = sup.stop();
+    assert!(st.success(), "{st}\n{}", sup.log());
+    let ev: Vec<String> = read_events(&events).iter().map(Event::to_string).collect();
+    let last_start = ev
+        .iter()
+        .rposition(|e| e.starts_with("start "))
+        .expect("a start event");
+    let run = &ev[last_start..];
+    assert!(
+        run[0].contains(&format!("version={V1}")),
+        "the agent ran V1 to the end: {ev:?}"
+    );
+    assert_eq!(
+        ev.iter().filter(|e| e.starts_with("start ")).count(),
+        1,
+        "never restarted: {ev:?}"
+    );
+    assert!(
+        run.iter().any(|e| e == "leave") && run.last().map(String::as_str) == Some("exit 0"),
+        "a graceful leave, then exit 0: {ev:?}"
+    );
+}
+
+#[test]
+fn a_sigterm_while_the_new_release_starts_ends_the_restart_and_keeps_the_previous_release_current()
+ {
+    let root = node_root();
+    let rp = root.path().to_path_buf();
+    let ports = Ports::free();
+    let events = knobs(&rp, "");
+    // The longest deadline: only the SIGTERM can end the restart early.
+    let deadline = 3600;
+    let mut sup = Supervisor::start(root, &role(&rp, ports, V1, deadline), &[]);
+    wait_consul(&mut sup, ports, "v1 ready", |a| {
+        a.ready && a.version.as_deref() == Some(V1) && a.upgrade.is_none()
+    });
+    // From its next start on, the agent takes an hour to start.
+    knobs(&rp, "STANDIN_SLOW_START_MS=3600000\n");
+    std::fs::write(&sup.role_file, role(&rp, ports, V2, deadline)).unwrap();
+    sup.signal(Signal::SIGHUP);
+    // The turn taken (a single server goes at once), restarted on V2,
+    // which does not become ready.
+    wait_consul(&mut sup, ports, "restarting on v2", |a| {
+        a.version.as_deref() == Some(V2)
+            && !a.ready
+            && a.upgrade
+                .as_ref()
+                .is_some_and(|u| u.wanted.as_deref() == Some(V2) && u.waiting_for.is_none())
+    });
+    assert_eq!(current(&rp), Some(PathBuf::from(V2)));
+    wait_for(DEADLINE, || {
+        read_events(&events)
+            .iter()
+            .any(|e| e.kind == "start" && e.detail.contains(&format!("version={V2}")))
+            .then_some(())
+    })
+    .expect("the V2 agent started");
+
+    let st = sup.stop();
+    assert!(st.success(), "{st}\n{}", sup.log());
+    let log = sup.log();
+    assert!(log.contains("upgrade turn taken"), "{log}");
+    assert!(
+        log.contains("the previous release stays current"),
+        "{log}"
+    );
+    assert_eq!(
+        current(&rp),
+        Some(PathBuf::from(V1)),
+        "V2 never became ready: the next start runs V1"
+    );
+    let ev: Vec<String> = read_events(&events).iter().map(Event::to_string).collect();
+    // V1 left gracefully for the restart; the starting V2 got the stop
+    // signal and ended.
+    let v2 = ev
+        .iter()
+        .position(|e| e.starts_with("start ") && e.contains(&format!("version={V2}")))
+        .expect("a V2 start");
+    assert!(ev[..v2].iter().any(|e| e == "leave"), "{ev:?}");
+    assert!(
+        ev[v2..].iter().any(|e| e.starts_with("signal ")) && ev[v2..].iter().any(|e| e.starts_with("exit ")),
+        "{ev:?}"
+    );
+}
