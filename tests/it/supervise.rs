@@ -473,11 +473,17 @@ async fn version_change_restarts_on_the_new_release() {
     let v2 = rig.script("consul-1.1.0", AGENT_SCRIPT);
     let (d, preparer) = start_upgradable(&rig, plan, new, v2, |_| {}).await;
     d.events.send(DaemonEvent::Reload).unwrap();
+    // The reload is applied first; the rollout (its own task) then
+    // restarts the agent on the new release.
     let s = d
-        .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
+        .wait("hash updated, upgraded", |s| {
+            s.config_hash == RELOADED_HASH
+                && agent(s, Product::Consul).version.as_deref() == Some("1.1.0")
+                && agent(s, Product::Consul).restarts >= 1
+                && agent(s, Product::Consul).ready
+        })
         .await;
     let a = agent(&s, Product::Consul);
-    assert_eq!(a.version.as_deref(), Some("1.1.0"));
     assert_eq!((a.restarts, a.ready), (1, true));
     assert_eq!(s.reload_error, None);
     assert!(preparer.rollbacks().is_empty());

@@ -140,9 +140,8 @@ pub trait Preparer: Send + Sync + 'static {
 /// Builds the upgrade gate of a plan under `[upgrade]` settings
 /// (`supervisor run`: [`crate::upgrade::Gate::for_plan`] through the
 /// node's agent client).
-pub type GateFactory = Arc<
-    dyn Fn(&Plan, &crate::upgrade::UpgradeSettings) -> crate::upgrade::Gate + Send + Sync,
->;
+pub type GateFactory =
+    Arc<dyn Fn(&Plan, &crate::upgrade::UpgradeSettings) -> crate::upgrade::Gate + Send + Sync>;
 
 /// Builds the readiness check of an agent.
 pub type CheckFactory = Arc<dyn Fn(&AgentPlan) -> Option<Arc<dyn ReadyCheck>> + Send + Sync>;

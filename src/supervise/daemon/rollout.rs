@@ -201,10 +201,7 @@ impl<P: Preparer> Runner<P> {
                 break;
             }
             let spec_changed = self.changed.contains(&agent.product);
-            if let Err(e) = self
-                .converge_agent(agent, spec_changed, &stop, &busy)
-                .await
-            {
+            if let Err(e) = self.converge_agent(agent, spec_changed, &stop, &busy).await {
                 errors.push(e);
             }
         }

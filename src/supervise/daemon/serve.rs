@@ -147,7 +147,12 @@ impl<P: Preparer> Daemon<P> {
             return;
         }
         if std::mem::take(&mut self.pending.replan) {
-            if let Some(report) = self.opts.discovery.as_ref().map(|f| f.reports.borrow().clone()) {
+            if let Some(report) = self
+                .opts
+                .discovery
+                .as_ref()
+                .map(|f| f.reports.borrow().clone())
+            {
                 self.follow_discovery(&report).await;
             }
         }
