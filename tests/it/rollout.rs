@@ -8,6 +8,8 @@
 //! SIGTERM while the new release starts ends the restart at once and puts
 //! the previous release back as `current`.
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
+
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
