@@ -180,19 +180,7 @@ fn hold_lock(ports: Ports) {
 
 /// The lock key's session and base64 value (`None`: no key).
 fn lock_holder(ports: Ports) -> Option<(Option<String>, String)> {
-    let r = http(
-        &format!("127.0.0.1:{}", ports.consul_http),
-        "GET",
-        &format!("/v1/kv/{LOCK_KEY}"),
-        "",
-    )
-    .ok()?;
-    if r.status != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
-    let session = v[0]["Session"].as_str().map(str::to_string);
-    Some((session, v[0]["Value"].as_str()?.to_string()))
+    lock_holder_at(&format!("127.0.0.1:{}", ports.consul_http))
 }
 
 /// Where the stand-in's knob file sends the agent's event log.
@@ -436,4 +424,159 @@ fn a_sigterm_while_the_new_release_starts_ends_the_restart_and_keeps_the_previou
             && after.last().is_some_and(|e| e.starts_with("exit ")),
         "{ev:?}"
     );
+}
+
+/// Three stand-in Consul servers joined to the first.
+fn three_consul_servers() -> Vec<crate::support::standin::StandIn> {
+    use crate::support::standin::StandIn;
+    let first = StandIn::consul().server(3).node_name("s1").start();
+    let join = first.join_addr();
+    let mut v = vec![first];
+    for n in ["s2", "s3"] {
+        v.push(
+            StandIn::consul()
+                .server(3)
+                .node_name(n)
+                .set("retry_join", serde_json::json!([join]))
+                .start(),
+        );
+    }
+    v
+}
+
+/// `(healthy, failure tolerance, servers, leader)` of a stand-in's
+/// autopilot health.
+fn autopilot(addr: &str) -> Option<(bool, u64, usize, Option<String>)> {
+    let r = http(addr, "GET", "/v1/operator/autopilot/health", "").ok()?;
+    let h: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    let servers = h["Servers"].as_array()?;
+    let leader = servers
+        .iter()
+        .find(|s| s["Leader"] == true)
+        .and_then(|s| s["Name"].as_str())
+        .map(str::to_string);
+    Some((
+        h["Healthy"].as_bool()?,
+        h["FailureTolerance"].as_u64()?,
+        servers.len(),
+        leader,
+    ))
+}
+
+/// Shutdown while the cluster settles after the node's restart (its
+/// tolerance cannot come back: another server is frozen): the daemon
+/// stops at once instead of waiting out the settle deadline (an hour
+/// here), the agent gets its usual stop, and the turn is dropped (its
+/// lock is freed by the session's TTL, not released over the network).
+/// The node's daemon runs on the supervision rig (a `sh` agent whose
+/// readiness the test gives), its gate asking a real three-server
+/// stand-in Consul cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_the_cluster_settles_ends_the_settle_at_once() {
+    use std::sync::Arc;
+
+    use hashi_supervisor::supervise::DaemonEvent;
+    use hashi_supervisor::upgrade::{Gate, UpgradeSettings};
+    use hashi_supervisor::vocab::Product;
+
+    use crate::support::daemon::{Rig, agent, all_ready, poll, start};
+    use crate::support::preparer::{FakePreparer, installed};
+
+    let cs = three_consul_servers();
+    let (leader, _) = wait_for(DEADLINE, || {
+        let (healthy, ft, n, leader) = autopilot(&cs[0].addr())?;
+        (healthy && ft == 1 && n == 3)
+            .then_some(leader?)
+            .map(|l| (l, ()))
+    })
+    .expect("a healthy three-server stand-in Consul cluster");
+    // This node is a follower; another follower is frozen later.
+    let mut followers = cs.iter().filter(|s| s.node_name() != leader);
+    let me = followers.next().expect("a follower");
+    let frozen = followers.next().expect("another follower");
+
+    let rig = Rig::new();
+    let mut consul = rig.agent(Product::Consul, Signal::SIGINT);
+    consul.http_addr = me.addr().parse().unwrap();
+    let mut plan = rig.plan(vec![consul]);
+    plan.node_name = me.node_name().to_string();
+    plan.roles = vec!["consul-server".into()];
+    let v1 = plan.agents[0].binary.clone();
+    let mut to_11 = plan.clone();
+    to_11.agents[0].version = "1.1.0".parse().unwrap();
+    // 1.1.0 becomes ready once the test says so.
+    let s11 = rig.script(
+        "consul-1.1.0",
+        "#!/bin/sh\nrm -f \"$DIR/consul.ready\"\necho \"consul-1.1.0 start $$\" >> \"$LOG\"\n\
+         trap 'echo \"consul-1.1.0 signal INT\" >> \"$LOG\"; exit 0' INT\n\
+         while [ ! -f \"$DIR/go\" ]; do sleep 0.05; done\n\
+         touch \"$DIR/consul.ready\"; echo \"consul-1.1.0 ready\" >> \"$LOG\"\n\
+         while :; do sleep 0.1; done\n",
+    );
+    let preparer = FakePreparer::new()
+        .reloads_to(to_11)
+        .with_release(installed(Product::Consul, "1.1.0", s11))
+        .build();
+    let settings = UpgradeSettings {
+        health_deadline: Duration::from_secs(3600),
+        ..UpgradeSettings::default()
+    };
+    let client = hashi_supervisor::agent::AgentClient::plain().unwrap();
+    let mut opts = rig.opts(&[]);
+    opts.gate = Some(Arc::new(
+        Gate::for_plan(&plan, &client, settings).with_poll(Duration::from_millis(200)),
+    ));
+    opts.installed
+        .insert(Product::Consul, installed(Product::Consul, "1.0.0", v1));
+    let d = start(plan, preparer, opts);
+    d.wait("ready", all_ready).await;
+
+    d.events.send(DaemonEvent::Reload).unwrap();
+    poll("the turn taken, 1.1.0 started", || {
+        rig.events().iter().any(|e| e == "consul-1.1.0 start")
+    })
+    .await;
+    // Another server stops answering: the tolerance is gone.
+    frozen.signal(Signal::SIGSTOP);
+    let addr = me.addr();
+    poll("the cluster lost its tolerance", || {
+        autopilot(&addr).is_some_and(|(healthy, ft, _, _)| !healthy && ft == 0)
+    })
+    .await;
+    std::fs::write(rig.path("go"), "").unwrap();
+    d.wait("1.1.0 ready, settling", |s| {
+        let a = agent(s, Product::Consul);
+        a.version.as_deref() == Some("1.1.0")
+            && a.ready
+            && a.upgrade
+                .as_ref()
+                .is_some_and(|u| u.wanted.as_deref() == Some("1.1.0"))
+    })
+    .await;
+    let held = lock_holder_at(&addr);
+    assert!(
+        held.as_ref().is_some_and(|(s, _)| s.is_some()),
+        "the node holds the lock while it settles: {held:?}"
+    );
+
+    // Ends within the rig's wait (60 s), not the hour of the deadline.
+    let s = d.stop().await;
+    frozen.signal(Signal::SIGCONT);
+    assert!(s.stopping);
+    let ev = rig.events();
+    assert!(
+        ev.iter().any(|e| e == "consul-1.1.0 signal INT"),
+        "the agent's usual stop: {ev:?}"
+    );
+}
+
+/// The Consul lock key's session and value at `addr` (`None`: no key).
+fn lock_holder_at(addr: &str) -> Option<(Option<String>, String)> {
+    let r = http(addr, "GET", &format!("/v1/kv/{LOCK_KEY}"), "").ok()?;
+    if r.status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+    let session = v[0]["Session"].as_str().map(str::to_string);
+    Some((session, v[0]["Value"].as_str()?.to_string()))
 }
