@@ -335,9 +335,14 @@ fn while_waiting_at_the_gate_status_and_watchdog_flow_a_sighup_is_applied_and_a_
         "the other node still holds the lock: {held:?}"
     );
 
-    // SIGTERM: the wait ends, the agent leaves gracefully, the
+    // SIGTERM: the wait ends, the agent gets its usual stop, the
     // supervisor exits (the gate alone would wait forever).
+    let t = std::time::Instant::now();
     let st = sup.stop();
+    eprintln!(
+        "SIGTERM while waiting at the gate to exit: {} ms",
+        t.elapsed().as_millis()
+    );
     assert!(st.success(), "{st}\n{}", sup.log());
     let ev: Vec<String> = read_events(&events).iter().map(Event::to_string).collect();
     let last_start = ev
@@ -399,7 +404,12 @@ fn a_sigterm_while_the_new_release_starts_ends_the_restart_and_keeps_the_previou
     })
     .expect("the V2 agent started");
 
+    let t = std::time::Instant::now();
     let st = sup.stop();
+    eprintln!(
+        "SIGTERM while the new release starts (deadline {deadline} s) to exit: {} ms",
+        t.elapsed().as_millis()
+    );
     assert!(st.success(), "{st}\n{}", sup.log());
     let log = sup.log();
     assert!(log.contains("upgrade turn taken"), "{log}");
@@ -560,7 +570,12 @@ async fn shutdown_while_the_cluster_settles_ends_the_settle_at_once() {
     );
 
     // Ends within the rig's wait (60 s), not the hour of the deadline.
+    let t = std::time::Instant::now();
     let s = d.stop().await;
+    eprintln!(
+        "shutdown while settling (deadline 3600 s) to stopped: {} ms",
+        t.elapsed().as_millis()
+    );
     frozen.signal(Signal::SIGCONT);
     assert!(s.stopping);
     let ev = rig.events();
