@@ -415,15 +415,14 @@ impl<P: Preparer> Daemon<P> {
     /// Starts a rollout of the plan in force on its own task; `changed`:
     /// the agents whose spec a reload changed (a failed fetch is then an
     /// error). Any rollout that ended early is carried on.
-    fn start_rollout(&mut self, mut changed: Vec<Product>, wait_ready: Option<Duration>) {
-        debug_assert!(self.rollout.is_none(), "one rollout at a time");
-        if let Some(before) = self.unfinished.take() {
-            for p in before {
-                if !changed.contains(&p) {
-                    changed.push(p);
-                }
-            }
+    fn start_rollout(&mut self, changed: Vec<Product>, wait_ready: Option<Duration>) {
+        self.carry_on(changed);
+        if let Some(r) = &self.rollout {
+            // Never two: this one starts once the running one has ended.
+            r.wind_down();
+            return;
         }
+        let changed = self.unfinished.take().unwrap_or_default();
         let runner = rollout::Runner {
             plan: self.plan.clone(),
             changed,
@@ -437,6 +436,16 @@ impl<P: Preparer> Daemon<P> {
             shutdown: self.shutdown.clone(),
         };
         self.rollout = Some(runner.spawn());
+    }
+
+    /// Adds `changed` to what the next rollout carries on.
+    fn carry_on(&mut self, changed: Vec<Product>) {
+        let all = self.unfinished.get_or_insert_with(Vec::new);
+        for p in changed {
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
     }
 
     /// Takes back what the ended rollout installed and reports its errors.
@@ -453,12 +462,12 @@ impl<P: Preparer> Daemon<P> {
                     self.status.send_modify(|s| s.reload_error = Some(errors));
                 }
                 if !o.finished {
-                    self.unfinished = Some(changed);
+                    self.carry_on(changed);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "the rollout task failed");
-                self.unfinished = Some(changed);
+                self.carry_on(changed);
             }
         }
     }
