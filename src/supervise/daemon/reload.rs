@@ -128,15 +128,18 @@ impl<P: Preparer> Daemon<P> {
                     tracing::info!(agent = %agent.product, "config change needs a restart");
                     let r0 = h.status().restarts;
                     let _ = h.send(Control::Restart);
-                    // One at a time: wait for this one before the next.
-                    let _ = tokio::time::timeout(
-                        self.opts.rollback_window,
-                        h.wait_for(|s| {
-                            (s.restarts > r0 && s.ready)
-                                || matches!(s.state, AgentState::Failed | AgentState::Backoff)
-                        }),
-                    )
-                    .await;
+                    // One at a time: wait for this one before the next
+                    // (a stop request ends the wait: the stop follows).
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        _ = tokio::time::timeout(
+                            self.opts.rollback_window,
+                            h.wait_for(|s| {
+                                (s.restarts > r0 && s.ready)
+                                    || matches!(s.state, AgentState::Failed | AgentState::Backoff)
+                            }),
+                        ) => {}
+                    }
                 }
             }
         }
