@@ -595,3 +595,113 @@ fn lock_holder_at(addr: &str) -> Option<(Option<String>, String)> {
     let session = v[0]["Session"].as_str().map(str::to_string);
     Some((session, v[0]["Value"].as_str()?.to_string()))
 }
+
+/// A client whose first plan has no Consul (none configured, none found
+/// yet) gets a gate that can hold locks once discovery finds one: the
+/// re-plan rebuilds the gate for Nomad's new `consul.address`.
+#[tokio::test]
+async fn a_plan_that_gains_a_consul_gets_a_new_gate() {
+    use std::sync::{Arc, Mutex};
+
+    use hashi_supervisor::peers::{DiscoveryReport, Peers};
+    use hashi_supervisor::plan::Plan;
+    use hashi_supervisor::role::{self, NodeRole};
+    use hashi_supervisor::supervise::daemon::{DiscoveryFeed, ReplanCounts, status_channel};
+    use hashi_supervisor::supervise::run;
+    use hashi_supervisor::upgrade::{Gate, UpgradeSettings};
+    use hashi_supervisor::vocab::Product;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    use crate::support::daemon::{AGENT_SCRIPT, Rig, WAIT, all_ready, poll, whoami};
+    use crate::support::preparer::{FakePreparer, installed};
+
+    let rig = Rig::new();
+    let text = format!(
+        "schema = 1\nroles = [\"nomad-client\"]\nnode_name = \"ams2-client-01\"\n\
+         region = \"eu\"\ndatacenter = \"ams2\"\n\
+         [addresses]\nprivate = \"127.0.0.1\"\n[nomad]\nuser = \"{}\"\n\
+         [discovery]\nnomad_retry_join = [\"10.0.1.11\"]\n\
+         [paths]\nconfig_dir = \"{}\"\nstate_dir = \"{}\"\n[security]\nplaintext = true\n",
+        whoami(),
+        rig.path("etc").display(),
+        rig.path("state").display()
+    );
+    let host = role::StaticHost {
+        hostname: Some("ams2-client-01".into()),
+        users: vec![whoami()],
+        ..Default::default()
+    };
+    let node: NodeRole = role::parse(&rig.path("node.toml"), &text, &[], &host).unwrap();
+    let plan = Plan::build(&node, &Peers::default());
+    let first_consul = plan.render.nomad.as_ref().unwrap().consul_address.clone();
+    let script = rig.script("nomad-agent", AGENT_SCRIPT);
+    let (reports, rx) = watch::channel(DiscoveryReport::default());
+    let built = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let mut opts = rig.opts(&[]);
+    opts.installed
+        .insert(Product::Nomad, installed(Product::Nomad, "1.9.0", script));
+    let client = hashi_supervisor::agent::AgentClient::plain().unwrap();
+    let seen = built.clone();
+    opts.gate_factory = Some(Arc::new(move |p: &Plan, s: &UpgradeSettings| {
+        seen.lock().unwrap().push(
+            p.render
+                .nomad
+                .as_ref()
+                .and_then(|n| n.consul_address.clone()),
+        );
+        Gate::for_plan(p, &client, s.clone())
+    }));
+    opts.discovery = Some(DiscoveryFeed {
+        reports: rx,
+        role: node,
+        applied: Peers::default(),
+        on_plan: Arc::new(|_: &NodeRole, _: &Plan| {}),
+        debounce: Duration::from_millis(50),
+        counts: Arc::new(ReplanCounts::default()),
+    });
+    let status = status_channel(&plan);
+    let mut status_rx = status.subscribe();
+    let (_events, ev_rx) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(run(
+        plan,
+        Arc::new(FakePreparer::new()),
+        opts,
+        status,
+        ev_rx,
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(WAIT, status_rx.wait_for(|s| all_ready(s)))
+        .await
+        .expect("nomad ready")
+        .unwrap();
+    assert_eq!(
+        *built.lock().unwrap(),
+        [first_consul.clone()],
+        "built at start"
+    );
+
+    reports.send_replace(DiscoveryReport {
+        peers: Peers {
+            consul_http: Some("127.0.0.1:18500".into()),
+            ..Peers::default()
+        },
+        ..DiscoveryReport::default()
+    });
+    poll("the gate rebuilt for the discovered consul", || {
+        built.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        built.lock().unwrap()[1].as_deref(),
+        Some("127.0.0.1:18500"),
+        "first {first_consul:?}"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("daemon stopped")
+        .unwrap()
+        .unwrap();
+}
