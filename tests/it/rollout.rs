@@ -672,13 +672,13 @@ async fn a_plan_that_gains_a_consul_gets_a_new_gate() {
         ev_rx,
         shutdown.clone(),
     ));
-    tokio::time::timeout(WAIT, status_rx.wait_for(|s| all_ready(s)))
+    tokio::time::timeout(WAIT, status_rx.wait_for(all_ready))
         .await
         .expect("nomad ready")
         .unwrap();
     assert_eq!(
-        *built.lock().unwrap(),
-        [first_consul.clone()],
+        built.lock().unwrap().as_slice(),
+        std::slice::from_ref(&first_consul),
         "built at start"
     );
 
