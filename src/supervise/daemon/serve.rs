@@ -126,26 +126,15 @@ impl<P: Preparer> Daemon<P> {
 }
 
 impl<P: Preparer> Daemon<P> {
-    /// With no rollout running: applies the waiting reload (which starts
-    /// the next rollout) or re-plan, then carries on a rollout that ended
-    /// before it was done.
+    /// With no rollout running: applies the waiting re-plan, then the
+    /// waiting reload (which starts the next rollout), else carries on a
+    /// rollout that ended before it was done.
     async fn run_pending(&mut self, shutdown: &CancellationToken) {
         if self.rollout.is_some() || shutdown.is_cancelled() {
             return;
         }
-        if let Some(renewed) = self.pending.reload.take() {
-            // A reload plans with discovery's current peers: it covers a
-            // waiting re-plan too.
-            self.pending.replan = false;
-            self.reload(shutdown, renewed).await;
-            // A reload ran start-up code again (the role file read and
-            // validated, configs rendered, perhaps a release fetched):
-            // give it back too.
-            if self.opts.trim_memory {
-                trim::release_startup_memory();
-            }
-            return;
-        }
+        // The re-plan first: a reload after it plans with the same peers
+        // (and a refused reload does not lose it).
         if std::mem::take(&mut self.pending.replan) {
             if let Some(report) = self
                 .opts
@@ -155,6 +144,16 @@ impl<P: Preparer> Daemon<P> {
             {
                 self.follow_discovery(&report).await;
             }
+        }
+        if let Some(renewed) = self.pending.reload.take() {
+            self.reload(shutdown, renewed).await;
+            // A reload ran start-up code again (the role file read and
+            // validated, configs rendered, perhaps a release fetched):
+            // give it back too.
+            if self.opts.trim_memory {
+                trim::release_startup_memory();
+            }
+            return;
         }
         if self.unfinished.is_some() {
             self.start_rollout(Vec::new(), None);
