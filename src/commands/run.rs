@@ -320,12 +320,16 @@ pub async fn run(global: &GlobalArgs) -> Result<u8, Error> {
                     debounce: DEFAULT_DEBOUNCE,
                     counts: metrics_replans,
                 }),
-                // Issue 20: every version change through the upgrade gate.
-                gate: Some(Arc::new(crate::upgrade::Gate::for_plan(
-                    &plan,
-                    &agents,
-                    role.upgrade.clone(),
-                ))),
+                // Issue 20: every version change through the upgrade gate,
+                // built (again) from each plan in force: a reload or
+                // re-plan that moves the node, its roles, its agents'
+                // APIs, Nomad's Consul or `[upgrade]` gets a new one.
+                gate_factory: Some({
+                    let agents = agents.clone();
+                    Arc::new(move |p: &Plan, s: &crate::upgrade::UpgradeSettings| {
+                        crate::upgrade::Gate::for_plan(p, &agents, s.clone())
+                    })
+                }),
                 ..RunOptions::default()
             };
             supervise::run(plan, preparer, opts, status, ev_rx, token).await

@@ -23,6 +23,7 @@ mod netns;
 mod release;
 mod render;
 mod role;
+mod rollout;
 mod secure_cluster;
 mod security_acl;
 mod security_cli;

@@ -473,11 +473,17 @@ async fn version_change_restarts_on_the_new_release() {
     let v2 = rig.script("consul-1.1.0", AGENT_SCRIPT);
     let (d, preparer) = start_upgradable(&rig, plan, new, v2, |_| {}).await;
     d.events.send(DaemonEvent::Reload).unwrap();
+    // The reload is applied first; the rollout (its own task) then
+    // restarts the agent on the new release.
     let s = d
-        .wait("hash updated", |s| s.config_hash == RELOADED_HASH)
+        .wait("hash updated, upgraded", |s| {
+            s.config_hash == RELOADED_HASH
+                && agent(s, Product::Consul).version.as_deref() == Some("1.1.0")
+                && agent(s, Product::Consul).restarts >= 1
+                && agent(s, Product::Consul).ready
+        })
         .await;
     let a = agent(&s, Product::Consul);
-    assert_eq!(a.version.as_deref(), Some("1.1.0"));
     assert_eq!((a.restarts, a.ready), (1, true));
     assert_eq!(s.reload_error, None);
     assert!(preparer.rollbacks().is_empty());
@@ -1212,4 +1218,139 @@ state_dir = "{state}"
         assert!(node.agent_processes("consul").is_empty());
         assert!(node.agent_processes("nomad").is_empty());
     }
+}
+
+/// The rollout runs on its own task, and the agents have one owner at a
+/// time: a reload that comes while the rollout restarts an agent waits
+/// for that step to finish (no second restart meanwhile, no rollback),
+/// then applies, and the next rollout converges on the new plan.
+#[tokio::test]
+async fn a_reload_during_an_upgrade_restart_waits_for_the_step_then_converges_on_the_new_plan() {
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let v1 = plan.agents[0].binary.clone();
+    let mut to_11 = plan.clone();
+    to_11.agents[0].version = "1.1.0".parse().unwrap();
+    let mut to_12 = plan.clone();
+    to_12.agents[0].version = "1.2.0".parse().unwrap();
+    // 1.1.0 becomes ready only once the test says so.
+    let s11 = rig.script(
+        "consul-1.1.0",
+        "#!/bin/sh\nrm -f \"$DIR/consul.ready\"\necho \"consul-1.1.0 start $$\" >> \"$LOG\"\n\
+         trap 'echo \"consul-1.1.0 signal INT\" >> \"$LOG\"; exit 0' INT\n\
+         while [ ! -f \"$DIR/go\" ]; do sleep 0.05; done\n\
+         touch \"$DIR/consul.ready\"; echo \"consul-1.1.0 ready\" >> \"$LOG\"\n\
+         while :; do sleep 0.1; done\n",
+    );
+    let s12 = rig.script(
+        "consul-1.2.0",
+        "#!/bin/sh\nrm -f \"$DIR/consul.ready\"\necho \"consul-1.2.0 start $$\" >> \"$LOG\"\n\
+         trap 'exit 0' INT\n\
+         touch \"$DIR/consul.ready\"; echo \"consul-1.2.0 ready\" >> \"$LOG\"\n\
+         while :; do sleep 0.1; done\n",
+    );
+    let preparer = FakePreparer::new()
+        .reloads_to(to_11)
+        .reloads_to(to_12)
+        .with_release(crate::support::preparer::installed(
+            Product::Consul,
+            "1.1.0",
+            s11,
+        ))
+        .with_release(crate::support::preparer::installed(
+            Product::Consul,
+            "1.2.0",
+            s12,
+        ))
+        .build();
+    let mut opts = rig.opts(&[]);
+    opts.rollback_window = WAIT;
+    opts.installed.insert(
+        Product::Consul,
+        crate::support::preparer::installed(Product::Consul, "1.0.0", v1),
+    );
+    let d = start(plan, preparer.clone(), opts);
+    d.wait("ready", all_ready).await;
+
+    d.events.send(DaemonEvent::Reload).unwrap();
+    poll("1.1.0 started", || {
+        rig.events().iter().any(|e| e == "consul-1.1.0 start")
+    })
+    .await;
+    // Mid-restart: the second reload waits for the step.
+    d.events.send(DaemonEvent::Reload).unwrap();
+    std::fs::write(rig.path("go"), "").unwrap();
+    let s = d
+        .wait("upgraded to 1.2.0", |s| {
+            let a = agent(s, Product::Consul);
+            a.version.as_deref() == Some("1.2.0") && a.ready && a.restarts >= 2
+        })
+        .await;
+    assert_eq!(
+        agent(&s, Product::Consul).restarts,
+        2,
+        "one restart per step"
+    );
+    assert!(preparer.rollbacks().is_empty(), "the 1.1.0 step finished");
+    assert_eq!(s.reload_error, None);
+    let ev = rig.events();
+    let starts: Vec<&String> = ev.iter().filter(|e| e.contains("start")).collect();
+    assert_eq!(
+        starts,
+        ["consul start", "consul-1.1.0 start", "consul-1.2.0 start"],
+        "{ev:?}"
+    );
+    let ready_11 = ev.iter().position(|e| e == "consul-1.1.0 ready");
+    let start_12 = ev.iter().position(|e| e == "consul-1.2.0 start");
+    assert!(
+        ready_11.is_some() && ready_11 < start_12,
+        "1.1.0 became ready before the reload's rollout moved on: {ev:?}"
+    );
+    d.stop().await;
+}
+
+/// Issue 20: the upgrade gate follows the plan. A reload that moves the
+/// node to another datacenter rebuilds it; one that changes nothing the
+/// gate depends on keeps it.
+#[tokio::test]
+async fn a_reload_that_moves_the_node_rebuilds_the_upgrade_gate_and_one_that_does_not_keeps_it() {
+    use hashi_supervisor::upgrade::{Gate, UpgradeSettings};
+    let rig = Rig::new();
+    let plan = rig.plan(vec![rig.agent(Product::Consul, Signal::SIGINT)]);
+    let mut moved = plan.clone();
+    moved.datacenter = "lon1".into();
+    let mut moved_again = moved.clone();
+    moved_again.agents[0].stop_timeout = Duration::from_secs(7);
+    let preparer = FakePreparer::new()
+        .reloads_to(moved)
+        .reloads_to(moved_again)
+        .reload_fails("the last reload")
+        .build();
+    let built = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut opts = rig.opts(&[]);
+    let client = hashi_supervisor::agent::AgentClient::plain().unwrap();
+    let seen = built.clone();
+    opts.gate_factory = Some(Arc::new(move |p: &Plan, s: &UpgradeSettings| {
+        seen.lock().unwrap().push(p.datacenter.clone());
+        Gate::for_plan(p, &client, s.clone())
+    }));
+    let d = start(plan, preparer, opts);
+    d.wait("ready", all_ready).await;
+    assert_eq!(*built.lock().unwrap(), ["ams2"], "built at start");
+    d.events.send(DaemonEvent::Reload).unwrap();
+    poll("rebuilt for lon1", || built.lock().unwrap().len() == 2).await;
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.events.send(DaemonEvent::Reload).unwrap();
+    d.wait("the third reload refused", |s| {
+        s.reload_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the last reload"))
+    })
+    .await;
+    assert_eq!(
+        *built.lock().unwrap(),
+        ["ams2", "lon1"],
+        "a stop timeout is nothing the gate depends on"
+    );
+    d.stop().await;
 }

@@ -124,6 +124,15 @@ impl<P: Preparer> Daemon<P> {
                 != Some(Cached::of(report).without_sightings())
     }
 
+    /// Whether `report`'s peers differ from the ones the plan in force was
+    /// built with (a re-plan touches the agents: it waits for the rollout).
+    pub(super) fn replan_needed(&self, report: &DiscoveryReport) -> bool {
+        self.opts
+            .discovery
+            .as_ref()
+            .is_some_and(|feed| report.peers != feed.applied)
+    }
+
     /// Applies `report` if its peers differ from the applied ones: re-plan
     /// with the role in force, render, restart Nomad when its Consul
     /// address moved. Persists the report either way.
@@ -205,6 +214,9 @@ impl<P: Preparer> Daemon<P> {
             f.applied = peers.clone();
             f.role = role.clone();
         }
+        // E.g. a client that found its servers: Nomad's consul.address,
+        // where its gate keeps the locks.
+        self.refresh_gate();
     }
 }
 

@@ -16,12 +16,17 @@
 //! * `serve`: the steady loop: systemd status, readiness and watchdog.
 //! * `reload`: SIGHUP: re-load, render, reload/restart.
 //! * `rollout`: each agent to its wanted version through the upgrade
-//!   gate (pinned by default: at start and after each reload), rollback.
+//!   gate (pinned by default: at start and after each reload), rollback;
+//!   on its own task, one at a time, the agents' only owner while it runs
+//!   (see its module docs for the ordering with reloads and re-plans).
+//! * `gate`: the upgrade gate rebuilt from each new plan that changes
+//!   what it depends on.
 //! * `discovery`: re-plan on a change of discovered peers, and the
 //!   persisted discovery report.
 //! * `stop`: reverse-order stop, hurried by a second request.
 
 pub mod discovery;
+mod gate;
 mod lock;
 mod reload;
 mod restart;
@@ -65,6 +70,9 @@ pub const DEFAULT_ROLLBACK_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// How long to wait for a process to vanish after SIGKILL.
 const AFTER_KILL_WAIT: Duration = Duration::from_secs(5);
+/// Bound on a rollout's end at shutdown (a step cut short, `current` put
+/// back) before the agents are stopped anyway.
+const ROLLOUT_STOP_BOUND: Duration = Duration::from_secs(15);
 
 /// The steps of preparing a plan, injected so tests can fake them.
 /// `commands::run` wires them to `role`, `release` and `render`.
@@ -129,6 +137,12 @@ pub trait Preparer: Send + Sync + 'static {
     }
 }
 
+/// Builds the upgrade gate of a plan under `[upgrade]` settings
+/// (`supervisor run`: [`crate::upgrade::Gate::for_plan`] through the
+/// node's agent client).
+pub type GateFactory =
+    Arc<dyn Fn(&Plan, &crate::upgrade::UpgradeSettings) -> crate::upgrade::Gate + Send + Sync>;
+
 /// Builds the readiness check of an agent.
 pub type CheckFactory = Arc<dyn Fn(&AgentPlan) -> Option<Arc<dyn ReadyCheck>> + Send + Sync>;
 
@@ -175,6 +189,12 @@ pub struct RunOptions {
     /// pause); `None`: versions change at once (tests, a node without
     /// Consul).
     pub gate: Option<Arc<crate::upgrade::Gate>>,
+    /// Builds the gate again from each new plan (a reload, a re-plan) that
+    /// changes what it depends on; also builds the first one when `gate`
+    /// is `None`. Its `[upgrade]` settings come from the role in force
+    /// ([`DiscoveryFeed::role`]), else from the gate in force. `None`: the
+    /// gate stays as given.
+    pub gate_factory: Option<GateFactory>,
 }
 
 impl Default for RunOptions {
@@ -194,6 +214,7 @@ impl Default for RunOptions {
             restart_marker: None,
             discovery: None,
             gate: None,
+            gate_factory: None,
         }
     }
 }
@@ -313,21 +334,25 @@ pub async fn run<P: Preparer>(
         handles,
         hurry: false,
         persisted: None,
-        reload_again: None,
+        rollout: None,
+        unfinished: None,
+        pending: Pending::default(),
+        gate_inputs: None,
+        shutdown: shutdown.clone(),
     };
+    daemon.refresh_gate();
     if daemon.start_in_order(&shutdown).await {
         // Pinned by default: the agents started on the installed release;
-        // a different wanted version goes through the gate now.
-        daemon.tell_ready_before_gate(&shutdown).await;
-        let plan = daemon.plan.clone();
-        let errors = daemon.converge(&plan, &[], &mut events, &shutdown).await;
-        if !errors.is_empty() {
-            daemon
-                .status
-                .send_modify(|s| s.reload_error = Some(errors.join("; ")));
-        }
+        // a different wanted version goes through the gate, on the
+        // rollout's own task, once the agents are up (`serve` tells
+        // systemd READY=1 meanwhile: a gate wait, or a paused rollout,
+        // never holds start-up past `TimeoutStartSec`).
+        let wait = daemon.opts.consul_wait;
+        daemon.start_rollout(Vec::new(), Some(wait));
         daemon.serve(&mut events, &shutdown).await;
     }
+    // A gate wait ends at once; a restart or settle is cut short.
+    daemon.end_rollout(ROLLOUT_STOP_BOUND).await;
     daemon.stop_all(&mut events).await;
     // The last sightings go to disk: the next start's seeds.
     if let Some(report) = daemon
@@ -360,14 +385,114 @@ struct Daemon<P> {
     hurry: bool,
     /// The discovery report last written to the state dir.
     persisted: Option<discovery::Cached>,
-    /// A reload requested while an upgrade waited at the gate (`true`: a
-    /// renewal's), to run once the current step returns.
-    reload_again: Option<bool>,
+    /// The rollout running on its task (then it alone touches the agents).
+    rollout: Option<rollout::Rollout>,
+    /// The agents whose spec changed for a rollout that ended before it
+    /// was done (a reload or re-plan came): its successor carries on.
+    unfinished: Option<Vec<Product>>,
+    /// Work that touches the agents, waiting for the rollout to end.
+    pending: Pending,
+    /// What the gate in force was built from.
+    gate_inputs: Option<gate::GateInputs>,
+    /// The daemon's shutdown (the rollout task's too).
+    shutdown: CancellationToken,
+}
+
+/// Work that waits for the rollout task to end.
+#[derive(Debug, Default)]
+struct Pending {
+    /// A reload (`Some(true)`: a renewal's, the agents reload anyway).
+    reload: Option<bool>,
+    /// A re-plan for discovery's current report.
+    replan: bool,
 }
 
 impl<P: Preparer> Daemon<P> {
     fn handle(&self, product: Product) -> Option<&AgentHandle> {
         self.handles.iter().find(|h| h.product() == product)
+    }
+
+    /// Starts a rollout of the plan in force on its own task; `changed`:
+    /// the agents whose spec a reload changed (a failed fetch is then an
+    /// error). Any rollout that ended early is carried on.
+    fn start_rollout(&mut self, changed: Vec<Product>, wait_ready: Option<Duration>) {
+        self.carry_on(changed);
+        if let Some(r) = &self.rollout {
+            // Never two: this one starts once the running one has ended.
+            r.wind_down();
+            return;
+        }
+        let changed = self.unfinished.take().unwrap_or_default();
+        let runner = rollout::Runner {
+            plan: self.plan.clone(),
+            changed,
+            preparer: self.preparer.clone(),
+            gate: self.opts.gate.clone(),
+            handles: self.handles.clone(),
+            installed: self.installed.clone(),
+            status: self.status.clone(),
+            rollback_window: self.opts.rollback_window,
+            wait_ready,
+            shutdown: self.shutdown.clone(),
+        };
+        self.rollout = Some(runner.spawn());
+    }
+
+    /// Adds `changed` to what the next rollout carries on.
+    fn carry_on(&mut self, changed: Vec<Product>) {
+        let all = self.unfinished.get_or_insert_with(Vec::new);
+        for p in changed {
+            if !all.contains(&p) {
+                all.push(p);
+            }
+        }
+    }
+
+    /// Takes back what the ended rollout installed and reports its errors.
+    fn rollout_ended(
+        &mut self,
+        changed: Vec<Product>,
+        outcome: Result<rollout::Outcome, tokio::task::JoinError>,
+    ) {
+        match outcome {
+            Ok(o) => {
+                self.installed = o.installed;
+                if !o.errors.is_empty() {
+                    let errors = o.errors.join("; ");
+                    self.status.send_modify(|s| s.reload_error = Some(errors));
+                }
+                if !o.finished {
+                    self.carry_on(changed);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the rollout task failed");
+                self.carry_on(changed);
+            }
+        }
+    }
+
+    /// Whether the daemon may touch the agents now (no rollout runs);
+    /// otherwise asks the rollout to end (see `rollout`'s module docs).
+    fn agents_free(&self) -> bool {
+        match &self.rollout {
+            None => true,
+            Some(r) => {
+                r.wind_down();
+                false
+            }
+        }
+    }
+
+    /// At shutdown: ends the rollout (bounded) and takes back what it
+    /// installed.
+    async fn end_rollout(&mut self, bound: Duration) {
+        if let Some(r) = self.rollout.take() {
+            let changed = r.changed().to_vec();
+            if let Some(o) = r.finish(bound).await {
+                self.rollout_ended(changed, Ok(o));
+            }
+        }
     }
 }
 

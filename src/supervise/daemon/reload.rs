@@ -1,18 +1,21 @@
 //! SIGHUP: re-load the role file through the [`Preparer`], refuse what a
 //! reload cannot change (the agent set, an agent's API address), render,
-//! then per agent reload or restart (one at a time), then bring each agent
-//! to the version its spec resolves to now (`rollout`: through the
-//! upgrade gate, with a rollback when it does not become ready). Every
+//! then per agent reload or restart (one at a time), then start a rollout
+//! that brings each agent to the version its spec resolves to now
+//! (`rollout`, on its own task: through the upgrade gate, with a rollback
+//! when it does not become ready). A reload runs only while no rollout
+//! does (`serve` ends it first), and READY=1 follows once the reload is
+//! applied, whatever the rollout then waits for. The gate is rebuilt when
+//! the new plan changes what it depends on (`gate`). Every
 //! step applies the newly loaded plan; a refused or failed reload keeps the
 //! running one and is reported in the status. After a certificate renewal
 //! (`DaemonEvent::Renewed`) the agents get SIGHUP even when the reload is
 //! refused: their TLS files changed on disk.
 
 use sd_notify::NotifyState;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Daemon, DaemonEvent, Preparer, error_chain, on_release};
+use super::{Daemon, Preparer, error_chain, on_release};
 use crate::peers::Peers;
 use crate::plan::Plan;
 use crate::render::ChangeKind;
@@ -30,15 +33,13 @@ impl<P: Preparer> Daemon<P> {
     /// SIGHUP: re-read, re-render, then per agent reload, restart (one at a
     /// time), or upgrade with rollback. `tls_renewed`: every agent whose
     /// config is unchanged is reloaded too (it must re-read its TLS files).
-    pub(super) async fn reload(
-        &mut self,
-        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
-        shutdown: &CancellationToken,
-        tls_renewed: bool,
-    ) {
-        notify_systemd(&[NotifyState::Reloading]);
+    /// `serve` told systemd RELOADING=1 already; this tells READY=1 once
+    /// applied, then starts the rollout of the plan in force.
+    pub(super) async fn reload(&mut self, shutdown: &CancellationToken, tls_renewed: bool) {
+        debug_assert!(self.rollout.is_none(), "the agents are the reload's");
         tracing::info!("reloading role file");
-        let outcome = self.try_reload(events, shutdown, tls_renewed).await;
+        let mut changed = Vec::new();
+        let outcome = self.try_reload(shutdown, tls_renewed, &mut changed).await;
         if let Err(msg) = &outcome {
             tracing::error!(error = %msg, "reload refused, keeping the running configuration");
             if tls_renewed {
@@ -53,13 +54,19 @@ impl<P: Preparer> Daemon<P> {
         }
         self.set_reload_error(outcome.err());
         notify_systemd(&[NotifyState::Ready]);
+        if !shutdown.is_cancelled() {
+            self.refresh_gate();
+            // Every agent to the version its spec resolves to now (a
+            // changed spec, `latest` moving), through the upgrade gate.
+            self.start_rollout(changed, None);
+        }
     }
 
     async fn try_reload(
         &mut self,
-        events: &mut mpsc::UnboundedReceiver<DaemonEvent>,
         shutdown: &CancellationToken,
         tls_renewed: bool,
+        changed: &mut Vec<Product>,
     ) -> Result<(), String> {
         let (new, hash, role) = self.load_for_reload().await?;
         let old_set: Vec<Product> = self.plan.agents.iter().map(|a| a.product).collect();
@@ -87,8 +94,6 @@ impl<P: Preparer> Daemon<P> {
             .render(&new)
             .await
             .map_err(|e| error_chain(&e))?;
-        let mut errors = Vec::new();
-        let mut changed = Vec::new();
         for agent in &new.agents {
             if shutdown.is_cancelled() {
                 break;
@@ -123,22 +128,20 @@ impl<P: Preparer> Daemon<P> {
                     tracing::info!(agent = %agent.product, "config change needs a restart");
                     let r0 = h.status().restarts;
                     let _ = h.send(Control::Restart);
-                    // One at a time: wait for this one before the next.
-                    let _ = tokio::time::timeout(
-                        self.opts.rollback_window,
-                        h.wait_for(|s| {
-                            (s.restarts > r0 && s.ready)
-                                || matches!(s.state, AgentState::Failed | AgentState::Backoff)
-                        }),
-                    )
-                    .await;
+                    // One at a time: wait for this one before the next
+                    // (a stop request ends the wait: the stop follows).
+                    tokio::select! {
+                        () = shutdown.cancelled() => {}
+                        _ = tokio::time::timeout(
+                            self.opts.rollback_window,
+                            h.wait_for(|s| {
+                                (s.restarts > r0 && s.ready)
+                                    || matches!(s.state, AgentState::Failed | AgentState::Backoff)
+                            }),
+                        ) => {}
+                    }
                 }
             }
-        }
-        // Every agent to the version its spec resolves to now (a changed
-        // spec, `latest` moving), through the upgrade gate.
-        if !shutdown.is_cancelled() {
-            errors.extend(self.converge(&new, &changed, events, shutdown).await);
         }
         // The node info the health endpoint shows follows the plan now in
         // force (e.g. a new datacenter).
@@ -153,11 +156,7 @@ impl<P: Preparer> Daemon<P> {
             s.config_hash = hash;
             s.node = Some(node);
         });
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        Ok(())
     }
 
     /// The role file's new plan and hash; with discovery, built with the

@@ -4,6 +4,11 @@
 //! all agents become ready and after each reload
 //! ([`crate::supervise::trim`]), and re-plans (after a quiet time) when
 //! discovery's peers change (`discovery`). It changes no agent itself.
+//!
+//! The rollout runs on its own task meanwhile (`rollout`): the loop keeps
+//! serving while it waits at the gate. A reload or re-plan asks it to end
+//! and waits for that in the loop (at once for a gate wait, after the
+//! step for a restart), then applies and starts the next rollout.
 
 use sd_notify::NotifyState;
 use tokio::sync::mpsc;
@@ -40,10 +45,6 @@ impl<P: Preparer> Daemon<P> {
                 replan_at = Some(Instant::now());
             }
         }
-        // A reload asked for while the start's upgrade waited at the gate.
-        while let Some(renewed) = self.reload_again.take() {
-            self.reload(events, shutdown, renewed).await;
-        }
         loop {
             {
                 let s = rx.borrow_and_update();
@@ -71,22 +72,26 @@ impl<P: Preparer> Daemon<P> {
                 () = shutdown.cancelled() => return,
                 ev = events.recv() => match ev {
                     Some(ev @ (DaemonEvent::Reload | DaemonEvent::Renewed)) => {
-                        self.reload(events, shutdown, ev == DaemonEvent::Renewed).await;
-                        // A reload asked for while an upgrade waited at
-                        // the gate: applied now.
-                        while let Some(renewed) = self.reload_again.take() {
-                            self.reload(events, shutdown, renewed).await;
+                        let renewed = ev == DaemonEvent::Renewed;
+                        if self.pending.reload.is_none() {
+                            // READY=1 follows once the reload is applied
+                            // (after a restart in progress at most, never
+                            // after a gate wait).
+                            notify_systemd(&[NotifyState::Reloading]);
                         }
-                        // A reload ran start-up code again (the role file
-                        // read and validated, configs rendered, perhaps a
-                        // release fetched): give it back too.
-                        if self.opts.trim_memory {
-                            trim::release_startup_memory();
+                        self.pending.reload = Some(renewed || self.pending.reload == Some(true));
+                        if self.agents_free() {
+                            self.run_pending(shutdown).await;
                         }
                     }
                     Some(DaemonEvent::Hurry) => self.hurry = true,
                     None => {}
                 },
+                outcome = rollout_end(self.rollout.as_mut()) => {
+                    let changed = self.rollout.take().map(|r| r.changed().to_vec()).unwrap_or_default();
+                    self.rollout_ended(changed, outcome);
+                    self.run_pending(shutdown).await;
+                }
                 r = rx.changed() => if r.is_err() { return },
                 r = changed_some(reports.as_mut()) => match r {
                     Ok(report) => {
@@ -102,7 +107,13 @@ impl<P: Preparer> Daemon<P> {
                 () = sleep_until_some(replan_at) => {
                     replan_at = None;
                     if let Some(report) = reports.as_ref().map(|rx| rx.borrow().clone()) {
-                        self.follow_discovery(&report).await;
+                        if self.replan_needed(&report) {
+                            self.pending.replan = true;
+                            if self.agents_free() {
+                                self.run_pending(shutdown).await;
+                            }
+                        }
+                        self.persist_discovery(&report);
                     }
                 }
                 () = sleep_until_some(next_watchdog) => {
@@ -111,6 +122,52 @@ impl<P: Preparer> Daemon<P> {
                 }
             }
         }
+    }
+}
+
+impl<P: Preparer> Daemon<P> {
+    /// With no rollout running: applies the waiting re-plan, then the
+    /// waiting reload (which starts the next rollout), else carries on a
+    /// rollout that ended before it was done.
+    async fn run_pending(&mut self, shutdown: &CancellationToken) {
+        if self.rollout.is_some() || shutdown.is_cancelled() {
+            return;
+        }
+        // The re-plan first: a reload after it plans with the same peers
+        // (and a refused reload does not lose it).
+        if std::mem::take(&mut self.pending.replan) {
+            if let Some(report) = self
+                .opts
+                .discovery
+                .as_ref()
+                .map(|f| f.reports.borrow().clone())
+            {
+                self.follow_discovery(&report).await;
+            }
+        }
+        if let Some(renewed) = self.pending.reload.take() {
+            self.reload(shutdown, renewed).await;
+            // A reload ran start-up code again (the role file read and
+            // validated, configs rendered, perhaps a release fetched):
+            // give it back too.
+            if self.opts.trim_memory {
+                trim::release_startup_memory();
+            }
+            return;
+        }
+        if self.unfinished.is_some() {
+            self.start_rollout(Vec::new(), None);
+        }
+    }
+}
+
+/// The rollout task's end, or forever without one.
+async fn rollout_end(
+    r: Option<&mut super::rollout::Rollout>,
+) -> Result<super::rollout::Outcome, tokio::task::JoinError> {
+    match r {
+        Some(r) => r.ended().await,
+        None => std::future::pending().await,
     }
 }
 

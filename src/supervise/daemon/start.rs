@@ -2,12 +2,10 @@
 //! a bounded wait ([`super::RunOptions::consul_wait`]) or Consul's failure,
 //! anyway with a note saying why. It only sends `Start`s; the actors spawn.
 
-use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use super::{Daemon, Preparer};
 use crate::supervise::actor::Control;
-use crate::supervise::notify::notify_systemd;
 use crate::supervise::status::AgentState;
 use crate::vocab::Product;
 
@@ -47,29 +45,5 @@ impl<P: Preparer> Daemon<P> {
             }
         }
         true
-    }
-
-    /// Tells systemd READY=1 once every agent is ready (bounded by the
-    /// Consul wait), before the start's upgrade may wait at the gate: a
-    /// gate wait, or a paused rollout, must not hold `Type=notify` start-up
-    /// past `TimeoutStartSec` (systemd would kill the node, then restart it,
-    /// in the middle of a fleet upgrade). `serve` tells READY again once
-    /// all are ready; a second READY=1 is harmless.
-    pub(super) async fn tell_ready_before_gate(&self, shutdown: &CancellationToken) {
-        let all = async {
-            for h in &self.handles {
-                let _ = h
-                    .wait_for(|s| s.ready || s.state == AgentState::Failed)
-                    .await;
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tokio::time::timeout(self.opts.consul_wait, all) => {}
-        }
-        if !self.handles.is_empty() && self.handles.iter().all(|h| h.status().ready) {
-            tracing::info!("all agents ready (before the upgrade gate)");
-            notify_systemd(&[NotifyState::Ready]);
-        }
     }
 }
