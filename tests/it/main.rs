@@ -29,3 +29,4 @@ mod security_join;
 mod soak;
 mod supervise;
 mod upgrade;
+mod upgrade_fleet;
