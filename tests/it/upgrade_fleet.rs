@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hashi_testrig::demo::{Demo, DemoOptions, Security, reference_demo_nodes};
+use hashi_testrig::demo::{Demo, DemoOptions, SecureOptions, Security, reference_demo_nodes};
 use hashi_testrig::soak::{EventLog, Membership, max_upgrade_down};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -55,7 +55,6 @@ const NOMAD_CLIENTS: [&str; 2] = ["ams2-client-01", "lon1-client-01"];
 /// of ams2 (the first DC of the WAN pool), seen from its own node.
 const LOCK_NODE: &str = "ams2-server-01";
 const LOCK_CONSUL: &str = "10.0.1.11:8500";
-const NOMAD_HTTP: &str = "10.0.1.11:4646";
 const NOMAD_PAUSE_KEY: &str = "hashi-supervisor/upgrade/paused/nomad/eu";
 
 /// Debug supervisors on two shared cores: first readiness of all five.
@@ -123,7 +122,7 @@ fn write_knobs(work: &Path, demo: &Demo, broken: &[&str]) {
 impl Fleet {
     /// The five reference nodes on the examples' versions, ready, the
     /// cluster formed.
-    fn start(broken: &[&str]) -> Fleet {
+    fn start(security: &Security, broken: &[&str]) -> Fleet {
         assert!(
             hashi_testrig::netns::is_available().is_ok(),
             "network namespaces are needed by this test (root, iproute2)"
@@ -146,9 +145,20 @@ impl Fleet {
             dns: Vec::new(),
             silent_nameservers: Vec::new(),
         };
-        let mut demo = Demo::start_with(&opts, &Security::Plaintext).expect("start the demo");
+        let mut demo = Demo::start_with(&opts, security).expect("start the demo");
         write_knobs(&work, &demo, broken);
-        let names = supervised(&demo);
+        // Every node deferred: the knob files are in place before any agent
+        // starts. A secure demo ran `cluster init` on its init node, which
+        // starts first; the others join through its endpoint.
+        let mut names = supervised(&demo);
+        if let Security::Secure(secure) = security {
+            demo.start_node(&secure.init_node)
+                .expect("start the init node");
+            if let Err(e) = demo.wait_join_endpoint(&secure.init_node, secure.init_within) {
+                panic!("the init node's join endpoint: {e}");
+            }
+            names.retain(|n| *n != secure.init_node);
+        }
         for n in &names {
             demo.start_node(n).expect("start a node");
         }
@@ -184,6 +194,9 @@ impl Fleet {
             };
             if st["healthy"] != true {
                 why.push(format!("{node}: not healthy"));
+            }
+            if !st["reload_error"].is_null() {
+                why.push(format!("{node}: reload refused: {}", st["reload_error"]));
             }
             for a in st["agents"].as_array().into_iter().flatten() {
                 let product = a["agent"].as_str().unwrap_or("?");
@@ -327,22 +340,28 @@ impl Fleet {
         .map_err(|e| e.to_string())?
     }
 
-    /// The Nomad leader's node name (autopilot health, from ams2-server-01).
+    /// The Nomad leader's node name, as ams2-server-01's supervisor reports
+    /// its Nomad's view (`/v1/status`: the leader's RPC address, mapped
+    /// to the node holding that address).
     fn nomad_leader(&self) -> Result<String, String> {
-        let r = self.http_in(
-            LOCK_NODE,
-            NOMAD_HTTP,
-            "GET",
-            "/v1/operator/autopilot/health",
-        )?;
-        let h: Value =
-            serde_json::from_str(&r.body).map_err(|e| format!("autopilot health: {e}"))?;
-        let leader = h["Servers"]
-            .as_array()
-            .and_then(|s| s.iter().find(|x| x["Leader"] == true))
-            .and_then(|x| x["Name"].as_str())
-            .ok_or_else(|| format!("no leader in autopilot health {}", r.body))?;
-        Ok(leader.split('.').next().unwrap_or(leader).to_string())
+        let st = status(&self.demo, LOCK_NODE)?;
+        let leader = agent(&st, "nomad")
+            .and_then(|a| a["nomad"]["leader"].as_str())
+            .filter(|l| !l.is_empty())
+            .ok_or("no Nomad leader in the status")?
+            .to_string();
+        let host = leader.rsplit_once(':').map_or(leader.as_str(), |(h, _)| h);
+        self.demo
+            .topology()
+            .nodes()
+            .iter()
+            .find(|n| {
+                n.private_ip.to_string() == host
+                    || n.public_ip.is_some_and(|ip| ip.to_string() == host)
+                    || host.split('.').next() == Some(n.name.as_str())
+            })
+            .map(|n| n.name.clone())
+            .ok_or(format!("no node holds the Nomad leader's address {leader}"))
     }
 
     /// The Nomad rollout's pause record, if any (JSON).
@@ -449,7 +468,34 @@ fn version_changes(
 
 #[test]
 fn five_nodes_told_at_once_upgrade_servers_one_at_a_time_then_clients() {
-    let mut fleet = Fleet::start(&[]);
+    rolling_upgrade(&Security::Plaintext, "five nodes");
+}
+
+/// Issue 20's secure mode with the upgrade: TLS and ACLs everywhere
+/// (`cluster init`, one join token). The supervisors take the locks and
+/// read autopilot health with the tokens their nodes got; a refusal would
+/// leave a node "waiting for" the gate until the rollout's deadline.
+#[test]
+fn the_same_rolling_upgrade_in_secure_mode_goes_through_with_the_supervisors_tokens() {
+    rolling_upgrade(
+        &Security::Secure(SecureOptions::default()),
+        "five nodes, TLS + ACLs",
+    );
+}
+
+/// The five nodes on version A, B published, every role file on B, SIGHUP
+/// to all five: asserted from the membership log, then printed as a
+/// BENCHMARKS.md line tagged `label`.
+fn rolling_upgrade(security: &Security, label: &str) {
+    let mut fleet = Fleet::start(security, &[]);
+    if matches!(security, Security::Secure(_)) {
+        for node in supervised(&fleet.demo) {
+            let st = status(&fleet.demo, &node).unwrap_or_else(|e| fleet.fail(&e));
+            if st["security"]["mode"] != "tls" {
+                fleet.fail(&format!("{node} is not secured: {}", st["security"]));
+            }
+        }
+    }
     let before = fleet.membership().len();
     let leader = fleet.wait("the Nomad leader", FORMED_WITHIN, Fleet::nomad_leader);
 
@@ -613,7 +659,7 @@ fn five_nodes_told_at_once_upgrade_servers_one_at_a_time_then_clients() {
         .unwrap_or(0);
     eprintln!("agents' own down times (ms): {per:?}");
     eprintln!(
-        "rolling upgrade five nodes: SIGHUP to all ready {:.1} s, first server down to last client up {:.1} s, floor {floor} ms",
+        "rolling upgrade {label}: SIGHUP to all ready {:.1} s, first server down to last client up {:.1} s, floor {floor} ms",
         all_ready.as_secs_f64(),
         (last_up.saturating_sub(first_down)) as f64 / 1000.0
     );
@@ -627,7 +673,7 @@ fn five_nodes_told_at_once_upgrade_servers_one_at_a_time_then_clients() {
 
 #[test]
 fn a_bad_release_is_rolled_back_and_the_rollout_pauses() {
-    let mut fleet = Fleet::start(&[NOMAD_BROKEN]);
+    let mut fleet = Fleet::start(&Security::Plaintext, &[NOMAD_BROKEN]);
     let before = fleet.membership().len();
 
     // A Nomad release that exits at start, published and asked for by
