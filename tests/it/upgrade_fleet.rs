@@ -508,12 +508,46 @@ fn rolling_upgrade(security: &Security, label: &str) {
     fleet.demo.publish("nomad", NOMAD_B).expect("publish nomad");
     fleet.set_version_everywhere("consul", CONSUL_B);
     fleet.set_version_everywhere("nomad", NOMAD_B);
+    let log_offsets: Vec<(String, PathBuf, u64)> = fleet
+        .demo
+        .nodes()
+        .iter()
+        .filter(|n| n.supervised)
+        .map(|n| {
+            let len = std::fs::metadata(&n.log_file).map_or(0, |m| m.len());
+            (n.name.clone(), n.log_file.clone(), len)
+        })
+        .collect();
     let told = Instant::now();
     fleet.sighup_all();
     fleet.wait("every agent on the new version", ROLLOUT_WITHIN, |f| {
         f.settled(CONSUL_B, NOMAD_B)
     });
     let all_ready = told.elapsed();
+
+    // The gate's requests (the lock's session and key, the slots, the
+    // pause record, autopilot health) were never refused by the agents'
+    // ACLs: the supervisors' tokens were enough (the stand-in logs each
+    // refusal, and its log is in the supervisor's).
+    let mut refused = Vec::new();
+    for (node, path, from) in &log_offsets {
+        let text = std::fs::read(path).unwrap_or_default();
+        let start = usize::try_from(*from).unwrap_or(0).min(text.len());
+        for line in String::from_utf8_lossy(&text[start..]).lines() {
+            let gate_path = ["/v1/kv/", "/v1/session/", "/v1/operator/"]
+                .iter()
+                .any(|p| line.contains(&format!("path={p}")));
+            if line.contains("refused by ACLs") && gate_path {
+                refused.push(format!("{node}: {line}"));
+            }
+        }
+    }
+    if !refused.is_empty() {
+        fleet.fail(&format!(
+            "the gate's requests were refused by ACLs:\n  {}",
+            refused.join("\n  ")
+        ));
+    }
 
     let log: Vec<Membership> = fleet.membership().split_off(before);
     let fail = |what: String| -> ! {
