@@ -528,13 +528,16 @@ fn rolling_upgrade(security: &Security, label: &str) {
     // The gate's requests (the lock's session and key, the slots, the
     // pause record, autopilot health) were never refused by the agents'
     // ACLs: the supervisors' tokens were enough (the stand-in logs each
-    // refusal, and its log is in the supervisor's).
+    // refusal, and its log is in the supervisor's). Nomad's Raft
+    // configuration and leadership transfer need a management token, which
+    // no supervisor holds (SECURITY.md): the Nomad leader's hand-over may
+    // be refused, and its restart elects a new leader instead.
     let mut refused = Vec::new();
     for (node, path, from) in &log_offsets {
         let text = std::fs::read(path).unwrap_or_default();
         let start = usize::try_from(*from).unwrap_or(0).min(text.len());
         for line in String::from_utf8_lossy(&text[start..]).lines() {
-            let gate_path = ["/v1/kv/", "/v1/session/", "/v1/operator/"]
+            let gate_path = ["/v1/kv/", "/v1/session/", "/v1/operator/autopilot/"]
                 .iter()
                 .any(|p| line.contains(&format!("path={p}")));
             if line.contains("refused by ACLs") && gate_path {
