@@ -803,6 +803,7 @@ fn a_bad_release_is_rolled_back_and_the_rollout_pauses() {
 
     // `supervisor fleet` on another node shows the pause, the node and why.
     let (_, out) = fleet.fleet_command("ams2-server-03", &[]);
+    eprintln!("supervisor fleet on ams2-server-03 while the rollout is paused:\n{out}");
     if !out.contains("nomad rollout paused:")
         || !out.contains(&format!("failed on {failed}"))
         || !out.contains(&format!("rolled back to {NOMAD_A}"))
