@@ -635,6 +635,8 @@ async fn run(
     print_banner(&cfg, &version);
     if cfg.server {
         crate::events::server_up(product.name(), &cfg.node_name, &version.full);
+    } else {
+        crate::events::client_up(product.name(), &cfg.node_name, &version.full);
     }
     let election =
         Duration::from_millis(env_u64("STANDIN_ELECTION_MS").unwrap_or(DEFAULT_ELECTION_MS));

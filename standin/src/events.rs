@@ -85,16 +85,18 @@ pub fn notify(msg: &str) {
 }
 
 /// The membership log (`STANDIN_MEMBERSHIP_LOG`, environment or knob
-/// file): one line per server start and stop, so that a test can tell how
-/// many servers of a cluster were down at any moment; several agents may
+/// file): one line per agent start and stop (servers and clients), so
+/// that a test can tell how many servers of a cluster were down at any
+/// moment and when clients restarted; several agents may
 /// share one file (each line is one append).
 fn membership(line: &str) {
     append_to("STANDIN_MEMBERSHIP_LOG", line);
 }
 
-/// What the membership lines say of this agent: (product, node, version),
-/// set when a server is up.
-static SERVER: std::sync::Mutex<Option<(String, String, String)>> = std::sync::Mutex::new(None);
+/// What the membership lines say of this agent: (kind, product, node,
+/// version), set while it is up; kind is `server` or `client`.
+static MEMBER: std::sync::Mutex<Option<(&'static str, String, String, String)>> =
+    std::sync::Mutex::new(None);
 
 fn unix_ms() -> u128 {
     std::time::SystemTime::now()
@@ -103,25 +105,41 @@ fn unix_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// A server agent serves: `server-up <product> <node> <version> <unix_ms>`.
-pub fn server_up(product: &str, node: &str, version: &str) {
-    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+fn member_up(kind: &'static str, product: &str, node: &str, version: &str) {
+    let mut s = MEMBER.lock().unwrap_or_else(|p| p.into_inner());
     if s.is_none() {
         membership(&format!(
-            "server-up {product} {node} {version} {}",
+            "{kind}-up {product} {node} {version} {}",
             unix_ms()
         ));
-        *s = Some((product.to_string(), node.to_string(), version.to_string()));
+        *s = Some((
+            kind,
+            product.to_string(),
+            node.to_string(),
+            version.to_string(),
+        ));
     }
 }
 
-/// The server stops serving (leave or exit): `server-down <product> <node>
-/// <version> <unix_ms>`, once, and only after a `server-up`.
+/// A server agent serves: `server-up <product> <node> <version> <unix_ms>`.
+pub fn server_up(product: &str, node: &str, version: &str) {
+    member_up("server", product, node, version);
+}
+
+/// A client agent serves: `client-up <product> <node> <version> <unix_ms>`
+/// (so a test can tell when clients restarted against their servers).
+pub fn client_up(product: &str, node: &str, version: &str) {
+    member_up("client", product, node, version);
+}
+
+/// The agent stops serving (leave or exit): `server-down` (or
+/// `client-down`) `<product> <node> <version> <unix_ms>`, once, and only
+/// after its `-up` line.
 pub fn server_down() {
-    let mut s = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((product, node, version)) = s.take() {
+    let mut s = MEMBER.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((kind, product, node, version)) = s.take() {
         membership(&format!(
-            "server-down {product} {node} {version} {}",
+            "{kind}-down {product} {node} {version} {}",
             unix_ms()
         ));
     }

@@ -49,7 +49,7 @@ use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
 use crate::dns::{Dnsmasq, Records, SilentNameserver};
-use crate::mirror::{MirrorBuilder, MirrorControl, serve_on};
+use crate::mirror::{MirrorBuilder, MirrorControl, TestKey, serve_on};
 use crate::netns::{NetnsError, NodeSpec, Topology, reference_nodes, variant_nodes};
 
 /// Port of the mirror served from the `ams2` router.
@@ -635,6 +635,10 @@ pub struct Demo {
     mirror: Option<MirrorControl>,
     mirror_root: PathBuf,
     key_file: PathBuf,
+    /// The mirror's signing key (a later [`Demo::publish`] signs with it).
+    mirror_key: TestKey,
+    /// The stand-in zipped into every published version.
+    standin: PathBuf,
     threads: Vec<NsThread>,
     dns: Vec<Dnsmasq>,
     silent: Vec<SilentNameserver>,
@@ -835,6 +839,8 @@ impl Demo {
             mirror: None,
             mirror_root: built.root.clone(),
             key_file: key_file.clone(),
+            mirror_key: built.key.clone(),
+            standin: opts.standin.clone(),
             threads: Vec::new(),
             dns: Vec::new(),
             silent: Vec::new(),
@@ -1225,6 +1231,69 @@ impl Demo {
     /// Directory the mirror serves (`<product>/<version>/...`).
     pub fn mirror_root(&self) -> &Path {
         &self.mirror_root
+    }
+
+    /// Publishes `version` of `product` on the running mirror, as a
+    /// release manager adds a release to a site's mirror: the stand-in
+    /// stamped with that version, zipped, its SHA256SUMS signed with the
+    /// mirror's key. The new version's directory appears whole (built
+    /// beside the mirror, then renamed in), and only then the product's
+    /// `index.json` lists it (replaced by a rename), so a node never sees a
+    /// listed version it cannot fetch. Publishing a listed version again is
+    /// refused.
+    pub fn publish(&self, product: &str, version: &str) -> Result<(), DemoError> {
+        let live = self.mirror_root.join(product);
+        let vdir = live.join(version);
+        if vdir.exists() {
+            return Err(DemoError(format!(
+                "{product} {version} is already on the mirror ({})",
+                vdir.display()
+            )));
+        }
+        let work = self
+            .mirror_root
+            .parent()
+            .ok_or_else(|| DemoError("the mirror root has no parent dir".into()))?;
+        let staging = work.join(format!("mirror-staging-{product}-{version}"));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|e| io_err("clear", &staging, e))?;
+        }
+        MirrorBuilder::product(product)
+            .version(version)
+            .binary(self.standin.clone())
+            .key(self.mirror_key.clone())
+            .build(&staging)
+            .map_err(|e| DemoError(format!("failed to build {product} {version}: {e}")))?;
+        let read_index = |path: &Path| -> Result<serde_json::Value, DemoError> {
+            let text = std::fs::read(path).map_err(|e| io_err("read", path, e))?;
+            serde_json::from_slice(&text).map_err(|e| io_err("parse", path, e))
+        };
+        let new_index = read_index(&staging.join(product).join("index.json"))?;
+        let entry = new_index["versions"][version].clone();
+        if entry.is_null() {
+            return Err(DemoError(format!(
+                "the staged index of {product} does not list {version}"
+            )));
+        }
+        let index_path = live.join("index.json");
+        let mut index = if index_path.exists() {
+            read_index(&index_path)?
+        } else {
+            serde_json::json!({ "name": product, "versions": {} })
+        };
+        let versions = index["versions"]
+            .as_object_mut()
+            .ok_or_else(|| io_err("read", &index_path, "no versions object"))?;
+        versions.insert(version.to_string(), entry);
+        std::fs::create_dir_all(&live).map_err(|e| io_err("create", &live, e))?;
+        let from = staging.join(product).join(version);
+        std::fs::rename(&from, &vdir).map_err(|e| io_err("move in", &from, e))?;
+        let tmp = live.join(".index.json.tmp");
+        let text = serde_json::to_vec_pretty(&index)
+            .map_err(|e| DemoError(format!("failed to encode {}: {e}", index_path.display())))?;
+        std::fs::write(&tmp, text).map_err(|e| io_err("write", &tmp, e))?;
+        std::fs::rename(&tmp, &index_path).map_err(|e| io_err("replace", &index_path, e))?;
+        std::fs::remove_dir_all(&staging).map_err(|e| io_err("remove", &staging, e))
     }
 
     /// The armored test key the nodes trust.

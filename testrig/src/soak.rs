@@ -416,10 +416,13 @@ impl EventLog {
 }
 
 /// One line of the stand-ins' membership log (standin/README "Membership
-/// log"): `server-up|server-down <product> <node> <version> <unix_ms>`.
+/// log"): `server-up|server-down|client-up|client-down <product> <node>
+/// <version> <unix_ms>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    /// `true` for `server-up`.
+    /// `false` for a client agent's line (`client-up`, `client-down`).
+    pub server: bool,
+    /// `true` for `server-up` (`client-up`).
     pub up: bool,
     /// `consul` or `nomad`.
     pub product: String,
@@ -437,12 +440,15 @@ impl Membership {
         text.lines()
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                let up = match *f.first()? {
-                    "server-up" => true,
-                    "server-down" => false,
+                let (server, up) = match *f.first()? {
+                    "server-up" => (true, true),
+                    "server-down" => (true, false),
+                    "client-up" => (false, true),
+                    "client-down" => (false, false),
                     _ => return None,
                 };
                 Some(Membership {
+                    server,
                     up,
                     product: f.get(1)?.to_string(),
                     node: f.get(2)?.to_string(),
@@ -464,7 +470,7 @@ pub fn max_upgrade_down(log: &[Membership], product: &str, nodes: &[String]) -> 
     for node in nodes {
         let mine: Vec<&Membership> = log
             .iter()
-            .filter(|m| m.product == product && &m.node == node)
+            .filter(|m| m.server && m.product == product && &m.node == node)
             .collect();
         let mut down: Option<&Membership> = None;
         for m in mine {
@@ -543,15 +549,19 @@ mod tests {
             server-down nomad b 1.10.4 10500\n\
             server-up nomad b 1.11.0 11000\n\
             server-down nomad c 1.10.4 12000\n\
-            server-up nomad c 1.10.4 13000\n";
+            server-up nomad c 1.10.4 13000\n\
+            client-down nomad c 1.10.4 10200\n\
+            client-up nomad c 1.11.0 10300\n";
         let log = Membership::parse_log(text);
-        assert_eq!(log.len(), 12);
+        assert_eq!(log.len(), 14);
+        assert!(!log[13].server && log[13].up);
         let nomad: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         // a's upgrade ends as b's begins (same ms): one at a time; c's
         // restart on the same version is no upgrade.
         assert_eq!(max_upgrade_down(&log, "nomad", &nomad), (1, 10000));
         let mut overlap = log.clone();
         overlap.push(Membership {
+            server: true,
             up: false,
             product: "nomad".into(),
             node: "c".into(),
@@ -559,6 +569,7 @@ mod tests {
             unix_ms: 10200,
         });
         overlap.push(Membership {
+            server: true,
             up: true,
             product: "nomad".into(),
             node: "c".into(),

@@ -31,3 +31,4 @@ mod security_join;
 mod soak;
 mod supervise;
 mod upgrade;
+mod upgrade_fleet;

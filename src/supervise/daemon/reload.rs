@@ -82,7 +82,20 @@ impl<P: Preparer> Daemon<P> {
             let Some(old) = self.plan.agent(agent.product) else {
                 continue;
             };
-            if (old.http_addr, &old.api_tls) != (agent.http_addr, &agent.api_tls) {
+            // The supervisor's own ACL token is not where the API is: the
+            // clients take a newer token from the renewal report, so a
+            // token taken after start (secure mode) must not refuse every
+            // later reload.
+            let place = |tls: &Option<crate::plan::ApiTls>| {
+                tls.as_ref().map(|t| {
+                    (
+                        t.ca_file.clone(),
+                        t.server_name.clone(),
+                        t.client_cert.clone(),
+                    )
+                })
+            };
+            if (old.http_addr, place(&old.api_tls)) != (agent.http_addr, place(&agent.api_tls)) {
                 return Err(format!(
                     "failed to apply reload: the {} HTTP API moves (address, port or TLS), restart the supervisor",
                     agent.product
