@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::decide::{self, Verdict};
 use super::lock::{self, Acquired, HeldLock, Session, holder_text};
 use super::{
-    PauseRecord, UpgradeSettings, client_slot_index, client_slot_key, client_slot_prefix,
-    paused_key, server_lock_key,
+    PauseRecord, UpgradeSettings, client_paused_key, client_slot_index, client_slot_key,
+    client_slot_prefix, pause_keys, paused_key, server_lock_key,
 };
 use crate::agent::consul::AutopilotHealth;
 use crate::agent::{AgentClient, AgentError, ConsulClient, NomadClient};
@@ -340,10 +340,10 @@ impl Gate {
             .ok_or("a Consul agent to hold the upgrade lock (none configured)")?;
         let (cluster, lock_dc) = self.cluster(kv, product).await?;
         let at = lock_dc.as_deref();
-        if let Some(p) = read_pause(kv, at, product, &cluster).await? {
+        let server = self.is_server(product);
+        if let Some(p) = read_pause(kv, at, product, &cluster, server).await? {
             return Err(format!("rollout paused: {p}"));
         }
-        let server = self.is_server(product);
         let verdict = |h: &AutopilotHealth| {
             if server {
                 let names = [self.node.clone(), format!("{}.{}", self.node, self.region)];
@@ -374,7 +374,7 @@ impl Gate {
         };
         // The pause again under the lock: the holder before us may have
         // rolled back, written the pause and released just after our look.
-        let again = match read_pause(kv, at, product, &cluster).await {
+        let again = match read_pause(kv, at, product, &cluster, server).await {
             Ok(None) => None,
             Ok(Some(p)) => Some(format!("rollout paused: {p}")),
             Err(e) => Some(e),
@@ -678,8 +678,15 @@ impl Gate {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        let described = record.describe(turn.product, cluster_name(&turn.cluster));
-        let key = paused_key(turn.product, cluster_name(&turn.cluster));
+        let name = cluster_name(&turn.cluster);
+        // A client's record apart (its token writes only under clients/):
+        // it pauses its peers, not the servers.
+        let key = if turn.server {
+            paused_key(turn.product, name)
+        } else {
+            client_paused_key(turn.product, name)
+        };
+        let described = record.describe(turn.product, &key);
         let body = serde_json::to_vec(&record).unwrap_or_default();
         if let Some(kv) = &self.kv {
             let mut written = false;
@@ -730,25 +737,34 @@ fn cluster_name(label: &str) -> &str {
     label.split_once('/').map_or(label, |(_, n)| n)
 }
 
-/// The pause record of `product`/`cluster`, described; `Err` when it
-/// cannot be read (then nobody goes: an unknown state is not a green light).
+/// The first pause record a node of `product`/`cluster` waits on
+/// ([`super::pause_keys`]: a client also on its peers'), described; `Err`
+/// when one cannot be read (then nobody goes: an unknown state is not a
+/// green light).
 async fn read_pause(
     kv: &ConsulClient,
     dc: Option<&str>,
     product: Product,
     cluster: &str,
+    server: bool,
 ) -> Result<Option<String>, String> {
-    let name = cluster_name(cluster);
-    match kv.kv_get(dc, &paused_key(product, name)).await {
-        Ok(None) => Ok(None),
-        Ok(Some(p)) => Ok(Some(
-            match serde_json::from_slice::<PauseRecord>(&p.value) {
-                Ok(r) => lock::shown(r.describe(product, name).as_bytes(), MAX_RECORD_CHARS),
-                Err(_) => lock::shown(&p.value, MAX_RECORD_CHARS),
-            },
-        )),
-        Err(e) => Err(format!("the pause record of {cluster}: {}", e.one_line())),
+    for key in pause_keys(product, cluster_name(cluster), server) {
+        match kv.kv_get(dc, &key).await {
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                return Ok(Some(
+                    match serde_json::from_slice::<PauseRecord>(&p.value) {
+                        Ok(r) => {
+                            lock::shown(r.describe(product, &key).as_bytes(), MAX_RECORD_CHARS)
+                        }
+                        Err(_) => lock::shown(&p.value, MAX_RECORD_CHARS),
+                    },
+                ));
+            }
+            Err(e) => return Err(format!("the pause record {key}: {}", e.one_line())),
+        }
     }
+    Ok(None)
 }
 
 /// The Consul agent at `addr` (`host:port`), over HTTPS with the cluster's

@@ -21,10 +21,16 @@
 //! * `clients/<product>/<dc>/slot-<i>` (in `<dc>`), `i < max(1,
 //!   floor(client_share * <product> clients of <dc>))`: client agents of
 //!   `<dc>`, a batch at a time (Consul and Nomad clients apart).
-//! * `paused/<product>/<cluster>` (beside the cluster's lock): a rollback's
-//!   [`PauseRecord`]; nobody continues that rollout until an operator
-//!   deletes the key (`consul kv delete [-datacenter=<dc>]
+//! * `paused/<product>/<cluster>` (beside the cluster's lock): a server's
+//!   rollback's [`PauseRecord`]; no server or client of that cluster
+//!   continues the rollout until an operator deletes the key (`consul kv
+//!   delete [-datacenter=<dc>]
 //!   hashi-supervisor/upgrade/paused/<product>/<cluster>`).
+//! * `clients/paused/<product>/<cluster>` (beside it): a client's
+//!   rollback's record; the clients of the cluster wait on it, its servers
+//!   do not. Apart because a client's Consul token may write only under
+//!   `clients/` (SECURITY.md): a client can pause its peers, never the
+//!   servers' rollout, and cannot clear a server's record.
 //!
 //! A waiting node keeps ONE Consul session for its whole wait (created at
 //! its first try for a key, renewed every third of `lock_ttl`, reused at
@@ -91,9 +97,25 @@ pub fn client_slot_index(prefix: &str, key: &str) -> Option<usize> {
         .ok()
 }
 
-/// `paused/<product>/<cluster>`.
+/// `paused/<product>/<cluster>`: a server's rollback.
 pub fn paused_key(product: Product, cluster: &str) -> String {
     format!("{KV_PREFIX}/paused/{product}/{cluster}")
+}
+
+/// `clients/paused/<product>/<cluster>`: a client's rollback (apart from
+/// the slots `clients/<product>/...`: the product comes first there).
+pub fn client_paused_key(product: Product, cluster: &str) -> String {
+    format!("{KV_PREFIX}/clients/paused/{product}/{cluster}")
+}
+
+/// The pause records a node of `cluster` waits on: a server on the
+/// servers' record, a client on both (the servers' first).
+pub fn pause_keys(product: Product, cluster: &str, server: bool) -> Vec<String> {
+    let mut keys = vec![paused_key(product, cluster)];
+    if !server {
+        keys.push(client_paused_key(product, cluster));
+    }
+    keys
 }
 
 /// Why a rollout is paused: written by the node whose new release failed,
@@ -113,15 +135,13 @@ pub struct PauseRecord {
 }
 
 impl PauseRecord {
-    /// One line for statuses and logs.
-    pub fn describe(&self, product: Product, cluster: &str) -> String {
+    /// One line for statuses and logs; `key` is where the record is. What
+    /// the node runs now is in `why` (rolled back, or the new release kept
+    /// when the cluster did not recover around it).
+    pub fn describe(&self, product: Product, key: &str) -> String {
         format!(
-            "{product} {} failed on {} ({}), rolled back to {}; delete {} to resume",
-            self.to,
-            self.node,
-            self.why,
-            self.from,
-            paused_key(product, cluster)
+            "{product} {} failed on {}: {}; delete {key} to resume",
+            self.to, self.node, self.why,
         )
     }
 }
@@ -151,5 +171,26 @@ mod tests {
         );
         assert_eq!(client_slot_index(&p, &format!("{p}slot-x")), None);
         assert_eq!(client_slot_index(&p, &format!("{p}other")), None);
+    }
+
+    #[test]
+    fn a_clients_pause_record_is_under_the_clients_prefix_and_never_a_slot() {
+        let k = client_paused_key(Product::Nomad, "eu");
+        assert_eq!(k, "hashi-supervisor/upgrade/clients/paused/nomad/eu");
+        for product in [Product::Consul, Product::Nomad] {
+            let p = client_slot_prefix(product, "paused");
+            assert_eq!(client_slot_index(&p, &k), None);
+        }
+        assert_eq!(
+            pause_keys(Product::Consul, "ams2", true),
+            ["hashi-supervisor/upgrade/paused/consul/ams2"]
+        );
+        assert_eq!(
+            pause_keys(Product::Consul, "ams2", false),
+            [
+                "hashi-supervisor/upgrade/paused/consul/ams2",
+                "hashi-supervisor/upgrade/clients/paused/consul/ams2"
+            ]
+        );
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use hashi_supervisor::role::Secret;
 use hashi_supervisor::security::acl;
+use hashi_supervisor::upgrade;
+use hashi_supervisor::vocab::Product;
 use serde_json::{Value, json};
 
 use crate::support::standin::{HttpReply, StandIn, wait_for};
@@ -131,17 +133,26 @@ fn consul_client_supervisor_token_reads_autopilot_writes_only_client_slots_and_m
         "",
     );
     assert_eq!(r.status, 403, "{}", r.body);
-    // Key/value: the client slots are writable, pause records and server
-    // locks only readable.
-    let slot = format!("/v1/kv/{}nomad/ams2/slot-0", acl::CLIENT_SLOTS_PREFIX);
-    assert_eq!(
-        req(&s, "PUT", &slot, client, "ams2-client-01").body.trim(),
-        "true"
-    );
+    // Key/value, at the keys the gate uses: the client slots and the
+    // clients' pause record are writable; the servers' pause record and
+    // lock only readable.
     for key in [
-        "/v1/kv/hashi-supervisor/upgrade/pause",
-        "/v1/kv/hashi-supervisor/upgrade/lock/nomad/eu",
+        upgrade::client_slot_key(Product::Nomad, "ams2", 0),
+        upgrade::client_paused_key(Product::Nomad, "eu"),
     ] {
+        let key = format!("/v1/kv/{key}");
+        assert_eq!(
+            req(&s, "PUT", &key, client, "ams2-client-01").body.trim(),
+            "true",
+            "{key}"
+        );
+        assert_eq!(req(&s, "DELETE", &key, client, "").status, 200, "{key}");
+    }
+    for key in [
+        upgrade::paused_key(Product::Nomad, "eu"),
+        upgrade::server_lock_key(Product::Nomad, "eu"),
+    ] {
+        let key = &format!("/v1/kv/{key}");
         assert_eq!(
             req(&s, "PUT", key, server, "x").body.trim(),
             "true",

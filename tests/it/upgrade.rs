@@ -1116,4 +1116,120 @@ mod gate {
         let v = rt.block_on(s.kv_get(None, LOCK)).unwrap().unwrap();
         assert_eq!(v.value, b"ams2-server-02");
     }
+
+    /// A client's rollback pauses its peers under the clients' key (where
+    /// its token may write), and never the servers; deleting the record
+    /// resumes the clients.
+    #[test]
+    fn a_clients_rollback_pauses_the_other_clients_under_the_clients_key_not_the_servers() {
+        const CLIENT_PAUSED: &str = "hashi-supervisor/upgrade/clients/paused/consul/ams2";
+        const SERVER_PAUSED: &str = "hashi-supervisor/upgrade/paused/consul/ams2";
+        let server = StandIn::consul()
+            .server(1)
+            .node_name("ams2-server-01")
+            .datacenter("ams2")
+            .start();
+        let join = server.join_addr();
+        let names = ["ams2-client-01", "ams2-client-02"];
+        let agents: Vec<StandIn> = names
+            .iter()
+            .map(|n| {
+                StandIn::consul()
+                    .node_name(n)
+                    .datacenter("ams2")
+                    .set("retry_join", serde_json::json!([join]))
+                    .start()
+            })
+            .collect();
+        let rt = runtime();
+        let s = consul(&server.addr());
+        wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
+        for a in &agents {
+            let c = consul(&a.addr());
+            wait_for(WITHIN, || {
+                (rt.block_on(c.members(false)).ok()?.len() == 3).then_some(())
+            })
+            .expect("the client agent sees the server and both clients");
+        }
+        let wanted = semver::Version::parse(ON).expect("a version");
+        let first = client_gate(names[0], &agents[0]);
+        let turn = rt.block_on(async {
+            tokio::time::timeout(WITHIN, first.acquire(Product::Consul, &wanted, &|_| {}))
+                .await
+                .expect("the first client gets its turn")
+        });
+        let why = "version 1.20.1 failed to start, rolled back to 1.20.0";
+        let described = rt.block_on(first.pause(turn, "1.20.0", ON, why));
+        assert!(
+            described.contains(&format!("delete {CLIENT_PAUSED} to resume"))
+                && described.contains("failed on ams2-client-01")
+                && described.contains(why)
+                && described.matches("rolled back").count() == 1,
+            "{described}"
+        );
+        let record = rt
+            .block_on(s.kv_get(None, CLIENT_PAUSED))
+            .unwrap()
+            .expect("the clients' pause record");
+        let v: serde_json::Value = serde_json::from_slice(&record.value).expect("json");
+        assert_eq!(v["node"], "ams2-client-01");
+        assert_eq!(v["from"], "1.20.0");
+        assert_eq!(v["to"], ON);
+        assert!(
+            rt.block_on(s.kv_get(None, SERVER_PAUSED))
+                .unwrap()
+                .is_none()
+        );
+
+        // The other client waits on it and names the key to delete.
+        let second = Arc::new(client_gate(names[1], &agents[1]));
+        let said = Arc::new(Mutex::new(None::<String>));
+        let task = {
+            let (g, said, wanted) = (second.clone(), said.clone(), wanted.clone());
+            rt.spawn(async move {
+                g.acquire(Product::Consul, &wanted, &move |w| {
+                    if let Some(w) = w {
+                        *said.lock().expect("said") = Some(w);
+                    }
+                })
+                .await
+            })
+        };
+        wait_for(WITHIN, || {
+            said.lock()
+                .expect("said")
+                .as_deref()
+                .filter(|w| {
+                    w.starts_with("rollout paused: ")
+                        && w.contains("failed on ams2-client-01")
+                        && w.contains(CLIENT_PAUSED)
+                })
+                .map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("the second client waits on the pause: {said:?}"));
+        assert!(!task.is_finished(), "no turn while paused");
+
+        // A server of the cluster is not held up by a client's record.
+        let srv = server_gate(&server);
+        let turn = rt.block_on(async {
+            tokio::time::timeout(WITHIN, srv.acquire(Product::Consul, &wanted, &|_| {}))
+                .await
+                .expect("the server gets its turn despite the clients' pause")
+        });
+        assert_eq!(turn.key(), Some(LOCK));
+        rt.block_on(srv.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+
+        // Deleted as README "Upgrades" says: the second client goes.
+        rt.block_on(s.kv_delete(None, CLIENT_PAUSED)).unwrap();
+        let turn = rt.block_on(async {
+            tokio::time::timeout(WITHIN, task)
+                .await
+                .expect("the second client gets its turn once the record is gone")
+                .expect("the gate task")
+        });
+        assert_eq!(turn.key(), Some(CONSUL_SLOT));
+        rt.block_on(second.settle(turn, Duration::from_secs(10)))
+            .expect("settled");
+    }
 }

@@ -418,6 +418,7 @@ impl<P: Preparer> Runner<P> {
                     Err((turn, why)) => {
                         // Running and ready, but the cluster did not
                         // recover: nobody else goes until someone looks.
+                        let why = format!("{why}; it keeps running {to}");
                         let described = gate
                             .pause(turn, from.as_deref().unwrap_or("nothing"), &to, &why)
                             .await;
