@@ -85,6 +85,9 @@ pub struct AclState {
     /// Requests refused for want of a valid token (`/_standin/acl-denied`),
     /// the newest [`DENIED_KEEP`].
     pub denied: Vec<Value>,
+    /// Answers of remote token lookups, by (lookup path, secret): the
+    /// body and when it came (`crate::acl_api::remote_lookup`).
+    pub remote: BTreeMap<(&'static str, String), (String, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for AclState {

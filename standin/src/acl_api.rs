@@ -135,6 +135,63 @@ fn record_denied(shared: &Shared, req: &Request<Incoming>, remote: &str, reason:
         .push(json!({"Method": method, "Path": path, "From": remote, "Reason": reason}));
 }
 
+/// How long a token looked up elsewhere is used without asking again:
+/// Consul's `acl.token_ttl` and Nomad's client `acl.token_ttl` (both 30 s
+/// by default).
+const TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A token lookup this agent cannot answer itself (`path` on `target`):
+/// the answer of the last [`TOKEN_TTL`], else asked; when it cannot be
+/// asked (no server or primary reachable, an error other than "not
+/// found": a server restarting), the last answer of any age, as the
+/// agents' default `acl.down_policy = "extend-cache"` does. A "not found"
+/// forgets it.
+pub(crate) async fn remote_lookup(
+    shared: &Shared,
+    target: Option<Member>,
+    path: &'static str,
+    secret: &str,
+    hops: u32,
+) -> Option<String> {
+    let key = (path, secret.to_string());
+    let cached = shared.acl().remote.get(&key).cloned();
+    if let Some((body, at)) = &cached {
+        if at.elapsed() < TOKEN_TTL {
+            return Some(body.clone());
+        }
+    }
+    let Some(target) = target else {
+        return cached.map(|c| c.0);
+    };
+    match link::call(shared, &target, "GET", path, Some(secret), "", hops + 1).await {
+        Ok((200, body)) => {
+            shared
+                .acl()
+                .remote
+                .insert(key, (body.clone(), std::time::Instant::now()));
+            Some(body)
+        }
+        Ok((403 | 404, _)) => {
+            shared.acl().remote.remove(&key);
+            None
+        }
+        Ok((code, _)) => {
+            crate::events::log(&format!(
+                "    [WARN] agent: (stand-in) token lookup at {} answered {code}; using the cached token",
+                target.node
+            ));
+            cached.map(|c| c.0)
+        }
+        Err(e) => {
+            crate::events::log(&format!(
+                "    [WARN] agent: (stand-in) token lookup at {} failed: {e}; using the cached token",
+                target.node
+            ));
+            cached.map(|c| c.0)
+        }
+    }
+}
+
 /// Where a token lookup this agent cannot answer goes (see module doc).
 pub(crate) fn resolver(shared: &Shared) -> Option<Member> {
     let cfg = shared.cfg();
@@ -172,28 +229,8 @@ pub async fn resolve(shared: &Shared, secret: &str, hops: u32) -> Option<Value> 
     if hops >= MAX_HOPS {
         return None;
     }
-    let target = resolver(shared)?;
-    match link::call(
-        shared,
-        &target,
-        "GET",
-        "/v1/acl/token/self",
-        Some(secret),
-        "",
-        hops + 1,
-    )
-    .await
-    {
-        Ok((200, body)) => serde_json::from_str(&body).ok(),
-        Ok(_) => None,
-        Err(e) => {
-            crate::events::log(&format!(
-                "    [WARN] agent: (stand-in) token lookup at {} failed: {e}",
-                target.node
-            ));
-            None
-        }
-    }
+    let body = remote_lookup(shared, resolver(shared), "/v1/acl/token/self", secret, hops).await?;
+    serde_json::from_str(&body).ok()
 }
 
 /// Where an ACL write of this agent goes: a client's server, a Consul

@@ -348,34 +348,20 @@ pub async fn token_rules(shared: &Shared, secret: &str, hops: u32) -> Option<(bo
     if hops >= MAX_HOPS {
         return None;
     }
-    let target = crate::acl_api::resolver(shared)?;
-    match link::call(
-        shared,
-        &target,
-        "GET",
-        RULES_PATH,
-        Some(secret),
-        "",
-        hops + 1,
-    )
-    .await
-    {
-        Ok((200, body)) => {
-            let v: Value = serde_json::from_str(&body).ok()?;
-            Some((
-                v["Management"].as_bool().unwrap_or(false),
-                v["Rules"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ))
-        }
-        _ => None,
-    }
+    let target = crate::acl_api::resolver(shared);
+    let body = crate::acl_api::remote_lookup(shared, target, RULES_PATH, secret, hops).await?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    Some((
+        v["Management"].as_bool().unwrap_or(false),
+        v["Rules"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    ))
 }
 
 fn local_rules(shared: &Shared, secret: &str) -> Option<(bool, Vec<String>)> {

@@ -474,3 +474,81 @@ fn knob_file_names_the_event_and_membership_logs_and_broken_versions() {
     let m = std::fs::read_to_string(&members).unwrap();
     assert_eq!(m.lines().count(), 1, "{m}");
 }
+
+/// A client agent resolves tokens through its server and keeps what it
+/// learnt (`acl.token_ttl`); with the server gone, a token it has seen
+/// still works (`down_policy = "extend-cache"`), one it never saw does not.
+#[test]
+fn a_client_keeps_using_a_token_it_resolved_while_its_server_is_down() {
+    let acl = json!({"primary_datacenter": "dc1", "acl": {"enabled": true,
+        "default_policy": "deny", "tokens": {"initial_management": MGMT}}});
+    let server = StandIn::consul()
+        .server(1)
+        .node_name("ams2-server-01")
+        .file("10-acl.json", &acl.to_string())
+        .start();
+    wait_leader(&server);
+    let rules = "agent_prefix \"\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }";
+    let p = req(
+        &server,
+        "PUT",
+        "/v1/acl/policy",
+        Some(MGMT),
+        json!({"Name": "reader", "Rules": rules})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    let seen = "0b5f0000-0000-4000-8000-0000000000a1";
+    let unseen = "0b5f0000-0000-4000-8000-0000000000a2";
+    for secret in [seen, unseen] {
+        let t = req(
+            &server,
+            "PUT",
+            "/v1/acl/token",
+            Some(MGMT),
+            json!({"SecretID": secret, "Policies": [{"Name": "reader"}]})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(t.status, 200, "{}", t.body);
+    }
+    let client = StandIn::consul()
+        .node_name("ams2-client-01")
+        .file("10-acl.json", &acl.to_string())
+        .set("retry_join", json!([server.join_addr()]))
+        .start();
+    let members = |tok: &str| req(&client, "GET", "/v1/agent/members", Some(tok), b"");
+    wait_for(DEADLINE, || (members(seen).status == 200).then_some(()))
+        .expect("the client resolves the token through its server");
+    assert_eq!(
+        req(
+            &client,
+            "GET",
+            "/v1/agent/members",
+            Some("0b5f0000-0000-4000-8000-0000000000ff"),
+            b""
+        )
+        .status,
+        403,
+        "a token nobody has"
+    );
+    drop(server);
+    wait_for(DEADLINE, || {
+        let r = client.get("/v1/status/leader");
+        (r.status != 200 || r.body.trim() == "\"\"").then_some(())
+    })
+    .expect("the client sees its server gone");
+    let r = members(seen);
+    assert_eq!(
+        r.status, 200,
+        "a resolved token while the server is down: {}",
+        r.body
+    );
+    let r = members(unseen);
+    assert_eq!(
+        (r.status, r.body.trim()),
+        (403, "ACL not found"),
+        "a token the client never resolved"
+    );
+}
