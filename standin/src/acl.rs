@@ -396,7 +396,7 @@ impl AclState {
                 json!({
                     "AccessorID": t.accessor, "SecretID": t.secret,
                     "Description": t.description, "Policies": policies,
-                    "Local": false, "CreateTime": rfc3339(t.created_ms),
+                    "Local": !t.global, "CreateTime": rfc3339(t.created_ms),
                     "Hash": "", "CreateIndex": t.index, "ModifyIndex": t.index,
                 })
             }
@@ -439,6 +439,17 @@ impl AclState {
             .collect();
         json!({"bootstrapped": self.bootstrapped, "index": self.index,
                "tokens": tokens, "policies": policies})
+    }
+
+    /// What a secondary datacenter replicates (Consul
+    /// `enable_token_replication`): the policies and the global tokens;
+    /// local tokens stay in their datacenter.
+    pub fn replication_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Some(tokens) = v["tokens"].as_array_mut() {
+            tokens.retain(|t| t["global"].as_bool() == Some(true));
+        }
+        v
     }
 
     /// Merge a peer's replicated state; returns whether anything changed.
@@ -555,6 +566,12 @@ pub fn need_of(product: Product, path: &str) -> Option<Need> {
 /// Nomad `operator { policy = "<policy>" }`, HCL or JSON); several
 /// policies: `deny` wins, else the widest. None: no `operator` rule.
 pub fn operator_access(rules: &[String]) -> Option<crate::kv::Access> {
+    rule_access(rules, "operator")
+}
+
+/// The access of the top-level rule `key` (`operator`, `acl`): as
+/// [`operator_access`].
+pub fn rule_access(rules: &[String], key: &str) -> Option<crate::kv::Access> {
     use crate::kv::Access;
     let mut best: Option<Access> = None;
     for text in rules {
@@ -564,7 +581,7 @@ pub fn operator_access(rules: &[String]) -> Option<crate::kv::Access> {
         else {
             continue;
         };
-        let policy = match doc.get("operator") {
+        let policy = match doc.get(key) {
             Some(Value::String(p)) => p.as_str(),
             Some(v) => v.get("policy").and_then(Value::as_str).unwrap_or(""),
             None => continue,

@@ -192,6 +192,99 @@ pub(crate) async fn remote_lookup(
     }
 }
 
+/// Stand-in only: the primary datacenter's replicated ACL state
+/// ([`crate::acl::AclState::replication_json`]), for a token with `acl =
+/// "write"` (Consul's requirement for a replication token).
+pub const REPLICATE_PATH: &str = "/_standin/acl-replicate";
+
+/// How often a secondary datacenter's server replicates (Consul replicates
+/// with blocking queries, at once; a second is close enough here).
+const REPLICATE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`REPLICATE_PATH`] on a server of the primary datacenter.
+pub async fn replicate_endpoint(shared: &Shared, req: &Request<Incoming>) -> Resp {
+    let cfg = shared.cfg();
+    if !cfg.server || !cfg.acl.enabled || cfg.datacenter != cfg.acl.primary_datacenter {
+        return text(500, "not a server of the primary datacenter");
+    }
+    let Some(token) = request_token(req, shared.product) else {
+        return text(403, "Permission denied");
+    };
+    let allowed = match crate::kv_api::token_rules(shared, &token, u32::MAX).await {
+        Some((management, rules)) => {
+            management || crate::acl::rule_access(&rules, "acl") == Some(crate::kv::Access::Write)
+        }
+        None => false,
+    };
+    if !allowed {
+        return text(403, "Permission denied");
+    }
+    json_resp(200, &shared.acl().replication_json())
+}
+
+/// A Consul server outside the primary datacenter with
+/// `acl.enable_token_replication`: copies the primary's policies and global
+/// tokens into its own (persisted) state, so that it resolves them itself,
+/// also after a restart and while the primary is unreachable.
+pub async fn run_replication(shared: Arc<Shared>) {
+    let (token, primary) = {
+        let cfg = shared.cfg();
+        if cfg.product != Product::Consul
+            || !cfg.server
+            || !cfg.acl.enabled
+            || !cfg.acl.token_replication
+            || cfg.datacenter == cfg.acl.primary_datacenter
+        {
+            return;
+        }
+        (
+            cfg.acl.replication_token.clone(),
+            cfg.acl.primary_datacenter.clone(),
+        )
+    };
+    let Some(token) = token else {
+        crate::events::log(
+            "    [WARN] agent: (stand-in) ACL token replication enabled without acl.tokens.replication",
+        );
+        return;
+    };
+    let mut last_ok: Option<bool> = None;
+    loop {
+        let target = {
+            let cfg = shared.cfg();
+            let st = shared.lock();
+            primary_server(&cfg, &st)
+        };
+        let outcome = match target {
+            None => Err(format!("no server of {primary} reachable")),
+            Some(m) => {
+                match link::call(&shared, &m, "GET", REPLICATE_PATH, Some(&token.0), "", 1).await {
+                    Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                        .map(|v| {
+                            shared.acl().merge(&v);
+                        })
+                        .map_err(|e| e.to_string()),
+                    Ok((code, body)) => Err(format!("{code} {}", body.trim())),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let ok = outcome.is_ok();
+        if last_ok != Some(ok) {
+            crate::events::log(&match &outcome {
+                Ok(()) => format!(
+                    "    [INFO] agent: (stand-in) ACL token replication from {primary}: in sync"
+                ),
+                Err(e) => format!(
+                    "    [WARN] agent: (stand-in) ACL token replication from {primary} failed: {e}"
+                ),
+            });
+            last_ok = Some(ok);
+        }
+        tokio::time::sleep(REPLICATE_EVERY).await;
+    }
+}
+
 /// Where a token lookup this agent cannot answer goes (see module doc).
 pub(crate) fn resolver(shared: &Shared) -> Option<Member> {
     let cfg = shared.cfg();
@@ -371,13 +464,15 @@ pub async fn endpoint(shared: Arc<Shared>, req: Request<Incoming>, path: &str) -
                 }
             }
             let management = names.iter().any(|n| n == crate::acl::GLOBAL_MANAGEMENT);
+            // Global unless `Local` (a local token is not replicated).
+            let global = !field(&v, "Local").and_then(Value::as_bool).unwrap_or(false);
             match acl.create_token(
                 s("SecretID"),
                 s("AccessorID"),
                 &s("Description").unwrap_or_default(),
                 names,
                 management,
-                true,
+                global,
             ) {
                 Ok(t) => json_resp(200, &acl.token_json(&t)),
                 Err(e) => err(e),

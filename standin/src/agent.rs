@@ -649,6 +649,7 @@ async fn run(
     }
     tokio::spawn(gossip::run_push_pull(shared.clone()));
     tokio::spawn(crate::acl_api::watch_agent_token(shared.clone()));
+    tokio::spawn(crate::acl_api::run_replication(shared.clone()));
     match product {
         Product::Consul => {
             tokio::spawn(gossip::run_retry_join(

@@ -139,6 +139,11 @@ pub struct AclSettings {
     pub agent_token: Option<SecretText>,
     /// Consul `primary_datacenter` (default: own datacenter).
     pub primary_datacenter: String,
+    /// Consul `acl.enable_token_replication` (a server outside the primary
+    /// datacenter keeps a copy of the global tokens and the policies).
+    pub token_replication: bool,
+    /// Consul `acl.tokens.replication`: the token it replicates with.
+    pub replication_token: Option<SecretText>,
 }
 
 /// Nomad's `consul {}` TLS and token settings.
@@ -1151,6 +1156,9 @@ fn consul_acl(v: &Value) -> AclSettings {
         primary_datacenter: first_str(v, &["primary_datacenter", "acl_datacenter"])
             .or_else(|| get_str(v, "datacenter"))
             .unwrap_or_else(|| "dc1".to_string()),
+        token_replication: first_bool(v, &["acl.enable_token_replication"]).unwrap_or(false),
+        replication_token: first_str(v, &["acl.tokens.replication", "acl_replication_token"])
+            .map(SecretText),
     }
 }
 

@@ -290,6 +290,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>, info: ConnInfo) -> 
         crate::kv_api::RULES_PATH => {
             return crate::kv_api::rules_endpoint(&shared, &req).await;
         }
+        crate::acl_api::REPLICATE_PATH => {
+            return crate::acl_api::replicate_endpoint(&shared, &req).await;
+        }
         link::PING_PATH => {
             let node = shared.lock().me.node.clone();
             return json_resp(200, &json!({"Node": node}));

@@ -552,3 +552,77 @@ fn a_client_keeps_using_a_token_it_resolved_while_its_server_is_down() {
         "a token the client never resolved"
     );
 }
+
+/// A server outside the primary datacenter with
+/// `acl.enable_token_replication` copies the primary's policies and global
+/// tokens: it resolves a token it was never asked about with the primary
+/// gone (as Consul's replicated ACL state does).
+#[test]
+fn a_secondary_datacenter_with_token_replication_resolves_tokens_without_the_primary() {
+    let primary = json!({"primary_datacenter": "ams2", "acl": {"enabled": true,
+        "default_policy": "deny", "tokens": {"initial_management": MGMT}}});
+    let ams2 = StandIn::consul()
+        .server(1)
+        .node_name("ams2-server-01")
+        .datacenter("ams2")
+        .file("10-acl.json", &primary.to_string())
+        .start();
+    wait_leader(&ams2);
+    let put = |path: &str, body: Value| {
+        let r = req(&ams2, "PUT", path, Some(MGMT), body.to_string().as_bytes());
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+    };
+    put(
+        "/v1/acl/policy",
+        json!({"Name": "replication", "Rules": "acl = \"write\"\noperator = \"write\""}),
+    );
+    put(
+        "/v1/acl/policy",
+        json!({"Name": "reader", "Rules": "agent_prefix \"\" { policy = \"read\" }"}),
+    );
+    let replication = "0b5f0000-0000-4000-8000-0000000000b1";
+    let global = "0b5f0000-0000-4000-8000-0000000000b2";
+    let local = "0b5f0000-0000-4000-8000-0000000000b3";
+    put(
+        "/v1/acl/token",
+        json!({"SecretID": replication, "Policies": [{"Name": "replication"}]}),
+    );
+    put(
+        "/v1/acl/token",
+        json!({"SecretID": global, "Policies": [{"Name": "reader"}]}),
+    );
+    put(
+        "/v1/acl/token",
+        json!({"SecretID": local, "Local": true, "Policies": [{"Name": "reader"}]}),
+    );
+    let secondary = json!({"primary_datacenter": "ams2", "acl": {"enabled": true,
+        "default_policy": "deny", "enable_token_replication": true,
+        "tokens": {"replication": replication}}});
+    let log = tempfile::NamedTempFile::new().expect("a log file");
+    let lon1 = StandIn::consul()
+        .server(1)
+        .node_name("lon1-server-01")
+        .datacenter("lon1")
+        .file("10-acl.json", &secondary.to_string())
+        .set("retry_join_wan", json!([ams2.wan_join_addr()]))
+        .env("STANDIN_LOG_COPY", &log.path().display().to_string())
+        .start();
+    wait_leader(&lon1);
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    wait_for(DEADLINE, || {
+        read_log()
+            .contains("ACL token replication from ams2: in sync")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("lon1 replicates:\n{}", read_log()));
+    drop(ams2);
+    let members = |tok: &str| req(&lon1, "GET", "/v1/agent/members", Some(tok), b"");
+    let r = members(global);
+    assert_eq!(r.status, 200, "a global token, primary gone: {}", r.body);
+    let r = members(local);
+    assert_eq!(
+        (r.status, r.body.trim()),
+        (403, "ACL not found"),
+        "a local token of the primary stays there"
+    );
+}
