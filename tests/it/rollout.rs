@@ -17,13 +17,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use hashi_supervisor::health::StatusDoc;
 use hashi_supervisor::health::handlers::AgentDoc;
 use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
 use nix::sys::signal::Signal;
 
 use crate::support::node::{DEADLINE, Ports, Supervisor, node_root};
 use crate::support::standin::{Event, http, read_events, standin_bin, wait_for};
+use crate::upgrade::status;
 
 const V1: &str = "1.21.4";
 const V2: &str = "1.21.5";
@@ -64,69 +64,7 @@ fn mirror() -> &'static BuiltMirror {
 /// ams2-server-01 as a single Consul server asking for `version`, with
 /// `[upgrade] health_deadline_secs = deadline`.
 fn role(root: &Path, ports: Ports, version: &str, deadline: u64) -> String {
-    let m = mirror();
-    format!(
-        r#"schema = 1
-roles = ["consul-server"]
-region = "eu"
-datacenter = "ams2"
-node_name = "ams2-server-01"
-
-[addresses]
-bind = "127.0.0.1"
-private = "127.0.0.1"
-
-[consul]
-version = "{version}"
-bootstrap_expect = 1
-stop_timeout_secs = 10
-
-[consul.extra.ports]
-http = {ch}
-serf_lan = {csl}
-serf_wan = {csw}
-server = {cs}
-
-[release]
-mirror = "file://{mirror}"
-trust_hashicorp_key = false
-trusted_key_files = ["{key}"]
-
-[health]
-listen = "127.0.0.1:{hp}"
-
-[paths]
-config_dir = "{etc}"
-state_dir = "{state}"
-
-[security]
-plaintext = true
-
-[upgrade]
-health_deadline_secs = {deadline}
-lock_ttl_secs = 10
-"#,
-        ch = ports.consul_http,
-        csl = ports.consul_serf_lan,
-        csw = ports.consul_serf_wan,
-        cs = ports.consul_server,
-        mirror = m.root.display(),
-        key = m.public_key.display(),
-        hp = ports.health,
-        etc = root.join("etc").display(),
-        state = root.join("state").display(),
-    )
-}
-
-fn status(ports: Ports) -> Option<StatusDoc> {
-    let r = http(
-        &format!("127.0.0.1:{}", ports.health),
-        "GET",
-        "/v1/status",
-        "",
-    )
-    .ok()?;
-    serde_json::from_str(&r.body).ok()
+    crate::upgrade::consul_server_role(root, ports, version, deadline, mirror())
 }
 
 /// Polls `/v1/status` until `pred` holds on the consul agent's entry.

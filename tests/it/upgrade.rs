@@ -55,7 +55,19 @@ fn mirror() -> &'static BuiltMirror {
 
 /// ams2-server-01 as a single Consul server asking for `version`.
 fn role(root: &Path, ports: Ports, version: &str) -> String {
-    let m = mirror();
+    consul_server_role(root, ports, version, 20, mirror())
+}
+
+/// ams2-server-01 as a single Consul server asking for `version` from
+/// mirror `m`, with `[upgrade] health_deadline_secs = deadline` (also the
+/// rollout tests').
+pub(crate) fn consul_server_role(
+    root: &Path,
+    ports: Ports,
+    version: &str,
+    deadline: u64,
+    m: &BuiltMirror,
+) -> String {
     format!(
         r#"schema = 1
 roles = ["consul-server"]
@@ -94,7 +106,7 @@ state_dir = "{state}"
 plaintext = true
 
 [upgrade]
-health_deadline_secs = 20
+health_deadline_secs = {deadline}
 lock_ttl_secs = 10
 "#,
         ch = ports.consul_http,
@@ -109,7 +121,9 @@ lock_ttl_secs = 10
     )
 }
 
-fn status(ports: Ports) -> Option<StatusDoc> {
+/// The supervisor's `/v1/status` on its health port (also the rollout
+/// tests').
+pub(crate) fn status(ports: Ports) -> Option<StatusDoc> {
     let r = http(
         &format!("127.0.0.1:{}", ports.health),
         "GET",
@@ -735,29 +749,31 @@ mod gate {
         })
     }
 
-    #[test]
-    fn waiting_clients_keep_one_session_each_and_go_one_at_a_time_through_their_products_slot() {
+    /// A Consul server of ams2 and a client agent per name joined to it,
+    /// a leader elected and every client agent answering autopilot through
+    /// the server and seeing every member.
+    fn ams2_with_clients(
+        rt: &tokio::runtime::Runtime,
+        names: &[impl AsRef<str>],
+    ) -> (StandIn, Vec<StandIn>) {
         let server = StandIn::consul()
             .server(1)
             .node_name("ams2-server-01")
             .datacenter("ams2")
             .start();
         let join = server.join_addr();
-        let names: Vec<String> = (1..=3).map(|i| format!("ams2-client-0{i}")).collect();
         let clients: Vec<StandIn> = names
             .iter()
             .map(|n| {
                 StandIn::consul()
-                    .node_name(n)
+                    .node_name(n.as_ref())
                     .datacenter("ams2")
                     .set("retry_join", serde_json::json!([join]))
                     .start()
             })
             .collect();
-        let rt = runtime();
         let s = consul(&server.addr());
         wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
-        // Every client agent reaches the leader.
         for c in &clients {
             let c = consul(&c.addr());
             wait_for(WITHIN, || {
@@ -765,10 +781,19 @@ mod gate {
             })
             .expect("the client agent answers autopilot through its server");
             wait_for(WITHIN, || {
-                (rt.block_on(c.members(false)).ok()?.len() == 4).then_some(())
+                (rt.block_on(c.members(false)).ok()?.len() == names.len() + 1).then_some(())
             })
-            .expect("the client agent sees the server and the three clients");
+            .expect("the client agent sees the server and every client");
         }
+        (server, clients)
+    }
+
+    #[test]
+    fn waiting_clients_keep_one_session_each_and_go_one_at_a_time_through_their_products_slot() {
+        let names: Vec<String> = (1..=3).map(|i| format!("ams2-client-0{i}")).collect();
+        let rt = runtime();
+        let (server, clients) = ams2_with_clients(&rt, &names);
+        let s = consul(&server.addr());
         // The Consul slot held with a value that is long and has control
         // characters; the Nomad clients' slot held too (another product:
         // it must not hold the Consul clients up).
@@ -1124,33 +1149,10 @@ mod gate {
     fn a_clients_rollback_pauses_the_other_clients_under_the_clients_key_not_the_servers() {
         const CLIENT_PAUSED: &str = "hashi-supervisor/upgrade/clients/paused/consul/ams2";
         const SERVER_PAUSED: &str = "hashi-supervisor/upgrade/paused/consul/ams2";
-        let server = StandIn::consul()
-            .server(1)
-            .node_name("ams2-server-01")
-            .datacenter("ams2")
-            .start();
-        let join = server.join_addr();
         let names = ["ams2-client-01", "ams2-client-02"];
-        let agents: Vec<StandIn> = names
-            .iter()
-            .map(|n| {
-                StandIn::consul()
-                    .node_name(n)
-                    .datacenter("ams2")
-                    .set("retry_join", serde_json::json!([join]))
-                    .start()
-            })
-            .collect();
         let rt = runtime();
+        let (server, agents) = ams2_with_clients(&rt, &names);
         let s = consul(&server.addr());
-        wait_for(WITHIN, || rt.block_on(s.leader()).ok().flatten()).expect("a leader");
-        for a in &agents {
-            let c = consul(&a.addr());
-            wait_for(WITHIN, || {
-                (rt.block_on(c.members(false)).ok()?.len() == 3).then_some(())
-            })
-            .expect("the client agent sees the server and both clients");
-        }
         let wanted = semver::Version::parse(ON).expect("a version");
         let first = client_gate(names[0], &agents[0]);
         let turn = rt.block_on(async {
