@@ -463,6 +463,20 @@ impl ConsulClient {
         parse_catalog_nodes(&a.url, &a.body)
     }
 
+    /// `GET /v1/catalog/service/consul`: the Consul servers of `dc` (every
+    /// server registers the `consul` service), node names sorted.
+    pub async fn consul_servers(&self, dc: Option<&str>) -> Result<Vec<String>, AgentError> {
+        let path = with_query("/v1/catalog/service/consul", dc, &[]);
+        let a = self.endpoint().get(&path, &[200]).await?;
+        let mut names: Vec<String> = parse_catalog_nodes(&a.url, &a.body)?
+            .into_iter()
+            .map(|n| n.node)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// `GET /v1/catalog/datacenters`: every datacenter of the WAN
     /// federation the agent's servers know (Consul orders them by round
     /// trip time, nearest first: sort them for a stable choice). A client
@@ -608,6 +622,12 @@ mod tests {
             ["baz", "t2.320"]
         );
         assert_eq!(n[1].datacenter, "dc2");
+    }
+
+    #[test]
+    fn catalog_service_sample_parses_as_nodes() {
+        let nodes = parse_catalog_nodes("u", &sample("consul/catalog_service.json")).unwrap();
+        assert_eq!(nodes[0].node, "t2.320");
     }
 
     #[test]

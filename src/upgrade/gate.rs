@@ -299,29 +299,30 @@ impl Gate {
         self.new_session(kv, dc).await
     }
 
-    /// A new session in `dc`. In another datacenter than the agent's it is
-    /// bound to a node of that datacenter (Consul refuses a session on a
-    /// node its catalog does not hold: "Missing node registration"): the
-    /// smallest name of its catalog, the TTL alone deciding as everywhere.
+    /// A new session in `dc` (None: the agent's own), bound to a Consul
+    /// server node of that datacenter other than this node (the smallest
+    /// name; this node only when it is the datacenter's one server), the
+    /// TTL alone deciding as everywhere. Never to the node's own agent
+    /// when it is a client: Consul invalidates a node's sessions when the
+    /// node leaves, and a Consul client leaves at every stop, its own
+    /// upgrade's restart included; a session in another datacenter must
+    /// name a node of that datacenter's catalog anyway ("Missing node
+    /// registration").
     async fn new_session(&self, kv: &ConsulClient, dc: Option<&str>) -> Result<Session, String> {
-        let node = match dc {
-            None => None,
-            Some(dc) => {
-                let nodes = kv.catalog_nodes(Some(dc)).await.map_err(|e| {
-                    format!(
-                        "the nodes of {dc} (to hold a session there): {}",
-                        e.one_line()
-                    )
-                })?;
-                Some(
-                    nodes
-                        .into_iter()
-                        .min()
-                        .ok_or_else(|| format!("a node registered in {dc} to hold a session"))?,
-                )
-            }
-        };
-        Session::create(kv, dc, node.as_deref(), &self.node, self.settings.lock_ttl)
+        let servers = kv.consul_servers(dc).await.map_err(|e| {
+            format!(
+                "the Consul servers of {} (to hold a session there): {}",
+                dc.unwrap_or(&self.datacenter),
+                e.one_line()
+            )
+        })?;
+        let node = session_node(&servers, &self.node).ok_or_else(|| {
+            format!(
+                "a Consul server registered in {} to hold a session",
+                dc.unwrap_or(&self.datacenter)
+            )
+        })?;
+        Session::create(kv, dc, Some(node), &self.node, self.settings.lock_ttl)
             .await
             .map_err(|e| format!("a Consul session for the upgrade lock: {}", e.one_line()))
     }
@@ -433,7 +434,10 @@ impl Gate {
     ) -> Result<HeldLock, String> {
         let dc = &self.datacenter;
         let prefix = client_slot_prefix(product, dc);
-        let listed = match kv.kv_list(None, &prefix).await {
+        // Where the session takes the slots (the Nomad lock datacenter for
+        // Nomad clients): listed there too.
+        let at = session.datacenter().map(str::to_string);
+        let listed = match kv.kv_list(at.as_deref(), &prefix).await {
             Ok(l) => l,
             Err(e) => {
                 *kept = Some(session);
@@ -727,6 +731,16 @@ fn next_pause(pause: Duration, poll: Duration, changed: bool, server: bool) -> D
     }
 }
 
+/// The node a gate session is bound to: the smallest-named Consul server
+/// other than `me`, else `me` when it is the only one (`servers` sorted).
+fn session_node<'a>(servers: &'a [String], me: &str) -> Option<&'a str> {
+    servers
+        .iter()
+        .find(|s| *s != me)
+        .or_else(|| servers.iter().find(|s| *s == me))
+        .map(String::as_str)
+}
+
 /// `d` ±20 %.
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + 0.4 * rand::random::<f64>())
@@ -786,6 +800,30 @@ fn remote_consul(agents: &AgentClient, addr: &str) -> ConsulClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_is_bound_to_another_server_and_to_itself_only_when_alone() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let servers = v(&["ams2-server-01", "ams2-server-03"]);
+        assert_eq!(
+            session_node(&servers, "ams2-server-01"),
+            Some("ams2-server-03")
+        );
+        assert_eq!(
+            session_node(&servers, "ams2-server-03"),
+            Some("ams2-server-01")
+        );
+        assert_eq!(
+            session_node(&servers, "ams2-client-01"),
+            Some("ams2-server-01")
+        );
+        let alone = v(&["lon1-server-01"]);
+        assert_eq!(
+            session_node(&alone, "lon1-server-01"),
+            Some("lon1-server-01")
+        );
+        assert_eq!(session_node(&[], "lon1-client-01"), None);
+    }
 
     #[test]
     fn a_waiting_client_backs_off_to_fifteen_polls_and_a_change_resets_it() {

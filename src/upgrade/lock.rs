@@ -7,7 +7,12 @@
 //!
 //! The session has no node checks (`NodeChecks = []`): the TTL alone
 //! decides, so the holder's own Consul agent restarting for the upgrade
-//! (which fails `serfHealth` for a moment) does not drop the lock.
+//! (which fails `serfHealth` for a moment) does not drop the lock. It is
+//! bound to a Consul server node other than the holder (the gate picks
+//! it): Consul invalidates every session of a node that LEAVES, and a
+//! Consul client leaves at every stop, its own upgrade's restart
+//! included. A server with `leave_on_stop = true` bound to would take the
+//! sessions with it when it stops (the default is not to leave).
 //!
 //! A [`Session`] is made once per wait at the gate and kept across its
 //! looks (a waiting node holds one session, whatever the number of keys it

@@ -18,7 +18,8 @@
 //!   `GET /v1/catalog/datacenters`, which client agents answer too; looked
 //!   up at each look at the gate and kept for the life of one turn): one
 //!   Nomad server of the region at a time.
-//! * `clients/<product>/<dc>/slot-<i>` (in `<dc>`), `i < max(1,
+//! * `clients/<product>/<dc>/slot-<i>` (in `<dc>` for Consul clients, in
+//!   the region's lock DC for Nomad clients), `i < max(1,
 //!   floor(client_share * <product> clients of <dc>))`: client agents of
 //!   `<dc>`, a batch at a time (Consul and Nomad clients apart).
 //! * `paused/<product>/<cluster>` (beside the cluster's lock): a server's

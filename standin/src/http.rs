@@ -860,6 +860,23 @@ fn has_tag(s: &Value, tag: Option<&str>) -> bool {
 
 fn catalog_service(shared: &Shared, name: &str, tag: Option<&str>) -> Value {
     let mut out = Vec::new();
+    // Every Consul server registers the `consul` service (port: its server
+    // RPC port), as the real servers do.
+    if shared.product == Product::Consul && name == "consul" && tag.is_none() {
+        for m in dc_agents(shared).iter().filter(|m| m.server) {
+            out.push(json!({
+                "ID": m.node_id, "Node": m.node, "Address": m.addr, "Datacenter": m.dc,
+                "TaggedAddresses": tagged(m), "NodeMeta": {},
+                "CreateIndex": 10, "ModifyIndex": 10,
+                "ServiceAddress": "", "ServiceEnableTagOverride": false,
+                "ServiceID": "consul", "ServiceName": "consul", "ServicePort": m.rpc_port,
+                "ServiceMeta": {}, "ServiceTags": [], "ServiceKind": "",
+                "ServiceWeights": {"Passing": 1, "Warning": 1}, "ServiceSocketPath": "",
+                "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+                "ServiceConnect": {},
+            }));
+        }
+    }
     for m in dc_agents(shared) {
         for s in &m.services {
             if s["Service"].as_str() != Some(name) || !has_tag(s, tag) {

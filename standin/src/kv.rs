@@ -400,6 +400,25 @@ impl KvStore {
         true
     }
 
+    /// Invalidate every session bound to one of `nodes` (they left the
+    /// cluster: Consul deregisters them, and a session lives no longer
+    /// than its node); the IDs.
+    pub fn reap_nodes(&mut self, nodes: &[String], now: u64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| nodes.contains(&s.node))
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &gone {
+            self.invalidate(id, now);
+        }
+        if !gone.is_empty() {
+            self.save();
+        }
+        gone
+    }
+
     /// Invalidate every TTL session past its deadline; the IDs.
     pub fn reap(&mut self, now: u64) -> Vec<String> {
         let expired: Vec<String> = self

@@ -402,6 +402,14 @@ pub async fn run_reaper(shared: Arc<Shared>) {
                 "    [INFO] consul.session: (stand-in) session invalidated: id={id}"
             ));
         }
+        let left = std::mem::take(&mut shared.lock().left_nodes);
+        if !left.is_empty() {
+            for id in shared.kv().reap_nodes(&left, now_ms()) {
+                crate::events::log(&format!(
+                    "    [INFO] consul.session: (stand-in) session invalidated, its node left: id={id}"
+                ));
+            }
+        }
     }
 }
 

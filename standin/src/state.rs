@@ -192,6 +192,10 @@ pub struct State {
     /// Whether the own election delay passed (servers).
     pub election_done: bool,
     pub enable_script_checks: bool,
+    /// LAN members seen leaving (node names), not yet handled: a Consul
+    /// leader deregisters a node that leaves and invalidates the sessions
+    /// bound to it (`crate::kv_api::run_reaper` drains this).
+    pub left_nodes: Vec<String>,
 }
 
 /// Deterministic id from a name (the stand-in has no state dir to keep one).
@@ -260,6 +264,7 @@ impl State {
             joined_lan: false,
             election_done: false,
             enable_script_checks: cfg.enable_script_checks,
+            left_nodes: Vec::new(),
         }
     }
 
@@ -290,6 +295,8 @@ impl State {
     /// Returns whether a member was added or changed status (a member event).
     pub fn merge(&mut self, pool: Pool, direct: Option<Member>, others: Vec<Member>) -> bool {
         let mut changed = false;
+        // Only a Consul server drains them (the session reaper).
+        let tracks_leaves = pool == Pool::Lan && self.product == Product::Consul && self.me.server;
         let my_names = [
             self.me.name.clone(),
             format!("{}.{}", self.me.node, self.me.dc),
@@ -304,7 +311,11 @@ impl State {
                 });
                 if take {
                     changed |= is_event(map.get(&m.name), &m);
-                    map.insert(m.name.clone(), m);
+                    let left = is_leave(map.get(&m.name), &m);
+                    map.insert(m.name.clone(), m.clone());
+                    if left && tracks_leaves {
+                        self.left_nodes.push(m.node);
+                    }
                 }
             }
         }
@@ -324,7 +335,12 @@ impl State {
             };
             if take {
                 changed |= is_event(map.get(&m.name), &m);
+                let left = is_leave(map.get(&m.name), &m);
+                let node = m.node.clone();
                 map.insert(m.name.clone(), m);
+                if left && tracks_leaves {
+                    self.left_nodes.push(node);
+                }
             }
         }
         changed
@@ -472,6 +488,11 @@ impl State {
 }
 
 /// Whether taking `new` over `old` is a member event (join, or a status change).
+/// A member known and not left before, left now.
+fn is_leave(old: Option<&Member>, new: &Member) -> bool {
+    new.status == LEFT && old.is_some_and(|o| o.status != LEFT)
+}
+
 fn is_event(old: Option<&Member>, new: &Member) -> bool {
     old.is_none_or(|o| o.status != new.status || o.server != new.server)
 }
@@ -530,6 +551,7 @@ mod tests {
             joined_lan: false,
             election_done: true,
             enable_script_checks: false,
+            left_nodes: Vec::new(),
         }
     }
 

@@ -645,8 +645,21 @@ mod gate {
         .expect("a test session")
     }
 
-    /// `(id, node)` of every session the gates made.
+    /// `(id, holder)` of every session the gates made (the holder is in
+    /// the session's name).
     fn gate_sessions(rt: &tokio::runtime::Runtime, c: &ConsulClient) -> BTreeSet<(String, String)> {
+        gate_session_fields(rt, c, "Name")
+            .into_iter()
+            .map(|(id, name)| (id, name.trim_start_matches(GATE_SESSION).to_string()))
+            .collect()
+    }
+
+    /// `(id, field)` of every session the gates made.
+    fn gate_session_fields(
+        rt: &tokio::runtime::Runtime,
+        c: &ConsulClient,
+        field: &str,
+    ) -> BTreeSet<(String, String)> {
         let r = rt
             .block_on(c.endpoint().get("/v1/session/list", &[200]))
             .expect("session list");
@@ -662,7 +675,7 @@ mod gate {
             .map(|s| {
                 (
                     s["ID"].as_str().unwrap_or("").to_string(),
-                    s["Node"].as_str().unwrap_or("").to_string(),
+                    s[field].as_str().unwrap_or("").to_string(),
                 )
             })
             .collect()
@@ -839,8 +852,19 @@ mod gate {
         }
         let first = gate_sessions(&rt, &s);
         assert_eq!(first.len(), 3, "one session per waiting node: {first:?}");
-        let nodes: BTreeSet<&str> = first.iter().map(|(_, n)| n.as_str()).collect();
-        assert_eq!(nodes.len(), 3, "each on its own node: {first:?}");
+        // Bound to the Consul server, never to the client's own node (a
+        // client leaves when it stops, which would end its sessions).
+        let holders: BTreeSet<&str> = first.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(holders.len(), 3, "one per client: {first:?}");
+        let bound: BTreeSet<String> = gate_session_fields(&rt, &s, "Node")
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(
+            bound,
+            BTreeSet::from(["ams2-server-01".to_string()]),
+            "bound to the server: {first:?}"
+        );
         // The holder's value changes: every gate looks again (and says so)
         // with the same session.
         assert!(
@@ -1033,6 +1057,60 @@ mod gate {
             .expect("kv get")
             .expect("key");
         assert_eq!(free.session, None, "released");
+
+        // A Nomad client of lon1 lists its slots where it takes them (the
+        // lock datacenter ams2): slot 0 held there, it counts its clients
+        // (the slot count needs them) and waits on the holder.
+        let slot = "hashi-supervisor/upgrade/clients/nomad/lon1/slot-0";
+        let holder = rt.block_on(test_session(&a, "holder"));
+        assert!(
+            rt.block_on(a.kv_acquire(None, slot, &holder, b"lon1-client-02"))
+                .unwrap()
+        );
+        let nc = hashi_supervisor::agent::nomad::NomadClient::new(
+            AgentClient::plain()
+                .expect("client")
+                .endpoint_at(nomad.url(), Duration::from_secs(5)),
+        );
+        let client_gate = Arc::new(
+            Gate::new(
+                GateNode {
+                    node: "lon1-client-01".into(),
+                    region: "eu".into(),
+                    datacenter: "lon1".into(),
+                    consul_server: false,
+                    nomad_server: false,
+                    consul: Some(c.clone()),
+                    nomad: Some(nc),
+                    kv: Some(c.clone()),
+                },
+                settings(),
+            )
+            .with_poll(Duration::from_millis(200)),
+        );
+        let said = Arc::new(Mutex::new(None::<String>));
+        let task = {
+            let (g, said, wanted) = (client_gate.clone(), said.clone(), wanted.clone());
+            rt.spawn(async move {
+                g.acquire(Product::Nomad, &wanted, &move |w| {
+                    if let Some(w) = w {
+                        *said.lock().expect("said") = Some(w);
+                    }
+                })
+                .await
+            })
+        };
+        wait_for(WITHIN, || {
+            said.lock()
+                .expect("said")
+                .as_deref()
+                .filter(|w| {
+                    w.contains("held by lon1-client-02") && w.contains("of 1 nomad clients")
+                })
+                .map(|_| ())
+        })
+        .unwrap_or_else(|| panic!("the lon1 client waits on the ams2 slot: {said:?}"));
+        task.abort();
 
         // Not cached: the lon1 servers gone, the gate cannot tell and says
         // so (it waits rather than guess another datacenter).
@@ -1233,5 +1311,55 @@ mod gate {
         assert_eq!(turn.key(), Some(CONSUL_SLOT));
         rt.block_on(second.settle(turn, Duration::from_secs(10)))
             .expect("settled");
+    }
+
+    /// A Consul client's slot outlives its own agent's leave (a client
+    /// leaves at every stop, its upgrade's restart included): the gate's
+    /// session is bound to a server, not to the client's node, whose
+    /// sessions Consul ends when it leaves.
+    #[test]
+    fn a_clients_slot_outlives_its_own_agent_leaving() {
+        let rt = runtime();
+        let (server, mut clients) = ams2_with_clients(&rt, &["ams2-client-01"]);
+        let s = consul(&server.addr());
+        let gate = client_gate("ams2-client-01", &clients[0]);
+        let wanted = semver::Version::parse(ON).expect("a version");
+        let turn = rt.block_on(async {
+            tokio::time::timeout(WITHIN, gate.acquire(Product::Consul, &wanted, &|_| {}))
+                .await
+                .expect("the client gets its turn")
+        });
+        assert_eq!(turn.key(), Some(CONSUL_SLOT));
+        // A probe bound to the client's node: gone once the leave is
+        // handled.
+        let probe = rt
+            .block_on(s.session_create(
+                None,
+                &SessionRequest {
+                    name: "probe".into(),
+                    ttl: Duration::from_secs(3600),
+                    behavior_delete: false,
+                    lock_delay: Duration::ZERO,
+                    node: Some("ams2-client-01".into()),
+                    node_checks: Some(vec![]),
+                },
+            ))
+            .expect("a probe session on the client's node");
+        clients[0].signal(nix::sys::signal::Signal::SIGTERM);
+        assert!(clients[0].wait_exit(WITHIN).is_some_and(|st| st.success()));
+        wait_for(WITHIN, || {
+            rt.block_on(s.session_info(None, &probe))
+                .ok()
+                .filter(Option::is_none)
+                .map(|_| ())
+        })
+        .expect("the server ends the left node's sessions");
+        let slot = rt
+            .block_on(s.kv_get(None, CONSUL_SLOT))
+            .unwrap()
+            .expect("the slot key");
+        assert!(slot.session.is_some(), "the slot is still held: {slot:?}");
+        assert_eq!(slot.value, b"ams2-client-01");
+        drop(turn);
     }
 }

@@ -626,3 +626,57 @@ fn a_secondary_datacenter_with_token_replication_resolves_tokens_without_the_pri
         "a local token of the primary stays there"
     );
 }
+
+/// A node that leaves takes its sessions with it (Consul deregisters it
+/// and invalidates the sessions bound to it, NodeChecks or not): its locks
+/// are released; a session bound to a node that stays lives on.
+#[test]
+fn a_session_ends_when_its_node_leaves_and_one_bound_to_a_staying_node_lives() {
+    let server = StandIn::consul()
+        .server(1)
+        .node_name("ams2-server-01")
+        .start();
+    wait_leader(&server);
+    let mut client = StandIn::consul()
+        .node_name("ams2-client-01")
+        .set("retry_join", json!([server.join_addr()]))
+        .start();
+    wait_for(DEADLINE, || {
+        let r = client.get("/v1/agent/members");
+        (r.status == 200 && r.json().as_array().is_some_and(|a| a.len() == 2)).then_some(())
+    })
+    .expect("the client joins");
+    let body = r#"{"TTL":"60s","NodeChecks":[],"LockDelay":"0s"}"#;
+    let on_client = session(&client, body);
+    let bound = r#"{"TTL":"60s","NodeChecks":[],"LockDelay":"0s","Node":"ams2-server-01"}"#;
+    let on_server = session(&client, bound);
+    let (k1, k2) = (
+        "/v1/kv/hashi-supervisor/upgrade/clients/consul/ams2/slot-0",
+        "/v1/kv/hashi-supervisor/upgrade/clients/consul/ams2/slot-1",
+    );
+    assert_eq!(
+        client.put(&format!("{k1}?acquire={on_client}"), "a").body,
+        "true"
+    );
+    assert_eq!(
+        client.put(&format!("{k2}?acquire={on_server}"), "b").body,
+        "true"
+    );
+    // A graceful stop: a Consul client leaves.
+    client.signal(Signal::SIGTERM);
+    assert!(client.wait_exit(DEADLINE).is_some_and(|s| s.success()));
+    wait_for(DEADLINE, || {
+        server
+            .get(k1)
+            .json()
+            .get(0)
+            .is_some_and(|e| e.get("Session").is_none())
+            .then_some(())
+    })
+    .expect("the left node's lock is released");
+    assert_eq!(
+        server.get(&format!("/v1/session/info/{on_client}")).json(),
+        json!([])
+    );
+    assert_eq!(server.get(k2).json()[0]["Session"], json!(on_server));
+}
