@@ -269,8 +269,11 @@ impl Gate {
                     return turn;
                 }
                 Err(why) => {
-                    let changed = last.as_deref() != Some(why.as_str());
-                    if changed {
+                    // The backoff starts again only when the kind of wait
+                    // changes: slot holders come and go at every look in
+                    // a large fleet, and would keep it at `poll`.
+                    let changed = last.as_deref().map(wait_kind) != Some(wait_kind(&why));
+                    if last.as_deref() != Some(why.as_str()) {
                         tracing::info!(agent = %product, to = %wanted, waiting_for = %why, "upgrade waits");
                         report(Some(why.clone()));
                         last = Some(why);
@@ -692,26 +695,39 @@ impl Gate {
         };
         let described = record.describe(turn.product, &key);
         let body = serde_json::to_vec(&record).unwrap_or_default();
-        if let Some(kv) = &self.kv {
-            let mut written = false;
-            for _ in 0..10 {
-                if kv
-                    .kv_put(turn.lock_dc.as_deref(), &key, &body)
-                    .await
-                    .is_ok()
-                {
-                    written = true;
-                    break;
+        // The node's own Consul may be the agent rolling back right now:
+        // tried each second for as long as an agent gets to become ready.
+        let written = match &self.kv {
+            Some(kv) => {
+                let until = tokio::time::Instant::now()
+                    + self.settings.health_deadline.max(Duration::from_secs(10));
+                loop {
+                    if kv
+                        .kv_put(turn.lock_dc.as_deref(), &key, &body)
+                        .await
+                        .is_ok()
+                    {
+                        break true;
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        break false;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            if !written {
-                tracing::error!(key = %key, "failed to record the paused rollout in Consul");
-            }
-        }
+            None => false,
+        };
         tracing::error!(agent = %turn.product, cluster = %turn.cluster, why = %described, "rollout paused");
-        if let Some(l) = turn.lock {
-            l.release().await;
+        match turn.lock {
+            Some(l) if written => l.release().await,
+            Some(l) => {
+                // Not released early: the next node would take the turn
+                // at once onto the release that just failed. Dropped, the
+                // lock frees itself after its TTL.
+                tracing::error!(key = %key, "failed to record the paused rollout in Consul; the lock is left to its TTL");
+                drop(l);
+            }
+            None => {}
         }
         described
     }
@@ -729,6 +745,12 @@ fn next_pause(pause: Duration, poll: Duration, changed: bool, server: bool) -> D
             .saturating_mul(2)
             .min(poll.saturating_mul(super::BACKOFF_FACTOR))
     }
+}
+
+/// What a wait is, without its details (holders, counts, record): the
+/// text before the first `(` or `:`.
+fn wait_kind(why: &str) -> &str {
+    why.split(['(', ':']).next().unwrap_or(why).trim_end()
 }
 
 /// The node a gate session is bound to: the smallest-named Consul server
@@ -800,6 +822,20 @@ fn remote_consul(agents: &AgentClient, addr: &str) -> ConsulClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_keeps_its_kind_when_only_the_holders_change() {
+        let a = "a client upgrade slot of ams2 (2 of 9 nomad clients at a time, held by c1, c2)";
+        let b = "a client upgrade slot of ams2 (2 of 9 nomad clients at a time, held by c3, c4)";
+        assert_eq!(wait_kind(a), wait_kind(b));
+        assert_eq!(wait_kind(a), "a client upgrade slot of ams2");
+        assert_eq!(
+            wait_kind("rollout paused: nomad 1.10.9 failed on ams2-server-01: x"),
+            "rollout paused"
+        );
+        assert_ne!(wait_kind(a), wait_kind("rollout paused: x"));
+        assert_eq!(wait_kind(""), "");
+    }
 
     #[test]
     fn a_session_is_bound_to_another_server_and_to_itself_only_when_alone() {

@@ -38,9 +38,13 @@
 //! every look, moved into the turn it wins, destroyed when the turn ends
 //! or the wait is abandoned). A waiting client lists its slot prefix once
 //! per look, tries only slots that look free, counts the clients only when
-//! slot 0 is taken, and looks again after `poll` doubled at each unchanged
-//! answer up to [`BACKOFF_FACTOR`] × `poll`, ±20 % jitter: the load on the
-//! servers grows with the number of waiting clients, not its square.
+//! slot 0 is taken, and looks again after `poll` doubled while it waits
+//! for the same kind of thing (new holders are no change) up to
+//! [`BACKOFF_FACTOR`] × `poll`, ±20 % jitter: the load on the servers grows
+//! with the number of waiting clients, not its square. The session is
+//! bound to a Consul server of the datacenter, never to a client's own
+//! node (Consul ends a node's sessions when it leaves; a client leaves at
+//! every stop).
 //!
 //! The lock's TTL (see [`lock`]): renewals go through the node's own
 //! Consul; if they stop reaching the servers for the TTL (that Consul
