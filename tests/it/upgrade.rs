@@ -762,6 +762,29 @@ mod gate {
         })
     }
 
+    /// `gate` waiting for its turn on its own task; what it last said.
+    fn spawn_acquire(
+        rt: &tokio::runtime::Runtime,
+        gate: &Arc<Gate>,
+        product: Product,
+        wanted: &semver::Version,
+    ) -> (
+        tokio::task::JoinHandle<hashi_supervisor::upgrade::Turn>,
+        Arc<Mutex<Option<String>>>,
+    ) {
+        let said = Arc::new(Mutex::new(None::<String>));
+        let (g, s, wanted) = (gate.clone(), said.clone(), wanted.clone());
+        let task = rt.spawn(async move {
+            g.acquire(product, &wanted, &move |w| {
+                if let Some(w) = w {
+                    *s.lock().expect("said") = Some(w);
+                }
+            })
+            .await
+        });
+        (task, said)
+    }
+
     /// A Consul server of ams2 and a client agent per name joined to it,
     /// a leader elected and every client agent answering autopilot through
     /// the server and seeing every member.
@@ -1088,18 +1111,7 @@ mod gate {
             )
             .with_poll(Duration::from_millis(200)),
         );
-        let said = Arc::new(Mutex::new(None::<String>));
-        let task = {
-            let (g, said, wanted) = (client_gate.clone(), said.clone(), wanted.clone());
-            rt.spawn(async move {
-                g.acquire(Product::Nomad, &wanted, &move |w| {
-                    if let Some(w) = w {
-                        *said.lock().expect("said") = Some(w);
-                    }
-                })
-                .await
-            })
-        };
+        let (task, said) = spawn_acquire(&rt, &client_gate, Product::Nomad, &wanted);
         wait_for(WITHIN, || {
             said.lock()
                 .expect("said")
@@ -1263,18 +1275,7 @@ mod gate {
 
         // The other client waits on it and names the key to delete.
         let second = Arc::new(client_gate(names[1], &agents[1]));
-        let said = Arc::new(Mutex::new(None::<String>));
-        let task = {
-            let (g, said, wanted) = (second.clone(), said.clone(), wanted.clone());
-            rt.spawn(async move {
-                g.acquire(Product::Consul, &wanted, &move |w| {
-                    if let Some(w) = w {
-                        *said.lock().expect("said") = Some(w);
-                    }
-                })
-                .await
-            })
-        };
+        let (task, said) = spawn_acquire(&rt, &second, Product::Consul, &wanted);
         wait_for(WITHIN, || {
             said.lock()
                 .expect("said")
