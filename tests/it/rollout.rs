@@ -13,16 +13,15 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use hashi_supervisor::health::handlers::AgentDoc;
-use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+use hashi_testrig::mirror::BuiltMirror;
 use nix::sys::signal::Signal;
 
-use crate::support::node::{DEADLINE, Ports, Supervisor, node_root};
-use crate::support::standin::{Event, http, read_events, standin_bin, wait_for};
+use crate::support::node::{DEADLINE, Ports, Supervisor, node_root, standin_mirror};
+use crate::support::standin::{Event, http, read_events, wait_for};
 use crate::upgrade::status;
 
 const V1: &str = "1.21.4";
@@ -37,27 +36,7 @@ const OTHER: &str = "ams2-server-02";
 fn mirror() -> &'static BuiltMirror {
     static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
     &MIRROR
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().expect("create a temp dir");
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("open up the mirror's temp dir");
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
-            let _ = Command::new("strip").arg(&standin).status();
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let mut b = MirrorBuilder::product("consul");
-            for v in [V1, V2, V3] {
-                b = b.version(v).binary(&standin);
-            }
-            let built = b
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .expect("build the mirror");
-            (tmp, built)
-        })
+        .get_or_init(|| standin_mirror(&[("consul", &[V1, V2, V3])]))
         .1
 }
 

@@ -7,15 +7,14 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use hashi_supervisor::health::StatusDoc;
-use hashi_testrig::mirror::{BuiltMirror, MirrorBuilder};
+use hashi_testrig::mirror::BuiltMirror;
 use nix::sys::signal::Signal;
 
-use crate::support::node::{DEADLINE, Ports, Supervisor, node_root};
-use crate::support::standin::{http, standin_bin, wait_for};
+use crate::support::node::{DEADLINE, Ports, Supervisor, node_root, standin_mirror};
+use crate::support::standin::{http, wait_for};
 
 const V1: &str = "1.21.4";
 const V2: &str = "1.21.5";
@@ -29,27 +28,7 @@ const LOCK_KEY: &str = "hashi-supervisor/upgrade/consul/ams2/lock";
 fn mirror() -> &'static BuiltMirror {
     static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
     &MIRROR
-        .get_or_init(|| {
-            let tmp = tempfile::tempdir().expect("create a temp dir");
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("open up the mirror's temp dir");
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
-            let _ = Command::new("strip").arg(&standin).status();
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let mut b = MirrorBuilder::product("consul");
-            for v in [V1, V2, BROKEN] {
-                b = b.version(v).binary(&standin);
-            }
-            let built = b
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .expect("build the mirror");
-            (tmp, built)
-        })
+        .get_or_init(|| standin_mirror(&[("consul", &[V1, V2, BROKEN])]))
         .1
 }
 
@@ -327,28 +306,10 @@ fn nomad_mirror() -> &'static BuiltMirror {
     static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
     &MIRROR
         .get_or_init(|| {
-            let tmp = tempfile::tempdir().expect("create a temp dir");
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("open up the mirror's temp dir");
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
-            let _ = Command::new("strip").arg(&standin).status();
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let built = MirrorBuilder::product("consul")
-                .version(crate::support::node::CONSUL_VERSION)
-                .binary(&standin)
-                .and_product("nomad")
-                .version(N1)
-                .binary(&standin)
-                .version(N2)
-                .binary(&standin)
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .expect("build the mirror");
-            (tmp, built)
+            standin_mirror(&[
+                ("consul", &[crate::support::node::CONSUL_VERSION]),
+                ("nomad", &[N1, N2]),
+            ])
         })
         .1
 }

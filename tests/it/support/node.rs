@@ -28,32 +28,45 @@ pub fn mirror() -> &'static BuiltMirror {
     static MIRROR: OnceLock<(tempfile::TempDir, BuiltMirror)> = OnceLock::new();
     &MIRROR
         .get_or_init(|| {
-            let tmp = tempfile::tempdir().expect("create a temp dir");
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-                .expect("open up the mirror's temp dir");
-            // A stripped copy when `strip` is there (a tenth of the size:
-            // quicker to zip, hash and unzip); the version slot survives.
-            let standin = tmp.path().join("hashi-standin");
-            std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
-            let _ = Command::new("strip").arg(&standin).status();
-            // Only this machine's architecture: zipping a debug stand-in
-            // takes a while.
-            let arch = match std::env::consts::ARCH {
-                "aarch64" => "arm64",
-                _ => "amd64",
-            };
-            let built = MirrorBuilder::product("consul")
-                .version(CONSUL_VERSION)
-                .binary(&standin)
-                .and_product("nomad")
-                .version(NOMAD_VERSION)
-                .binary(&standin)
-                .arches(&[arch])
-                .build(&tmp.path().join("mirror"))
-                .expect("build the stand-ins' mirror");
-            (tmp, built)
+            standin_mirror(&[("consul", &[CONSUL_VERSION]), ("nomad", &[NOMAD_VERSION])])
         })
         .1
+}
+
+/// A signed mirror in a new temp dir holding the stand-in as each
+/// `(product, versions)`; keep the dir as long as the mirror.
+pub fn standin_mirror(products: &[(&str, &[&str])]) -> (tempfile::TempDir, BuiltMirror) {
+    let tmp = tempfile::tempdir().expect("create a temp dir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("open up the mirror's temp dir");
+    // A stripped copy when `strip` is there (a tenth of the size: quicker
+    // to zip, hash and unzip); the version slot survives.
+    let standin = tmp.path().join("hashi-standin");
+    std::fs::copy(standin_bin(), &standin).expect("copy the stand-in");
+    let _ = Command::new("strip").arg(&standin).status();
+    // Only this machine's architecture: zipping a debug stand-in takes a
+    // while.
+    let arch = match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        _ => "amd64",
+    };
+    let mut b: Option<MirrorBuilder> = None;
+    for (product, versions) in products {
+        let mut next = match b {
+            None => MirrorBuilder::product(product),
+            Some(b) => b.and_product(product),
+        };
+        for v in *versions {
+            next = next.version(v).binary(&standin);
+        }
+        b = Some(next);
+    }
+    let built = b
+        .expect("at least one product")
+        .arches(&[arch])
+        .build(&tmp.path().join("mirror"))
+        .expect("build the stand-ins' mirror");
+    (tmp, built)
 }
 
 /// The ports of one node: its agents' and its health endpoint's.
