@@ -571,22 +571,34 @@ mod gate {
         }
     }
 
-    fn client_gate(name: &str, agent: &StandIn) -> Gate {
-        let c = consul(&agent.addr());
+    /// A gate of region `eu` for `node` of `datacenter`, `servers` =
+    /// (Consul server, Nomad server), asking Consul (also for its KV)
+    /// through `c`.
+    fn eu_gate(
+        node: &str,
+        datacenter: &str,
+        servers: (bool, bool),
+        c: &ConsulClient,
+        nomad: Option<hashi_supervisor::agent::nomad::NomadClient>,
+    ) -> Gate {
         Gate::new(
             GateNode {
-                node: name.into(),
+                node: node.into(),
                 region: "eu".into(),
-                datacenter: "ams2".into(),
-                consul_server: false,
-                nomad_server: false,
+                datacenter: datacenter.into(),
+                consul_server: servers.0,
+                nomad_server: servers.1,
                 consul: Some(c.clone()),
-                nomad: None,
-                kv: Some(c),
+                nomad,
+                kv: Some(c.clone()),
             },
             settings(),
         )
-        .with_poll(Duration::from_millis(200))
+    }
+
+    fn client_gate(name: &str, agent: &StandIn) -> Gate {
+        let c = consul(&agent.addr());
+        eu_gate(name, "ams2", (false, false), &c, None).with_poll(Duration::from_millis(200))
     }
 
     /// A session of the test's own (a long TTL: it never lapses here).
@@ -937,19 +949,7 @@ mod gate {
             .set("retry_join", serde_json::json!([lon1.join_addr()]))
             .start();
         let c = consul(&client.addr());
-        let gate = Gate::new(
-            GateNode {
-                node: "lon1-client-01".into(),
-                region: "eu".into(),
-                datacenter: "lon1".into(),
-                consul_server: false,
-                nomad_server: false,
-                consul: Some(c.clone()),
-                nomad: None,
-                kv: Some(c.clone()),
-            },
-            settings(),
-        );
+        let gate = eu_gate("lon1-client-01", "lon1", (false, false), &c, None);
         let rt = runtime();
         // The client agent's own answer: its datacenter first.
         let listed = wait_for(WITHIN, || {
@@ -990,20 +990,8 @@ mod gate {
             .expect("one Nomad server")
             .version
             .clone();
-        let server = Gate::new(
-            GateNode {
-                node: "lon1-server-01".into(),
-                region: "eu".into(),
-                datacenter: "lon1".into(),
-                consul_server: false,
-                nomad_server: true,
-                consul: Some(c.clone()),
-                nomad: Some(n),
-                kv: Some(c.clone()),
-            },
-            settings(),
-        )
-        .with_poll(Duration::from_millis(200));
+        let server = eu_gate("lon1-server-01", "lon1", (false, true), &c, Some(n))
+            .with_poll(Duration::from_millis(200));
         let wanted = semver::Version::parse(&version).expect("the stand-in's version");
         let mut said = Vec::new();
         let turn = rt.block_on(async {
@@ -1057,20 +1045,8 @@ mod gate {
                 .endpoint_at(nomad.url(), Duration::from_secs(5)),
         );
         let client_gate = Arc::new(
-            Gate::new(
-                GateNode {
-                    node: "lon1-client-01".into(),
-                    region: "eu".into(),
-                    datacenter: "lon1".into(),
-                    consul_server: false,
-                    nomad_server: false,
-                    consul: Some(c.clone()),
-                    nomad: Some(nc),
-                    kv: Some(c.clone()),
-                },
-                settings(),
-            )
-            .with_poll(Duration::from_millis(200)),
+            eu_gate("lon1-client-01", "lon1", (false, false), &c, Some(nc))
+                .with_poll(Duration::from_millis(200)),
         );
         let (task, said) = spawn_acquire(&rt, &client_gate, Product::Nomad, &wanted);
         wait_for(WITHIN, || {
@@ -1097,20 +1073,8 @@ mod gate {
 
     fn server_gate(agent: &StandIn) -> Gate {
         let c = consul(&agent.addr());
-        Gate::new(
-            GateNode {
-                node: "ams2-server-01".into(),
-                region: "eu".into(),
-                datacenter: "ams2".into(),
-                consul_server: true,
-                nomad_server: false,
-                consul: Some(c.clone()),
-                nomad: None,
-                kv: Some(c),
-            },
-            settings(),
-        )
-        .with_poll(Duration::from_millis(200))
+        eu_gate("ams2-server-01", "ams2", (true, false), &c, None)
+            .with_poll(Duration::from_millis(200))
     }
 
     #[test]
